@@ -1,0 +1,49 @@
+# Mailfiler: `make run` starts everything locally, `make test` checks everything.
+# Every target installs what it needs first (idempotent), so a fresh machine needs only
+# Python 3.11, Node.js/npm and make.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+AZURITE := node_modules/.bin/azurite
+
+.PHONY: setup run test lint typecheck unit bench azurite clean
+
+setup: $(STAMP) $(AZURITE) local.settings.json
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+$(AZURITE): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(AZURITE)
+
+local.settings.json: local.settings.example.json
+	test -f $@ || cp $< $@
+
+# Azurite in memory on its usual ports, then the local host with the sample config.
+run: setup
+	./scripts/run-local.sh
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+# The test session starts its own Azurite on free ports (tests/conftest.py).
+unit: setup
+	$(PY) -m pytest
+
+test: setup lint typecheck unit
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .azurite .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,10 @@
+"""The Azure Functions entry point: create the app and register the blueprints. Nothing else."""
+
+import azure.functions as func
+
+from shared.functions import health, pipeline, timers
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(health.bp)
+app.register_functions(pipeline.bp)
+app.register_functions(timers.bp)

@@ -1,0 +1,309 @@
+"""A local host for the function app, for machines without Azure Functions Core Tools.
+
+It calls the very functions registered in `function_app.py`: HTTP functions are served at
+`http://127.0.0.1:7071/api/<route>`, timers fire on their NCRONTAB schedules, and queue functions
+run against the storage account with host.json's semantics: base64 messages, `batchSize`
+messages at a time, a failed message made visible again after `visibilityTimeout`, and moved to
+`<queue>-poison` after `maxDequeueCount` attempts. Function keys are not checked, as in Core Tools.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import azure.functions as func
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+from croniter import croniter
+
+from ..store.queues import Queues, Received
+
+log = logging.getLogger("mailfiler.host")
+
+
+def load_local_settings(path: Path) -> list[str]:
+    """Put local.settings.json `Values` into the environment, as Core Tools does.
+
+    A variable already set in the environment wins, so a test or a shell can override one.
+    """
+    if not path.is_file():
+        return []
+    values = json.loads(path.read_text(encoding="utf-8")).get("Values", {})
+    applied = []
+    for key, value in values.items():
+        if key not in os.environ:
+            os.environ[key] = str(value)
+            applied.append(key)
+    return applied
+
+
+def _parse_timespan(value: str | None, default: float) -> float:
+    """host.json time spans: "hh:mm:ss" or "d.hh:mm:ss"."""
+    if not value:
+        return default
+    hours, minutes, seconds = value.split(":")
+    days = "0"
+    if "." in hours:
+        days, hours = hours.split(".", 1)
+    return float(days) * 86400 + float(hours) * 3600 + float(minutes) * 60 + float(seconds)
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    batch_size: int = 16
+    max_dequeue_count: int = 5
+    max_polling_interval: float = 60.0
+    visibility_timeout: float = 0.0
+    message_encoding: str = "base64"
+
+    @classmethod
+    def from_host_json(cls, path: Path) -> QueueSettings:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return cls()
+        q = data.get("extensions", {}).get("queues", {})
+        return cls(
+            batch_size=int(q.get("batchSize", 16)),
+            max_dequeue_count=int(q.get("maxDequeueCount", 5)),
+            max_polling_interval=_parse_timespan(q.get("maxPollingInterval"), 60.0),
+            visibility_timeout=_parse_timespan(q.get("visibilityTimeout"), 0.0),
+            message_encoding=str(q.get("messageEncoding", "base64")),
+        )
+
+
+@dataclass
+class Registered:
+    name: str
+    trigger: dict[str, Any]
+    call: Callable[..., Any]
+
+
+def registered_functions(app_module: ModuleType) -> list[Registered]:
+    """The functions `function_app.app` registered (get_functions() works once per app)."""
+    out = []
+    for fn in app_module.app.get_functions():
+        trigger = {k: (v.value if hasattr(v, "value") else v)
+                   for k, v in fn.get_trigger().get_dict_repr().items()}
+        if "methods" in trigger:
+            trigger["methods"] = [getattr(m, "value", m) for m in trigger["methods"] or []]
+        out.append(Registered(fn.get_function_name(), trigger, fn.get_user_function()))
+    return out
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+def _route_regex(route: str) -> re.Pattern[str]:
+    pattern = ""
+    for part in re.split(r"(\{[^}]+\})", route.strip("/")):
+        if part.startswith("{"):
+            name = part[1:-1].split(":", 1)[0].rstrip("?")
+            pattern += f"(?P<{name}>[^/]+)"
+        else:
+            pattern += re.escape(part)
+    return re.compile(f"^{pattern}$")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: LocalHttpServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.debug("http: " + format, *args)
+
+    def _dispatch(self) -> None:
+        split = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if split.path.startswith("/admin/functions/") and self.command == "POST":
+            status, payload = self.server.host.admin_invoke(split.path.rsplit("/", 1)[-1])
+            self._reply(status, payload.encode(), {"Content-Type": "text/plain"})
+            return
+        prefix = f"/{self.server.route_prefix}/" if self.server.route_prefix else "/"
+        if not split.path.startswith(prefix):
+            self._reply(404, b"not found", {"Content-Type": "text/plain"})
+            return
+        rel = split.path[len(prefix):]
+        for fn, regex in self.server.routes:
+            match = regex.match(rel)
+            methods = [m.upper() for m in fn.trigger.get("methods") or []]
+            if not match or (methods and self.command not in methods):
+                continue
+            request = func.HttpRequest(
+                self.command,
+                f"http://{self.headers.get('Host', 'localhost')}{self.path}",
+                headers=dict(self.headers.items()),
+                params=dict(parse_qsl(split.query, keep_blank_values=True)),
+                route_params={k: v for k, v in match.groupdict().items() if v is not None},
+                body=body,
+            )
+            try:
+                response = fn.call(request)
+            except Exception:
+                log.exception("http: function %s raised", fn.name)
+                self._reply(500, b"internal error", {"Content-Type": "text/plain"})
+                return
+            headers = dict(response.headers.items())
+            headers.setdefault("Content-Type", response.mimetype or "text/plain")
+            self._reply(response.status_code, response.get_body(), headers)
+            return
+        self._reply(404, b"not found", {"Content-Type": "text/plain"})
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            if key.lower() != "content-length":
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _dispatch
+
+
+class LocalHttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], host: LocalHost, route_prefix: str) -> None:
+        super().__init__(address, _Handler)
+        self.host = host
+        self.route_prefix = route_prefix
+        self.routes = [(fn, _route_regex(fn.trigger.get("route") or fn.name))
+                       for fn in host.functions if fn.trigger["type"] == "httpTrigger"]
+
+
+# --- the host ---------------------------------------------------------------------------------
+
+@dataclass
+class LocalHost:
+    functions: list[Registered]
+    queues: Queues
+    settings: QueueSettings
+    lease_seconds: int = 300
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    processed: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def of_type(self, kind: str) -> list[Registered]:
+        return [fn for fn in self.functions if fn.trigger["type"] == kind]
+
+    # Queues
+
+    def _queue_message(self, message: Received) -> QueueMessage:
+        return QueueMessage(id=message.id, body=message.body, pop_receipt=message.pop_receipt,
+                            dequeue_count=message.dequeue_count)
+
+    def _run_one(self, fn: Registered, queue: str, message: Received) -> None:
+        try:
+            fn.call(self._queue_message(message))
+        except Exception as exc:
+            if message.dequeue_count >= self.settings.max_dequeue_count:
+                log.error("queue %s: message %s failed %d times, moving to %s-poison: %s",
+                          queue, message.id, message.dequeue_count, queue, exc)
+                self.queues.send_bytes(f"{queue}-poison", message.body)
+                self.queues.delete(queue, message)
+            else:
+                log.warning("queue %s: message %s failed (attempt %d): %s",
+                            queue, message.id, message.dequeue_count, exc)
+                self.queues.release(queue, message,
+                                    after_seconds=int(self.settings.visibility_timeout))
+            return
+        self.queues.delete(queue, message)
+        with self._lock:
+            self.processed[queue] = self.processed.get(queue, 0) + 1
+
+    def drain_once(self, fn: Registered, pool: ThreadPoolExecutor) -> int:
+        """Receive one batch for `fn` and run it to the end; the number of messages."""
+        queue = fn.trigger["queueName"]
+        batch = self.queues.receive(queue, max_messages=self.settings.batch_size,
+                                    visibility_timeout=self.lease_seconds)
+        list(pool.map(lambda m: self._run_one(fn, queue, m), batch))
+        return len(batch)
+
+    def _queue_loop(self, fn: Registered) -> None:
+        wait = 0.1
+        with ThreadPoolExecutor(self.settings.batch_size, thread_name_prefix=fn.name) as pool:
+            while not self.stop_event.is_set():
+                try:
+                    got = self.drain_once(fn, pool)
+                except Exception:
+                    log.exception("queue %s: receive failed", fn.trigger["queueName"])
+                    got = 0
+                if got:
+                    wait = 0.1
+                    continue
+                self.stop_event.wait(wait)
+                wait = min(wait * 2, self.settings.max_polling_interval)
+
+    def drain(self, timeout: float = 300.0) -> dict[str, int]:
+        """Run every queue function until all their queues are empty (tests, `import --file`)."""
+        deadline = time.monotonic() + timeout
+        fns = self.of_type("queueTrigger")
+        with ThreadPoolExecutor(self.settings.batch_size) as pool:
+            while time.monotonic() < deadline:
+                if sum(self.drain_once(fn, pool) for fn in fns) == 0:
+                    if all(not self.queues.depth(fn.trigger["queueName"]) for fn in fns):
+                        break
+                    time.sleep(0.2)  # messages waiting out a visibility timeout
+        return dict(self.processed)
+
+    # Timers
+
+    def fire_timer(self, fn: Registered, past_due: bool = False) -> None:
+        try:
+            fn.call(TimerRequest(past_due=past_due))
+        except Exception:
+            log.exception("timer %s raised", fn.name)
+
+    def _timer_loop(self, fn: Registered, fire_now: bool) -> None:
+        if fire_now or fn.trigger.get("runOnStartup"):
+            self.fire_timer(fn)
+        schedule = croniter(fn.trigger["schedule"], datetime.now(UTC), second_at_beginning=True)
+        while not self.stop_event.is_set():
+            due: datetime = schedule.get_next(datetime)
+            delay = (due - datetime.now(UTC)).total_seconds()
+            if self.stop_event.wait(max(delay, 0)):
+                return
+            self.fire_timer(fn, past_due=datetime.now(UTC) - due > timedelta(seconds=30))
+
+    def admin_invoke(self, name: str) -> tuple[int, str]:
+        """POST /admin/functions/{name}: run a timer now, like the Functions admin API."""
+        for fn in self.of_type("timerTrigger"):
+            if fn.name == name:
+                threading.Thread(target=self.fire_timer, args=(fn,), daemon=True).start()
+                return HTTPStatus.ACCEPTED, "accepted"
+        return HTTPStatus.NOT_FOUND, f"no timer function {name}"
+
+    # Lifecycle
+
+    def start(self, *, queues: bool = True, timers: bool = True, fire_timers_now: bool = True) -> None:
+        targets: list[tuple[Callable[..., None], Iterable[Any]]] = []
+        if queues:
+            targets += [(self._queue_loop, (fn,)) for fn in self.of_type("queueTrigger")]
+        if timers:
+            targets += [(self._timer_loop, (fn, fire_timers_now)) for fn in self.of_type("timerTrigger")]
+        for target, args in targets:
+            thread = threading.Thread(target=target, args=tuple(args), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout)

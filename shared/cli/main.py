@@ -1,0 +1,189 @@
+"""The `mailfiler` command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..core.config import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("azure", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _prepare_env(args: argparse.Namespace) -> None:
+    from .host import load_local_settings
+
+    settings_file = Path(getattr(args, "settings", None) or REPO / "local.settings.json")
+    load_local_settings(settings_file)
+    if getattr(args, "config", None):
+        os.environ["MAILFILER_CONFIG"] = str(Path(args.config).resolve())
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from ..settings import load_config, missing_secrets
+
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(
+        f"{args.file}: OK: {len(config.mailboxes)} mailbox(es), "
+        f"{len(config.record_types)} record type(s), {len(config.routes)} route(s)"
+    )
+    for warning in missing_secrets(config):
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _context():  # type: ignore[no-untyped-def]
+    from ..pipeline.context import build_context, set_context
+    from ..settings import AppSettings
+
+    ctx = build_context(AppSettings())
+    set_context(ctx)
+    return ctx
+
+
+def _host(ctx):  # type: ignore[no-untyped-def]
+    from .host import LocalHost, QueueSettings, registered_functions
+
+    sys.path.insert(0, str(REPO))
+    app_module = importlib.import_module("function_app")
+    return LocalHost(
+        functions=registered_functions(app_module),
+        queues=ctx.stores.queues,
+        settings=QueueSettings.from_host_json(REPO / "host.json"),
+        lease_seconds=int(os.environ.get("MAILFILER_LOCAL_LEASE_SECONDS", "300")),
+    )
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..pipeline.ingest import ingest_mailbox
+    from ..sources.local import LocalSource, LocalSourceError
+
+    _prepare_env(args)
+    try:
+        ctx = _context()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if ctx.config.mailbox(args.mailbox) is None:
+        names = ", ".join(m.name for m in ctx.config.mailboxes)
+        print(f"mailbox {args.mailbox!r} is not in the configuration (known: {names})", file=sys.stderr)
+        return 1
+    try:
+        source = LocalSource(Path(args.path))
+    except LocalSourceError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    with tqdm(total=len(source.refs()), unit="msg", desc=f"import {source.kind}",
+              disable=args.quiet or None) as bar:
+        summary = ingest_mailbox(ctx.stores, args.mailbox, source, now=datetime.now(UTC),
+                                 progress=bar.update)
+    print(f"{args.path}: {summary.seen} found, {summary.queued} queued, "
+          f"{summary.skipped} already imported, {len(summary.failed)} failed")
+    for source_id, reason in summary.failed[:20]:
+        print(f"  failed: {source_id}: {reason}", file=sys.stderr)
+    if args.process:
+        processed = _host(ctx).drain()
+        print(f"processed: {processed}")
+    return 1 if summary.failed else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .host import LocalHttpServer
+
+    _prepare_env(args)
+    try:
+        ctx = _context()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    host = _host(ctx)
+    server = None
+    if not args.no_http:
+        server = LocalHttpServer((args.host, args.port), host, route_prefix="api")
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    host.start(queues=not args.no_queues, timers=not args.no_timers,
+               fire_timers_now=not args.no_initial_poll)
+    base = f"http://{args.host}:{args.port}"
+    routes = [f"{base}/api/{fn.trigger.get('route')}" for fn in host.of_type("httpTrigger")]
+    print(f"mailfiler: local host running ({len(host.functions)} functions)", flush=True)
+    for route in routes if server else []:
+        print(f"  {route}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    print("mailfiler: stopping", flush=True)
+    if server:
+        server.shutdown()
+    host.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailfiler", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("MAILFILER_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    config = sub.add_parser("config", help="check a configuration file")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate FILE and report every problem")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_config_check)
+
+    imp = sub.add_parser("import", help="import .eml files, a Maildir or an mbox into a mailbox")
+    imp.add_argument("path")
+    imp.add_argument("--mailbox", required=True)
+    imp.add_argument("--config")
+    imp.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
+    imp.add_argument("--process", action="store_true",
+                     help="also run the map and file stages here until the queues are empty")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.set_defaults(func=cmd_import)
+
+    run = sub.add_parser("run", help="host the function app locally (HTTP, timers, queues)")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=7071)
+    run.add_argument("--config")
+    run.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
+    run.add_argument("--no-http", action="store_true")
+    run.add_argument("--no-timers", action="store_true")
+    run.add_argument("--no-queues", action="store_true")
+    run.add_argument("--no-initial-poll", action="store_true",
+                     help="wait for the timers' schedules instead of polling at start")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

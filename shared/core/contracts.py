@@ -1,0 +1,100 @@
+"""Versioned messages that travel between stages on Storage queues.
+
+Each carries `v`; a stage refuses a version it does not know (ContractError, straight to the
+poison queue with that reason) instead of guessing. Keep them small: queue messages are at most
+64 KiB, so bodies stay in Blob Storage and only references travel.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SNIPPET_CHARS = 500
+MAX_ENTRY_ATTACHMENTS = 50
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class InboundMessage(_Contract):
+    """Queue `inbound`: one message a source has seen, its raw bytes already in Blob Storage."""
+
+    v: Literal[1] = 1
+    mailbox: str
+    source_id: str
+    blob: str
+    folder: str | None = None
+    flags: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    conversation_id: str | None = None
+    received_at: datetime | None = None
+
+
+class RecordRef(_Contract):
+    type: str
+    key: str
+
+
+class AttachmentInfo(_Contract):
+    filename: str | None
+    content_type: str
+    size: int
+
+
+class TimelineEntry(_Contract):
+    direction: Literal["in", "out"] = "in"
+    message_key: str
+    message_id: str | None = None
+    subject: str = ""
+    from_: str = Field(default="", alias="from")
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    date: datetime | None = None
+    snippet: str = Field(default="", max_length=SNIPPET_CHARS)
+    attachments: tuple[AttachmentInfo, ...] = Field(default=(), max_length=MAX_ENTRY_ATTACHMENTS)
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
+
+
+class MailboxAction(_Contract):
+    action: Literal["mark_read", "move", "categorize"]
+    folder: str | None = None
+    category: str | None = None
+
+
+Action = Literal["create", "attach", "sighting", "drop"]
+
+
+class FilingPlan(_Contract):
+    """Queue `filing`: what the map stage decided; the file stage carries it out, idempotently."""
+
+    v: Literal[1] = 1
+    action: Action
+    message_key: str
+    mailbox: str
+    source_id: str
+    blob: str
+    folder: str | None = None
+    record: RecordRef | None = None
+    title: str | None = None
+    fields: dict[str, str | int] = {}
+    entry: TimelineEntry | None = None
+    mailbox_actions: tuple[MailboxAction, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+
+class PoisonMessage(_Contract):
+    """Queue `<name>-poison`: a message that failed for good, with why. Raw mail stays in Blob."""
+
+    v: Literal[1] = 1
+    queue: str
+    stage: str
+    reason: str
+    dequeue_count: int
+    body: str = Field(description="the original message body, as text")
+    blob: str | None = None
+    failed_at: datetime

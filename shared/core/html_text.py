@@ -1,0 +1,136 @@
+"""HTML mail bodies as plain text, for mail that has no text/plain part.
+
+`html2text` does the real work (it keeps paragraphs, lists and ``>`` quotes, which the reply
+stripper needs). It is pure Python and has choked on odd markup before, so every failure, and
+any very large document, falls back to a small `html.parser` converter, then to a regex.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable
+from html.parser import HTMLParser
+
+import html2text
+
+# html2text is roughly linear but slow; beyond this many characters the stdlib converter is
+# good enough and keeps a 10 MB newsletter from stalling the map stage.
+MAX_HTML2TEXT_CHARS = 1_000_000
+
+_BLOCK_TAGS = frozenset(
+    {
+        "address",
+        "article",
+        "blockquote",
+        "br",
+        "div",
+        "dl",
+        "dt",
+        "dd",
+        "footer",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "hr",
+        "li",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "table",
+        "tr",
+        "ul",
+    }
+)
+_SKIP_TAGS = frozenset({"script", "style", "head", "title", "noscript", "template"})
+_TAG_RE = re.compile(r"<[^>]*>")
+_BLANK_LINES_RE = re.compile(r"\n{3,}")
+_TRAILING_SPACE_RE = re.compile(r"[ \t]+\n")
+
+
+class _PlainHTML2Text(html2text.HTML2Text):
+    """html2text without Markdown escaping: mail text is read by people, not renderers."""
+
+    def handle_data(self, data: str, entity_char: bool = False) -> None:  # noqa: ARG002
+        # entity_char=True is the only switch html2text offers to skip `escape_md_section`.
+        super().handle_data(data, entity_char=True)
+
+
+class _StripParser(HTMLParser):
+    """Text nodes in order, with line breaks at block boundaries; scripts and styles dropped."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.chunks: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:  # noqa: ARG002
+        if tag in _SKIP_TAGS:
+            self._skip += 1
+        elif tag in _BLOCK_TAGS:
+            self.chunks.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _SKIP_TAGS:
+            self._skip = max(0, self._skip - 1)
+        elif tag in _BLOCK_TAGS:
+            self.chunks.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.chunks.append(" ".join(data.split()) if data.strip() else " ")
+
+
+def _with_html2text(markup: str) -> str:
+    converter = _PlainHTML2Text()
+    converter.ignore_links = True
+    converter.ignore_images = True
+    converter.ignore_emphasis = True
+    converter.ignore_tables = True
+    converter.unicode_snob = True
+    converter.body_width = 0
+    return str(converter.handle(markup))
+
+
+def _with_stdlib(markup: str) -> str:
+    parser = _StripParser()
+    parser.feed(markup)
+    parser.close()
+    return "".join(parser.chunks)
+
+
+def _with_regex(markup: str) -> str:
+    return html.unescape(_TAG_RE.sub(" ", markup))
+
+
+def _tidy(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\xa0", " ")
+    text = _TRAILING_SPACE_RE.sub("\n", text)
+    return _BLANK_LINES_RE.sub("\n\n", text).strip()
+
+
+def html_to_text(markup: str, defects: list[str] | None = None) -> str:
+    """Readable plain text of an HTML document; never raises.
+
+    When a converter fails, a short note naming it is appended to `defects` (if given).
+    """
+    converters: list[tuple[str, Callable[[str], str]]] = [
+        ("stdlib", _with_stdlib),
+        ("regex", _with_regex),
+    ]
+    if len(markup) <= MAX_HTML2TEXT_CHARS:
+        converters.insert(0, ("html2text", _with_html2text))
+    elif defects is not None:
+        defects.append("html-too-large-for-html2text")
+    for name, convert in converters:
+        try:
+            return _tidy(convert(markup))
+        except Exception as exc:  # any converter bug means "try the next, simpler one"
+            if defects is not None:
+                defects.append(f"html-{name}-failed:{type(exc).__name__}")
+    return ""  # pragma: no cover - the regex converter cannot fail on a str

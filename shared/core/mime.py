@@ -1,0 +1,626 @@
+"""MIME parsing: raw bytes in, `MailMessage` out, and never an exception.
+
+Mail from the wild breaks every parser, and one unreadable message must not stop a mailbox, so
+each step has a fallback and notes what went wrong in `MailMessage.defects` (short strings,
+never message content):
+
+* the structure is parsed with `policy.default`, then `compat32` when that raises (CPython
+  crashes in `parsebytes` on ``name*`` parameters, #151857);
+* headers are always read from `raw_items()` and decoded here (RFC 2047, raw 8-bit bytes),
+  because `policy.default` header access raises on Outlook ``<[x]@host>`` Message-IDs and on
+  some malformed address lists;
+* MIME parameters (type, charset, filename incl. RFC 2231) are read through a `compat32` view
+  of the part's raw headers, which tolerates anything;
+* bodies are decoded with their declared charset, mapped through common aliases, and fall back
+  to UTF-8, then windows-1252, with replacement characters.
+
+References are trimmed to the first one (the thread root) plus the last `MAX_REFERENCES`:
+threading only needs the root and the recent ancestors, and some lists send hundreds.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import re
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from email import policy
+from email.message import Message
+from email.parser import BytesParser
+from email.utils import getaddresses, parsedate_to_datetime
+
+from shared.core.html_text import html_to_text
+from shared.core.message import Address, Attachment, MailMessage, fallback_key, id_key
+from shared.core.subject import normalize_subject
+
+MAX_REFERENCES = 32
+MAX_DEFECTS = 50
+MAX_DEPTH = 40  # nested multiparts deeper than this are garbage or an attack
+MAX_PARTS = 2_000
+
+# Charset labels seen in real mail that Python does not know, or knows under another name.
+# None means "no usable label": guess from the bytes.
+_CHARSET_ALIASES: dict[str, str | None] = {
+    "unicode-1-1-utf-7": "utf-7",
+    "unicode-1-1-utf-8": "utf-8",
+    "utf8": "utf-8",
+    "x-unknown": None,
+    "unknown": None,
+    "unknown-8bit": None,
+    "x-user-defined": None,
+    "default": None,
+    "charset": None,
+    "ks_c_5601-1987": "cp949",
+    "ks_c_5601": "cp949",
+    "ksc5601": "cp949",
+    "euc-kr": "cp949",
+    "windows-874": "cp874",
+    "x-windows-874": "cp874",
+    "iso-8859-8-i": "iso-8859-8",
+    "iso-8859-6-i": "iso-8859-6",
+    "x-sjis": "shift_jis",
+    "shift-jis": "shift_jis",
+    "ms932": "cp932",
+    "windows-31j": "cp932",
+    "gb2312": "gbk",  # senders label GBK text as GB2312; GBK is a superset
+    "x-gbk": "gbk",
+    "big5": "big5hkscs",
+    "x-mac-roman": "mac_roman",
+    "macintosh": "mac_roman",
+    "iso-8859-1": "cp1252",  # as browsers do: Windows senders mislabel cp1252 as latin-1
+    "us-ascii": "utf-8",  # ASCII is a subset; 8-bit bytes under an ASCII label are usually UTF-8
+    "ascii": "utf-8",
+    "ansi_x3.4-1968": "utf-8",
+}
+# Codecs that exist but do not turn bytes into text (bytes.decode raises LookupError anyway,
+# but rot13 is a str codec and others are not charsets at all).
+# When bytes do not decode in their declared charset, a sibling of the same script usually
+# does (Japanese mobile carriers label EUC-JP as ISO-2022-JP, for one).
+_CHARSET_SIBLINGS: dict[str, tuple[str, ...]] = {
+    "iso2022_jp": ("iso2022_jp_ext", "euc_jp", "cp932"),
+    "euc_jp": ("cp932",),
+    "shift_jis": ("cp932", "euc_jp"),
+    "cp932": ("euc_jp",),
+    "gbk": ("gb18030",),
+    "big5hkscs": ("cp950",),
+    "cp949": ("iso2022_kr",),
+}
+_NOT_CHARSETS = frozenset({"base64", "hex", "quopri", "uu", "zlib", "bz2", "rot13", "idna"})
+
+_ENCODED_WORD = re.compile(r"=\?([^?]*)\?([bBqQ])\?(.*?)\?=")
+_ANGLE_ID = re.compile(r"<([^<>]*)>")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_WHITESPACE = re.compile(r"\s+")
+_BARE_ADDRESS = re.compile(r"[^\s<>,;:\"'()\[\]]+@[^\s<>,;:\"'()\[\]]+")
+
+
+class _Defects:
+    """What went wrong, deduplicated and capped so a broken message cannot bloat its record."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, None] = {}
+
+    def add(self, defect: str) -> None:
+        if len(self._items) < MAX_DEFECTS:
+            self._items.setdefault(defect[:80], None)
+
+    def extend(self, defects: Iterable[str]) -> None:
+        for defect in defects:
+            self.add(defect)
+
+    def items(self) -> tuple[str, ...]:
+        return tuple(self._items)
+
+
+def _label(text: str) -> str:
+    """A charset or other token from the mail, made safe and short for a defect string."""
+    return "".join(ch for ch in text[:30] if ch.isprintable())
+
+
+# --- text decoding ---------------------------------------------------------------------------
+
+
+def _codec(charset: str | None, defects: _Defects) -> str | None:
+    """The Python codec for a MIME charset label, or None to guess."""
+    if not charset:
+        return None
+    label = charset.strip().strip("\"'").lower()
+    if label in _CHARSET_ALIASES:
+        return _CHARSET_ALIASES[label]
+    try:
+        name = codecs.lookup(label).name
+    except (LookupError, ValueError):
+        defects.add(f"unknown-charset:{_label(label)}")
+        return None
+    if name in _NOT_CHARSETS or name.endswith("_codec"):
+        defects.add(f"unknown-charset:{_label(label)}")
+        return None
+    return name
+
+
+def decode_bytes(data: bytes, charset: str | None, defects: _Defects) -> str:
+    """`data` as text in `charset`, else UTF-8, else windows-1252 with replacement characters."""
+    codec = _codec(charset, defects)
+    if codec is not None:
+        for candidate in (codec, *_CHARSET_SIBLINGS.get(codec, ())):
+            try:
+                text = data.decode(candidate)
+            except Exception:  # noqa: S112 - UnicodeDecodeError, or a codec broken by bad input
+                continue
+            if candidate != codec:
+                defects.add(f"charset-mismatch:{_label(charset or '')}")
+            return _valid(text)
+        defects.add(f"charset-mismatch:{_label(charset or '')}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", "replace")
+
+
+def _valid(text: str) -> str:
+    """`text` with lone surrogates replaced: UTF-7 and UTF-16 can produce them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _from_surrogates(text: str) -> str:
+    """Undo the parser's surrogateescape of raw 8-bit header bytes (UTF-8, else cp1252)."""
+    if text.isascii():
+        return text
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return _valid(text)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", "replace")
+
+
+def _word_bytes(encoding: str, text: str) -> bytes | None:
+    """The bytes of one RFC 2047 encoded word, tolerating bad padding; None if hopeless."""
+    data = text.encode("utf-8", "replace")
+    if encoding in "qQ":
+        return binascii.a2b_qp(data, header=True)
+    data = data.strip()
+    for candidate in (data, data[:-1]):
+        try:
+            return binascii.a2b_base64(candidate + b"=" * (-len(candidate) % 4))
+        except (binascii.Error, ValueError):
+            continue
+    return None
+
+
+def decode_words(value: str, defects: _Defects) -> str:
+    """Decode RFC 2047 encoded words in a header value.
+
+    Adjacent words in one charset are joined before decoding, because encoders split multi-byte
+    characters across words; whitespace between encoded words is dropped, as the RFC says.
+    """
+    if "=?" not in value:
+        return value
+    out: list[str] = []
+    pending = bytearray()
+    pending_charset: str | None = None
+
+    def flush() -> None:
+        nonlocal pending_charset
+        if pending_charset is not None:
+            out.append(decode_bytes(bytes(pending), pending_charset, defects))
+        pending.clear()
+        pending_charset = None
+
+    pos = 0
+    for match in _ENCODED_WORD.finditer(value):
+        between = value[pos : match.start()]
+        if between and not (pending_charset is not None and between.isspace()):
+            flush()
+            out.append(between)
+        pos = match.end()
+        data = _word_bytes(match.group(2), match.group(3))
+        if data is None:
+            flush()
+            defects.add("bad-encoded-word")
+            out.append(match.group(0))
+            continue
+        charset = match.group(1).split("*", 1)[0].lower() or "us-ascii"  # drop RFC 2231 lang
+        if charset != pending_charset:
+            flush()
+            pending_charset = charset
+        pending += data
+    flush()
+    out.append(value[pos:])
+    return "".join(out)
+
+
+# --- headers ---------------------------------------------------------------------------------
+
+
+class _Headers:
+    """The header block as (name, unfolded raw value) pairs, read without the policy's parsers."""
+
+    def __init__(self, message: Message, defects: _Defects) -> None:
+        self._defects = defects
+        self.items: list[tuple[str, str]] = []
+        try:
+            raw_items: Iterable[tuple[str, object]] = message.raw_items()
+            for name, value in raw_items:
+                text = _LINE_BREAK.sub("", value if isinstance(value, str) else str(value))
+                self.items.append((_from_surrogates(name).strip(), _from_surrogates(text)))
+        except Exception as exc:
+            defects.add(f"headers-unreadable:{type(exc).__name__}")
+
+    def raw(self, name: str) -> str | None:
+        wanted = name.lower()
+        for key, value in self.items:
+            if key.lower() == wanted:
+                return value
+        return None
+
+    def decoded(self, name: str) -> str:
+        value = self.raw(name)
+        return "" if value is None else decode_words(value, self._defects)
+
+    def all_decoded(self) -> tuple[tuple[str, str], ...]:
+        return tuple((key, decode_words(value, self._defects)) for key, value in self.items)
+
+
+def _clean_id(token: str) -> str:
+    return _WHITESPACE.sub("", token).strip("<>")
+
+
+def _message_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    match = _ANGLE_ID.search(value)
+    ident = _clean_id(match.group(1) if match else value)
+    return ident or None
+
+
+def _id_list(value: str | None) -> tuple[str, ...]:
+    """Message-IDs in an In-Reply-To/References value, in order, without duplicates."""
+    if not value:
+        return ()
+    tokens = _ANGLE_ID.findall(value)
+    if not tokens:  # no brackets: keep bare tokens that look like ids
+        tokens = [t for t in re.split(r"[\s,]+", value) if "@" in t] or value.split()[:1]
+    ids = dict.fromkeys(filter(None, map(_clean_id, tokens)))
+    return tuple(ids)
+
+
+def _references(value: str | None) -> tuple[str, ...]:
+    ids = _id_list(value)
+    if len(ids) <= MAX_REFERENCES:
+        return ids
+    return (ids[0], *ids[-MAX_REFERENCES:])
+
+
+def _address(name: str, addr: str, defects: _Defects) -> Address | None:
+    email = decode_words(addr, defects).strip().strip("<>").strip()
+    if not email:
+        return None
+    local, at, domain = email.rpartition("@")
+    if at:
+        email = f"{local}@{domain.lower()}"
+    display = " ".join(decode_words(name, defects).split()).strip("\"' ")
+    return Address(email=email, name=display)
+
+
+def _addresses(value: str | None, defects: _Defects) -> tuple[Address, ...]:
+    """Addresses in a header; entries without '@' only when there is nothing better."""
+    if not value:
+        return ()
+    try:
+        pairs = getaddresses([value])
+    except Exception as exc:
+        defects.add(f"address-parse:{type(exc).__name__}")
+        pairs = []
+    found = [a for a in (_address(n, e, defects) for n, e in pairs) if a is not None]
+    with_at = [a for a in found if "@" in a.email]
+    if not with_at and "@" in value:
+        # getaddresses gave up (or refuses, in strict mode): pick out anything address-like.
+        defects.add("address-fallback")
+        with_at = [a for a in (_address("", e, defects) for e in _BARE_ADDRESS.findall(value)) if a]
+    return tuple(with_at or found)
+
+
+def _date(value: str | None, received_at: datetime | None, defects: _Defects) -> datetime | None:
+    if value and value.strip():
+        try:
+            date = parsedate_to_datetime(value.strip())
+        except Exception:  # ValueError, TypeError, OverflowError: the stdlib is not consistent
+            defects.add("date-unparsable")
+        else:
+            if date.tzinfo is None:
+                defects.add("date-naive")
+                date = date.replace(tzinfo=UTC)
+            return date
+    else:
+        defects.add("date-missing")
+    if received_at is not None and received_at.tzinfo is None:
+        return received_at.replace(tzinfo=UTC)
+    return received_at
+
+
+# --- structure -------------------------------------------------------------------------------
+
+
+def _parse_tree(raw: bytes, defects: _Defects) -> Message:
+    for parse_policy in (policy.default, policy.compat32):
+        try:
+            return BytesParser(policy=parse_policy).parsebytes(raw)
+        except Exception as exc:
+            name = "default" if parse_policy is policy.default else "compat32"
+            defects.add(f"parse-{name}-failed:{type(exc).__name__}")
+    return Message()
+
+
+class _Part:
+    """One MIME part's metadata, read through a tolerant `compat32` view of its raw headers."""
+
+    def __init__(self, part: Message, defects: _Defects) -> None:
+        self.part = part
+        view = Message(policy=policy.compat32)
+        raw = _Headers(part, defects)
+        for name in ("content-type", "content-disposition"):
+            value = raw.raw(name)
+            if value is not None:
+                view[name] = value
+        self.content_id = _message_id(raw.raw("content-id"))
+        self.cte = (raw.raw("content-transfer-encoding") or "").strip().lower()
+        try:
+            has_type = "content-type" in view
+            self.content_type = (
+                view.get_content_type() if has_type else part.get_default_type()
+            ).lower()
+            self.disposition = view.get_content_disposition()
+            self.charset = view.get_content_charset()
+        except Exception as exc:
+            defects.add(f"mime-params:{type(exc).__name__}")
+            self.content_type, self.disposition, self.charset = (
+                "application/octet-stream",
+                None,
+                None,
+            )
+        self.filename = self._filename(view, defects)
+
+    @staticmethod
+    def _filename(view: Message, defects: _Defects) -> str | None:
+        try:
+            name = view.get_filename()
+        except Exception as exc:
+            defects.add(f"filename:{type(exc).__name__}")
+            return None
+        if not name:
+            return None
+        # Outlook and Gmail put RFC 2047 words inside quoted filenames, against the RFC.
+        name = " ".join(decode_words(_from_surrogates(name), defects).split())
+        return _valid(name) or None
+
+    @property
+    def maintype(self) -> str:
+        return self.content_type.partition("/")[0]
+
+    @property
+    def is_attachment(self) -> bool:
+        return self.disposition == "attachment" or self.filename is not None
+
+    def payload(self, defects: _Defects) -> bytes:
+        """The decoded bytes of a leaf part (Content-Transfer-Encoding undone)."""
+        try:
+            data = self.part.get_payload(decode=True)
+        except Exception as exc:
+            defects.add(f"payload:{type(exc).__name__}")
+            data = None
+        if isinstance(data, bytes):
+            return data
+        body = self.part.get_payload()
+        if isinstance(body, str):
+            return body.encode("ascii", "surrogateescape")
+        return b""
+
+    def flattened_size(self, linesep: str, defects: _Defects) -> int:
+        """Length of an embedded message (message/*), re-serialised with the mail's line ends.
+
+        The parser keeps no offsets, so this is the stdlib's rendering of the part: exact for
+        ordinary mail, close for mail with odd folding.
+        """
+        payload = self.part.get_payload()
+        if isinstance(payload, str | bytes):
+            return len(self.payload(defects))
+        try:
+            subs = [sub for sub in payload if isinstance(sub, Message)]
+            render = policy.compat32.clone(linesep=linesep)
+            return sum(len(sub.as_bytes(policy=render)) for sub in subs)
+        except Exception as exc:
+            defects.add(f"embedded-size:{type(exc).__name__}")
+            return 0
+
+
+def _leaves(message: Message, defects: _Defects) -> Iterator[_Part]:
+    """Leaf parts in document order; message/* parts are leaves: their text is not ours."""
+    stack: list[tuple[Message, int]] = [(message, 0)]
+    count = 0
+    while stack:
+        part, depth = stack.pop()
+        count += 1
+        if count > MAX_PARTS:
+            defects.add("too-many-parts")
+            return
+        defects.extend(type(d).__name__ for d in getattr(part, "defects", ()))
+        info = _Part(part, defects)
+        children = part.get_payload()
+        if isinstance(children, list) and info.maintype != "message":
+            if depth >= MAX_DEPTH:
+                defects.add("too-deep")
+                continue
+            subs = [child for child in children if isinstance(child, Message)]
+            stack.extend((child, depth + 1) for child in reversed(subs))
+            continue
+        if info.maintype == "multipart":  # no boundary: the parser kept it as one text blob
+            defects.add("multipart-without-parts")
+            info.content_type = "text/plain"
+        yield info
+
+
+def _attachment(info: _Part, linesep: str, defects: _Defects) -> Attachment:
+    if info.maintype == "message":
+        size = info.flattened_size(linesep, defects)
+    else:
+        size = len(info.payload(defects))
+    inline = info.disposition == "inline" or (
+        info.disposition is None and info.content_id is not None
+    )
+    return Attachment(
+        filename=info.filename,
+        content_type=info.content_type,
+        size=size,
+        content_id=info.content_id,
+        inline=inline,
+    )
+
+
+def _body_and_attachments(
+    message: Message, linesep: str, defects: _Defects
+) -> tuple[str, tuple[Attachment, ...]]:
+    plain: str | None = None
+    html: str | None = None
+    attachments: list[Attachment] = []
+    for info in _leaves(message, defects):
+        body_type = info.content_type in ("text/plain", "text/html")
+        if info.maintype == "message" or info.is_attachment or not body_type:
+            attachments.append(_attachment(info, linesep, defects))
+        elif info.content_type == "text/plain" and not (plain and plain.strip()):
+            # An empty text/plain (some Outlook builds send one) loses to a later part.
+            candidate = decode_bytes(info.payload(defects), info.charset, defects)
+            if plain is None or candidate.strip():
+                plain = candidate
+        elif info.content_type == "text/html" and html is None:
+            html = decode_bytes(info.payload(defects), info.charset, defects)
+    if plain and plain.strip():
+        text = plain
+    elif html is not None:
+        notes: list[str] = []
+        text = html_to_text(html, notes)
+        defects.extend(notes)
+    else:
+        text = plain or ""
+    return text.replace("\r\n", "\n").replace("\r", "\n"), tuple(attachments)
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+
+def parse_message(
+    raw: bytes,
+    *,
+    mailbox: str,
+    source_id: str,
+    folder: str | None = None,
+    flags: Iterable[str] = (),
+    categories: Iterable[str] = (),
+    conversation_id: str | None = None,
+    received_at: datetime | None = None,
+) -> MailMessage:
+    """Parse one raw mail. Never raises on any bytes; problems are listed in `defects`."""
+    defects = _Defects()
+    raw = bytes(raw)
+    flag_set, category_tuple = frozenset(flags), tuple(categories)
+    try:
+        return _parse(
+            raw,
+            defects,
+            mailbox=mailbox,
+            source_id=source_id,
+            folder=folder,
+            flags=flag_set,
+            categories=category_tuple,
+            conversation_id=conversation_id,
+            received_at=received_at,
+        )
+    except Exception as exc:  # a bug here must cost one message its fields, not the mailbox
+        defects.add(f"parser-failed:{type(exc).__name__}")
+        text = raw.decode("utf-8", "replace")
+        return MailMessage(
+            mailbox=mailbox,
+            source_id=source_id,
+            key=fallback_key("", "", "", text),
+            message_id=None,
+            in_reply_to=(),
+            references=(),
+            subject="",
+            normalized_subject="",
+            from_=None,
+            sender=None,
+            reply_to=(),
+            to=(),
+            cc=(),
+            date=_date(None, received_at, _Defects()),
+            text=text,
+            attachments=(),
+            headers=(),
+            size=len(raw),
+            raw=raw,
+            conversation_id=conversation_id,
+            flags=flag_set,
+            categories=category_tuple,
+            folder=folder,
+            defects=defects.items(),
+        )
+
+
+def _parse(
+    raw: bytes,
+    defects: _Defects,
+    *,
+    mailbox: str,
+    source_id: str,
+    folder: str | None,
+    flags: frozenset[str],
+    categories: tuple[str, ...],
+    conversation_id: str | None,
+    received_at: datetime | None,
+) -> MailMessage:
+    message = _parse_tree(raw, defects)
+    headers = _Headers(message, defects)
+    subject = " ".join(headers.decoded("subject").split())
+    linesep = "\r\n" if b"\r\n" in raw[:65536] else "\n"
+    text, attachments = _body_and_attachments(message, linesep, defects)
+    message_id = _message_id(headers.raw("message-id"))
+    if message_id is None:
+        defects.add("message-id-missing")
+        key = fallback_key(headers.decoded("from"), headers.raw("date") or "", subject, text)
+    else:
+        key = id_key(message_id)
+    from_ = _addresses(headers.raw("from"), defects)
+    sender = _addresses(headers.raw("sender"), defects)
+    return MailMessage(
+        mailbox=mailbox,
+        source_id=source_id,
+        key=key,
+        message_id=message_id,
+        in_reply_to=_id_list(headers.raw("in-reply-to")),
+        references=_references(headers.raw("references")),
+        subject=_valid(subject),
+        normalized_subject=_valid(normalize_subject(subject)),
+        from_=from_[0] if from_ else None,
+        sender=sender[0] if sender else None,
+        reply_to=_addresses(headers.raw("reply-to"), defects),
+        to=_addresses(headers.raw("to"), defects),
+        cc=_addresses(headers.raw("cc"), defects),
+        date=_date(headers.raw("date"), received_at, defects),
+        text=_valid(text),
+        attachments=attachments,
+        headers=headers.all_decoded(),
+        size=len(raw),
+        raw=raw,
+        conversation_id=conversation_id,
+        flags=flags,
+        categories=categories,
+        folder=folder,
+        defects=defects.items(),
+    )

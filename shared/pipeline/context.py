@@ -1,0 +1,51 @@
+"""Everything a function needs, built once per process (a warm worker reuses it)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.config import Config
+from ..settings import AppSettings, config_dir, load_config
+from ..sources.base import MailboxSource
+from ..sources.registry import open_source
+from ..store.account import RequestCounter
+from ..store.stores import Stores
+
+
+@dataclass
+class AppContext:
+    settings: AppSettings
+    config: Config
+    base_dir: Path
+    stores: Stores
+
+    def source(self, mailbox: str) -> MailboxSource:
+        return open_source(self.config, mailbox, self.base_dir)
+
+
+_lock = threading.Lock()
+_context: AppContext | None = None
+
+
+def build_context(settings: AppSettings, counter: RequestCounter | None = None) -> AppContext:
+    config = load_config(settings.config_path)
+    stores = Stores.connect(settings.storage(), counter=counter)
+    stores.ensure()
+    return AppContext(settings, config, config_dir(settings.config_path), stores)
+
+
+def get_context() -> AppContext:
+    global _context
+    with _lock:
+        if _context is None:
+            _context = build_context(AppSettings())
+        return _context
+
+
+def set_context(context: AppContext | None) -> None:
+    """Tests and the local host install their own context (None: build from settings again)."""
+    global _context
+    with _lock:
+        _context = context

@@ -1,0 +1,78 @@
+"""Failures that retrying will not fix end in `<queue>-poison` with their reason.
+
+The Functions host moves a message to the poison queue after `maxDequeueCount` failures, but
+without saying why. We do it ourselves on the last attempt (and at once for a malformed
+contract), so an operator sees the reason and can replay the message after a fix. If even that
+fails, the exception propagates and the host's own poison handling still keeps the message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+from ..core.contracts import PoisonMessage
+from ..store.errors import ContractError
+from ..store.stores import Stores, poison
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DEFAULT_MAX_DEQUEUE = 5
+
+
+def max_dequeue_count(host_json: Path | None = None) -> int:
+    """host.json's `extensions.queues.maxDequeueCount`, the one setting both hosts obey."""
+    path = host_json or Path(__file__).resolve().parents[2] / "host.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return int(data["extensions"]["queues"]["maxDequeueCount"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return DEFAULT_MAX_DEQUEUE
+
+
+def _blob_of(body: bytes) -> str | None:
+    try:
+        value = json.loads(body).get("blob")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def run_guarded(
+    stores: Stores,
+    *,
+    queue: str,
+    stage: str,
+    body: bytes,
+    dequeue_count: int,
+    now: Callable[[], datetime],
+    handler: Callable[[bytes], T],
+    max_dequeue: int = DEFAULT_MAX_DEQUEUE,
+) -> T | None:
+    try:
+        return handler(body)
+    except ContractError as exc:
+        reason = f"malformed: {exc}"
+    except Exception as exc:
+        if dequeue_count < max_dequeue:
+            log.warning("%s: attempt %d of %d failed: %s", stage, dequeue_count, max_dequeue, exc)
+            raise
+        reason = f"failed {dequeue_count} times; last error: {type(exc).__name__}: {exc}"
+    log.error("%s: to %s: %s", stage, poison(queue), reason)
+    stores.queues.send(
+        poison(queue),
+        PoisonMessage(
+            queue=queue,
+            stage=stage,
+            reason=reason[:4000],
+            dequeue_count=dequeue_count,
+            body=body.decode("utf-8", "replace")[:40_000],
+            blob=_blob_of(body),
+            failed_at=now(),
+        ),
+    )
+    return None

@@ -1,0 +1,81 @@
+"""The polling cycle: ingest every enabled mailbox, each on its own, and record how it went."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from ..store.stores import MAILBOXES
+from .context import AppContext
+from .ingest import IngestSummary, ingest_mailbox
+
+log = logging.getLogger(__name__)
+STATUS_PARTITION = "status"
+
+
+def poll_all(ctx: AppContext, now: datetime, limit_per_mailbox: int | None = None) -> dict[str, str]:
+    """Poll every enabled mailbox; one failing mailbox never stops the others."""
+    outcome: dict[str, str] = {}
+    for mailbox in ctx.config.mailboxes:
+        if not mailbox.enabled:
+            outcome[mailbox.name] = "disabled"
+            continue
+        try:
+            summary = ingest_mailbox(
+                ctx.stores, mailbox.name, ctx.source(mailbox.name), now=now, limit=limit_per_mailbox
+            )
+        except Exception as exc:
+            log.exception("poll: mailbox=%s failed", mailbox.name)
+            record_status(ctx, mailbox.name, mailbox.kind, now, error=f"{type(exc).__name__}: {exc}")
+            outcome[mailbox.name] = "failed"
+            continue
+        record_status(ctx, mailbox.name, mailbox.kind, now, summary=summary)
+        outcome[mailbox.name] = f"queued {summary.queued}"
+    return outcome
+
+
+def record_status(
+    ctx: AppContext,
+    name: str,
+    kind: str,
+    now: datetime,
+    *,
+    summary: IngestSummary | None = None,
+    error: str | None = None,
+) -> None:
+    table = ctx.stores.table(MAILBOXES)
+    previous = table.get(STATUS_PARTITION, name) or {}
+    entity: dict[str, Any] = {"PartitionKey": STATUS_PARTITION, "RowKey": name, "Kind": kind,
+                              "LastPoll": now}
+    if error is None and summary is not None:
+        entity.update(LastSuccess=now, ConsecutiveFailures=0, LastError="",
+                      LastQueued=summary.queued, LastFailedItems=len(summary.failed))
+    else:
+        entity.update(ConsecutiveFailures=int(previous.get("ConsecutiveFailures", 0)) + 1,
+                      LastError=(error or "")[:2000], LastErrorAt=now)
+    table.upsert(entity)
+
+
+def mailbox_status(ctx: AppContext) -> dict[str, dict[str, Any]]:
+    stored = {e["RowKey"]: e for e in ctx.stores.table(MAILBOXES).partition(STATUS_PARTITION)}
+    out: dict[str, dict[str, Any]] = {}
+    for mailbox in ctx.config.mailboxes:
+        entry = stored.get(mailbox.name, {})
+        failures = int(entry.get("ConsecutiveFailures", 0))
+        state = "disabled" if not mailbox.enabled else (
+            "failing" if failures else ("ok" if entry.get("LastSuccess") else "pending")
+        )
+        out[mailbox.name] = {
+            "kind": mailbox.kind,
+            "status": state,
+            "last_poll": _iso(entry.get("LastPoll")),
+            "last_success": _iso(entry.get("LastSuccess")),
+            "consecutive_failures": failures,
+            "last_error": entry.get("LastError") or None,
+        }
+    return out
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else None

@@ -1,0 +1,42 @@
+"""What every mailbox adapter gives the pipeline, whatever the server behind it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from ..core.contracts import MailboxAction
+
+
+@dataclass(frozen=True)
+class SourceMessage:
+    """One message as a source hands it over: an id stable within the mailbox, and raw bytes."""
+
+    source_id: str
+    raw: bytes
+    folder: str | None = None
+    flags: tuple[str, ...] = ()
+    received_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: MailboxAction
+    done: bool
+    detail: str
+
+
+class MailboxSource(Protocol):
+    """A mailbox the pipeline can read from and act on after filing."""
+
+    def refs(self) -> Sequence[str]:
+        """Source ids of every message now in the mailbox, oldest first where known."""
+        ...
+
+    def read(self, source_id: str) -> SourceMessage: ...
+
+    def apply(self, source_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
+        """Carry out mailbox actions for a message that is already safely filed."""
+        ...

@@ -1,0 +1,128 @@
+"""One way to reach the storage account, whether by connection string or by managed identity.
+
+The setting names follow the Functions host's identity-based connections, so the app and the
+host read the same `AzureWebJobsStorage` / `AzureWebJobsStorage__*` settings.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.credentials import TokenCredential
+from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline.policies import SansIOHTTPPolicy
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueServiceClient
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where the account is: a connection string, or service URIs plus an identity."""
+
+    connection_string: str | None = None
+    blob_uri: str | None = None
+    queue_uri: str | None = None
+    table_uri: str | None = None
+    credential: str | None = None  # "managedidentity" or None (DefaultAzureCredential)
+    client_id: str | None = None
+
+    def __post_init__(self) -> None:
+        uris = (self.blob_uri, self.queue_uri, self.table_uri)
+        if not self.connection_string and not all(uris):
+            raise ValueError(
+                "storage is not configured: set AzureWebJobsStorage to a connection string, or "
+                "AzureWebJobsStorage__blobServiceUri, __queueServiceUri and __tableServiceUri "
+                "for managed identity"
+            )
+
+
+class RequestCounter:
+    """Counts storage requests per service; `make bench` reports calls per filed message."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+
+    def policy(self, service: str) -> SansIOHTTPPolicy:  # type: ignore[type-arg]
+        counter = self
+
+        class _Count(SansIOHTTPPolicy):  # type: ignore[type-arg]
+            def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
+                with counter._lock:
+                    counter.counts[service] = counter.counts.get(service, 0) + 1
+
+        return _Count()
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self.counts.values())
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.counts.clear()
+
+
+@dataclass
+class StorageAccount:
+    """The three service clients, built one way for Azurite and for Azure."""
+
+    settings: StorageSettings
+    counter: RequestCounter | None = None
+    _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def _kwargs(self, service: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30}
+        if self.counter is not None:
+            kwargs["per_call_policies"] = [self.counter.policy(service)]
+        return kwargs
+
+    def _credential(self) -> TokenCredential:
+        # Imported here: azure-identity pulls in msal, which the webhook path should not pay for.
+        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+        if (self.settings.credential or "").lower() == "managedidentity":
+            if self.settings.client_id:
+                return ManagedIdentityCredential(client_id=self.settings.client_id)
+            return ManagedIdentityCredential()
+        return DefaultAzureCredential()
+
+    def _client(self, service: str) -> Any:
+        with self._lock:
+            if service in self._clients:
+                return self._clients[service]
+            cls: Any = {
+                "blob": BlobServiceClient,
+                "queue": QueueServiceClient,
+                "table": TableServiceClient,
+            }[service]
+            if self.settings.connection_string:
+                client = cls.from_connection_string(self.settings.connection_string, **self._kwargs(service))
+            else:
+                uri = getattr(self.settings, f"{service}_uri")
+                client = cls(uri, credential=self._credential(), **self._kwargs(service))
+            self._clients[service] = client
+            return client
+
+    @property
+    def blobs(self) -> BlobServiceClient:
+        client: BlobServiceClient = self._client("blob")
+        return client
+
+    @property
+    def queues(self) -> QueueServiceClient:
+        client: QueueServiceClient = self._client("queue")
+        return client
+
+    @property
+    def tables(self) -> TableServiceClient:
+        client: TableServiceClient = self._client("table")
+        return client

@@ -1,0 +1,46 @@
+"""Raw mail in Blob Storage, addressed by content so that storing it twice is harmless."""
+
+from __future__ import annotations
+
+import hashlib
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient, ContentSettings
+
+RAW_CONTAINER = "raw"
+
+
+def raw_blob_name(data: bytes) -> str:
+    digest = hashlib.sha256(data).hexdigest()
+    return f"{digest[:2]}/{digest}.eml"
+
+
+class Blobs:
+    def __init__(self, service: BlobServiceClient) -> None:
+        self._service = service
+
+    def create(self, container: str = RAW_CONTAINER) -> None:
+        try:
+            self._service.create_container(container)
+        except ResourceExistsError:
+            pass
+
+    def put_raw(self, data: bytes) -> str:
+        """Store raw mail under its SHA-256 and return the blob name; a repeat is a no-op."""
+        name = raw_blob_name(data)
+        client = self._service.get_blob_client(RAW_CONTAINER, name)
+        try:
+            client.upload_blob(
+                data,
+                overwrite=False,
+                content_settings=ContentSettings(content_type="message/rfc822"),
+            )
+        except ResourceExistsError:
+            pass
+        return name
+
+    def get(self, name: str, container: str = RAW_CONTAINER) -> bytes | None:
+        try:
+            return self._service.get_blob_client(container, name).download_blob().readall()
+        except ResourceNotFoundError:
+            return None

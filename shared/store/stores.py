@@ -1,0 +1,66 @@
+"""The app's storage in one place: which tables, queues and containers exist, and their names."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from .account import RequestCounter, StorageAccount, StorageSettings
+from .blobs import RAW_CONTAINER, Blobs
+from .queues import Queues
+from .tables import Table
+
+INBOUND = "inbound"
+FILING = "filing"
+QUEUES = (INBOUND, FILING)
+
+
+def poison(queue: str) -> str:
+    return f"{queue}-poison"
+
+
+# Table names: what each holds is described in the README ("Storage layout").
+MESSAGES = "Messages"
+RECORDS = "Records"
+TIMELINE = "Timeline"
+INGEST = "Ingest"
+MAILBOXES = "Mailboxes"
+COUNTERS = "Counters"
+ACTIONS = "MailboxActions"
+TABLES = (MESSAGES, RECORDS, TIMELINE, INGEST, MAILBOXES, COUNTERS, ACTIONS)
+
+
+@dataclass
+class Stores:
+    account: StorageAccount
+    queues: Queues = field(init=False)
+    blobs: Blobs = field(init=False)
+    _tables: dict[str, Table] = field(default_factory=dict, init=False)
+    _ensured: bool = field(default=False, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
+        self.queues = Queues(self.account.queues)
+        self.blobs = Blobs(self.account.blobs)
+
+    @classmethod
+    def connect(cls, settings: StorageSettings, counter: RequestCounter | None = None) -> Stores:
+        return cls(StorageAccount(settings, counter=counter))
+
+    def table(self, name: str) -> Table:
+        if name not in self._tables:
+            self._tables[name] = Table(self.account.tables, name)
+        return self._tables[name]
+
+    def ensure(self) -> None:
+        """Create what is missing, once per process (infra declares it all in Azure)."""
+        with self._lock:
+            if self._ensured:
+                return
+            for name in TABLES:
+                self.table(name).create()
+            for queue in QUEUES:
+                self.queues.create(queue)
+                self.queues.create(poison(queue))
+            self.blobs.create(RAW_CONTAINER)
+            self._ensured = True

@@ -1,0 +1,200 @@
+"""Table Storage with Azure's real limits enforced before a request leaves the process.
+
+Azurite accepts entities Azure refuses (FACTS.md: 300 properties, 1.28 MB entities, batches over
+100). Checking here makes a test on Azurite fail the way production would.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import (
+    EdmType,
+    EntityProperty,
+    TableClient,
+    TableServiceClient,
+    TableTransactionError,
+    UpdateMode,
+)
+
+from .errors import StorageLimitError
+
+log = logging.getLogger(__name__)
+
+MAX_KEY_BYTES = 1024  # UTF-16 bytes
+MAX_PROPERTY_BYTES = 64 * 1024  # a string (UTF-16) or binary property
+MAX_ENTITY_BYTES = 1024 * 1024
+MAX_OWN_PROPERTIES = 252  # plus PartitionKey, RowKey and Timestamp
+MAX_BATCH_OPERATIONS = 100
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+_INT32 = range(-(2**31), 2**31)
+_INT64 = range(-(2**63), 2**63)
+_FORBIDDEN_KEY = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
+_PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+Entity = dict[str, Any]
+
+
+def check_key(kind: str, key: str) -> None:
+    if not isinstance(key, str):
+        raise StorageLimitError(f"{kind} must be a string, not {type(key).__name__}")
+    if _FORBIDDEN_KEY.search(key):
+        raise StorageLimitError(f"{kind} {key[:80]!r} contains / \\ # ? or a control character")
+    if len(key.encode("utf-16-le")) > MAX_KEY_BYTES:
+        raise StorageLimitError(f"{kind} is longer than 1 KiB ({len(key)} characters)")
+
+
+def _property_size(name: str, value: Any) -> int:
+    """Roughly what Azure bills the property at: name + value, UTF-16 for text."""
+    size = 8 + len(name) * 2
+    if isinstance(value, EntityProperty):
+        value = value.value
+    if isinstance(value, str):
+        size += len(value.encode("utf-16-le"))
+    elif isinstance(value, bytes):
+        size += len(value)
+    else:
+        size += 8
+    return size
+
+
+def to_storage(entity: Mapping[str, Any], table: str = "?") -> Entity:
+    """Validate `entity` against Azure's limits and encode ints as Int64 where they need it."""
+    pk, rk = entity.get("PartitionKey"), entity.get("RowKey")
+    where = f"table {table}, PartitionKey {str(pk)[:60]!r}, RowKey {str(rk)[:60]!r}"
+    check_key("PartitionKey", pk)  # type: ignore[arg-type]
+    check_key("RowKey", rk)  # type: ignore[arg-type]
+    own = [k for k in entity if k not in ("PartitionKey", "RowKey")]
+    if len(own) > MAX_OWN_PROPERTIES:
+        raise StorageLimitError(f"{where}: {len(own)} properties, Azure allows {MAX_OWN_PROPERTIES}")
+    out: Entity = {"PartitionKey": pk, "RowKey": rk}
+    total = 4 + _property_size("PartitionKey", pk) + _property_size("RowKey", rk)
+    for name in own:
+        value = entity[name]
+        if not _PROPERTY_NAME.match(name):
+            raise StorageLimitError(f"{where}: property name {name!r} is not a C# identifier")
+        raw = value.value if isinstance(value, EntityProperty) else value
+        if isinstance(raw, str) and len(raw.encode("utf-16-le")) > MAX_PROPERTY_BYTES:
+            raise StorageLimitError(f"{where}: property {name} is over 64 KiB ({len(raw)} chars)")
+        if isinstance(raw, bytes) and len(raw) > MAX_PROPERTY_BYTES:
+            raise StorageLimitError(f"{where}: property {name} is over 64 KiB ({len(raw)} bytes)")
+        if isinstance(raw, bool) or raw is None:
+            pass
+        elif isinstance(raw, int):
+            if raw not in _INT64:
+                raise StorageLimitError(f"{where}: property {name} does not fit in Int64")
+            if raw not in _INT32 and not isinstance(value, EntityProperty):
+                value = EntityProperty(raw, EdmType.INT64)
+        elif isinstance(raw, datetime) and raw.tzinfo is None:
+            raise StorageLimitError(f"{where}: property {name} is a naive datetime")
+        if value is None:
+            continue  # Table Storage has no nulls: an absent property reads back as missing
+        out[name] = value
+        total += _property_size(name, value)
+    if total > MAX_ENTITY_BYTES:
+        raise StorageLimitError(f"{where}: entity is {total} bytes, Azure allows 1 MiB")
+    return out
+
+
+def from_storage(entity: Mapping[str, Any]) -> Entity:
+    """Plain Python values, with the ETag kept under `_etag` for optimistic concurrency."""
+    out: Entity = {
+        k: (v.value if isinstance(v, EntityProperty) else v) for k, v in entity.items()
+    }
+    metadata = getattr(entity, "metadata", None)
+    if metadata:
+        out["_etag"] = metadata.get("etag")
+    return out
+
+
+class Table:
+    """One table. Every write goes through `to_storage`; reads return plain values."""
+
+    def __init__(self, service: TableServiceClient, name: str) -> None:
+        self.name = name
+        self._service = service
+        self.client: TableClient = service.get_table_client(name)
+
+    def create(self) -> None:
+        try:
+            self._service.create_table(self.name)
+        except ResourceExistsError:
+            pass
+
+    def get(self, pk: str, rk: str) -> Entity | None:
+        check_key("PartitionKey", pk)
+        check_key("RowKey", rk)
+        try:
+            return from_storage(self.client.get_entity(pk, rk))
+        except ResourceNotFoundError:
+            return None
+
+    def insert(self, entity: Mapping[str, Any]) -> str | None:
+        """Create the entity and return its ETag; None if one with these keys exists."""
+        try:
+            metadata = self.client.create_entity(to_storage(entity, self.name))
+        except ResourceExistsError:
+            return None
+        return str(metadata.get("etag") or "")
+
+    def upsert(self, entity: Mapping[str, Any], mode: Literal["merge", "replace"] = "merge") -> None:
+        update_mode = UpdateMode.MERGE if mode == "merge" else UpdateMode.REPLACE
+        self.client.upsert_entity(to_storage(entity, self.name), mode=update_mode)
+
+    def update_if_unchanged(self, entity: Mapping[str, Any], etag: str) -> bool:
+        """Merge `entity` only if nobody changed it since `etag`; False on a conflict."""
+        try:
+            self.client.update_entity(
+                to_storage(entity, self.name),
+                mode=UpdateMode.MERGE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
+
+    def delete(self, pk: str, rk: str) -> None:
+        self.client.delete_entity(pk, rk)
+
+    def partition(self, pk: str, select: list[str] | None = None) -> Iterator[Entity]:
+        check_key("PartitionKey", pk)
+        escaped = pk.replace("'", "''")
+        for entity in self.client.query_entities(f"PartitionKey eq '{escaped}'", select=select):
+            yield from_storage(entity)
+
+    def all(self, select: list[str] | None = None) -> Iterator[Entity]:
+        for entity in self.client.list_entities(select=select):
+            yield from_storage(entity)
+
+    def upsert_batch(self, entities: Iterable[Mapping[str, Any]]) -> int:
+        """Upsert (merge) entities in transactions of at most 100 per partition.
+
+        Each transaction is atomic; a list spanning partitions is several transactions.
+        Returns the number of transactions sent.
+        """
+        by_partition: dict[str, list[Entity]] = {}
+        for entity in entities:
+            stored = to_storage(entity, self.name)
+            by_partition.setdefault(stored["PartitionKey"], []).append(stored)
+        sent = 0
+        for items in by_partition.values():
+            for start in range(0, len(items), MAX_BATCH_OPERATIONS):
+                chunk = items[start : start + MAX_BATCH_OPERATIONS]
+                size = sum(_property_size(k, v) for e in chunk for k, v in e.items())
+                if size > MAX_BATCH_BYTES:
+                    raise StorageLimitError(f"table {self.name}: batch of {size} bytes over 4 MiB")
+                ops: list[Any] = [("upsert", e, {"mode": UpdateMode.MERGE}) for e in chunk]
+                try:
+                    self.client.submit_transaction(ops)
+                except TableTransactionError:
+                    log.exception("table %s: transaction failed", self.name)
+                    raise
+                sent += 1
+        return sent

@@ -1,0 +1,81 @@
+"""Shared fixtures: one Azurite for the session, fresh storage for each test that asks."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.core.config import Config, parse_config
+from shared.pipeline.context import AppContext, set_context
+from shared.settings import AppSettings
+from shared.store.account import RequestCounter, StorageSettings
+from shared.store.stores import QUEUES, TABLES, Stores, poison
+
+from .azurite import REPO, Azurite
+
+SAMPLES = REPO / "samples"
+CORPORA = REPO.parent / "shared" / "corpora"
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    server = Azurite()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def counter() -> RequestCounter:
+    return RequestCounter()
+
+
+@pytest.fixture
+def stores(azurite: Azurite, counter: RequestCounter) -> Iterator[Stores]:
+    """Storage emptied before the test: tables dropped, queues cleared."""
+    s = Stores.connect(StorageSettings(connection_string=azurite.connection_string), counter)
+    for name in TABLES:
+        s.account.tables.delete_table(name)
+    s.ensure()
+    for queue in QUEUES:
+        s.queues.clear(queue)
+        s.queues.clear(poison(queue))
+    counter.reset()
+    yield s
+
+
+def make_config(mail_dir: Path, extra: str = "") -> Config:
+    return parse_config(
+        f"""
+record_types: [{{name: case, prefix: CASE}}]
+mailboxes:
+  - {{name: sample, kind: local, path: "{mail_dir}", record_type: case,
+      after_filing: {{mark_read: true}}}}
+  - {{name: other, kind: local, path: "{mail_dir}", record_type: case}}
+{extra}
+""",
+        "test.yaml",
+    )
+
+
+@pytest.fixture
+def sample_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "mail"
+    shutil.copytree(SAMPLES / "mail", target)
+    return target
+
+
+@pytest.fixture
+def context(stores: Stores, azurite: Azurite, sample_dir: Path) -> Iterator[AppContext]:
+    config_file = sample_dir.parent / "mailfiler.yaml"
+    config_file.write_text((SAMPLES / "mailfiler.yaml").read_text().replace("path: mail", f"path: {sample_dir}"))
+    settings = AppSettings(AzureWebJobsStorage=azurite.connection_string, MAILFILER_CONFIG=str(config_file))
+    from shared.settings import load_config
+
+    ctx = AppContext(settings, load_config(config_file), sample_dir.parent, stores)
+    set_context(ctx)
+    yield ctx
+    set_context(None)

@@ -1,0 +1,43 @@
+"""Helpers shared by the storage-backed tests."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections import Counter
+
+from shared.cli.host import LocalHost, QueueSettings, registered_functions
+from shared.store.queues import Queues
+from shared.store.stores import MESSAGES, RECORDS, TIMELINE, Stores
+
+from .azurite import REPO
+
+_functions = None
+
+
+def app_functions():  # type: ignore[no-untyped-def]
+    """function_app's registered functions (the app allows get_functions() only once)."""
+    global _functions
+    if _functions is None:
+        sys.path.insert(0, str(REPO))
+        _functions = registered_functions(importlib.import_module("function_app"))
+    return _functions
+
+
+def local_host(queues: Queues, **settings: object) -> LocalHost:
+    defaults = QueueSettings.from_host_json(REPO / "host.json")
+    values = {**defaults.__dict__, **settings}
+    return LocalHost(functions=app_functions(), queues=queues, settings=QueueSettings(**values),
+                     lease_seconds=30)
+
+
+def timeline_counts(stores: Stores) -> Counter[str]:
+    return Counter(e["PartitionKey"] for e in stores.table(TIMELINE).all(select=["PartitionKey"]))
+
+
+def records(stores: Stores) -> list[dict[str, object]]:
+    return list(stores.table(RECORDS).all())
+
+
+def filed_keys(stores: Stores) -> list[str]:
+    return [e["PartitionKey"] for e in stores.table(MESSAGES).all() if e["RowKey"] == "msg"]

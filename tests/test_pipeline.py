@@ -1,0 +1,93 @@
+"""The pipeline end to end on Azurite, driven through the functions function_app registers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.core.contracts import InboundMessage, PoisonMessage
+from shared.pipeline.context import AppContext
+from shared.pipeline.poll import mailbox_status, poll_all
+from shared.store.queues import decode
+from shared.store.stores import FILING, INBOUND, poison
+
+from .helpers import filed_keys, local_host, records, timeline_counts
+
+pytestmark = pytest.mark.azurite
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def test_sample_mail_is_filed_with_replies_threaded(context: AppContext) -> None:
+    assert poll_all(context, NOW) == {"sample": "queued 8"}
+    processed = local_host(context.stores.queues).drain()
+    assert processed == {INBOUND: 8, FILING: 8}
+
+    recs = {r["Title"]: r for r in records(context.stores)}
+    assert set(recs) == {
+        "Printer on floor 3 is jammed",
+        "Invoice 2291 charges us twice",
+        "Zugang gesperrt – bitte helfen",
+        "VPN drops every hour",
+    }
+    assert sorted(r["DisplayId"] for r in recs.values()) == ["CASE-1", "CASE-2", "CASE-3", "CASE-4"]
+    assert recs["Invoice 2291 charges us twice"]["F_ProblemType"] == "Billing"
+    assert "F_ProblemType" not in recs["Printer on floor 3 is jammed"]
+    counts = timeline_counts(context.stores)
+    by_title = {title: counts[f"case-{r['RowKey']}"] for title, r in recs.items()}
+    assert by_title == {
+        "Printer on floor 3 is jammed": 3,
+        "Invoice 2291 charges us twice": 2,
+        "Zugang gesperrt – bitte helfen": 2,
+        "VPN drops every hour": 1,
+    }
+    assert len(filed_keys(context.stores)) == 8
+    assert mailbox_status(context)["sample"]["status"] == "ok"
+
+
+def test_polling_again_adds_nothing(context: AppContext) -> None:
+    poll_all(context, NOW)
+    host = local_host(context.stores.queues)
+    host.drain()
+    assert poll_all(context, NOW) == {"sample": "queued 0"}
+    assert context.stores.queues.depth(INBOUND) == 0
+    assert len(filed_keys(context.stores)) == 8
+
+
+def test_redelivered_messages_change_nothing(context: AppContext) -> None:
+    poll_all(context, NOW)
+    inbound = context.stores.queues.peek(INBOUND, 32)
+    host = local_host(context.stores.queues)
+    host.drain()
+    before = (timeline_counts(context.stores), len(records(context.stores)))
+    for body in inbound:  # the queue delivers every message a second time
+        context.stores.queues.send_bytes(INBOUND, body)
+    host.drain()
+    assert (timeline_counts(context.stores), len(records(context.stores))) == before
+
+
+def test_malformed_queue_message_goes_to_poison_with_reason(context: AppContext) -> None:
+    context.stores.queues.send_bytes(INBOUND, b'{"v": 1, "mailbox": "sample"}')
+    context.stores.queues.send_bytes(INBOUND, b"not json at all")
+    local_host(context.stores.queues).drain()
+    bodies = context.stores.queues.peek(poison(INBOUND))
+    assert len(bodies) == 2
+    reasons = [decode(b, PoisonMessage).reason for b in bodies]
+    assert all(r.startswith("malformed: not a valid InboundMessage") for r in reasons)
+
+
+def test_failing_message_is_retried_then_poisoned_with_raw_mail_kept(context: AppContext) -> None:
+    # A plan for a record type the config does not know fails on every attempt.
+    raw = b"From: a@b.example\r\nMessage-ID: <x@y>\r\nSubject: s\r\n\r\nbody\r\n"
+    blob = context.stores.blobs.put_raw(raw)
+    context.stores.queues.send(
+        INBOUND, InboundMessage(mailbox="not-configured", source_id="x", blob=blob)
+    )
+    local_host(context.stores.queues, visibility_timeout=0).drain()
+    (body,) = context.stores.queues.peek(poison(INBOUND))
+    failure = decode(body, PoisonMessage)
+    assert failure.dequeue_count == 5
+    assert "not in the configuration" in failure.reason
+    assert failure.blob == blob
+    assert context.stores.blobs.get(blob) == raw
+    assert context.stores.queues.depth(INBOUND) == 0
