@@ -52,7 +52,9 @@ def load_config(path: str | Path) -> Config:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(str(file), [("", f"cannot read the file: {exc.strerror or exc}")]) from exc
+        raise ConfigError(
+            str(file), [("", f"cannot read the file: {exc.strerror or exc}")]
+        ) from exc
     return parse_config(text, str(file))
 
 

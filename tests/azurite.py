@@ -44,11 +44,28 @@ class Azurite:
             raise RuntimeError("Azurite is not installed: run `make setup` (npm ci)")
         blob, queue, table = self.ports
         self.process = subprocess.Popen(
-            [str(binary), "--inMemoryPersistence", "--silent", "--skipApiVersionCheck",
-             "--disableTelemetry", "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1",
-             "--tableHost", "127.0.0.1", "--blobPort", str(blob), "--queuePort", str(queue),
-             "--tablePort", str(table)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ},
+            [
+                str(binary),
+                "--inMemoryPersistence",
+                "--silent",
+                "--skipApiVersionCheck",
+                "--disableTelemetry",
+                "--blobHost",
+                "127.0.0.1",
+                "--queueHost",
+                "127.0.0.1",
+                "--tableHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(blob),
+                "--queuePort",
+                str(queue),
+                "--tablePort",
+                str(table),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ},
         )
         deadline = time.monotonic() + 30
         for port in self.ports:

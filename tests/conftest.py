@@ -71,8 +71,12 @@ def sample_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def context(stores: Stores, azurite: Azurite, sample_dir: Path) -> Iterator[AppContext]:
     config_file = sample_dir.parent / "mailfiler.yaml"
-    config_file.write_text((SAMPLES / "mailfiler.yaml").read_text().replace("path: mail", f"path: {sample_dir}"))
-    settings = AppSettings(AzureWebJobsStorage=azurite.connection_string, MAILFILER_CONFIG=str(config_file))
+    config_file.write_text(
+        (SAMPLES / "mailfiler.yaml").read_text().replace("path: mail", f"path: {sample_dir}")
+    )
+    settings = AppSettings.model_validate(
+        {"AzureWebJobsStorage": azurite.connection_string, "MAILFILER_CONFIG": str(config_file)}
+    )
     from shared.settings import load_config
 
     ctx = AppContext(settings, load_config(config_file), sample_dir.parent, stores)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import importlib
 import sys
 from collections import Counter
+from typing import Any
 
-from shared.cli.host import LocalHost, QueueSettings, registered_functions
+from shared.cli.host import LocalHost, QueueSettings, Registered, registered_functions
 from shared.store.queues import Queues
 from shared.store.stores import MESSAGES, RECORDS, TIMELINE, Stores
 
 from .azurite import REPO
 
-_functions = None
+_functions: list[Registered] | None = None
 
 
-def app_functions():  # type: ignore[no-untyped-def]
+def app_functions() -> list[Registered]:
     """function_app's registered functions (the app allows get_functions() only once)."""
     global _functions
     if _functions is None:
@@ -27,15 +28,16 @@ def app_functions():  # type: ignore[no-untyped-def]
 def local_host(queues: Queues, **settings: object) -> LocalHost:
     defaults = QueueSettings.from_host_json(REPO / "host.json")
     values = {**defaults.__dict__, **settings}
-    return LocalHost(functions=app_functions(), queues=queues, settings=QueueSettings(**values),
-                     lease_seconds=30)
+    return LocalHost(
+        functions=app_functions(), queues=queues, settings=QueueSettings(**values), lease_seconds=30
+    )
 
 
 def timeline_counts(stores: Stores) -> Counter[str]:
     return Counter(e["PartitionKey"] for e in stores.table(TIMELINE).all(select=["PartitionKey"]))
 
 
-def records(stores: Stores) -> list[dict[str, object]]:
+def records(stores: Stores) -> list[dict[str, Any]]:
     return list(stores.table(RECORDS).all())
 
 

@@ -98,8 +98,10 @@ def registered_functions(app_module: ModuleType) -> list[Registered]:
     """The functions `function_app.app` registered (get_functions() works once per app)."""
     out = []
     for fn in app_module.app.get_functions():
-        trigger = {k: (v.value if hasattr(v, "value") else v)
-                   for k, v in fn.get_trigger().get_dict_repr().items()}
+        trigger = {
+            k: (v.value if hasattr(v, "value") else v)
+            for k, v in fn.get_trigger().get_dict_repr().items()
+        }
         if "methods" in trigger:
             trigger["methods"] = [getattr(m, "value", m) for m in trigger["methods"] or []]
         out.append(Registered(fn.get_function_name(), trigger, fn.get_user_function()))
@@ -107,6 +109,7 @@ def registered_functions(app_module: ModuleType) -> list[Registered]:
 
 
 # --- HTTP -------------------------------------------------------------------------------------
+
 
 def _route_regex(route: str) -> re.Pattern[str]:
     pattern = ""
@@ -122,7 +125,7 @@ def _route_regex(route: str) -> re.Pattern[str]:
 class _Handler(BaseHTTPRequestHandler):
     server: LocalHttpServer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
 
     def _dispatch(self) -> None:
@@ -137,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not split.path.startswith(prefix):
             self._reply(404, b"not found", {"Content-Type": "text/plain"})
             return
-        rel = split.path[len(prefix):]
+        rel = split.path[len(prefix) :]
         for fn, regex in self.server.routes:
             match = regex.match(rel)
             methods = [m.upper() for m in fn.trigger.get("methods") or []]
@@ -183,11 +186,15 @@ class LocalHttpServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
         self.host = host
         self.route_prefix = route_prefix
-        self.routes = [(fn, _route_regex(fn.trigger.get("route") or fn.name))
-                       for fn in host.functions if fn.trigger["type"] == "httpTrigger"]
+        self.routes = [
+            (fn, _route_regex(fn.trigger.get("route") or fn.name))
+            for fn in host.functions
+            if fn.trigger["type"] == "httpTrigger"
+        ]
 
 
 # --- the host ---------------------------------------------------------------------------------
+
 
 @dataclass
 class LocalHost:
@@ -206,23 +213,39 @@ class LocalHost:
     # Queues
 
     def _queue_message(self, message: Received) -> QueueMessage:
-        return QueueMessage(id=message.id, body=message.body, pop_receipt=message.pop_receipt,
-                            dequeue_count=message.dequeue_count)
+        return QueueMessage(
+            id=message.id,
+            body=message.body,
+            pop_receipt=message.pop_receipt,
+            dequeue_count=message.dequeue_count,
+        )
 
     def _run_one(self, fn: Registered, queue: str, message: Received) -> None:
         try:
             fn.call(self._queue_message(message))
         except Exception as exc:
             if message.dequeue_count >= self.settings.max_dequeue_count:
-                log.error("queue %s: message %s failed %d times, moving to %s-poison: %s",
-                          queue, message.id, message.dequeue_count, queue, exc)
+                log.error(
+                    "queue %s: message %s failed %d times, moving to %s-poison: %s",
+                    queue,
+                    message.id,
+                    message.dequeue_count,
+                    queue,
+                    exc,
+                )
                 self.queues.send_bytes(f"{queue}-poison", message.body)
                 self.queues.delete(queue, message)
             else:
-                log.warning("queue %s: message %s failed (attempt %d): %s",
-                            queue, message.id, message.dequeue_count, exc)
-                self.queues.release(queue, message,
-                                    after_seconds=int(self.settings.visibility_timeout))
+                log.warning(
+                    "queue %s: message %s failed (attempt %d): %s",
+                    queue,
+                    message.id,
+                    message.dequeue_count,
+                    exc,
+                )
+                self.queues.release(
+                    queue, message, after_seconds=int(self.settings.visibility_timeout)
+                )
             return
         self.queues.delete(queue, message)
         with self._lock:
@@ -231,8 +254,9 @@ class LocalHost:
     def drain_once(self, fn: Registered, pool: ThreadPoolExecutor) -> int:
         """Receive one batch for `fn` and run it to the end; the number of messages."""
         queue = fn.trigger["queueName"]
-        batch = self.queues.receive(queue, max_messages=self.settings.batch_size,
-                                    visibility_timeout=self.lease_seconds)
+        batch = self.queues.receive(
+            queue, max_messages=self.settings.batch_size, visibility_timeout=self.lease_seconds
+        )
         list(pool.map(lambda m: self._run_one(fn, queue, m), batch))
         return len(batch)
 
@@ -292,12 +316,16 @@ class LocalHost:
 
     # Lifecycle
 
-    def start(self, *, queues: bool = True, timers: bool = True, fire_timers_now: bool = True) -> None:
+    def start(
+        self, *, queues: bool = True, timers: bool = True, fire_timers_now: bool = True
+    ) -> None:
         targets: list[tuple[Callable[..., None], Iterable[Any]]] = []
         if queues:
             targets += [(self._queue_loop, (fn,)) for fn in self.of_type("queueTrigger")]
         if timers:
-            targets += [(self._timer_loop, (fn, fire_timers_now)) for fn in self.of_type("timerTrigger")]
+            targets += [
+                (self._timer_loop, (fn, fire_timers_now)) for fn in self.of_type("timerTrigger")
+            ]
         for target, args in targets:
             thread = threading.Thread(target=target, args=tuple(args), daemon=True)
             thread.start()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import os
 import signal
@@ -12,8 +11,13 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.config import ConfigError
+
+if TYPE_CHECKING:
+    from ..pipeline.context import AppContext
+    from .host import LocalHost
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,7 +58,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _context():  # type: ignore[no-untyped-def]
+def _context() -> AppContext:
     from ..pipeline.context import build_context, set_context
     from ..settings import AppSettings
 
@@ -63,7 +67,7 @@ def _context():  # type: ignore[no-untyped-def]
     return ctx
 
 
-def _host(ctx):  # type: ignore[no-untyped-def]
+def _host(ctx: AppContext) -> LocalHost:
     from .host import LocalHost, QueueSettings, registered_functions
 
     sys.path.insert(0, str(REPO))
@@ -90,19 +94,33 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 1
     if ctx.config.mailbox(args.mailbox) is None:
         names = ", ".join(m.name for m in ctx.config.mailboxes)
-        print(f"mailbox {args.mailbox!r} is not in the configuration (known: {names})", file=sys.stderr)
+        print(
+            f"mailbox {args.mailbox!r} is not in the configuration (known: {names})",
+            file=sys.stderr,
+        )
         return 1
     try:
         source = LocalSource(Path(args.path))
     except LocalSourceError as exc:
         print(exc, file=sys.stderr)
         return 1
-    with tqdm(total=len(source.refs()), unit="msg", desc=f"import {source.kind}",
-              disable=args.quiet or None) as bar:
-        summary = ingest_mailbox(ctx.stores, args.mailbox, source, now=datetime.now(UTC),
-                                 progress=bar.update)
-    print(f"{args.path}: {summary.seen} found, {summary.queued} queued, "
-          f"{summary.skipped} already imported, {len(summary.failed)} failed")
+    with tqdm(
+        unit="msg",
+        desc=f"import {source.kind}",
+        disable=args.quiet or None,
+    ) as bar:
+        summary = ingest_mailbox(
+            ctx.stores,
+            args.mailbox,
+            source,
+            now=datetime.now(UTC),
+            progress=bar.update,
+            on_count=lambda n: setattr(bar, "total", n),
+        )
+    print(
+        f"{args.path}: {summary.seen} found, {summary.queued} queued, "
+        f"{summary.skipped} already imported, {len(summary.failed)} failed"
+    )
     for source_id, reason in summary.failed[:20]:
         print(f"  failed: {source_id}: {reason}", file=sys.stderr)
     if args.process:
@@ -125,8 +143,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.no_http:
         server = LocalHttpServer((args.host, args.port), host, route_prefix="api")
         threading.Thread(target=server.serve_forever, daemon=True).start()
-    host.start(queues=not args.no_queues, timers=not args.no_timers,
-               fire_timers_now=not args.no_initial_poll)
+    host.start(
+        queues=not args.no_queues,
+        timers=not args.no_timers,
+        fire_timers_now=not args.no_initial_poll,
+    )
     base = f"http://{args.host}:{args.port}"
     routes = [f"{base}/api/{fn.trigger.get('route')}" for fn in host.of_type("httpTrigger")]
     print(f"mailfiler: local host running ({len(host.functions)} functions)", flush=True)
@@ -159,8 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--mailbox", required=True)
     imp.add_argument("--config")
     imp.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
-    imp.add_argument("--process", action="store_true",
-                     help="also run the map and file stages here until the queues are empty")
+    imp.add_argument(
+        "--process",
+        action="store_true",
+        help="also run the map and file stages here until the queues are empty",
+    )
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(func=cmd_import)
 
@@ -172,8 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-http", action="store_true")
     run.add_argument("--no-timers", action="store_true")
     run.add_argument("--no-queues", action="store_true")
-    run.add_argument("--no-initial-poll", action="store_true",
-                     help="wait for the timers' schedules instead of polling at start")
+    run.add_argument(
+        "--no-initial-poll",
+        action="store_true",
+        help="wait for the timers' schedules instead of polling at start",
+    )
     run.set_defaults(func=cmd_run)
     return parser
 

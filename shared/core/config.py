@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 SETTING = r"^[A-Za-z_][A-Za-z0-9_]*$"
-# Keys that would put a secret in the file; each has a `<key>_setting` twin that names an app setting.
+# Keys that would put a secret in the file; each has a `<key>_setting` twin naming an app setting.
 SECRET_KEYS = ("password", "client_secret", "secret", "token", "refresh_token", "api_key", "key")
 
 

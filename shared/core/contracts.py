@@ -82,6 +82,9 @@ class FilingPlan(_Contract):
     record: RecordRef | None = None
     title: str | None = None
     fields: dict[str, str | int] = {}
+    # The message starts its conversation: its title and fields win over a reply's that happened
+    # to create the record first.
+    root: bool = False
     entry: TimelineEntry | None = None
     mailbox_actions: tuple[MailboxAction, ...] = ()
     reasons: tuple[str, ...] = ()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from .config import Config, Route
 from .contracts import (
@@ -99,13 +100,16 @@ def timeline_entry(message: MailMessage) -> TimelineEntry:
 
 
 def decide(message: MailMessage, known: Known, config: Config, *, blob: str) -> FilingPlan:
-    base = {
-        "message_key": message.key,
-        "mailbox": message.mailbox,
-        "source_id": message.source_id,
-        "blob": blob,
-        "folder": message.folder,
-    }
+    def plan(**decision: Any) -> FilingPlan:
+        return FilingPlan(
+            message_key=message.key,
+            mailbox=message.mailbox,
+            source_id=message.source_id,
+            blob=blob,
+            folder=message.folder,
+            **decision,
+        )
+
     if known.filed is not None:
         prior = known.filed
         same_place = (prior.mailbox, prior.source_id) == (message.mailbox, message.source_id)
@@ -115,7 +119,7 @@ def decide(message: MailMessage, known: Known, config: Config, *, blob: str) -> 
             why = f"already filed; moved from folder {prior.folder!r} to {message.folder!r}"
         else:
             why = f"already filed from mailbox {prior.mailbox!r}: recorded as another sighting"
-        return FilingPlan(action="sighting", record=prior.record, reasons=(why,), **base)
+        return plan(action="sighting", record=prior.record, reasons=(why,))
 
     actions = _mailbox_actions(config, message.mailbox)
     entry = timeline_entry(message)
@@ -124,13 +128,12 @@ def decide(message: MailMessage, known: Known, config: Config, *, blob: str) -> 
         if record is not None:
             header = "In-Reply-To" if mid in message.in_reply_to else "References"
             why = f"{header} <{mid}> is filed on {record.type} {record.key}"
-            return FilingPlan(
+            return plan(
                 action="attach",
                 record=record,
                 entry=entry,
                 mailbox_actions=actions,
                 reasons=(why,),
-                **base,
             )
 
     record_type, fields, route_why = pick_route(config, message)
@@ -141,15 +144,15 @@ def decide(message: MailMessage, known: Known, config: Config, *, blob: str) -> 
         if root is None
         else f"no filed message in its thread; conversation root <{root}> ({route_why})"
     )
-    return FilingPlan(
+    return plan(
         action="create",
         record=RecordRef(type=record_type, key=record_key(record_type, root_key)),
         title=message.normalized_subject or message.subject or "(no subject)",
         fields=fields,
+        root=root is None,
         entry=entry,
         mailbox_actions=actions,
         reasons=(why,),
-        **base,
     )
 
 

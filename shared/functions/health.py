@@ -17,9 +17,13 @@ log = logging.getLogger(__name__)
 
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-def health(req: func.HttpRequest) -> func.HttpResponse:
-    body: dict[str, Any] = {"status": "ok", "storage": {"reachable": True}, "queues": {},
-                            "mailboxes": {}}
+def health(req: func.HttpRequest) -> func.HttpResponse:  # noqa: ARG001
+    body: dict[str, Any] = {
+        "status": "ok",
+        "storage": {"reachable": True},
+        "queues": {},
+        "mailboxes": {},
+    }
     try:
         ctx = get_context()
         for name in QUEUES:
@@ -36,5 +40,6 @@ def health(req: func.HttpRequest) -> func.HttpResponse:
         if any(body["queues"][poison(q)] for q in QUEUES):
             body["status"] = "degraded"
     code = 503 if body["status"] == "unhealthy" else 200
-    return func.HttpResponse(json.dumps(body, indent=2), status_code=code,
-                             mimetype="application/json")
+    return func.HttpResponse(
+        json.dumps(body, indent=2), status_code=code, mimetype="application/json"
+    )

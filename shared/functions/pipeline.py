@@ -26,8 +26,13 @@ def _now() -> datetime:
 def map_stage(msg: func.QueueMessage) -> None:
     ctx = get_context()
     run_guarded(
-        ctx.stores, queue=INBOUND, stage="map", body=msg.get_body(),
-        dequeue_count=msg.dequeue_count or 1, now=_now, max_dequeue=_MAX_DEQUEUE,
+        ctx.stores,
+        queue=INBOUND,
+        stage="map",
+        body=msg.get_body(),
+        dequeue_count=msg.dequeue_count or 1,
+        now=_now,
+        max_dequeue=_MAX_DEQUEUE,
         handler=lambda body: map_inbound(ctx.stores, ctx.config, body),
     )
 
@@ -36,8 +41,14 @@ def map_stage(msg: func.QueueMessage) -> None:
 def file_stage(msg: func.QueueMessage) -> None:
     ctx = get_context()
     run_guarded(
-        ctx.stores, queue=FILING, stage="file", body=msg.get_body(),
-        dequeue_count=msg.dequeue_count or 1, now=_now, max_dequeue=_MAX_DEQUEUE,
-        handler=lambda body: file_plan(ctx.stores, ctx.config, body, now=_now(),
-                                       source_for=ctx.source),
+        ctx.stores,
+        queue=FILING,
+        stage="file",
+        body=msg.get_body(),
+        dequeue_count=msg.dequeue_count or 1,
+        now=_now,
+        max_dequeue=_MAX_DEQUEUE,
+        handler=lambda body: file_plan(
+            ctx.stores, ctx.config, body, now=_now(), source_for=ctx.source
+        ),
     )

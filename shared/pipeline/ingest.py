@@ -41,7 +41,8 @@ def ingest_mailbox(
     *,
     now: datetime,
     limit: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
+    on_count: Callable[[int], object] | None = None,
 ) -> IngestSummary:
     summary = IngestSummary(mailbox)
     table = stores.table(INGEST)
@@ -49,6 +50,8 @@ def ingest_mailbox(
     pending: list[dict[str, object]] = []
     refs = source.refs()
     summary.seen = len(refs)
+    if on_count:
+        on_count(summary.seen)
     for source_id in refs:
         if progress:
             progress(1)
@@ -78,8 +81,13 @@ def ingest_mailbox(
             summary.failed.append((source_id, str(exc)))
             continue
         pending.append(
-            {"PartitionKey": mailbox, "RowKey": key, "SourceId": source_id[:1000], "Blob": blob,
-             "IngestedAt": now}
+            {
+                "PartitionKey": mailbox,
+                "RowKey": key,
+                "SourceId": source_id[:1000],
+                "Blob": blob,
+                "IngestedAt": now,
+            }
         )
         summary.queued += 1
         done.add(key)
@@ -90,6 +98,10 @@ def ingest_mailbox(
         table.upsert_batch(pending)
     log.info(
         "ingest: mailbox=%s seen=%d queued=%d skipped=%d failed=%d",
-        mailbox, summary.seen, summary.queued, summary.skipped, len(summary.failed),
+        mailbox,
+        summary.seen,
+        summary.queued,
+        summary.skipped,
+        len(summary.failed),
     )
     return summary

@@ -61,6 +61,9 @@ def map_inbound(stores: Stores, config: Config, body: bytes) -> FilingPlan:
     stores.queues.send(FILING, plan)
     log.info(
         "map: mailbox=%s key=%s action=%s record=%s",
-        message.mailbox, message.key[:40], plan.action, plan.record.key if plan.record else None,
+        message.mailbox,
+        message.key[:40],
+        plan.action,
+        plan.record.key if plan.record else None,
     )
     return plan

@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 STATUS_PARTITION = "status"
 
 
-def poll_all(ctx: AppContext, now: datetime, limit_per_mailbox: int | None = None) -> dict[str, str]:
+def poll_all(
+    ctx: AppContext, now: datetime, limit_per_mailbox: int | None = None
+) -> dict[str, str]:
     """Poll every enabled mailbox; one failing mailbox never stops the others."""
     outcome: dict[str, str] = {}
     for mailbox in ctx.config.mailboxes:
@@ -27,7 +29,9 @@ def poll_all(ctx: AppContext, now: datetime, limit_per_mailbox: int | None = Non
             )
         except Exception as exc:
             log.exception("poll: mailbox=%s failed", mailbox.name)
-            record_status(ctx, mailbox.name, mailbox.kind, now, error=f"{type(exc).__name__}: {exc}")
+            record_status(
+                ctx, mailbox.name, mailbox.kind, now, error=f"{type(exc).__name__}: {exc}"
+            )
             outcome[mailbox.name] = "failed"
             continue
         record_status(ctx, mailbox.name, mailbox.kind, now, summary=summary)
@@ -46,14 +50,26 @@ def record_status(
 ) -> None:
     table = ctx.stores.table(MAILBOXES)
     previous = table.get(STATUS_PARTITION, name) or {}
-    entity: dict[str, Any] = {"PartitionKey": STATUS_PARTITION, "RowKey": name, "Kind": kind,
-                              "LastPoll": now}
+    entity: dict[str, Any] = {
+        "PartitionKey": STATUS_PARTITION,
+        "RowKey": name,
+        "Kind": kind,
+        "LastPoll": now,
+    }
     if error is None and summary is not None:
-        entity.update(LastSuccess=now, ConsecutiveFailures=0, LastError="",
-                      LastQueued=summary.queued, LastFailedItems=len(summary.failed))
+        entity.update(
+            LastSuccess=now,
+            ConsecutiveFailures=0,
+            LastError="",
+            LastQueued=summary.queued,
+            LastFailedItems=len(summary.failed),
+        )
     else:
-        entity.update(ConsecutiveFailures=int(previous.get("ConsecutiveFailures", 0)) + 1,
-                      LastError=(error or "")[:2000], LastErrorAt=now)
+        entity.update(
+            ConsecutiveFailures=int(previous.get("ConsecutiveFailures", 0)) + 1,
+            LastError=(error or "")[:2000],
+            LastErrorAt=now,
+        )
     table.upsert(entity)
 
 
@@ -63,8 +79,10 @@ def mailbox_status(ctx: AppContext) -> dict[str, dict[str, Any]]:
     for mailbox in ctx.config.mailboxes:
         entry = stored.get(mailbox.name, {})
         failures = int(entry.get("ConsecutiveFailures", 0))
-        state = "disabled" if not mailbox.enabled else (
-            "failing" if failures else ("ok" if entry.get("LastSuccess") else "pending")
+        state = (
+            "disabled"
+            if not mailbox.enabled
+            else ("failing" if failures else ("ok" if entry.get("LastSuccess") else "pending"))
         )
         out[mailbox.name] = {
             "kind": mailbox.kind,

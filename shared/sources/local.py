@@ -16,7 +16,13 @@ from pathlib import Path
 from ..core.contracts import MailboxAction
 from .base import ActionResult, SourceMessage
 
-MAILDIR_FLAGS = {"S": "\\Seen", "R": "\\Answered", "F": "\\Flagged", "T": "\\Deleted", "D": "\\Draft"}
+MAILDIR_FLAGS = {
+    "S": "\\Seen",
+    "R": "\\Answered",
+    "F": "\\Flagged",
+    "T": "\\Deleted",
+    "D": "\\Draft",
+}
 MAX_MESSAGE_BYTES = 150 * 1024 * 1024  # Exchange Online's ceiling; larger files are refused
 
 
@@ -49,7 +55,10 @@ class LocalSource:
         if self.kind == "maildir":
             names = []
             for sub in ("new", "cur"):
-                names += [(p.stat().st_mtime, p.name.split(":", 1)[0]) for p in (self.path / sub).iterdir()]
+                names += [
+                    (p.stat().st_mtime, p.name.split(":", 1)[0])
+                    for p in (self.path / sub).iterdir()
+                ]
             return [name for _, name in sorted(names)]
         return list(self._mbox_messages())
 
@@ -88,12 +97,18 @@ class LocalSource:
             flags = ()
         size = file.stat().st_size
         if size > MAX_MESSAGE_BYTES:
-            raise LocalSourceError(f"{file}: {size} bytes is over the {MAX_MESSAGE_BYTES} byte limit")
+            raise LocalSourceError(
+                f"{file}: {size} bytes is over the {MAX_MESSAGE_BYTES} byte limit"
+            )
         raw = file.read_bytes()
         received = datetime.fromtimestamp(file.stat().st_mtime, tz=UTC)
         return SourceMessage(source_id=source_id, raw=raw, flags=flags, received_at=received)
 
-    def apply(self, source_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
+    def apply(
+        self,
+        source_id: str,  # noqa: ARG002
+        actions: Sequence[MailboxAction],
+    ) -> list[ActionResult]:
         # A local export is the user's own copy: Mailfiler records what it would do, and leaves
         # the files untouched.
         return [

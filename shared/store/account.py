@@ -50,7 +50,7 @@ class RequestCounter:
         counter = self
 
         class _Count(SansIOHTTPPolicy):  # type: ignore[type-arg]
-            def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
+            def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]  # noqa: ARG002
                 with counter._lock:
                     counter.counts[service] = counter.counts.get(service, 0) + 1
 
@@ -105,7 +105,9 @@ class StorageAccount:
                 "table": TableServiceClient,
             }[service]
             if self.settings.connection_string:
-                client = cls.from_connection_string(self.settings.connection_string, **self._kwargs(service))
+                client = cls.from_connection_string(
+                    self.settings.connection_string, **self._kwargs(service)
+                )
             else:
                 uri = getattr(self.settings, f"{service}_uri")
                 client = cls(uri, credential=self._credential(), **self._kwargs(service))

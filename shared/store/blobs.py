@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -20,23 +21,19 @@ class Blobs:
         self._service = service
 
     def create(self, container: str = RAW_CONTAINER) -> None:
-        try:
+        with contextlib.suppress(ResourceExistsError):
             self._service.create_container(container)
-        except ResourceExistsError:
-            pass
 
     def put_raw(self, data: bytes) -> str:
         """Store raw mail under its SHA-256 and return the blob name; a repeat is a no-op."""
         name = raw_blob_name(data)
         client = self._service.get_blob_client(RAW_CONTAINER, name)
-        try:
+        with contextlib.suppress(ResourceExistsError):
             client.upload_blob(
                 data,
                 overwrite=False,
                 content_settings=ContentSettings(content_type="message/rfc822"),
             )
-        except ResourceExistsError:
-            pass
         return name
 
     def get(self, name: str, container: str = RAW_CONTAINER) -> bytes | None:

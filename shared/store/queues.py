@@ -1,4 +1,4 @@
-"""Storage queues carrying versioned pydantic contracts, encoded as the Functions trigger reads them.
+"""Storage queues carrying versioned pydantic contracts, encoded as the queue trigger reads them.
 
 The queue trigger expects base64 (host.json `messageEncoding`); azure-storage-queue sends plain
 text unless told otherwise, and a mismatch sends every message silently to the poison queue.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -27,14 +28,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def encode(contract: BaseModel) -> bytes:
-    """The contract's JSON, checked against the 64 KiB queue limit once base64-encoded."""
-    body = contract.model_dump_json(exclude_none=True).encode("utf-8")
-    encoded = (len(body) + 2) // 3 * 4
-    if encoded > MAX_MESSAGE_BYTES:
-        raise StorageLimitError(
-            f"{type(contract).__name__} is {encoded} bytes in base64; queue messages are at most 64 KiB"
-        )
-    return body
+    """The contract's JSON; `Queues.send_bytes` checks it against the 64 KiB limit."""
+    return contract.model_dump_json(exclude_none=True).encode("utf-8")
 
 
 def decode(body: bytes | str, model: type[M]) -> M:
@@ -77,24 +72,27 @@ class Queues:
         return self._clients[name]
 
     def create(self, name: str) -> None:
-        try:
+        with contextlib.suppress(ResourceExistsError):
             self.client(name).create_queue()
-        except ResourceExistsError:
-            pass
 
     def send(self, name: str, contract: BaseModel, *, delay_seconds: int | None = None) -> None:
         self.send_bytes(name, encode(contract), delay_seconds=delay_seconds)
 
     def send_bytes(self, name: str, body: bytes, *, delay_seconds: int | None = None) -> None:
-        if (len(body) + 2) // 3 * 4 > MAX_MESSAGE_BYTES:
-            raise StorageLimitError(f"queue {name}: message over 64 KiB")
+        encoded = (len(body) + 2) // 3 * 4  # base64 on the wire
+        if encoded > MAX_MESSAGE_BYTES:
+            raise StorageLimitError(
+                f"queue {name}: message is {encoded} bytes in base64, the limit is 64 KiB"
+            )
         self.client(name).send_message(body, visibility_timeout=delay_seconds)
 
     def receive(self, name: str, *, max_messages: int, visibility_timeout: int) -> list[Received]:
         # One request: the first page only (the pager would otherwise ask again until empty).
-        pages = self.client(name).receive_messages(
-            messages_per_page=max_messages, visibility_timeout=visibility_timeout
-        ).by_page()
+        pages = (
+            self.client(name)
+            .receive_messages(messages_per_page=max_messages, visibility_timeout=visibility_timeout)
+            .by_page()
+        )
         page = next(pages, None)
         out: list[Received] = []
         for msg in page or ():
@@ -109,19 +107,16 @@ class Queues:
         return out
 
     def delete(self, name: str, message: Received) -> None:
-        try:
+        # Already gone means its lease expired and another worker took it: nothing to do.
+        with contextlib.suppress(ResourceNotFoundError):
             self.client(name).delete_message(message.id, message.pop_receipt)
-        except ResourceNotFoundError:
-            pass  # already gone: its lease expired and another worker took it
 
     def release(self, name: str, message: Received, *, after_seconds: int) -> None:
         """Make a message visible again after a failure (host.json `visibilityTimeout`)."""
-        try:
+        with contextlib.suppress(ResourceNotFoundError):
             self.client(name).update_message(
                 message.id, message.pop_receipt, visibility_timeout=after_seconds
             )
-        except ResourceNotFoundError:
-            pass
 
     def depth(self, name: str) -> int | None:
         try:
@@ -134,7 +129,5 @@ class Queues:
         return [m.content for m in self.client(name).peek_messages(max_messages=count)]
 
     def clear(self, name: str) -> None:
-        try:
+        with contextlib.suppress(ResourceNotFoundError):
             self.client(name).clear_messages()
-        except ResourceNotFoundError:
-            pass

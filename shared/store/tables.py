@@ -6,6 +6,7 @@ Azurite accepts entities Azure refuses (FACTS.md: 300 properties, 1.28 MB entiti
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -72,7 +73,9 @@ def to_storage(entity: Mapping[str, Any], table: str = "?") -> Entity:
     check_key("RowKey", rk)  # type: ignore[arg-type]
     own = [k for k in entity if k not in ("PartitionKey", "RowKey")]
     if len(own) > MAX_OWN_PROPERTIES:
-        raise StorageLimitError(f"{where}: {len(own)} properties, Azure allows {MAX_OWN_PROPERTIES}")
+        raise StorageLimitError(
+            f"{where}: {len(own)} properties, Azure allows {MAX_OWN_PROPERTIES}"
+        )
     out: Entity = {"PartitionKey": pk, "RowKey": rk}
     total = 4 + _property_size("PartitionKey", pk) + _property_size("RowKey", rk)
     for name in own:
@@ -104,9 +107,7 @@ def to_storage(entity: Mapping[str, Any], table: str = "?") -> Entity:
 
 def from_storage(entity: Mapping[str, Any]) -> Entity:
     """Plain Python values, with the ETag kept under `_etag` for optimistic concurrency."""
-    out: Entity = {
-        k: (v.value if isinstance(v, EntityProperty) else v) for k, v in entity.items()
-    }
+    out: Entity = {k: (v.value if isinstance(v, EntityProperty) else v) for k, v in entity.items()}
     metadata = getattr(entity, "metadata", None)
     if metadata:
         out["_etag"] = metadata.get("etag")
@@ -122,10 +123,8 @@ class Table:
         self.client: TableClient = service.get_table_client(name)
 
     def create(self) -> None:
-        try:
+        with contextlib.suppress(ResourceExistsError):
             self._service.create_table(self.name)
-        except ResourceExistsError:
-            pass
 
     def get(self, pk: str, rk: str) -> Entity | None:
         check_key("PartitionKey", pk)
@@ -143,7 +142,9 @@ class Table:
             return None
         return str(metadata.get("etag") or "")
 
-    def upsert(self, entity: Mapping[str, Any], mode: Literal["merge", "replace"] = "merge") -> None:
+    def upsert(
+        self, entity: Mapping[str, Any], mode: Literal["merge", "replace"] = "merge"
+    ) -> None:
         update_mode = UpdateMode.MERGE if mode == "merge" else UpdateMode.REPLACE
         self.client.upsert_entity(to_storage(entity, self.name), mode=update_mode)
 

@@ -6,11 +6,12 @@ import base64
 from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.parser import BytesParser
+from typing import Any
 
 import pytest
 
 from shared.core import html_text, mime
-from shared.core.message import Address, fallback_key, id_key
+from shared.core.message import Address, MailMessage, fallback_key, id_key
 from shared.core.mime import MAX_REFERENCES, parse_message
 
 RECEIVED = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -23,8 +24,8 @@ def mail(*headers: str, body: str | bytes = "Hello\r\n") -> bytes:
     return head + b"\r\n" + data
 
 
-def parse(raw: bytes, **kwargs: object) -> mime.MailMessage:
-    return parse_message(raw, mailbox="inbox@example.com", source_id="src-1", **kwargs)  # type: ignore[arg-type]
+def parse(raw: bytes, **kwargs: Any) -> MailMessage:
+    return parse_message(raw, mailbox="inbox@example.com", source_id="src-1", **kwargs)
 
 
 BASIC = mail(

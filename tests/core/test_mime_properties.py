@@ -120,6 +120,7 @@ def test_damaged_corpus_mail_never_raises(raw: bytes) -> None:
 # Tokens, not characters, so encoded words and RFC 2231 stars appear whole.
 TOKENS = [*"<>[]()@:;,\"\\=?*'%_ \t\r\n\x00", "=?utf-8?q?", "=?x?b?", "?=", "name*", "é", "\udcff"]
 TRICKY = st.lists(st.sampled_from(TOKENS), max_size=40).map("".join)
+SHORT = st.lists(st.sampled_from(TOKENS), max_size=5).map("".join)
 HEADER_NAMES = st.sampled_from(
     [
         "Message-ID",
@@ -146,6 +147,8 @@ def tricky_mail(draw: st.DrawFn) -> bytes:
     part = draw(st.lists(st.tuples(HEADER_NAMES, TRICKY), max_size=4))
     head = "".join(f"{n}: {v}\r\n" for n, v in headers)
     sub = "".join(f"{n}: {v}\r\n" for n, v in part)
+    params = draw(st.lists(st.tuples(st.sampled_from(["name", "filename", "charset"]), SHORT)))
+    sub += "Content-Type: application/pdf" + "".join(f"; {k}{v}" for k, v in params) + "\r\n"
     text = (
         f'{head}Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
         f"--b\r\n{sub}\r\nbody\r\n--b--\r\n"

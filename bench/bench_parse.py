@@ -1,0 +1,82 @@
+"""Parse benchmark: our `parse_message` against a bare stdlib parse of the same corpus.
+
+Run with ``python -m bench.bench_parse``. Corpus: every .eml under the shared corpora (override
+with ``MAILFILER_CORPORA``); rounds with ``MAILFILER_BENCH_ROUNDS`` (default 3). Peak memory
+is measured in a separate pass under tracemalloc, since tracing slows the timed runs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tracemalloc
+from collections.abc import Callable
+from email import policy
+from email.parser import BytesParser
+from pathlib import Path
+
+from shared.core.mime import parse_message
+
+DEFAULT_CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
+
+
+def load_corpus() -> list[bytes]:
+    root = Path(os.environ.get("MAILFILER_CORPORA", DEFAULT_CORPORA))
+    return [path.read_bytes() for path in sorted(root.rglob("*.eml"))]
+
+
+def ours(raw: bytes) -> object:
+    return parse_message(raw, mailbox="bench", source_id="bench")
+
+
+def stdlib(raw: bytes) -> object:
+    message = BytesParser(policy=policy.default).parsebytes(raw)
+    try:
+        return message["subject"]  # header objects are built lazily: touch one
+    except Exception:  # the stdlib raises on some real mail; count it as parsed
+        return None
+
+
+def timed(parse: Callable[[bytes], object], corpus: list[bytes], rounds: int) -> float:
+    """Seconds to parse the corpus `rounds` times. Stdlib parse errors count as parsed."""
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for raw in corpus:
+            try:
+                parse(raw)
+            except Exception:  # noqa: S112 - the stdlib crashes on some corpus mail
+                continue
+    return time.perf_counter() - start
+
+
+def peak_bytes(parse: Callable[[bytes], object], corpus: list[bytes]) -> int:
+    tracemalloc.start()
+    try:
+        timed(parse, corpus, 1)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def main() -> None:
+    corpus = load_corpus()
+    if not corpus:
+        print("no .eml files found; set MAILFILER_CORPORA")
+        return
+    rounds = int(os.environ.get("MAILFILER_BENCH_ROUNDS", "3"))
+    timed(ours, corpus, 1)  # warm imports and caches for both sides
+    timed(stdlib, corpus, 1)
+    ours_s = timed(ours, corpus, rounds)
+    std_s = timed(stdlib, corpus, rounds)
+    ours_peak, std_peak = peak_bytes(ours, corpus), peak_bytes(stdlib, corpus)
+    count = len(corpus) * rounds
+    megabytes = sum(map(len, corpus)) / 1e6
+    print(f"corpus: {len(corpus)} messages, {megabytes:.1f} MB, {rounds} rounds")
+    print(f"{'':10}{'msgs/s':>10}{'seconds':>10}{'peak MiB':>10}")
+    print(f"{'ours':10}{count / ours_s:10.0f}{ours_s:10.2f}{ours_peak / 2**20:10.1f}")
+    print(f"{'stdlib':10}{count / std_s:10.0f}{std_s:10.2f}{std_peak / 2**20:10.1f}")
+    print(f"ratio ours/stdlib time: {ours_s / std_s:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""`mailfiler run` and `mailfiler import` as a user runs them: processes, real HTTP, Azurite."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.store.stores import FILING, INBOUND, Stores
+
+from .azurite import REPO, Azurite, free_port
+from .helpers import filed_keys, records, timeline_counts
+
+pytestmark = pytest.mark.azurite
+MAILFILER = str(REPO / ".venv" / "bin" / "mailfiler")
+
+
+def write_config(tmp: Path, mail: Path) -> Path:
+    config = tmp / "mailfiler.yaml"
+    config.write_text(
+        (REPO / "samples" / "mailfiler.yaml").read_text().replace("path: mail", f"path: {mail}")
+    )
+    return config
+
+
+def env_for(azurite: Azurite, **extra: str) -> dict[str, str]:
+    return {**os.environ, "AzureWebJobsStorage": azurite.connection_string, **extra}
+
+
+def get_json(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+    except OSError:
+        return 0, {}  # not listening yet
+
+
+@pytest.fixture
+def host_process(
+    stores: Stores, azurite: Azurite, sample_dir: Path, tmp_path: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    config = write_config(tmp_path, sample_dir)
+    process = subprocess.Popen(
+        [
+            MAILFILER,
+            "run",
+            "--port",
+            str(port),
+            "--config",
+            str(config),
+            "--settings",
+            str(tmp_path / "none.json"),
+        ],
+        env=env_for(azurite),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=tmp_path,
+    )
+    yield f"http://127.0.0.1:{port}", process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def test_run_serves_health_and_files_the_sample_mail_within_a_minute(
+    host_process: tuple[str, subprocess.Popen[bytes]], stores: Stores
+) -> None:
+    base, process = host_process
+    deadline = time.monotonic() + 60
+    health: dict[str, object] = {}
+    while time.monotonic() < deadline:
+        status, health = get_json(f"{base}/api/health")
+        queues = health.get("queues", {})
+        assert isinstance(queues, dict)
+        if status == 200 and len(filed_keys(stores)) == 8 and not queues.get(FILING):
+            break
+        time.sleep(0.5)
+    assert health["status"] == "ok", health
+    assert health["storage"] == {"reachable": True}
+    assert health["queues"] == {INBOUND: 0, "inbound-poison": 0, FILING: 0, "filing-poison": 0}
+    mailboxes = health["mailboxes"]
+    assert isinstance(mailboxes, dict)
+    assert mailboxes["sample"]["status"] == "ok"
+    assert sorted(timeline_counts(stores).values()) == [1, 2, 2, 3]
+    assert get_json(f"{base}/api/nothing-here")[0] == 404
+
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, out.decode()[-2000:]
+
+
+def generate_mail(folder: Path, conversations: int, per_conversation: int) -> int:
+    folder.mkdir(parents=True)
+    n = 0
+    for c in range(conversations):
+        ids: list[str] = []
+        for i in range(per_conversation):
+            mid = f"gen-{c}-{i}@load.example"
+            refs = " ".join(f"<{x}>" for x in ids)
+            thread = f"In-Reply-To: <{ids[-1]}>\nReferences: {refs}\n" if ids else ""
+            prefix = "Re: " if ids else ""
+            (folder / f"{c:04d}-{i}.eml").write_text(
+                f"From: user{c}@load.example\nTo: support@mailfiler.example\n"
+                f"Subject: {prefix}Generated conversation {c}\n"
+                f"Date: Tue, 24 Nov 2026 10:{i:02d}:00 +0000\nMessage-ID: <{mid}>\n{thread}"
+                f"\nMessage {i} of conversation {c}.\n"
+            )
+            ids.append(mid)
+            n += 1
+    return n
+
+
+def test_import_of_1000_messages_survives_a_killed_worker(
+    stores: Stores, azurite: Azurite, tmp_path: Path
+) -> None:
+    mail = tmp_path / "generated"
+    total = generate_mail(mail, conversations=250, per_conversation=4)
+    assert total == 1000
+    config = write_config(tmp_path, mail)
+    env = env_for(azurite, MAILFILER_LOCAL_LEASE_SECONDS="5")
+    base_cmd = ["--config", str(config), "--settings", str(tmp_path / "none.json")]
+
+    imported = subprocess.run(
+        [MAILFILER, "import", str(mail), "--mailbox", "sample", "--quiet", *base_cmd],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert imported.returncode == 0, imported.stderr[-2000:]
+    assert "1000 found, 1000 queued, 0 already imported, 0 failed" in imported.stdout
+
+    worker_cmd = [MAILFILER, "run", "--no-http", "--no-timers", *base_cmd]
+    worker = subprocess.Popen(
+        worker_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while len(filed_keys(stores)) < 150 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    worker.kill()  # mid-batch: messages it held come back after their lease
+    worker.wait()
+    filed_at_kill = len(filed_keys(stores))
+    assert 0 < filed_at_kill < 1000
+
+    worker = subprocess.Popen(
+        worker_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            done = len(filed_keys(stores)) == 1000
+            if done and not stores.queues.depth(INBOUND) and not stores.queues.depth(FILING):
+                break
+            time.sleep(0.5)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+
+    keys = filed_keys(stores)
+    assert len(keys) == len(set(keys)) == 1000
+    counts = timeline_counts(stores)
+    assert sum(counts.values()) == 1000
+    assert Counter(counts.values()) == {4: 250}
+    numbers = [r["Number"] for r in records(stores)]
+    assert len(numbers) == len(set(numbers)) == 250
+    assert stores.queues.depth("inbound-poison") == stores.queues.depth("filing-poison") == 0
+
+    again = subprocess.run(
+        [MAILFILER, "import", str(mail), "--mailbox", "sample", "--quiet", *base_cmd],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "1000 found, 0 queued, 1000 already imported, 0 failed" in again.stdout
+    assert stores.queues.depth(INBOUND) == 0
