@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from shared.cli.azurite import REPO, Azurite
 from shared.core.config import Config, parse_config
 from shared.pipeline.context import AppContext, set_context
 from shared.settings import AppSettings
 from shared.store.account import RequestCounter, StorageSettings
 from shared.store.stores import QUEUES, TABLES, Stores, poison
-
-from .azurite import REPO, Azurite
 
 SAMPLES = REPO / "samples"
 CORPORA = REPO.parent / "shared" / "corpora"

@@ -7,11 +7,10 @@ import sys
 from collections import Counter
 from typing import Any
 
+from shared.cli.azurite import REPO
 from shared.cli.host import LocalHost, QueueSettings, Registered, registered_functions
 from shared.store.queues import Queues
 from shared.store.stores import MESSAGES, RECORDS, TIMELINE, Stores
-
-from .azurite import REPO
 
 _functions: list[Registered] | None = None
 

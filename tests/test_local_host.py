@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.cli.azurite import REPO, Azurite, free_port
 from shared.store.stores import FILING, INBOUND, Stores
 
-from .azurite import REPO, Azurite, free_port
 from .helpers import filed_keys, records, timeline_counts
 
 pytestmark = pytest.mark.azurite

@@ -275,10 +275,10 @@ class LocalHost:
                 self.stop_event.wait(wait)
                 wait = min(wait * 2, self.settings.max_polling_interval)
 
-    def drain(self, timeout: float = 300.0) -> dict[str, int]:
-        """Run every queue function until all their queues are empty (tests, `import --file`)."""
+    def drain(self, timeout: float = 300.0, only: set[str] | None = None) -> dict[str, int]:
+        """Run the queue functions (of the queues in `only`) until their queues are empty."""
         deadline = time.monotonic() + timeout
-        fns = self.of_type("queueTrigger")
+        fns = [f for f in self.of_type("queueTrigger") if not only or f.trigger["queueName"] in only]
         with ThreadPoolExecutor(self.settings.batch_size) as pool:
             while time.monotonic() < deadline:
                 if sum(self.drain_once(fn, pool) for fn in fns) == 0:

@@ -135,13 +135,17 @@ class Route(_Strict):
 
 class Config(_Strict):
     version: Literal[1] = 1
-    record_types: tuple[RecordType, ...] = Field(min_length=1)
-    mailboxes: tuple[Mailbox, ...] = Field(min_length=1)
+    record_types: tuple[RecordType, ...]
+    mailboxes: tuple[Mailbox, ...]
     routes: tuple[Route, ...] = ()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Config:
         problems: list[tuple[str, str]] = []
+        if not self.record_types:
+            problems.append(("record_types", "declare at least one record type"))
+        if not self.mailboxes:
+            problems.append(("mailboxes", "declare at least one mailbox"))
         types = {t.name for t in self.record_types}
         _unique(problems, "record_types", [t.name for t in self.record_types])
         _unique(problems, "mailboxes", [m.name for m in self.mailboxes])

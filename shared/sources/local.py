@@ -1,12 +1,15 @@
 """Local mail: a folder of .eml files, a Maildir, or an mbox file.
 
 The sample config's default mailbox, and the way to backfill exported mail. Source ids are
-stable across runs (a path relative to the root, a Maildir unique name, or the content hash of an
-mbox message), so importing the same export twice adds nothing.
+stable across runs: the file's absolute path (for a Maildir, its folder and the message's unique
+name; for an mbox, the file and the message's content hash), so importing the same export twice
+adds nothing, and two exports with the same file names do not hide each other. An export that was
+moved is read again, and its mail is recognised by Message-ID as already filed.
 """
 
 from __future__ import annotations
 
+import glob as stdlib_glob
 import hashlib
 import mailbox as stdlib_mailbox
 from collections.abc import Sequence
@@ -47,20 +50,18 @@ class LocalSource:
         self._mbox: dict[str, bytes] | None = None
 
     def refs(self) -> Sequence[str]:
+        root = self.path.resolve()
         if self.kind == "eml":
-            return [self.path.name]
+            return [str(root)]
         if self.kind == "eml-folder":
-            files = [p for p in self.path.rglob("*.eml") if p.is_file()]
-            return sorted(p.relative_to(self.path).as_posix() for p in files)
+            return sorted(str(p.resolve()) for p in root.rglob("*.eml") if p.is_file())
         if self.kind == "maildir":
             names = []
             for sub in ("new", "cur"):
-                names += [
-                    (p.stat().st_mtime, p.name.split(":", 1)[0])
-                    for p in (self.path / sub).iterdir()
-                ]
+                for file in (root / sub).iterdir():
+                    names.append((file.stat().st_mtime, f"{root}/{file.name.split(':', 1)[0]}"))
             return [name for _, name in sorted(names)]
-        return list(self._mbox_messages())
+        return [f"{root}#{digest}" for digest in self._mbox_messages()]
 
     def _mbox_messages(self) -> dict[str, bytes]:
         if self._mbox is None:
@@ -75,33 +76,38 @@ class LocalSource:
             self._mbox = messages
         return self._mbox
 
-    def _maildir_file(self, source_id: str) -> Path:
+    def _maildir_file(self, unique: str) -> Path:
         for sub in ("new", "cur"):
-            for candidate in (self.path / sub).glob(f"{source_id}*"):
-                if candidate.name.split(":", 1)[0] == source_id:
+            for candidate in (self.path / sub).glob(f"{stdlib_glob.escape(unique)}*"):
+                if candidate.name.split(":", 1)[0] == unique:
                     return candidate
-        raise LocalSourceError(f"{self.path}: no Maildir message {source_id}")
+        raise LocalSourceError(f"{self.path}: no Maildir message {unique}")
 
     def read(self, source_id: str) -> SourceMessage:
+        flags: tuple[str, ...] = ()
         if self.kind == "mbox":
-            raw = self._mbox_messages().get(source_id)
+            raw = self._mbox_messages().get(source_id.rpartition("#")[2])
             if raw is None:
                 raise LocalSourceError(f"{self.path}: no mbox message {source_id}")
             return SourceMessage(source_id=source_id, raw=raw)
         if self.kind == "maildir":
-            file = self._maildir_file(source_id)
+            file = self._maildir_file(source_id.rpartition("/")[2])
             info = file.name.split(":2,", 1)[1] if ":2," in file.name else ""
             flags = tuple(MAILDIR_FLAGS[c] for c in info if c in MAILDIR_FLAGS)
         else:
-            file = self.path if self.kind == "eml" else self.path / source_id
-            flags = ()
-        size = file.stat().st_size
-        if size > MAX_MESSAGE_BYTES:
-            raise LocalSourceError(
-                f"{file}: {size} bytes is over the {MAX_MESSAGE_BYTES} byte limit"
-            )
-        raw = file.read_bytes()
-        received = datetime.fromtimestamp(file.stat().st_mtime, tz=UTC)
+            file = Path(source_id)
+            if not file.resolve().is_relative_to(self.path.resolve()):
+                raise LocalSourceError(f"{source_id} is not inside {self.path}")
+        try:
+            stat = file.stat()
+            if stat.st_size > MAX_MESSAGE_BYTES:
+                raise LocalSourceError(
+                    f"{file}: {stat.st_size} bytes is over the {MAX_MESSAGE_BYTES} byte limit"
+                )
+            raw = file.read_bytes()
+        except FileNotFoundError as exc:
+            raise LocalSourceError(f"{file}: no such file") from exc
+        received = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
         return SourceMessage(source_id=source_id, raw=raw, flags=flags, received_at=received)
 
     def apply(

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from azure.core.credentials import TokenCredential
-from azure.core.pipeline import PipelineRequest
-from azure.core.pipeline.policies import SansIOHTTPPolicy
+from azure.core.pipeline.transport import RequestsTransport
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
@@ -46,15 +45,17 @@ class RequestCounter:
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}
 
-    def policy(self, service: str) -> SansIOHTTPPolicy:  # type: ignore[type-arg]
+    def transport(self, service: str) -> RequestsTransport:
+        """An HTTP transport that counts every request it sends (retries included)."""
         counter = self
 
-        class _Count(SansIOHTTPPolicy):  # type: ignore[type-arg]
-            def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]  # noqa: ARG002
+        class _CountingTransport(RequestsTransport):  # type: ignore[misc]
+            def send(self, request: Any, **kwargs: Any) -> Any:
                 with counter._lock:
                     counter.counts[service] = counter.counts.get(service, 0) + 1
+                return super().send(request, **kwargs)
 
-        return _Count()
+        return _CountingTransport()
 
     @property
     def total(self) -> int:
@@ -82,7 +83,7 @@ class StorageAccount:
     def _kwargs(self, service: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30}
         if self.counter is not None:
-            kwargs["per_call_policies"] = [self.counter.policy(service)]
+            kwargs["transport"] = self.counter.transport(service)
         return kwargs
 
     def _credential(self) -> TokenCredential:

@@ -1,0 +1,110 @@
+"""Storage calls per filed message, and filed messages per second, on a private Azurite.
+
+Two scenarios through the real pipeline (ingest -> inbound -> map -> filing -> file, driven by the
+local host's queue runner): new conversations (one record each) and replies to filed mail.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from shared.cli.azurite import Azurite
+from shared.cli.host import LocalHost, QueueSettings, registered_functions
+from shared.core.config import parse_config
+from shared.pipeline.context import AppContext, set_context
+from shared.pipeline.ingest import ingest_mailbox
+from shared.settings import AppSettings
+from shared.sources.local import LocalSource
+from shared.store.account import RequestCounter, StorageSettings
+from shared.store.stores import FILING, INBOUND, Stores
+
+REPO = Path(__file__).resolve().parents[1]
+N = 200
+
+
+def write(folder: Path, name: str, mid: str, subject: str, reply_to: str | None = None) -> None:
+    thread = f"In-Reply-To: <{reply_to}>\nReferences: <{reply_to}>\n" if reply_to else ""
+    (folder / name).write_text(
+        f"From: someone@bench.example\nTo: support@mailfiler.example\nSubject: {subject}\n"
+        f"Date: Tue, 24 Nov 2026 10:00:00 +0000\nMessage-ID: <{mid}>\n{thread}\nHello.\n"
+    )
+
+
+def run_scenario(
+    ctx: AppContext, host: LocalHost, counter: RequestCounter, folder: Path
+) -> dict[str, float]:
+    """Calls per message of each stage; map and file include the host's queue calls."""
+    source = LocalSource(folder)
+    row: dict[str, float] = {}
+    started = time.perf_counter()
+    for stage, run in (
+        ("ingest", lambda: ingest_mailbox(ctx.stores, "bench", source, now=datetime.now(UTC))),
+        ("map", lambda: host.drain(only={INBOUND})),
+        ("file", lambda: host.drain(only={FILING})),
+    ):
+        counter.reset()
+        run()
+        row[stage] = counter.total / N
+    row["per_second"] = N / (time.perf_counter() - started)
+    return row
+
+
+def main() -> None:
+    import importlib
+    import sys
+
+    azurite = Azurite()
+    azurite.start()
+    try:
+        counter = RequestCounter()
+        stores = Stores.connect(
+            StorageSettings(connection_string=azurite.connection_string), counter
+        )
+        stores.ensure()
+        with tempfile.TemporaryDirectory() as tmp:
+            new, replies = Path(tmp, "new"), Path(tmp, "replies")
+            new.mkdir()
+            replies.mkdir()
+            for i in range(N):
+                write(new, f"{i:04d}.eml", f"root-{i}@bench.example", f"Question {i}")
+                write(
+                    replies,
+                    f"{i:04d}.eml",
+                    f"reply-{i}@bench.example",
+                    f"Re: Question {i}",
+                    reply_to=f"root-{i}@bench.example",
+                )
+            config = parse_config(
+                f"record_types: [{{name: case, prefix: CASE}}]\n"
+                f"mailboxes: [{{name: bench, kind: local, path: {tmp}, record_type: case}}]\n"
+            )
+            settings = AppSettings.model_validate(
+                {"AzureWebJobsStorage": azurite.connection_string}
+            )
+            ctx = AppContext(settings, config, Path(tmp), stores)
+            set_context(ctx)
+            sys.path.insert(0, str(REPO))
+            functions = registered_functions(importlib.import_module("function_app"))
+            host = LocalHost(
+                functions, stores.queues, QueueSettings.from_host_json(REPO / "host.json")
+            )
+            first = run_scenario(ctx, host, counter, new)
+            second = run_scenario(ctx, host, counter, replies)
+    finally:
+        azurite.stop()
+    print(f"\nstorage calls per filed message ({N} messages a scenario, Azurite)")
+    print(f"{'scenario':<28}{'ingest':>8}{'map':>7}{'file':>7}{'total':>8}{'msgs/s':>9}")
+    for name, row in (("new conversation (create)", first), ("reply to filed mail", second)):
+        total = row["ingest"] + row["map"] + row["file"]
+        print(
+            f"{name:<28}{row['ingest']:>8.2f}{row['map']:>7.2f}{row['file']:>7.2f}"
+            f"{total:>8.2f}{row['per_second']:>9.1f}"
+        )
+    print("map and file include the local host's queue calls (receive, delete, empty polls)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""The declarative config: valid files load, every problem is reported with its path."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.core.config import ConfigError, LocalMailbox, parse_config
+
+from ..conftest import SAMPLES
+
+BASE = """
+record_types: [{name: case, prefix: CASE}]
+mailboxes:
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "cfg.yaml")
+    assert str(info.value).startswith("cfg.yaml: ")
+    return [f"{path}: {problem}" for path, problem in info.value.problems]
+
+
+def test_sample_config_is_valid() -> None:
+    config = parse_config((SAMPLES / "mailfiler.yaml").read_text(), "sample")
+    mailbox = config.mailbox("sample")
+    assert isinstance(mailbox, LocalMailbox) and mailbox.path == "mail"
+    assert config.routes[0].fields == {"ProblemType": "Billing"}
+
+
+def test_missing_field_is_named_by_path() -> None:
+    assert problems(BASE + "  - {name: a, kind: local, record_type: case}") == [
+        "mailboxes[0].path: Field required"
+    ]
+
+
+def test_unknown_kind_and_extra_keys_are_refused() -> None:
+    found = problems(BASE + "  - {name: a, kind: pop3, record_type: case}")
+    assert found[0].startswith("mailboxes[0]: Input tag 'pop3'")
+    found = problems(BASE + "  - {name: a, kind: local, path: p, record_type: case, colour: red}")
+    assert found == ["mailboxes[0].colour: Extra inputs are not permitted"]
+
+
+def test_inline_secrets_are_refused_with_the_way_to_do_it() -> None:
+    found = problems(
+        BASE + "  - {name: a, kind: imap, host: h, username: u, password: hunter2,"
+        " record_type: case}"
+    )
+    assert len(found) == 1
+    assert "write 'password_setting: NAME'" in found[0]
+    assert "hunter2" not in found[0]
+
+
+def test_secret_settings_are_listed() -> None:
+    config = parse_config(
+        BASE + "  - {name: a, kind: imap, host: h, username: u, password_setting: IMAP_A,"
+        " record_type: case}"
+    )
+    assert config.secret_settings() == {"IMAP_A": "mailboxes[0].password_setting"}
+
+
+def test_cross_references_and_duplicates() -> None:
+    found = problems(
+        BASE
+        + "  - {name: a, kind: local, path: p, record_type: nope}\n"
+        + "  - {name: a, kind: local, path: p, record_type: case}\n"
+        + "routes: [{name: r, mailbox: zz, record_type: case}]\n"
+    )
+    assert found == [
+        "mailboxes[1].name: duplicate name 'a'",
+        "mailboxes[0].record_type: unknown record type 'nope' (known: case)",
+        "routes[0].mailbox: unknown mailbox 'zz' (known: a)",
+    ]
+
+
+def test_yaml_syntax_errors_have_a_position() -> None:
+    assert problems("record_types: [\n") [0].startswith("line 2, column 1: YAML syntax error")
+
+
+def test_a_file_that_is_not_a_mapping() -> None:
+    assert problems("- just\n- a list\n") == [
+        ": the file must be a mapping with record_types and mailboxes"
+    ]
