@@ -278,7 +278,9 @@ class LocalHost:
     def drain(self, timeout: float = 300.0, only: set[str] | None = None) -> dict[str, int]:
         """Run the queue functions (of the queues in `only`) until their queues are empty."""
         deadline = time.monotonic() + timeout
-        fns = [f for f in self.of_type("queueTrigger") if not only or f.trigger["queueName"] in only]
+        fns = [
+            f for f in self.of_type("queueTrigger") if not only or f.trigger["queueName"] in only
+        ]
         with ThreadPoolExecutor(self.settings.batch_size) as pool:
             while time.monotonic() < deadline:
                 if sum(self.drain_once(fn, pool) for fn in fns) == 0:

@@ -84,21 +84,19 @@ def cmd_import(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..pipeline.ingest import ingest_mailbox
+    from ..settings import AppSettings, load_config
     from ..sources.local import LocalSource, LocalSourceError
 
     _prepare_env(args)
-    try:
-        ctx = _context()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if ctx.config.mailbox(args.mailbox) is None:
-        names = ", ".join(m.name for m in ctx.config.mailboxes)
+    config = load_config(AppSettings().config_path)  # before storage: a typo fails fast
+    if config.mailbox(args.mailbox) is None:
+        names = ", ".join(m.name for m in config.mailboxes)
         print(
             f"mailbox {args.mailbox!r} is not in the configuration (known: {names})",
             file=sys.stderr,
         )
         return 1
+    ctx = _context()
     try:
         source = LocalSource(Path(args.path))
     except LocalSourceError as exc:
@@ -129,15 +127,27 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def cmd_records(args: argparse.Namespace) -> int:
+    from .records import list_records, print_record, print_records, show_record
+
+    _prepare_env(args)
+    ctx = _context()
+    if args.records_command == "list":
+        print_records(list_records(ctx.stores), args.json)
+        return 0
+    row = show_record(ctx.stores, args.id)
+    if row is None:
+        print(f"no record {args.id}", file=sys.stderr)
+        return 1
+    print_record(row, args.json)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .host import LocalHttpServer
 
     _prepare_env(args)
-    try:
-        ctx = _context()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+    ctx = _context()
     host = _host(ctx)
     server = None
     if not args.no_http:
@@ -188,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(func=cmd_import)
 
+    recs = sub.add_parser("records", help="list filed records, or show one with its timeline")
+    recs_sub = recs.add_subparsers(dest="records_command", required=True)
+    for name in ("list", "show"):
+        cmd = recs_sub.add_parser(name)
+        if name == "show":
+            cmd.add_argument("id", help="a display id such as CASE-3")
+        cmd.add_argument("--json", action="store_true", help="JSON (one object per line)")
+        cmd.add_argument("--config")
+        cmd.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
+        cmd.set_defaults(func=cmd_records)
+
     run = sub.add_parser("run", help="host the function app locally (HTTP, timers, queues)")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=7071)
@@ -206,9 +227,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from azure.core.exceptions import AzureError
+
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except AzureError as exc:
+        # Storage unreachable or refusing: one clear line, not a traceback.
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"mailfiler: storage error: {type(exc).__name__}: {first_line}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # e.g. no storage settings at all
+        print(f"mailfiler: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -74,7 +74,7 @@ def test_cross_references_and_duplicates() -> None:
 
 
 def test_yaml_syntax_errors_have_a_position() -> None:
-    assert problems("record_types: [\n") [0].startswith("line 2, column 1: YAML syntax error")
+    assert problems("record_types: [\n")[0].startswith("line 2, column 1: YAML syntax error")
 
 
 def test_a_file_that_is_not_a_mapping() -> None:
