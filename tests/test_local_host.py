@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +22,8 @@ from shared.store.stores import FILING, INBOUND, Stores
 from .helpers import filed_keys, records, timeline_counts
 
 pytestmark = pytest.mark.azurite
-MAILFILER = str(REPO / ".venv" / "bin" / "mailfiler")
+# The interpreter running the tests runs the command too (3.11, and 3.12 in `make unit-py312`).
+MAILFILER = [sys.executable, "-m", "shared.cli"]
 
 
 def write_config(tmp: Path, mail: Path) -> Path:
@@ -33,7 +35,12 @@ def write_config(tmp: Path, mail: Path) -> Path:
 
 
 def env_for(azurite: Azurite, **extra: str) -> dict[str, str]:
-    return {**os.environ, "AzureWebJobsStorage": azurite.connection_string, **extra}
+    return {
+        **os.environ,
+        "AzureWebJobsStorage": azurite.connection_string,
+        "PYTHONPATH": str(REPO),
+        **extra,
+    }
 
 
 def get_json(url: str) -> tuple[int, dict[str, object]]:
@@ -54,7 +61,7 @@ def host_process(
     config = write_config(tmp_path, sample_dir)
     process = subprocess.Popen(
         [
-            MAILFILER,
+            *MAILFILER,
             "run",
             "--port",
             str(port),
@@ -122,6 +129,7 @@ def generate_mail(folder: Path, conversations: int, per_conversation: int) -> in
     return n
 
 
+@pytest.mark.slow
 def test_import_of_1000_messages_survives_a_killed_worker(
     stores: Stores, azurite: Azurite, tmp_path: Path
 ) -> None:
@@ -133,7 +141,7 @@ def test_import_of_1000_messages_survives_a_killed_worker(
     base_cmd = ["--config", str(config), "--settings", str(tmp_path / "none.json")]
 
     imported = subprocess.run(
-        [MAILFILER, "import", str(mail), "--mailbox", "sample", "--quiet", *base_cmd],
+        [*MAILFILER, "import", str(mail), "--mailbox", "sample", "--quiet", *base_cmd],
         env=env,
         capture_output=True,
         text=True,
@@ -142,7 +150,7 @@ def test_import_of_1000_messages_survives_a_killed_worker(
     assert imported.returncode == 0, imported.stderr[-2000:]
     assert "1000 found, 1000 queued, 0 already imported, 0 failed" in imported.stdout
 
-    worker_cmd = [MAILFILER, "run", "--no-http", "--no-timers", *base_cmd]
+    worker_cmd = [*MAILFILER, "run", "--no-http", "--no-timers", *base_cmd]
     worker = subprocess.Popen(
         worker_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -178,7 +186,7 @@ def test_import_of_1000_messages_survives_a_killed_worker(
     assert stores.queues.depth("inbound-poison") == stores.queues.depth("filing-poison") == 0
 
     again = subprocess.run(
-        [MAILFILER, "import", str(mail), "--mailbox", "sample", "--quiet", *base_cmd],
+        [*MAILFILER, "import", str(mail), "--mailbox", "sample", "--quiet", *base_cmd],
         env=env,
         capture_output=True,
         text=True,
