@@ -49,9 +49,9 @@ _BLOCK_TAGS = frozenset(
     }
 )
 _SKIP_TAGS = frozenset({"script", "style", "head", "title", "noscript", "template"})
-_TAG_RE = re.compile(r"<[^>]*>")
+_TAG_RE = re.compile(r"<[^<>]*>")  # [^<>]: stay linear on "<<<<..."
 _SKIP_OPEN_RE = re.compile(r"<(script|style|head)\b", re.IGNORECASE)
-_BLOCK_RE = re.compile(r"</?(?:" + "|".join(_BLOCK_TAGS) + r")\b[^>]*>", re.IGNORECASE)
+_BLOCK_RE = re.compile(r"</?(?:" + "|".join(_BLOCK_TAGS) + r")\b[^<>]*>", re.IGNORECASE)
 _SPACES_RE = re.compile(r"[ \t\f\v]+")
 _BLANK_LINES_RE = re.compile(r"\n{3,}")
 _TRAILING_SPACE_RE = re.compile(r"[ \t]+\n")

@@ -1,0 +1,138 @@
+"""The local host keeps the Functions contract: routes, timers, queue retries, host.json."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from shared.cli.azurite import REPO, free_port
+from shared.cli.host import (
+    LocalHost,
+    LocalHttpServer,
+    QueueSettings,
+    Registered,
+    _parse_timespan,
+    _route_regex,
+)
+from shared.store.stores import Stores
+
+
+def test_host_json_queue_settings_are_read() -> None:
+    settings = QueueSettings.from_host_json(REPO / "host.json")
+    assert settings == QueueSettings(
+        batch_size=8,
+        max_dequeue_count=5,
+        max_polling_interval=2.0,
+        visibility_timeout=30.0,
+        message_encoding="base64",
+    )
+    assert _parse_timespan("1.02:00:30", 0) == 86400 + 7200 + 30
+
+
+def test_route_templates_capture_parameters() -> None:
+    regex = _route_regex("records/{type}/{id:int}")
+    match = regex.match("records/case/42")
+    assert match is not None and match.groupdict() == {"type": "case", "id": "42"}
+    assert regex.match("records/case") is None
+
+
+def test_http_functions_get_route_params_query_and_body() -> None:
+    def echo(req: func.HttpRequest) -> func.HttpResponse:
+        body = {
+            "params": dict(req.params),
+            "route": dict(req.route_params),
+            "body": req.get_body().decode(),
+            "method": req.method,
+        }
+        return func.HttpResponse(json.dumps(body), status_code=201, mimetype="application/json")
+
+    fn = Registered(
+        "echo", {"type": "httpTrigger", "route": "things/{id}", "methods": ["POST"]}, echo
+    )
+    host = LocalHost([fn], queues=None, settings=QueueSettings())  # type: ignore[arg-type]
+    server = LocalHttpServer(("127.0.0.1", free_port()), host, route_prefix="api")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/things/7?x=1"
+        request = urllib.request.Request(url, data=b"hello", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 201
+            assert response.headers["Content-Type"] == "application/json"
+            got = json.loads(response.read())
+        assert got == {
+            "params": {"x": "1"},
+            "route": {"id": "7"},
+            "body": "hello",
+            "method": "POST",
+        }
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url, timeout=5)  # GET is not among the methods
+        assert info.value.code == 404
+    finally:
+        server.shutdown()
+
+
+def test_timers_fire_on_their_ncrontab_schedule() -> None:
+    fired: list[bool] = []
+    fn = Registered(
+        "tick",
+        {"type": "timerTrigger", "schedule": "*/1 * * * * *"},
+        lambda timer: fired.append(timer.past_due),
+    )
+    host = LocalHost([fn], queues=None, settings=QueueSettings())  # type: ignore[arg-type]
+    host.start(queues=False, fire_timers_now=False)
+    time.sleep(2.6)
+    host.stop()
+    assert 2 <= len(fired) <= 4
+    assert not any(fired)
+
+
+@pytest.mark.azurite
+def test_failing_queue_function_is_retried_then_poisoned(stores: Stores) -> None:
+    queue = "hosttest"
+    stores.queues.create(queue)
+    stores.queues.create(f"{queue}-poison")
+    stores.queues.clear(queue)
+    stores.queues.clear(f"{queue}-poison")
+    seen: list[tuple[bytes, int]] = []
+
+    def always_fails(msg: func.QueueMessage) -> None:
+        seen.append((msg.get_body(), msg.dequeue_count or 0))
+        raise RuntimeError("boom")
+
+    fn = Registered("fails", {"type": "queueTrigger", "queueName": queue}, always_fails)
+    settings = QueueSettings(batch_size=4, max_dequeue_count=3, visibility_timeout=0)
+    host = LocalHost([fn], stores.queues, settings, lease_seconds=30)
+    stores.queues.send_bytes(queue, b'{"hello": "world"}')
+    host.drain(timeout=60)
+    assert seen == [
+        (b'{"hello": "world"}', 1),
+        (b'{"hello": "world"}', 2),
+        (b'{"hello": "world"}', 3),
+    ]
+    assert stores.queues.peek(f"{queue}-poison") == [b'{"hello": "world"}']
+    assert stores.queues.depth(queue) == 0
+
+
+@pytest.mark.azurite
+def test_queue_function_that_succeeds_deletes_its_message(stores: Stores) -> None:
+    got: list[Any] = []
+    fn = Registered(
+        "ok",
+        {"type": "queueTrigger", "queueName": "hosttest"},
+        lambda msg: got.append(msg.get_json()),
+    )
+    stores.queues.create("hosttest")
+    stores.queues.clear("hosttest")
+    host = LocalHost([fn], stores.queues, QueueSettings(batch_size=2))
+    for i in range(5):
+        stores.queues.send_bytes("hosttest", json.dumps({"n": i}).encode())
+    assert host.drain(timeout=60) == {"hosttest": 5}
+    assert sorted(g["n"] for g in got) == [0, 1, 2, 3, 4]
+    assert stores.queues.depth("hosttest") == 0
