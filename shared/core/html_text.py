@@ -50,6 +50,9 @@ _BLOCK_TAGS = frozenset(
 )
 _SKIP_TAGS = frozenset({"script", "style", "head", "title", "noscript", "template"})
 _TAG_RE = re.compile(r"<[^<>]*>")  # [^<>]: stay linear on "<<<<..."
+# A "<" that reaches no ">" before the next "<": truncated or garbage markup. html.parser
+# rescans from each such "<" to the end of the document, which is quadratic.
+_UNTERMINATED_RE = re.compile(r"<(?![^<>]*>)")
 _SKIP_OPEN_RE = re.compile(r"<(script|style|head)\b", re.IGNORECASE)
 _BLOCK_RE = re.compile(r"</?(?:" + "|".join(_BLOCK_TAGS) + r")\b[^<>]*>", re.IGNORECASE)
 _SPACES_RE = re.compile(r"[ \t\f\v]+")
@@ -63,6 +66,11 @@ class _PlainHTML2Text(html2text.HTML2Text):
     def handle_data(self, data: str, entity_char: bool = False) -> None:  # noqa: ARG002
         # entity_char=True is the only switch html2text offers to skip `escape_md_section`.
         super().handle_data(data, entity_char=True)
+
+    def handle_tag(self, tag: str, attrs: dict[str, str | None], start: bool) -> None:
+        super().handle_tag(tag, attrs, start)
+        if not start and tag in ("td", "th"):
+            self.o(" ")  # ignore_tables glues cells together ("c1c2") otherwise
 
 
 class _StripParser(HTMLParser):
@@ -88,6 +96,18 @@ class _StripParser(HTMLParser):
     def handle_data(self, data: str) -> None:
         if not self._skip:
             self.chunks.append(" ".join(data.split()) if data.strip() else " ")
+
+
+def _defuse(markup: str) -> str:
+    """Escape the constructs that make html.parser quadratic: unterminated tags, comments and
+    marked sections (each would be rescanned to the end of the document)."""
+    markup = _UNTERMINATED_RE.sub("&lt;", markup)
+    for opener, closer in (("<!--", "-->"), ("<![", "]>")):  # "<![if ...]>" ends at "]>"
+        last = markup.rfind(closer)
+        start = markup.find(opener, last + len(closer) if last >= 0 else 0)
+        if start >= 0:
+            markup = markup[:start] + markup[start:].replace(opener, "&lt;" + opener[1:])
+    return markup
 
 
 def _with_html2text(markup: str) -> str:
@@ -149,6 +169,11 @@ def html_to_text(markup: str, defects: list[str] | None = None) -> str:
         converters.insert(0, ("html2text", _with_html2text))
     elif defects is not None:
         defects.append("html-too-large-for-html2text")
+    try:
+        markup = _defuse(markup)
+    except Exception:  # pragma: no cover - str methods and a linear regex; belt and braces
+        if defects is not None:
+            defects.append("html-defuse-failed")
     for name, convert in converters:
         try:
             return _tidy(convert(markup))

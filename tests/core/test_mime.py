@@ -261,7 +261,7 @@ def test_html_to_text_regex_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(html_text, "_with_html2text", boom)
     monkeypatch.setattr(html_text, "_with_stdlib", boom)
     notes: list[str] = []
-    assert html_text.html_to_text("<i>a</i>&lt;b", notes) == "a <b"
+    assert html_text.html_to_text("<i>a</i>&lt;b<p>c", notes) == "a<b\nc"
     assert len(notes) == 2
 
 
@@ -271,6 +271,23 @@ def test_huge_html_skips_html2text() -> None:
     text = html_text.html_to_text(markup, notes)
     assert notes == ["html-too-large-for-html2text"]
     assert text.startswith("x\nx") or text.startswith("x\n\nx")
+
+
+def test_html_table_cells_are_separated() -> None:
+    text = html_text.html_to_text("<table><tr><td>Total</td><td>42 EUR</td></tr></table>")
+    assert text == "Total 42 EUR"
+
+
+def test_html_outlook_conditionals_and_stray_brackets() -> None:
+    markup = "<p>1 < 2</p><!--[if mso]><xml>o</xml><![endif]--><![if !vml]>shown<![endif]>"
+    assert html_text.html_to_text(markup).split() == ["1", "<", "2", "shown"]
+
+
+@pytest.mark.parametrize("unit", ["<!", "<a ", "<!-- >", "<![x>", "</"])
+def test_html_unterminated_markup_is_kept_as_text(unit: str) -> None:
+    # html.parser rescans each of these to the end of the document: quadratic if not defused.
+    text = html_text.html_to_text(unit * 100_000)
+    assert text.replace(" ", "").startswith(unit.replace(" ", "") * 3)
 
 
 def test_line_endings_are_normalised() -> None:
@@ -376,7 +393,7 @@ def test_bare_name_star_that_crashes_parsebytes() -> None:
     assert len(msg.attachments) == 1
     att = msg.attachments[0]
     assert (att.filename, att.content_type, att.size) == (None, "application/pdf", 5)
-    assert "parse-default-failed:IndexError" in msg.defects
+    assert not any(d.startswith("parse-failed") for d in msg.defects)  # compat32 copes
 
 
 def test_inline_image_with_content_id() -> None:
