@@ -7,7 +7,6 @@ everything secret stays in app settings that the file names.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
@@ -70,8 +69,3 @@ def missing_secrets(config: Config, environ: dict[str, str] | None = None) -> li
         for name, where in config.secret_settings().items()
         if not env.get(name)
     ]
-
-
-@lru_cache(maxsize=1)
-def app_settings() -> AppSettings:
-    return AppSettings()

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from shared.cli.azurite import REPO, Azurite
-from shared.core.config import Config, parse_config
 from shared.pipeline.context import AppContext, set_context
 from shared.settings import AppSettings
 from shared.store.account import RequestCounter, StorageSettings
@@ -44,20 +43,6 @@ def stores(azurite: Azurite, counter: RequestCounter) -> Iterator[Stores]:
         s.queues.clear(poison(queue))
     counter.reset()
     yield s
-
-
-def make_config(mail_dir: Path, extra: str = "") -> Config:
-    return parse_config(
-        f"""
-record_types: [{{name: case, prefix: CASE}}]
-mailboxes:
-  - {{name: sample, kind: local, path: "{mail_dir}", record_type: case,
-      after_filing: {{mark_read: true}}}}
-  - {{name: other, kind: local, path: "{mail_dir}", record_type: case}}
-{extra}
-""",
-        "test.yaml",
-    )
 
 
 @pytest.fixture

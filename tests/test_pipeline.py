@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
+from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from shared.cli.azurite import Azurite
+from shared.core.config import parse_config
 from shared.core.contracts import InboundMessage, PoisonMessage
-from shared.pipeline.context import AppContext
+from shared.pipeline.context import AppContext, set_context
 from shared.pipeline.poll import mailbox_status, poll_all
+from shared.settings import AppSettings
 from shared.store.queues import decode
-from shared.store.stores import FILING, INBOUND, poison
+from shared.store.stores import ACTIONS, FILING, INBOUND, MESSAGES, Stores, poison
 
 from .helpers import filed_keys, local_host, records, timeline_counts
 
@@ -91,3 +97,53 @@ def test_failing_message_is_retried_then_poisoned_with_raw_mail_kept(context: Ap
     assert failure.blob == blob
     assert context.stores.blobs.get(blob) == raw
     assert context.stores.queues.depth(INBOUND) == 0
+
+
+def test_the_same_mail_in_two_mailboxes_is_filed_once_with_both_sightings(
+    stores: Stores, azurite: Azurite, sample_dir: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(sample_dir, copy)
+    config = parse_config(
+        f"""
+record_types: [{{name: case, prefix: CASE}}]
+mailboxes:
+  - {{name: sample, kind: local, path: "{sample_dir}", record_type: case}}
+  - {{name: other, kind: local, path: "{copy}", record_type: case,
+      after_filing: {{mark_read: true}}}}
+"""
+    )
+    settings = AppSettings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    ctx = AppContext(settings, config, tmp_path, stores)
+    set_context(ctx)
+    try:
+        assert poll_all(ctx, NOW) == {"sample": "queued 8", "other": "queued 8"}
+        local_host(stores.queues).drain()
+    finally:
+        set_context(None)
+    assert len(filed_keys(stores)) == 8
+    assert sum(timeline_counts(stores).values()) == 8
+    assert len(records(stores)) == 4
+    sightings = [e for e in stores.table(MESSAGES).all() if e["RowKey"].startswith("s-")]
+    assert Counter(e["Mailbox"] for e in sightings) == {"sample": 8, "other": 8}
+    # Mailbox "other" marks mail read after filing, whichever mailbox filed it first.
+    actions = list(stores.table(ACTIONS).all())
+    assert Counter((a["Mailbox"], a["Action"]) for a in actions) == {("other", "mark_read"): 8}
+
+
+def test_a_filed_message_seen_in_another_folder_is_a_move(context: AppContext) -> None:
+    poll_all(context, NOW)
+    first = decode(context.stores.queues.peek(INBOUND, 1)[0], InboundMessage)
+    host = local_host(context.stores.queues)
+    host.drain()
+    before = timeline_counts(context.stores)
+    moved = first.model_copy(update={"folder": "Archive"})
+    context.stores.queues.send(INBOUND, moved)
+    host.drain()
+    assert timeline_counts(context.stores) == before
+    entries = [
+        e
+        for e in context.stores.table(MESSAGES).all()
+        if e.get("SourceId") == first.source_id and e["RowKey"] == "msg"
+    ]
+    assert [e["Folder"] for e in entries] == ["Archive"]

@@ -113,13 +113,17 @@ def decide(message: MailMessage, known: Known, config: Config, *, blob: str) -> 
     if known.filed is not None:
         prior = known.filed
         same_place = (prior.mailbox, prior.source_id) == (message.mailbox, message.source_id)
+        # The mailbox actions run again (they are idempotent) unless the mail was moved: a crash
+        # after filing may have skipped them, but a move is someone's decision to respect.
+        actions = _mailbox_actions(config, message.mailbox)
         if same_place and prior.folder == message.folder:
             why = "already filed from this mailbox: a redelivery, nothing to change"
         elif same_place:
             why = f"already filed; moved from folder {prior.folder!r} to {message.folder!r}"
+            actions = ()
         else:
             why = f"already filed from mailbox {prior.mailbox!r}: recorded as another sighting"
-        return plan(action="sighting", record=prior.record, reasons=(why,))
+        return plan(action="sighting", record=prior.record, mailbox_actions=actions, reasons=(why,))
 
     actions = _mailbox_actions(config, message.mailbox)
     entry = timeline_entry(message)

@@ -65,6 +65,8 @@ def test_known_message_from_the_same_place_is_a_redelivery() -> None:
     plan = decide(mail(ROOT), Known(filed=filed), CONFIG, blob="b")
     assert (plan.action, plan.record, plan.entry) == ("sighting", CASE_1, None)
     assert "redelivery" in plan.reasons[0]
+    # A crash after filing may have skipped the mailbox actions: a redelivery runs them again.
+    assert [a.action for a in plan.mailbox_actions] == ["mark_read", "move"]
 
 
 def test_known_message_in_another_folder_is_a_move() -> None:
@@ -72,6 +74,7 @@ def test_known_message_in_another_folder_is_a_move() -> None:
     plan = decide(mail(ROOT, folder="Archive"), Known(filed=filed), CONFIG, blob="b")
     assert plan.action == "sighting" and plan.folder == "Archive"
     assert "moved from folder 'INBOX' to 'Archive'" in plan.reasons[0]
+    assert plan.mailbox_actions == ()  # someone moved it: do not move it back
 
 
 def test_known_message_in_another_mailbox_is_another_sighting() -> None:
@@ -79,6 +82,7 @@ def test_known_message_in_another_mailbox_is_another_sighting() -> None:
     plan = decide(mail(ROOT, mailbox="other"), Known(filed=filed), CONFIG, blob="b")
     assert plan.action == "sighting" and plan.mailbox == "other"
     assert "already filed from mailbox 'support'" in plan.reasons[0]
+    assert plan.mailbox_actions == ()  # mailbox "other" has no after_filing actions
 
 
 def test_route_by_recipient_with_plus_addressing_sets_type_and_fields() -> None:
