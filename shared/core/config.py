@@ -59,6 +59,8 @@ class AfterFiling(_Strict):
 
 class _MailboxBase(_Strict):
     name: Annotated[str, Field(pattern=NAME)]
+    # The mailbox's own addresses and aliases: mail from them is ours (loops, outbound copies).
+    addresses: tuple[str, ...] = ()
     record_type: str | None = Field(
         default=None, description="record type for new conversations when no route matches"
     )
@@ -112,25 +114,142 @@ Mailbox = Annotated[
 ]
 
 
+class FieldSpec(_Strict):
+    """A record field that `Key: Value` lines in a mail body may set."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,60}$")]
+    type: Literal["text", "int", "date", "choice"] = "text"
+    choices: tuple[str, ...] = ()
+    on_update: bool = Field(default=False, description="a reply may change it")
+
+    @model_validator(mode="after")
+    def _choices_for_choice(self) -> FieldSpec:
+        if self.type == "choice" and not self.choices:
+            raise ValueError("type 'choice' needs choices")
+        return self
+
+
 class RecordType(_Strict):
     name: Annotated[str, Field(pattern=NAME)]
     prefix: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9]{0,9}$")]
     title: str | None = None
+    fields: tuple[FieldSpec, ...] = ()
+    # Who may add mail to an existing record: anyone on the thread, or only known contacts.
+    updates_from: Literal["anyone", "contacts"] = "anyone"
+    # A match by header (References, conversation) counts only if the subject matches too.
+    subject_guard: bool = False
+
+    def field(self, name: str) -> FieldSpec | None:
+        return next((f for f in self.fields if f.name.lower() == name.lower()), None)
+
+
+class SenderPolicy(_Strict):
+    """What to do with mail that would create a record, by who sent it."""
+
+    unknown: Literal["guest", "reject", "discard", "forward"] = "guest"
+    allowed_domains: tuple[str, ...] = ()  # empty: every domain may create guests
+    forward_to: str | None = None
+
+    @model_validator(mode="after")
+    def _forward_has_target(self) -> SenderPolicy:
+        if self.unknown == "forward" and not self.forward_to:
+            raise ValueError("unknown: forward needs forward_to")
+        return self
 
 
 class Route(_Strict):
-    """Mail to `to` (an address or alias; plus-addressing matches) in `mailbox` goes to a type."""
+    """Mail matching every condition given here goes to `record_type` (or is ignored/discarded).
+
+    `to` matches a recipient address or alias, plus-addressing included (`billing+x@`);
+    `sender` an address, `sender_domain` a domain (and its subdomains); `subject` and `body`
+    are regular expressions (case-insensitive); `headers` maps a header to a regular
+    expression its value must match; `has_attachments` asks for (or against) attachments.
+    """
 
     name: Annotated[str, Field(pattern=NAME)]
     mailbox: str | None = None
     to: str | None = None
-    record_type: str
+    sender: str | None = None
+    sender_domain: str | None = None
+    subject: str | None = None
+    body: str | None = None
+    headers: dict[str, str] = {}
+    has_attachments: bool | None = None
+    action: Literal["file", "ignore", "discard"] = "file"
+    record_type: str | None = None
     fields: dict[str, str | int] = {}
+    tags: tuple[str, ...] = ()
+    senders: SenderPolicy = SenderPolicy()
+    acknowledge: bool = False  # send the sender a notice with the new record's token
 
-    @field_validator("to")
+    @field_validator("to", "sender", "sender_domain")
     @classmethod
     def _lower(cls, value: str | None) -> str | None:
         return value.lower() if value else value
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_regexes(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, pattern in value.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"header {name}: not a valid regular expression: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _type_when_filing(self) -> Route:
+        if self.action == "file" and not self.record_type:
+            raise ValueError("a route that files needs record_type")
+        return self
+
+
+ClassAction = Literal["file", "file_no_answer", "attach_to_original", "drop"]
+
+
+class ClassActions(_Strict):
+    """What happens to each class of mail (`human` always files)."""
+
+    auto_reply: ClassAction = "file_no_answer"
+    bounce: ClassAction = "attach_to_original"
+    feedback: ClassAction = "drop"
+    bulk: ClassAction = "drop"
+    own_loop: ClassAction = "drop"
+
+
+class RateLimit(_Strict):
+    per_sender: int = Field(default=20, ge=1)
+    window_minutes: int = Field(default=120, ge=1)
+    allow: tuple[str, ...] = ()  # addresses or @domains never limited
+
+    def allows(self, address: str) -> bool:
+        address = address.lower()
+        return any(a.lower() in (address, "@" + address.partition("@")[2]) for a in self.allow)
+
+
+class Signing(_Strict):
+    """Keys for our signed Message-IDs: the app settings that hold them, newest first."""
+
+    key_settings: tuple[Annotated[str, Field(pattern=SETTING)], ...] = ()
+    message_id_domain: str = "mailfiler.invalid"
+
+
+class FieldBlock(_Strict):
+    """Where `Key: Value` lines are read: between these marker lines, or (without markers) at
+    the very top of the new text."""
+
+    start: str | None = None
+    end: str | None = None
 
 
 class Config(_Strict):
@@ -138,6 +257,10 @@ class Config(_Strict):
     record_types: tuple[RecordType, ...]
     mailboxes: tuple[Mailbox, ...]
     routes: tuple[Route, ...] = ()
+    classes: ClassActions = ClassActions()
+    rate_limit: RateLimit = RateLimit()
+    signing: Signing = Signing()
+    field_block: FieldBlock = FieldBlock()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Config:
@@ -157,13 +280,14 @@ class Config(_Strict):
                     (f"mailboxes[{i}].record_type", _unknown("record type", mb.record_type, types))
                 )
             if mb.record_type is None and not any(
-                r.mailbox in (None, mb.name) and r.to is None for r in self.routes
+                r.mailbox in (None, mb.name) and r.to is None and r.action == "file"
+                for r in self.routes
             ):
                 problems.append(
                     (f"mailboxes[{i}]", "needs record_type, or a route without 'to' for it")
                 )
         for i, route in enumerate(self.routes):
-            if route.record_type not in types:
+            if route.record_type and route.record_type not in types:
                 problems.append(
                     (f"routes[{i}].record_type", _unknown("record type", route.record_type, types))
                 )
@@ -188,6 +312,8 @@ class Config(_Strict):
             for key, value in mb.model_dump().items():
                 if key.endswith("_setting") and value:
                     out[value] = f"mailboxes[{i}].{key}"
+        for i, name in enumerate(self.signing.key_settings):
+            out[name] = f"signing.key_settings[{i}]"
         return out
 
 

@@ -47,6 +47,7 @@ class AttachmentInfo(_Contract):
 
 class TimelineEntry(_Contract):
     direction: Literal["in", "out"] = "in"
+    kind: str = "human"
     message_key: str
     message_id: str | None = None
     subject: str = ""
@@ -66,7 +67,33 @@ class MailboxAction(_Contract):
     category: str | None = None
 
 
-Action = Literal["create", "attach", "sighting", "drop"]
+Action = Literal["create", "attach", "sighting", "drop", "hold", "reject"]
+
+
+class Notice(_Contract):
+    """Mail Mailfiler would send about this message. Recorded here, sent by the outbound stage
+    (a later issue): `sent` stays False until then."""
+
+    kind: Literal["acknowledge", "reject", "forward"]
+    to: str
+    reason: str
+    sent: bool = False
+
+
+class ContactUpdate(_Contract):
+    """A change to the contact store: a new guest, or an address that bounces for good."""
+
+    address: str
+    name: str = ""
+    kind: Literal["guest", "undeliverable"]
+    detail: str = ""
+
+
+class DsnInfo(_Contract):
+    action: str | None = None
+    status: str | None = None
+    final_recipient: str | None = None
+    original_message_id: str | None = None
 
 
 class FilingPlan(_Contract):
@@ -88,6 +115,16 @@ class FilingPlan(_Contract):
     entry: TimelineEntry | None = None
     mailbox_actions: tuple[MailboxAction, ...] = ()
     reasons: tuple[str, ...] = ()
+    kind: str = "human"  # the classification: human, auto_reply, bounce, feedback, bulk, own_loop
+    dsn: DsnInfo | None = None
+    tags: tuple[str, ...] = ()
+    notices: tuple[Notice, ...] = ()
+    contacts: tuple[ContactUpdate, ...] = ()
+    sender: str | None = None  # lower-case address, for the per-sender rate limit
+    conversation_id: str | None = None
+    # False for the second and later records one mail opens (two aliases, two record types):
+    # the message index points at the first; the others are noted beside it.
+    primary: bool = True
 
 
 class PoisonMessage(_Contract):

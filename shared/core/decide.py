@@ -1,28 +1,56 @@
-"""The map stage's decision: from a message and what the stores know to a filing plan.
+"""The map stage's decision: from a message and what the stores know to filing plans.
 
-This is the simple first version (a new record per new conversation, replies by
-In-Reply-To/References to the same record); the routing engine replaces `decide` with the same
-signature. Pure: no I/O and no clock.
+Pure: no I/O and no clock. The map stage first asks `lookups` what to read, reads it into a
+`Known`, then calls `decide`. The steps, each leaving a reason in the plan's trail:
+
+1. **Duplicate**: a Message-ID already filed is a sighting (another mailbox or folder, or a
+   redelivery), never a second filing.
+2. **Classify** (`classify.py`) and apply the configured action of the class: file, file but
+   never answer, attach a bounce to the record of the mail it bounces (marking the recipient
+   undeliverable on 5.x.x), or drop (recorded, not lost).
+3. **Find the record**, in layers; the first layer that finds one wins, and within a layer the
+   newest reference does: (a) a record token in the subject (`[CASE-1042]`); (b) our signed
+   Message-IDs in In-Reply-To/References or the `X-Mailfiler-Ref` header (forged ones are
+   ignored and said so); (c) a filed Message-ID among the last 32 References/In-Reply-To;
+   (d) the source's conversation id. With a record type's `subject_guard`, layers (c) and (d)
+   count only when the normalised subject matches the record's.
+4. **Updates** to an existing record pass its type's `updates_from` policy; `Key: Value` lines
+   may change the fields marked `on_update`.
+5. **New conversations** go through the routes (`rules.py`), the sender policy of the route
+   (known contact, guest, reject, discard, forward), the per-sender rate limit (excess mail is
+   held, not lost), and field parsing. Mail we sent that starts no filed conversation opens no
+   record.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from .config import Config, Route
+from .classify import Classification, OwnMail, classify
+from .config import Config, RecordType, Route
 from .contracts import (
     SNIPPET_CHARS,
     AttachmentInfo,
+    ContactUpdate,
+    DsnInfo,
     FilingPlan,
     MailboxAction,
+    Notice,
     RecordRef,
     TimelineEntry,
 )
+from .fieldparse import parse_fields
 from .message import MailMessage, id_key
+from .reply_text import reply_text
+from .rules import match_routes
+from .signing import REF_HEADER, looks_signed, verify_message_id, verify_ref_header
+from .subject import normalize_subject
+from .tokens import Token, find_tokens
 
-MAX_THREAD_LOOKUPS = 32  # References beyond the last 32 are not looked up (issue 3, rule 3c)
+MAX_THREAD_LOOKUPS = 32  # References beyond the last 32 are not looked up
 
 
 @dataclass(frozen=True)
@@ -36,16 +64,61 @@ class FiledMessage:
 
 
 @dataclass(frozen=True)
+class RecordInfo:
+    title: str  # as filed; compared normalised for the subject guard
+    status: str = "new"
+
+
+@dataclass(frozen=True)
+class Contact:
+    address: str
+    kind: str  # "contact" or "guest"
+    allowed: bool = True
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """What the decision needs from storage, computed from the message alone."""
+
+    thread_ids: tuple[str, ...]  # newest first
+    tokens: tuple[Token, ...]
+    conversation_id: str | None
+    sender: str | None
+    bounce_original: str | None
+
+
+@dataclass(frozen=True)
 class Known:
     """The facts the map stage gathered from storage before deciding."""
 
     filed: FiledMessage | None = None
     thread: dict[str, RecordRef] = field(default_factory=dict)  # Message-ID -> its record
+    tokens: dict[tuple[str, int], RecordRef] = field(default_factory=dict)  # (prefix, n)
+    conversation: RecordRef | None = None
+    records: dict[RecordRef, RecordInfo] = field(default_factory=dict)
+    sender: Contact | None = None
+    sender_recent: int = 0  # mail from this sender filed within the rate-limit window
+    bounce_original: RecordRef | None = None
 
 
-def thread_lookups(message: MailMessage) -> tuple[str, ...]:
-    """The Message-IDs whose records the decision needs: the thread's, newest last."""
-    return message.thread_ids[-MAX_THREAD_LOOKUPS:]
+def own_mail(config: Config) -> OwnMail:
+    addresses = frozenset(a.lower() for m in config.mailboxes for a in m.addresses)
+    return OwnMail(
+        addresses=addresses,
+        message_id_domains=frozenset({config.signing.message_id_domain.lower()}),
+    )
+
+
+def lookups(message: MailMessage, config: Config, classification: Classification) -> Lookups:
+    prefixes = [t.prefix for t in config.record_types]
+    original = classification.dsn.original_message_id if classification.dsn else None
+    return Lookups(
+        thread_ids=tuple(reversed(message.thread_ids[-MAX_THREAD_LOOKUPS:])),
+        tokens=find_tokens(message.subject, prefixes),
+        conversation_id=message.conversation_id,
+        sender=message.from_.email.lower() if message.from_ else None,
+        bounce_original=original,
+    )
 
 
 def record_key(record_type: str, root_id_key: str) -> str:
@@ -57,33 +130,10 @@ def record_key(record_type: str, root_id_key: str) -> str:
     return hashlib.sha256(f"{record_type}\x00{root_id_key}".encode()).hexdigest()[:32]
 
 
-def pick_route(config: Config, message: MailMessage) -> tuple[str, dict[str, str | int], str]:
-    """The record type, default fields and reason for a new conversation in this mailbox."""
-    recipients = {a.email.lower() for a in (*message.to, *message.cc)}
-    for route in config.routes:
-        if route.mailbox not in (None, message.mailbox):
-            continue
-        if route.to is None or _matches_alias(route, recipients):
-            why = f"route {route.name!r}" + (f" matched recipient {route.to}" if route.to else "")
-            return route.record_type, dict(route.fields), why
-    mailbox = config.mailbox(message.mailbox)
-    if mailbox is None or mailbox.record_type is None:
-        raise LookupError(f"mailbox {message.mailbox!r} is not in the configuration")
-    return mailbox.record_type, {}, f"mailbox {mailbox.name!r} default record type"
-
-
-def _matches_alias(route: Route, recipients: set[str]) -> bool:
-    assert route.to is not None
-    want_local, _, want_domain = route.to.partition("@")
-    for address in recipients:
-        local, _, domain = address.partition("@")
-        if domain == want_domain and (local == want_local or local.split("+", 1)[0] == want_local):
-            return True
-    return False
-
-
-def timeline_entry(message: MailMessage) -> TimelineEntry:
+def timeline_entry(message: MailMessage, text: str, direction: str, kind: str) -> TimelineEntry:
     return TimelineEntry(
+        direction="out" if direction == "out" else "in",
+        kind=kind,
         message_key=message.key,
         message_id=message.message_id,
         subject=message.subject[:1000],
@@ -91,72 +141,11 @@ def timeline_entry(message: MailMessage) -> TimelineEntry:
         to=tuple(str(a) for a in message.to[:50]),
         cc=tuple(str(a) for a in message.cc[:50]),
         date=message.date,
-        snippet=" ".join(message.text.split())[:SNIPPET_CHARS],
+        snippet=" ".join(text.split())[:SNIPPET_CHARS],
         attachments=tuple(
             AttachmentInfo(filename=a.filename, content_type=a.content_type, size=a.size)
             for a in message.attachments[:50]
         ),
-    )
-
-
-def decide(message: MailMessage, known: Known, config: Config, *, blob: str) -> FilingPlan:
-    def plan(**decision: Any) -> FilingPlan:
-        return FilingPlan(
-            message_key=message.key,
-            mailbox=message.mailbox,
-            source_id=message.source_id,
-            blob=blob,
-            folder=message.folder,
-            **decision,
-        )
-
-    if known.filed is not None:
-        prior = known.filed
-        same_place = (prior.mailbox, prior.source_id) == (message.mailbox, message.source_id)
-        # The mailbox actions run again (they are idempotent) unless the mail was moved: a crash
-        # after filing may have skipped them, but a move is someone's decision to respect.
-        actions = _mailbox_actions(config, message.mailbox)
-        if same_place and prior.folder == message.folder:
-            why = "already filed from this mailbox: a redelivery, nothing to change"
-        elif same_place:
-            why = f"already filed; moved from folder {prior.folder!r} to {message.folder!r}"
-            actions = ()
-        else:
-            why = f"already filed from mailbox {prior.mailbox!r}: recorded as another sighting"
-        return plan(action="sighting", record=prior.record, mailbox_actions=actions, reasons=(why,))
-
-    actions = _mailbox_actions(config, message.mailbox)
-    entry = timeline_entry(message)
-    for mid in reversed(thread_lookups(message)):
-        record = known.thread.get(mid)
-        if record is not None:
-            header = "In-Reply-To" if mid in message.in_reply_to else "References"
-            why = f"{header} <{mid}> is filed on {record.type} {record.key}"
-            return plan(
-                action="attach",
-                record=record,
-                entry=entry,
-                mailbox_actions=actions,
-                reasons=(why,),
-            )
-
-    record_type, fields, route_why = pick_route(config, message)
-    root = message.thread_ids[0] if message.thread_ids else None
-    root_key = id_key(root) if root else message.key
-    why = (
-        f"new conversation ({route_why})"
-        if root is None
-        else f"no filed message in its thread; conversation root <{root}> ({route_why})"
-    )
-    return plan(
-        action="create",
-        record=RecordRef(type=record_type, key=record_key(record_type, root_key)),
-        title=message.normalized_subject or message.subject or "(no subject)",
-        fields=fields,
-        root=root is None,
-        entry=entry,
-        mailbox_actions=actions,
-        reasons=(why,),
     )
 
 
@@ -173,3 +162,405 @@ def _mailbox_actions(config: Config, mailbox_name: str) -> tuple[MailboxAction, 
     if after.move_to:
         actions.append(MailboxAction(action="move", folder=after.move_to))
     return tuple(actions)
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """What every step of one decision shares."""
+
+    message: MailMessage
+    known: Known
+    config: Config
+    plan: Callable[..., FilingPlan]  # with the message's fixed values filled in
+    actions: tuple[MailboxAction, ...]
+    entry: TimelineEntry
+    text: str  # the reply text: new text without quotes and signatures
+    kind: str
+    class_action: str
+
+
+@dataclass
+class _Found:
+    record: RecordRef
+    why: str
+
+
+def _find_record(
+    message: MailMessage,
+    config: Config,
+    known: Known,
+    keys: Sequence[bytes],
+    reasons: list[str],
+) -> _Found | None:
+    # (a) a token in the subject
+    prefixes = {t.prefix: t for t in config.record_types}
+    for token in find_tokens(message.subject, prefixes):
+        record = known.tokens.get((token.prefix, token.number))
+        if record is not None:
+            return _Found(record, f"subject token {token} is {record.type} {record.key}")
+        reasons.append(f"subject token {token} names no filed record")
+    # (b) our signed ids: they cannot be forged, so no subject guard
+    for mid in known_order(message):
+        record = verify_message_id(mid, keys)
+        if record is not None:
+            return _Found(record, f"signed reference <{mid}> names {record.type} {record.key}")
+        if looks_signed(mid):
+            reasons.append(f"reference <{mid}> has our form but a bad signature: ignored")
+    ref_header = message.header(REF_HEADER)
+    if ref_header:
+        record = verify_ref_header(ref_header, keys)
+        if record is not None:
+            return _Found(record, f"signed {REF_HEADER} names {record.type} {record.key}")
+        reasons.append(f"{REF_HEADER} has a bad signature: ignored")
+    # (c) filed Message-IDs of the thread, newest first; (d) the conversation id
+    candidates: list[tuple[RecordRef, str]] = []
+    for mid in known_order(message):
+        record = known.thread.get(mid)
+        if record is not None:
+            header = "In-Reply-To" if mid in message.in_reply_to else "References"
+            candidates.append((record, f"{header} <{mid}> is filed on {record.type} {record.key}"))
+    if known.conversation is not None:
+        record = known.conversation
+        candidates.append((record, f"conversation {message.conversation_id} is {record.key}"))
+    for record, why in candidates:
+        record_type = config.record_type(record.type)
+        info = known.records.get(record)
+        guarded = record_type is not None and record_type.subject_guard and info is not None
+        if guarded and info is not None and not _same_subject(info.title, message):
+            reasons.append(f"{why}, but the subject differs (subject guard): not used")
+            continue
+        return _Found(record, why)
+    return None
+
+
+def _same_subject(title: str, message: MailMessage) -> bool:
+    return normalize_subject(title).casefold() == message.normalized_subject.casefold()
+
+
+def known_order(message: MailMessage) -> tuple[str, ...]:
+    """Thread Message-IDs newest first, as far as they are looked up."""
+    return tuple(reversed(message.thread_ids[-MAX_THREAD_LOOKUPS:]))
+
+
+def decide(
+    message: MailMessage,
+    known: Known,
+    config: Config,
+    *,
+    blob: str,
+    signing_keys: Sequence[bytes] = (),
+    classification: Classification | None = None,
+) -> list[FilingPlan]:
+    """The filing plans for one message: usually one; one per record type when a mail to two
+    aliases opens two records."""
+    if classification is None:
+        classification = classify(message, own_mail(config))
+    dsn = classification.dsn
+    sender = message.from_.email.lower() if message.from_ else None
+    own = own_mail(config)
+    direction = "out" if sender and sender in own.addresses else "in"
+    text = reply_text(message.text)
+
+    def plan(**decision: Any) -> FilingPlan:
+        values: dict[str, Any] = {
+            "message_key": message.key,
+            "mailbox": message.mailbox,
+            "source_id": message.source_id,
+            "blob": blob,
+            "folder": message.folder,
+            "kind": classification.kind,
+            "sender": sender,
+            "conversation_id": message.conversation_id,
+            "dsn": DsnInfo(
+                action=dsn.action,
+                status=dsn.status,
+                final_recipient=dsn.final_recipient,
+                original_message_id=dsn.original_message_id,
+            )
+            if dsn
+            else None,
+        }
+        values.update(decision)
+        signs = "; ".join(classification.reasons) or "no machine signs"
+        reasons = (f"classified {classification.kind}: {signs}", *values.pop("reasons", ()))
+        return FilingPlan(reasons=reasons, **values)
+
+    # 1. duplicates
+    if known.filed is not None:
+        prior = known.filed
+        same_place = (prior.mailbox, prior.source_id) == (message.mailbox, message.source_id)
+        # The mailbox actions run again (they are idempotent) unless the mail was moved: a crash
+        # after filing may have skipped them, but a move is someone's decision to respect.
+        actions = _mailbox_actions(config, message.mailbox)
+        if same_place and prior.folder == message.folder:
+            why = "already filed from this mailbox: a redelivery, nothing to change"
+        elif same_place:
+            why = f"already filed; moved from folder {prior.folder!r} to {message.folder!r}"
+            actions = ()
+        else:
+            why = f"already filed from mailbox {prior.mailbox!r}: recorded as another sighting"
+        return [
+            plan(action="sighting", record=prior.record, mailbox_actions=actions, reasons=(why,))
+        ]
+
+    actions = _mailbox_actions(config, message.mailbox)
+    entry = timeline_entry(message, text, direction, classification.kind)
+    reasons: list[str] = []
+
+    # 2. the class's action
+    kind = classification.kind
+    class_action = "file" if kind == "human" else getattr(config.classes, kind)
+    if class_action == "drop":
+        return [
+            plan(
+                action="drop",
+                mailbox_actions=actions,
+                reasons=(f"{kind} mail is dropped (classes.{kind}: drop); kept in raw mail",),
+            )
+        ]
+    if kind == "bounce" and class_action == "attach_to_original":
+        contacts: tuple[ContactUpdate, ...] = ()
+        if dsn and dsn.permanent and dsn.final_recipient:
+            contacts = (
+                ContactUpdate(
+                    address=dsn.final_recipient,
+                    kind="undeliverable",
+                    detail=f"{dsn.status or dsn.action} {dsn.diagnostic or ''}"[:200],
+                ),
+            )
+            reasons.append(
+                f"permanent failure {dsn.status or ''} for {dsn.final_recipient}: "
+                "contact marked undeliverable"
+            )
+        if known.bounce_original is not None:
+            record = known.bounce_original
+            reasons.insert(
+                0,
+                f"bounce of <{dsn.original_message_id if dsn else ''}>, "
+                f"filed on {record.type} {record.key}",
+            )
+            return [
+                plan(
+                    action="attach",
+                    record=record,
+                    entry=entry,
+                    mailbox_actions=actions,
+                    contacts=contacts,
+                    reasons=tuple(reasons),
+                )
+            ]
+        original = dsn.original_message_id if dsn else None
+        why = (
+            f"bounce of <{original}>, which is not filed"
+            if original
+            else "bounce without the original Message-ID"
+        )
+        return [
+            plan(
+                action="drop",
+                mailbox_actions=actions,
+                contacts=contacts,
+                reasons=(f"{why}: recorded, not filed", *reasons),
+            )
+        ]
+
+    # 3. an existing record
+    found = _find_record(message, config, known, signing_keys, reasons)
+    if found is not None:
+        record_type = config.record_type(found.record.type)
+        if (
+            direction == "in"
+            and record_type is not None
+            and record_type.updates_from == "contacts"
+            and (known.sender is None or known.sender.kind != "contact")
+        ):
+            return [
+                plan(
+                    action="reject",
+                    record=found.record,
+                    mailbox_actions=(),
+                    notices=_notice(
+                        "reject",
+                        sender,
+                        f"only contacts may update {record_type.name} records",
+                        kind,
+                    ),
+                    reasons=(
+                        found.why,
+                        *reasons,
+                        f"{sender} is not a contact; {record_type.name} takes "
+                        "updates from contacts only",
+                    ),
+                )
+            ]
+        fields: dict[str, str | int] = {}
+        if record_type is not None and direction == "in":
+            parsed = parse_fields(text, record_type, config.field_block, updating=True)
+            fields = parsed.values
+            reasons.extend(parsed.problems)
+        return [
+            plan(
+                action="attach",
+                record=found.record,
+                entry=entry,
+                fields=fields,
+                mailbox_actions=actions,
+                reasons=(found.why, *reasons),
+            )
+        ]
+
+    # 4. a new conversation
+    if direction == "out":
+        return [
+            plan(
+                action="drop",
+                mailbox_actions=(),
+                reasons=(
+                    *reasons,
+                    "mail we sent that belongs to no filed conversation opens no record",
+                ),
+            )
+        ]
+    ctx = _Ctx(message, known, config, plan, actions, entry, text, kind, class_action)
+    matches = match_routes(config, message)
+    if not matches:
+        mailbox = config.mailbox(message.mailbox)
+        if mailbox is None or mailbox.record_type is None:
+            raise LookupError(f"mailbox {message.mailbox!r} is not in the configuration")
+        default = config.record_type(mailbox.record_type)
+        assert default is not None
+        return [
+            _create(
+                ctx, default, {}, (), f"mailbox {mailbox.name!r} default record type", None, reasons
+            )
+        ]
+    plans: list[FilingPlan] = []
+    for match in matches:
+        route = match.route
+        if route.action == "ignore":
+            return [
+                plan(
+                    action="drop",
+                    mailbox_actions=actions,
+                    reasons=(*reasons, f"{match.why}: ignored"),
+                )
+            ]
+        if route.action == "discard":
+            return [
+                plan(
+                    action="drop", mailbox_actions=(), reasons=(*reasons, f"{match.why}: discarded")
+                )
+            ]
+        assert route.record_type is not None
+        record_type = config.record_type(route.record_type)
+        assert record_type is not None
+        plans.append(
+            _create(ctx, record_type, dict(route.fields), route.tags, match.why, route, reasons)
+        )
+    return [p if i == 0 else p.model_copy(update={"primary": False}) for i, p in enumerate(plans)]
+
+
+def _notice(
+    kind: Literal["acknowledge", "reject"], to: str | None, reason: str, message_kind: str
+) -> tuple[Notice, ...]:
+    # Never answer machines (RFC 3834): no notice to auto-replies, bounces, lists or no sender.
+    if not to or message_kind != "human":
+        return ()
+    return (Notice(kind=kind, to=to, reason=reason),)
+
+
+def _create(
+    ctx: _Ctx,
+    record_type: RecordType,
+    fields: dict[str, str | int],
+    tags: tuple[str, ...],
+    route_why: str,
+    route: Route | None,
+    reasons: list[str],
+) -> FilingPlan:
+    message, known, config, plan = ctx.message, ctx.known, ctx.config, ctx.plan
+    actions, entry, text = ctx.actions, ctx.entry, ctx.text
+    sender = message.from_.email.lower() if message.from_ else None
+    trail = list(reasons)
+    # Sender policy for creating
+    contacts: tuple[ContactUpdate, ...] = ()
+    policy = route.senders if route is not None else None
+    if known.sender is not None:
+        trail.append(f"sender {sender} is a known {known.sender.kind}")
+    elif sender is not None:
+        unknown = policy.unknown if policy else "guest"
+        domain = sender.partition("@")[2]
+        if (
+            unknown == "guest"
+            and policy
+            and policy.allowed_domains
+            and not any(
+                domain == d.lower() or domain.endswith("." + d.lower())
+                for d in policy.allowed_domains
+            )
+        ):
+            unknown = "reject"
+            trail.append(f"sender domain {domain} may not open records")
+        if unknown == "guest":
+            name = message.from_.name if message.from_ else ""
+            contacts = (ContactUpdate(address=sender, name=name, kind="guest"),)
+            trail.append(f"unknown sender {sender}: created as a guest")
+        elif unknown == "reject":
+            return plan(
+                action="reject",
+                mailbox_actions=actions,
+                reasons=(*trail, f"unknown sender {sender} may not open records: rejected"),
+                notices=_notice("reject", sender, "unknown sender", ctx.kind),
+            )
+        elif unknown == "discard":
+            return plan(
+                action="drop",
+                mailbox_actions=(),
+                reasons=(*trail, f"unknown sender {sender}: discarded"),
+            )
+        else:
+            assert policy is not None and policy.forward_to is not None
+            return plan(
+                action="drop",
+                mailbox_actions=actions,
+                reasons=(*trail, f"unknown sender {sender}: forwarded to {policy.forward_to}"),
+                notices=(Notice(kind="forward", to=policy.forward_to, reason="unknown sender"),),
+            )
+    # Rate limit per sender
+    limit = config.rate_limit
+    if sender and not limit.allows(sender) and known.sender_recent >= limit.per_sender:
+        return plan(
+            action="hold",
+            mailbox_actions=(),
+            reasons=(
+                *trail,
+                f"{sender} sent {known.sender_recent} mails in {limit.window_minutes} "
+                f"minutes (limit {limit.per_sender}): held",
+            ),
+        )
+    parsed = parse_fields(text, record_type, config.field_block, updating=False)
+    trail.extend(parsed.problems)
+    values = {**fields, **parsed.values}
+    root = message.thread_ids[0] if message.thread_ids else None
+    root_key = id_key(root) if root else message.key
+    why = (
+        f"new conversation ({route_why})"
+        if root is None
+        else f"no filed message in its thread; conversation root <{root}> ({route_why})"
+    )
+    notices: tuple[Notice, ...] = ()
+    if route is not None and route.acknowledge and ctx.class_action == "file":
+        notices = _notice("acknowledge", sender, f"new {record_type.name} record", ctx.kind)
+    return plan(
+        action="create",
+        record=RecordRef(type=record_type.name, key=record_key(record_type.name, root_key)),
+        title=message.normalized_subject or message.subject or "(no subject)",
+        fields=values,
+        tags=tags,
+        root=root is None,
+        entry=entry,
+        mailbox_actions=actions,
+        contacts=contacts,
+        notices=notices,
+        reasons=(why, *trail),
+    )

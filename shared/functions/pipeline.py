@@ -39,7 +39,14 @@ def _run(
 
 @bp.queue_trigger(arg_name="msg", queue_name=INBOUND, connection="AzureWebJobsStorage")
 def map_stage(msg: func.QueueMessage) -> None:
-    _run(msg, INBOUND, "map", lambda ctx, body: map_inbound(ctx.stores, ctx.config, body))
+    _run(
+        msg,
+        INBOUND,
+        "map",
+        lambda ctx, body: map_inbound(
+            ctx.stores, ctx.config, body, now=_now(), signing_keys=ctx.signing_keys
+        ),
+    )
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=FILING, connection="AzureWebJobsStorage")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +22,13 @@ class AppContext:
     config: Config
     base_dir: Path
     stores: Stores
+    signing_keys: tuple[bytes, ...] = ()
 
     def source(self, mailbox: str) -> MailboxSource:
         return open_source(self.config, mailbox, self.base_dir)
 
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _context: AppContext | None = None
 
@@ -33,7 +37,21 @@ def build_context(settings: AppSettings, counter: RequestCounter | None = None) 
     config = load_config(settings.config_path)
     stores = Stores.connect(settings.storage(), counter=counter)
     stores.ensure()
-    return AppContext(settings, config, config_dir(settings.config_path), stores)
+    return AppContext(
+        settings, config, config_dir(settings.config_path), stores, signing_keys(config)
+    )
+
+
+def signing_keys(config: Config) -> tuple[bytes, ...]:
+    """The keys of our signed Message-IDs, from the app settings the config names."""
+    keys = []
+    for name in config.signing.key_settings:
+        value = os.environ.get(name)
+        if value:
+            keys.append(value.encode("utf-8"))
+        else:
+            log.warning("signing: app setting %s is not set; its key is skipped", name)
+    return tuple(keys)
 
 
 def get_context() -> AppContext:

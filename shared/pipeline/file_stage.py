@@ -17,8 +17,22 @@ from ..core.config import Config
 from ..core.contracts import FilingPlan, RecordRef
 from ..sources.base import MailboxSource
 from ..store.errors import ContractError
+from ..store.keys import activity_row, contact_row, conversation_row, sender_partition
 from ..store.queues import decode
-from ..store.stores import ACTIONS, COUNTERS, MESSAGES, RECORDS, TIMELINE, Stores
+from ..store.stores import (
+    ACTIONS,
+    CONTACTS,
+    CONVERSATIONS,
+    COUNTERS,
+    HELD,
+    MESSAGES,
+    NOTICES,
+    NUMBERS,
+    RECORDS,
+    SENDERS,
+    TIMELINE,
+    Stores,
+)
 
 log = logging.getLogger(__name__)
 MAX_COUNTER_ATTEMPTS = 20
@@ -107,6 +121,115 @@ def ensure_record(stores: Stores, config: Config, plan: FilingPlan, now: datetim
     raise RuntimeError(f"record {plan.record.key}: could not store its number, will retry")
 
 
+def _message_row(plan: FilingPlan) -> str:
+    assert plan.record is not None
+    return "msg" if plan.primary else f"also-{plan.record.type}"
+
+
+def _index_number(stores: Stores, plan: FilingPlan) -> None:
+    """RecordNumbers: display number -> record, what subject tokens are resolved through."""
+    assert plan.record is not None
+    record = stores.table(RECORDS).get(plan.record.type, plan.record.key)
+    if record is not None and "Number" in record:
+        stores.table(NUMBERS).upsert(
+            {
+                "PartitionKey": plan.record.type,
+                "RowKey": str(record["Number"]),
+                "RecordKey": plan.record.key,
+            }
+        )
+
+
+def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> None:
+    assert plan.record is not None
+    if not plan.fields and not plan.tags:
+        return
+    entity: dict[str, Any] = {
+        "PartitionKey": plan.record.type,
+        "RowKey": plan.record.key,
+        "UpdatedAt": now,
+    }
+    entity.update({f"F_{name}": value for name, value in plan.fields.items()})
+    if plan.tags:
+        entity["Tags"] = ",".join(plan.tags)[:1000]
+    stores.table(RECORDS).upsert(entity)
+
+
+def _apply_contacts(stores: Stores, plan: FilingPlan, now: datetime) -> None:
+    contacts = stores.table(CONTACTS)
+    for update in plan.contacts:
+        row = contact_row(update.address)
+        if update.kind == "guest":
+            # insert, not upsert: a guest never overwrites a contact someone set up
+            contacts.insert(
+                {
+                    "PartitionKey": "contact",
+                    "RowKey": row,
+                    "Address": update.address,
+                    "Name": update.name[:200],
+                    "Kind": "guest",
+                    "Allowed": True,
+                    "CreatedAt": now,
+                }
+            )
+        else:
+            contacts.upsert(
+                {
+                    "PartitionKey": "contact",
+                    "RowKey": row,
+                    "Address": update.address,
+                    "UndeliverableSince": now,
+                    "UndeliverableDetail": update.detail,
+                }
+            )
+
+
+def _record_notices(stores: Stores, plan: FilingPlan, now: datetime) -> None:
+    if not plan.notices:
+        return
+    stores.table(NOTICES).upsert_batch(
+        {
+            "PartitionKey": plan.message_key,
+            "RowKey": f"{i}-{n.kind}",
+            "Kind": n.kind,
+            "To": n.to,
+            "Reason": n.reason[:1000],
+            "Sent": n.sent,
+            "Mailbox": plan.mailbox,
+            "At": now,
+            "RecordType": plan.record.type if plan.record else None,
+            "RecordKey": plan.record.key if plan.record else None,
+        }
+        for i, n in enumerate(plan.notices)
+    )
+
+
+def _file_unfiled(stores: Stores, plan: FilingPlan, now: datetime) -> None:
+    """drop, reject, hold: nothing is filed on a record, but the decision is kept with its
+    reasons, and a held message keeps what is needed to map it again when released."""
+    row = {
+        "PartitionKey": plan.message_key,
+        "RowKey": plan.action,
+        "Mailbox": plan.mailbox,
+        "SourceId": plan.source_id[:1000],
+        "Folder": plan.folder,
+        "Blob": plan.blob,
+        "Kind": plan.kind,
+        "Reasons": "\n".join(plan.reasons)[:4000],
+        "At": now,
+    }
+    stores.table(MESSAGES).upsert(row)
+    if plan.action == "hold":
+        stores.table(HELD).upsert(
+            {
+                **row,
+                "PartitionKey": plan.mailbox,
+                "RowKey": plan.message_key[:400],
+                "Sender": plan.sender,
+            }
+        )
+
+
 def file_plan(
     stores: Stores,
     config: Config,
@@ -117,15 +240,13 @@ def file_plan(
 ) -> FilingPlan:
     plan = decode(body, FilingPlan)
     messages = stores.table(MESSAGES)
-    if plan.action == "drop":
-        messages.upsert(
-            {
-                "PartitionKey": plan.message_key,
-                "RowKey": "drop",
-                "Mailbox": plan.mailbox,
-                "Reasons": "\n".join(plan.reasons)[:4000],
-                "At": now,
-            }
+    if plan.action in ("drop", "reject", "hold"):
+        _file_unfiled(stores, plan, now)
+        _apply_contacts(stores, plan, now)
+        _record_notices(stores, plan, now)
+        _act_on_mailbox(stores, plan, now, source_for)
+        log.info(
+            "file: mailbox=%s key=%s action=%s", plan.mailbox, plan.message_key[:40], plan.action
         )
         return plan
     if plan.record is None:
@@ -152,13 +273,35 @@ def file_plan(
             raise ContractError(f"plan {plan.action} for {plan.message_key[:40]} has no entry")
         if plan.action == "create":
             ensure_record(stores, config, plan, now)
+            _index_number(stores, plan)
+        else:
+            _update_fields(stores, plan, now)
         _write_timeline(stores, plan.record, plan)
+        _apply_contacts(stores, plan, now)
+        if plan.conversation_id and plan.primary:
+            stores.table(CONVERSATIONS).upsert(
+                {
+                    "PartitionKey": plan.mailbox,
+                    "RowKey": conversation_row(plan.conversation_id),
+                    "RecordType": plan.record.type,
+                    "RecordKey": plan.record.key,
+                }
+            )
+        if plan.sender and plan.entry.direction == "in" and plan.primary:
+            stores.table(SENDERS).upsert(
+                {
+                    "PartitionKey": sender_partition(plan.sender),
+                    "RowKey": activity_row(now, plan.message_key),
+                    "At": now,
+                }
+            )
+        _record_notices(stores, plan, now)
         # Written last, in one transaction: from here on the message counts as filed.
         messages.upsert_batch(
             [
                 {
                     "PartitionKey": plan.message_key,
-                    "RowKey": "msg",
+                    "RowKey": _message_row(plan),
                     "RecordType": plan.record.type,
                     "RecordKey": plan.record.key,
                     "MessageId": (plan.entry.message_id or "")[:1000],
@@ -166,13 +309,15 @@ def file_plan(
                     "SourceId": plan.source_id[:1000],
                     "Folder": plan.folder,
                     "Blob": plan.blob,
+                    "Kind": plan.kind,
                     "FiledAt": now,
                     "Reasons": "\n".join(plan.reasons)[:4000],
                 },
                 sighting,
             ]
         )
-    _act_on_mailbox(stores, plan, now, source_for)
+    if plan.primary:
+        _act_on_mailbox(stores, plan, now, source_for)
     log.info(
         "file: mailbox=%s key=%s action=%s record=%s",
         plan.mailbox,
@@ -199,6 +344,7 @@ def _write_timeline(stores: Stores, record: RecordRef, plan: FilingPlan) -> None
             "Cc": ", ".join(entry.cc)[:8000],
             "Date": entry.date,
             "Snippet": entry.snippet,
+            "Kind": entry.kind,
             "Attachments": "\n".join(
                 f"{a.filename or ''}\t{a.content_type}\t{a.size}" for a in entry.attachments
             )[:8000],

@@ -1,53 +1,128 @@
-"""Map: parse the raw mail, gather what storage knows about it, decide, and queue the plan."""
+"""Map: parse the raw mail, gather what storage knows about it, decide, and queue the plans."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 
+from ..core.classify import Classification, classify
 from ..core.config import Config
 from ..core.contracts import FilingPlan, InboundMessage, RecordRef
-from ..core.decide import FiledMessage, Known, decide, thread_lookups
+from ..core.decide import Contact, FiledMessage, Known, RecordInfo, decide, lookups, own_mail
 from ..core.message import MailMessage, id_key
 from ..core.mime import parse_message
 from ..store.errors import ContractError
+from ..store.keys import activity_row, contact_row, conversation_row, sender_partition
 from ..store.queues import decode
-from ..store.stores import FILING, MESSAGES, Stores
+from ..store.stores import (
+    CONTACTS,
+    CONVERSATIONS,
+    FILING,
+    MESSAGES,
+    NUMBERS,
+    RECORDS,
+    SENDERS,
+    Stores,
+)
 
 log = logging.getLogger(__name__)
 
 
-def gather(stores: Stores, message: MailMessage) -> Known:
-    """Read the message index: this message's own entry, then its thread, newest first.
+def _filed_record(stores: Stores, message_id: str) -> RecordRef | None:
+    entry = stores.table(MESSAGES).get(id_key(message_id), "msg")
+    if entry is None:
+        return None
+    return RecordRef(type=entry["RecordType"], key=entry["RecordKey"])
 
-    The decision takes the newest filed Message-ID of the thread, so the search stops at the
-    first hit: a reply usually costs one read.
-    """
-    table = stores.table(MESSAGES)
-    own = table.get(message.key, "msg")
-    filed = None
+
+def gather(
+    stores: Stores,
+    config: Config,
+    message: MailMessage,
+    classification: Classification,
+    now: datetime,
+) -> Known:
+    """Read what the decision needs. Searches stop at the first hit where the decision takes the
+    first one (tokens, thread references newest first), so a reply usually costs one read."""
+    messages = stores.table(MESSAGES)
+    own = messages.get(message.key, "msg")
     if own is not None:
-        filed = FiledMessage(
-            record=RecordRef(type=own["RecordType"], key=own["RecordKey"]),
-            mailbox=own["Mailbox"],
-            source_id=own["SourceId"],
-            folder=own.get("Folder"),
+        return Known(
+            filed=FiledMessage(
+                record=RecordRef(type=own["RecordType"], key=own["RecordKey"]),
+                mailbox=own["Mailbox"],
+                source_id=own["SourceId"],
+                folder=own.get("Folder"),
+            )
         )
-        return Known(filed=filed)
-    thread: dict[str, RecordRef] = {}
-    for mid in reversed(thread_lookups(message)):
-        entry = table.get(id_key(mid), "msg")
-        if entry is not None:
-            thread[mid] = RecordRef(type=entry["RecordType"], key=entry["RecordKey"])
+    need = lookups(message, config, classification)
+    prefixes = {t.prefix: t.name for t in config.record_types}
+    tokens: dict[tuple[str, int], RecordRef] = {}
+    for token in need.tokens:
+        row = stores.table(NUMBERS).get(prefixes[token.prefix], str(token.number))
+        if row is not None:
+            tokens[(token.prefix, token.number)] = RecordRef(
+                type=row["PartitionKey"], key=row["RecordKey"]
+            )
             break
-    return Known(thread=thread)
+    thread: dict[str, RecordRef] = {}
+    for mid in need.thread_ids:
+        record = _filed_record(stores, mid)
+        if record is not None:
+            thread[mid] = record
+            break
+    conversation = None
+    if need.conversation_id:
+        row = stores.table(CONVERSATIONS).get(
+            message.mailbox, conversation_row(need.conversation_id)
+        )
+        if row is not None:
+            conversation = RecordRef(type=row["RecordType"], key=row["RecordKey"])
+    records: dict[RecordRef, RecordInfo] = {}
+    for ref in [*thread.values(), *([conversation] if conversation else [])]:
+        record_type = config.record_type(ref.type)
+        if record_type is not None and record_type.subject_guard:
+            row = stores.table(RECORDS).get(ref.type, ref.key)
+            if row is not None:
+                records[ref] = RecordInfo(title=row.get("Title", ""), status=row.get("Status", ""))
+    sender = None
+    recent = 0
+    if need.sender:
+        row = stores.table(CONTACTS).get("contact", contact_row(need.sender))
+        if row is not None:
+            sender = Contact(
+                address=need.sender,
+                kind=row.get("Kind", "guest"),
+                allowed=bool(row.get("Allowed", True)),
+            )
+        recent = _recent(stores, config, need.sender, now)
+    bounce_original = _filed_record(stores, need.bounce_original) if need.bounce_original else None
+    return Known(
+        thread=thread,
+        tokens=tokens,
+        conversation=conversation,
+        records=records,
+        sender=sender,
+        sender_recent=recent,
+        bounce_original=bounce_original,
+    )
 
 
-def map_inbound(stores: Stores, config: Config, body: bytes) -> FilingPlan:
-    inbound = decode(body, InboundMessage)
+def _recent(stores: Stores, config: Config, sender: str, now: datetime) -> int:
+    limit = config.rate_limit
+    if limit.allows(sender):
+        return 0
+    since = activity_row(now - timedelta(minutes=limit.window_minutes), "")[:15]
+    partition = sender_partition(sender)
+    return sum(1 for _ in stores.table(SENDERS).partition(partition, ["RowKey"], row_from=since))
+
+
+def parse_inbound(stores: Stores, inbound: InboundMessage) -> MailMessage:
     raw = stores.blobs.get(inbound.blob)
     if raw is None:
         raise ContractError(f"raw mail {inbound.blob} is not in Blob Storage")
-    message = parse_message(
+    return parse_message(
         raw,
         mailbox=inbound.mailbox,
         source_id=inbound.source_id,
@@ -57,13 +132,36 @@ def map_inbound(stores: Stores, config: Config, body: bytes) -> FilingPlan:
         conversation_id=inbound.conversation_id,
         received_at=inbound.received_at,
     )
-    plan = decide(message, gather(stores, message), config, blob=inbound.blob)
-    stores.queues.send(FILING, plan)
-    log.info(
-        "map: mailbox=%s key=%s action=%s record=%s",
-        message.mailbox,
-        message.key[:40],
-        plan.action,
-        plan.record.key if plan.record else None,
+
+
+def map_inbound(
+    stores: Stores,
+    config: Config,
+    body: bytes,
+    *,
+    now: datetime,
+    signing_keys: Sequence[bytes] = (),
+) -> list[FilingPlan]:
+    inbound = decode(body, InboundMessage)
+    message = parse_inbound(stores, inbound)
+    classification = classify(message, own_mail(config))
+    known = gather(stores, config, message, classification, now)
+    plans = decide(
+        message,
+        known,
+        config,
+        blob=inbound.blob,
+        signing_keys=signing_keys,
+        classification=classification,
     )
-    return plan
+    for plan in plans:
+        stores.queues.send(FILING, plan)
+        log.info(
+            "map: mailbox=%s key=%s kind=%s action=%s record=%s",
+            message.mailbox,
+            message.key[:40],
+            plan.kind,
+            plan.action,
+            plan.record.key if plan.record else None,
+        )
+    return plans

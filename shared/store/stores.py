@@ -27,7 +27,27 @@ INGEST = "Ingest"
 MAILBOXES = "Mailboxes"
 COUNTERS = "Counters"
 ACTIONS = "MailboxActions"
-TABLES = (MESSAGES, RECORDS, TIMELINE, INGEST, MAILBOXES, COUNTERS, ACTIONS)
+NUMBERS = "RecordNumbers"
+CONVERSATIONS = "Conversations"
+CONTACTS = "Contacts"
+SENDERS = "SenderActivity"
+HELD = "Held"
+NOTICES = "Notices"
+TABLES = (
+    MESSAGES,
+    RECORDS,
+    TIMELINE,
+    INGEST,
+    MAILBOXES,
+    COUNTERS,
+    ACTIONS,
+    NUMBERS,
+    CONVERSATIONS,
+    CONTACTS,
+    SENDERS,
+    HELD,
+    NOTICES,
+)
 
 
 @dataclass

@@ -164,10 +164,17 @@ class Table:
     def delete(self, pk: str, rk: str) -> None:
         self.client.delete_entity(pk, rk)
 
-    def partition(self, pk: str, select: list[str] | None = None) -> Iterator[Entity]:
+    def partition(
+        self, pk: str, select: list[str] | None = None, *, row_from: str | None = None
+    ) -> Iterator[Entity]:
+        """The partition's entities (with `row_from`, only RowKeys from there on)."""
         check_key("PartitionKey", pk)
-        escaped = pk.replace("'", "''")
-        for entity in self.client.query_entities(f"PartitionKey eq '{escaped}'", select=select):
+        query = "PartitionKey eq @pk"
+        parameters = {"pk": pk}
+        if row_from is not None:
+            query += " and RowKey ge @rk"
+            parameters["rk"] = row_from
+        for entity in self.client.query_entities(query, parameters=parameters, select=select):
             yield from_storage(entity)
 
     def all(self, select: list[str] | None = None) -> Iterator[Entity]:

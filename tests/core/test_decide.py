@@ -1,104 +1,398 @@
-"""The first map decision: dedupe, threads, new conversations, routes by recipient."""
+"""The routing engine's scenario table: every rule of the decision, one case or more each."""
 
 from __future__ import annotations
 
-from shared.core.config import parse_config
-from shared.core.contracts import RecordRef
-from shared.core.decide import FiledMessage, Known, decide, record_key
+from shared.core.classify import Classification
+from shared.core.config import Config, parse_config
+from shared.core.contracts import FilingPlan, RecordRef
+from shared.core.decide import (
+    Contact,
+    FiledMessage,
+    Known,
+    RecordInfo,
+    decide,
+    lookups,
+    record_key,
+)
 from shared.core.message import MailMessage, id_key
 from shared.core.mime import parse_message
+from shared.core.signing import signed_message_id, signed_ref_header
 
-CONFIG = parse_config(
-    """
-record_types: [{name: case, prefix: CASE}, {name: invoice, prefix: INV}]
+KEY = b"test-signing-key"
+CONFIG_TEXT = """
+record_types:
+  - name: case
+    prefix: CASE
+    fields:
+      - {name: Priority, type: int, on_update: true}
+      - {name: ProblemType, type: choice, choices: [Billing, Technical]}
+      - {name: Due, type: date}
+  - name: invoice
+    prefix: INV
+    updates_from: contacts
+  - name: guarded
+    prefix: GRD
+    subject_guard: true
 mailboxes:
   - {name: support, kind: local, path: x, record_type: case,
-     after_filing: {mark_read: true, move_to: Done}}
+     addresses: [support@example.com], after_filing: {mark_read: true, move_to: Done}}
   - {name: other, kind: local, path: y, record_type: case}
 routes:
-  - {name: billing, to: billing@example.com, record_type: invoice, fields: {ProblemType: Billing}}
+  - {name: billing, to: billing@example.com, record_type: invoice, fields: {Channel: mail},
+     acknowledge: true}
+  - {name: sales, to: sales@example.com, record_type: case, tags: [sales]}
+  - {name: noise, sender_domain: spam.example, action: discard}
+  - {name: alerts, subject: '^\\[ALERT\\]', action: ignore}
+  - {name: strict, to: vip@example.com, record_type: case,
+     senders: {unknown: guest, allowed_domains: [partner.example]}}
+  - {name: closed, to: closed@example.com, record_type: case, senders: {unknown: reject}}
+  - {name: quiet, to: quiet@example.com, record_type: case, senders: {unknown: discard}}
+  - {name: fwd, to: fwd@example.com, record_type: case,
+     senders: {unknown: forward, forward_to: admin@example.com}}
+  - {name: scans, to: scans@example.com, has_attachments: true, record_type: case,
+     headers: {X-Scanner: '^ACME'}}
+rate_limit: {per_sender: 3, window_minutes: 60, allow: ['@trusted.example']}
 """
-)
+CONFIG = parse_config(CONFIG_TEXT)
+CASE_1 = RecordRef(type="case", key="k1")
+ALICE = Contact(address="alice@example.org", kind="contact")
 
 
-def mail(headers: str, mailbox: str = "support", folder: str | None = "INBOX") -> MailMessage:
-    raw = (headers.strip() + "\n\nbody\n").encode()
-    return parse_message(raw, mailbox=mailbox, source_id="src-1", folder=folder)
+def mail(
+    headers: str,
+    body: str = "body",
+    mailbox: str = "support",
+    folder: str | None = "INBOX",
+    conversation_id: str | None = None,
+) -> MailMessage:
+    raw = (headers.strip() + "\n\n" + body + "\n").encode()
+    return parse_message(
+        raw, mailbox=mailbox, source_id="src-1", folder=folder, conversation_id=conversation_id
+    )
 
 
-ROOT = "From: a@example.com\nTo: support@example.com\nSubject: Help\nMessage-ID: <root@x>"
+def one(message: MailMessage, known: Known | None = None, config: Config = CONFIG) -> FilingPlan:
+    plans = decide(message, known or Known(sender=ALICE), config, blob="b", signing_keys=[KEY])
+    assert len(plans) == 1, plans
+    return plans[0]
+
+
+ROOT = "From: alice@example.org\nTo: support@example.com\nSubject: Help\nMessage-ID: <root@x>"
 REPLY = (
-    "From: b@example.com\nTo: a@example.com\nSubject: Re: Help\nMessage-ID: <r2@x>\n"
+    "From: bob@example.org\nTo: alice@example.org\nSubject: Re: Help\nMessage-ID: <r2@x>\n"
     "In-Reply-To: <r1@x>\nReferences: <root@x> <r1@x>"
 )
-CASE_1 = RecordRef(type="case", key="k1")
+
+
+# --- new conversations ---------------------------------------------------------------------
 
 
 def test_new_conversation_creates_a_record_keyed_by_its_own_id() -> None:
-    plan = decide(mail(ROOT), Known(), CONFIG, blob="b")
+    plan = one(mail(ROOT))
     assert plan.action == "create"
     assert plan.record == RecordRef(type="case", key=record_key("case", id_key("root@x")))
     assert plan.root and plan.title == "Help"
     assert [a.action for a in plan.mailbox_actions] == ["mark_read", "move"]
-    assert "new conversation" in plan.reasons[0]
+    assert plan.reasons[0].startswith("classified human")
+    assert any(
+        "new conversation (mailbox 'support' default record type)" in r for r in plan.reasons
+    )
 
 
 def test_reply_whose_thread_is_unknown_creates_the_roots_record() -> None:
-    plan = decide(mail(REPLY), Known(), CONFIG, blob="b")
+    plan = one(mail(REPLY))
     assert plan.action == "create" and not plan.root
     # The same key the root itself would create: whichever is filed first, both meet there.
-    assert plan.record == decide(mail(ROOT), Known(), CONFIG, blob="b").record
-    assert "conversation root <root@x>" in plan.reasons[0]
+    assert plan.record == one(mail(ROOT)).record
+    assert any("conversation root <root@x>" in r for r in plan.reasons)
+
+
+def test_routes_by_alias_with_plus_addressing_set_type_fields_and_acknowledge() -> None:
+    plan = one(mail(ROOT.replace("support@", "Billing+urgent@")), Known())
+    assert plan.record is not None and plan.record.type == "invoice"
+    assert plan.fields == {"Channel": "mail"}
+    assert [(n.kind, n.to, n.sent) for n in plan.notices] == [
+        ("acknowledge", "alice@example.org", False)
+    ]
+    assert any("route 'billing': recipient billing+urgent@example.com" in r for r in plan.reasons)
+    assert one(mail(ROOT.replace("support@", "billingx@"))).record.type == "case"  # type: ignore[union-attr]
+
+
+def test_one_mail_to_two_aliases_opens_a_record_of_each_type() -> None:
+    message = mail(
+        ROOT.replace("To: support@example.com", "To: billing@example.com, sales@example.com")
+    )
+    plans = decide(message, Known(sender=ALICE), CONFIG, blob="b")
+    assert [(p.record.type if p.record else None, p.primary) for p in plans] == [
+        ("invoice", True),
+        ("case", False),
+    ]
+    assert plans[1].tags == ("sales",)
+
+
+def test_routes_by_sender_domain_subject_header_and_attachments() -> None:
+    assert one(mail(ROOT.replace("alice@example.org", "x@mx.spam.example"))).action == "drop"
+    alert = one(mail(ROOT.replace("Subject: Help", "Subject: [ALERT] disk full")))
+    assert alert.action == "drop" and any("ignored" in r for r in alert.reasons)
+    scan_headers = ROOT.replace("support@", "scans@") + "\nX-Scanner: ACME 3000"
+    plain = one(mail(scan_headers))
+    assert plain.record is not None and "route 'scans'" not in " ".join(plain.reasons)
+    multipart = scan_headers + "\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b"
+    body = (
+        "--b\nContent-Type: text/plain\n\nscan\n--b\nContent-Type: application/pdf\n"
+        "Content-Disposition: attachment; filename=s.pdf\n\nJVBE\n--b--"
+    )
+    scanned = one(mail(multipart, body))
+    assert any(
+        "route 'scans': recipient scans@example.com, header X-Scanner" in r for r in scanned.reasons
+    )
+
+
+# --- sender policy and rate limit ----------------------------------------------------------
+
+
+def test_unknown_sender_becomes_a_guest() -> None:
+    plan = one(mail(ROOT), Known())
+    assert [(c.address, c.kind) for c in plan.contacts] == [("alice@example.org", "guest")]
+    assert any("created as a guest" in r for r in plan.reasons)
+    assert one(mail(ROOT)).contacts == ()  # a known contact acts as themselves
+
+
+def test_sender_policies_reject_discard_forward_and_allowed_domains() -> None:
+    closed = one(mail(ROOT.replace("support@", "closed@")), Known())
+    assert closed.action == "reject"
+    assert [(n.kind, n.to) for n in closed.notices] == [("reject", "alice@example.org")]
+    assert one(mail(ROOT.replace("support@", "quiet@")), Known()).action == "drop"
+    fwd = one(mail(ROOT.replace("support@", "fwd@")), Known())
+    assert fwd.action == "drop" and [(n.kind, n.to) for n in fwd.notices] == [
+        ("forward", "admin@example.com")
+    ]
+    vip = ROOT.replace("support@", "vip@")
+    assert one(mail(vip), Known()).action == "reject"  # example.org is not allowed
+    partner = one(mail(vip.replace("alice@example.org", "p@eu.partner.example")), Known())
+    assert partner.action == "create" and partner.contacts[0].kind == "guest"
+
+
+def test_updates_only_from_contacts_where_the_type_says_so() -> None:
+    invoice = RecordRef(type="invoice", key="inv1")
+    known = Known(thread={"r1@x": invoice})
+    rejected = one(mail(REPLY), known)
+    assert rejected.action == "reject" and rejected.record == invoice
+    assert "takes updates from contacts only" in rejected.reasons[-1]
+    contact = Known(thread={"r1@x": invoice}, sender=Contact("bob@example.org", "contact"))
+    assert one(mail(REPLY), contact).action == "attach"
+
+
+def test_rate_limit_holds_excess_mail_and_spares_the_allow_list() -> None:
+    held = one(mail(ROOT), Known(sender=ALICE, sender_recent=3))
+    assert held.action == "hold" and "limit 3): held" in held.reasons[-1]
+    assert one(mail(ROOT), Known(sender=ALICE, sender_recent=2)).action == "create"
+    trusted = ROOT.replace("alice@example.org", "ops@trusted.example")
+    assert one(mail(trusted), Known(sender_recent=50)).action == "create"
+
+
+# --- finding the record --------------------------------------------------------------------
 
 
 def test_reply_attaches_to_the_newest_filed_message_of_its_thread() -> None:
     older, newer = RecordRef(type="case", key="old"), RecordRef(type="case", key="new")
-    plan = decide(mail(REPLY), Known(thread={"root@x": older, "r1@x": newer}), CONFIG, blob="b")
+    plan = one(mail(REPLY), Known(thread={"root@x": older, "r1@x": newer}))
     assert (plan.action, plan.record) == ("attach", newer)
-    assert plan.reasons == ("In-Reply-To <r1@x> is filed on case new",)
-    plan = decide(mail(REPLY), Known(thread={"root@x": older}), CONFIG, blob="b")
-    assert plan.record == older and plan.reasons[0].startswith("References <root@x>")
+    assert "In-Reply-To <r1@x> is filed on case new" in plan.reasons
+    plan = one(mail(REPLY), Known(thread={"root@x": older}))
+    assert plan.record == older and any(r.startswith("References <root@x>") for r in plan.reasons)
+
+
+def test_outlook_rewritten_subject_token_finds_the_record() -> None:
+    subject = "Subject: RE: [EXTERNAL] AW: Printer \uff3bCASE\u20111042\uff3d broken"
+    message = mail(ROOT.replace("Subject: Help", subject))
+    plan = one(message, Known(tokens={("CASE", 1042): CASE_1}))
+    assert (plan.action, plan.record) == ("attach", CASE_1)
+    assert "subject token [CASE-1042] is case k1" in plan.reasons
+    need = lookups(message, CONFIG, classification=_human())
+    assert [str(t) for t in need.tokens] == ["[CASE-1042]"]
+    unknown = one(message, Known(sender=ALICE))
+    assert unknown.action == "create"
+    assert "subject token [CASE-1042] names no filed record" in unknown.reasons
+
+
+def test_signed_message_id_finds_the_record_and_a_forged_one_is_ignored() -> None:
+    case = RecordRef(type="case", key=record_key("case", "x"))
+    mid = signed_message_id(case, "n1", KEY, "mailfiler.invalid")
+    reply = ROOT.replace("Message-ID: <root@x>", f"Message-ID: <x9@y>\nIn-Reply-To: <{mid}>")
+    plan = one(mail(reply))
+    assert (plan.action, plan.record) == ("attach", case)
+    forged = mid[:-30] + ("0" if mid[-30] != "0" else "1") + mid[-29:]
+    plan = one(mail(reply.replace(mid, forged)))
+    assert plan.action == "create"
+    assert any("bad signature: ignored" in r for r in plan.reasons)
+    header = ROOT + f"\nX-Mailfiler-Ref: {signed_ref_header(case, KEY)}"
+    assert one(mail(header)).record == case
+    other_key = decide(mail(reply), Known(sender=ALICE), CONFIG, blob="b", signing_keys=[b"k2"])
+    assert other_key[0].action == "create"  # signed with a key we do not hold: not ours
+
+
+def test_conversation_id_finds_the_record() -> None:
+    message = mail(ROOT, conversation_id="AAQkAGI2")
+    plan = one(message, Known(sender=ALICE, conversation=CASE_1))
+    assert (plan.action, plan.record) == ("attach", CASE_1)
+    assert "conversation AAQkAGI2 is k1" in plan.reasons
+
+
+def test_subject_guard_refuses_a_header_match_with_another_subject() -> None:
+    guarded = RecordRef(type="guarded", key="g1")
+    known = Known(
+        sender=ALICE,
+        thread={"r1@x": guarded},
+        records={guarded: RecordInfo(title="Something else")},
+    )
+    plan = one(mail(REPLY), known)
+    assert plan.action == "create"
+    assert any("subject guard" in r for r in plan.reasons)
+    same = Known(thread={"r1@x": guarded}, records={guarded: RecordInfo(title="Help")})
+    assert one(mail(REPLY), same).record == guarded
+
+
+# --- duplicates and moves ------------------------------------------------------------------
 
 
 def test_known_message_from_the_same_place_is_a_redelivery() -> None:
     filed = FiledMessage(record=CASE_1, mailbox="support", source_id="src-1", folder="INBOX")
-    plan = decide(mail(ROOT), Known(filed=filed), CONFIG, blob="b")
+    plan = one(mail(ROOT), Known(filed=filed))
     assert (plan.action, plan.record, plan.entry) == ("sighting", CASE_1, None)
-    assert "redelivery" in plan.reasons[0]
+    assert "redelivery" in plan.reasons[-1]
     # A crash after filing may have skipped the mailbox actions: a redelivery runs them again.
     assert [a.action for a in plan.mailbox_actions] == ["mark_read", "move"]
 
 
 def test_known_message_in_another_folder_is_a_move() -> None:
     filed = FiledMessage(record=CASE_1, mailbox="support", source_id="src-1", folder="INBOX")
-    plan = decide(mail(ROOT, folder="Archive"), Known(filed=filed), CONFIG, blob="b")
+    plan = one(mail(ROOT, folder="Archive"), Known(filed=filed))
     assert plan.action == "sighting" and plan.folder == "Archive"
-    assert "moved from folder 'INBOX' to 'Archive'" in plan.reasons[0]
+    assert "moved from folder 'INBOX' to 'Archive'" in plan.reasons[-1]
     assert plan.mailbox_actions == ()  # someone moved it: do not move it back
 
 
 def test_known_message_in_another_mailbox_is_another_sighting() -> None:
     filed = FiledMessage(record=CASE_1, mailbox="support", source_id="src-1", folder="INBOX")
-    plan = decide(mail(ROOT, mailbox="other"), Known(filed=filed), CONFIG, blob="b")
+    plan = one(mail(ROOT, mailbox="other"), Known(filed=filed))
     assert plan.action == "sighting" and plan.mailbox == "other"
-    assert "already filed from mailbox 'support'" in plan.reasons[0]
-    assert plan.mailbox_actions == ()  # mailbox "other" has no after_filing actions
+    assert "already filed from mailbox 'support'" in plan.reasons[-1]
 
 
-def test_route_by_recipient_with_plus_addressing_sets_type_and_fields() -> None:
-    plan = decide(mail(ROOT.replace("support@", "Billing+urgent@")), Known(), CONFIG, blob="b")
-    assert plan.record is not None and plan.record.type == "invoice"
-    assert plan.fields == {"ProblemType": "Billing"}
-    assert "route 'billing' matched recipient billing@example.com" in plan.reasons[0]
-    plan = decide(mail(ROOT.replace("support@", "billingx@")), Known(), CONFIG, blob="b")
-    assert plan.record is not None and plan.record.type == "case"
+# --- classes -------------------------------------------------------------------------------
 
 
-def test_entry_carries_what_the_timeline_shows() -> None:
-    plan = decide(mail(ROOT), Known(), CONFIG, blob="b")
-    assert plan.entry is not None
-    assert (plan.entry.subject, plan.entry.from_, plan.entry.snippet) == (
-        "Help",
-        "a@example.com",
-        "body",
+BOUNCE = """From: MAILER-DAEMON@mx.example.org
+To: support@example.com
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <bounce1@mx.example.org>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="r"
+"""
+BOUNCE_BODY = """--r
+Content-Type: text/plain
+
+Delivery failed.
+--r
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.org
+
+Final-Recipient: rfc822; gone@example.org
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 user unknown
+
+--r
+Content-Type: text/rfc822-headers
+
+From: support@example.com
+To: gone@example.org
+Subject: Re: Help
+Message-ID: <sent-1@example.com>
+
+--r--
+"""
+
+
+def test_bounce_of_a_filed_message_attaches_and_marks_the_contact_undeliverable() -> None:
+    plan = one(mail(BOUNCE, BOUNCE_BODY), Known(bounce_original=CASE_1))
+    assert (plan.kind, plan.action, plan.record) == ("bounce", "attach", CASE_1)
+    assert plan.dsn is not None and plan.dsn.status == "5.1.1"
+    assert plan.dsn.original_message_id == "sent-1@example.com"
+    assert [(c.address, c.kind) for c in plan.contacts] == [("gone@example.org", "undeliverable")]
+    assert plan.notices == ()
+    unfiled = one(mail(BOUNCE, BOUNCE_BODY), Known())
+    assert unfiled.action == "drop" and "which is not filed" in unfiled.reasons[1]
+
+
+def test_auto_reply_is_filed_but_never_answered() -> None:
+    auto = ROOT.replace("support@", "billing@") + "\nAuto-Submitted: auto-replied"
+    plan = one(mail(auto.replace("Subject: Help", "Subject: Automatic reply: Help")), Known())
+    assert (plan.kind, plan.action) == ("auto_reply", "create")
+    assert plan.notices == ()
+
+
+def test_bulk_and_own_loop_are_dropped_with_their_reason() -> None:
+    bulk = one(mail(ROOT + "\nList-Id: <news.example.org>\nPrecedence: bulk"))
+    assert (bulk.kind, bulk.action) == ("bulk", "drop")
+    assert "classes.bulk: drop" in bulk.reasons[-1]
+    loop = one(mail(ROOT + "\nX-Mailfiler-Loop: yes"))
+    assert (loop.kind, loop.action) == ("own_loop", "drop")
+
+
+def test_class_actions_are_configurable() -> None:
+    config = parse_config(CONFIG_TEXT + "classes: {bulk: file}\n")
+    plan = one(mail(ROOT + "\nList-Id: <news.example.org>"), config=config)
+    assert (plan.kind, plan.action) == ("bulk", "create")
+
+
+# --- direction, fields, reply text ---------------------------------------------------------
+
+
+def test_our_outbound_mail_files_into_its_conversation_but_opens_none() -> None:
+    out = REPLY.replace("From: bob@example.org", "From: Support <support@example.com>")
+    plan = one(mail(out), Known(thread={"r1@x": CASE_1}))
+    assert plan.action == "attach" and plan.entry is not None and plan.entry.direction == "out"
+    new = one(mail(ROOT.replace("From: alice@example.org", "From: support@example.com")))
+    assert new.action == "drop" and "opens no record" in new.reasons[-1]
+
+
+def test_key_value_lines_set_allowed_fields_with_types() -> None:
+    body = "Priority: 2\nProblemType: billing\nDue: 2026-12-01\nColour: red\n\nPlease help."
+    plan = one(mail(ROOT, body))
+    assert plan.fields == {"Priority": 2, "ProblemType": "Billing", "Due": "2026-12-01"}
+    assert "field 'Colour' is not a field of case" in plan.reasons
+
+
+def test_bad_field_values_are_reported_not_applied() -> None:
+    plan = one(mail(ROOT, "Priority: high\nProblemType: Other\n\nhelp"))
+    assert plan.fields == {}
+    assert any(r.startswith("field Priority: 'high' is not a valid int") for r in plan.reasons)
+    assert any(
+        r.startswith("field ProblemType: 'Other' is not a valid choice") for r in plan.reasons
     )
+
+
+def test_replies_may_change_only_on_update_fields() -> None:
+    plan = one(
+        mail(REPLY, "Priority: 1\nProblemType: Technical\n\nmore"), Known(thread={"r1@x": CASE_1})
+    )
+    assert plan.fields == {"Priority": 1}
+    assert "field ProblemType cannot be changed by a reply" in plan.reasons
+
+
+def test_fields_in_quoted_text_are_ignored() -> None:
+    body = "Thanks!\n\nOn Mon, 1 Jan 2026, Bob wrote:\n> Priority: 1\n"
+    assert one(mail(ROOT, body)).fields == {}
+
+
+def test_timeline_snippet_is_the_reply_text_without_the_quote() -> None:
+    body = "Works now, thanks.\n\nOn Mon, 16 Nov 2026 at 09:02, Alice wrote:\n> old text here\n"
+    plan = one(mail(REPLY, body), Known(thread={"r1@x": CASE_1}))
+    assert plan.entry is not None and plan.entry.snippet == "Works now, thanks."
+
+
+def _human() -> Classification:
+    return Classification(kind="human", reasons=())

@@ -1,0 +1,394 @@
+"""The new text of a reply: what the sender wrote, without the quoted original or signatures.
+
+Pure: text in, text out. `reply_text` scans the body line by line and stops at the first line
+that starts the quoted original or a signature:
+
+* an attribution line, possibly wrapped over up to three lines ("On <date>, <name> wrote:",
+  "Am ... schrieb ...:", "Le ... a écrit :", "El ... escribió:", "Il ... ha scritto:",
+  "Op ... schreef ...:", "Em ... escreveu:", "Den ... skrev ...:", "W dniu ... pisze:",
+  "... написал:", "... 書きました:", "... 写道：", or a dated line ending in "<address>:");
+* an Outlook header block (From/De/Von/Van/Da/Fra/... followed by Sent/To/Subject/... lines);
+* a separator: "-----Original Message-----", "---------- Forwarded message ---------" and any
+  other "---- title ----" line, a line of underscores, "Begin forwarded message:";
+* a signature: a "-- " (or "--") line, a line of em dashes, or a device / app line such as
+  "Sent from my iPhone", "Get Outlook for iOS", "Envoyé de mon iPhone",
+  "Von meinem iPhone gesendet", "Enviado desde mi iPhone".
+
+Inline replies (the rule chosen): `>`-quoted lines are dropped, together with the attribution
+line that introduces them, but unquoted lines that come after a quoted block are the sender's
+answers and are kept (so a bottom-posted or interleaved reply survives). The one exception is a
+lower-case line directly under a long quoted line: that is the quoted text wrapped by a mail
+client, not an answer. An attribution line followed by *unquoted* text, an Outlook block, a
+separator or a signature still ends the new text.
+
+`mail-parser-reply` then looks at what is left: when it finds one of its header patterns (it
+knows Czech, Korean, Swedish, Danish, ... forms we do not), the text is cut there too. Its own
+signature rules are not used: they cut too eagerly ("Thanks," or "- item" lines).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from mailparser_reply import EmailReplyParser
+
+__all__ = ["LIBRARY_LANGUAGES", "reply_text"]
+
+#: Languages `mail-parser-reply` 1.36 knows; used when the caller gives none.
+LIBRARY_LANGUAGES: tuple[str, ...] = (
+    "en",
+    "de",
+    "fr",
+    "es",
+    "it",
+    "nl",
+    "pl",
+    "sv",
+    "da",
+    "cs",
+    "ja",
+    "ko",
+    "zh",
+)
+
+# The library is skipped above this size: its regular expressions are not linear-time.
+_LIBRARY_MAX_CHARS = 20_000
+# Attribution lines longer than this (joined) are not considered: bounds the regex work.
+_MAX_HEADER_CHARS = 400
+# A quoted line at least this long may have been wrapped by the mail client.
+_WRAP_WIDTH = 50
+
+_QUOTED = re.compile(r"^\s*>")
+
+# --- attribution lines ---------------------------------------------------------------------------
+
+# Verbs that end an attribution line: "<date>, <name> wrote:".
+_END_VERBS: tuple[str, ...] = (
+    " wrote",
+    " has written",
+    " a écrit",
+    " escribió",
+    " escribio",
+    " ha escrito",
+    " ha scritto",
+    " scrisse",
+    " escreveu",
+    " pisze",
+    " napisał(a)",
+    " napisała",
+    " napisał",
+    " nadesłał",
+    " napsal(a)",
+    " napsala",
+    " napsal",
+    " написал(а)",
+    " написала",
+    " написал",
+    " пишет",
+    " kirjoitti",
+    " írta",
+    " yazdı",
+    "書きました",
+    "のメッセージ",
+    "写道",
+    "寫道",
+    "작성하였습니다",
+    "작성",
+)
+# Verbs followed by the name: "Am <date> schrieb <name>:".
+_MID_VERBS = r"schrieb|geschrieben|skrev|schreef|geschreven"
+
+_MID_VERB_LINE = re.compile(rf"(?:^|[\s,])(?:{_MID_VERBS})\b.{{0,200}}[:：]$", re.I)
+# Localised "On" that starts an attribution line.
+_ON_PREFIX = re.compile(
+    r"^(?:On|Am|Le|El|Il|In\s+data|Op|Em|Den|W\s+dniu|Dnia|Dne|Pada|Na|El\s+día)\s", re.I
+)
+# A dated line ending in an address and a colon: '2017-11-24 16:32 GMT+01:00 Baptiste <a@b.c>:'.
+_ADDRESS_COLON = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+\s*>?\)?\s*[:：]$")
+_DATE_HINT = re.compile(r"\d{1,2}[:.h]\d{2}|\b(?:19|20)\d{2}\b|\d{4}年|\d{1,2}月")
+
+
+def _is_attribution(joined: str) -> bool:
+    text = joined.strip()
+    if not text or len(text) > _MAX_HEADER_CHARS or _QUOTED.match(text):
+        return False
+    # Cheap test first: every form ends in a colon or in one of the verbs.
+    tail = " " + " ".join(text[-60:].split()).lower().rstrip(" -:：")
+    ends_verb = tail.endswith(_END_VERBS)
+    if not ends_verb and text[-1] not in ":：":
+        return False
+    has_date = bool(re.search(r"\d", text))
+    dated_or_on = has_date or "@" in text or bool(_ON_PREFIX.match(text))
+    if ends_verb and dated_or_on:
+        # "On ... wrote:" must start with a localised "On" or carry a date.
+        return bool(_ON_PREFIX.match(text)) or has_date
+    if _MID_VERB_LINE.search(text) and dated_or_on:
+        return bool(_ON_PREFIX.match(text)) or has_date
+    if _ADDRESS_COLON.search(text):
+        before = text[: text.rfind("@")]
+        return bool(_DATE_HINT.search(before))
+    return False
+
+
+def _attribution_span(lines: Sequence[str], i: int) -> int:
+    """How many lines (1-3) from `i` form an attribution line; 0 when none does."""
+    joined = ""
+    for k in range(3):
+        j = i + k
+        if j >= len(lines) or not lines[j].strip():
+            return 0
+        if _QUOTED.match(lines[j]) and not (k and _LONE_COLON.match(lines[j])):
+            return 0
+        joined = f"{joined} {lines[j].strip()}" if joined else lines[j].strip()
+        if len(joined) > _MAX_HEADER_CHARS:
+            return 0
+        if _is_attribution(joined):
+            if k and any(_steals(lines, i, s, k + 1 - s) for s in range(1, k + 1)):
+                return 0
+            return k + 1
+    return 0
+
+
+# Gmail may wrap "... <a@b.c>:" so that the last line is only ">:".
+_LONE_COLON = re.compile(r"^\s*>\s*[:：]\s*$")
+
+
+def _steals(lines: Sequence[str], i: int, s: int, count: int) -> bool:
+    """Whether the header starting at `i + s` would be glued to the user's line `i`.
+
+    A wrapped attribution must start at `i`, not on the sender's own line just above it:
+    reject the join when a shorter tail is an attribution that can start a header by itself
+    (it opens with a localised "On" or a date), unless `i` opens with "On" and the tail
+    does not ("On Nov 21, 2014," / "at 10:18," / "John <j@x.y> wrote:").
+    """
+    tail = lines[i + s : i + s + count]
+    if not _is_attribution(" ".join(line.strip() for line in tail)):
+        return False
+    head = tail[0].strip()
+    tail_on = bool(_ON_PREFIX.match(head))
+    if not tail_on and not _DATE_HINT.search(head):
+        return False
+    return tail_on or not _ON_PREFIX.match(lines[i].strip())
+
+
+# --- Outlook header blocks -----------------------------------------------------------------------
+
+_FROM_KEYS = (
+    r"From|De|Von|Van|Da|Fra|Från|Od|От|От кого|Lähettäjä|Feladó|Kimden|Afzender"
+    r"|差出人|发件人|寄件者|보낸 사람"
+)
+_OTHER_KEYS = (
+    r"Sent|Date|To|Subject|Cc|Bcc|Reply-To|MIME-Version|Message-ID|Content-Type|Organization"
+    r"|Envoyé|Envoyé le|Date d'envoi|À|A|Objet|Sujet|Copie|Copie à"
+    r"|Message du|Gesendet|An|Betreff|Datum|Kopie|Verzonden|Aan|Onderwerp|Inviato|Oggetto"
+    r"|Enviado|Enviada|Fecha|Para|Asunto|Assunto|Data|Dato|Sendt|Til|Emne|Skickat|Till|Ämne"
+    r"|Wysłano|Wysłany|Do|Temat|Odesláno|Komu|Předmět|Отправлено|Дата|Кому|Тема"
+    r"|Lähetetty|Vastaanottaja|Aihe|Elküldve|Címzett|Tárgy|Gönderildi|Kime|Konu"
+    r"|送信日時|宛先|件名|发送时间|收件人|主题|日期|寄件日期|收件者|主旨|보낸 날짜|받는 사람|제목"
+)
+_KEY_PREFIX = r"^\s*[*_]{0,2}(?:"
+_KEY_SUFFIX = r")[*_]{0,2}\s*[:：]"
+_FROM_LINE = re.compile(_KEY_PREFIX + _FROM_KEYS + _KEY_SUFFIX, re.I)
+_OTHER_LINE = re.compile(_KEY_PREFIX + _OTHER_KEYS + _KEY_SUFFIX, re.I)
+
+
+def _header_block_start(lines: Sequence[str], i: int) -> int | None:
+    """The first line of an Outlook header block whose From line is `i`, or None."""
+    if len(lines[i]) > _MAX_HEADER_CHARS or not _FROM_LINE.match(lines[i]):
+        return None
+    found = False
+    for j in range(i + 1, min(i + 5, len(lines))):
+        if not lines[j].strip():
+            break
+        if _OTHER_LINE.match(lines[j]) or _FROM_LINE.match(lines[j]):
+            found = True
+            break
+    if not found:
+        # A block may also start with its Subject/Date lines (Hotmail): look above.
+        above = i - 1
+        if above < 0 or not _OTHER_LINE.match(lines[above]):
+            return None
+    start = i
+    while start > 0 and _OTHER_LINE.match(lines[start - 1]) and len(lines[start - 1]) < 200:
+        start -= 1
+    return start
+
+
+# --- separators and signatures -------------------------------------------------------------------
+
+_SEPARATORS = [
+    re.compile(r"^\s*-{3,}\s*[^\s-].{0,120}?\s*-{3,}\s*$"),  # ---- Original Message ----
+    re.compile(r"^\s*_{2,}\s*$"),  # Outlook / mailing-list rule
+    re.compile(
+        r"^\s*(?:Begin forwarded message|Anfang der weitergeleiteten Nachricht"
+        r"|Début du message réexpédié|Inicio del mensaje reenviado"
+        r"|Forwarded message|Original Message|Original message follows)\s*[:.]?\s*$",
+        re.I,
+    ),
+]
+
+_SIGNATURE_DELIMITER = re.compile(r"^(?:--|—+|–)\s*$")
+_DEVICE_PREFIX = re.compile(
+    r"^\s*(?:Sent from my|Sent from|Sent with|Sent via|Sent using|Get Outlook for"
+    r"|Envoyé de mon|Envoyé depuis mon|Envoyé depuis|Envoyé à partir de|Envoyé avec"
+    r"|Von meinem|Gesendet von|Gesendet mit|Gesendet vom"
+    r"|Enviado desde mi|Enviado desde|Enviado de mi|Enviado do meu|Enviado do"
+    r"|Inviato da|Inviato dal mio|Verzonden vanaf|Verstuurd vanaf|Verzonden met"
+    r"|Skickat från min|Skickat från|Sendt fra min|Sendt fra|Lähetetty"
+    r"|Wysłane z mojego|Wysłane z|Отправлено с моего|Отправлено из"
+    r"|从我的|發自我的|iPhoneから送信|Android携帯からの送信)\b",
+    re.I,
+)
+_SENT = re.compile(r"^\s*Sent (?:from|with|via|using) (\S+)", re.I)
+_TRAILING_LINK = re.compile(r"\s*(?:<[^>]*>|\([^)]*\)|\[[^\]]*\])\s*$")
+
+
+def _is_device_signature(line: str) -> bool:
+    if len(line) > 200 or not _DEVICE_PREFIX.match(line):
+        return False
+    sent = _SENT.match(line)
+    if sent:
+        # "Sent from my ...", "Sent from a ...", "Sent from TypeApp"; not "Sent from the office".
+        word = sent.group(1)
+        if (
+            word.lower() not in {"my", "a", "an"}
+            and not word[:1].isupper()
+            and not word[:1].isdigit()
+        ):
+            return False
+    bare = _TRAILING_LINK.sub("", line.strip()).removesuffix(".")
+    # "Sent from my desk, is much easier then my mobile phone." is a sentence, not a signature.
+    return not re.search(r"[,;.!?]", bare) and len(bare.split()) <= 9
+
+
+def _is_stop(lines: Sequence[str], i: int) -> bool:
+    line = lines[i]
+    if _SIGNATURE_DELIMITER.match(line) or _is_device_signature(line):
+        return True
+    return any(p.match(line) for p in _SEPARATORS)
+
+
+# --- the scan ------------------------------------------------------------------------------------
+
+
+def _normalise(text: str) -> list[str]:
+    return [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+
+
+def _next_content(lines: Sequence[str], i: int) -> int:
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    return i
+
+
+def _scan(lines: list[str]) -> list[str]:
+    kept: list[str] = []
+    origin: list[int] = []  # the index in `lines` of each kept line
+    quoted_before = False  # the previous line was quoted (or a wrapped quoted line)
+    last_quoted_len = 0
+    removed = False  # something was dropped since the last kept line
+    i = 0
+    n = len(lines)
+    while i < n:
+        line = lines[i]
+        if _QUOTED.match(line):
+            quoted_before, last_quoted_len, removed = True, len(line), True
+            i += 1
+            continue
+        if not line.strip():
+            quoted_before = False
+            if not (removed and kept and not kept[-1]):
+                kept.append("")
+                origin.append(i)
+            i += 1
+            continue
+        if quoted_before and last_quoted_len >= _WRAP_WIDTH and line.lstrip()[:1].islower():
+            last_quoted_len, removed = len(line), True  # a quoted line the client wrapped
+            i += 1
+            continue
+        quoted_before = False
+        if _is_stop(lines, i):
+            break
+        block = _header_block_start(lines, i)
+        if block is not None:
+            # Lines of the block above `i` were kept already: take them back.
+            while origin and origin[-1] >= block:
+                origin.pop()
+                kept.pop()
+            break
+        span = _attribution_span(lines, i)
+        if span:
+            after = _next_content(lines, i + span)
+            if after < n and _QUOTED.match(lines[after]):
+                i, removed = after, True  # an attribution and its quote: drop, keep scanning
+                continue
+            break
+        kept.append(line)
+        origin.append(i)
+        removed = False
+        i += 1
+    return _trim(kept)
+
+
+_RULE = re.compile(r"^\s*[-_=*~—–]{2,}\s*$")
+
+
+def _trim(kept: list[str]) -> list[str]:
+    while kept and (not kept[-1].strip() or _RULE.match(kept[-1])):
+        kept.pop()
+    while kept and not kept[0].strip():
+        kept.pop(0)
+    return kept
+
+
+# --- the library ---------------------------------------------------------------------------------
+
+
+def _library_cut(lines: list[str], languages: Sequence[str]) -> list[str]:
+    """Cut `lines` where mail-parser-reply sees a reply header; unchanged on any failure."""
+    text = "\n".join(lines)
+    if len(text) > _LIBRARY_MAX_CHARS:
+        return lines
+    try:
+        message = EmailReplyParser(languages=list(languages)).read(text=text)
+        replies = list(message.replies)
+        if len(replies) < 2:
+            return lines
+        header = str(replies[1].headers).strip()
+    except Exception:
+        return lines
+    first = header.split("\n", 1)[0].strip().lstrip("> ").strip()
+    # Its Outlook rule fires on any two lines such as "To: ..." and "Date: ..."; only a block
+    # that opens with a sender is trusted.
+    if not first or (_OTHER_LINE.match(first) and not _FROM_LINE.match(first)):
+        return lines
+    for index, line in enumerate(lines):
+        if index and line.strip().lstrip("> ").strip() == first:
+            cut = _trim(lines[:index])
+            return cut if any(part.strip() for part in cut) else lines
+    return lines
+
+
+# --- the API -------------------------------------------------------------------------------------
+
+
+def reply_text(text: str, *, languages: Sequence[str] | None = None) -> str:
+    """The new text of the reply `text`: no quoted original, no signature; never raises.
+
+    Returns the text with `\\n` line ends, each line and the whole stripped of trailing
+    whitespace. When nothing is left (the body is all quote or all signature) the whole
+    body is returned, stripped, rather than an empty string.
+    """
+    try:
+        lines = _normalise(text)
+        whole = "\n".join(lines).strip("\n")
+        if not whole:
+            return ""
+        kept = _scan(lines)
+        langs = tuple(languages) if languages else LIBRARY_LANGUAGES
+        kept = _library_cut(kept, langs)
+        result = "\n".join(kept).rstrip()
+        return result if result.strip() else whole
+    except Exception:
+        return text.replace("\r\n", "\n").replace("\r", "\n").strip()

@@ -1,0 +1,55 @@
+"""Record tokens in subjects: `[CASE-1042]`, found again after mail clients rewrite the subject.
+
+Outlook and others prepend prefixes and tags (`RE: [EXTERNAL] ...`), translate brackets to
+full-width forms, swap the hyphen for a non-breaking or en dash, change case, or drop the
+brackets. The finder folds all of that (NFKC, dashes, case) before matching. A bare `CASE-1042`
+without brackets still counts, but needs the hyphen (or `#`), so prose like "case 12" does not.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+_DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"), "-")
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    prefix: str  # upper-case, as configured
+    number: int
+    bracketed: bool
+
+    def __str__(self) -> str:
+        return f"[{self.prefix}-{self.number}]"
+
+
+def format_token(prefix: str, number: int) -> str:
+    return f"[{prefix}-{number}]"
+
+
+def _fold(subject: str) -> str:
+    return unicodedata.normalize("NFKC", subject).translate(_DASHES)
+
+
+def find_tokens(subject: str, prefixes: Iterable[str]) -> tuple[Token, ...]:
+    """Every token of the given prefixes in `subject`, in order of appearance, without repeats."""
+    wanted = sorted({p.upper() for p in prefixes}, key=len, reverse=True)
+    if not wanted or not subject:
+        return ()
+    names = "|".join(map(re.escape, wanted))
+    pattern = re.compile(
+        rf"(?P<open>[\[(])\s*(?P<p>{names})\s*[-#: ]?\s*(?P<n>\d{{1,12}})\s*[\])]"
+        rf"|(?<![\w-])(?P<bp>{names})\s?[-#](?P<bn>\d{{1,12}})(?![\w-])",
+        re.IGNORECASE,
+    )
+    found: dict[tuple[str, int], Token] = {}
+    for match in pattern.finditer(_fold(subject)):
+        if match.group("p"):
+            token = Token(match.group("p").upper(), int(match.group("n")), True)
+        else:
+            token = Token(match.group("bp").upper(), int(match.group("bn")), False)
+        found.setdefault((token.prefix, token.number), token)
+    return tuple(found.values())
