@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from . import bench_parse, bench_storage
+from . import bench_classify, bench_explain, bench_parse, bench_reply, bench_storage
 
 bench_parse.main()
+bench_classify.main()
+bench_reply.main()
+bench_explain.main()
 bench_storage.main()

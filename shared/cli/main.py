@@ -127,6 +127,20 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from ..settings import load_config
+    from .explain import run_explain
+
+    path = args.config or os.environ.get("MAILFILER_CONFIG") or REPO / "samples" / "mailfiler.yaml"
+    config = load_config(path)
+    mailbox = args.mailbox or config.mailboxes[0].name
+    if config.mailbox(mailbox) is None:
+        names = ", ".join(m.name for m in config.mailboxes)
+        print(f"mailbox {mailbox!r} is not in {path} (known: {names})", file=sys.stderr)
+        return 1
+    return run_explain(args.paths, mailbox, config, args.json)
+
+
 def cmd_records(args: argparse.Namespace) -> int:
     from .records import list_records, print_record, print_records, show_record
 
@@ -197,6 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(func=cmd_import)
+
+    explain = sub.add_parser(
+        "explain", help="show what Mailfiler sees in mail and would do with it (writes nothing)"
+    )
+    explain.add_argument("paths", nargs="+", help=".eml files, folders, Maildirs or mbox files")
+    explain.add_argument("--mailbox", help="the mailbox the mail arrives in (default: the first)")
+    explain.add_argument(
+        "--config",
+        help="configuration file (default: MAILFILER_CONFIG, else the sample configuration)",
+    )
+    explain.add_argument("--json", action="store_true", help="one JSON object per message")
+    explain.set_defaults(func=cmd_explain)
 
     recs = sub.add_parser("records", help="list filed records, or show one with its timeline")
     recs_sub = recs.add_subparsers(dest="records_command", required=True)

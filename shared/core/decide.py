@@ -250,16 +250,18 @@ def decide(
     blob: str,
     signing_keys: Sequence[bytes] = (),
     classification: Classification | None = None,
+    reply: str | None = None,
 ) -> list[FilingPlan]:
     """The filing plans for one message: usually one; one per record type when a mail to two
-    aliases opens two records."""
+    aliases opens two records. `classification` and `reply` (the reply text) are computed
+    here unless the caller has them already."""
     if classification is None:
         classification = classify(message, own_mail(config))
     dsn = classification.dsn
     sender = message.from_.email.lower() if message.from_ else None
     own = own_mail(config)
     direction = "out" if sender and sender in own.addresses else "in"
-    text = reply_text(message.text)
+    text = reply_text(message.text) if reply is None else reply
 
     def plan(**decision: Any) -> FilingPlan:
         values: dict[str, Any] = {

@@ -1,0 +1,175 @@
+"""`mailfiler explain`: what Mailfiler sees in each message and what it would do, writing nothing.
+
+Nothing is read from or written to storage. The messages of one call are decided in order as
+if each were filed: a reply explained after its parent attaches to the parent's record, a token
+`[CASE-n]` names a record created earlier in the same call. Senders count as unknown (guests)
+and rate limits as not reached.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from ..core.classify import Classification, classify
+from ..core.config import Config
+from ..core.contracts import FilingPlan, RecordRef
+from ..core.decide import Known, decide, lookups, own_mail
+from ..core.message import MailMessage
+from ..core.mime import parse_message
+from ..core.reply_text import reply_text
+from ..sources.local import LocalSource, LocalSourceError
+
+
+@dataclass
+class Simulation:
+    """What filing the earlier messages of this call would have stored."""
+
+    by_message_id: dict[str, RecordRef] = field(default_factory=dict)
+    by_token: dict[tuple[str, int], RecordRef] = field(default_factory=dict)
+    numbers: dict[RecordRef, str] = field(default_factory=dict)
+    by_conversation: dict[tuple[str, str], RecordRef] = field(default_factory=dict)
+
+    def known(self, message: MailMessage, config: Config, classification: Classification) -> Known:
+        need = lookups(message, config, classification)
+        if message.message_id and message.message_id in self.by_message_id:
+            return Known()  # a duplicate: decide() reports it as such below
+        thread = {m: self.by_message_id[m] for m in need.thread_ids if m in self.by_message_id}
+        tokens = {
+            (t.prefix, t.number): self.by_token[(t.prefix, t.number)]
+            for t in need.tokens
+            if (t.prefix, t.number) in self.by_token
+        }
+        conversation = (
+            self.by_conversation.get((message.mailbox, need.conversation_id))
+            if need.conversation_id
+            else None
+        )
+        original = need.bounce_original
+        return Known(
+            thread=thread,
+            tokens=tokens,
+            conversation=conversation,
+            bounce_original=self.by_message_id.get(original) if original else None,
+        )
+
+    def file(self, message: MailMessage, plans: list[FilingPlan], config: Config) -> None:
+        for plan in plans:
+            if plan.record is None or plan.action not in ("create", "attach"):
+                continue
+            if plan.action == "create" and plan.record not in self.numbers:
+                record_type = config.record_type(plan.record.type)
+                prefix = record_type.prefix if record_type else plan.record.type.upper()
+                number = 1 + sum(1 for r in self.numbers if r.type == plan.record.type)
+                self.numbers[plan.record] = f"{prefix}-{number}"
+                self.by_token[(prefix, number)] = plan.record
+            if plan.primary and message.message_id:
+                self.by_message_id.setdefault(message.message_id, plan.record)
+            if plan.primary and message.conversation_id:
+                self.by_conversation[(message.mailbox, message.conversation_id)] = plan.record
+
+
+def iter_messages(paths: list[str]) -> Iterator[tuple[str, bytes]]:
+    """(name, raw bytes) of every message in files, folders (recursively) and mbox files."""
+    for path in paths:
+        source = LocalSource(Path(path))
+        for ref in source.refs():
+            name = ref.replace(f"{Path(path).resolve()}#", f"{path}#")
+            yield name, source.read(ref).raw
+
+
+def explain_one(
+    name: str, raw: bytes, mailbox: str, config: Config, sim: Simulation
+) -> dict[str, Any]:
+    message = parse_message(raw, mailbox=mailbox, source_id=name)
+    classification = classify(message, own_mail(config))
+    new_text = reply_text(message.text)
+    duplicate = bool(message.message_id and message.message_id in sim.by_message_id)
+    if duplicate:
+        plans: list[FilingPlan] = []
+    else:
+        plans = decide(
+            message,
+            sim.known(message, config, classification),
+            config,
+            blob="(not stored)",
+            classification=classification,
+            reply=new_text,
+        )
+        sim.file(message, plans, config)
+    dsn = classification.dsn
+    kind: dict[str, Any] = {"kind": classification.kind, "reasons": list(classification.reasons)}
+    if dsn is not None:
+        kind["dsn"] = {
+            "action": dsn.action,
+            "status": dsn.status,
+            "final_recipient": dsn.final_recipient,
+            "original_message_id": dsn.original_message_id,
+            "diagnostic": dsn.diagnostic,
+        }
+    first = plans[0] if plans else None
+    return {
+        "file": name,
+        "message_id": message.message_id,
+        "subject": message.subject,
+        "normalized_subject": message.normalized_subject,
+        "from": str(message.from_) if message.from_ else None,
+        "to": [str(a) for a in message.to],
+        "cc": [str(a) for a in message.cc],
+        "date": message.date.isoformat() if message.date else None,
+        "attachments": [
+            {"filename": a.filename, "content_type": a.content_type, "size": a.size}
+            for a in message.attachments
+        ],
+        "text": message.text,
+        "reply_text": new_text,
+        "classification": kind,
+        "fields": dict(first.fields) if first else {},
+        "decision": {
+            "action": first.action if first else "sighting",
+            "record_type": first.record.type if first and first.record else None,
+            "record": sim.numbers.get(first.record) if first and first.record else None,
+            "reasons": list(first.reasons)
+            if first
+            else ["the same Message-ID was explained earlier in this call: a duplicate"],
+            "also": [
+                {"action": p.action, "record_type": p.record.type if p.record else None}
+                for p in plans[1:]
+            ],
+            "notices": [n.model_dump() for n in first.notices] if first else [],
+        },
+    }
+
+
+def print_human(result: dict[str, Any], out: TextIO) -> None:
+    decision = result["decision"]
+    record = decision["record"] or decision["record_type"] or ""
+    out.write(f"{result['file']}\n")
+    out.write(f"  {result['subject']!r} from {result['from']}\n")
+    out.write(f"  {result['classification']['kind']}: {decision['action']} {record}\n")
+    for reason in decision["reasons"]:
+        out.write(f"    - {reason}\n")
+    if result["fields"]:
+        out.write(f"    fields: {result['fields']}\n")
+
+
+def run_explain(
+    paths: list[str], mailbox: str, config: Config, as_json: bool, out: TextIO = sys.stdout
+) -> int:
+    sim = Simulation()
+    failures = 0
+    try:
+        for name, raw in iter_messages(paths):
+            result = explain_one(name, raw, mailbox, config, sim)
+            if as_json:
+                out.write(json.dumps(result, ensure_ascii=False) + "\n")
+            else:
+                print_human(result, out)
+    except LocalSourceError as exc:
+        print(f"mailfiler explain: {exc}", file=sys.stderr)
+        failures += 1
+    return 1 if failures else 0

@@ -1,0 +1,132 @@
+"""`mailfiler explain`: JSON Lines with stable keys, in-call threading, thousands of files."""
+
+from __future__ import annotations
+
+import io
+import json
+import mailbox
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from shared.cli.azurite import REPO
+from shared.cli.explain import run_explain
+from shared.settings import load_config
+
+KEYS = {
+    "file",
+    "message_id",
+    "subject",
+    "normalized_subject",
+    "from",
+    "to",
+    "cc",
+    "date",
+    "attachments",
+    "text",
+    "reply_text",
+    "classification",
+    "fields",
+    "decision",
+}
+CORPORA = REPO.parent / "shared" / "corpora"
+
+
+def explain(
+    paths: list[str], config: Path = REPO / "samples" / "mailfiler.yaml"
+) -> list[dict[str, Any]]:
+    out = io.StringIO()
+    assert run_explain(paths, "sample", load_config(config), True, out) == 0
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_sample_mail_explained_with_stable_keys_and_threading() -> None:
+    results = explain([str(REPO / "samples" / "mail")])
+    assert len(results) == 8
+    assert all(set(r) == KEYS for r in results)
+    decisions = [(r["decision"]["action"], r["decision"]["record"]) for r in results]
+    assert decisions == [
+        ("create", "CASE-1"),
+        ("attach", "CASE-1"),
+        ("attach", "CASE-1"),
+        ("create", "CASE-2"),
+        ("attach", "CASE-2"),
+        ("create", "CASE-3"),
+        ("attach", "CASE-3"),
+        ("create", "CASE-4"),
+    ]
+    invoice = results[3]
+    assert invoice["fields"] == {"ProblemType": "Billing"}
+    assert invoice["attachments"] == [
+        {"filename": "invoice-2291.pdf", "content_type": "application/pdf", "size": 78}
+    ]
+    assert invoice["date"] == "2026-11-17T14:20:00-05:00"
+    assert results[1]["reply_text"] == "Hi Alice, a technician is on the way."
+    assert results[1]["normalized_subject"] == "Printer on floor 3 is jammed"
+    assert results[0]["classification"] == {"kind": "human", "reasons": []}
+
+
+def test_bounces_carry_their_dsn() -> None:
+    results = explain([str(CORPORA / "bounces" / "flanker" / "office365.eml")])
+    (result,) = results
+    assert result["classification"]["kind"] == "bounce"
+    assert result["classification"]["dsn"]["status"] == "5.1.10"
+    assert result["decision"]["action"] == "drop"  # its original was never filed
+
+
+def test_an_mbox_and_a_duplicate_in_one_call(tmp_path: Path) -> None:
+    box = mailbox.mbox(tmp_path / "export.mbox")
+    for name in ("01-printer-jammed.eml", "02-printer-reply-support.eml"):
+        box.add((REPO / "samples" / "mail" / name).read_bytes())
+    box.close()
+    results = explain(
+        [str(tmp_path / "export.mbox"), str(REPO / "samples" / "mail" / "01-printer-jammed.eml")]
+    )
+    assert [r["decision"]["action"] for r in results] == ["create", "attach", "sighting"]
+    assert results[0]["file"].startswith(f"{tmp_path / 'export.mbox'}#sha256:")
+
+
+def test_thousands_of_files_in_one_call(tmp_path: Path) -> None:
+    for i in range(2000):
+        refs = f"In-Reply-To: <m{i - 1}@x>\n" if i % 2 else ""
+        (tmp_path / f"{i:05d}.eml").write_text(
+            f"From: u{i // 2}@example.org\nTo: support@mailfiler.example\nSubject: T {i // 2}\n"
+            f"Message-ID: <m{i}@x>\n{refs}\nhello {i}\n"
+        )
+    results = explain([str(tmp_path)])
+    assert len(results) == 2000
+    actions = [r["decision"]["action"] for r in results]
+    assert actions.count("create") == actions.count("attach") == 1000
+
+
+def test_command_line_json_and_errors(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "shared.cli", "explain"]
+    ok = subprocess.run(
+        [*cmd, str(REPO / "samples" / "mail" / "08-no-message-id.eml"), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    (line,) = ok.stdout.splitlines()
+    assert json.loads(line)["message_id"] is None
+    human = subprocess.run(
+        [*cmd, str(REPO / "samples" / "mail")], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert "human: attach CASE-1" in human.stdout
+    missing = subprocess.run(
+        [*cmd, str(tmp_path / "nope")], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert missing.returncode == 1 and "no such file or folder" in missing.stderr
+    bad_box = subprocess.run(
+        [*cmd, str(tmp_path), "--mailbox", "zz"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert bad_box.returncode == 1 and "mailbox 'zz' is not in" in bad_box.stderr
