@@ -40,7 +40,7 @@ class RecordRef(_Contract):
 
 
 class AttachmentInfo(_Contract):
-    filename: str | None
+    filename: str | None = None
     content_type: str
     size: int
 

@@ -17,6 +17,7 @@ from shared.core.decide import (
 from shared.core.message import MailMessage, id_key
 from shared.core.mime import parse_message
 from shared.core.signing import signed_message_id, signed_ref_header
+from shared.store.queues import decode, encode
 
 KEY = b"test-signing-key"
 CONFIG_TEXT = """
@@ -74,6 +75,8 @@ def mail(
 def one(message: MailMessage, known: Known | None = None, config: Config = CONFIG) -> FilingPlan:
     plans = decide(message, known or Known(sender=ALICE), config, blob="b", signing_keys=[KEY])
     assert len(plans) == 1, plans
+    # Every plan survives the queue: encoded as the map stage sends it, decoded as file reads it.
+    assert decode(encode(plans[0]), FilingPlan) == plans[0]
     return plans[0]
 
 

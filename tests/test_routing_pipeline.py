@@ -1,0 +1,161 @@
+"""The routing engine end to end on Azurite: tokens, bounces, auto-replies, bulk, guests, holds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from shared.cli.azurite import Azurite
+from shared.core.config import parse_config
+from shared.pipeline.context import AppContext, set_context
+from shared.pipeline.poll import poll_all
+from shared.settings import AppSettings
+from shared.store.keys import contact_row
+from shared.store.stores import CONTACTS, HELD, MESSAGES, NOTICES, RECORDS, Stores
+
+from .helpers import local_host, timeline_counts
+
+pytestmark = pytest.mark.azurite
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+class Mailbox:
+    def __init__(self, ctx: AppContext, folder: Path) -> None:
+        self.ctx, self.folder, self.n = ctx, folder, 0
+
+    def deliver(self, text: str) -> None:
+        """Drop one mail into the folder and run ingest, map and file to the end."""
+        self.n += 1
+        (self.folder / f"{self.n:03d}.eml").write_text(text.strip() + "\n")
+        poll_all(self.ctx, NOW)
+        local_host(self.ctx.stores.queues).drain()
+
+
+@pytest.fixture
+def box(stores: Stores, azurite: Azurite, tmp_path: Path) -> Iterator[Mailbox]:
+    folder = tmp_path / "mail"
+    folder.mkdir()
+    config = parse_config(
+        f"""
+record_types: [{{name: case, prefix: CASE}}]
+mailboxes:
+  - {{name: support, kind: local, path: "{folder}", record_type: case,
+      addresses: [support@example.com]}}
+routes:
+  - {{name: all, record_type: case, acknowledge: true}}
+rate_limit: {{per_sender: 2, window_minutes: 60}}
+"""
+    )
+    settings = AppSettings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    ctx = AppContext(settings, config, tmp_path, stores)
+    set_context(ctx)
+    yield Mailbox(ctx, folder)
+    set_context(None)
+
+
+def record_of(stores: Stores, message_id_key: str) -> str:
+    entry = stores.table(MESSAGES).get(message_id_key, "msg")
+    assert entry is not None, "message not filed"
+    record = stores.table(RECORDS).get(entry["RecordType"], entry["RecordKey"])
+    assert record is not None
+    return str(record["DisplayId"])
+
+
+def key(message_id: str) -> str:
+    return message_id.encode().hex()
+
+
+def test_scenario_mailbox(box: Mailbox, stores: Stores) -> None:
+    box.deliver(
+        "From: Alice <alice@example.org>\nTo: support@example.com\nSubject: Printer broken\n"
+        "Message-ID: <a1@example.org>\n\nThe printer is broken."
+    )
+    assert record_of(stores, key("a1@example.org")) == "CASE-1"
+    guest = stores.table(CONTACTS).get("contact", contact_row("alice@example.org"))
+    assert guest is not None and guest["Kind"] == "guest"
+    notices = list(stores.table(NOTICES).all())
+    assert [(n["Kind"], n["To"], n["Sent"]) for n in notices] == [
+        ("acknowledge", "alice@example.org", False)
+    ]
+
+    # Outlook rewrote the subject and dropped the thread headers: the token still finds it.
+    box.deliver(
+        "From: Alice <alice@example.org>\nTo: support@example.com\n"
+        "Subject: RE: [EXTERNAL] Printer broken \uff3bCASE-1\uff3d\n"
+        "Message-ID: <a2@example.org>\n\nStill broken."
+    )
+    assert record_of(stores, key("a2@example.org")) == "CASE-1"
+
+    # Our reply to someone bounces: the bounce lands on the record, the address is marked.
+    box.deliver(
+        "From: Support <support@example.com>\nTo: gone@example.net\nSubject: Re: Printer broken\n"
+        "Message-ID: <s1@example.com>\nIn-Reply-To: <a1@example.org>\n\nWe are on it."
+    )
+    box.deliver(
+        """From: MAILER-DAEMON@mx.example.net
+To: support@example.com
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <b1@mx.example.net>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="r"
+
+--r
+Content-Type: text/plain
+
+Delivery failed.
+--r
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.net
+
+Final-Recipient: rfc822; gone@example.net
+Action: failed
+Status: 5.1.1
+
+--r
+Content-Type: text/rfc822-headers
+
+From: support@example.com
+To: gone@example.net
+Message-ID: <s1@example.com>
+
+--r--"""
+    )
+    assert record_of(stores, key("b1@mx.example.net")) == "CASE-1"
+    bounced = stores.table(CONTACTS).get("contact", contact_row("gone@example.net"))
+    assert bounced is not None and bounced["UndeliverableSince"] is not None
+
+    # An out-of-office answer is filed on the record but never answered.
+    box.deliver(
+        "From: Bob <bob@example.org>\nTo: support@example.com\n"
+        "Subject: Automatic reply: Printer broken\nAuto-Submitted: auto-replied\n"
+        "Message-ID: <o1@example.org>\nIn-Reply-To: <s1@example.com>\n\nI am away."
+    )
+    assert record_of(stores, key("o1@example.org")) == "CASE-1"
+    assert len(list(stores.table(NOTICES).all())) == 1
+
+    # A newsletter is dropped, with its reasons kept.
+    box.deliver(
+        "From: news@shop.example\nTo: support@example.com\nSubject: Deals\n"
+        "List-Id: <deals.shop.example>\nList-Unsubscribe: <mailto:u@shop.example>\n"
+        "Message-ID: <n1@shop.example>\n\nBuy now."
+    )
+    dropped = stores.table(MESSAGES).get(key("n1@shop.example"), "drop")
+    assert dropped is not None and "bulk mail is dropped" in dropped["Reasons"]
+
+    # A third new conversation from one sender within the window is held, not lost.
+    for i in (1, 2, 3):
+        box.deliver(
+            f"From: carol@example.org\nTo: support@example.com\nSubject: Question {i}\n"
+            f"Message-ID: <c{i}@example.org>\n\nHello {i}"
+        )
+    assert record_of(stores, key("c2@example.org")) == "CASE-3"
+    held = list(stores.table(HELD).all())
+    assert [h["RowKey"] for h in held] == [key("c3@example.org")]
+    assert "held" in held[0]["Reasons"]
+
+    counts = timeline_counts(stores)
+    assert sorted(counts.values()) == [1, 1, 5]  # CASE-1: a1, a2, s1, b1, o1
