@@ -36,9 +36,10 @@ import re
 from dataclasses import dataclass
 from email import policy
 from email.message import Message
-from email.parser import BytesParser, HeaderParser
+from email.parser import HeaderParser
 
 from shared.core.message import MailMessage
+from shared.core.mimetree import parse_tree
 
 MAX_DIAGNOSTIC = 500
 MAX_TEXT = 100_000  # characters of body text searched; bounces put the failure first
@@ -279,7 +280,7 @@ def extract_dsn(message: MailMessage) -> Dsn:
 def _walk_raw(raw: bytes) -> tuple[list[dict[str, str]], list[str], str | None]:
     """Delivery-status blocks, body texts (outside message/* parts) and the attached
     original's Message-ID, from the raw bytes."""
-    root = BytesParser(policy=policy.compat32).parsebytes(raw)
+    root = parse_tree(raw)
     blocks: list[dict[str, str]] = []
     texts: list[str] = []
     original_id: str | None = None

@@ -37,11 +37,11 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from email import policy
 from email.message import Message
-from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 
 from shared.core.html_text import html_to_text
 from shared.core.message import Address, Attachment, MailMessage, fallback_key, id_key
+from shared.core.mimetree import parse_tree
 from shared.core.subject import normalize_subject
 
 MAX_REFERENCES = 32
@@ -364,7 +364,7 @@ def _parse_tree(raw: bytes, defects: _Defects) -> Message:
     # parameters are read raw and decoded here, policy.default's header objects would cost
     # (about 70% of the parse time, measured) without being used.
     try:
-        return BytesParser(policy=policy.compat32).parsebytes(raw)
+        return parse_tree(raw)
     except Exception as exc:
         defects.add(f"parse-failed:{type(exc).__name__}")
     return Message()
