@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import azure.functions as func
 import pytest
 
 from shared.cli.azurite import Azurite
@@ -16,7 +18,7 @@ from shared.settings import AppSettings
 from shared.store.keys import contact_row
 from shared.store.stores import CONTACTS, HELD, MESSAGES, NOTICES, RECORDS, Stores
 
-from .helpers import local_host, timeline_counts
+from .helpers import app_functions, local_host, timeline_counts
 
 pytestmark = pytest.mark.azurite
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -159,3 +161,16 @@ Message-ID: <s1@example.com>
 
     counts = timeline_counts(stores)
     assert sorted(counts.values()) == [1, 1, 5]  # CASE-1: a1, a2, s1, b1, o1
+
+
+def test_health_reports_held_mail(box: Mailbox, stores: Stores) -> None:
+    for i in (1, 2, 3):
+        box.deliver(
+            f"From: dan@example.org\nTo: support@example.com\nSubject: Q {i}\n"
+            f"Message-ID: <d{i}@example.org>\n\nHello {i}"
+        )
+    health = next(f for f in app_functions() if f.name == "health")
+    response = health.call(func.HttpRequest("GET", "http://localhost/api/health", body=b""))
+    body = json.loads(response.get_body())
+    assert body["held"] == 1
+    assert body["mailboxes"]["support"]["status"] == "ok"

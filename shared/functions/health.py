@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+from itertools import islice
 from typing import Any
 
 import azure.functions as func
 
 from ..pipeline.context import get_context
 from ..pipeline.poll import mailbox_status
-from ..store.stores import QUEUES, poison
+from ..store.stores import HELD, QUEUES, poison
 
 bp = func.Blueprint()
+HELD_COUNT_CAP = 1000
 log = logging.getLogger(__name__)
 
 
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 def health(req: func.HttpRequest) -> func.HttpResponse:  # noqa: ARG001
     body: dict[str, Any] = {
         "status": "ok",
+        "held": 0,
         "storage": {"reachable": True},
         "queues": {},
         "mailboxes": {},
@@ -30,6 +33,9 @@ def health(req: func.HttpRequest) -> func.HttpResponse:  # noqa: ARG001
             body["queues"][name] = ctx.stores.queues.depth(name)
             body["queues"][poison(name)] = ctx.stores.queues.depth(poison(name))
         body["mailboxes"] = mailbox_status(ctx)
+        # Mail the rate limit held back, waiting for an operator (counted up to a cap).
+        held = ctx.stores.table(HELD).all(select=["PartitionKey"])
+        body["held"] = sum(1 for _ in islice(held, HELD_COUNT_CAP))
     except Exception as exc:
         log.exception("health: check failed")
         body["status"] = "unhealthy"
