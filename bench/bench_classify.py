@@ -10,20 +10,18 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from pathlib import Path
 
 from shared.core.classify import classify
 from shared.core.message import MailMessage
 from shared.core.mime import parse_message
 
-DEFAULT_CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
+from . import bench_parse
 
 
 def load_corpus() -> list[MailMessage]:
-    root = Path(os.environ.get("MAILFILER_CORPORA", DEFAULT_CORPORA))
     return [
-        parse_message(path.read_bytes(), mailbox="bench", source_id=path.name)
-        for path in sorted(root.rglob("*.eml"))
+        parse_message(raw, mailbox="bench", source_id=str(i))
+        for i, raw in enumerate(bench_parse.load_corpus())
     ]
 
 

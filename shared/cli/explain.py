@@ -36,8 +36,6 @@ class Simulation:
 
     def known(self, message: MailMessage, config: Config, classification: Classification) -> Known:
         need = lookups(message, config, classification)
-        if message.message_id and message.message_id in self.by_message_id:
-            return Known()  # a duplicate: decide() reports it as such below
         thread = {m: self.by_message_id[m] for m in need.thread_ids if m in self.by_message_id}
         tokens = {
             (t.prefix, t.number): self.by_token[(t.prefix, t.number)]

@@ -255,11 +255,11 @@ def decide(
     """The filing plans for one message: usually one; one per record type when a mail to two
     aliases opens two records. `classification` and `reply` (the reply text) are computed
     here unless the caller has them already."""
+    own = own_mail(config)
     if classification is None:
-        classification = classify(message, own_mail(config))
+        classification = classify(message, own)
     dsn = classification.dsn
     sender = message.from_.email.lower() if message.from_ else None
-    own = own_mail(config)
     direction = "out" if sender and sender in own.addresses else "in"
     text = reply_text(message.text) if reply is None else reply
 
