@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import azure.functions as func
 import pytest
@@ -36,12 +37,7 @@ class Mailbox:
         local_host(self.ctx.stores.queues).drain()
 
 
-@pytest.fixture
-def box(stores: Stores, azurite: Azurite, tmp_path: Path) -> Iterator[Mailbox]:
-    folder = tmp_path / "mail"
-    folder.mkdir()
-    config = parse_config(
-        f"""
+BOX_CONFIG = """
 record_types: [{{name: case, prefix: CASE}}]
 mailboxes:
   - {{name: support, kind: local, path: "{folder}", record_type: case,
@@ -50,12 +46,26 @@ routes:
   - {{name: all, record_type: case, acknowledge: true}}
 rate_limit: {{per_sender: 2, window_minutes: 60}}
 """
-    )
-    settings = AppSettings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
-    ctx = AppContext(settings, config, tmp_path, stores)
-    set_context(ctx)
-    yield Mailbox(ctx, folder)
+
+
+@pytest.fixture
+def make_box(stores: Stores, azurite: Azurite, tmp_path: Path) -> Iterator[Any]:
+    def make(config_text: str = BOX_CONFIG) -> Mailbox:
+        folder = tmp_path / "mail"
+        folder.mkdir()
+        config = parse_config(config_text.format(folder=folder))
+        settings = AppSettings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+        ctx = AppContext(settings, config, tmp_path, stores)
+        set_context(ctx)
+        return Mailbox(ctx, folder)
+
+    yield make
     set_context(None)
+
+
+@pytest.fixture
+def box(make_box: Any) -> Mailbox:
+    return make_box()  # type: ignore[no-any-return]
 
 
 def record_of(stores: Stores, message_id_key: str) -> str:
@@ -174,3 +184,28 @@ def test_health_reports_held_mail(box: Mailbox, stores: Stores) -> None:
     body = json.loads(response.get_body())
     assert body["held"] == 1
     assert body["mailboxes"]["support"]["status"] == "ok"
+
+
+def test_thread_policy_uses_the_addresses_on_the_records_mail(
+    make_box: Any, stores: Stores
+) -> None:
+    box = make_box(
+        BOX_CONFIG.replace(
+            "{{name: case, prefix: CASE}}", "{{name: case, prefix: CASE, updates_from: thread}}"
+        )
+    )
+    box.deliver(
+        "From: alice@example.org\nTo: support@example.com\nCc: bob@example.org\n"
+        "Subject: Plan\nMessage-ID: <p1@example.org>\n\nLet us plan."
+    )
+    box.deliver(
+        "From: bob@example.org\nTo: support@example.com\nSubject: Re: Plan [CASE-1]\n"
+        "Message-ID: <p2@example.org>\n\nAgreed."
+    )
+    assert record_of(stores, key("p2@example.org")) == "CASE-1"
+    box.deliver(
+        "From: eve@example.net\nTo: support@example.com\nSubject: Re: Plan [CASE-1]\n"
+        "Message-ID: <p3@example.net>\n\nLet me in."
+    )
+    rejected = stores.table(MESSAGES).get(key("p3@example.net"), "reject")
+    assert rejected is not None and "from its thread only" in rejected["Reasons"]

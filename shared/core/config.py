@@ -134,8 +134,9 @@ class RecordType(_Strict):
     prefix: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9]{0,9}$")]
     title: str | None = None
     fields: tuple[FieldSpec, ...] = ()
-    # Who may add mail to an existing record: anyone on the thread, or only known contacts.
-    updates_from: Literal["anyone", "contacts"] = "anyone"
+    # Who may add mail to an existing record: anyone, only addresses already on the record's
+    # mail (From, To, Cc), or only known contacts.
+    updates_from: Literal["anyone", "thread", "contacts"] = "anyone"
     # A match by header (References, conversation) counts only if the subject matches too.
     subject_guard: bool = False
 

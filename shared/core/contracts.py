@@ -122,6 +122,9 @@ class FilingPlan(_Contract):
     contacts: tuple[ContactUpdate, ...] = ()
     sender: str | None = None  # lower-case address, for the per-sender rate limit
     conversation_id: str | None = None
+    # Addresses on this mail (From, To, Cc), kept per record when its type takes updates only
+    # from the thread.
+    participants: tuple[str, ...] = ()
     # False for the second and later records one mail opens (two aliases, two record types):
     # the message index points at the first; the others are noted beside it.
     primary: bool = True

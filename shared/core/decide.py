@@ -98,6 +98,8 @@ class Known:
     records: dict[RecordRef, RecordInfo] = field(default_factory=dict)
     sender: Contact | None = None
     sender_recent: int = 0  # mail from this sender filed within the rate-limit window
+    # For records whose type takes updates only from the thread: is the sender on it?
+    on_thread: dict[RecordRef, bool] = field(default_factory=dict)
     bounce_original: RecordRef | None = None
 
 
@@ -262,6 +264,9 @@ def decide(
     sender = message.from_.email.lower() if message.from_ else None
     direction = "out" if sender and sender in own.addresses else "in"
     text = reply_text(message.text) if reply is None else reply
+    on_mail = [*([message.from_] if message.from_ else []), *message.to, *message.cc]
+    thread_policy = any(t.updates_from == "thread" for t in config.record_types)
+    participants = tuple(dict.fromkeys(a.email.lower() for a in on_mail)) if thread_policy else ()
 
     def plan(**decision: Any) -> FilingPlan:
         values: dict[str, Any] = {
@@ -273,6 +278,7 @@ def decide(
             "kind": classification.kind,
             "sender": sender,
             "conversation_id": message.conversation_id,
+            "participants": participants,
             "dsn": DsnInfo(
                 action=dsn.action,
                 status=dsn.status,
@@ -366,33 +372,23 @@ def decide(
             )
         ]
 
+    limited = _rate_limited(config, known, sender) if direction == "in" else None
+    if limited:
+        return [plan(action="hold", mailbox_actions=(), reasons=(*reasons, limited))]
+
     # 3. an existing record
     found = _find_record(message, config, known, signing_keys, reasons)
     if found is not None:
         record_type = config.record_type(found.record.type)
-        if (
-            direction == "in"
-            and record_type is not None
-            and record_type.updates_from == "contacts"
-            and (known.sender is None or known.sender.kind != "contact")
-        ):
+        refused = _refuse_update(record_type, known, found.record) if direction == "in" else None
+        if refused and record_type is not None:
             return [
                 plan(
                     action="reject",
                     record=found.record,
                     mailbox_actions=(),
-                    notices=_notice(
-                        "reject",
-                        sender,
-                        f"only contacts may update {record_type.name} records",
-                        kind,
-                    ),
-                    reasons=(
-                        found.why,
-                        *reasons,
-                        f"{sender} is not a contact; {record_type.name} takes "
-                        "updates from contacts only",
-                    ),
+                    notices=_notice("reject", sender, refused, kind),
+                    reasons=(found.why, *reasons, f"{sender}: {refused}"),
                 )
             ]
         fields: dict[str, str | int] = {}
@@ -462,6 +458,30 @@ def decide(
     return [p if i == 0 else p.model_copy(update={"primary": False}) for i, p in enumerate(plans)]
 
 
+def _rate_limited(config: Config, known: Known, sender: str | None) -> str | None:
+    """Why this sender's mail is held, if it sent more than the limit in the window."""
+    limit = config.rate_limit
+    if not sender or limit.allows(sender) or known.sender_recent < limit.per_sender:
+        return None
+    return (
+        f"{sender} sent {known.sender_recent} mails in {limit.window_minutes} minutes "
+        f"(limit {limit.per_sender}): held"
+    )
+
+
+def _refuse_update(record_type: RecordType | None, known: Known, record: RecordRef) -> str | None:
+    """Why the sender may not add mail to the record, by its type's `updates_from`."""
+    if record_type is None or record_type.updates_from == "anyone":
+        return None
+    if record_type.updates_from == "contacts":
+        if known.sender is not None and known.sender.kind == "contact":
+            return None
+        return f"not a contact; {record_type.name} takes updates from contacts only"
+    if known.on_thread.get(record):
+        return None
+    return f"not on the record's mail; {record_type.name} takes updates from its thread only"
+
+
 def _notice(
     kind: Literal["acknowledge", "reject"], to: str | None, reason: str, message_kind: str
 ) -> tuple[Notice, ...]:
@@ -528,18 +548,6 @@ def _create(
                 reasons=(*trail, f"unknown sender {sender}: forwarded to {policy.forward_to}"),
                 notices=(Notice(kind="forward", to=policy.forward_to, reason="unknown sender"),),
             )
-    # Rate limit per sender
-    limit = config.rate_limit
-    if sender and not limit.allows(sender) and known.sender_recent >= limit.per_sender:
-        return plan(
-            action="hold",
-            mailbox_actions=(),
-            reasons=(
-                *trail,
-                f"{sender} sent {known.sender_recent} mails in {limit.window_minutes} "
-                f"minutes (limit {limit.per_sender}): held",
-            ),
-        )
     parsed = parse_fields(text, record_type, config.field_block, updating=False)
     trail.extend(parsed.problems)
     values = {**fields, **parsed.values}

@@ -28,6 +28,7 @@ from ..store.stores import (
     MESSAGES,
     NOTICES,
     NUMBERS,
+    PARTICIPANTS,
     RECORDS,
     SENDERS,
     TIMELINE,
@@ -294,6 +295,15 @@ def file_plan(
                     "RowKey": activity_row(now, plan.message_key),
                     "At": now,
                 }
+            )
+        if plan.participants:
+            stores.table(PARTICIPANTS).upsert_batch(
+                {
+                    "PartitionKey": f"{plan.record.type}-{plan.record.key}",
+                    "RowKey": contact_row(address),
+                    "Address": address,
+                }
+                for address in plan.participants
             )
         _record_notices(stores, plan, now)
         # Written last, in one transaction: from here on the message counts as filed.

@@ -21,6 +21,7 @@ from ..store.stores import (
     FILING,
     MESSAGES,
     NUMBERS,
+    PARTICIPANTS,
     RECORDS,
     SENDERS,
     Stores,
@@ -98,6 +99,13 @@ def gather(
             )
         recent = _recent(stores, config, need.sender, now)
     bounce_original = _filed_record(stores, need.bounce_original) if need.bounce_original else None
+    on_thread: dict[RecordRef, bool] = {}
+    candidates = [*tokens.values(), *thread.values(), *([conversation] if conversation else [])]
+    for ref in dict.fromkeys(candidates):
+        record_type = config.record_type(ref.type)
+        if need.sender and record_type is not None and record_type.updates_from == "thread":
+            row = stores.table(PARTICIPANTS).get(f"{ref.type}-{ref.key}", contact_row(need.sender))
+            on_thread[ref] = row is not None
     return Known(
         thread=thread,
         tokens=tokens,
@@ -106,6 +114,7 @@ def gather(
         sender=sender,
         sender_recent=recent,
         bounce_original=bounce_original,
+        on_thread=on_thread,
     )
 
 

@@ -33,6 +33,7 @@ CONTACTS = "Contacts"
 SENDERS = "SenderActivity"
 HELD = "Held"
 NOTICES = "Notices"
+PARTICIPANTS = "Participants"
 TABLES = (
     MESSAGES,
     RECORDS,
@@ -47,6 +48,7 @@ TABLES = (
     SENDERS,
     HELD,
     NOTICES,
+    PARTICIPANTS,
 )
 
 

@@ -34,6 +34,9 @@ record_types:
   - name: guarded
     prefix: GRD
     subject_guard: true
+  - name: project
+    prefix: PRJ
+    updates_from: thread
 mailboxes:
   - {name: support, kind: local, path: x, record_type: case,
      addresses: [support@example.com], after_filing: {mark_read: true, move_to: Done}}
@@ -184,6 +187,22 @@ def test_updates_only_from_contacts_where_the_type_says_so() -> None:
     assert "takes updates from contacts only" in rejected.reasons[-1]
     contact = Known(thread={"r1@x": invoice}, sender=Contact("bob@example.org", "contact"))
     assert one(mail(REPLY), contact).action == "attach"
+
+
+def test_updates_only_from_the_thread_where_the_type_says_so() -> None:
+    project = RecordRef(type="project", key="p1")
+    stranger = one(mail(REPLY), Known(thread={"r1@x": project}, on_thread={project: False}))
+    assert stranger.action == "reject"
+    assert "takes updates from its thread only" in stranger.reasons[-1]
+    member = one(mail(REPLY), Known(thread={"r1@x": project}, on_thread={project: True}))
+    assert member.action == "attach"
+    # The addresses on the mail travel with the plan, to be kept as the record's thread.
+    assert member.participants == ("bob@example.org", "alice@example.org")
+
+
+def test_rate_limit_applies_to_replies_too() -> None:
+    held = one(mail(REPLY), Known(thread={"r1@x": CASE_1}, sender_recent=3))
+    assert held.action == "hold" and held.record is None
 
 
 def test_rate_limit_holds_excess_mail_and_spares_the_allow_list() -> None:
