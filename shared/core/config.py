@@ -182,6 +182,9 @@ class Route(_Strict):
     tags: tuple[str, ...] = ()
     senders: SenderPolicy = SenderPolicy()
     acknowledge: bool = False  # send the sender a notice with the new record's token
+    # Mail this route matches finds its record by References or conversation id only when the
+    # normalised subject matches the record's too (also settable per record type).
+    subject_guard: bool = False
 
     @field_validator("to", "sender", "sender_domain")
     @classmethod

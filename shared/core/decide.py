@@ -12,8 +12,8 @@ Pure: no I/O and no clock. The map stage first asks `lookups` what to read, read
    newest reference does: (a) a record token in the subject (`[CASE-1042]`); (b) our signed
    Message-IDs in In-Reply-To/References or the `X-Mailfiler-Ref` header (forged ones are
    ignored and said so); (c) a filed Message-ID among the last 32 References/In-Reply-To;
-   (d) the source's conversation id. With a record type's `subject_guard`, layers (c) and (d)
-   count only when the normalised subject matches the record's.
+   (d) the source's conversation id. With `subject_guard` on the record type or on a route the
+   mail matches, layers (c) and (d) count only when the normalised subject matches the record's.
 4. **Updates** to an existing record pass its type's `updates_from` policy; `Key: Value` lines
    may change the fields marked `on_update`.
 5. **New conversations** go through the routes (`rules.py`), the sender policy of the route
@@ -224,10 +224,12 @@ def _find_record(
     if known.conversation is not None:
         record = known.conversation
         candidates.append((record, f"conversation {message.conversation_id} is {record.key}"))
+    route_guard = any(m.route.subject_guard for m in match_routes(config, message))
     for record, why in candidates:
         record_type = config.record_type(record.type)
         info = known.records.get(record)
-        guarded = record_type is not None and record_type.subject_guard and info is not None
+        type_guard = record_type is not None and record_type.subject_guard
+        guarded = (type_guard or route_guard) and info is not None
         if guarded and info is not None and not _same_subject(info.title, message):
             reasons.append(f"{why}, but the subject differs (subject guard): not used")
             continue

@@ -12,6 +12,7 @@ from ..core.contracts import FilingPlan, InboundMessage, RecordRef
 from ..core.decide import Contact, FiledMessage, Known, RecordInfo, decide, lookups, own_mail
 from ..core.message import MailMessage, id_key
 from ..core.mime import parse_message
+from ..core.rules import match_routes
 from ..store.errors import ContractError
 from ..store.keys import activity_row, contact_row, conversation_row, sender_partition
 from ..store.queues import decode
@@ -81,9 +82,10 @@ def gather(
         if row is not None:
             conversation = RecordRef(type=row["RecordType"], key=row["RecordKey"])
     records: dict[RecordRef, RecordInfo] = {}
+    route_guard = any(m.route.subject_guard for m in match_routes(config, message))
     for ref in [*thread.values(), *([conversation] if conversation else [])]:
         record_type = config.record_type(ref.type)
-        if record_type is not None and record_type.subject_guard:
+        if route_guard or (record_type is not None and record_type.subject_guard):
             row = stores.table(RECORDS).get(ref.type, ref.key)
             if row is not None:
                 records[ref] = RecordInfo(title=row.get("Title", ""), status=row.get("Status", ""))

@@ -53,6 +53,7 @@ routes:
   - {name: quiet, to: quiet@example.com, record_type: case, senders: {unknown: discard}}
   - {name: fwd, to: fwd@example.com, record_type: case,
      senders: {unknown: forward, forward_to: admin@example.com}}
+  - {name: careful, to: careful@example.com, record_type: case, subject_guard: true}
   - {name: scans, to: scans@example.com, has_attachments: true, record_type: case,
      headers: {X-Scanner: '^ACME'}}
 rate_limit: {per_sender: 3, window_minutes: 60, allow: ['@trusted.example']}
@@ -273,6 +274,11 @@ def test_subject_guard_refuses_a_header_match_with_another_subject() -> None:
     assert any("subject guard" in r for r in plan.reasons)
     same = Known(thread={"r1@x": guarded}, records={guarded: RecordInfo(title="Help")})
     assert one(mail(REPLY), same).record == guarded
+    # The guard set on a route applies to mail that route matches, whatever the record type.
+    to_careful = REPLY.replace("To: alice@example.org", "To: careful@example.com")
+    known = Known(sender=ALICE, thread={"r1@x": CASE_1}, records={CASE_1: RecordInfo("Other")})
+    assert one(mail(to_careful), known).action == "create"
+    assert one(mail(REPLY), known).record == CASE_1
 
 
 # --- duplicates and moves ------------------------------------------------------------------
