@@ -96,7 +96,14 @@ def test_run_serves_health_and_files_the_sample_mail_within_a_minute(
         time.sleep(0.5)
     assert health["status"] == "ok", health
     assert health["storage"] == {"reachable": True}
-    assert health["queues"] == {INBOUND: 0, "inbound-poison": 0, FILING: 0, "filing-poison": 0}
+    assert health["queues"] == {
+        INBOUND: 0,
+        "inbound-poison": 0,
+        FILING: 0,
+        "filing-poison": 0,
+        "events": 0,
+        "events-poison": 0,
+    }
     mailboxes = health["mailboxes"]
     assert isinstance(mailboxes, dict)
     assert mailboxes["sample"]["status"] == "ok"

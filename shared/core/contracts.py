@@ -130,6 +130,20 @@ class FilingPlan(_Contract):
     primary: bool = True
 
 
+class Event(_Contract):
+    """Queue `events`: something downstream systems hear about. `id` is stable: a redelivered
+    plan emits the same event again, and consumers drop ids they have seen."""
+
+    v: Literal[1] = 1
+    id: str
+    type: str  # record.created | record.updated | message.filed | task.*
+    occurred_at: datetime
+    record: RecordRef | None = None
+    display_id: str | None = None
+    message_key: str | None = None
+    data: dict[str, str | int | bool | None] = {}
+
+
 class PoisonMessage(_Contract):
     """Queue `<name>-poison`: a message that failed for good, with why. Raw mail stays in Blob."""
 

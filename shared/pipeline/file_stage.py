@@ -34,6 +34,7 @@ from ..store.stores import (
     TIMELINE,
     Stores,
 )
+from . import events
 
 log = logging.getLogger(__name__)
 MAX_COUNTER_ATTEMPTS = 20
@@ -68,12 +69,13 @@ def next_number(stores: Stores, record_type: str) -> int:
     raise RuntimeError(f"counter {record_type}: too much contention, will retry")
 
 
-def ensure_record(stores: Stores, config: Config, plan: FilingPlan, now: datetime) -> None:
+def ensure_record(stores: Stores, config: Config, plan: FilingPlan, now: datetime) -> bool:
     """Create the plan's record once, then give it the next number of its type.
 
     The insert decides which of several concurrent plans creates the record (a conversation's
     first mails often arrive together); only that one draws a number. A record its creator left
-    without a number (a crash) gets one when that plan is redelivered, ETag-guarded.
+    without a number (a crash) gets one when that plan is redelivered, ETag-guarded. Returns
+    whether this plan is the record's creator (also when redelivered).
     """
     assert plan.record is not None
     records = stores.table(RECORDS)
@@ -97,10 +99,9 @@ def ensure_record(stores: Stores, config: Config, plan: FilingPlan, now: datetim
         existing = records.get(plan.record.type, plan.record.key)
         # Only the plan that created the record numbers it (again, after a crash): another
         # plan of the same conversation would race the creator and waste a number.
-        if existing is None or "Number" in existing:
-            return
-        if existing.get("CreatedFrom") != plan.message_key[:400]:
-            return
+        creator = existing is not None and existing.get("CreatedFrom") == plan.message_key[:400]
+        if existing is None or "Number" in existing or not creator:
+            return creator
         etag = existing["_etag"]
     record_type = config.record_type(plan.record.type)
     prefix = record_type.prefix if record_type else plan.record.type.upper()
@@ -113,11 +114,11 @@ def ensure_record(stores: Stores, config: Config, plan: FilingPlan, now: datetim
     }
     for _ in range(MAX_COUNTER_ATTEMPTS):
         if records.update_if_unchanged(numbered, etag):
-            return
+            return True
         current = records.get(plan.record.type, plan.record.key)
         if current is None or "Number" in current:
             log.info("file: record %s numbered elsewhere (%d unused)", plan.record.key, number)
-            return
+            return True
         etag = current["_etag"]  # changed by a merge that set no number: try again
     raise RuntimeError(f"record {plan.record.key}: could not store its number, will retry")
 
@@ -127,8 +128,9 @@ def _message_row(plan: FilingPlan) -> str:
     return "msg" if plan.primary else f"also-{plan.record.type}"
 
 
-def _index_number(stores: Stores, plan: FilingPlan) -> None:
-    """RecordNumbers: display number -> record, what subject tokens are resolved through."""
+def _index_number(stores: Stores, plan: FilingPlan) -> str | None:
+    """RecordNumbers: display number -> record, what subject tokens are resolved through.
+    Returns the record's display id."""
     assert plan.record is not None
     record = stores.table(RECORDS).get(plan.record.type, plan.record.key)
     if record is not None and "Number" in record:
@@ -139,6 +141,7 @@ def _index_number(stores: Stores, plan: FilingPlan) -> None:
                 "RecordKey": plan.record.key,
             }
         )
+    return str(record["DisplayId"]) if record and record.get("DisplayId") else None
 
 
 def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> None:
@@ -272,9 +275,10 @@ def file_plan(
     else:
         if plan.entry is None:
             raise ContractError(f"plan {plan.action} for {plan.message_key[:40]} has no entry")
+        created, display_id = False, None
         if plan.action == "create":
-            ensure_record(stores, config, plan, now)
-            _index_number(stores, plan)
+            created = ensure_record(stores, config, plan, now)
+            display_id = _index_number(stores, plan)
         else:
             _update_fields(stores, plan, now)
         _write_timeline(stores, plan.record, plan)
@@ -326,6 +330,13 @@ def file_plan(
                 sighting,
             ]
         )
+        if events.enabled(config):
+            if display_id is None and plan.action != "create":
+                row = stores.table(RECORDS).get(plan.record.type, plan.record.key)
+                display_id = row.get("DisplayId") if row else None
+            events.emit(
+                stores, events.filing_events(plan, created=created, display_id=display_id, now=now)
+            )
     if plan.primary:
         _act_on_mailbox(stores, plan, now, source_for)
     log.info(

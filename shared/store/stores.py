@@ -12,7 +12,8 @@ from .tables import Table
 
 INBOUND = "inbound"
 FILING = "filing"
-QUEUES = (INBOUND, FILING)
+EVENTS = "events"
+QUEUES = (INBOUND, FILING, EVENTS)
 
 
 def poison(queue: str) -> str:
@@ -34,6 +35,8 @@ SENDERS = "SenderActivity"
 HELD = "Held"
 NOTICES = "Notices"
 PARTICIPANTS = "Participants"
+AUDIT = "Audit"
+DELIVERIES = "EventDeliveries"
 TABLES = (
     MESSAGES,
     RECORDS,
@@ -49,6 +52,8 @@ TABLES = (
     HELD,
     NOTICES,
     PARTICIPANTS,
+    AUDIT,
+    DELIVERIES,
 )
 
 
