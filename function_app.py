@@ -2,9 +2,11 @@
 
 import azure.functions as func
 
-from shared.functions import health, pipeline, timers
+from shared.functions import api, events, health, pipeline, timers
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health.bp)
 app.register_functions(pipeline.bp)
 app.register_functions(timers.bp)
+app.register_functions(api.bp)
+app.register_functions(events.bp)

@@ -97,12 +97,9 @@ def test_run_serves_health_and_files_the_sample_mail_within_a_minute(
     assert health["status"] == "ok", health
     assert health["storage"] == {"reachable": True}
     assert health["queues"] == {
-        INBOUND: 0,
-        "inbound-poison": 0,
-        FILING: 0,
-        "filing-poison": 0,
-        "events": 0,
-        "events-poison": 0,
+        name: 0
+        for q in ("inbound", "filing", "events", "deliveries")
+        for name in (q, f"{q}-poison")
     }
     mailboxes = health["mailboxes"]
     assert isinstance(mailboxes, dict)

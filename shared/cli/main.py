@@ -157,6 +157,16 @@ def cmd_records(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    from .events_cmd import cmd_list_dead, cmd_replay
+
+    _prepare_env(args)
+    ctx = _context()
+    if args.events_command == "dead":
+        return cmd_list_dead(ctx.stores, args.json)
+    return cmd_replay(ctx.stores, args.id, args.all)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .host import LocalHttpServer
 
@@ -234,6 +244,18 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--config")
         cmd.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
         cmd.set_defaults(func=cmd_records)
+
+    evs = sub.add_parser("events", help="dead-lettered webhook deliveries, and replaying them")
+    evs_sub = evs.add_subparsers(dest="events_command", required=True)
+    dead = evs_sub.add_parser("dead", help="list deliveries that failed for good, with the reason")
+    dead.add_argument("--json", action="store_true", help="JSON (one object per line)")
+    replay = evs_sub.add_parser("replay", help="queue dead deliveries again; the app delivers them")
+    replay.add_argument("id", nargs="?", help="an event id (the X-Mailfiler-Delivery header)")
+    replay.add_argument("--all", action="store_true", help="every dead delivery")
+    for cmd in (dead, replay):
+        cmd.add_argument("--config")
+        cmd.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
+        cmd.set_defaults(func=cmd_events)
 
     run = sub.add_parser("run", help="host the function app locally (HTTP, timers, queues)")
     run.add_argument("--host", default="127.0.0.1")

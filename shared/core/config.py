@@ -139,6 +139,17 @@ class RecordType(_Strict):
     updates_from: Literal["anyone", "thread", "contacts"] = "anyone"
     # A match by header (References, conversation) counts only if the subject matches too.
     subject_guard: bool = False
+    statuses: tuple[str, ...] = ("new", "open", "pending", "closed")
+    closed_statuses: tuple[str, ...] = ("closed",)
+
+    @model_validator(mode="after")
+    def _closed_are_statuses(self) -> RecordType:
+        unknown = [s for s in self.closed_statuses if s not in self.statuses]
+        if unknown:
+            raise ValueError(f"closed_statuses {unknown} are not among statuses")
+        if "new" not in self.statuses:
+            raise ValueError("statuses must include 'new', the status of a new record")
+        return self
 
     def field(self, name: str) -> FieldSpec | None:
         return next((f for f in self.fields if f.name.lower() == name.lower()), None)

@@ -87,6 +87,7 @@ def ensure_record(stores: Stores, config: Config, plan: FilingPlan, now: datetim
         "CreatedAt": now,
         "CreatedFrom": plan.message_key[:400],
         "Mailbox": plan.mailbox,
+        "Contact": plan.sender,
     }
     for name, value in plan.fields.items():
         entity[f"F_{name}"] = value

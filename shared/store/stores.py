@@ -13,7 +13,8 @@ from .tables import Table
 INBOUND = "inbound"
 FILING = "filing"
 EVENTS = "events"
-QUEUES = (INBOUND, FILING, EVENTS)
+DELIVERIES = "deliveries"
+QUEUES = (INBOUND, FILING, EVENTS, DELIVERIES)
 
 
 def poison(queue: str) -> str:
@@ -36,7 +37,7 @@ HELD = "Held"
 NOTICES = "Notices"
 PARTICIPANTS = "Participants"
 AUDIT = "Audit"
-DELIVERIES = "EventDeliveries"
+DELIVERY_LOG = "EventDeliveries"
 TABLES = (
     MESSAGES,
     RECORDS,
@@ -53,7 +54,7 @@ TABLES = (
     NOTICES,
     PARTICIPANTS,
     AUDIT,
-    DELIVERIES,
+    DELIVERY_LOG,
 )
 
 

@@ -1,0 +1,279 @@
+"""`mailfiler messages show` and `mailfiler poison list|replay`: what an operator needs.
+
+`messages show` reads one message's rows in table Messages (where it was filed and why, or why
+not, and every sighting). `poison list` shows what failed for good and why; `poison replay`
+sends the original bodies back to their queue once the cause is fixed. Every stage is idempotent
+(README, "Why the pipeline cannot lose or duplicate mail"), so replaying a message twice, or one
+that meanwhile succeeded, files nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import datetime
+from typing import Any
+
+from ..core.contracts import PoisonMessage
+from ..core.message import id_key
+from ..store.errors import ContractError
+from ..store.queues import decode
+from ..store.stores import MESSAGES, QUEUES, RECORDS, Stores, poison
+
+PEEK_MAX = 32  # Queue Storage peeks at most 32 messages
+REPLAY_LEASE_SECONDS = 300  # a received poison message stays invisible while it is replayed
+UNFILED = ("drop", "reject", "hold")
+# A stored message key: the hex of a Message-ID, or `h`/`s` + SHA-256 (shared/core/message.py).
+_KEY = re.compile(r"^(?:(?:[0-9a-f]{2})+|[hs][0-9a-f]{64})$")
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else None
+
+
+def _reasons(row: dict[str, Any]) -> list[str]:
+    return [r for r in str(row.get("Reasons") or "").split("\n") if r]
+
+
+def key_candidates(key: str) -> list[str]:
+    """The message keys KEY may stand for, most likely first."""
+    text = key.strip()
+    if text.startswith("<") and text.endswith(">"):
+        return [id_key(text[1:-1])]
+    out = [text] if _KEY.match(text) else []
+    if text:
+        out.append(id_key(text))
+    return list(dict.fromkeys(out))
+
+
+def _display_id(stores: Stores, record_type: str, record_key: str) -> str | None:
+    row = stores.table(RECORDS).get(record_type, record_key)
+    return str(row["DisplayId"]) if row and row.get("DisplayId") else None
+
+
+def _message_id_of(key: str) -> str | None:
+    """The Message-ID a hex key was made from (other keys are one-way hashes)."""
+    if not re.fullmatch(r"(?:[0-9a-f]{2})+", key):
+        return None
+    try:
+        return bytes.fromhex(key).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def message_status(stores: Stores, key: str) -> dict[str, Any] | None:
+    """Everything table Messages knows about one message, or None if it knows nothing."""
+    for candidate in key_candidates(key):
+        rows = list(stores.table(MESSAGES).partition(candidate))
+        if rows:
+            break
+    else:
+        return None
+    out: dict[str, Any] = {
+        "key": candidate,
+        "message_id": _message_id_of(candidate),
+        "filed": None,
+        "also": [],
+        "unfiled": [],
+        "sightings": [],
+    }
+    for row in sorted(rows, key=lambda r: str(r["RowKey"])):
+        rk = str(row["RowKey"])
+        if rk == "msg" or rk.startswith("also-"):
+            record_type, record_key = str(row["RecordType"]), str(row["RecordKey"])
+            filed = {
+                "record_type": record_type,
+                "record_key": record_key,
+                "display_id": _display_id(stores, record_type, record_key),
+                "mailbox": row.get("Mailbox"),
+                "source_id": row.get("SourceId"),
+                "folder": row.get("Folder"),
+                "kind": row.get("Kind"),
+                "filed_at": _iso(row.get("FiledAt")),
+                "blob": row.get("Blob"),
+                "reasons": _reasons(row),
+            }
+            if rk == "msg":
+                out["filed"] = filed
+                out["message_id"] = row.get("MessageId") or out["message_id"]
+            else:
+                out["also"].append(filed)
+        elif rk in UNFILED:
+            out["unfiled"].append(
+                {
+                    "action": rk,
+                    "mailbox": row.get("Mailbox"),
+                    "source_id": row.get("SourceId"),
+                    "folder": row.get("Folder"),
+                    "kind": row.get("Kind"),
+                    "at": _iso(row.get("At")),
+                    "blob": row.get("Blob"),
+                    "reasons": _reasons(row),
+                }
+            )
+        elif rk.startswith("s-"):
+            out["sightings"].append(
+                {
+                    "mailbox": row.get("Mailbox"),
+                    "folder": row.get("Folder"),
+                    "source_id": row.get("SourceId"),
+                    "seen_at": _iso(row.get("SeenAt")),
+                    "blob": row.get("Blob"),
+                }
+            )
+    out["sightings"].sort(key=lambda s: s["seen_at"] or "")
+    return out
+
+
+def _print_filed(label: str, filed: dict[str, Any]) -> None:
+    record = filed["display_id"] or "(not numbered yet)"
+    print(f"{label} {record} ({filed['record_type']} {filed['record_key']})")
+    print(f"  mailbox {filed['mailbox']}, folder {filed['folder'] or '-'}, kind {filed['kind']}")
+    print(f"  filed at {filed['filed_at']}")
+    print(f"  source {filed['source_id']}")
+    for reason in filed["reasons"]:
+        print(f"  - {reason}")
+
+
+def cmd_messages_show(stores: Stores, key: str, as_json: bool) -> int:
+    status = message_status(stores, key)
+    if status is None:
+        tried = ", ".join(key_candidates(key)) or "nothing"
+        print(
+            f"no message {key} in table {MESSAGES} (looked up key {tried}); "
+            "give a message key or a Message-ID",
+            file=sys.stderr,
+        )
+        return 1
+    if as_json:
+        print(json.dumps(status, ensure_ascii=False, default=str))
+        return 0
+    print(f"message {status['key']}")
+    print(f"  Message-ID: {status['message_id'] or '(none)'}")
+    if status["filed"]:
+        _print_filed("filed on", status["filed"])
+    for also in status["also"]:
+        _print_filed("also filed on", also)
+    for unfiled in status["unfiled"]:
+        print(f"{unfiled['action']} (not filed), at {unfiled['at']}")
+        print(
+            f"  mailbox {unfiled['mailbox']}, folder {unfiled['folder'] or '-'}, "
+            f"kind {unfiled['kind']}"
+        )
+        print(f"  source {unfiled['source_id']}")
+        for reason in unfiled["reasons"]:
+            print(f"  - {reason}")
+    if not status["filed"] and not status["unfiled"]:
+        print("not filed (only sightings are recorded)")
+    print(f"sightings: {len(status['sightings'])}")
+    for sighting in status["sightings"]:
+        print(
+            f"  {sighting['seen_at']}  {sighting['mailbox']}  {sighting['folder'] or '-'}  "
+            f"{sighting['source_id']}"
+        )
+    return 0
+
+
+# --- poison queues ------------------------------------------------------------------------------
+
+
+def _check_queue(queue: str) -> bool:
+    if queue in QUEUES:
+        return True
+    print(f"unknown queue {queue!r} (known: {', '.join(QUEUES)})", file=sys.stderr)
+    return False
+
+
+def _poison_entry(body: bytes) -> dict[str, Any]:
+    """A poison message as shown; the host's own poison moves carry the raw original body."""
+    try:
+        failure = decode(body, PoisonMessage)
+    except ContractError:
+        return {
+            "stage": None,
+            "reason": "moved by the host without a reason (the original message)",
+            "attempts": None,
+            "failed_at": None,
+            "blob": None,
+            "body": body.decode("utf-8", "replace"),
+        }
+    return {
+        "stage": failure.stage,
+        "reason": failure.reason,
+        "attempts": failure.dequeue_count,
+        "failed_at": failure.failed_at.isoformat(),
+        "blob": failure.blob,
+        "body": failure.body,
+    }
+
+
+def poison_entries(stores: Stores, queue: str, count: int = PEEK_MAX) -> list[dict[str, Any]]:
+    return [_poison_entry(body) for body in stores.queues.peek(poison(queue), min(count, PEEK_MAX))]
+
+
+def cmd_poison_list(stores: Stores, queue: str, as_json: bool) -> int:
+    if not _check_queue(queue):
+        return 2
+    entries = poison_entries(stores, queue)
+    if as_json:
+        for entry in entries:
+            print(json.dumps(entry, ensure_ascii=False))
+        return 0
+    depth = stores.queues.depth(poison(queue)) or 0
+    shown = f" (the first {len(entries)} shown)" if depth > len(entries) else ""
+    print(f"{poison(queue)}: {depth} message(s){shown}")
+    for entry in entries:
+        print(
+            f"  {entry['failed_at'] or '-'}  stage {entry['stage'] or '-'}  "
+            f"attempts {entry['attempts'] or '-'}  blob {entry['blob'] or '-'}"
+        )
+        print(f"      {entry['reason']}")
+    return 0
+
+
+def replay_body(body: bytes) -> bytes:
+    """What goes back to the queue: a PoisonMessage's original body, anything else as it is."""
+    try:
+        return decode(body, PoisonMessage).body.encode("utf-8")
+    except ContractError:
+        return body
+
+
+def replay(stores: Stores, queue: str, count: int | None) -> int:
+    """Move up to `count` (None: all) poison messages back to `queue`; how many moved.
+
+    Each is sent before it is deleted from the poison queue: a crash in between replays it twice,
+    which the stages absorb, rather than losing it.
+    """
+    moved = 0
+    seen: set[str] = set()
+    while count is None or moved < count:
+        want = PEEK_MAX if count is None else min(PEEK_MAX, count - moved)
+        batch = [
+            m
+            for m in stores.queues.receive(
+                poison(queue), max_messages=want, visibility_timeout=REPLAY_LEASE_SECONDS
+            )
+            if m.id not in seen
+        ]
+        if not batch:
+            break
+        for message in batch:
+            seen.add(message.id)
+            stores.queues.send_bytes(queue, replay_body(message.body))
+            stores.queues.delete(poison(queue), message)
+            moved += 1
+    return moved
+
+
+def cmd_poison_replay(stores: Stores, queue: str, count: int | None) -> int:
+    if not _check_queue(queue):
+        return 2
+    if count is not None and count < 1:
+        print("--count must be at least 1", file=sys.stderr)
+        return 2
+    moved = replay(stores, queue, count)
+    left = stores.queues.depth(poison(queue)) or 0
+    print(f"replayed {moved} message(s) from {poison(queue)} to {queue}; {left} left")
+    return 0

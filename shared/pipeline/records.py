@@ -1,0 +1,370 @@
+"""Records as the HTTP API and the CLI see them: list, get with timeline, update, file mail.
+
+Errors are `RecordError`s with an HTTP status and a message that says what to fix; the HTTP
+layer turns them into JSON answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..core.config import Config, RecordType
+from ..core.contracts import Event, FilingPlan, InboundMessage, RecordRef
+from ..core.decide import timeline_entry
+from ..core.message import id_key
+from ..core.reply_text import reply_text
+from ..store.keys import conversation_row
+from ..store.stores import (
+    AUDIT,
+    CONVERSATIONS,
+    FILING,
+    INGEST,
+    MESSAGES,
+    NUMBERS,
+    RECORDS,
+    TIMELINE,
+    Stores,
+)
+from ..store.tables import from_storage
+from .events import emit, enabled, event_id
+from .ingest import source_key
+from .map_stage import parse_inbound
+
+PAGE_MAX = 200
+
+
+class RecordError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked: the Functions host's principal header, else the key's holder."""
+
+    name: str
+    source: str  # "api", "cli", "mailfiler"
+
+
+def record_type(config: Config, name: str) -> RecordType:
+    found = config.record_type(name)
+    if found is None:
+        known = ", ".join(t.name for t in config.record_types)
+        raise RecordError(404, "unknown_type", f"no record type {name!r} (known: {known})")
+    return found
+
+
+def resolve(stores: Stores, config: Config, type_name: str, ident: str) -> dict[str, Any]:
+    """A record by display id (`CASE-12`), number (`12`) or key."""
+    rtype = record_type(config, type_name)
+    number = ident.upper().removeprefix(f"{rtype.prefix}-")
+    key = ident
+    if number.isdigit():
+        row = stores.table(NUMBERS).get(rtype.name, str(int(number)))
+        if row is None:
+            raise RecordError(404, "not_found", f"no {rtype.name} record number {number}")
+        key = row["RecordKey"]
+    if not key or any(c in key for c in "/\\#?") or len(key) > 64:
+        raise RecordError(404, "not_found", f"no {rtype.name} record {ident!r}")
+    record = stores.table(RECORDS).get(rtype.name, key)
+    if record is None:
+        raise RecordError(404, "not_found", f"no {rtype.name} record {ident!r}")
+    return record
+
+
+def view(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": record["PartitionKey"],
+        "key": record["RowKey"],
+        "id": record.get("DisplayId"),
+        "number": record.get("Number"),
+        "title": record.get("Title", ""),
+        "status": record.get("Status"),
+        "contact": record.get("Contact"),
+        "mailbox": record.get("Mailbox"),
+        "tags": [t for t in str(record.get("Tags") or "").split(",") if t],
+        "fields": {k[2:]: v for k, v in record.items() if k.startswith("F_")},
+        "created_at": _iso(record.get("CreatedAt")),
+        "updated_at": _iso(record.get("UpdatedAt")),
+    }
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else None
+
+
+def timeline(stores: Stores, record: dict[str, Any]) -> list[dict[str, Any]]:
+    partition = f"{record['PartitionKey']}-{record['RowKey']}"
+    return [
+        {
+            "message_key": e.get("MessageKey"),
+            "message_id": e.get("MessageId") or None,
+            "direction": e.get("Direction"),
+            "kind": e.get("Kind", "human"),
+            "date": _iso(e.get("Date")),
+            "from": e.get("From"),
+            "to": e.get("To"),
+            "cc": e.get("Cc"),
+            "subject": e.get("Subject"),
+            "snippet": e.get("Snippet"),
+            "mailbox": e.get("Mailbox"),
+            "folder": e.get("Folder"),
+            "raw": e.get("Blob"),
+        }
+        for e in stores.table(TIMELINE).partition(partition)
+    ]
+
+
+def _encode_token(token: Any) -> str | None:
+    if not token:
+        return None
+    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+
+
+def _decode_token(token: str | None) -> Any:
+    if not token:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (binascii.Error, ValueError) as exc:
+        raise RecordError(400, "bad_continuation", "continuation token is not valid") from exc
+
+
+def list_records(
+    stores: Stores,
+    config: Config,
+    *,
+    type_name: str | None,
+    status: str | None,
+    contact: str | None,
+    text: str | None,
+    limit: int,
+    continuation: str | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of records, filtered; the token continues where the page stopped."""
+    if not 1 <= limit <= PAGE_MAX:
+        raise RecordError(400, "bad_limit", f"limit must be between 1 and {PAGE_MAX}")
+    clauses, params = [], {}
+    if type_name:
+        record_type(config, type_name)
+        clauses.append("PartitionKey eq @type")
+        params["type"] = type_name
+    if status:
+        clauses.append("Status eq @status")
+        params["status"] = status
+    if contact:
+        clauses.append("Contact eq @contact")
+        params["contact"] = contact.lower()
+    client = stores.table(RECORDS).client
+    query = " and ".join(clauses)
+    pages = (
+        client.query_entities(query, parameters=params, results_per_page=limit)
+        if query
+        else client.list_entities(results_per_page=limit)
+    ).by_page(continuation_token=_decode_token(continuation))
+    page: Iterable[Any] = next(pages, [])
+    rows = [view(from_storage(e)) for e in page]
+    if text:
+        # Table Storage has no text search: the page is filtered here, so a page may hold fewer
+        # than `limit` records while the token still leads on.
+        needle = text.casefold()
+        rows = [r for r in rows if needle in r["title"].casefold()]
+    return rows, _encode_token(getattr(pages, "continuation_token", None))
+
+
+def audit(
+    stores: Stores, actor: Actor, action: str, record: RecordRef | None, detail: str, now: datetime
+) -> None:
+    """Two rows per act: one in the record's partition, one in the day's, so both queries are
+    partition scans."""
+    stamp = f"{now:%Y%m%dT%H%M%S%f}-{event_id(actor.name, action, detail, now.isoformat())[:8]}"
+    row = {
+        "Actor": actor.name[:200],
+        "Source": actor.source,
+        "Action": action,
+        "Detail": detail[:2000],
+        "At": now,
+        "RecordType": record.type if record else None,
+        "RecordKey": record.key if record else None,
+    }
+    partitions = [f"day-{now:%Y%m%d}"]
+    if record is not None:
+        partitions.append(f"rec-{record.type}-{record.key}")
+    for partition in partitions:
+        stores.table(AUDIT).upsert({"PartitionKey": partition, "RowKey": stamp, **row})
+
+
+def update_record(
+    stores: Stores, config: Config, record: dict[str, Any], body: Any, actor: Actor, now: datetime
+) -> dict[str, Any]:
+    """PATCH: fields (checked against the type) and status (one of the type's)."""
+    if not isinstance(body, dict) or not body or set(body) - {"fields", "status"}:
+        raise RecordError(400, "bad_body", "send a JSON object with 'fields' and/or 'status'")
+    rtype = record_type(config, record["PartitionKey"])
+    changes: dict[str, Any] = {}
+    status = body.get("status")
+    if status is not None:
+        if status not in rtype.statuses:
+            raise RecordError(
+                422, "bad_status", f"status must be one of {', '.join(rtype.statuses)}"
+            )
+        changes["Status"] = status
+    fields = body.get("fields") or {}
+    if not isinstance(fields, dict):
+        raise RecordError(400, "bad_body", "'fields' must be an object")
+    for name, value in fields.items():
+        spec = rtype.field(name)
+        if spec is None:
+            raise RecordError(422, "unknown_field", f"{rtype.name} has no field {name!r}")
+        if value is None:
+            continue
+        if spec.type == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise RecordError(422, "bad_field", f"field {spec.name} must be an integer")
+        if spec.type == "choice" and value not in spec.choices:
+            raise RecordError(
+                422, "bad_field", f"field {spec.name} must be one of {', '.join(spec.choices)}"
+            )
+        if spec.type == "date":
+            try:
+                value = datetime.fromisoformat(str(value)).date().isoformat()
+            except ValueError as exc:
+                raise RecordError(422, "bad_field", f"field {spec.name} must be a date") from exc
+        if spec.type == "text" and not isinstance(value, str):
+            raise RecordError(422, "bad_field", f"field {spec.name} must be a string")
+        changes[f"F_{spec.name}"] = value
+    ref = RecordRef(type=record["PartitionKey"], key=record["RowKey"])
+    entity = {"PartitionKey": ref.type, "RowKey": ref.key, "UpdatedAt": now, **changes}
+    if not stores.table(RECORDS).update_if_unchanged(entity, record["_etag"]):
+        raise RecordError(409, "conflict", "the record changed meanwhile; read it and try again")
+    audit(stores, actor, "update", ref, json.dumps(body, default=str)[:2000], now)
+    if enabled(config):
+        emit(
+            stores,
+            [
+                Event(
+                    id=event_id("record.updated", ref.type, ref.key, now.isoformat()),
+                    type="record.updated",
+                    occurred_at=now,
+                    record=ref,
+                    display_id=record.get("DisplayId"),
+                    data={k: v for k, v in changes.items() if isinstance(v, (str, int, bool))},
+                )
+            ],
+        )
+    updated = stores.table(RECORDS).get(ref.type, ref.key)
+    assert updated is not None
+    return view(updated)
+
+
+def file_manually(
+    stores: Stores, config: Config, record: dict[str, Any], body: Any, actor: Actor, now: datetime
+) -> FilingPlan:
+    """POST .../messages: file a mail Mailfiler has seen onto this record. Its conversation then
+    follows: replies find it through the message index and the conversation index."""
+    if not isinstance(body, dict):
+        raise RecordError(400, "bad_body", "send {'message_id': ...} or {'mailbox', 'source_id'}")
+    blob, mailbox, source_id, folder = _locate(stores, config, body)
+    inbound = InboundMessage(mailbox=mailbox, source_id=source_id, blob=blob, folder=folder)
+    message = parse_inbound(stores, inbound)
+    ref = RecordRef(type=record["PartitionKey"], key=record["RowKey"])
+    text = reply_text(message.text)
+    plan = FilingPlan(
+        action="attach",
+        message_key=message.key,
+        mailbox=mailbox,
+        source_id=source_id,
+        blob=blob,
+        folder=folder,
+        record=ref,
+        entry=timeline_entry(message, text, "in", "human"),
+        conversation_id=message.conversation_id,
+        reasons=(f"filed by hand by {actor.name} ({actor.source})",),
+    )
+    stores.queues.send(FILING, plan)
+    if message.conversation_id:
+        stores.table(CONVERSATIONS).upsert(
+            {
+                "PartitionKey": mailbox,
+                "RowKey": conversation_row(message.conversation_id),
+                "RecordType": ref.type,
+                "RecordKey": ref.key,
+            }
+        )
+    audit(stores, actor, "file_message", ref, f"{message.key[:80]} from {mailbox}", now)
+    return plan
+
+
+def _locate(
+    stores: Stores, config: Config, body: dict[str, Any]
+) -> tuple[str, str, str, str | None]:
+    """The raw mail's blob, mailbox, source id and folder of a mail named by the request."""
+    if "message_id" in body:
+        mid = str(body["message_id"]).strip().strip("<>")
+        if not mid:
+            raise RecordError(400, "bad_body", "message_id is empty")
+        rows = list(stores.table(MESSAGES).partition(id_key(mid)))
+        seen = [r for r in rows if r.get("Blob") and r.get("Mailbox")]
+        if not seen:
+            raise RecordError(404, "unknown_message", f"Mailfiler has not seen <{mid}>")
+        row = next((r for r in seen if r["RowKey"] == "msg"), seen[0])
+        return row["Blob"], row["Mailbox"], row["SourceId"], row.get("Folder")
+    if {"mailbox", "source_id"} <= set(body):
+        mailbox, source_id = str(body["mailbox"]), str(body["source_id"])
+        if config.mailbox(mailbox) is None:
+            raise RecordError(404, "unknown_mailbox", f"no mailbox {mailbox!r}")
+        ingested = stores.table(INGEST).get(mailbox, source_key(source_id))
+        if ingested is None:
+            raise RecordError(
+                404, "unknown_message", f"mailbox {mailbox!r} has no ingested message {source_id!r}"
+            )
+        return ingested["Blob"], mailbox, source_id, None
+    raise RecordError(400, "bad_body", "send {'message_id': ...} or {'mailbox', 'source_id'}")
+
+
+def message_status(stores: Stores, key_or_id: str) -> dict[str, Any]:
+    """GET /api/messages/{key}: where a message is filed (or why not), and every sighting."""
+    value = key_or_id.strip()
+    key = id_key(value.strip("<>")) if ("@" in value or value.startswith("<")) else value
+    if not key or any(c in key for c in "/\\#?"):
+        raise RecordError(404, "unknown_message", "no such message")
+    rows = list(stores.table(MESSAGES).partition(key))
+    if not rows:
+        raise RecordError(404, "unknown_message", f"Mailfiler has no message {key_or_id!r}")
+    out: dict[str, Any] = {
+        "key": key,
+        "status": None,
+        "record": None,
+        "reasons": [],
+        "sightings": [],
+    }
+    for row in rows:
+        rk = row["RowKey"]
+        if rk.startswith("s-"):
+            out["sightings"].append(
+                {
+                    "mailbox": row.get("Mailbox"),
+                    "folder": row.get("Folder"),
+                    "seen_at": _iso(row.get("SeenAt")),
+                }
+            )
+        elif rk == "msg":
+            out["status"] = "filed"
+            out["record"] = {"type": row.get("RecordType"), "key": row.get("RecordKey")}
+            out["message_id"] = row.get("MessageId") or None
+            out["reasons"] = str(row.get("Reasons") or "").splitlines()
+            out["kind"] = row.get("Kind")
+        elif rk in ("drop", "reject", "hold") and out["status"] is None:
+            out["status"] = {"drop": "dropped", "reject": "rejected", "hold": "held"}[rk]
+            out["reasons"] = str(row.get("Reasons") or "").splitlines()
+            out["kind"] = row.get("Kind")
+    if out["record"]:
+        record = stores.table(RECORDS).get(out["record"]["type"], out["record"]["key"])
+        out["record"]["id"] = record.get("DisplayId") if record else None
+    return out
