@@ -11,12 +11,12 @@ import pytest
 
 from shared.cli.azurite import Azurite
 from shared.core.config import parse_config
-from shared.core.contracts import InboundMessage, PoisonMessage
+from shared.core.contracts import FilingPlan, InboundMessage, PoisonMessage
 from shared.pipeline.context import AppContext, set_context
 from shared.pipeline.poll import mailbox_status, poll_all
 from shared.settings import AppSettings
 from shared.store.queues import decode
-from shared.store.stores import ACTIONS, FILING, INBOUND, MESSAGES, Stores, poison
+from shared.store.stores import ACTIONS, FILING, INBOUND, MESSAGES, TIMELINE, Stores, poison
 
 from .helpers import filed_keys, local_host, records, timeline_counts
 
@@ -147,3 +147,23 @@ def test_a_filed_message_seen_in_another_folder_is_a_move(context: AppContext) -
         if e.get("SourceId") == first.source_id and e["RowKey"] == "msg"
     ]
     assert [e["Folder"] for e in entries] == ["Archive"]
+    (row,) = entries
+    entry = context.stores.table(TIMELINE).get(
+        f"{row['RecordType']}-{row['RecordKey']}", row["TimelineRow"]
+    )
+    assert entry is not None and entry["Folder"] == "Archive"
+
+
+def test_a_redelivered_plan_never_rewrites_the_timeline(context: AppContext) -> None:
+    poll_all(context, NOW)
+    host = local_host(context.stores.queues)
+    host.drain(only={INBOUND})
+    plans = [decode(b, FilingPlan) for b in context.stores.queues.peek(FILING, 32)]
+    host.drain()
+    edited = plans[0].model_copy(
+        update={"entry": plans[0].entry.model_copy(update={"snippet": "EDITED"})}  # type: ignore[union-attr]
+    )
+    context.stores.queues.send(FILING, edited)
+    host.drain()
+    snippets = [e["Snippet"] for e in context.stores.table(TIMELINE).all()]
+    assert "EDITED" not in snippets and len(snippets) == 8

@@ -17,7 +17,7 @@ from shared.pipeline.context import AppContext, set_context
 from shared.pipeline.poll import poll_all
 from shared.settings import AppSettings
 from shared.store.keys import contact_row
-from shared.store.stores import CONTACTS, HELD, MESSAGES, NOTICES, RECORDS, Stores
+from shared.store.stores import CONTACTS, HELD, MESSAGES, NOTICES, RECORDS, TIMELINE, Stores
 
 from .helpers import app_functions, local_host, timeline_counts
 
@@ -209,3 +209,14 @@ def test_thread_policy_uses_the_addresses_on_the_records_mail(
     )
     rejected = stores.table(MESSAGES).get(key("p3@example.net"), "reject")
     assert rejected is not None and "from its thread only" in rejected["Reasons"]
+
+
+def test_long_reply_text_spills_to_blob_storage(box: Mailbox, stores: Stores) -> None:
+    long_text = "\n".join(f"Line {i} of a very long report." for i in range(2000))
+    box.deliver(
+        "From: erin@example.org\nTo: support@example.com\nSubject: Report\n"
+        f"Message-ID: <long@example.org>\n\n{long_text}"
+    )
+    (entry,) = list(stores.table(TIMELINE).all())
+    assert len(entry["Text"]) == 8000 and long_text.startswith(entry["Text"])
+    assert stores.blobs.get(entry["TextBlob"]) == long_text.encode()

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 SNIPPET_CHARS = 500
+TEXT_INLINE = 8000
 MAX_ENTRY_ATTACHMENTS = 50
 
 
@@ -56,6 +57,10 @@ class TimelineEntry(_Contract):
     cc: tuple[str, ...] = ()
     date: datetime | None = None
     snippet: str = Field(default="", max_length=SNIPPET_CHARS)
+    # The reply text, whole up to TEXT_INLINE characters; longer text is in Blob Storage
+    # (`text_blob`), so a long mail never breaks the 64 KiB queue or property limits.
+    text: str = Field(default="", max_length=TEXT_INLINE)
+    text_blob: str | None = None
     attachments: tuple[AttachmentInfo, ...] = Field(default=(), max_length=MAX_ENTRY_ATTACHMENTS)
 
     model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")

@@ -33,6 +33,7 @@ from .classify import Classification, OwnMail, classify
 from .config import Config, RecordType, Route
 from .contracts import (
     SNIPPET_CHARS,
+    TEXT_INLINE,
     AttachmentInfo,
     ContactUpdate,
     DsnInfo,
@@ -144,6 +145,7 @@ def timeline_entry(message: MailMessage, text: str, direction: str, kind: str) -
         cc=tuple(str(a) for a in message.cc[:50]),
         date=message.date,
         snippet=" ".join(text.split())[:SNIPPET_CHARS],
+        text=text[:TEXT_INLINE],
         attachments=tuple(
             AttachmentInfo(filename=a.filename, content_type=a.content_type, size=a.size)
             for a in message.attachments[:50]

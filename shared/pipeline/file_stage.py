@@ -272,6 +272,15 @@ def file_plan(
             updates.append(
                 {"PartitionKey": plan.message_key, "RowKey": "msg", "Folder": plan.folder}
             )
+            if own.get("Folder") != plan.folder and own.get("TimelineRow"):
+                # A move: the timeline shows where the mail is now.
+                stores.table(TIMELINE).upsert(
+                    {
+                        "PartitionKey": f"{own['RecordType']}-{own['RecordKey']}",
+                        "RowKey": own["TimelineRow"],
+                        "Folder": plan.folder,
+                    }
+                )
         messages.upsert_batch(updates)
     else:
         if plan.entry is None:
@@ -325,6 +334,7 @@ def file_plan(
                     "Folder": plan.folder,
                     "Blob": plan.blob,
                     "Kind": plan.kind,
+                    "TimelineRow": timeline_row(plan),
                     "FiledAt": now,
                     "Reasons": "\n".join(plan.reasons)[:4000],
                 },
@@ -353,7 +363,9 @@ def file_plan(
 def _write_timeline(stores: Stores, record: RecordRef, plan: FilingPlan) -> None:
     assert plan.entry is not None
     entry = plan.entry
-    stores.table(TIMELINE).upsert(
+    # insert, never replace: a mail edited after it was filed (Graph reports edits as updates)
+    # does not rewrite the record's history, and a redelivered plan changes nothing.
+    stores.table(TIMELINE).insert(
         {
             "PartitionKey": f"{record.type}-{record.key}",
             "RowKey": timeline_row(plan),
@@ -366,6 +378,8 @@ def _write_timeline(stores: Stores, record: RecordRef, plan: FilingPlan) -> None
             "Cc": ", ".join(entry.cc)[:8000],
             "Date": entry.date,
             "Snippet": entry.snippet,
+            "Text": entry.text,
+            "TextBlob": entry.text_blob,
             "Kind": entry.kind,
             "Attachments": "\n".join(
                 f"{a.filename or ''}\t{a.content_type}\t{a.size}" for a in entry.attachments
@@ -373,8 +387,7 @@ def _write_timeline(stores: Stores, record: RecordRef, plan: FilingPlan) -> None
             "Mailbox": plan.mailbox,
             "Folder": plan.folder,
             "Blob": plan.blob,
-        },
-        mode="replace",
+        }
     )
 
 

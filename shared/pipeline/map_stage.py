@@ -8,10 +8,11 @@ from datetime import datetime, timedelta
 
 from ..core.classify import Classification, classify
 from ..core.config import Config
-from ..core.contracts import FilingPlan, InboundMessage, RecordRef
+from ..core.contracts import TEXT_INLINE, FilingPlan, InboundMessage, RecordRef
 from ..core.decide import Contact, FiledMessage, Known, RecordInfo, decide, lookups, own_mail
 from ..core.message import MailMessage, id_key
 from ..core.mime import parse_message
+from ..core.reply_text import reply_text
 from ..core.rules import match_routes
 from ..store.errors import ContractError
 from ..store.keys import activity_row, contact_row, conversation_row, sender_partition
@@ -157,6 +158,7 @@ def map_inbound(
     message = parse_inbound(stores, inbound)
     classification = classify(message, own_mail(config))
     known = gather(stores, config, message, classification, now)
+    text = reply_text(message.text)
     plans = decide(
         message,
         known,
@@ -164,7 +166,16 @@ def map_inbound(
         blob=inbound.blob,
         signing_keys=signing_keys,
         classification=classification,
+        reply=text,
     )
+    if len(text) > TEXT_INLINE:
+        text_blob = stores.blobs.put_text(text)
+        plans = [
+            p.model_copy(update={"entry": p.entry.model_copy(update={"text_blob": text_blob})})
+            if p.entry is not None
+            else p
+            for p in plans
+        ]
     for plan in plans:
         stores.queues.send(FILING, plan)
         log.info(

@@ -114,6 +114,8 @@ def timeline(stores: Stores, record: dict[str, Any]) -> list[dict[str, Any]]:
             "cc": e.get("Cc"),
             "subject": e.get("Subject"),
             "snippet": e.get("Snippet"),
+            "text": e.get("Text"),
+            "text_blob": e.get("TextBlob"),
             "mailbox": e.get("Mailbox"),
             "folder": e.get("Folder"),
             "raw": e.get("Blob"),

@@ -36,6 +36,19 @@ class Blobs:
             )
         return name
 
+    def put_text(self, text: str) -> str:
+        """Long text (a reply too long for a table property) under its SHA-256."""
+        data = text.encode("utf-8")
+        name = "text/" + hashlib.sha256(data).hexdigest() + ".txt"
+        client = self._service.get_blob_client(RAW_CONTAINER, name)
+        with contextlib.suppress(ResourceExistsError):
+            client.upload_blob(
+                data,
+                overwrite=False,
+                content_settings=ContentSettings(content_type="text/plain; charset=utf-8"),
+            )
+        return name
+
     def get(self, name: str, container: str = RAW_CONTAINER) -> bytes | None:
         try:
             return self._service.get_blob_client(container, name).download_blob().readall()
