@@ -220,3 +220,21 @@ def test_long_reply_text_spills_to_blob_storage(box: Mailbox, stores: Stores) ->
     (entry,) = list(stores.table(TIMELINE).all())
     assert len(entry["Text"]) == 8000 and long_text.startswith(entry["Text"])
     assert stores.blobs.get(entry["TextBlob"]) == long_text.encode()
+
+
+def test_a_reply_reopens_a_closed_record(box: Mailbox, stores: Stores) -> None:
+    box.deliver(
+        "From: fay@example.org\nTo: support@example.com\nSubject: Door\n"
+        "Message-ID: <f1@example.org>\n\nThe door squeaks."
+    )
+    (record,) = list(stores.table(RECORDS).all())
+    stores.table(RECORDS).upsert(
+        {"PartitionKey": "case", "RowKey": record["RowKey"], "Status": "closed"}
+    )
+    box.deliver(
+        "From: fay@example.org\nTo: support@example.com\nSubject: Re: Door\n"
+        "Message-ID: <f2@example.org>\nIn-Reply-To: <f1@example.org>\n\nIt squeaks again."
+    )
+    reopened = stores.table(RECORDS).get("case", record["RowKey"])
+    assert reopened is not None and reopened["Status"] == "open"
+    assert record_of(stores, key("f2@example.org")) == record["DisplayId"]

@@ -141,6 +141,10 @@ class RecordType(_Strict):
     subject_guard: bool = False
     statuses: tuple[str, ...] = ("new", "open", "pending", "closed")
     closed_statuses: tuple[str, ...] = ("closed",)
+    # What a reply to a closed record does: reopen it (to `reopen_status`), open a new record
+    # for the reply's conversation, or just attach.
+    reply_when_closed: Literal["reopen", "new", "attach"] = "reopen"
+    reopen_status: str = "open"
 
     @model_validator(mode="after")
     def _closed_are_statuses(self) -> RecordType:
@@ -149,6 +153,8 @@ class RecordType(_Strict):
             raise ValueError(f"closed_statuses {unknown} are not among statuses")
         if "new" not in self.statuses:
             raise ValueError("statuses must include 'new', the status of a new record")
+        if self.reopen_status not in self.statuses:
+            raise ValueError(f"reopen_status {self.reopen_status!r} is not among statuses")
         return self
 
     def field(self, name: str) -> FieldSpec | None:

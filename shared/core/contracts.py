@@ -114,6 +114,7 @@ class FilingPlan(_Contract):
     record: RecordRef | None = None
     title: str | None = None
     fields: dict[str, str | int] = {}
+    status: str | None = None  # a status to set, e.g. reopening a closed record
     # The message starts its conversation: its title and fields win over a reply's that happened
     # to create the record first.
     root: bool = False

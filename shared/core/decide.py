@@ -400,12 +400,40 @@ def decide(
             parsed = parse_fields(text, record_type, config.field_block, updating=True)
             fields = parsed.values
             reasons.extend(parsed.problems)
+        info = known.records.get(found.record)
+        status = None
+        if (
+            record_type is not None
+            and info is not None
+            and info.status in record_type.closed_statuses
+        ):
+            policy = record_type.reply_when_closed
+            if policy == "new" and direction == "in":
+                reasons.append(
+                    f"{found.record.type} {found.record.key} is {info.status}: "
+                    "a reply opens a new record"
+                )
+                ctx = _Ctx(message, known, config, plan, actions, entry, text, kind, class_action)
+                fresh = _create(ctx, record_type, {}, (), "reply to a closed record", None, reasons)
+                if fresh.action != "create":
+                    return [fresh]  # the sender policy refused, discarded or held it
+                # Keyed by this mail, not the conversation's root (which is the closed record's).
+                new_key = record_key(record_type.name, message.key)
+                new_ref = RecordRef(type=record_type.name, key=new_key)
+                return [fresh.model_copy(update={"record": new_ref, "root": True})]
+            if policy == "reopen" and direction == "in":
+                status = record_type.reopen_status
+                reasons.append(
+                    f"{found.record.type} {found.record.key} was {info.status}: "
+                    f"reopened as {status}"
+                )
         return [
             plan(
                 action="attach",
                 record=found.record,
                 entry=entry,
                 fields=fields,
+                status=status,
                 mailbox_actions=actions,
                 reasons=(found.why, *reasons),
             )

@@ -41,12 +41,12 @@ def filing_events(
                 **common,
             )
         )
-    elif plan.fields or plan.tags:
+    elif plan.fields or plan.tags or plan.status:
         out.append(
             Event(
                 id=event_id("record.updated", record.type, record.key, key),
                 type="record.updated",
-                data={f"field.{k}": v for k, v in plan.fields.items()},
+                data={"status": plan.status, **{f"field.{k}": v for k, v in plan.fields.items()}},
                 **common,
             )
         )

@@ -147,7 +147,7 @@ def _index_number(stores: Stores, plan: FilingPlan) -> str | None:
 
 def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> None:
     assert plan.record is not None
-    if not plan.fields and not plan.tags:
+    if not plan.fields and not plan.tags and not plan.status:
         return
     entity: dict[str, Any] = {
         "PartitionKey": plan.record.type,
@@ -157,6 +157,8 @@ def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> None:
     entity.update({f"F_{name}": value for name, value in plan.fields.items()})
     if plan.tags:
         entity["Tags"] = ",".join(plan.tags)[:1000]
+    if plan.status:
+        entity["Status"] = plan.status
     stores.table(RECORDS).upsert(entity)
 
 

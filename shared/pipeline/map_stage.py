@@ -84,9 +84,14 @@ def gather(
             conversation = RecordRef(type=row["RecordType"], key=row["RecordKey"])
     records: dict[RecordRef, RecordInfo] = {}
     route_guard = any(m.route.subject_guard for m in match_routes(config, message))
-    for ref in [*thread.values(), *([conversation] if conversation else [])]:
+    candidates = [*tokens.values(), *thread.values(), *([conversation] if conversation else [])]
+    for ref in dict.fromkeys(candidates):
         record_type = config.record_type(ref.type)
-        if route_guard or (record_type is not None and record_type.subject_guard):
+        # The record's title (subject guard) and status (replies to closed records) matter.
+        if route_guard or (
+            record_type is not None
+            and (record_type.subject_guard or record_type.reply_when_closed != "attach")
+        ):
             row = stores.table(RECORDS).get(ref.type, ref.key)
             if row is not None:
                 records[ref] = RecordInfo(title=row.get("Title", ""), status=row.get("Status", ""))
@@ -103,7 +108,6 @@ def gather(
         recent = _recent(stores, config, need.sender, now)
     bounce_original = _filed_record(stores, need.bounce_original) if need.bounce_original else None
     on_thread: dict[RecordRef, bool] = {}
-    candidates = [*tokens.values(), *thread.values(), *([conversation] if conversation else [])]
     for ref in dict.fromkeys(candidates):
         record_type = config.record_type(ref.type)
         if need.sender and record_type is not None and record_type.updates_from == "thread":

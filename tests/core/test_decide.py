@@ -201,6 +201,30 @@ def test_updates_only_from_the_thread_where_the_type_says_so() -> None:
     assert member.participants == ("bob@example.org", "alice@example.org")
 
 
+def test_a_reply_to_a_closed_record_reopens_it_or_opens_a_new_one() -> None:
+    closed = Known(thread={"r1@x": CASE_1}, records={CASE_1: RecordInfo("Help", "closed")})
+    reopened = one(mail(REPLY), closed)
+    assert (reopened.action, reopened.record, reopened.status) == ("attach", CASE_1, "open")
+    assert "reopened as open" in reopened.reasons[-1]
+    assert (
+        one(
+            mail(REPLY),
+            Known(thread={"r1@x": CASE_1}, records={CASE_1: RecordInfo("Help", "open")}),
+        ).status
+        is None
+    )
+    config = parse_config(
+        CONFIG_TEXT.replace("prefix: CASE\n", "prefix: CASE\n    reply_when_closed: new\n")
+    )
+    fresh = one(mail(REPLY), closed, config)
+    assert fresh.action == "create" and fresh.record != CASE_1 and fresh.root
+    assert fresh.record == RecordRef(type="case", key=record_key("case", id_key("r2@x")))
+    config = parse_config(
+        CONFIG_TEXT.replace("prefix: CASE\n", "prefix: CASE\n    reply_when_closed: attach\n")
+    )
+    assert one(mail(REPLY), closed, config).status is None
+
+
 def test_rate_limit_applies_to_replies_too() -> None:
     held = one(mail(REPLY), Known(thread={"r1@x": CASE_1}, sender_recent=3))
     assert held.action == "hold" and held.record is None
