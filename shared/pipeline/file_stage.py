@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -49,33 +50,50 @@ def sighting_row(mailbox: str, source_id: str) -> str:
     return "s-" + hashlib.sha256(f"{mailbox}\x00{source_id}".encode()).hexdigest()[:32]
 
 
-def next_number(stores: Stores, record_type: str) -> int:
-    """The next human-readable number of a record type; ETag-guarded, never handed out twice."""
-    table = stores.table(COUNTERS)
+def claim_number(stores: Stores, record_type: str, record_key: str) -> int:
+    """The next human-readable number of a record type, never handed out twice.
+
+    The claim is an insert into RecordNumbers (number -> record), which Table Storage makes
+    unique: whoever inserts row n owns n. The counter is only a hint where to start, so it needs
+    no ETag and concurrent creators cost one insert per collision, not a read-modify-write.
+    The row is also the index that resolves subject tokens. A creator that crashed after its
+    claim claims again when redelivered: the first number stays an alias of the same record,
+    never another record's.
+    """
+    counters, numbers = stores.table(COUNTERS), stores.table(NUMBERS)
+    hint = counters.get(record_type, "number")
+    start = int(hint["Value"]) + 1 if hint else 1
     for _ in range(MAX_COUNTER_ATTEMPTS):
-        current = table.get(record_type, "number")
-        if current is None:
-            if (
-                table.insert({"PartitionKey": record_type, "RowKey": "number", "Value": 1})
-                is not None
-            ):
-                return 1
-            continue
-        value = int(current["Value"]) + 1
-        if table.update_if_unchanged(
-            {"PartitionKey": record_type, "RowKey": "number", "Value": value}, current["_etag"]
-        ):
-            return value
-    raise RuntimeError(f"counter {record_type}: too much contention, will retry")
+        number = _next_guess(record_type, start)
+        row = {"PartitionKey": record_type, "RowKey": str(number), "RecordKey": record_key}
+        if numbers.insert(row) is not None:
+            counters.upsert({"PartitionKey": record_type, "RowKey": "number", "Value": number})
+            return number
+        start = number + 1
+    raise RuntimeError(f"numbers of {record_type}: too much contention, will retry")
 
 
-def ensure_record(stores: Stores, config: Config, plan: FilingPlan, now: datetime) -> bool:
+_guess_lock = threading.Lock()
+_last_guess: dict[str, int] = {}
+
+
+def _next_guess(record_type: str, start: int) -> int:
+    """Workers of one process never try the same number: only other processes collide."""
+    with _guess_lock:
+        guess = max(start, _last_guess.get(record_type, 0) + 1)
+        _last_guess[record_type] = guess
+        return guess
+
+
+def ensure_record(
+    stores: Stores, config: Config, plan: FilingPlan, now: datetime
+) -> tuple[bool, str | None]:
     """Create the plan's record once, then give it the next number of its type.
 
     The insert decides which of several concurrent plans creates the record (a conversation's
     first mails often arrive together); only that one draws a number. A record its creator left
     without a number (a crash) gets one when that plan is redelivered, ETag-guarded. Returns
-    whether this plan is the record's creator (also when redelivered).
+    whether this plan is the record's creator (also when redelivered), and its display id.
     """
     assert plan.record is not None
     records = stores.table(RECORDS)
@@ -102,24 +120,25 @@ def ensure_record(stores: Stores, config: Config, plan: FilingPlan, now: datetim
         # plan of the same conversation would race the creator and waste a number.
         creator = existing is not None and existing.get("CreatedFrom") == plan.message_key[:400]
         if existing is None or "Number" in existing or not creator:
-            return creator
+            return creator, existing.get("DisplayId") if existing else None
         etag = existing["_etag"]
     record_type = config.record_type(plan.record.type)
     prefix = record_type.prefix if record_type else plan.record.type.upper()
-    number = next_number(stores, plan.record.type)
+    number = claim_number(stores, plan.record.type, plan.record.key)
     numbered = {
         "PartitionKey": plan.record.type,
         "RowKey": plan.record.key,
         "Number": number,
         "DisplayId": f"{prefix}-{number}",
     }
+    display_id = f"{prefix}-{number}"
     for _ in range(MAX_COUNTER_ATTEMPTS):
         if records.update_if_unchanged(numbered, etag):
-            return True
+            return True, display_id
         current = records.get(plan.record.type, plan.record.key)
         if current is None or "Number" in current:
             log.info("file: record %s numbered elsewhere (%d unused)", plan.record.key, number)
-            return True
+            return True, current.get("DisplayId") if current else None
         etag = current["_etag"]  # changed by a merge that set no number: try again
     raise RuntimeError(f"record {plan.record.key}: could not store its number, will retry")
 
@@ -127,22 +146,6 @@ def ensure_record(stores: Stores, config: Config, plan: FilingPlan, now: datetim
 def _message_row(plan: FilingPlan) -> str:
     assert plan.record is not None
     return "msg" if plan.primary else f"also-{plan.record.type}"
-
-
-def _index_number(stores: Stores, plan: FilingPlan) -> str | None:
-    """RecordNumbers: display number -> record, what subject tokens are resolved through.
-    Returns the record's display id."""
-    assert plan.record is not None
-    record = stores.table(RECORDS).get(plan.record.type, plan.record.key)
-    if record is not None and "Number" in record:
-        stores.table(NUMBERS).upsert(
-            {
-                "PartitionKey": plan.record.type,
-                "RowKey": str(record["Number"]),
-                "RecordKey": plan.record.key,
-            }
-        )
-    return str(record["DisplayId"]) if record and record.get("DisplayId") else None
 
 
 def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> None:
@@ -289,8 +292,7 @@ def file_plan(
             raise ContractError(f"plan {plan.action} for {plan.message_key[:40]} has no entry")
         created, display_id = False, None
         if plan.action == "create":
-            created = ensure_record(stores, config, plan, now)
-            display_id = _index_number(stores, plan)
+            created, display_id = ensure_record(stores, config, plan, now)
         else:
             _update_fields(stores, plan, now)
         _write_timeline(stores, plan.record, plan)
