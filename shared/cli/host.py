@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
 from azure.functions.queue import QueueMessage
@@ -151,7 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
                 f"http://{self.headers.get('Host', 'localhost')}{self.path}",
                 headers=dict(self.headers.items()),
                 params=dict(parse_qsl(split.query, keep_blank_values=True)),
-                route_params={k: v for k, v in match.groupdict().items() if v is not None},
+                # The Functions host hands route parameters over decoded.
+                route_params={k: unquote(v) for k, v in match.groupdict().items() if v is not None},
                 body=body,
             )
             try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -64,7 +63,7 @@ def claim_number(stores: Stores, record_type: str, record_key: str) -> int:
     hint = counters.get(record_type, "number")
     start = int(hint["Value"]) + 1 if hint else 1
     for _ in range(MAX_COUNTER_ATTEMPTS):
-        number = _next_guess(record_type, start)
+        number = _next_guess(stores, record_type, start)
         row = {"PartitionKey": record_type, "RowKey": str(number), "RecordKey": record_key}
         if numbers.insert(row) is not None:
             counters.upsert({"PartitionKey": record_type, "RowKey": "number", "Value": number})
@@ -73,15 +72,11 @@ def claim_number(stores: Stores, record_type: str, record_key: str) -> int:
     raise RuntimeError(f"numbers of {record_type}: too much contention, will retry")
 
 
-_guess_lock = threading.Lock()
-_last_guess: dict[str, int] = {}
-
-
-def _next_guess(record_type: str, start: int) -> int:
-    """Workers of one process never try the same number: only other processes collide."""
-    with _guess_lock:
-        guess = max(start, _last_guess.get(record_type, 0) + 1)
-        _last_guess[record_type] = guess
+def _next_guess(stores: Stores, record_type: str, start: int) -> int:
+    """Workers sharing these Stores never try the same number: only other processes collide."""
+    with stores.lock:
+        guess = max(start, stores.number_guesses.get(record_type, 0) + 1)
+        stores.number_guesses[record_type] = guess
         return guess
 
 

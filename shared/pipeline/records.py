@@ -19,6 +19,7 @@ from ..core.contracts import Event, FilingPlan, InboundMessage, RecordRef
 from ..core.decide import timeline_entry
 from ..core.message import id_key
 from ..core.reply_text import reply_text
+from ..store.errors import StorageLimitError
 from ..store.keys import conversation_row
 from ..store.stores import (
     AUDIT,
@@ -31,7 +32,7 @@ from ..store.stores import (
     TIMELINE,
     Stores,
 )
-from ..store.tables import from_storage
+from ..store.tables import check_key, from_storage
 from .events import emit, enabled, event_id
 from .ingest import source_key
 from .map_stage import parse_inbound
@@ -71,9 +72,11 @@ def resolve(stores: Stores, config: Config, type_name: str, ident: str) -> dict[
         if row is None:
             raise RecordError(404, "not_found", f"no {rtype.name} record number {number}")
         key = row["RecordKey"]
-    if not key or any(c in key for c in "/\\#?") or len(key) > 64:
-        raise RecordError(404, "not_found", f"no {rtype.name} record {ident!r}")
-    record = stores.table(RECORDS).get(rtype.name, key)
+    try:
+        check_key("RowKey", key)
+    except StorageLimitError:
+        raise RecordError(404, "not_found", f"no {rtype.name} record {ident[:80]!r}") from None
+    record = stores.table(RECORDS).get(rtype.name, key) if key else None
     if record is None:
         raise RecordError(404, "not_found", f"no {rtype.name} record {ident!r}")
     return record
@@ -334,8 +337,10 @@ def message_status(stores: Stores, key_or_id: str) -> dict[str, Any]:
     """GET /api/messages/{key}: where a message is filed (or why not), and every sighting."""
     value = key_or_id.strip()
     key = id_key(value.strip("<>")) if ("@" in value or value.startswith("<")) else value
-    if not key or any(c in key for c in "/\\#?"):
-        raise RecordError(404, "unknown_message", "no such message")
+    try:
+        check_key("PartitionKey", key)
+    except StorageLimitError:
+        raise RecordError(404, "unknown_message", "no such message") from None
     rows = list(stores.table(MESSAGES).partition(key))
     if not rows:
         raise RecordError(404, "unknown_message", f"Mailfiler has no message {key_or_id!r}")

@@ -66,6 +66,9 @@ class Stores:
     _tables: dict[str, Table] = field(default_factory=dict, init=False)
     _ensured: bool = field(default=False, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    # The last record number each type's workers in this process tried (file stage).
+    number_guesses: dict[str, int] = field(default_factory=dict, init=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
         self.queues = Queues(self.account.queues)
