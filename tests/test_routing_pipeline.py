@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -238,3 +239,25 @@ def test_a_reply_reopens_a_closed_record(box: Mailbox, stores: Stores) -> None:
     reopened = stores.table(RECORDS).get("case", record["RowKey"])
     assert reopened is not None and reopened["Status"] == "open"
     assert record_of(stores, key("f2@example.org")) == record["DisplayId"]
+
+
+def test_attachments_are_stored_checked_and_never_rendered(box: Mailbox, stores: Stores) -> None:
+    exe = base64.b64encode(b"MZ\x90\x00" + b"\x00" * 60).decode()
+    box.deliver(
+        "From: gus@example.org\nTo: support@example.com\nSubject: Invoice\n"
+        "Message-ID: <att@example.org>\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/mixed; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain\n\nSee attached.\n"
+        "--b\nContent-Type: application/pdf\n"
+        'Content-Disposition: attachment; filename="invoice.pdf"\n'
+        f"Content-Transfer-Encoding: base64\n\n{exe}\n--b--"
+    )
+    (entry,) = list(stores.table(TIMELINE).all())
+    (attachment,) = json.loads(entry["Attachments"])
+    assert attachment["filename"] == "invoice.pdf" and attachment["size"] == 64
+    assert "stored as bytes" in attachment["note"]
+    blob = stores.account.blobs.get_blob_client("raw", attachment["blob"])
+    props = blob.get_blob_properties()
+    assert props.content_settings.content_type == "application/octet-stream"
+    assert props.content_settings.content_disposition == 'attachment; filename="invoice.pdf"'
+    assert blob.download_blob().readall() == base64.b64decode(exe)

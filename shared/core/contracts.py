@@ -44,6 +44,8 @@ class AttachmentInfo(_Contract):
     filename: str | None = None
     content_type: str
     size: int
+    blob: str | None = None  # the stored copy (map stage), under its SHA-256
+    note: str | None = None  # why it was stored as bytes, or not stored
 
 
 class TimelineEntry(_Contract):

@@ -440,16 +440,20 @@ class _Part:
         The parser keeps no offsets, so this is the stdlib's rendering of the part: exact for
         ordinary mail, close for mail with odd folding.
         """
+        return len(self.flattened(linesep, defects))
+
+    def flattened(self, linesep: str, defects: _Defects) -> bytes:
+        """A message/* part's bytes: the stdlib's rendering of the embedded mail."""
         payload = self.part.get_payload()
         if isinstance(payload, str | bytes):
-            return len(self.payload(defects))
+            return self.payload(defects)
         try:
             subs = [sub for sub in payload if isinstance(sub, Message)]
             render = policy.compat32.clone(linesep=linesep)
-            return sum(len(sub.as_bytes(policy=render)) for sub in subs)
+            return b"".join(sub.as_bytes(policy=render) for sub in subs)
         except Exception as exc:
             defects.add(f"embedded-size:{type(exc).__name__}")
-            return 0
+            return b""
 
 
 def _leaves(message: Message, defects: _Defects) -> Iterator[_Part]:
@@ -493,6 +497,28 @@ def _attachment(info: _Part, linesep: str, defects: _Defects) -> Attachment:
         content_id=info.content_id,
         inline=inline,
     )
+
+
+def attachment_contents(raw: bytes) -> list[tuple[Attachment, bytes]]:
+    """Every attachment of `raw` with its decoded bytes, in the order of `attachments`.
+    Never raises: unreadable mail has none."""
+    defects = _Defects()
+    try:
+        message = parse_tree(raw)
+    except Exception:
+        return []
+    linesep = "\r\n" if b"\r\n" in raw[:65536] else "\n"
+    out: list[tuple[Attachment, bytes]] = []
+    for info in _leaves(message, defects):
+        body_type = info.content_type in ("text/plain", "text/html")
+        if info.maintype == "message" or info.is_attachment or not body_type:
+            data = (
+                info.flattened(linesep, defects)
+                if info.maintype == "message"
+                else (info.payload(defects))
+            )
+            out.append((_attachment(info, linesep, defects), data))
+    return out
 
 
 def _body_and_attachments(

@@ -8,6 +8,7 @@ filing is committed.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -380,9 +381,9 @@ def _write_timeline(stores: Stores, record: RecordRef, plan: FilingPlan) -> None
             "Text": entry.text,
             "TextBlob": entry.text_blob,
             "Kind": entry.kind,
-            "Attachments": "\n".join(
-                f"{a.filename or ''}\t{a.content_type}\t{a.size}" for a in entry.attachments
-            )[:8000],
+            "Attachments": json.dumps([a.model_dump(exclude_none=True) for a in entry.attachments])[
+                :30000
+            ],
             "Mailbox": plan.mailbox,
             "Folder": plan.folder,
             "Blob": plan.blob,

@@ -6,12 +6,20 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from ..core.attachments import check
 from ..core.classify import Classification, classify
 from ..core.config import Config
-from ..core.contracts import TEXT_INLINE, FilingPlan, InboundMessage, RecordRef
+from ..core.contracts import (
+    MAX_ENTRY_ATTACHMENTS,
+    TEXT_INLINE,
+    AttachmentInfo,
+    FilingPlan,
+    InboundMessage,
+    RecordRef,
+)
 from ..core.decide import Contact, FiledMessage, Known, RecordInfo, decide, lookups, own_mail
 from ..core.message import MailMessage, id_key
-from ..core.mime import parse_message
+from ..core.mime import attachment_contents, parse_message
 from ..core.reply_text import reply_text
 from ..core.rules import match_routes
 from ..store.errors import ContractError
@@ -134,6 +142,28 @@ def _recent(stores: Stores, config: Config, sender: str, now: datetime) -> int:
     return sum(1 for _ in stores.table(SENDERS).partition(partition, ["RowKey"], row_from=since))
 
 
+def store_attachments(stores: Stores, raw: bytes) -> tuple[AttachmentInfo, ...]:
+    """Each attachment in Blob Storage (checked first: size, declared type against content)."""
+    out: list[AttachmentInfo] = []
+    for meta, data in attachment_contents(raw)[:MAX_ENTRY_ATTACHMENTS]:
+        verdict = check(meta.content_type, data)
+        blob = (
+            stores.blobs.put_attachment(data, verdict.content_type, meta.filename)
+            if (verdict.store)
+            else None
+        )
+        out.append(
+            AttachmentInfo(
+                filename=meta.filename,
+                content_type=meta.content_type,
+                size=meta.size,
+                blob=blob,
+                note=verdict.note,
+            )
+        )
+    return tuple(out)
+
+
 def parse_inbound(stores: Stores, inbound: InboundMessage) -> MailMessage:
     raw = stores.blobs.get(inbound.blob)
     if raw is None:
@@ -172,6 +202,20 @@ def map_inbound(
         classification=classification,
         reply=text,
     )
+    if any(p.entry and p.entry.attachments for p in plans):
+        stored = store_attachments(stores, message.raw)
+        plans = [
+            p.model_copy(
+                update={
+                    "entry": p.entry.model_copy(
+                        update={"attachments": stored[: len(p.entry.attachments)]}
+                    )
+                }
+            )
+            if p.entry is not None and p.entry.attachments
+            else p
+            for p in plans
+        ]
     if len(text) > TEXT_INLINE:
         text_blob = stores.blobs.put_text(text)
         plans = [

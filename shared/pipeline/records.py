@@ -119,12 +119,21 @@ def timeline(stores: Stores, record: dict[str, Any]) -> list[dict[str, Any]]:
             "snippet": e.get("Snippet"),
             "text": e.get("Text"),
             "text_blob": e.get("TextBlob"),
+            "attachments": _attachments(e.get("Attachments")),
             "mailbox": e.get("Mailbox"),
             "folder": e.get("Folder"),
             "raw": e.get("Blob"),
         }
         for e in stores.table(TIMELINE).partition(partition)
     ]
+
+
+def _attachments(value: Any) -> list[dict[str, Any]]:
+    try:
+        items = json.loads(value) if value else []
+    except ValueError:
+        return []
+    return items if isinstance(items, list) else []
 
 
 def _encode_token(token: Any) -> str | None:

@@ -49,6 +49,24 @@ class Blobs:
             )
         return name
 
+    def put_attachment(self, data: bytes, content_type: str, filename: str | None) -> str:
+        """An attachment under its SHA-256, always served as a download, never rendered."""
+        name = "att/" + hashlib.sha256(data).hexdigest()
+        safe_name = "".join(
+            c for c in (filename or "attachment") if c.isprintable() and c not in '"\\'
+        )
+        client = self._service.get_blob_client(RAW_CONTAINER, name)
+        with contextlib.suppress(ResourceExistsError):
+            client.upload_blob(
+                data,
+                overwrite=False,
+                content_settings=ContentSettings(
+                    content_type=content_type,
+                    content_disposition=f'attachment; filename="{safe_name[:200]}"',
+                ),
+            )
+        return name
+
     def get(self, name: str, container: str = RAW_CONTAINER) -> bytes | None:
         try:
             return self._service.get_blob_client(container, name).download_blob().readall()
