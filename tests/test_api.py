@@ -90,8 +90,13 @@ def test_get_record_with_timeline_and_audit(api: Api, context: AppContext) -> No
     number = printer.removeprefix("CASE-")
     assert api.call("GET", f"/records/case/{number}")[1]["key"] == record["key"]
     assert api.call("GET", f"/records/case/{record['key']}")[1]["id"] == printer
-    reads = [a for a in context.stores.table(AUDIT).partition(f"rec-case-{record['key']}")]
-    assert [a["Action"] for a in reads] == ["read", "read", "read"]
+    trail = list(context.stores.table(AUDIT).partition(f"rec-case-{record['key']}"))
+    actions = [a["Action"] for a in trail]
+    assert actions[0] == "create" and actions[-3:] == ["read", "read", "read"]
+    # mark_read after filing (sample config), once per filed mail of the record
+    assert actions.count("mailbox_action") == 3
+    day = list(context.stores.table(AUDIT).partition(f"day-{datetime.now(UTC):%Y%m%d}"))
+    assert len(day) >= len(trail)
 
 
 def test_update_fields_and_status_with_clear_errors(api: Api) -> None:

@@ -15,11 +15,10 @@ from typing import Any
 import azure.functions as func
 
 from ..core.contracts import RecordRef
+from ..pipeline.audit import Actor, audit
 from ..pipeline.context import AppContext, get_context
 from ..pipeline.records import (
-    Actor,
     RecordError,
-    audit,
     file_manually,
     list_records,
     message_status,

@@ -36,9 +36,11 @@ from ..store.stores import (
     Stores,
 )
 from . import events
+from .audit import Actor, audit
 
 log = logging.getLogger(__name__)
 MAX_COUNTER_ATTEMPTS = 20
+MAILFILER = Actor(name="mailfiler", source="pipeline")
 
 
 def timeline_row(plan: FilingPlan) -> str:
@@ -289,6 +291,15 @@ def file_plan(
         created, display_id = False, None
         if plan.action == "create":
             created, display_id = ensure_record(stores, config, plan, now)
+            if created:
+                audit(
+                    stores,
+                    MAILFILER,
+                    "create",
+                    plan.record,
+                    f"from {plan.mailbox}: " + "; ".join(plan.reasons)[:1500],
+                    now,
+                )
         else:
             _update_fields(stores, plan, now)
         _write_timeline(stores, plan.record, plan)
@@ -397,6 +408,15 @@ def _act_on_mailbox(
     if not plan.mailbox_actions:
         return
     results = source_for(plan.mailbox).apply(plan.source_id, plan.mailbox_actions)
+    done = ", ".join(f"{r.action.action}{'' if r.done else ' (recorded)'}" for r in results)
+    audit(
+        stores,
+        MAILFILER,
+        "mailbox_action",
+        plan.record,
+        f"{plan.mailbox}: {done} for {plan.message_key[:80]}",
+        now,
+    )
     stores.table(ACTIONS).upsert_batch(
         [
             {

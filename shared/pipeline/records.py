@@ -10,7 +10,6 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +21,6 @@ from ..core.reply_text import reply_text
 from ..store.errors import StorageLimitError
 from ..store.keys import conversation_row
 from ..store.stores import (
-    AUDIT,
     CONVERSATIONS,
     FILING,
     INGEST,
@@ -33,6 +31,7 @@ from ..store.stores import (
     Stores,
 )
 from ..store.tables import check_key, from_storage
+from .audit import Actor, audit
 from .events import emit, enabled, event_id
 from .ingest import source_key
 from .map_stage import parse_inbound
@@ -44,14 +43,6 @@ class RecordError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who asked: the Functions host's principal header, else the key's holder."""
-
-    name: str
-    source: str  # "api", "cli", "mailfiler"
 
 
 def record_type(config: Config, name: str) -> RecordType:
@@ -191,28 +182,6 @@ def list_records(
         needle = text.casefold()
         rows = [r for r in rows if needle in r["title"].casefold()]
     return rows, _encode_token(getattr(pages, "continuation_token", None))
-
-
-def audit(
-    stores: Stores, actor: Actor, action: str, record: RecordRef | None, detail: str, now: datetime
-) -> None:
-    """Two rows per act: one in the record's partition, one in the day's, so both queries are
-    partition scans."""
-    stamp = f"{now:%Y%m%dT%H%M%S%f}-{event_id(actor.name, action, detail, now.isoformat())[:8]}"
-    row = {
-        "Actor": actor.name[:200],
-        "Source": actor.source,
-        "Action": action,
-        "Detail": detail[:2000],
-        "At": now,
-        "RecordType": record.type if record else None,
-        "RecordKey": record.key if record else None,
-    }
-    partitions = [f"day-{now:%Y%m%d}"]
-    if record is not None:
-        partitions.append(f"rec-{record.type}-{record.key}")
-    for partition in partitions:
-        stores.table(AUDIT).upsert({"PartitionKey": partition, "RowKey": stamp, **row})
 
 
 def update_record(
