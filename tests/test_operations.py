@@ -20,7 +20,16 @@ from shared.core.message import id_key
 from shared.pipeline.context import AppContext, set_context
 from shared.pipeline.poll import poll_all
 from shared.store.queues import decode
-from shared.store.stores import EVENTS, FILING, INBOUND, MESSAGES, Stores, poison
+from shared.store.stores import (
+    EVENTS,
+    FILING,
+    INBOUND,
+    MESSAGES,
+    QUEUES,
+    RECORDS,
+    Stores,
+    poison,
+)
 
 from .helpers import filed_keys, local_host, records, timeline_counts
 
@@ -65,7 +74,10 @@ def test_show_a_filed_message_by_key_id_and_bare_id(
     assert by_key["message_id"] == FIRST
     filed = by_key["filed"]
     assert isinstance(filed, dict)
-    assert filed["display_id"] == "CASE-1"
+    record = stores.table(RECORDS).get("case", str(filed["record_key"]))
+    assert record is not None
+    assert filed["display_id"] == record["DisplayId"]
+    assert str(filed["display_id"]).startswith("CASE-")
     assert filed["record_type"] == "case"
     assert filed["mailbox"] == "sample"
     assert filed["kind"] == "human"
@@ -85,7 +97,7 @@ def test_show_a_filed_message_by_key_id_and_bare_id(
     text = capsys.readouterr().out
     assert f"message {id_key(FIRST)}" in text
     assert f"Message-ID: {FIRST}" in text
-    assert f"filed on CASE-1 (case {filed['record_key']})" in text
+    assert f"filed on {filed['display_id']} (case {filed['record_key']})" in text
     assert "mailbox sample" in text
     assert "sightings: 1" in text
     for reason in filed["reasons"]:
@@ -210,9 +222,8 @@ def test_poison_list_shows_stage_reason_attempts_and_blob(
 
 def test_unknown_queue_is_refused(stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:
     assert cmd_poison_list(stores, "inbound-poison", as_json=False) == 2
-    assert "unknown queue 'inbound-poison' (known: inbound, filing, events)" in (
-        capsys.readouterr().err
-    )
+    known = ", ".join(QUEUES)
+    assert f"unknown queue 'inbound-poison' (known: {known})" in capsys.readouterr().err
     assert cmd_poison_replay(stores, "nope", None) == 2
     assert cmd_poison_replay(stores, INBOUND, 0) == 2
 

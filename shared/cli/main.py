@@ -157,6 +157,23 @@ def cmd_records(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_messages(args: argparse.Namespace) -> int:
+    from .operations import cmd_messages_show
+
+    _prepare_env(args)
+    return cmd_messages_show(_context().stores, args.key, args.json)
+
+
+def cmd_poison(args: argparse.Namespace) -> int:
+    from .operations import cmd_poison_list, cmd_poison_replay
+
+    _prepare_env(args)
+    stores = _context().stores
+    if args.poison_command == "list":
+        return cmd_poison_list(stores, args.queue, args.json)
+    return cmd_poison_replay(stores, args.queue, None if args.all else args.count)
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     from .events_cmd import cmd_list_dead, cmd_replay
 
@@ -244,6 +261,33 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--config")
         cmd.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
         cmd.set_defaults(func=cmd_records)
+
+    msgs = sub.add_parser("messages", help="show a message's filing status and reasons")
+    msgs_sub = msgs.add_subparsers(dest="messages_command", required=True)
+    show = msgs_sub.add_parser("show", help="where a message was filed and why, or why not")
+    show.add_argument("key", help="a message key (hex of the Message-ID) or a Message-ID")
+    show.add_argument("--json", action="store_true", help="one JSON object")
+    show.add_argument("--config")
+    show.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
+    show.set_defaults(func=cmd_messages)
+
+    poison = sub.add_parser("poison", help="list poison messages, or replay them after a fix")
+    poison_sub = poison.add_subparsers(dest="poison_command", required=True)
+    queues_help = "inbound, filing, events or deliveries"
+    poison_list = poison_sub.add_parser("list", help="the first 32 messages of QUEUE-poison")
+    poison_list.add_argument("queue", metavar="QUEUE", help=queues_help)
+    poison_list.add_argument("--json", action="store_true", help="JSON (one object per line)")
+    poison_replay = poison_sub.add_parser(
+        "replay", help="move messages of QUEUE-poison back to QUEUE"
+    )
+    poison_replay.add_argument("queue", metavar="QUEUE", help=queues_help)
+    which = poison_replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every poison message")
+    which.add_argument("--count", type=int, metavar="N", help="at most N poison messages")
+    for cmd in (poison_list, poison_replay):
+        cmd.add_argument("--config")
+        cmd.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
+        cmd.set_defaults(func=cmd_poison)
 
     evs = sub.add_parser("events", help="dead-lettered webhook deliveries, and replaying them")
     evs_sub = evs.add_subparsers(dest="events_command", required=True)

@@ -314,10 +314,11 @@ def file_plan(
                 }
             )
         if plan.sender and plan.entry.direction == "in" and plan.primary:
-            stores.table(SENDERS).upsert(
+            # insert: the first filing's time counts, a redelivery changes nothing
+            stores.table(SENDERS).insert(
                 {
                     "PartitionKey": sender_partition(plan.sender),
-                    "RowKey": activity_row(now, plan.message_key),
+                    "RowKey": activity_row(plan.message_key),
                     "At": now,
                 }
             )

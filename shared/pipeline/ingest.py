@@ -7,11 +7,14 @@ duplicate by Message-ID.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from azure.core.exceptions import AzureError
 
 from ..core.contracts import InboundMessage
 from ..sources.base import MailboxSource
@@ -52,17 +55,23 @@ def ingest_mailbox(
     summary.seen = len(refs)
     if on_count:
         on_count(summary.seen)
-    for source_id in refs:
-        if progress:
-            progress(1)
-        key = source_key(source_id)
-        if key in done:
-            summary.skipped += 1
-            continue
-        if limit is not None and summary.queued >= limit:
-            break
-        try:
-            message = source.read(source_id)
+    try:
+        for source_id in refs:
+            if progress:
+                progress(1)
+            key = source_key(source_id)
+            if key in done:
+                summary.skipped += 1
+                continue
+            if limit is not None and summary.queued >= limit:
+                break
+            try:
+                message = source.read(source_id)
+            except OSError as exc:
+                # One unreadable file must not stop the rest; it is retried on the next run.
+                log.warning("ingest: mailbox=%s source_id=%s failed: %s", mailbox, source_id, exc)
+                summary.failed.append((source_id, str(exc)))
+                continue
             blob = stores.blobs.put_raw(message.raw)
             stores.queues.send(
                 INBOUND,
@@ -75,27 +84,26 @@ def ingest_mailbox(
                     received_at=message.received_at,
                 ),
             )
-        except OSError as exc:
-            # One unreadable file must not stop the rest; it is retried on the next run.
-            log.warning("ingest: mailbox=%s source_id=%s failed: %s", mailbox, source_id, exc)
-            summary.failed.append((source_id, str(exc)))
-            continue
-        pending.append(
-            {
-                "PartitionKey": mailbox,
-                "RowKey": key,
-                "SourceId": source_id[:1000],
-                "Blob": blob,
-                "IngestedAt": now,
-            }
-        )
-        summary.queued += 1
-        done.add(key)
-        if len(pending) >= FLUSH_EVERY:
-            table.upsert_batch(pending)
-            pending.clear()
-    if pending:
-        table.upsert_batch(pending)
+            pending.append(
+                {
+                    "PartitionKey": mailbox,
+                    "RowKey": key,
+                    "SourceId": source_id[:1000],
+                    "Blob": blob,
+                    "IngestedAt": now,
+                }
+            )
+            summary.queued += 1
+            done.add(key)
+            if len(pending) >= FLUSH_EVERY:
+                table.upsert_batch(pending)
+                pending.clear()
+    finally:
+        # Also when storage fails midway: what was queued is noted, so the next poll does not
+        # send it again (it would be harmless, the map stage drops duplicates, but wasteful).
+        if pending:
+            with contextlib.suppress(AzureError):
+                table.upsert_batch(pending)
     log.info(
         "ingest: mailbox=%s seen=%d queued=%d skipped=%d failed=%d",
         mailbox,

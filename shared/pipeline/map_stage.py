@@ -23,7 +23,7 @@ from ..core.mime import attachment_contents, parse_message
 from ..core.reply_text import reply_text
 from ..core.rules import match_routes
 from ..store.errors import ContractError
-from ..store.keys import activity_row, contact_row, conversation_row, sender_partition
+from ..store.keys import contact_row, conversation_row, sender_partition
 from ..store.queues import decode
 from ..store.stores import (
     CONTACTS,
@@ -137,9 +137,11 @@ def _recent(stores: Stores, config: Config, sender: str, now: datetime) -> int:
     limit = config.rate_limit
     if limit.allows(sender):
         return 0
-    since = activity_row(now - timedelta(minutes=limit.window_minutes), "")[:15]
-    partition = sender_partition(sender)
-    return sum(1 for _ in stores.table(SENDERS).partition(partition, ["RowKey"], row_from=since))
+    since = now - timedelta(minutes=limit.window_minutes)
+    rows = stores.table(SENDERS).partition(
+        sender_partition(sender), ["RowKey"], where="At ge @since", parameters={"since": since}
+    )
+    return sum(1 for _ in rows)
 
 
 def store_attachments(stores: Stores, raw: bytes) -> tuple[AttachmentInfo, ...]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 
 
 def short_hash(*parts: str, length: int = 32) -> str:
@@ -23,5 +22,6 @@ def sender_partition(address: str) -> str:
     return short_hash(address.lower())
 
 
-def activity_row(when: datetime, message_key: str) -> str:
-    return f"{when:%Y%m%dT%H%M%S}-{short_hash(message_key, length=16)}"
+def activity_row(message_key: str) -> str:
+    """One row per message, so a redelivered plan is not counted twice."""
+    return short_hash(message_key)

@@ -165,15 +165,24 @@ class Table:
         self.client.delete_entity(pk, rk)
 
     def partition(
-        self, pk: str, select: list[str] | None = None, *, row_from: str | None = None
+        self,
+        pk: str,
+        select: list[str] | None = None,
+        *,
+        row_from: str | None = None,
+        where: str | None = None,
+        parameters: dict[str, Any] | None = None,
     ) -> Iterator[Entity]:
-        """The partition's entities (with `row_from`, only RowKeys from there on)."""
+        """The partition's entities; `row_from` keeps RowKeys from there on, `where` adds an
+        OData condition whose values come in `parameters` (never formatted into the text)."""
         check_key("PartitionKey", pk)
         query = "PartitionKey eq @pk"
-        parameters = {"pk": pk}
+        parameters = {**(parameters or {}), "pk": pk}
         if row_from is not None:
             query += " and RowKey ge @rk"
             parameters["rk"] = row_from
+        if where:
+            query += f" and {where}"  # no parentheses: the SDK reads "@name)" as the name
         for entity in self.client.query_entities(query, parameters=parameters, select=select):
             yield from_storage(entity)
 
