@@ -12,12 +12,12 @@ from shared.cli.operations import (
     cmd_messages_show,
     cmd_poison_list,
     cmd_poison_replay,
-    key_candidates,
 )
 from shared.core.config import parse_config
 from shared.core.contracts import InboundMessage, PoisonMessage
 from shared.core.message import id_key
 from shared.pipeline.context import AppContext, set_context
+from shared.pipeline.messages import key_candidates
 from shared.pipeline.poll import poll_all
 from shared.store.queues import decode
 from shared.store.stores import (

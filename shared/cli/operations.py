@@ -12,118 +12,19 @@ from __future__ import annotations
 import json
 import re
 import sys
-from datetime import datetime
 from typing import Any
 
 from ..core.contracts import PoisonMessage
-from ..core.message import id_key
+from ..pipeline.messages import key_candidates, message_status
 from ..store.errors import ContractError
 from ..store.queues import decode
-from ..store.stores import MESSAGES, QUEUES, RECORDS, Stores, poison
+from ..store.stores import MESSAGES, QUEUES, Stores, poison
 
 PEEK_MAX = 32  # Queue Storage peeks at most 32 messages
 REPLAY_LEASE_SECONDS = 300  # a received poison message stays invisible while it is replayed
 UNFILED = ("drop", "reject", "hold")
 # A stored message key: the hex of a Message-ID, or `h`/`s` + SHA-256 (shared/core/message.py).
 _KEY = re.compile(r"^(?:(?:[0-9a-f]{2})+|[hs][0-9a-f]{64})$")
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if isinstance(value, datetime) else None
-
-
-def _reasons(row: dict[str, Any]) -> list[str]:
-    return [r for r in str(row.get("Reasons") or "").split("\n") if r]
-
-
-def key_candidates(key: str) -> list[str]:
-    """The message keys KEY may stand for, most likely first."""
-    text = key.strip()
-    if text.startswith("<") and text.endswith(">"):
-        return [id_key(text[1:-1])]
-    out = [text] if _KEY.match(text) else []
-    if text:
-        out.append(id_key(text))
-    return list(dict.fromkeys(out))
-
-
-def _display_id(stores: Stores, record_type: str, record_key: str) -> str | None:
-    row = stores.table(RECORDS).get(record_type, record_key)
-    return str(row["DisplayId"]) if row and row.get("DisplayId") else None
-
-
-def _message_id_of(key: str) -> str | None:
-    """The Message-ID a hex key was made from (other keys are one-way hashes)."""
-    if not re.fullmatch(r"(?:[0-9a-f]{2})+", key):
-        return None
-    try:
-        return bytes.fromhex(key).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def message_status(stores: Stores, key: str) -> dict[str, Any] | None:
-    """Everything table Messages knows about one message, or None if it knows nothing."""
-    for candidate in key_candidates(key):
-        rows = list(stores.table(MESSAGES).partition(candidate))
-        if rows:
-            break
-    else:
-        return None
-    out: dict[str, Any] = {
-        "key": candidate,
-        "message_id": _message_id_of(candidate),
-        "filed": None,
-        "also": [],
-        "unfiled": [],
-        "sightings": [],
-    }
-    for row in sorted(rows, key=lambda r: str(r["RowKey"])):
-        rk = str(row["RowKey"])
-        if rk == "msg" or rk.startswith("also-"):
-            record_type, record_key = str(row["RecordType"]), str(row["RecordKey"])
-            filed = {
-                "record_type": record_type,
-                "record_key": record_key,
-                "display_id": _display_id(stores, record_type, record_key),
-                "mailbox": row.get("Mailbox"),
-                "source_id": row.get("SourceId"),
-                "folder": row.get("Folder"),
-                "kind": row.get("Kind"),
-                "filed_at": _iso(row.get("FiledAt")),
-                "blob": row.get("Blob"),
-                "reasons": _reasons(row),
-            }
-            if rk == "msg":
-                out["filed"] = filed
-                out["message_id"] = row.get("MessageId") or out["message_id"]
-            else:
-                out["also"].append(filed)
-        elif rk in UNFILED:
-            out["unfiled"].append(
-                {
-                    "action": rk,
-                    "mailbox": row.get("Mailbox"),
-                    "source_id": row.get("SourceId"),
-                    "folder": row.get("Folder"),
-                    "kind": row.get("Kind"),
-                    "at": _iso(row.get("At")),
-                    "blob": row.get("Blob"),
-                    "reasons": _reasons(row),
-                }
-            )
-        elif rk.startswith("s-"):
-            out["sightings"].append(
-                {
-                    "mailbox": row.get("Mailbox"),
-                    "folder": row.get("Folder"),
-                    "source_id": row.get("SourceId"),
-                    "seen_at": _iso(row.get("SeenAt")),
-                    "blob": row.get("Blob"),
-                }
-            )
-    out["sightings"].sort(key=lambda s: s["seen_at"] or "")
-    return out
 
 
 def _print_filed(label: str, filed: dict[str, Any]) -> None:

@@ -17,11 +17,11 @@ import azure.functions as func
 from ..core.contracts import RecordRef
 from ..pipeline.audit import Actor, audit
 from ..pipeline.context import AppContext, get_context
+from ..pipeline.messages import message_status
 from ..pipeline.records import (
     RecordError,
     file_manually,
     list_records,
-    message_status,
     resolve,
     timeline,
     update_record,
@@ -137,7 +137,13 @@ def records_file_message(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="messages/{key}", methods=["GET"])
 def messages_get(req: func.HttpRequest) -> func.HttpResponse:
-    return _handle(req, lambda ctx, r: _json(message_status(ctx.stores, r.route_params["key"])))
+    def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
+        found = message_status(ctx.stores, req.route_params["key"])
+        if found is None:
+            raise RecordError(404, "unknown_message", "Mailfiler has no such message")
+        return _json(found)
+
+    return _handle(req, work)
 
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)

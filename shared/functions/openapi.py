@@ -73,11 +73,12 @@ class Filed(BaseModel):
 
 class MessageStatus(BaseModel):
     key: str
+    message_id: str | None
     status: str | None = Field(description="filed, dropped, rejected or held")
-    record: dict[str, str | None] | None
-    reasons: list[str]
-    sightings: list[dict[str, str | None]]
-    model_config = ConfigDict(extra="allow")
+    filed: dict[str, Any] | None = Field(description="the record it is filed on, and why")
+    also: list[dict[str, Any]] = Field(description="further records one mail opened")
+    unfiled: list[dict[str, Any]] = Field(description="why it was dropped, rejected or held")
+    sightings: list[dict[str, Any]]
 
 
 MODELS: tuple[type[BaseModel], ...] = (
