@@ -482,9 +482,14 @@ def test_sample_mail_sends_events_end_to_end(
         host(clean).drain()
     finally:
         set_context(None)
-    assert receiver.types() == Counter({"record.created": 4, "message.filed": 8})
+    types = receiver.types()
+    # When a reply is filed before the mail it answers, the reply creates the record and the
+    # first mail's fields (the billing route's) arrive as a record.updated: at most once each.
+    updated = types.pop("record.updated", 0)
+    assert types == Counter({"record.created": 4, "message.filed": 8})
+    assert updated <= 1
     assert all(verify(h) for h in receiver.hits)
     ids = [h.headers["x-mailfiler-delivery"] for h in receiver.hits]
-    assert len(set(ids)) == 12
+    assert len(set(ids)) == 12 + updated
     rows = list(clean.table(DELIVERY_LOG).all())
-    assert len(rows) == 12 and {r["Status"] for r in rows} == {"delivered"}
+    assert len(rows) == 12 + updated and {r["Status"] for r in rows} == {"delivered"}
