@@ -215,6 +215,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _storage_options(cmd: argparse.ArgumentParser) -> None:
+    """The options of every command that reads the configuration and the storage."""
+    cmd.add_argument("--config", help="configuration file (default: MAILFILER_CONFIG)")
+    cmd.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailfiler", description=__doc__)
     parser.add_argument("--log-level", default=os.environ.get("MAILFILER_LOG_LEVEL", "INFO"))
@@ -229,8 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="import .eml files, a Maildir or an mbox into a mailbox")
     imp.add_argument("path")
     imp.add_argument("--mailbox", required=True)
-    imp.add_argument("--config")
-    imp.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
+    _storage_options(imp)
     imp.add_argument(
         "--process",
         action="store_true",
@@ -258,8 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "show":
             cmd.add_argument("id", help="a display id such as CASE-3")
         cmd.add_argument("--json", action="store_true", help="JSON (one object per line)")
-        cmd.add_argument("--config")
-        cmd.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
+        _storage_options(cmd)
         cmd.set_defaults(func=cmd_records)
 
     msgs = sub.add_parser("messages", help="show a message's filing status and reasons")
@@ -267,8 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = msgs_sub.add_parser("show", help="where a message was filed and why, or why not")
     show.add_argument("key", help="a message key (hex of the Message-ID) or a Message-ID")
     show.add_argument("--json", action="store_true", help="one JSON object")
-    show.add_argument("--config")
-    show.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
+    _storage_options(show)
     show.set_defaults(func=cmd_messages)
 
     poison = sub.add_parser("poison", help="list poison messages, or replay them after a fix")
@@ -285,8 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="every poison message")
     which.add_argument("--count", type=int, metavar="N", help="at most N poison messages")
     for cmd in (poison_list, poison_replay):
-        cmd.add_argument("--config")
-        cmd.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
+        _storage_options(cmd)
         cmd.set_defaults(func=cmd_poison)
 
     evs = sub.add_parser("events", help="dead-lettered webhook deliveries, and replaying them")
@@ -297,15 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("id", nargs="?", help="an event id (the X-Mailfiler-Delivery header)")
     replay.add_argument("--all", action="store_true", help="every dead delivery")
     for cmd in (dead, replay):
-        cmd.add_argument("--config")
-        cmd.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
+        _storage_options(cmd)
         cmd.set_defaults(func=cmd_events)
 
     run = sub.add_parser("run", help="host the function app locally (HTTP, timers, queues)")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=7071)
-    run.add_argument("--config")
-    run.add_argument("--settings", help="local.settings.json to read (default: the repo's)")
+    _storage_options(run)
     run.add_argument("--no-http", action="store_true")
     run.add_argument("--no-timers", action="store_true")
     run.add_argument("--no-queues", action="store_true")

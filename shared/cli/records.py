@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from typing import Any
 
+from ..pipeline.records import timeline, view
 from ..store.stores import RECORDS, TIMELINE, Stores
 
 
@@ -13,35 +14,16 @@ def list_records(stores: Stores) -> list[dict[str, Any]]:
     counts = Counter(e["PartitionKey"] for e in stores.table(TIMELINE).all(select=["PartitionKey"]))
     rows = []
     for record in stores.table(RECORDS).all():
-        rows.append(
-            {
-                "id": record.get("DisplayId"),
-                "type": record["PartitionKey"],
-                "key": record["RowKey"],
-                "title": record.get("Title", ""),
-                "status": record.get("Status"),
-                "messages": counts[f"{record['PartitionKey']}-{record['RowKey']}"],
-                "fields": {k[2:]: v for k, v in record.items() if k.startswith("F_")},
-            }
-        )
-    return sorted(rows, key=lambda r: (r["type"], int(str(r["id"] or "-0").rsplit("-", 1)[1])))
+        row = view(record)
+        row["messages"] = counts[f"{row['type']}-{row['key']}"]
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["type"], r["number"] or 0))
 
 
 def show_record(stores: Stores, display_id: str) -> dict[str, Any] | None:
-    for row in list_records(stores):
-        if display_id in (row["id"], row["key"]):
-            partition = f"{row['type']}-{row['key']}"
-            row["timeline"] = [
-                {
-                    "date": e["Date"].isoformat() if e.get("Date") else None,
-                    "from": e.get("From"),
-                    "subject": e.get("Subject"),
-                    "mailbox": e.get("Mailbox"),
-                    "snippet": e.get("Snippet"),
-                }
-                for e in stores.table(TIMELINE).partition(partition)
-            ]
-            return row
+    for record in stores.table(RECORDS).all():
+        if display_id in (record.get("DisplayId"), record["RowKey"]):
+            return {**view(record), "timeline": timeline(stores, record)}
     return None
 
 

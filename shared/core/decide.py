@@ -116,7 +116,7 @@ def lookups(message: MailMessage, config: Config, classification: Classification
     prefixes = [t.prefix for t in config.record_types]
     original = classification.dsn.original_message_id if classification.dsn else None
     return Lookups(
-        thread_ids=tuple(reversed(message.thread_ids[-MAX_THREAD_LOOKUPS:])),
+        thread_ids=known_order(message),
         tokens=find_tokens(message.subject, prefixes),
         conversation_id=message.conversation_id,
         sender=message.from_.email.lower() if message.from_ else None,
