@@ -25,10 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 N = 200
 
 
-def write(folder: Path, name: str, mid: str, subject: str, reply_to: str | None = None) -> None:
+def write(
+    folder: Path, name: str, mid: str, subject: str, sender: str, reply_to: str | None = None
+) -> None:
     thread = f"In-Reply-To: <{reply_to}>\nReferences: <{reply_to}>\n" if reply_to else ""
     (folder / name).write_text(
-        f"From: someone@bench.example\nTo: support@mailfiler.example\nSubject: {subject}\n"
+        f"From: {sender}\nTo: support@mailfiler.example\nSubject: {subject}\n"
         f"Date: Tue, 24 Nov 2026 10:00:00 +0000\nMessage-ID: <{mid}>\n{thread}\nHello.\n"
     )
 
@@ -69,12 +71,15 @@ def main() -> None:
             new.mkdir()
             replies.mkdir()
             for i in range(N):
-                write(new, f"{i:04d}.eml", f"root-{i}@bench.example", f"Question {i}")
+                # A sender per conversation: one sender of 400 mails would meet the rate limit.
+                sender = f"customer-{i}@bench.example"
+                write(new, f"{i:04d}.eml", f"root-{i}@bench.example", f"Question {i}", sender)
                 write(
                     replies,
                     f"{i:04d}.eml",
                     f"reply-{i}@bench.example",
                     f"Re: Question {i}",
+                    sender,
                     reply_to=f"root-{i}@bench.example",
                 )
             config = parse_config(

@@ -9,8 +9,10 @@ from typing import Any
 
 from shared.cli.azurite import REPO
 from shared.cli.host import LocalHost, QueueSettings, Registered, registered_functions
+from shared.pipeline.records import all_records
+from shared.store.keys import SIDE_ROWS
 from shared.store.queues import Queues
-from shared.store.stores import MESSAGES, RECORDS, TIMELINE, Stores
+from shared.store.stores import MESSAGES, TIMELINE, Stores
 
 _functions: list[Registered] | None = None
 
@@ -32,12 +34,22 @@ def local_host(queues: Queues, **settings: object) -> LocalHost:
     )
 
 
+def timeline_entries(stores: Stores, select: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every record's timeline entries, without the audit and participant rows beside them."""
+    fields = None if select is None else [*select, "RowKey"]
+    return [
+        e
+        for e in stores.table(TIMELINE).all(select=fields)
+        if not e["RowKey"].startswith(SIDE_ROWS)
+    ]
+
+
 def timeline_counts(stores: Stores) -> Counter[str]:
-    return Counter(e["PartitionKey"] for e in stores.table(TIMELINE).all(select=["PartitionKey"]))
+    return Counter(e["PartitionKey"] for e in timeline_entries(stores, ["PartitionKey"]))
 
 
 def records(stores: Stores) -> list[dict[str, Any]]:
-    return list(stores.table(RECORDS).all())
+    return list(all_records(stores))
 
 
 def filed_keys(stores: Stores) -> list[str]:

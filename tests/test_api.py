@@ -14,6 +14,8 @@ import pytest
 
 from shared.cli.azurite import free_port
 from shared.cli.host import LocalHttpServer
+from shared.core.contracts import RecordRef
+from shared.pipeline.audit import record_trail
 from shared.pipeline.context import AppContext
 from shared.pipeline.poll import poll_all
 from shared.store.stores import AUDIT
@@ -90,7 +92,7 @@ def test_get_record_with_timeline_and_audit(api: Api, context: AppContext) -> No
     number = printer.removeprefix("CASE-")
     assert api.call("GET", f"/records/case/{number}")[1]["key"] == record["key"]
     assert api.call("GET", f"/records/case/{record['key']}")[1]["id"] == printer
-    trail = list(context.stores.table(AUDIT).partition(f"rec-case-{record['key']}"))
+    trail = list(record_trail(context.stores, RecordRef(type="case", key=record["key"])))
     actions = [a["Action"] for a in trail]
     assert actions.count("create") == 1 and actions.count("read") == 3
     # mark_read after filing (sample config), once per filed mail of the record

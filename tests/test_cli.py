@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,18 @@ def test_import_process_then_records(
     ]
     missing = run("records", "show", "CASE-99", *common, env=env)
     assert missing.returncode == 1 and "no record CASE-99" in missing.stderr
+
+    trail = run("audit", "--record", billing["id"], "--json", *common, env=env)
+    acts = [json.loads(line) for line in trail.stdout.splitlines()]
+    # created once by the pipeline; mark_read after each of its two mails (sample config)
+    assert [a["action"] for a in acts].count("create") == 1, acts
+    assert [a["action"] for a in acts].count("mailbox_action") == 2, acts
+    assert {a["record_key"] for a in acts} == {record["key"]}
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    day = run("audit", "--day", today, "--json", *common, env=env)
+    assert sum(1 for line in day.stdout.splitlines() if '"create"' in line) == 4
+    bad = run("audit", "--day", "24.11.2026", *common, env=env)
+    assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
 
 
 def test_unknown_mailbox_is_refused(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from shared.settings import AppSettings
 from shared.store.queues import decode
 from shared.store.stores import ACTIONS, FILING, INBOUND, MESSAGES, TIMELINE, Stores, poison
 
-from .helpers import filed_keys, local_host, records, timeline_counts
+from .helpers import filed_keys, local_host, records, timeline_counts, timeline_entries
 
 pytestmark = pytest.mark.azurite
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -165,5 +165,5 @@ def test_a_redelivered_plan_never_rewrites_the_timeline(context: AppContext) -> 
     )
     context.stores.queues.send(FILING, edited)
     host.drain()
-    snippets = [e["Snippet"] for e in context.stores.table(TIMELINE).all()]
+    snippets = [e["Snippet"] for e in timeline_entries(context.stores)]
     assert "EDITED" not in snippets and len(snippets) == 8

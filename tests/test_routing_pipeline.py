@@ -17,10 +17,10 @@ from shared.core.config import parse_config
 from shared.pipeline.context import AppContext, set_context
 from shared.pipeline.poll import poll_all
 from shared.settings import AppSettings
-from shared.store.keys import contact_row
-from shared.store.stores import CONTACTS, HELD, MESSAGES, NOTICES, RECORDS, TIMELINE, Stores
+from shared.store.keys import CONTACT, contact_partition
+from shared.store.stores import CONTACTS, HELD, MESSAGES, NOTICES, RECORDS, Stores
 
-from .helpers import app_functions, local_host, timeline_counts
+from .helpers import app_functions, local_host, records, timeline_counts, timeline_entries
 
 pytestmark = pytest.mark.azurite
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -87,7 +87,7 @@ def test_scenario_mailbox(box: Mailbox, stores: Stores) -> None:
         "Message-ID: <a1@example.org>\n\nThe printer is broken."
     )
     assert record_of(stores, key("a1@example.org")) == "CASE-1"
-    guest = stores.table(CONTACTS).get("contact", contact_row("alice@example.org"))
+    guest = stores.table(CONTACTS).get(contact_partition("alice@example.org"), CONTACT)
     assert guest is not None and guest["Kind"] == "guest"
     notices = list(stores.table(NOTICES).all())
     assert [(n["Kind"], n["To"], n["Sent"]) for n in notices] == [
@@ -138,7 +138,7 @@ Message-ID: <s1@example.com>
 --r--"""
     )
     assert record_of(stores, key("b1@mx.example.net")) == "CASE-1"
-    bounced = stores.table(CONTACTS).get("contact", contact_row("gone@example.net"))
+    bounced = stores.table(CONTACTS).get(contact_partition("gone@example.net"), CONTACT)
     assert bounced is not None and bounced["UndeliverableSince"] is not None
 
     # An out-of-office answer is filed on the record but never answered.
@@ -218,7 +218,7 @@ def test_long_reply_text_spills_to_blob_storage(box: Mailbox, stores: Stores) ->
         "From: erin@example.org\nTo: support@example.com\nSubject: Report\n"
         f"Message-ID: <long@example.org>\n\n{long_text}"
     )
-    (entry,) = list(stores.table(TIMELINE).all())
+    (entry,) = timeline_entries(stores)
     assert len(entry["Text"]) == 8000 and long_text.startswith(entry["Text"])
     assert stores.blobs.get(entry["TextBlob"]) == long_text.encode()
 
@@ -228,7 +228,7 @@ def test_a_reply_reopens_a_closed_record(box: Mailbox, stores: Stores) -> None:
         "From: fay@example.org\nTo: support@example.com\nSubject: Door\n"
         "Message-ID: <f1@example.org>\n\nThe door squeaks."
     )
-    (record,) = list(stores.table(RECORDS).all())
+    (record,) = records(stores)
     stores.table(RECORDS).upsert(
         {"PartitionKey": "case", "RowKey": record["RowKey"], "Status": "closed"}
     )
@@ -252,7 +252,7 @@ def test_attachments_are_stored_checked_and_never_rendered(box: Mailbox, stores:
         'Content-Disposition: attachment; filename="invoice.pdf"\n'
         f"Content-Transfer-Encoding: base64\n\n{exe}\n--b--"
     )
-    (entry,) = list(stores.table(TIMELINE).all())
+    (entry,) = timeline_entries(stores)
     (attachment,) = json.loads(entry["Attachments"])
     assert attachment["filename"] == "invoice.pdf" and attachment["size"] == 64
     assert "stored as bytes" in attachment["note"]

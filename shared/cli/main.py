@@ -157,6 +157,13 @@ def cmd_records(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit_cmd import cmd_audit as run_audit
+
+    _prepare_env(args)
+    return run_audit(_context().stores, args.record, args.day, args.json)
+
+
 def cmd_messages(args: argparse.Namespace) -> int:
     from .operations import cmd_messages_show
 
@@ -265,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--json", action="store_true", help="JSON (one object per line)")
         _storage_options(cmd)
         cmd.set_defaults(func=cmd_records)
+
+    aud = sub.add_parser("audit", help="who did what: a record's audit trail, or a day's")
+    which_trail = aud.add_mutually_exclusive_group(required=True)
+    which_trail.add_argument("--record", metavar="ID", help="a display id such as CASE-3")
+    which_trail.add_argument("--day", metavar="YYYY-MM-DD", help="every act of that day (UTC)")
+    aud.add_argument("--json", action="store_true", help="JSON (one object per line)")
+    _storage_options(aud)
+    aud.set_defaults(func=cmd_audit)
 
     msgs = sub.add_parser("messages", help="show a message's filing status and reasons")
     msgs_sub = msgs.add_subparsers(dest="messages_command", required=True)

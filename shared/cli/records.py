@@ -6,14 +6,19 @@ import json
 from collections import Counter
 from typing import Any
 
-from ..pipeline.records import timeline, view
-from ..store.stores import RECORDS, TIMELINE, Stores
+from ..pipeline.audit import AUDIT_ROW
+from ..pipeline.records import all_records, timeline, view
+from ..store.stores import TIMELINE, Stores
 
 
 def list_records(stores: Stores) -> list[dict[str, Any]]:
-    counts = Counter(e["PartitionKey"] for e in stores.table(TIMELINE).all(select=["PartitionKey"]))
+    counts = Counter(
+        e["PartitionKey"]
+        for e in stores.table(TIMELINE).all(select=["PartitionKey", "RowKey"])
+        if not e["RowKey"].startswith(AUDIT_ROW)
+    )
     rows = []
-    for record in stores.table(RECORDS).all():
+    for record in all_records(stores):
         row = view(record)
         row["messages"] = counts[f"{row['type']}-{row['key']}"]
         rows.append(row)
@@ -21,7 +26,7 @@ def list_records(stores: Stores) -> list[dict[str, Any]]:
 
 
 def show_record(stores: Stores, display_id: str) -> dict[str, Any] | None:
-    for record in stores.table(RECORDS).all():
+    for record in all_records(stores):
         if display_id in (record.get("DisplayId"), record["RowKey"]):
             return {**view(record), "timeline": timeline(stores, record)}
     return None

@@ -1,17 +1,23 @@
 """The audit trail: who did what to which record, from where and why.
 
-Two rows per act, one in the record's partition and one in the day's, so "everything about
-CASE-12" and "everything on 24 November" are both partition scans.
+Two rows per act: one in the day's partition of the `Audit` table ("everything on 24 November"),
+and one beside the record's timeline, in its `Timeline` partition under RowKeys starting with
+`~audit-` ("everything about CASE-12"). Sharing the timeline's partition lets the file stage
+write a record's first entry and its creation in one transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from ..core.contracts import RecordRef
-from ..store.stores import AUDIT, Stores
-from .events import event_id
+from ..store.keys import short_hash
+from ..store.stores import AUDIT, TIMELINE, Stores
+
+AUDIT_ROW = "~audit-"  # sorts after every timeline entry's RowKey (they start with digits)
 
 
 @dataclass(frozen=True)
@@ -22,21 +28,51 @@ class Actor:
     source: str  # "api", "cli", "mailfiler"
 
 
-def audit(
-    stores: Stores, actor: Actor, action: str, record: RecordRef | None, detail: str, now: datetime
-) -> None:
-    stamp = f"{now:%Y%m%dT%H%M%S%f}-{event_id(actor.name, action, detail, now.isoformat())[:8]}"
+def record_partition(record: RecordRef) -> str:
+    return f"{record.type}-{record.key}"
+
+
+def audit_rows(
+    actor: Actor,
+    action: str,
+    record: RecordRef | None,
+    detail: str,
+    at: datetime,
+    *,
+    once: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The day's row and the record's row of one act. With `once` (what makes the act unique,
+    e.g. the message that created a record), writing it again changes nothing."""
+    tail = short_hash(actor.name, action, once or detail, "" if once else at.isoformat())[:12]
+    stamp = f"{at:%Y%m%dT%H%M%S%f}-{tail}"
     row = {
         "Actor": actor.name[:200],
         "Source": actor.source,
         "Action": action,
         "Detail": detail[:2000],
-        "At": now,
+        "At": at,
         "RecordType": record.type if record else None,
         "RecordKey": record.key if record else None,
     }
-    partitions = [f"day-{now:%Y%m%d}"]
-    if record is not None:
-        partitions.append(f"rec-{record.type}-{record.key}")
-    for partition in partitions:
-        stores.table(AUDIT).upsert({"PartitionKey": partition, "RowKey": stamp, **row})
+    day = {"PartitionKey": f"day-{at:%Y%m%d}", "RowKey": stamp, **row}
+    if record is None:
+        return day, None
+    return day, {"PartitionKey": record_partition(record), "RowKey": AUDIT_ROW + stamp, **row}
+
+
+def audit(
+    stores: Stores, actor: Actor, action: str, record: RecordRef | None, detail: str, now: datetime
+) -> None:
+    day, on_record = audit_rows(actor, action, record, detail, now)
+    stores.table(AUDIT).upsert(day)
+    if on_record is not None:
+        stores.table(TIMELINE).upsert(on_record)
+
+
+def record_trail(stores: Stores, record: RecordRef) -> Iterator[dict[str, Any]]:
+    """The record's audit rows, oldest first."""
+    yield from stores.table(TIMELINE).partition(record_partition(record), row_from=AUDIT_ROW)
+
+
+def day_trail(stores: Stores, day: datetime) -> Iterator[dict[str, Any]]:
+    yield from stores.table(AUDIT).partition(f"day-{day:%Y%m%d}")

@@ -10,36 +10,43 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from ..core.config import Config
-from ..core.contracts import FilingPlan, RecordRef
+from ..core.contracts import FilingPlan
 from ..sources.base import MailboxSource
 from ..store.errors import ContractError
-from ..store.keys import activity_row, contact_row, conversation_row, sender_partition
+from ..store.keys import (
+    CONTACT,
+    NUMBER_ROWS,
+    activity_row,
+    contact_partition,
+    conversation_row,
+    number_of_row,
+    number_row,
+    participant_row,
+)
 from ..store.queues import decode
 from ..store.stores import (
     ACTIONS,
+    AUDIT,
     CONTACTS,
     CONVERSATIONS,
-    COUNTERS,
     HELD,
     MESSAGES,
     NOTICES,
-    NUMBERS,
-    PARTICIPANTS,
     RECORDS,
-    SENDERS,
     TIMELINE,
     Stores,
 )
+from ..store.tables import Table
 from . import events
-from .audit import Actor, audit
+from .audit import Actor, audit, audit_rows, record_partition
 
 log = logging.getLogger(__name__)
-MAX_COUNTER_ATTEMPTS = 20
+MAX_NUMBER_ATTEMPTS = 40
 MAILFILER = Actor(name="mailfiler", source="pipeline")
 
 
@@ -52,50 +59,58 @@ def sighting_row(mailbox: str, source_id: str) -> str:
     return "s-" + hashlib.sha256(f"{mailbox}\x00{source_id}".encode()).hexdigest()[:32]
 
 
-def claim_number(stores: Stores, record_type: str, record_key: str) -> int:
-    """The next human-readable number of a record type, never handed out twice.
+def create_numbered(
+    stores: Stores, record_type: str, prefix: str, entity: dict[str, Any]
+) -> tuple[int | None, dict[str, Any] | None]:
+    """Insert a record with the next number of its type, in one transaction with the number's
+    row: (number, None), or (None, the record) when the record exists already.
 
-    The claim is an insert into RecordNumbers (number -> record), which Table Storage makes
-    unique: whoever inserts row n owns n. The counter is only a hint where to start, so it needs
-    no ETag and concurrent creators cost one insert per collision, not a read-modify-write.
-    The row is also the index that resolves subject tokens. A creator that crashed after its
-    claim claims again when redelivered: the first number stays an alias of the same record,
-    never another record's.
+    Table Storage makes the number's row unique and the transaction makes record and number one
+    write, so a number is never handed out twice, a record never lacks one, and a failed try
+    uses none up. Where to start is this process's last number (else the highest given out:
+    one read per process and type), so creating a record is usually one request; another
+    process's number costs a failed transaction and a fresh look at the highest. The process's
+    creators of one type take turns (a request each), so a try that finds its record already
+    there leaves its number to the next, and the sequence keeps no gaps.
     """
-    counters, numbers = stores.table(COUNTERS), stores.table(NUMBERS)
-    hint = counters.get(record_type, "number")
-    start = int(hint["Value"]) + 1 if hint else 1
-    for _ in range(MAX_COUNTER_ATTEMPTS):
-        number = _next_guess(stores, record_type, start)
-        row = {"PartitionKey": record_type, "RowKey": str(number), "RecordKey": record_key}
-        if numbers.insert(row) is not None:
-            counters.upsert({"PartitionKey": record_type, "RowKey": "number", "Value": number})
-            return number
-        start = number + 1
+    records = stores.table(RECORDS)
+    key = entity["RowKey"]
+    with stores.number_lock(record_type):
+        last = stores.last_numbers.get(record_type)
+        number = (last if last is not None else _highest(stores, record_type)) + 1
+        for _ in range(MAX_NUMBER_ATTEMPTS):
+            numbered = {**entity, "Number": number, "DisplayId": f"{prefix}-{number}"}
+            index = {"PartitionKey": record_type, "RowKey": number_row(number), "RecordKey": key}
+            if records.transact([("insert", numbered), ("insert", index)]):
+                stores.last_numbers[record_type] = number
+                return number, None
+            existing = records.get(record_type, key)
+            if existing is not None:
+                return None, existing
+            number = max(_highest(stores, record_type), number) + 1
     raise RuntimeError(f"numbers of {record_type}: too much contention, will retry")
 
 
-def _next_guess(stores: Stores, record_type: str, start: int) -> int:
-    """Workers sharing these Stores never try the same number: only other processes collide."""
-    with stores.lock:
-        guess = max(start, stores.number_guesses.get(record_type, 0) + 1)
-        stores.number_guesses[record_type] = guess
-        return guess
+def _highest(stores: Stores, record_type: str) -> int:
+    rows = stores.table(RECORDS).partition(record_type, ["RowKey"], row_from=NUMBER_ROWS, first=1)
+    row = next(rows, None)
+    return number_of_row(row["RowKey"]) if row else 0
 
 
 def ensure_record(
     stores: Stores, config: Config, plan: FilingPlan, now: datetime
-) -> tuple[bool, str | None]:
-    """Create the plan's record once, then give it the next number of its type.
+) -> tuple[bool, str | None, datetime]:
+    """Create the plan's record once, numbered.
 
-    The insert decides which of several concurrent plans creates the record (a conversation's
-    first mails often arrive together); only that one draws a number. A record its creator left
-    without a number (a crash) gets one when that plan is redelivered, ETag-guarded. Returns
-    whether this plan is the record's creator (also when redelivered), and its display id.
+    Returns whether this plan is the record's creator (also when redelivered), its display id
+    and when it was created. Several plans may race to create one record (a thread's mails
+    often arrive together): the record's key comes from the conversation, so the first insert
+    wins and the others file onto it.
     """
     assert plan.record is not None
-    records = stores.table(RECORDS)
-    entity: dict[str, object] = {
+    record_type = config.record_type(plan.record.type)
+    prefix = record_type.prefix if record_type else plan.record.type.upper()
+    entity: dict[str, Any] = {
         "PartitionKey": plan.record.type,
         "RowKey": plan.record.key,
         "Title": (plan.title or "")[:1000],
@@ -107,38 +122,15 @@ def ensure_record(
     }
     for name, value in plan.fields.items():
         entity[f"F_{name}"] = value
-    etag = records.insert(entity)
-    if etag is None:
-        if plan.root:
-            # A reply mapped first created the record; the conversation's first mail names it.
-            keep = ("CreatedAt", "CreatedFrom", "Status")
-            records.upsert({k: v for k, v in entity.items() if k not in keep})
-        existing = records.get(plan.record.type, plan.record.key)
-        # Only the plan that created the record numbers it (again, after a crash): another
-        # plan of the same conversation would race the creator and waste a number.
-        creator = existing is not None and existing.get("CreatedFrom") == plan.message_key[:400]
-        if existing is None or "Number" in existing or not creator:
-            return creator, existing.get("DisplayId") if existing else None
-        etag = existing["_etag"]
-    record_type = config.record_type(plan.record.type)
-    prefix = record_type.prefix if record_type else plan.record.type.upper()
-    number = claim_number(stores, plan.record.type, plan.record.key)
-    numbered = {
-        "PartitionKey": plan.record.type,
-        "RowKey": plan.record.key,
-        "Number": number,
-        "DisplayId": f"{prefix}-{number}",
-    }
-    display_id = f"{prefix}-{number}"
-    for _ in range(MAX_COUNTER_ATTEMPTS):
-        if records.update_if_unchanged(numbered, etag):
-            return True, display_id
-        current = records.get(plan.record.type, plan.record.key)
-        if current is None or "Number" in current:
-            log.info("file: record %s numbered elsewhere (%d unused)", plan.record.key, number)
-            return True, current.get("DisplayId") if current else None
-        etag = current["_etag"]  # changed by a merge that set no number: try again
-    raise RuntimeError(f"record {plan.record.key}: could not store its number, will retry")
+    number, existing = create_numbered(stores, plan.record.type, prefix, entity)
+    if existing is None:
+        return True, f"{prefix}-{number}", now
+    if plan.root:
+        # A reply mapped first created the record; the conversation's first mail names it.
+        keep = ("CreatedAt", "CreatedFrom", "Status")
+        stores.table(RECORDS).upsert({k: v for k, v in entity.items() if k not in keep})
+    creator = existing.get("CreatedFrom") == plan.message_key[:400]
+    return creator, existing.get("DisplayId"), existing.get("CreatedAt", now)
 
 
 def _message_row(plan: FilingPlan) -> str:
@@ -163,33 +155,57 @@ def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> None:
     stores.table(RECORDS).upsert(entity)
 
 
-def _apply_contacts(stores: Stores, plan: FilingPlan, now: datetime) -> None:
-    contacts = stores.table(CONTACTS)
+def _write_contacts(stores: Stores, plan: FilingPlan, now: datetime, *, activity: bool) -> None:
+    """Contact updates and the sender's activity row (what the rate limit counts), one
+    transaction per contact's partition: usually one request."""
+    by_partition: dict[str, list[tuple[Literal["insert", "upsert"], dict[str, Any]]]] = {}
     for update in plan.contacts:
-        row = contact_row(update.address)
+        partition = contact_partition(update.address)
         if update.kind == "guest":
             # insert, not upsert: a guest never overwrites a contact someone set up
-            contacts.insert(
-                {
-                    "PartitionKey": "contact",
-                    "RowKey": row,
-                    "Address": update.address,
-                    "Name": update.name[:200],
-                    "Kind": "guest",
-                    "Allowed": True,
-                    "CreatedAt": now,
-                }
-            )
+            row: dict[str, Any] = {
+                "Address": update.address,
+                "Name": update.name[:200],
+                "Kind": "guest",
+                "Allowed": True,
+                "CreatedAt": now,
+            }
+            op: Literal["insert", "upsert"] = "insert"
         else:
-            contacts.upsert(
-                {
-                    "PartitionKey": "contact",
-                    "RowKey": row,
-                    "Address": update.address,
-                    "UndeliverableSince": now,
-                    "UndeliverableDetail": update.detail,
-                }
+            row = {
+                "Address": update.address,
+                "UndeliverableSince": now,
+                "UndeliverableDetail": update.detail,
+            }
+            op = "upsert"
+        by_partition.setdefault(partition, []).append(
+            (op, {"PartitionKey": partition, "RowKey": CONTACT, **row})
+        )
+    if activity and plan.sender:
+        partition = contact_partition(plan.sender)
+        # One row per message: a redelivered plan is counted once.
+        by_partition.setdefault(partition, []).append(
+            (
+                "upsert",
+                {"PartitionKey": partition, "RowKey": activity_row(plan.message_key), "At": now},
             )
+        )
+    _transact_each(stores.table(CONTACTS), by_partition.values())
+
+
+def _transact_each(
+    table: Table, groups: Iterable[list[tuple[Literal["insert", "upsert"], dict[str, Any]]]]
+) -> None:
+    """Each group in one transaction; where an insert finds its row there, the group's other
+    writes go one by one (the insert is already done: a redelivery or a concurrent filing)."""
+    for operations in groups:
+        if table.transact(operations):
+            continue
+        for op, entity in operations:
+            if op == "insert":
+                table.insert(entity)
+            else:
+                table.upsert(entity)
 
 
 def _record_notices(stores: Stores, plan: FilingPlan, now: datetime) -> None:
@@ -250,7 +266,7 @@ def file_plan(
     messages = stores.table(MESSAGES)
     if plan.action in ("drop", "reject", "hold"):
         _file_unfiled(stores, plan, now)
-        _apply_contacts(stores, plan, now)
+        _write_contacts(stores, plan, now, activity=False)
         _record_notices(stores, plan, now)
         _act_on_mailbox(stores, plan, now, source_for)
         log.info(
@@ -289,21 +305,32 @@ def file_plan(
         if plan.entry is None:
             raise ContractError(f"plan {plan.action} for {plan.message_key[:40]} has no entry")
         created, display_id = False, None
+        side: list[dict[str, Any]] = []  # rows beside the record's timeline entry
         if plan.action == "create":
-            created, display_id = ensure_record(stores, config, plan, now)
+            created, display_id, created_at = ensure_record(stores, config, plan, now)
             if created:
-                audit(
-                    stores,
+                day, on_record = audit_rows(
                     MAILFILER,
                     "create",
                     plan.record,
                     f"from {plan.mailbox}: " + "; ".join(plan.reasons)[:1500],
-                    now,
+                    created_at,
+                    once=plan.message_key,
                 )
+                stores.table(AUDIT).upsert(day)
+                side.append(on_record or {})
         else:
             _update_fields(stores, plan, now)
-        _write_timeline(stores, plan.record, plan)
-        _apply_contacts(stores, plan, now)
+        side.extend(
+            {
+                "PartitionKey": record_partition(plan.record),
+                "RowKey": participant_row(address),
+                "Address": address,
+            }
+            for address in plan.participants
+        )
+        _write_timeline(stores, plan, side)
+        _write_contacts(stores, plan, now, activity=plan.entry.direction == "in" and plan.primary)
         if plan.conversation_id and plan.primary:
             stores.table(CONVERSATIONS).upsert(
                 {
@@ -312,24 +339,6 @@ def file_plan(
                     "RecordType": plan.record.type,
                     "RecordKey": plan.record.key,
                 }
-            )
-        if plan.sender and plan.entry.direction == "in" and plan.primary:
-            # insert: the first filing's time counts, a redelivery changes nothing
-            stores.table(SENDERS).insert(
-                {
-                    "PartitionKey": sender_partition(plan.sender),
-                    "RowKey": activity_row(plan.message_key),
-                    "At": now,
-                }
-            )
-        if plan.participants:
-            stores.table(PARTICIPANTS).upsert_batch(
-                {
-                    "PartitionKey": f"{plan.record.type}-{plan.record.key}",
-                    "RowKey": contact_row(address),
-                    "Address": address,
-                }
-                for address in plan.participants
             )
         _record_notices(stores, plan, now)
         # Written last, in one transaction: from here on the message counts as filed.
@@ -372,35 +381,37 @@ def file_plan(
     return plan
 
 
-def _write_timeline(stores: Stores, record: RecordRef, plan: FilingPlan) -> None:
-    assert plan.entry is not None
+def _write_timeline(stores: Stores, plan: FilingPlan, side: list[dict[str, Any]]) -> None:
+    """The timeline entry and the rows beside it, in one transaction.
+
+    The entry is inserted, never replaced: a mail edited after it was filed (Graph reports edits
+    as updates) does not rewrite the record's history, and a redelivered plan changes nothing.
+    """
+    assert plan.entry is not None and plan.record is not None
     entry = plan.entry
-    # insert, never replace: a mail edited after it was filed (Graph reports edits as updates)
-    # does not rewrite the record's history, and a redelivered plan changes nothing.
-    stores.table(TIMELINE).insert(
-        {
-            "PartitionKey": f"{record.type}-{record.key}",
-            "RowKey": timeline_row(plan),
-            "MessageKey": plan.message_key[:400],
-            "Direction": entry.direction,
-            "MessageId": (entry.message_id or "")[:1000],
-            "Subject": entry.subject,
-            "From": entry.from_,
-            "To": ", ".join(entry.to)[:8000],
-            "Cc": ", ".join(entry.cc)[:8000],
-            "Date": entry.date,
-            "Snippet": entry.snippet,
-            "Text": entry.text,
-            "TextBlob": entry.text_blob,
-            "Kind": entry.kind,
-            "Attachments": json.dumps([a.model_dump(exclude_none=True) for a in entry.attachments])[
-                :30000
-            ],
-            "Mailbox": plan.mailbox,
-            "Folder": plan.folder,
-            "Blob": plan.blob,
-        }
-    )
+    row = {
+        "PartitionKey": record_partition(plan.record),
+        "RowKey": timeline_row(plan),
+        "MessageKey": plan.message_key[:400],
+        "Direction": entry.direction,
+        "MessageId": (entry.message_id or "")[:1000],
+        "Subject": entry.subject,
+        "From": entry.from_,
+        "To": ", ".join(entry.to)[:8000],
+        "Cc": ", ".join(entry.cc)[:8000],
+        "Date": entry.date,
+        "Snippet": entry.snippet,
+        "Text": entry.text,
+        "TextBlob": entry.text_blob,
+        "Kind": entry.kind,
+        "Attachments": json.dumps([a.model_dump(exclude_none=True) for a in entry.attachments])[
+            :30000
+        ],
+        "Mailbox": plan.mailbox,
+        "Folder": plan.folder,
+        "Blob": plan.blob,
+    }
+    _transact_each(stores.table(TIMELINE), [[("insert", row), *(("upsert", r) for r in side)]])
 
 
 def _act_on_mailbox(

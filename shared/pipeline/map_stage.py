@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from ..core.attachments import check
 from ..core.classify import Classification, classify
@@ -23,17 +24,21 @@ from ..core.mime import attachment_contents, parse_message
 from ..core.reply_text import reply_text
 from ..core.rules import match_routes
 from ..store.errors import ContractError
-from ..store.keys import contact_row, conversation_row, sender_partition
+from ..store.keys import (
+    CONTACT,
+    contact_partition,
+    conversation_row,
+    number_row,
+    participant_row,
+)
 from ..store.queues import decode
 from ..store.stores import (
     CONTACTS,
     CONVERSATIONS,
     FILING,
     MESSAGES,
-    NUMBERS,
-    PARTICIPANTS,
     RECORDS,
-    SENDERS,
+    TIMELINE,
     Stores,
 )
 
@@ -71,7 +76,7 @@ def gather(
     prefixes = {t.prefix: t.name for t in config.record_types}
     tokens: dict[tuple[str, int], RecordRef] = {}
     for token in need.tokens:
-        row = stores.table(NUMBERS).get(prefixes[token.prefix], str(token.number))
+        row = stores.table(RECORDS).get(prefixes[token.prefix], number_row(token.number))
         if row is not None:
             tokens[(token.prefix, token.number)] = RecordRef(
                 type=row["PartitionKey"], key=row["RecordKey"]
@@ -106,20 +111,19 @@ def gather(
     sender = None
     recent = 0
     if need.sender:
-        row = stores.table(CONTACTS).get("contact", contact_row(need.sender))
+        row, recent = _sender(stores, config, need.sender, now)
         if row is not None:
             sender = Contact(
                 address=need.sender,
                 kind=row.get("Kind", "guest"),
                 allowed=bool(row.get("Allowed", True)),
             )
-        recent = _recent(stores, config, need.sender, now)
     bounce_original = _filed_record(stores, need.bounce_original) if need.bounce_original else None
     on_thread: dict[RecordRef, bool] = {}
     for ref in dict.fromkeys(candidates):
         record_type = config.record_type(ref.type)
         if need.sender and record_type is not None and record_type.updates_from == "thread":
-            row = stores.table(PARTICIPANTS).get(f"{ref.type}-{ref.key}", contact_row(need.sender))
+            row = stores.table(TIMELINE).get(f"{ref.type}-{ref.key}", participant_row(need.sender))
             on_thread[ref] = row is not None
     return Known(
         thread=thread,
@@ -133,15 +137,27 @@ def gather(
     )
 
 
-def _recent(stores: Stores, config: Config, sender: str, now: datetime) -> int:
+def _sender(
+    stores: Stores, config: Config, sender: str, now: datetime
+) -> tuple[dict[str, Any] | None, int]:
+    """The sender's contact row, and how many mails it sent within the rate limit's window:
+    both live in the sender's partition, so this is one request."""
+    contacts, partition = stores.table(CONTACTS), contact_partition(sender)
     limit = config.rate_limit
     if limit.allows(sender):
-        return 0
+        return contacts.get(partition, CONTACT), 0
     since = now - timedelta(minutes=limit.window_minutes)
-    rows = stores.table(SENDERS).partition(
-        sender_partition(sender), ["RowKey"], where="At ge @since", parameters={"since": since}
-    )
-    return sum(1 for _ in rows)
+    contact, recent = None, 0
+    for row in contacts.partition(
+        partition,
+        where="RowKey eq @contact or At ge @since",
+        parameters={"contact": CONTACT, "since": since},
+    ):
+        if row["RowKey"] == CONTACT:
+            contact = row
+        else:
+            recent += 1
+    return contact, recent
 
 
 def store_attachments(stores: Stores, raw: bytes) -> tuple[AttachmentInfo, ...]:

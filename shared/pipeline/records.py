@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -19,19 +19,18 @@ from ..core.decide import timeline_entry
 from ..core.message import id_key
 from ..core.reply_text import reply_text
 from ..store.errors import StorageLimitError
-from ..store.keys import conversation_row
+from ..store.keys import NUMBER_ROWS, conversation_row, number_row
 from ..store.stores import (
     CONVERSATIONS,
     FILING,
     INGEST,
     MESSAGES,
-    NUMBERS,
     RECORDS,
     TIMELINE,
     Stores,
 )
 from ..store.tables import check_key, from_storage
-from .audit import Actor, audit
+from .audit import AUDIT_ROW, Actor, audit
 from .events import emit, enabled, event_id
 from .ingest import source_key
 from .map_stage import parse_inbound
@@ -59,7 +58,7 @@ def resolve(stores: Stores, config: Config, type_name: str, ident: str) -> dict[
     number = ident.upper().removeprefix(f"{rtype.prefix}-")
     key = ident
     if number.isdigit():
-        row = stores.table(NUMBERS).get(rtype.name, str(int(number)))
+        row = stores.table(RECORDS).get(rtype.name, number_row(int(number)))
         if row is None:
             raise RecordError(404, "not_found", f"no {rtype.name} record number {number}")
         key = row["RecordKey"]
@@ -115,7 +114,7 @@ def timeline(stores: Stores, record: dict[str, Any]) -> list[dict[str, Any]]:
             "folder": e.get("Folder"),
             "raw": e.get("Blob"),
         }
-        for e in stores.table(TIMELINE).partition(partition)
+        for e in stores.table(TIMELINE).partition(partition, row_before=AUDIT_ROW)
     ]
 
 
@@ -142,6 +141,16 @@ def _decode_token(token: str | None) -> Any:
         raise RecordError(400, "bad_continuation", "continuation token is not valid") from exc
 
 
+def all_records(stores: Stores) -> Iterator[dict[str, Any]]:
+    """Every record of every type (for the CLI and tests; the API pages)."""
+    yield from (
+        from_storage(e)
+        for e in stores.table(RECORDS).client.query_entities(
+            "RowKey lt @numbers", parameters={"numbers": NUMBER_ROWS}
+        )
+    )
+
+
 def list_records(
     stores: Stores,
     config: Config,
@@ -156,7 +165,8 @@ def list_records(
     """One page of records, filtered; the token continues where the page stopped."""
     if not 1 <= limit <= PAGE_MAX:
         raise RecordError(400, "bad_limit", f"limit must be between 1 and {PAGE_MAX}")
-    clauses, params = [], {}
+    # Records only: the number rows beside them in each type's partition sort after them.
+    clauses, params = ["RowKey lt @numbers"], {"numbers": NUMBER_ROWS}
     if type_name:
         record_type(config, type_name)
         clauses.append("PartitionKey eq @type")
@@ -169,11 +179,9 @@ def list_records(
         params["contact"] = contact.lower()
     client = stores.table(RECORDS).client
     query = " and ".join(clauses)
-    pages = (
-        client.query_entities(query, parameters=params, results_per_page=limit)
-        if query
-        else client.list_entities(results_per_page=limit)
-    ).by_page(continuation_token=_decode_token(continuation))
+    pages = client.query_entities(query, parameters=params, results_per_page=limit).by_page(
+        continuation_token=_decode_token(continuation)
+    )
     page: Iterable[Any] = next(pages, [])
     rows = [view(from_storage(e)) for e in page]
     if text:

@@ -18,10 +18,43 @@ def conversation_row(conversation_id: str) -> str:
     return short_hash(conversation_id)
 
 
-def sender_partition(address: str) -> str:
+# A contact's partition in the Contacts table holds the contact itself (RowKey "contact") and one
+# row per message it sent (the per-sender rate limit's count): one read tells the map stage
+# both, and one transaction writes both.
+CONTACT = "contact"
+
+
+def contact_partition(address: str) -> str:
     return short_hash(address.lower())
 
 
 def activity_row(message_key: str) -> str:
     """One row per message, so a redelivered plan is not counted twice."""
-    return short_hash(message_key)
+    return "a-" + short_hash(message_key)
+
+
+# A record's partition in the Timeline table holds its entries (RowKeys start with a digit) and,
+# after them under "~", rows kept beside them: "~audit-..." (its audit trail) and "~p-..." (the
+# addresses on its thread), so filing a message writes all three in one transaction.
+SIDE_ROWS = "~"
+
+
+def participant_row(address: str) -> str:
+    return "~p-" + contact_row(address)
+
+
+# A record type's partition in the Records table holds its records (RowKeys are hex keys) and,
+# after them under "n-", one row per number handed out (number -> record key). The record and
+# its number's row are inserted in one transaction: a number is never given twice, and never
+# lost to a record that turned out to exist already. The rows count down, so the first one is
+# the highest number.
+NUMBER_ROWS = "n-"
+_NUMBER_SPAN = 10**12
+
+
+def number_row(number: int) -> str:
+    return f"{NUMBER_ROWS}{_NUMBER_SPAN - number:012d}"
+
+
+def number_of_row(row_key: str) -> int:
+    return _NUMBER_SPAN - int(row_key.removeprefix(NUMBER_ROWS))

@@ -27,15 +27,11 @@ RECORDS = "Records"
 TIMELINE = "Timeline"
 INGEST = "Ingest"
 MAILBOXES = "Mailboxes"
-COUNTERS = "Counters"
 ACTIONS = "MailboxActions"
-NUMBERS = "RecordNumbers"
 CONVERSATIONS = "Conversations"
 CONTACTS = "Contacts"
-SENDERS = "SenderActivity"
 HELD = "Held"
 NOTICES = "Notices"
-PARTICIPANTS = "Participants"
 AUDIT = "Audit"
 DELIVERY_LOG = "EventDeliveries"
 TABLES = (
@@ -44,15 +40,11 @@ TABLES = (
     TIMELINE,
     INGEST,
     MAILBOXES,
-    COUNTERS,
     ACTIONS,
-    NUMBERS,
     CONVERSATIONS,
     CONTACTS,
-    SENDERS,
     HELD,
     NOTICES,
-    PARTICIPANTS,
     AUDIT,
     DELIVERY_LOG,
 )
@@ -66,9 +58,14 @@ class Stores:
     _tables: dict[str, Table] = field(default_factory=dict, init=False)
     _ensured: bool = field(default=False, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    # The last record number each type's workers in this process tried (file stage).
-    number_guesses: dict[str, int] = field(default_factory=dict, init=False)
-    lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    # The last record number of each type this process handed out (file stage).
+    last_numbers: dict[str, int] = field(default_factory=dict, init=False)
+    _number_locks: dict[str, threading.Lock] = field(default_factory=dict, init=False)
+
+    def number_lock(self, record_type: str) -> threading.Lock:
+        """Held while this process numbers a record of `record_type`."""
+        with self._lock:
+            return self._number_locks.setdefault(record_type, threading.Lock())
 
     def __post_init__(self) -> None:
         self.queues = Queues(self.account.queues)

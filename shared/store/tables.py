@@ -170,25 +170,68 @@ class Table:
         select: list[str] | None = None,
         *,
         row_from: str | None = None,
+        row_before: str | None = None,
         where: str | None = None,
         parameters: dict[str, Any] | None = None,
+        first: int | None = None,
     ) -> Iterator[Entity]:
-        """The partition's entities; `row_from` keeps RowKeys from there on, `where` adds an
-        OData condition whose values come in `parameters` (never formatted into the text)."""
+        """The partition's entities; `row_from` and `row_before` bound the RowKeys, `where` adds an
+        OData condition whose values come in `parameters` (never formatted into the text);
+        `first` stops after one request of at most that many rows."""
         check_key("PartitionKey", pk)
         query = "PartitionKey eq @pk"
         parameters = {**(parameters or {}), "pk": pk}
         if row_from is not None:
             query += " and RowKey ge @rk"
             parameters["rk"] = row_from
+        if row_before is not None:
+            query += " and RowKey lt @rk_end"
+            parameters["rk_end"] = row_before
         if where:
-            query += f" and {where}"  # no parentheses: the SDK reads "@name)" as the name
-        for entity in self.client.query_entities(query, parameters=parameters, select=select):
-            yield from_storage(entity)
+            # Spaces inside the parentheses: the SDK finds parameters by splitting on spaces.
+            query += f" and ( {where} )"
+        pages = self.client.query_entities(
+            query, parameters=parameters, select=select, results_per_page=first
+        ).by_page()
+        for page_number, page in enumerate(pages):
+            for entity in page:
+                yield from_storage(entity)
+            if first is not None and page_number == 0:
+                return  # `first` rows at most, in one request
 
     def all(self, select: list[str] | None = None) -> Iterator[Entity]:
         for entity in self.client.list_entities(select=select):
             yield from_storage(entity)
+
+    def transact(
+        self, operations: Iterable[tuple[Literal["insert", "upsert"], Mapping[str, Any]]]
+    ) -> bool:
+        """Inserts and merges in one partition, all or nothing, in one request.
+
+        False when an insert found its row already there (a redelivery, a concurrent writer):
+        then nothing was written, and the caller decides what to do one by one.
+        """
+        ops: list[Any] = []
+        for kind, entity in operations:
+            stored = to_storage(entity, self.name)
+            ops.append(
+                ("create", stored)
+                if kind == "insert"
+                else ("upsert", stored, {"mode": UpdateMode.MERGE})
+            )
+        if not ops:
+            return True
+        if len(ops) > MAX_BATCH_OPERATIONS or len({o[1]["PartitionKey"] for o in ops}) > 1:
+            raise StorageLimitError(
+                f"table {self.name}: a transaction is one partition, <= 100 rows"
+            )
+        try:
+            self.client.submit_transaction(ops)
+        except TableTransactionError as exc:
+            if getattr(exc, "error_code", None) == "EntityAlreadyExists":
+                return False
+            raise
+        return True
 
     def upsert_batch(self, entities: Iterable[Mapping[str, Any]]) -> int:
         """Upsert (merge) entities in transactions of at most 100 per partition.
