@@ -55,6 +55,13 @@ class AfterFiling(_Strict):
     mark_read: bool = False
     move_to: str | None = None
     category: str | None = None
+    delete_after_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=3650,
+        description="delete the mail from the mailbox this many days after it was handled "
+        "(filed, dropped or rejected; never held mail); the raw mail stays in Blob Storage",
+    )
 
 
 class _MailboxBase(_Strict):
@@ -66,6 +73,10 @@ class _MailboxBase(_Strict):
     )
     enabled: bool = True
     after_filing: AfterFiling = AfterFiling()
+    failure_folder: str | None = Field(
+        default=None,
+        description="move mail that could not be filed (it reached the poison queue) here",
+    )
 
 
 class LocalMailbox(_MailboxBase):

@@ -69,7 +69,7 @@ class TimelineEntry(_Contract):
 
 
 class MailboxAction(_Contract):
-    action: Literal["mark_read", "move", "categorize"]
+    action: Literal["mark_read", "move", "categorize", "delete"]
     folder: str | None = None
     category: str | None = None
 

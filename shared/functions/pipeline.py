@@ -21,6 +21,7 @@ def map_stage(msg: func.QueueMessage) -> None:
         lambda ctx, body: map_inbound(
             ctx.stores, ctx.config, body, now=now(), signing_keys=ctx.signing_keys
         ),
+        names_mail=True,
     )
 
 
@@ -31,4 +32,5 @@ def file_stage(msg: func.QueueMessage) -> None:
         FILING,
         "file",
         lambda ctx, body: file_plan(ctx.stores, ctx.config, body, now=now(), source_for=ctx.source),
+        names_mail=True,
     )

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import azure.functions as func
 
 from ..pipeline.context import AppContext, get_context
+from ..pipeline.failure_folder import move_failed
 from ..pipeline.poison import max_dequeue_count, run_guarded
 
 _MAX_DEQUEUE = max_dequeue_count()
@@ -18,8 +19,15 @@ def now() -> datetime:
 
 
 def run_stage(
-    msg: func.QueueMessage, queue: str, stage: str, work: Callable[[AppContext, bytes], object]
+    msg: func.QueueMessage,
+    queue: str,
+    stage: str,
+    work: Callable[[AppContext, bytes], object],
+    *,
+    names_mail: bool = False,
 ) -> None:
+    """`names_mail`: the queue's messages name a mail (inbound, filing), which moves to its
+    mailbox's failure folder when it ends in the poison queue."""
     ctx = get_context()
     run_guarded(
         ctx.stores,
@@ -30,4 +38,5 @@ def run_stage(
         now=now,
         max_dequeue=_MAX_DEQUEUE,
         handler=lambda body: work(ctx, body),
+        on_poison=(lambda body, why: move_failed(ctx, body, why, now())) if names_mail else None,
     )

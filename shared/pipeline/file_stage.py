@@ -30,7 +30,6 @@ from ..store.keys import (
 )
 from ..store.queues import decode
 from ..store.stores import (
-    ACTIONS,
     AUDIT,
     CONTACTS,
     CONVERSATIONS,
@@ -43,20 +42,17 @@ from ..store.stores import (
 )
 from ..store.tables import Table
 from . import events
-from .audit import Actor, audit, audit_rows, record_partition
+from .audit import audit_rows, record_partition
+from .mailbox_actions import MAILFILER, act, sighting_row
+from .retention import schedule_deletion
 
 log = logging.getLogger(__name__)
 MAX_NUMBER_ATTEMPTS = 40
-MAILFILER = Actor(name="mailfiler", source="pipeline")
 
 
 def timeline_row(plan: FilingPlan) -> str:
     stamp = plan.entry.date.strftime("%Y%m%dT%H%M%S") if plan.entry and plan.entry.date else "0"
     return f"{stamp}-{hashlib.sha256(plan.message_key.encode()).hexdigest()[:24]}"
-
-
-def sighting_row(mailbox: str, source_id: str) -> str:
-    return "s-" + hashlib.sha256(f"{mailbox}\x00{source_id}".encode()).hexdigest()[:32]
 
 
 def create_numbered(
@@ -268,7 +264,7 @@ def file_plan(
         _file_unfiled(stores, plan, now)
         _write_contacts(stores, plan, now, activity=False)
         _record_notices(stores, plan, now)
-        _act_on_mailbox(stores, plan, now, source_for)
+        _act_on_mailbox(stores, config, plan, now, source_for)
         log.info(
             "file: mailbox=%s key=%s action=%s", plan.mailbox, plan.message_key[:40], plan.action
         )
@@ -370,7 +366,7 @@ def file_plan(
                 stores, events.filing_events(plan, created=created, display_id=display_id, now=now)
             )
     if plan.primary:
-        _act_on_mailbox(stores, plan, now, source_for)
+        _act_on_mailbox(stores, config, plan, now, source_for)
     log.info(
         "file: mailbox=%s key=%s action=%s record=%s",
         plan.mailbox,
@@ -415,32 +411,23 @@ def _write_timeline(stores: Stores, plan: FilingPlan, side: list[dict[str, Any]]
 
 
 def _act_on_mailbox(
-    stores: Stores, plan: FilingPlan, now: datetime, source_for: Callable[[str], MailboxSource]
+    stores: Stores,
+    config: Config,
+    plan: FilingPlan,
+    now: datetime,
+    source_for: Callable[[str], MailboxSource],
 ) -> None:
-    if not plan.mailbox_actions:
-        return
-    results = source_for(plan.mailbox).apply(plan.source_id, plan.mailbox_actions)
-    done = ", ".join(f"{r.action.action}{'' if r.done else ' (recorded)'}" for r in results)
-    audit(
-        stores,
-        MAILFILER,
-        "mailbox_action",
-        plan.record,
-        f"{plan.mailbox}: {done} for {plan.message_key[:80]}",
-        now,
-    )
-    stores.table(ACTIONS).upsert_batch(
-        [
-            {
-                "PartitionKey": plan.message_key,
-                "RowKey": f"{sighting_row(plan.mailbox, plan.source_id)}-{i}",
-                "Mailbox": plan.mailbox,
-                "Action": r.action.action,
-                "Target": r.action.folder or r.action.category,
-                "Done": r.done,
-                "Detail": r.detail[:1000],
-                "At": now,
-            }
-            for i, r in enumerate(results)
-        ]
-    )
+    if plan.mailbox_actions:
+        act(
+            stores,
+            source_for(plan.mailbox),
+            mailbox=plan.mailbox,
+            source_id=plan.source_id,
+            message_key=plan.message_key,
+            record=plan.record,
+            actions=plan.mailbox_actions,
+            why=f"after filing {plan.message_key[:80]}",
+            now=now,
+        )
+    if plan.action != "hold":
+        schedule_deletion(stores, config, plan, now)

@@ -52,6 +52,7 @@ def run_guarded(
     now: Callable[[], datetime],
     handler: Callable[[bytes], T],
     max_dequeue: int = DEFAULT_MAX_DEQUEUE,
+    on_poison: Callable[[bytes, str], object] | None = None,
 ) -> T | None:
     try:
         return handler(body)
@@ -75,4 +76,6 @@ def run_guarded(
             failed_at=now(),
         ),
     )
+    if on_poison is not None:
+        on_poison(body, reason)
     return None

@@ -31,6 +31,7 @@ ACTIONS = "MailboxActions"
 CONVERSATIONS = "Conversations"
 CONTACTS = "Contacts"
 HELD = "Held"
+RETENTION = "Retention"
 NOTICES = "Notices"
 AUDIT = "Audit"
 DELIVERY_LOG = "EventDeliveries"
@@ -44,6 +45,7 @@ TABLES = (
     CONVERSATIONS,
     CONTACTS,
     HELD,
+    RETENTION,
     NOTICES,
     AUDIT,
     DELIVERY_LOG,

@@ -199,6 +199,11 @@ class Table:
             if first is not None and page_number == 0:
                 return  # `first` rows at most, in one request
 
+    def query(self, where: str, parameters: dict[str, Any]) -> Iterator[Entity]:
+        """Entities of any partition matching an OData condition (values in `parameters`)."""
+        for entity in self.client.query_entities(where, parameters=parameters):
+            yield from_storage(entity)
+
     def all(self, select: list[str] | None = None) -> Iterator[Entity]:
         for entity in self.client.list_entities(select=select):
             yield from_storage(entity)

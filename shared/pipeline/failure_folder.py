@@ -1,0 +1,48 @@
+"""Mail that could not be filed moves to its mailbox's `failure_folder`, where people see it.
+
+Called once a message of the `inbound` or `filing` queue has gone to the poison queue, so the
+raw mail is safe (Blob Storage, and the poison message says why). After a fix, `mailfiler
+poison replay` files it; its after-filing actions then find it in the failure folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+
+from ..core.contracts import MailboxAction
+from .context import AppContext
+from .mailbox_actions import act
+
+log = logging.getLogger(__name__)
+
+
+def move_failed(ctx: AppContext, body: bytes, reason: str, now: datetime) -> bool:
+    """Move the mail a poisoned `inbound`/`filing` message names; True if asked of the source."""
+    try:
+        data = json.loads(body)
+        mailbox_name, source_id = str(data["mailbox"]), str(data["source_id"])
+        message_key = str(data.get("message_key") or "")
+    except (ValueError, KeyError, TypeError):
+        return False  # too broken to name its mail; the poison queue has it
+    mailbox = ctx.config.mailbox(mailbox_name)
+    if mailbox is None or not mailbox.failure_folder:
+        return False
+    try:
+        act(
+            ctx.stores,
+            ctx.source(mailbox_name),
+            mailbox=mailbox_name,
+            source_id=source_id,
+            message_key=message_key or f"failed-{source_id[:200]}",
+            record=None,
+            actions=(MailboxAction(action="move", folder=mailbox.failure_folder),),
+            why=f"failed: {reason[:300]}",
+            now=now,
+        )
+    except Exception as exc:
+        # The mail stays where it is; the poison message is what matters.
+        log.warning("failure folder: mailbox=%s could not move: %s", mailbox_name, exc)
+        return False
+    return True

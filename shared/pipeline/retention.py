@@ -1,0 +1,114 @@
+"""Retention: delete handled mail from its mailbox N days later (`after_filing.delete_after_days`).
+
+Filing notes each handled mail under the day it falls due (table `Retention`, PK the due day,
+RK the mail's sighting key); a daily timer deletes what is due, through the source adapter.
+Only mail that was filed, dropped or rejected is noted, and only after that was committed, so
+nothing unhandled is ever deleted; the raw mail stays in Blob Storage. A mailbox whose
+retention was switched off since keeps its mail: its notes are dropped unacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from ..core.config import Config
+from ..core.contracts import FilingPlan, MailboxAction, RecordRef
+from ..store.stores import RETENTION, Stores
+from ..store.tables import Table
+from .context import AppContext
+from .mailbox_actions import act, sighting_row
+
+log = logging.getLogger(__name__)
+DELETE = (MailboxAction(action="delete"),)
+
+
+def schedule_deletion(stores: Stores, config: Config, plan: FilingPlan, now: datetime) -> None:
+    mailbox = config.mailbox(plan.mailbox)
+    days = mailbox.after_filing.delete_after_days if mailbox else None
+    if not days:
+        return
+    due = now + timedelta(days=days)
+    stores.table(RETENTION).upsert(
+        {
+            "PartitionKey": f"{due:%Y%m%d}",
+            "RowKey": sighting_row(plan.mailbox, plan.source_id),
+            "Mailbox": plan.mailbox,
+            "SourceId": plan.source_id[:1000],
+            "MessageKey": plan.message_key[:400],
+            "RecordType": plan.record.type if plan.record else None,
+            "RecordKey": plan.record.key if plan.record else None,
+            "HandledAt": now,
+        }
+    )
+
+
+@dataclass
+class RetentionSummary:
+    deleted: int = 0
+    recorded: int = 0  # sources that never delete (local files) only note the decision
+    skipped: int = 0  # retention switched off, or the mailbox removed, since
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def run_retention(ctx: AppContext, now: datetime) -> RetentionSummary:
+    """Delete every mail that is due; a failing mailbox keeps its notes for the next run."""
+    summary = RetentionSummary()
+    table = ctx.stores.table(RETENTION)
+    due = table.query("PartitionKey le @today", {"today": f"{now:%Y%m%d}"})
+    broken: set[str] = set()
+    for row in due:
+        name = row["Mailbox"]
+        mailbox = ctx.config.mailbox(name)
+        if mailbox is None or not mailbox.after_filing.delete_after_days:
+            summary.skipped += 1
+            _forget(table, row)
+            continue
+        if name in broken:
+            continue
+        record = (
+            RecordRef(type=row["RecordType"], key=row["RecordKey"])
+            if row.get("RecordKey")
+            else None
+        )
+        try:
+            (result,) = act(
+                ctx.stores,
+                ctx.source(name),
+                mailbox=name,
+                source_id=row["SourceId"],
+                message_key=row["MessageKey"],
+                record=record,
+                actions=DELETE,
+                why=f"retention ({mailbox.after_filing.delete_after_days} days)",
+                now=now,
+            )
+        except Exception as exc:
+            # One broken mailbox must not stop the others; its mail waits for the next run.
+            log.warning("retention: mailbox=%s failed: %s", name, exc)
+            summary.failed.append((name, f"{type(exc).__name__}: {exc}"))
+            broken.add(name)
+            continue
+        if result.done:
+            summary.deleted += 1
+        else:
+            summary.recorded += 1
+        _forget(table, row)
+    log.info(
+        "retention: deleted=%d recorded=%d skipped=%d failed mailboxes=%d",
+        summary.deleted,
+        summary.recorded,
+        summary.skipped,
+        len(summary.failed),
+    )
+    return summary
+
+
+def _forget(table: Table, row: dict[str, Any]) -> None:
+    with contextlib.suppress(ResourceNotFoundError):
+        table.delete(row["PartitionKey"], row["RowKey"])
