@@ -9,6 +9,7 @@ is a Key Vault reference.
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -103,13 +104,92 @@ class ImapMailbox(_MailboxBase):
         return self
 
 
+class FlagTasks(_Strict):
+    """A flagged mail becomes a task record linked to the mail's record (Graph mailboxes)."""
+
+    record_type: str
+    completed_status: str = Field(
+        default="closed", description="the task's status when the flag is completed"
+    )
+    # What unflagging (flag cleared, not completed) does to the task.
+    on_unflag: Literal["keep", "close", "cancel"] = "close"
+    cancelled_status: str = "cancelled"
+
+
+class CalendarLinks(_Strict):
+    """Tasks follow the dates of an Outlook event linked to them (Graph mailboxes)."""
+
+    create_events: bool = Field(
+        default=False, description="create an event for each new task (marked as Mailfiler's)"
+    )
+    # What deleting the linked event does to the task: unlink only, or also close it.
+    on_event_deleted: Literal["unlink", "close"] = "unlink"
+
+
 class GraphMailbox(_MailboxBase):
+    """A Microsoft 365 mailbox read through Microsoft Graph (app-only permissions)."""
+
     kind: Literal["graph"]
     user: str = Field(description="the mailbox's UPN or object id")
     tenant_id: str
-    client_id: str
+    auth: Literal["client_secret", "certificate", "managed_identity", "workload_identity"] = (
+        "client_secret"
+    )
+    client_id: str | None = Field(
+        default=None,
+        description="the Entra app's client id; for managed identity, a user-assigned one's",
+    )
     client_secret_setting: Annotated[str | None, Field(pattern=SETTING)] = None
+    certificate_setting: Annotated[str | None, Field(pattern=SETTING)] = Field(
+        default=None, description="app setting holding the PEM private key and certificate"
+    )
+    # No public endpoint: delta queries on the timer instead of change notifications.
     polling_only: bool = False
+    # mailbox: one subscription to every message of the mailbox, filtered by `folders` here;
+    # folders: one subscription per folder (more subscriptions to renew, less noise).
+    watch: Literal["mailbox", "folders"] = "mailbox"
+    folders: tuple[str, ...] = Field(
+        default=("inbox", "sentitems"),
+        description="well-known folder names (inbox, sentitems, archive, ...) or display names",
+    )
+    first_sync_from: date | None = Field(
+        default=None, description="the first sync reads mail received since; unset: everything"
+    )
+    tasks: FlagTasks | None = None
+    calendar: CalendarLinks | None = None
+    graph_endpoint: str = "https://graph.microsoft.com"
+    login_endpoint: str = "https://login.microsoftonline.com"
+
+    @model_validator(mode="after")
+    def _credential_named(self) -> GraphMailbox:
+        if self.auth == "client_secret" and not (self.client_id and self.client_secret_setting):
+            raise ValueError("auth 'client_secret' needs client_id and client_secret_setting")
+        if self.auth == "certificate" and not (self.client_id and self.certificate_setting):
+            raise ValueError("auth 'certificate' needs client_id and certificate_setting")
+        if self.auth == "workload_identity" and not self.client_id:
+            raise ValueError("auth 'workload_identity' needs client_id")
+        if self.calendar is not None and self.tasks is None:
+            raise ValueError("calendar links dates of tasks: it needs 'tasks'")
+        for name in ("graph_endpoint", "login_endpoint"):
+            url = getattr(self, name)
+            local = url.startswith(("http://127.0.0.1", "http://localhost"))
+            if not (url.startswith("https://") or local):
+                raise ValueError(f"{name} must be https://")
+        return self
+
+
+class GraphSettings(_Strict):
+    """What every Graph mailbox with change notifications shares."""
+
+    # The app's public base URL; Graph calls `<url>/graph/notifications` and `/graph/lifecycle`.
+    notification_url: str | None = None
+    client_state_secret_setting: Annotated[str, Field(pattern=SETTING)] = (
+        "GRAPH_CLIENT_STATE_SECRET"  # noqa: S105 (the name of the setting, not a secret)
+    )
+    subscription_minutes: int = Field(default=10_080, ge=45, le=10_080)
+    renew_before_minutes: int = Field(
+        default=2_880, ge=30, description="renew a subscription this long before it expires"
+    )
 
 
 class EwsMailbox(_MailboxBase):
@@ -330,6 +410,7 @@ class Config(_Strict):
     signing: Signing = Signing()
     field_block: FieldBlock = FieldBlock()
     events: Events = Events()
+    graph: GraphSettings = GraphSettings()
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Config:
@@ -355,6 +436,23 @@ class Config(_Strict):
                 problems.append(
                     (f"mailboxes[{i}]", "needs record_type, or a route without 'to' for it")
                 )
+        for i, mb in enumerate(self.mailboxes):
+            if isinstance(mb, GraphMailbox):
+                if mb.tasks and mb.tasks.record_type not in types:
+                    problems.append(
+                        (
+                            f"mailboxes[{i}].tasks.record_type",
+                            _unknown("record type", mb.tasks.record_type, types),
+                        )
+                    )
+                if not mb.polling_only and not self.graph.notification_url:
+                    problems.append(
+                        (
+                            f"mailboxes[{i}]",
+                            "change notifications need graph.notification_url (the app's public "
+                            "https URL), or set polling_only: true",
+                        )
+                    )
         for i, route in enumerate(self.routes):
             if route.record_type and route.record_type not in types:
                 problems.append(
@@ -385,6 +483,8 @@ class Config(_Strict):
             out[name] = f"signing.key_settings[{i}]"
         for i, hook in enumerate(self.events.webhooks):
             out[hook.secret_setting] = f"events.webhooks[{i}].secret_setting"
+        if any(isinstance(m, GraphMailbox) and not m.polling_only for m in self.mailboxes):
+            out[self.graph.client_state_secret_setting] = "graph.client_state_secret_setting"
         return out
 
 

@@ -1,0 +1,1 @@
+"""Fakes of external services for tests: they speak the real wire format on loopback."""
