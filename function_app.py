@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from shared.functions import api, events, health, pipeline, timers
+from shared.functions import api, events, graph, health, pipeline, timers
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health.bp)
@@ -10,3 +10,4 @@ app.register_functions(pipeline.bp)
 app.register_functions(timers.bp)
 app.register_functions(api.bp)
 app.register_functions(events.bp)
+app.register_functions(graph.bp)

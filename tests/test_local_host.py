@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from shared.cli.azurite import REPO, Azurite, free_port
-from shared.store.stores import FILING, INBOUND, Stores
+from shared.store.stores import FILING, INBOUND, QUEUES, Stores
 
 from .helpers import filed_keys, records, timeline_counts
 
@@ -98,7 +98,7 @@ def test_run_serves_health_and_files_the_sample_mail_within_a_minute(
     assert health["storage"] == {"reachable": True}
     assert health["queues"] == {
         name: 0
-        for q in ("inbound", "filing", "events", "deliveries")
+        for q in QUEUES
         for name in (q, f"{q}-poison")
     }
     mailboxes = health["mailboxes"]

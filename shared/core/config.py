@@ -190,6 +190,9 @@ class GraphSettings(_Strict):
     renew_before_minutes: int = Field(
         default=2_880, ge=30, description="renew a subscription this long before it expires"
     )
+    # Delta catch-up for mailboxes with change notifications, in case Graph dropped some
+    # without a `missed` event; polling-only mailboxes run delta on every poll.
+    safety_sync_minutes: int = Field(default=360, ge=5)
 
 
 class EwsMailbox(_MailboxBase):

@@ -25,7 +25,7 @@ class AppContext:
     signing_keys: tuple[bytes, ...] = ()
 
     def source(self, mailbox: str) -> MailboxSource:
-        return open_source(self.config, mailbox, self.base_dir)
+        return open_source(self.config, mailbox, self.base_dir, self.stores)
 
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,13 @@ _lock = threading.Lock()
 _context: AppContext | None = None
 
 
-def build_context(settings: AppSettings, counter: RequestCounter | None = None) -> AppContext:
+def build_context(
+    settings: AppSettings, counter: RequestCounter | None = None, *, ensure: bool = True
+) -> AppContext:
     config = load_config(settings.config_path)
     stores = Stores.connect(settings.storage(), counter=counter)
-    stores.ensure()
+    if ensure:
+        stores.ensure()
     return AppContext(
         settings, config, config_dir(settings.config_path), stores, signing_keys(config)
     )
@@ -54,12 +57,18 @@ def signing_keys(config: Config) -> tuple[bytes, ...]:
     return tuple(keys)
 
 
-def get_context() -> AppContext:
+def get_context(*, ensure: bool = True) -> AppContext:
+    """The process's context. `ensure=False` (Graph's webhook, which must answer within
+    seconds even on a cold start) skips creating missing tables and queues; whoever next asks
+    with `ensure=True` does it, once."""
     global _context
     with _lock:
         if _context is None:
-            _context = build_context(AppSettings())
-        return _context
+            _context = build_context(AppSettings(), ensure=False)
+        context = _context
+    if ensure:
+        context.stores.ensure()
+    return context
 
 
 def set_context(context: AppContext | None) -> None:

@@ -17,7 +17,7 @@ from datetime import datetime
 from azure.core.exceptions import AzureError
 
 from ..core.contracts import InboundMessage
-from ..sources.base import MailboxSource
+from ..sources.base import MailboxSource, SourceMessage
 from ..store.stores import INBOUND, INGEST, Stores
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,33 @@ def source_key(source_id: str) -> str:
     return hashlib.sha256(source_id.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
+def queue_message(
+    stores: Stores, mailbox: str, message: SourceMessage, now: datetime
+) -> dict[str, object]:
+    """Raw mail to Blob Storage, then its InboundMessage to the queue; returns the Ingest row
+    that notes it (the caller writes it, alone or in a batch)."""
+    blob = stores.blobs.put_raw(message.raw)
+    stores.queues.send(
+        INBOUND,
+        InboundMessage(
+            mailbox=mailbox,
+            source_id=message.source_id,
+            blob=blob,
+            folder=message.folder,
+            flags=message.flags,
+            received_at=message.received_at,
+        ),
+    )
+    return {
+        "PartitionKey": mailbox,
+        "RowKey": source_key(message.source_id),
+        "SourceId": message.source_id[:1000],
+        "Blob": blob,
+        "Folder": message.folder,
+        "IngestedAt": now,
+    }
+
+
 def ingest_mailbox(
     stores: Stores,
     mailbox: str,
@@ -49,21 +76,29 @@ def ingest_mailbox(
 ) -> IngestSummary:
     summary = IngestSummary(mailbox)
     table = stores.table(INGEST)
-    done = {e["RowKey"] for e in table.partition(mailbox, select=["RowKey"])}
     pending: list[dict[str, object]] = []
     refs = source.refs()
+    # A source that lists only what changed (a delta query) is checked id by id; one that
+    # lists everything (a folder of files) against the whole partition, read once.
+    done: set[str] | None = (
+        None
+        if getattr(source, "incremental", False)
+        else {e["RowKey"] for e in table.partition(mailbox, select=["RowKey"])}
+    )
     summary.seen = len(refs)
     if on_count:
         on_count(summary.seen)
+    complete = True
     try:
         for source_id in refs:
             if progress:
                 progress(1)
             key = source_key(source_id)
-            if key in done:
+            if (key in done) if done is not None else table.get(mailbox, key) is not None:
                 summary.skipped += 1
                 continue
             if limit is not None and summary.queued >= limit:
+                complete = False
                 break
             try:
                 message = source.read(source_id)
@@ -72,32 +107,18 @@ def ingest_mailbox(
                 log.warning("ingest: mailbox=%s source_id=%s failed: %s", mailbox, source_id, exc)
                 summary.failed.append((source_id, str(exc)))
                 continue
-            blob = stores.blobs.put_raw(message.raw)
-            stores.queues.send(
-                INBOUND,
-                InboundMessage(
-                    mailbox=mailbox,
-                    source_id=source_id,
-                    blob=blob,
-                    folder=message.folder,
-                    flags=message.flags,
-                    received_at=message.received_at,
-                ),
-            )
-            pending.append(
-                {
-                    "PartitionKey": mailbox,
-                    "RowKey": key,
-                    "SourceId": source_id[:1000],
-                    "Blob": blob,
-                    "IngestedAt": now,
-                }
-            )
+            pending.append(queue_message(stores, mailbox, message, now))
             summary.queued += 1
-            done.add(key)
+            if done is not None:
+                done.add(key)
             if len(pending) >= FLUSH_EVERY:
                 table.upsert_batch(pending)
                 pending.clear()
+        if complete and not summary.failed:
+            if pending:
+                table.upsert_batch(pending)
+                pending.clear()
+            source.commit(now)
     finally:
         # Also when storage fails midway: what was queued is noted, so the next poll does not
         # send it again (it would be harmless, the map stage drops duplicates, but wasteful).

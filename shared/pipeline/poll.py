@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from ..store.stores import MAILBOXES
+from ..core.config import GraphMailbox
+from ..store.stores import GRAPH_STATE, MAILBOXES
 from .context import AppContext
 from .ingest import IngestSummary, ingest_mailbox
 
@@ -19,10 +20,19 @@ def poll_all(
 ) -> dict[str, str]:
     """Poll every enabled mailbox; one failing mailbox never stops the others."""
     outcome: dict[str, str] = {}
+    statuses: dict[str, dict[str, Any]] | None = None
     for mailbox in ctx.config.mailboxes:
         if not mailbox.enabled:
             outcome[mailbox.name] = "disabled"
             continue
+        if isinstance(mailbox, GraphMailbox) and not mailbox.polling_only:
+            if statuses is None:
+                statuses = {
+                    e["RowKey"]: e for e in ctx.stores.table(MAILBOXES).partition(STATUS_PARTITION)
+                }
+            if not _graph_sync_due(ctx, mailbox.name, statuses.get(mailbox.name), now):
+                outcome[mailbox.name] = "notifications"
+                continue
         try:
             summary = ingest_mailbox(
                 ctx.stores, mailbox.name, ctx.source(mailbox.name), now=now, limit=limit_per_mailbox
@@ -35,8 +45,30 @@ def poll_all(
             outcome[mailbox.name] = "failed"
             continue
         record_status(ctx, mailbox.name, mailbox.kind, now, summary=summary)
+        if isinstance(mailbox, GraphMailbox):
+            _resync_done(ctx, mailbox.name)
         outcome[mailbox.name] = f"queued {summary.queued}"
     return outcome
+
+
+def _graph_sync_due(
+    ctx: AppContext, name: str, status: dict[str, Any] | None, now: datetime
+) -> bool:
+    """A Graph mailbox with change notifications runs delta when asked to (a `missed` or
+    recreated subscription) and on the safety schedule."""
+    last = status.get("LastSuccess") if status else None
+    if not isinstance(last, datetime):
+        return True
+    if now - last >= timedelta(minutes=ctx.config.graph.safety_sync_minutes):
+        return True
+    row = ctx.stores.table(GRAPH_STATE).get(name, "resync")
+    return bool(row and row.get("Requested"))
+
+
+def _resync_done(ctx: AppContext, name: str) -> None:
+    ctx.stores.table(GRAPH_STATE).upsert(
+        {"PartitionKey": name, "RowKey": "resync", "Requested": False}
+    )
 
 
 def record_status(

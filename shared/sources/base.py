@@ -37,6 +37,11 @@ class MailboxSource(Protocol):
 
     def read(self, source_id: str) -> SourceMessage: ...
 
+    def commit(self, now: datetime) -> None:
+        """Everything `refs` listed is queued: a source with a cursor (a delta link, a UID)
+        may move it on. Not called when a read failed or a limit stopped the run."""
+        ...
+
     def apply(self, source_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
         """Carry out mailbox actions for a message that is already safely filed."""
         ...

@@ -110,6 +110,9 @@ class LocalSource:
         received = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
         return SourceMessage(source_id=source_id, raw=raw, flags=flags, received_at=received)
 
+    def commit(self, now: datetime) -> None:
+        """No cursor: the Ingest table alone says what was read."""
+
     def apply(
         self,
         source_id: str,  # noqa: ARG002

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.config import Config
+from ..store.stores import Stores
 from .base import MailboxSource
 from .local import LocalSource
 
@@ -13,13 +14,24 @@ class SourceUnavailable(RuntimeError):
     """The mailbox cannot be read now (not configured, not supported yet, unreachable)."""
 
 
-def open_source(config: Config, name: str, base_dir: Path) -> MailboxSource:
+def open_source(config: Config, name: str, base_dir: Path, stores: Stores) -> MailboxSource:
     mailbox = config.mailbox(name)
     if mailbox is None:
         raise SourceUnavailable(f"mailbox {name!r} is not in the configuration")
     if mailbox.kind == "local":
         path = Path(mailbox.path)
         return LocalSource(path if path.is_absolute() else base_dir / path)
+    if mailbox.kind == "graph":
+        # Imported here: only Graph mailboxes pay for httpx and msal.
+        from .graph.auth import GraphAuthError, provider_for
+        from .graph.client import GraphClient
+        from .graph.source import GraphSource
+
+        try:
+            tokens = provider_for(mailbox)
+        except GraphAuthError as exc:
+            raise SourceUnavailable(f"mailbox {name!r}: {exc}") from exc
+        return GraphSource(mailbox, GraphClient(mailbox.graph_endpoint, tokens), stores)
     raise SourceUnavailable(
         f"mailbox {name!r}: the {mailbox.kind} source is not implemented in this version"
     )

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from .account import RequestCounter, StorageAccount, StorageSettings
 from .blobs import RAW_CONTAINER, Blobs
+from .leases import LOCKS_CONTAINER, Slots
 from .queues import Queues
 from .tables import Table
 
@@ -14,7 +15,9 @@ INBOUND = "inbound"
 FILING = "filing"
 EVENTS = "events"
 DELIVERIES = "deliveries"
-QUEUES = (INBOUND, FILING, EVENTS, DELIVERIES)
+GRAPH_NOTIFICATIONS = "graph-notifications"  # what Graph's webhook calls brought, as posted
+GRAPH_FETCH = "graph-fetch"  # one message or event to read from Graph
+QUEUES = (INBOUND, FILING, EVENTS, DELIVERIES, GRAPH_NOTIFICATIONS, GRAPH_FETCH)
 
 
 def poison(queue: str) -> str:
@@ -32,6 +35,7 @@ CONVERSATIONS = "Conversations"
 CONTACTS = "Contacts"
 HELD = "Held"
 RETENTION = "Retention"
+GRAPH_STATE = "GraphState"
 NOTICES = "Notices"
 AUDIT = "Audit"
 DELIVERY_LOG = "EventDeliveries"
@@ -46,6 +50,7 @@ TABLES = (
     CONTACTS,
     HELD,
     RETENTION,
+    GRAPH_STATE,
     NOTICES,
     AUDIT,
     DELIVERY_LOG,
@@ -82,6 +87,10 @@ class Stores:
             self._tables[name] = Table(self.account.tables, name)
         return self._tables[name]
 
+    def slots(self, name: str, size: int) -> Slots:
+        """A semaphore of `size` across every worker (see leases.py)."""
+        return Slots(self.account.blobs, name, size)
+
     def ensure(self) -> None:
         """Create what is missing, once per process (infra declares it all in Azure)."""
         with self._lock:
@@ -93,4 +102,5 @@ class Stores:
                 self.queues.create(queue)
                 self.queues.create(poison(queue))
             self.blobs.create(RAW_CONTAINER)
+            self.blobs.create(LOCKS_CONTAINER)
             self._ensured = True

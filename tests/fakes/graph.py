@@ -218,6 +218,20 @@ class FakeGraph:
         """The opaque id of a well-known folder name (inbox, archive, ...) or folder id."""
         return self.store.folder(self.store.mailbox(user), folder).id
 
+    def folders(self, user: str) -> list[JSON]:
+        """Every folder of the mailbox: id, displayName, parentFolderId, wellKnownName."""
+        box = self.store.mailbox(user)
+        with self.store.lock:
+            return [
+                {
+                    "id": f.id,
+                    "displayName": f.display_name,
+                    "parentFolderId": f.parent_id,
+                    "wellKnownName": f.well_known,
+                }
+                for f in self.store.folders[box.id].values()
+            ]
+
     def add_folder(self, user: str, display_name: str, parent: str = ROOT) -> str:
         return self.store.add_folder(self.store.mailbox(user), display_name, parent).id
 

@@ -261,7 +261,8 @@ class TokenService:
         }
 
     def check_bearer(self, authorization: str | None) -> Token:
-        """Graph's gate: a live token for https://graph.microsoft.com or 401."""
+        """Graph's gate: a live token for https://graph.microsoft.com (or for this fake's own
+        URL, as a national cloud's Graph accepts tokens for its own host) or 401."""
         challenge = {
             "WWW-Authenticate": 'Bearer realm="", authorization_uri='
             '"https://login.microsoftonline.com/common/oauth2/authorize", '
@@ -289,7 +290,7 @@ class TokenService:
                 "Lifetime validation failed, the token is expired.",
                 challenge,
             )
-        if token.audience not in GRAPH_AUDIENCES:
+        if token.audience not in GRAPH_AUDIENCES and token.audience != self.base_url.rstrip("/"):
             raise GraphError(
                 401,
                 "InvalidAuthenticationToken",

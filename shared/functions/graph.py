@@ -1,0 +1,114 @@
+"""Microsoft Graph: the webhook endpoints, the queue stages behind them, and the timer that
+keeps subscriptions alive. The webhook path imports only the standard library and what the
+app has loaded anyway; httpx and msal load on the queue and timer paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+
+import azure.functions as func
+
+from ..pipeline.context import AppContext, get_context
+from ..pipeline.graph_intake import Answer, accept
+from ..store.stores import GRAPH_FETCH, GRAPH_NOTIFICATIONS, GRAPH_STATE
+from .stage import now, run_stage
+
+bp = func.Blueprint()
+log = logging.getLogger(__name__)
+SUBSCRIPTIONS_SCHEDULE = "0 7,37 * * * *"  # twice an hour
+MAX_TOKEN = 1024
+KNOWN_FOR = 600.0  # seconds a known subscription nonce is trusted without a read
+UNKNOWN_FOR = 30.0
+
+_nonces: dict[str, tuple[bool, float]] = {}
+_nonces_lock = threading.Lock()
+
+
+def _validation(req: func.HttpRequest) -> func.HttpResponse | None:
+    """Graph's handshake: 200, text/plain, the decoded token, before anything else."""
+    token = req.params.get("validationToken")
+    if token is None:
+        return None
+    if len(token) > MAX_TOKEN:
+        return func.HttpResponse("validation token too long", status_code=400)
+    return func.HttpResponse(token, status_code=200, mimetype="text/plain")
+
+
+def _known(ctx: AppContext, nonce: str) -> bool:
+    """Is this one of our subscriptions? Cached: a warm worker answers without a read."""
+    from ..sources.graph.subscriptions import NONCES
+
+    clock = time.monotonic()
+    with _nonces_lock:
+        cached = _nonces.get(nonce)
+    if cached is not None and cached[1] > clock:
+        return cached[0]
+    found = ctx.stores.table(GRAPH_STATE).get(NONCES, nonce) is not None
+    with _nonces_lock:
+        _nonces[nonce] = (found, clock + (KNOWN_FOR if found else UNKNOWN_FOR))
+    return found
+
+
+def _intake(req: func.HttpRequest) -> func.HttpResponse:
+    early = _validation(req)
+    if early is not None:
+        return early
+    ctx = get_context(ensure=False)
+    from ..sources.graph.subscriptions import secret
+
+    nonces: dict[str, bool] = {}
+    answer: Answer = accept(
+        req.get_body(),
+        secret=secret(ctx.config),
+        known=lambda nonce: nonces.setdefault(nonce, _known(ctx, nonce)),
+        persist=lambda message: ctx.stores.queues.send_bytes(GRAPH_NOTIFICATIONS, message),
+    )
+    return func.HttpResponse(answer.text, status_code=answer.status)
+
+
+@bp.route(route="graph/notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
+    return _intake(req)
+
+
+@bp.route(route="graph/lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
+    return _intake(req)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=GRAPH_NOTIFICATIONS, connection="AzureWebJobsStorage")
+def graph_process_notifications(msg: func.QueueMessage) -> None:
+    from ..pipeline.graph_fetch import process_notifications
+
+    run_stage(
+        msg,
+        GRAPH_NOTIFICATIONS,
+        "graph-notifications",
+        lambda ctx, body: process_notifications(ctx, body, now()),
+    )
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=GRAPH_FETCH, connection="AzureWebJobsStorage")
+def graph_fetch(msg: func.QueueMessage) -> None:
+    from ..pipeline.graph_fetch import fetch
+
+    run_stage(msg, GRAPH_FETCH, "graph-fetch", lambda ctx, body: fetch(ctx, body, now()))
+
+
+@bp.timer_trigger(schedule=SUBSCRIPTIONS_SCHEDULE, arg_name="timer", run_on_startup=False)
+def graph_subscriptions(timer: func.TimerRequest) -> None:
+    """Create missing subscriptions, renew those near expiry, recreate vanished ones."""
+    from ..pipeline.graph_fetch import request_resync
+    from ..sources.graph.subscriptions import maintain
+
+    if timer.past_due:
+        log.info("graph subscriptions: timer is past due; running now")
+    ctx = get_context()
+    at = datetime.now(UTC)
+    summary = maintain(ctx.config, ctx.stores, at)
+    for mailbox in summary.resync:
+        request_resync(ctx, mailbox, at, reason="subscribed")

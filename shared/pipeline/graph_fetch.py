@@ -1,0 +1,168 @@
+"""Graph change notifications to work: unpack what the webhook kept, then read each message.
+
+`graph-notifications` holds what Graph POSTed (already checked by the webhook); each message
+notification becomes one `graph-fetch` job, so one slow or throttled message never holds up the
+rest, and redelivered or duplicate notifications cost at most a table read. A fetch reads the
+message's state, ingests it if it is new and in a watched folder (same path as polling: raw
+mail to Blob Storage, then the `inbound` queue), or, for mail already ingested, turns a folder
+change into a sighting so the timeline shows where the mail is now.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+from ..core.config import GraphMailbox
+from ..core.contracts import InboundMessage
+from ..sources.graph.clientstate import verified_nonce
+from ..store.stores import GRAPH_FETCH, GRAPH_STATE, INBOUND, INGEST
+from .context import AppContext
+from .graph_intake import unpack
+from .ingest import queue_message, source_key
+
+log = logging.getLogger(__name__)
+BUSY_DELAY = 2  # seconds before a job whose mailbox slots were all taken runs again
+
+
+def process_notifications(ctx: AppContext, body: bytes, now: datetime) -> dict[str, int]:
+    """One webhook POST's notifications: lifecycle events handled, changes queued as fetches."""
+    from ..sources.graph import subscriptions
+
+    key = subscriptions.secret(ctx.config)
+    if key is None:
+        raise RuntimeError("graph: the client state secret is not set")
+    counts = {"fetch": 0, "lifecycle": 0, "dropped": 0}
+    jobs: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for item in unpack(body):
+        nonce = verified_nonce(key, item.get("clientState"))
+        row = ctx.stores.table(GRAPH_STATE).get(subscriptions.NONCES, nonce) if nonce else None
+        mailbox = ctx.config.mailbox(str(row["Mailbox"])) if row else None
+        if row is None or not isinstance(mailbox, GraphMailbox):
+            counts["dropped"] += 1
+            continue
+        event = item.get("lifecycleEvent")
+        if event:
+            counts["lifecycle"] += 1
+            _lifecycle(ctx, mailbox, str(event), str(item.get("subscriptionId", "")), now)
+            continue
+        data = item.get("resourceData") or {}
+        item_id = data.get("id") if isinstance(data, dict) else None
+        if not item_id:
+            counts["dropped"] += 1
+            continue
+        kind = "event" if row.get("Kind") == "events" else "message"
+        change = str(item.get("changeType", "updated"))
+        # A created and an updated of one message in one POST: one fetch reads both.
+        jobs.setdefault((mailbox.name, kind, str(item_id)), {"change": change})
+    for (mailbox_name, kind, item_id), job in jobs.items():
+        ctx.stores.queues.send_bytes(
+            GRAPH_FETCH,
+            json.dumps(
+                {"v": 1, "mailbox": mailbox_name, "kind": kind, "id": item_id, **job}
+            ).encode(),
+        )
+        counts["fetch"] += 1
+    return counts
+
+
+def _lifecycle(
+    ctx: AppContext, mailbox: GraphMailbox, event: str, subscription_id: str, now: datetime
+) -> None:
+    from ..sources.graph import subscriptions
+
+    log.info("graph: mailbox=%s lifecycle %s", mailbox.name, event)
+    if event == "reauthorizationRequired":
+        subscriptions.reauthorize(mailbox, subscription_id)
+        return
+    if event == "subscriptionRemoved":
+        subscriptions.maintain(
+            ctx.config, ctx.stores, now, only=mailbox.name, recreate=[subscription_id]
+        )
+    # subscriptionRemoved and missed: notifications were lost; delta catches up.
+    request_resync(ctx, mailbox.name, now, reason=event)
+
+
+def request_resync(ctx: AppContext, mailbox: str, now: datetime, *, reason: str) -> None:
+    """The next poll runs delta for this mailbox, whatever its schedule."""
+    ctx.stores.table(GRAPH_STATE).upsert(
+        {
+            "PartitionKey": mailbox,
+            "RowKey": "resync",
+            "Requested": True,
+            "Reason": reason,
+            "At": now,
+        }
+    )
+
+
+def fetch(ctx: AppContext, body: bytes, now: datetime) -> str:
+    """One message: ingest it if new, note a move if not. Returns what was done."""
+    from ..sources.graph.client import GraphNotFound, GraphThrottled
+    from ..store.leases import SlotsBusy
+
+    job = json.loads(body)
+    mailbox = ctx.config.mailbox(str(job["mailbox"]))
+    if not isinstance(mailbox, GraphMailbox) or not mailbox.enabled:
+        return "mailbox gone"
+    if job.get("kind") != "message":
+        return "events are handled with tasks"
+    item_id = str(job["id"])
+    ingest = ctx.stores.table(INGEST)
+    known = ingest.get(mailbox.name, source_key(item_id))
+    if known is not None and job.get("change") == "created":
+        return "duplicate"
+    try:
+        return _fetch(ctx, mailbox, item_id, known, now)
+    except GraphThrottled as exc:
+        _later(ctx, body, int(exc.retry_after) + 1)
+        return f"throttled, again in {exc.retry_after:.0f} s"
+    except SlotsBusy:
+        _later(ctx, body, BUSY_DELAY)
+        return "mailbox busy, again shortly"
+    except GraphNotFound:
+        return "gone from the mailbox"
+
+
+def _later(ctx: AppContext, body: bytes, seconds: int) -> None:
+    ctx.stores.queues.send_bytes(GRAPH_FETCH, body, delay_seconds=min(seconds, 3600))
+
+
+def _fetch(
+    ctx: AppContext,
+    mailbox: GraphMailbox,
+    item_id: str,
+    known: dict[str, Any] | None,
+    now: datetime,
+) -> str:
+    from ..sources.graph.source import GraphSource
+
+    source = ctx.source(mailbox.name)
+    assert isinstance(source, GraphSource)
+    state = source.state(item_id)
+    folder = source.folder_name(state.folder_id)
+    if known is None:
+        if state.folder_id not in source.folders().values():
+            return f"not in a watched folder ({folder})"
+        row = queue_message(ctx.stores, mailbox.name, source.read(item_id), now)
+        ctx.stores.table(INGEST).upsert(row)
+        return "ingested"
+    if known.get("Folder") != folder and known.get("Blob"):
+        # A move: the map stage sees a filed message in another folder (a sighting).
+        ctx.stores.queues.send(
+            INBOUND,
+            InboundMessage(
+                mailbox=mailbox.name,
+                source_id=item_id,
+                blob=str(known["Blob"]),
+                folder=folder,
+                received_at=state.received,
+            ),
+        )
+        ctx.stores.table(INGEST).upsert(
+            {"PartitionKey": mailbox.name, "RowKey": known["RowKey"], "Folder": folder}
+        )
+        return f"moved to {folder}"
+    return "unchanged"

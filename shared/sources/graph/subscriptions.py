@@ -1,0 +1,311 @@
+"""Graph subscriptions: create what is missing, renew what is near expiry (in `$batch` calls of
+20), recreate what vanished, and remove what the configuration no longer wants.
+
+State in `GraphState`: per mailbox, RK `sub-<kind>` (subscription id, resource, nonce, expiry,
+status, last error); and RK `nonce-<nonce>` under PK `nonce`, the index the webhook checks. The
+nonce row is written before the subscription is created: Graph may notify at once, and
+notifications of a subscription whose creation is still being answered must count as ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from ...core.config import Config, GraphMailbox
+from ...store.stores import GRAPH_STATE, Stores
+from .auth import provider_for
+from .client import GraphClient, GraphError
+from .clientstate import make, new_nonce
+
+log = logging.getLogger(__name__)
+NONCES = "nonce"
+
+
+@dataclass(frozen=True)
+class Wanted:
+    mailbox: GraphMailbox
+    kind: str  # mail | folder-<name> | events
+    resource: str
+    change_type: str
+
+
+def wanted(config: Config) -> list[Wanted]:
+    out: list[Wanted] = []
+    for mb in config.mailboxes:
+        if not isinstance(mb, GraphMailbox) or not mb.enabled or mb.polling_only:
+            continue
+        user = f"users/{quote(mb.user, safe='@')}"
+        if mb.watch == "mailbox":
+            out.append(Wanted(mb, "mail", f"{user}/messages", "created,updated"))
+        else:
+            for folder in mb.folders:
+                change = "created" if folder.lower() == "sentitems" else "created,updated"
+                resource = f"{user}/mailFolders('{folder}')/messages"
+                out.append(Wanted(mb, f"folder-{folder.lower()}", resource, change))
+        if mb.calendar is not None:
+            out.append(Wanted(mb, "events", f"{user}/events", "created,updated,deleted"))
+    return out
+
+
+@dataclass
+class Summary:
+    created: int = 0
+    renewed: int = 0
+    recreated: int = 0
+    removed: int = 0
+    batches: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    resync: set[str] = field(default_factory=set)  # mailboxes whose mail must be caught up
+
+
+def client_for(mailbox: GraphMailbox) -> GraphClient:
+    return GraphClient(mailbox.graph_endpoint, provider_for(mailbox))
+
+
+def secret(config: Config) -> bytes | None:
+    value = os.environ.get(config.graph.client_state_secret_setting)
+    return value.encode() if value else None
+
+
+def maintain(
+    config: Config,
+    stores: Stores,
+    now: datetime,
+    *,
+    only: str | None = None,
+    recreate: Iterable[str] = (),
+) -> Summary:
+    """One pass over every Graph mailbox's subscriptions (or `only` one mailbox's).
+    `recreate`: subscription ids Graph says were removed (lifecycle `subscriptionRemoved`)."""
+    summary = Summary()
+    key = secret(config)
+    table = stores.table(GRAPH_STATE)
+    gone = set(recreate)
+    wants = [w for w in wanted(config) if only in (None, w.mailbox.name)]
+    renewals: dict[int, tuple[GraphClient, list[tuple[Wanted, dict[str, Any]]]]] = {}
+    for want in wants:
+        row = table.get(want.mailbox.name, f"sub-{want.kind}")
+        expires = row.get("Expires") if row else None
+        current = (
+            row is not None
+            and row.get("Status") == "active"
+            and row.get("SubscriptionId") not in gone
+            and isinstance(expires, datetime)
+            and expires > now
+            and row.get("Resource") == want.resource
+        )
+        try:
+            client = client_for(want.mailbox)
+        except Exception as exc:
+            summary.failed.append((want.mailbox.name, str(exc)))
+            continue
+        if not current:
+            if key is None:
+                summary.failed.append((want.mailbox.name, "client state secret not set"))
+                continue
+            _create(config, stores, client, want, row, key, now, summary)
+            continue
+        assert row is not None and isinstance(expires, datetime)
+        if expires - now <= timedelta(minutes=config.graph.renew_before_minutes):
+            renewals.setdefault(id(client.tokens), (client, []))[1].append((want, row))
+    for client, items in renewals.values():
+        _renew(config, stores, client, items, key, now, summary)
+    if only is None:
+        _remove_unwanted(stores, wants, summary)
+    log.info(
+        "graph subscriptions: created=%d renewed=%d recreated=%d removed=%d batches=%d failed=%d",
+        summary.created,
+        summary.renewed,
+        summary.recreated,
+        summary.removed,
+        summary.batches,
+        len(summary.failed),
+    )
+    return summary
+
+
+def _expiry(config: Config, now: datetime) -> datetime:
+    return now + timedelta(minutes=config.graph.subscription_minutes)
+
+
+def _create(
+    config: Config,
+    stores: Stores,
+    client: GraphClient,
+    want: Wanted,
+    row: dict[str, Any] | None,
+    key: bytes,
+    now: datetime,
+    summary: Summary,
+) -> None:
+    table = stores.table(GRAPH_STATE)
+    base = (config.graph.notification_url or "").rstrip("/")
+    nonce = new_nonce()
+    table.upsert(
+        {"PartitionKey": NONCES, "RowKey": nonce, "Mailbox": want.mailbox.name, "Kind": want.kind}
+    )
+    body = {
+        "changeType": want.change_type,
+        "notificationUrl": f"{base}/graph/notifications",
+        "lifecycleNotificationUrl": f"{base}/graph/lifecycle",
+        "resource": want.resource,
+        "expirationDateTime": _expiry(config, now).isoformat().replace("+00:00", "Z"),
+        "clientState": make(key, nonce),
+        "latestSupportedTlsVersion": "v1_2",
+    }
+    try:
+        try:
+            made = client.request("POST", "subscriptions", json=body).json()
+        except GraphError as exc:
+            if exc.status != 409:
+                raise
+            # The same resource is subscribed already (state lost, or another deployment of
+            # this app): take it over by removing it, then subscribe afresh.
+            _delete_conflicting(client, want)
+            made = client.request("POST", "subscriptions", json=body).json()
+    except GraphError as exc:
+        log.warning("graph: mailbox=%s subscribe %s failed: %s", want.mailbox.name, want.kind, exc)
+        summary.failed.append((want.mailbox.name, str(exc)))
+        table.upsert(
+            {
+                "PartitionKey": want.mailbox.name,
+                "RowKey": f"sub-{want.kind}",
+                "Status": "failing",
+                "LastError": str(exc)[:2000],
+                "LastErrorAt": now,
+            }
+        )
+        return
+    if row and row.get("SubscriptionId"):
+        summary.recreated += 1
+        _forget_nonce(stores, row)
+    else:
+        summary.created += 1
+    table.upsert(
+        {
+            "PartitionKey": NONCES,
+            "RowKey": nonce,
+            "Mailbox": want.mailbox.name,
+            "Kind": want.kind,
+            "SubscriptionId": made["id"],
+        }
+    )
+    table.upsert(
+        {
+            "PartitionKey": want.mailbox.name,
+            "RowKey": f"sub-{want.kind}",
+            "SubscriptionId": made["id"],
+            "Resource": want.resource,
+            "ChangeType": want.change_type,
+            "Nonce": nonce,
+            "Expires": _parse(made.get("expirationDateTime")) or _expiry(config, now),
+            "Status": "active",
+            "LastError": "",
+            "CreatedAt": now,
+        }
+    )
+    # Mail may have arrived while there was no subscription: catch up with delta.
+    summary.resync.add(want.mailbox.name)
+
+
+def _delete_conflicting(client: GraphClient, want: Wanted) -> None:
+    for page in client.pages("subscriptions"):
+        for sub in page.get("value", []):
+            same = str(sub.get("resource", "")).lower() == want.resource.lower()
+            if same and sub.get("changeType") == want.change_type:
+                try:
+                    client.request("DELETE", f"subscriptions/{sub['id']}")
+                except GraphError as exc:
+                    if exc.status != 404:
+                        raise
+
+
+def _renew(
+    config: Config,
+    stores: Stores,
+    client: GraphClient,
+    items: list[tuple[Wanted, dict[str, Any]]],
+    key: bytes | None,
+    now: datetime,
+    summary: Summary,
+) -> None:
+    table = stores.table(GRAPH_STATE)
+    expiry = _expiry(config, now).isoformat().replace("+00:00", "Z")
+    requests = [
+        {
+            "method": "PATCH",
+            "url": f"/subscriptions/{row['SubscriptionId']}",
+            "body": {"expirationDateTime": expiry},
+        }
+        for _, row in items
+    ]
+    try:
+        answers = client.batch(requests)
+    except GraphError as exc:
+        summary.failed.extend((w.mailbox.name, str(exc)) for w, _ in items)
+        return
+    summary.batches += -(-len(requests) // 20)
+    for (want, row), answer in zip(items, answers, strict=True):
+        status = int(answer.get("status", 500))
+        if status < 300:
+            body = answer.get("body") or {}
+            table.upsert(
+                {
+                    "PartitionKey": want.mailbox.name,
+                    "RowKey": f"sub-{want.kind}",
+                    "Expires": _parse(body.get("expirationDateTime")) or _expiry(config, now),
+                    "RenewedAt": now,
+                    "LastError": "",
+                }
+            )
+            summary.renewed += 1
+        elif status == 404 and key is not None:
+            _create(config, stores, client, want, row, key, now, summary)
+        else:
+            error = str((answer.get("body") or {}).get("error", {}).get("message", status))
+            summary.failed.append((want.mailbox.name, f"renew: {status} {error}"[:500]))
+
+
+def _remove_unwanted(stores: Stores, wants: list[Wanted], summary: Summary) -> None:
+    """Subscriptions of mailboxes removed from the configuration, or now polling only."""
+    table = stores.table(GRAPH_STATE)
+    keep = {(w.mailbox.name, f"sub-{w.kind}") for w in wants}
+    for row in table.query("RowKey ge @a and RowKey lt @b", {"a": "sub-", "b": "sub."}):
+        if (row["PartitionKey"], row["RowKey"]) in keep:
+            continue
+        log.info(
+            "graph: removing subscription %s of %s", row.get("SubscriptionId"), row["PartitionKey"]
+        )
+        summary.removed += 1
+        _forget_nonce(stores, row)
+        table.delete(row["PartitionKey"], row["RowKey"])
+
+
+def _forget_nonce(stores: Stores, row: dict[str, Any]) -> None:
+    nonce = row.get("Nonce")
+    if nonce:
+        try:
+            stores.table(GRAPH_STATE).delete(NONCES, str(nonce))
+        except Exception as exc:  # a stale index row only lets a dead subscription's calls in
+            log.info("graph: could not forget nonce: %s", exc)
+
+
+def reauthorize(mailbox: GraphMailbox, subscription_id: str) -> None:
+    """Lifecycle `reauthorizationRequired`: reauthorize (Graph: not PATCH as well within 10 min)."""
+    client = client_for(mailbox)
+    client.request("POST", f"subscriptions/{subscription_id}/reauthorize")
+
+
+def _parse(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
