@@ -9,6 +9,7 @@ that meanwhile succeeded, files nothing twice.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import sys
@@ -136,9 +137,12 @@ def cmd_poison_list(stores: Stores, queue: str, as_json: bool) -> int:
 def replay_body(body: bytes) -> bytes:
     """What goes back to the queue: a PoisonMessage's original body, anything else as it is."""
     try:
-        return decode(body, PoisonMessage).body.encode("utf-8")
+        failure = decode(body, PoisonMessage)
     except ContractError:
         return body
+    if failure.body_base64:
+        return base64.b64decode(failure.body)
+    return failure.body.encode("utf-8")
 
 
 def replay(stores: Stores, queue: str, count: int | None) -> int:

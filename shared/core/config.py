@@ -104,6 +104,11 @@ class ImapMailbox(_MailboxBase):
         return self
 
 
+WELL_KNOWN_FOLDERS = frozenset(
+    {"inbox", "sentitems", "archive", "deleteditems", "junkemail", "drafts", "outbox"}
+)
+
+
 class FlagTasks(_Strict):
     """A flagged mail becomes a task record linked to the mail's record (Graph mailboxes)."""
 
@@ -168,6 +173,13 @@ class GraphMailbox(_MailboxBase):
             raise ValueError("auth 'certificate' needs client_id and certificate_setting")
         if self.auth == "workload_identity" and not self.client_id:
             raise ValueError("auth 'workload_identity' needs client_id")
+        if self.watch == "folders":
+            named = [f for f in self.folders if f.lower() not in WELL_KNOWN_FOLDERS]
+            if named:
+                raise ValueError(
+                    f"watch: folders subscribes to well-known folders only ({', '.join(named)} "
+                    "is not one); use watch: mailbox to file from folders by name"
+                )
         if self.calendar is not None and self.tasks is None:
             raise ValueError("calendar links dates of tasks: it needs 'tasks'")
         for name in ("graph_endpoint", "login_endpoint"):
@@ -186,13 +198,25 @@ class GraphSettings(_Strict):
     client_state_secret_setting: Annotated[str, Field(pattern=SETTING)] = (
         "GRAPH_CLIENT_STATE_SECRET"  # noqa: S105 (the name of the setting, not a secret)
     )
-    subscription_minutes: int = Field(default=10_080, ge=45, le=10_080)
+    # Graph's ceiling for mail and events is 10,080 minutes; asking a little less leaves room
+    # for a clock that runs ahead.
+    subscription_minutes: int = Field(default=10_000, ge=45, le=10_080)
     renew_before_minutes: int = Field(
         default=2_880, ge=30, description="renew a subscription this long before it expires"
     )
     # Delta catch-up for mailboxes with change notifications, in case Graph dropped some
     # without a `missed` event; polling-only mailboxes run delta on every poll.
     safety_sync_minutes: int = Field(default=360, ge=5)
+
+    @model_validator(mode="after")
+    def _sane(self) -> GraphSettings:
+        url = self.notification_url
+        local = ("http://127.0.0.1", "http://localhost")
+        if url is not None and not (url.startswith("https://") or url.startswith(local)):
+            raise ValueError("notification_url must be https:// (Graph calls only HTTPS)")
+        if self.renew_before_minutes >= self.subscription_minutes:
+            raise ValueError("renew_before_minutes must be less than subscription_minutes")
+        return self
 
 
 class EwsMailbox(_MailboxBase):

@@ -160,6 +160,8 @@ class PoisonMessage(_Contract):
     stage: str
     reason: str
     dequeue_count: int
-    body: str = Field(description="the original message body, as text")
+    body: str = Field(description="the original message body, as text (or base64, see below)")
+    # True when the body was not UTF-8 (a compressed Graph notification batch): base64 of it.
+    body_base64: bool = False
     blob: str | None = None
     failed_at: datetime

@@ -283,6 +283,11 @@ def _clean_id(token: str) -> str:
     return _WHITESPACE.sub("", token).strip("<>")
 
 
+def message_id_of(value: str | None) -> str | None:
+    """A Message-ID header value (or Graph's internetMessageId) as the pipeline keys it."""
+    return _message_id(value)
+
+
 def _message_id(value: str | None) -> str | None:
     if value is None:
         return None

@@ -25,6 +25,8 @@ from .ingest import queue_message, source_key
 
 log = logging.getLogger(__name__)
 BUSY_DELAY = 2  # seconds before a job whose mailbox slots were all taken runs again
+FILING_DELAY = 15  # seconds before a flag is looked at again when its mail is not filed yet
+MAX_FILING_WAITS = 20
 
 
 def process_notifications(ctx: AppContext, body: bytes, now: datetime) -> dict[str, int]:
@@ -99,7 +101,13 @@ def request_resync(ctx: AppContext, mailbox: str, now: datetime, *, reason: str)
 
 
 def fetch(ctx: AppContext, body: bytes, now: datetime) -> str:
-    """One message: ingest it if new, note a move if not. Returns what was done."""
+    """One message: ingest it if new, note a move or a flag if not. Returns what was done."""
+    outcome = _fetch_job(ctx, body, now)
+    log.info("graph fetch: %s", outcome)
+    return outcome
+
+
+def _fetch_job(ctx: AppContext, body: bytes, now: datetime) -> str:
     from ..sources.graph.client import GraphNotFound, GraphThrottled
     from ..store.leases import SlotsBusy
 
@@ -110,20 +118,21 @@ def fetch(ctx: AppContext, body: bytes, now: datetime) -> str:
     if job.get("kind") != "message":
         return "events are handled with tasks"
     item_id = str(job["id"])
+    where = f"mailbox={mailbox.name} id={item_id[-12:]} change={job.get('change')}"
     ingest = ctx.stores.table(INGEST)
     known = ingest.get(mailbox.name, source_key(item_id))
     if known is not None and job.get("change") == "created":
-        return "duplicate"
+        return f"{where}: duplicate"
     try:
-        return _fetch(ctx, mailbox, item_id, known, now)
+        return f"{where}: {_fetch(ctx, mailbox, job, known, now)}"
     except GraphThrottled as exc:
         _later(ctx, body, int(exc.retry_after) + 1)
-        return f"throttled, again in {exc.retry_after:.0f} s"
+        return f"{where}: throttled, again in {exc.retry_after:.0f} s"
     except SlotsBusy:
         _later(ctx, body, BUSY_DELAY)
-        return "mailbox busy, again shortly"
+        return f"{where}: mailbox busy, again shortly"
     except GraphNotFound:
-        return "gone from the mailbox"
+        return f"{where}: gone from the mailbox"
 
 
 def _later(ctx: AppContext, body: bytes, seconds: int) -> None:
@@ -133,12 +142,15 @@ def _later(ctx: AppContext, body: bytes, seconds: int) -> None:
 def _fetch(
     ctx: AppContext,
     mailbox: GraphMailbox,
-    item_id: str,
+    job: dict[str, Any],
     known: dict[str, Any] | None,
     now: datetime,
 ) -> str:
+    from ..core.tasks import Flag
     from ..sources.graph.source import GraphSource
+    from .tasks import NotFiledYet, sync_flag
 
+    item_id = str(job["id"])
     source = ctx.source(mailbox.name)
     assert isinstance(source, GraphSource)
     state = source.state(item_id)
@@ -148,7 +160,11 @@ def _fetch(
             return f"not in a watched folder ({folder})"
         row = queue_message(ctx.stores, mailbox.name, source.read(item_id), now)
         ctx.stores.table(INGEST).upsert(row)
+        if mailbox.tasks and state.flag_status != "notFlagged":
+            # Flagged on arrival: its task needs the mail filed first.
+            _later(ctx, json.dumps({**job, "change": "updated"}).encode(), FILING_DELAY)
         return "ingested"
+    done = []
     if known.get("Folder") != folder and known.get("Blob"):
         # A move: the map stage sees a filed message in another folder (a sighting).
         ctx.stores.queues.send(
@@ -164,5 +180,25 @@ def _fetch(
         ctx.stores.table(INGEST).upsert(
             {"PartitionKey": mailbox.name, "RowKey": known["RowKey"], "Folder": folder}
         )
-        return f"moved to {folder}"
-    return "unchanged"
+        done.append(f"moved to {folder}")
+    if mailbox.tasks:
+        flag = Flag(state.flag_status, state.flag_start, state.flag_due)
+        try:
+            done.append(
+                sync_flag(
+                    ctx.stores,
+                    ctx.config,
+                    mailbox,
+                    internet_message_id=state.internet_message_id,
+                    flag=flag,
+                    now=now,
+                )
+            )
+        except NotFiledYet:
+            attempt = int(job.get("attempt", 0)) + 1
+            if attempt > MAX_FILING_WAITS:
+                log.warning("graph: mailbox=%s flag of a mail never filed", mailbox.name)
+                return "flagged mail never filed; task skipped"
+            _later(ctx, json.dumps({**job, "attempt": attempt}).encode(), FILING_DELAY)
+            done.append("task waits for the mail to be filed")
+    return "; ".join(done) or "unchanged"

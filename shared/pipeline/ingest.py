@@ -30,6 +30,10 @@ class IngestSummary:
     seen: int = 0
     queued: int = 0
     skipped: int = 0
+    # From a source listing only what changed: ids already ingested that changed since (a
+    # move, a flag), for the source's own follow-up.
+    changed: list[str] = field(default_factory=list)
+    complete: bool = True  # False: a limit stopped the run, or a message could not be read
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -94,8 +98,12 @@ def ingest_mailbox(
             if progress:
                 progress(1)
             key = source_key(source_id)
-            if (key in done) if done is not None else table.get(mailbox, key) is not None:
+            if done is not None and key in done:
                 summary.skipped += 1
+                continue
+            if done is None and table.get(mailbox, key) is not None:
+                summary.skipped += 1
+                summary.changed.append(source_id)
                 continue
             if limit is not None and summary.queued >= limit:
                 complete = False
@@ -114,7 +122,8 @@ def ingest_mailbox(
             if len(pending) >= FLUSH_EVERY:
                 table.upsert_batch(pending)
                 pending.clear()
-        if complete and not summary.failed:
+        summary.complete = complete and not summary.failed
+        if summary.complete:
             if pending:
                 table.upsert_batch(pending)
                 pending.clear()

@@ -8,6 +8,7 @@ fails, the exception propagates and the host's own poison handling still keeps t
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Callable
@@ -42,6 +43,14 @@ def _blob_of(body: bytes) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _body_fields(body: bytes) -> dict[str, object]:
+    """The body as text when it is UTF-8, else as base64, so a replay sends the very bytes."""
+    try:
+        return {"body": body.decode("utf-8")[:40_000]}
+    except UnicodeDecodeError:
+        return {"body": base64.b64encode(body).decode("ascii"), "body_base64": True}
+
+
 def run_guarded(
     stores: Stores,
     *,
@@ -71,7 +80,7 @@ def run_guarded(
             stage=stage,
             reason=reason[:4000],
             dequeue_count=dequeue_count,
-            body=body.decode("utf-8", "replace")[:40_000],
+            **_body_fields(body),
             blob=_blob_of(body),
             failed_at=now(),
         ),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 from ..core.config import GraphMailbox
-from ..store.stores import GRAPH_STATE, MAILBOXES
+from ..store.stores import GRAPH_FETCH, GRAPH_STATE, MAILBOXES
 from .context import AppContext
 from .ingest import IngestSummary, ingest_mailbox
 
@@ -46,7 +47,23 @@ def poll_all(
             continue
         record_status(ctx, mailbox.name, mailbox.kind, now, summary=summary)
         if isinstance(mailbox, GraphMailbox):
-            _resync_done(ctx, mailbox.name)
+            if summary.complete:  # else the next poll goes on where this one stopped
+                _resync_done(ctx, mailbox.name)
+            # Mail already ingested that delta lists again changed (moved, flagged): the
+            # fetch stage handles it as it handles an `updated` notification.
+            for item_id in summary.changed:
+                ctx.stores.queues.send_bytes(
+                    GRAPH_FETCH,
+                    json.dumps(
+                        {
+                            "v": 1,
+                            "mailbox": mailbox.name,
+                            "kind": "message",
+                            "id": item_id,
+                            "change": "updated",
+                        }
+                    ).encode(),
+                )
         outcome[mailbox.name] = f"queued {summary.queued}"
     return outcome
 
@@ -124,6 +141,20 @@ def mailbox_status(ctx: AppContext) -> dict[str, dict[str, Any]]:
             "consecutive_failures": failures,
             "last_error": entry.get("LastError") or None,
         }
+        if isinstance(mailbox, GraphMailbox) and mailbox.enabled and not mailbox.polling_only:
+            subs = {
+                row["RowKey"].removeprefix("sub-"): {
+                    "status": row.get("Status"),
+                    "expires": _iso(row.get("Expires")),
+                    "last_error": row.get("LastError") or None,
+                }
+                for row in ctx.stores.table(GRAPH_STATE).partition(
+                    mailbox.name, row_from="sub-", row_before="sub."
+                )
+            }
+            out[mailbox.name]["subscriptions"] = subs
+            if any(s["status"] != "active" for s in subs.values()):
+                out[mailbox.name]["status"] = "failing"
     return out
 
 

@@ -213,3 +213,49 @@ def test_validation_answers_the_decoded_token_as_plain_text(graph_world: GraphWo
         assert response.headers["Content-Type"].startswith("text/plain")
         assert response.read().decode() == token
     assert json.dumps(token)
+
+
+def test_a_flag_creates_a_task_that_follows_the_flag(graph_world: GraphWorld) -> None:
+    graph_world.reconfigure("    tasks: {record_type: task}\n")
+    fake, ctx = graph_world.fake, graph_world.ctx
+    maintain(ctx.config, ctx.stores, now())
+    msg_id = fake.add_message(USER, "inbox", mime(1))
+    fake.deliver()
+    graph_world.host.drain()
+    (case,) = records(ctx.stores)
+    start = datetime(2026, 11, 25, 9, tzinfo=UTC)
+    due = datetime(2026, 11, 27, 17, tzinfo=UTC)
+    fake.set_flag(USER, msg_id, "flagged", start, due)
+    fake.deliver()
+    graph_world.host.drain()
+    tasks = [r for r in records(ctx.stores) if r["PartitionKey"] == "task"]
+    (task,) = tasks
+    assert task["DisplayId"] == "TASK-1" and task["Status"] == "new"
+    assert task["F_Parent"] == case["DisplayId"] == "CASE-1"
+    assert datetime.fromisoformat(task["F_Start"]) == start
+    assert datetime.fromisoformat(task["F_Due"]) == due
+    assert timeline_counts(ctx.stores)[f"task-{task['RowKey']}"] == 1  # the flagged mail
+    # The same notification again changes nothing; completing the flag completes the task.
+    fake.set_flag(USER, msg_id, "complete")
+    report = fake.deliver(duplicate_rate=1.0)
+    assert report.duplicated >= 1
+    graph_world.host.drain()
+    (task,) = [r for r in records(ctx.stores) if r["PartitionKey"] == "task"]
+    assert task["Status"] == "closed"
+    assert len([r for r in records(ctx.stores) if r["PartitionKey"] == "task"]) == 1
+
+
+def test_mail_flagged_on_arrival_gets_its_task_once_it_is_filed(graph_world: GraphWorld) -> None:
+    graph_world.reconfigure("    tasks: {record_type: task, on_unflag: cancel}\n")
+    fake, ctx = graph_world.fake, graph_world.ctx
+    maintain(ctx.config, ctx.stores, now())
+    msg_id = fake.add_message(USER, "inbox", mime(1), flag="flagged")
+    fake.deliver()
+    graph_world.host.drain()
+    (task,) = [r for r in records(ctx.stores) if r["PartitionKey"] == "task"]
+    assert task["F_Parent"] == "CASE-1" and task["Status"] == "new"
+    fake.set_flag(USER, msg_id, "notFlagged")
+    fake.deliver()
+    graph_world.host.drain()
+    (task,) = [r for r in records(ctx.stores) if r["PartitionKey"] == "task"]
+    assert task["Status"] == "cancelled"

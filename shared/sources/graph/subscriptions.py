@@ -9,6 +9,8 @@ notifications of a subscription whose creation is still being answered must coun
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 from collections.abc import Iterable
@@ -19,7 +21,7 @@ from urllib.parse import quote
 
 from ...core.config import Config, GraphMailbox
 from ...store.stores import GRAPH_STATE, Stores
-from .auth import provider_for
+from .auth import GraphAuthError, provider_for
 from .client import GraphClient, GraphError
 from .clientstate import make, new_nonce
 
@@ -73,6 +75,14 @@ def secret(config: Config) -> bytes | None:
     return value.encode() if value else None
 
 
+def secret_id(key: bytes | None) -> str:
+    """Which client state secret made a subscription (not the secret): a rotated secret
+    means new subscriptions, since Graph keeps echoing the old clientState."""
+    if key is None:
+        return ""
+    return hmac.new(key, b"mailfiler secret id", hashlib.sha256).hexdigest()[:16]
+
+
 def maintain(
     config: Config,
     stores: Stores,
@@ -95,6 +105,7 @@ def maintain(
         current = (
             row is not None
             and row.get("Status") == "active"
+            and row.get("SecretId") == secret_id(key)
             and row.get("SubscriptionId") not in gone
             and isinstance(expires, datetime)
             and expires > now
@@ -117,7 +128,7 @@ def maintain(
     for client, items in renewals.values():
         _renew(config, stores, client, items, key, now, summary)
     if only is None:
-        _remove_unwanted(stores, wants, summary)
+        _remove_unwanted(config, stores, wants, summary)
     log.info(
         "graph subscriptions: created=%d renewed=%d recreated=%d removed=%d batches=%d failed=%d",
         summary.created,
@@ -169,7 +180,7 @@ def _create(
             # this app): take it over by removing it, then subscribe afresh.
             _delete_conflicting(client, want)
             made = client.request("POST", "subscriptions", json=body).json()
-    except GraphError as exc:
+    except (GraphError, GraphAuthError) as exc:
         log.warning("graph: mailbox=%s subscribe %s failed: %s", want.mailbox.name, want.kind, exc)
         summary.failed.append((want.mailbox.name, str(exc)))
         table.upsert(
@@ -206,6 +217,7 @@ def _create(
             "Nonce": nonce,
             "Expires": _parse(made.get("expirationDateTime")) or _expiry(config, now),
             "Status": "active",
+            "SecretId": secret_id(key),
             "LastError": "",
             "CreatedAt": now,
         }
@@ -247,7 +259,7 @@ def _renew(
     ]
     try:
         answers = client.batch(requests)
-    except GraphError as exc:
+    except (GraphError, GraphAuthError) as exc:
         summary.failed.extend((w.mailbox.name, str(exc)) for w, _ in items)
         return
     summary.batches += -(-len(requests) // 20)
@@ -272,13 +284,26 @@ def _renew(
             summary.failed.append((want.mailbox.name, f"renew: {status} {error}"[:500]))
 
 
-def _remove_unwanted(stores: Stores, wants: list[Wanted], summary: Summary) -> None:
-    """Subscriptions of mailboxes removed from the configuration, or now polling only."""
+def _remove_unwanted(config: Config, stores: Stores, wants: list[Wanted], summary: Summary) -> None:
+    """Subscriptions of mailboxes removed from the configuration, or now polling only. Those
+    of a mailbox still configured are deleted at Graph; a removed mailbox's credentials are
+    gone with it, so its subscriptions lapse at their expiry (their calls are dropped)."""
     table = stores.table(GRAPH_STATE)
     keep = {(w.mailbox.name, f"sub-{w.kind}") for w in wants}
     for row in table.query("RowKey ge @a and RowKey lt @b", {"a": "sub-", "b": "sub."}):
         if (row["PartitionKey"], row["RowKey"]) in keep:
             continue
+        mailbox = config.mailbox(row["PartitionKey"])
+        if isinstance(mailbox, GraphMailbox) and row.get("SubscriptionId"):
+            try:
+                client_for(mailbox).request("DELETE", f"subscriptions/{row['SubscriptionId']}")
+            except GraphError as exc:
+                if exc.status != 404:
+                    summary.failed.append((mailbox.name, f"unsubscribe: {exc}"))
+                    continue
+            except GraphAuthError as exc:
+                summary.failed.append((mailbox.name, f"unsubscribe: {exc}"))
+                continue
         log.info(
             "graph: removing subscription %s of %s", row.get("SubscriptionId"), row["PartitionKey"]
         )
