@@ -115,9 +115,9 @@ def _fetch_job(ctx: AppContext, body: bytes, now: datetime) -> str:
     mailbox = ctx.config.mailbox(str(job["mailbox"]))
     if not isinstance(mailbox, GraphMailbox) or not mailbox.enabled:
         return "mailbox gone"
-    if job.get("kind") != "message":
-        return "events are handled with tasks"
     item_id = str(job["id"])
+    if job.get("kind") == "event":
+        return _event_job(ctx, mailbox, job, body, now)
     where = f"mailbox={mailbox.name} id={item_id[-12:]} change={job.get('change')}"
     ingest = ctx.stores.table(INGEST)
     known = ingest.get(mailbox.name, source_key(item_id))
@@ -133,6 +133,32 @@ def _fetch_job(ctx: AppContext, body: bytes, now: datetime) -> str:
         return f"{where}: mailbox busy, again shortly"
     except GraphNotFound:
         return f"{where}: gone from the mailbox"
+
+
+def _event_job(
+    ctx: AppContext, mailbox: GraphMailbox, job: dict[str, Any], body: bytes, now: datetime
+) -> str:
+    from ..sources.graph.client import GraphThrottled
+    from ..sources.graph.source import GraphSource
+    from ..store.leases import SlotsBusy
+    from .calendar_links import on_event
+
+    if mailbox.calendar is None:
+        return "calendar links are off"
+    source = ctx.source(mailbox.name)
+    assert isinstance(source, GraphSource)
+    where = f"mailbox={mailbox.name} event={str(job['id'])[-12:]} change={job.get('change')}"
+    try:
+        done = on_event(
+            ctx.stores, ctx.config, mailbox, source, str(job["id"]), str(job.get("change")), now
+        )
+    except GraphThrottled as exc:
+        _later(ctx, body, int(exc.retry_after) + 1)
+        return f"{where}: throttled, again in {exc.retry_after:.0f} s"
+    except SlotsBusy:
+        _later(ctx, body, BUSY_DELAY)
+        return f"{where}: mailbox busy, again shortly"
+    return f"{where}: {done}"
 
 
 def _later(ctx: AppContext, body: bytes, seconds: int) -> None:
@@ -184,16 +210,20 @@ def _fetch(
     if mailbox.tasks:
         flag = Flag(state.flag_status, state.flag_start, state.flag_due)
         try:
-            done.append(
-                sync_flag(
-                    ctx.stores,
-                    ctx.config,
-                    mailbox,
-                    internet_message_id=state.internet_message_id,
-                    flag=flag,
-                    now=now,
-                )
+            outcome = sync_flag(
+                ctx.stores,
+                ctx.config,
+                mailbox,
+                internet_message_id=state.internet_message_id,
+                flag=flag,
+                now=now,
             )
+            done.append(outcome.text)
+            if outcome.created and mailbox.calendar and mailbox.calendar.create_events:
+                from .calendar_links import create_event
+
+                if create_event(source, ctx.stores, mailbox, outcome.created):
+                    done.append("event created")
         except NotFiledYet:
             attempt = int(job.get("attempt", 0)) + 1
             if attempt > MAX_FILING_WAITS:

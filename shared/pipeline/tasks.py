@@ -10,6 +10,7 @@ in its timeline, and emits `task.created`, `task.updated`, `task.completed`.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +29,12 @@ from .mailbox_actions import MAILFILER
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class FlagOutcome:
+    text: str
+    created: RecordRef | None = None
+
+
 class NotFiledYet(RuntimeError):
     """The flagged mail is still on its way through the pipeline: try again shortly."""
 
@@ -43,7 +50,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def _parse(value: Any) -> datetime | None:
+def parse_date(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -55,8 +62,8 @@ def _parse(value: Any) -> datetime | None:
 def state_of(row: dict[str, Any]) -> TaskState:
     return TaskState(
         status=str(row.get("Status") or ""),
-        start=_parse(row.get("F_Start")),
-        due=_parse(row.get("F_Due")),
+        start=parse_date(row.get("F_Start")),
+        due=parse_date(row.get("F_Due")),
     )
 
 
@@ -68,12 +75,12 @@ def sync_flag(
     internet_message_id: str | None,
     flag: Flag,
     now: datetime,
-) -> str:
+) -> FlagOutcome:
     """Bring the task of one message in step with its flag. Raises NotFiledYet."""
     policy = mailbox.tasks
     message_id = message_id_of(internet_message_id)
     if policy is None or not message_id:
-        return "no tasks"
+        return FlagOutcome("no tasks")
     message_key = id_key(message_id)
     ref = task_ref(policy, mailbox.name, message_key)
     row = stores.table(RECORDS).get(ref.type, ref.key)
@@ -82,7 +89,7 @@ def sync_flag(
     open_status = record_type.statuses[0] if record_type else "new"
     change = on_flag(flag, task, policy, open_status)
     if change is None:
-        return "task unchanged"
+        return FlagOutcome("task unchanged")
     if change.create:
         filed = stores.table(MESSAGES).get(message_key, "msg")
         if filed is None:
@@ -90,11 +97,11 @@ def sync_flag(
         display = _create(stores, config, mailbox, ref, filed, change, message_key, now)
         if display is not None:
             _emit(stores, config, ref, display, change, message_key, now)
-            return f"task {display} created"
+            return FlagOutcome(f"task {display} created", ref)
         row = stores.table(RECORDS).get(ref.type, ref.key)  # created meanwhile: update it
     assert row is not None
     apply_change(stores, config, ref, row, change, now, message_key=message_key)
-    return f"task {row.get('DisplayId')}: {change.why}"
+    return FlagOutcome(f"task {row.get('DisplayId')}: {change.why}")
 
 
 def apply_change(

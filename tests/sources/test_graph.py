@@ -259,3 +259,50 @@ def test_mail_flagged_on_arrival_gets_its_task_once_it_is_filed(graph_world: Gra
     graph_world.host.drain()
     (task,) = [r for r in records(ctx.stores) if r["PartitionKey"] == "task"]
     assert task["Status"] == "cancelled"
+
+
+def tasks_of(world: GraphWorld) -> list[dict[str, object]]:
+    return [r for r in records(world.ctx.stores) if r["PartitionKey"] == "task"]
+
+
+def test_moving_the_linked_event_moves_the_task_dates(graph_world: GraphWorld) -> None:
+    graph_world.reconfigure("    tasks: {record_type: task}\n    calendar: {create_events: true}\n")
+    fake, ctx = graph_world.fake, graph_world.ctx
+    assert maintain(ctx.config, ctx.stores, now()).created == 2  # mail and calendar
+    msg_id = fake.add_message(USER, "inbox", mime(1))
+    fake.deliver()
+    graph_world.host.drain()
+    start = datetime(2026, 11, 25, 9, tzinfo=UTC)
+    due = datetime(2026, 11, 25, 10, tzinfo=UTC)
+    fake.set_flag(USER, msg_id, "flagged", start, due)
+    fake.deliver()
+    graph_world.host.drain()
+    (task,) = tasks_of(graph_world)
+    (event,) = fake.events(USER)  # created for the task, marked as Mailfiler's
+    assert task["EventId"] == event["id"] and "[TASK-1]" in event["subject"]
+    fake.deliver()  # the event's own created notification: dates already match
+    graph_world.host.drain()
+
+    moved_start = datetime(2026, 12, 1, 14, tzinfo=UTC)
+    moved_end = datetime(2026, 12, 1, 15, tzinfo=UTC)
+    fake.move_event(USER, event["id"], moved_start, moved_end)
+    fake.deliver()
+    graph_world.host.drain()
+    (task,) = tasks_of(graph_world)
+    assert datetime.fromisoformat(str(task["F_Start"])) == moved_start
+    assert datetime.fromisoformat(str(task["F_Due"])) == moved_end
+
+    # An event of the user's own, linked by the task's token in its subject.
+    own_start = datetime(2026, 12, 3, 8, tzinfo=UTC)
+    own = fake.add_event(
+        USER, "Call the customer [TASK-1]", own_start, own_start + timedelta(hours=2)
+    )
+    fake.deliver()
+    graph_world.host.drain()
+    (task,) = tasks_of(graph_world)
+    assert datetime.fromisoformat(str(task["F_Start"])) == own_start and task["EventId"] == own
+    fake.delete_event(USER, own)
+    fake.deliver()
+    graph_world.host.drain()
+    (task,) = tasks_of(graph_world)
+    assert task["EventId"] == "" and task["Status"] == "new"  # unlinked, still open
