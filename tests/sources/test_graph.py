@@ -306,3 +306,46 @@ def test_moving_the_linked_event_moves_the_task_dates(graph_world: GraphWorld) -
     graph_world.host.drain()
     (task,) = tasks_of(graph_world)
     assert task["EventId"] == "" and task["Status"] == "new"  # unlinked, still open
+
+
+def test_reauthorization_and_a_conflicting_subscription(graph_world: GraphWorld) -> None:
+    fake, ctx = graph_world.fake, graph_world.ctx
+    # A subscription to the same resource already exists (state lost, or an old deployment).
+    mailbox = ctx.config.mailbox("m365")
+    client = GraphClient(fake.base_url, provider_for(mailbox))  # type: ignore[arg-type]
+    old = client.request(
+        "POST",
+        "subscriptions",
+        json={
+            "changeType": "created,updated",
+            "notificationUrl": f"{graph_world.base}/graph/notifications",
+            "resource": f"users/{USER}/messages",
+            "expirationDateTime": (now() + timedelta(days=1)).isoformat(),
+            "clientState": "from-an-old-deployment",
+        },
+    ).json()
+    summary = maintain(ctx.config, ctx.stores, now())
+    assert (summary.created, summary.failed) == (1, [])
+    (sub,) = fake.subscriptions
+    assert sub.id != old["id"]
+    assert fake.send_lifecycle(sub.id, "reauthorizationRequired").status == 202
+    graph_world.host.drain()
+    assert fake.count(rf"/subscriptions/{sub.id}/reauthorize$", method="POST", status=204) == 1
+    assert not fake.subscription(sub.id).reauthorization_required
+
+
+def test_a_notification_that_cannot_be_persisted_is_answered_5xx(
+    graph_world: GraphWorld,
+) -> None:
+    fake, ctx = graph_world.fake, graph_world.ctx
+    maintain(ctx.config, ctx.stores, now())
+    fake.add_message(USER, "inbox", mime(1))
+    (genuine,) = fake.outbox
+    ctx.stores.queues.client(GRAPH_NOTIFICATIONS).delete_queue()  # storage refuses the write
+    url = f"{graph_world.base}/graph/notifications"
+    assert fake.forge(url, {"value": [genuine]}).status == 503
+    ctx.stores.queues.create(GRAPH_NOTIFICATIONS)
+    report = fake.deliver()  # Graph delivers again; now it is kept and filed
+    assert set(report.statuses) == {202}
+    graph_world.host.drain()
+    assert len(records(ctx.stores)) == 1
