@@ -96,11 +96,7 @@ def test_run_serves_health_and_files_the_sample_mail_within_a_minute(
         time.sleep(0.5)
     assert health["status"] == "ok", health
     assert health["storage"] == {"reachable": True}
-    assert health["queues"] == {
-        name: 0
-        for q in QUEUES
-        for name in (q, f"{q}-poison")
-    }
+    assert health["queues"] == {name: 0 for q in QUEUES for name in (q, f"{q}-poison")}
     mailboxes = health["mailboxes"]
     assert isinstance(mailboxes, dict)
     assert mailboxes["sample"]["status"] == "ok"
