@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from . import bench_classify, bench_explain, bench_parse, bench_reply, bench_storage
+from . import bench_classify, bench_explain, bench_graph, bench_parse, bench_reply, bench_storage
 
 bench_parse.main()
 bench_classify.main()
 bench_reply.main()
 bench_explain.main()
 bench_storage.main()
+bench_graph.main()

@@ -182,6 +182,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class LocalHttpServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 resets connections under concurrent callers
 
     def __init__(self, address: tuple[str, int], host: LocalHost, route_prefix: str) -> None:
         super().__init__(address, _Handler)

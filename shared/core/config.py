@@ -542,7 +542,8 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Parse YAML text into a `Config`; every problem is reported with its path in the file."""
     try:
-        data = yaml.safe_load(text)
+        # libyaml's loader where built in: four times faster on a large configuration
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -40,7 +40,7 @@ def _validation(req: func.HttpRequest) -> func.HttpResponse | None:
 
 def _known(ctx: AppContext, nonce: str) -> bool:
     """Is this one of our subscriptions? Cached: a warm worker answers without a read."""
-    from ..sources.graph.subscriptions import NONCES
+    from ..sources.graph.state import NONCES
 
     clock = time.monotonic()
     with _nonces_lock:
@@ -58,7 +58,7 @@ def _intake(req: func.HttpRequest) -> func.HttpResponse:
     if early is not None:
         return early
     ctx = get_context(ensure=False)
-    from ..sources.graph.subscriptions import secret
+    from ..sources.graph.state import secret
 
     nonces: dict[str, bool] = {}
     answer: Answer = accept(

@@ -31,16 +31,16 @@ MAX_FILING_WAITS = 20
 
 def process_notifications(ctx: AppContext, body: bytes, now: datetime) -> dict[str, int]:
     """One webhook POST's notifications: lifecycle events handled, changes queued as fetches."""
-    from ..sources.graph import subscriptions
+    from ..sources.graph.state import NONCES, secret
 
-    key = subscriptions.secret(ctx.config)
+    key = secret(ctx.config)
     if key is None:
         raise RuntimeError("graph: the client state secret is not set")
     counts = {"fetch": 0, "lifecycle": 0, "dropped": 0}
     jobs: dict[tuple[str, str, str], dict[str, Any]] = {}
     for item in unpack(body):
         nonce = verified_nonce(key, item.get("clientState"))
-        row = ctx.stores.table(GRAPH_STATE).get(subscriptions.NONCES, nonce) if nonce else None
+        row = ctx.stores.table(GRAPH_STATE).get(NONCES, nonce) if nonce else None
         mailbox = ctx.config.mailbox(str(row["Mailbox"])) if row else None
         if row is None or not isinstance(mailbox, GraphMailbox):
             counts["dropped"] += 1

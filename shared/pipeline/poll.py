@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..core.config import GraphMailbox
+from ..sources.graph.state import SUBSCRIPTIONS
 from ..store.stores import GRAPH_FETCH, GRAPH_STATE, MAILBOXES
 from .context import AppContext
 from .ingest import IngestSummary, ingest_mailbox
@@ -143,13 +144,13 @@ def mailbox_status(ctx: AppContext) -> dict[str, dict[str, Any]]:
         }
         if isinstance(mailbox, GraphMailbox) and mailbox.enabled and not mailbox.polling_only:
             subs = {
-                row["RowKey"].removeprefix("sub-"): {
+                row["RowKey"].partition("~")[2]: {
                     "status": row.get("Status"),
                     "expires": _iso(row.get("Expires")),
                     "last_error": row.get("LastError") or None,
                 }
                 for row in ctx.stores.table(GRAPH_STATE).partition(
-                    mailbox.name, row_from="sub-", row_before="sub."
+                    SUBSCRIPTIONS, row_from=f"{mailbox.name}~", row_before=f"{mailbox.name}~~"
                 )
             }
             out[mailbox.name]["subscriptions"] = subs

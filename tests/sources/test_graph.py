@@ -17,6 +17,7 @@ from shared.sources.graph.auth import provider_for
 from shared.sources.graph.client import GraphClient, GraphThrottled
 from shared.sources.graph.clientstate import make
 from shared.sources.graph.source import GraphSource
+from shared.sources.graph.state import SUBSCRIPTIONS
 from shared.sources.graph.subscriptions import maintain
 from shared.store.stores import GRAPH_NOTIFICATIONS, GRAPH_STATE
 
@@ -186,7 +187,7 @@ def test_renewals_go_in_batches_and_a_vanished_subscription_is_recreated(
     fake.remove_subscription(sub.id)
     again = maintain(ctx.config, ctx.stores, later + timedelta(days=6))
     assert again.recreated == 1 and len(fake.subscriptions) == 1
-    row = ctx.stores.table(GRAPH_STATE).get("m365", "sub-mail")
+    row = ctx.stores.table(GRAPH_STATE).get(SUBSCRIPTIONS, "m365~mail")
     assert row is not None and row["SubscriptionId"] == fake.subscriptions[0].id
 
 

@@ -1,18 +1,16 @@
 """Graph subscriptions: create what is missing, renew what is near expiry (in `$batch` calls of
 20), recreate what vanished, and remove what the configuration no longer wants.
 
-State in `GraphState`: per mailbox, RK `sub-<kind>` (subscription id, resource, nonce, expiry,
-status, last error); and RK `nonce-<nonce>` under PK `nonce`, the index the webhook checks. The
+State in `GraphState`: PK `subscription`, RK `<mailbox>~<kind>` (subscription id, resource,
+nonce, expiry, status, last error), one partition so a pass reads them in pages and writes
+renewals 100 to a transaction; and PK `nonce`, RK the nonce, the index the webhook checks. The
 nonce row is written before the subscription is created: Graph may notify at once, and
 notifications of a subscription whose creation is still being answered must count as ours.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,9 +22,9 @@ from ...store.stores import GRAPH_STATE, Stores
 from .auth import GraphAuthError, provider_for
 from .client import GraphClient, GraphError
 from .clientstate import make, new_nonce
+from .state import NONCES, SUBSCRIPTIONS, secret, secret_id, subscription_row
 
 log = logging.getLogger(__name__)
-NONCES = "nonce"
 
 
 @dataclass(frozen=True)
@@ -70,19 +68,6 @@ def client_for(mailbox: GraphMailbox) -> GraphClient:
     return GraphClient(mailbox.graph_endpoint, provider_for(mailbox))
 
 
-def secret(config: Config) -> bytes | None:
-    value = os.environ.get(config.graph.client_state_secret_setting)
-    return value.encode() if value else None
-
-
-def secret_id(key: bytes | None) -> str:
-    """Which client state secret made a subscription (not the secret): a rotated secret
-    means new subscriptions, since Graph keeps echoing the old clientState."""
-    if key is None:
-        return ""
-    return hmac.new(key, b"mailfiler secret id", hashlib.sha256).hexdigest()[:16]
-
-
 def maintain(
     config: Config,
     stores: Stores,
@@ -99,8 +84,9 @@ def maintain(
     gone = set(recreate)
     wants = [w for w in wanted(config) if only in (None, w.mailbox.name)]
     renewals: dict[int, tuple[GraphClient, list[tuple[Wanted, dict[str, Any]]]]] = {}
+    rows = {row["RowKey"]: row for row in table.partition(SUBSCRIPTIONS)}
     for want in wants:
-        row = table.get(want.mailbox.name, f"sub-{want.kind}")
+        row = rows.get(subscription_row(want.mailbox.name, want.kind))
         expires = row.get("Expires") if row else None
         current = (
             row is not None
@@ -128,7 +114,7 @@ def maintain(
     for client, items in renewals.values():
         _renew(config, stores, client, items, key, now, summary)
     if only is None:
-        _remove_unwanted(config, stores, wants, summary)
+        _remove_unwanted(config, stores, wants, rows, summary)
     log.info(
         "graph subscriptions: created=%d renewed=%d recreated=%d removed=%d batches=%d failed=%d",
         summary.created,
@@ -185,8 +171,9 @@ def _create(
         summary.failed.append((want.mailbox.name, str(exc)))
         table.upsert(
             {
-                "PartitionKey": want.mailbox.name,
-                "RowKey": f"sub-{want.kind}",
+                "PartitionKey": SUBSCRIPTIONS,
+                "RowKey": subscription_row(want.mailbox.name, want.kind),
+                "Mailbox": want.mailbox.name,
                 "Status": "failing",
                 "LastError": str(exc)[:2000],
                 "LastErrorAt": now,
@@ -209,8 +196,9 @@ def _create(
     )
     table.upsert(
         {
-            "PartitionKey": want.mailbox.name,
-            "RowKey": f"sub-{want.kind}",
+            "PartitionKey": SUBSCRIPTIONS,
+            "RowKey": subscription_row(want.mailbox.name, want.kind),
+            "Mailbox": want.mailbox.name,
             "SubscriptionId": made["id"],
             "Resource": want.resource,
             "ChangeType": want.change_type,
@@ -263,14 +251,15 @@ def _renew(
         summary.failed.extend((w.mailbox.name, str(exc)) for w, _ in items)
         return
     summary.batches += -(-len(requests) // 20)
+    renewed: list[dict[str, Any]] = []
     for (want, row), answer in zip(items, answers, strict=True):
         status = int(answer.get("status", 500))
         if status < 300:
             body = answer.get("body") or {}
-            table.upsert(
+            renewed.append(
                 {
-                    "PartitionKey": want.mailbox.name,
-                    "RowKey": f"sub-{want.kind}",
+                    "PartitionKey": SUBSCRIPTIONS,
+                    "RowKey": row["RowKey"],
                     "Expires": _parse(body.get("expirationDateTime")) or _expiry(config, now),
                     "RenewedAt": now,
                     "LastError": "",
@@ -282,18 +271,25 @@ def _renew(
         else:
             error = str((answer.get("body") or {}).get("error", {}).get("message", status))
             summary.failed.append((want.mailbox.name, f"renew: {status} {error}"[:500]))
+    table.upsert_batch(renewed)  # one partition: 100 renewals a request
 
 
-def _remove_unwanted(config: Config, stores: Stores, wants: list[Wanted], summary: Summary) -> None:
+def _remove_unwanted(
+    config: Config,
+    stores: Stores,
+    wants: list[Wanted],
+    rows: dict[str, dict[str, Any]],
+    summary: Summary,
+) -> None:
     """Subscriptions of mailboxes removed from the configuration, or now polling only. Those
     of a mailbox still configured are deleted at Graph; a removed mailbox's credentials are
     gone with it, so its subscriptions lapse at their expiry (their calls are dropped)."""
     table = stores.table(GRAPH_STATE)
-    keep = {(w.mailbox.name, f"sub-{w.kind}") for w in wants}
-    for row in table.query("RowKey ge @a and RowKey lt @b", {"a": "sub-", "b": "sub."}):
-        if (row["PartitionKey"], row["RowKey"]) in keep:
+    keep = {subscription_row(w.mailbox.name, w.kind) for w in wants}
+    for key, row in rows.items():
+        if key in keep:
             continue
-        mailbox = config.mailbox(row["PartitionKey"])
+        mailbox = config.mailbox(str(row.get("Mailbox") or key.partition("~")[0]))
         if isinstance(mailbox, GraphMailbox) and row.get("SubscriptionId"):
             try:
                 client_for(mailbox).request("DELETE", f"subscriptions/{row['SubscriptionId']}")
