@@ -88,20 +88,39 @@ class LocalMailbox(_MailboxBase):
 
 
 class ImapMailbox(_MailboxBase):
+    """Any IMAP server, polled: new mail by UID since the last poll, per folder."""
+
     kind: Literal["imap"]
     host: str
-    port: int = Field(default=993, ge=1, le=65535)
+    port: int | None = Field(default=None, ge=1, le=65535, description="993, or 143 without TLS")
     tls: Literal["implicit", "starttls", "none"] = "implicit"
+    ca_bundle: str | None = Field(
+        default=None, description="a PEM file of CAs to trust instead of the system's"
+    )
     username: str
     auth: Literal["password", "xoauth2"] = "password"
     password_setting: Annotated[str | None, Field(pattern=SETTING)] = None
     folders: tuple[str, ...] = ("INBOX",)
+    since: date | None = Field(
+        default=None, description="the first sync reads mail received since; unset: everything"
+    )
+    max_per_poll: int = Field(default=500, ge=1, le=10_000, description="back-pressure")
+    poll_minutes: int = Field(default=1, ge=1, le=1440)
+    disable_after_failures: int = Field(
+        default=20, ge=1, description="consecutive failed polls before the mailbox is disabled"
+    )
 
     @model_validator(mode="after")
     def _credential_named(self) -> ImapMailbox:
         if self.auth == "password" and not self.password_setting:
             raise ValueError("auth 'password' needs password_setting (the app setting's name)")
+        if self.tls == "none" and self.host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("tls: none would send the password in clear; use implicit or starttls")
         return self
+
+    @property
+    def server_port(self) -> int:
+        return self.port or (993 if self.tls == "implicit" else 143)
 
 
 WELL_KNOWN_FOLDERS = frozenset(

@@ -43,7 +43,7 @@ from ..store.stores import (
 from ..store.tables import Table
 from . import events
 from .audit import audit_rows, record_partition
-from .mailbox_actions import MAILFILER, act, sighting_row
+from .mailbox_actions import MAILFILER, act, note_failed_actions, sighting_row
 from .retention import schedule_deletion
 
 log = logging.getLogger(__name__)
@@ -418,16 +418,27 @@ def _act_on_mailbox(
     source_for: Callable[[str], MailboxSource],
 ) -> None:
     if plan.mailbox_actions:
-        act(
-            stores,
-            source_for(plan.mailbox),
-            mailbox=plan.mailbox,
-            source_id=plan.source_id,
-            message_key=plan.message_key,
-            record=plan.record,
-            actions=plan.mailbox_actions,
-            why=f"after filing {plan.message_key[:80]}",
-            now=now,
-        )
+        try:
+            act(
+                stores,
+                source_for(plan.mailbox),
+                mailbox=plan.mailbox,
+                source_id=plan.source_id,
+                message_key=plan.message_key,
+                record=plan.record,
+                actions=plan.mailbox_actions,
+                why=f"after filing {plan.message_key[:80]}",
+                now=now,
+            )
+        except (OSError, RuntimeError, ValueError) as exc:
+            # The mail is filed; a mailbox that refuses the action keeps the mail as it was
+            # (never lost, at worst unread where it arrived). Noted, not retried.
+            log.warning(
+                "file: mailbox=%s key=%s actions failed: %s",
+                plan.mailbox,
+                plan.message_key[:40],
+                exc,
+            )
+            note_failed_actions(stores, plan, f"{type(exc).__name__}: {exc}", now)
     if plan.action != "hold":
         schedule_deletion(stores, config, plan, now)

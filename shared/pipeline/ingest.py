@@ -129,6 +129,7 @@ def ingest_mailbox(
                 pending.clear()
             source.commit(now)
     finally:
+        source.close()
         # Also when storage fails midway: what was queued is noted, so the next poll does not
         # send it again (it would be harmless, the map stage drops duplicates, but wasteful).
         if pending:

@@ -42,6 +42,10 @@ class MailboxSource(Protocol):
         may move it on. Not called when a read failed or a limit stopped the run."""
         ...
 
+    def close(self) -> None:
+        """Let go of connections; called when a poll ends, however it ends."""
+        ...
+
     def apply(self, source_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
         """Carry out mailbox actions for a message that is already safely filed."""
         ...

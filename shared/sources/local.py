@@ -113,6 +113,9 @@ class LocalSource:
     def commit(self, now: datetime) -> None:
         """No cursor: the Ingest table alone says what was read."""
 
+    def close(self) -> None:
+        """Nothing held open."""
+
     def apply(
         self,
         source_id: str,  # noqa: ARG002

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..core.config import Config
@@ -32,6 +33,19 @@ def open_source(config: Config, name: str, base_dir: Path, stores: Stores) -> Ma
         except GraphAuthError as exc:
             raise SourceUnavailable(f"mailbox {name!r}: {exc}") from exc
         return GraphSource(mailbox, GraphClient(mailbox.graph_endpoint, tokens), stores)
+    if mailbox.kind == "imap":
+        from .imap.source import ImapSource
+
+        secret = (
+            os.environ.get(mailbox.password_setting or "") if mailbox.auth == "password" else None
+        )
+        if mailbox.auth == "xoauth2":
+            raise SourceUnavailable(f"mailbox {name!r}: IMAP XOAUTH2 is not implemented yet")
+        if not secret:
+            raise SourceUnavailable(
+                f"mailbox {name!r}: app setting {mailbox.password_setting} is not set"
+            )
+        return ImapSource(mailbox, secret, stores)
     raise SourceUnavailable(
         f"mailbox {name!r}: the {mailbox.kind} source is not implemented in this version"
     )

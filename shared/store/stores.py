@@ -36,6 +36,7 @@ CONTACTS = "Contacts"
 HELD = "Held"
 RETENTION = "Retention"
 GRAPH_STATE = "GraphState"
+IMAP_STATE = "ImapState"
 NOTICES = "Notices"
 AUDIT = "Audit"
 DELIVERY_LOG = "EventDeliveries"
@@ -51,6 +52,7 @@ TABLES = (
     HELD,
     RETENTION,
     GRAPH_STATE,
+    IMAP_STATE,
     NOTICES,
     AUDIT,
     DELIVERY_LOG,

@@ -761,7 +761,7 @@ def test_fault_injection(fake: FakeGraph, client: httpx.Client) -> None:
 
 def test_mailbox_concurrency_is_tracked_and_limited(fake: FakeGraph) -> None:
     fake.add_user("bob@contoso.com")
-    fake.faults.delay(0.3, path=r"/messages$")
+    fake.faults.delay(0.5, path=r"/messages$")
     fake.concurrency_limit = 4
     token = fake.issue_token(TENANT, APP)
     results: list[httpx.Response] = []
@@ -772,6 +772,9 @@ def test_mailbox_concurrency_is_tracked_and_limited(fake: FakeGraph) -> None:
         with httpx.Client(
             verify=fake.ssl_context(), headers={"Authorization": f"Bearer {token}"}
         ) as c:
+            # Connect (TLS handshake) before the barrier, so the timed calls overlap even on a
+            # loaded machine.
+            c.get(f"{fake.graph_url}/users/{urllib.parse.quote(user)}")
             barrier.wait()
             resp = c.get(f"{fake.graph_url}/users/{urllib.parse.quote(user)}/messages")
         with lock:

@@ -229,6 +229,9 @@ class GraphSource:
                 )
         self._pending_links.clear()
 
+    def close(self) -> None:
+        """The HTTP connection pool is the process's, shared by every Graph mailbox."""
+
     def state(self, source_id: str) -> MessageState:
         with self.slots.hold():
             data = self.client.get(

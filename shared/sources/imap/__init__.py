@@ -1,0 +1,1 @@
+"""IMAP mailboxes: polled by UID, per folder, with imapclient."""

@@ -1,0 +1,176 @@
+"""A real Dovecot IMAP server for tests: rootless, on a free loopback port, in a temp dir.
+
+Config from ../shared/FACTS.md (IMAP). Debian's `dovecot-imapd` must be installed (`.ci/run`
+installs it). Run as root, the server drops to `nobody` through setpriv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from shared.cli.azurite import free_port
+
+CONFIG = """\
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+base_dir = {dir}/run
+state_dir = {dir}/state
+log_path = {dir}/dovecot.log
+default_internal_user = {user}
+default_login_user = {user}
+default_internal_group = {group}
+mail_location = maildir:{dir}/mail/%u
+mail_plugins =
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {dir}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid={user} gid={group} home={dir}/home/%u
+}}
+protocol imap {{
+  imap_capability = +MOVE
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+"""
+
+
+def available() -> bool:
+    return shutil.which("dovecot") is not None
+
+
+class Dovecot:
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="mailfiler-dovecot-"))
+        self.port = free_port()
+        self.users: dict[str, str] = {}
+        self._process: subprocess.Popen[bytes] | None = None
+        root = os.geteuid() == 0
+        self._user, self._group = ("nobody", "nogroup") if root else _me()
+        self._drop = (
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if root else []
+        )
+
+    def add_user(self, user: str, password: str) -> None:
+        self.users[user] = password
+        lines = "".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self.users.items())
+        (self.dir / "passwd").write_text(lines)
+        self._own()
+
+    def maildir(self, user: str, folder: str = "INBOX") -> Path:
+        """The user's Maildir folder (Maildir++: `.Name` below the root; INBOX is the root)."""
+        root = self.dir / "mail" / user
+        path = root if folder == "INBOX" else root / ("." + folder.replace("/", "."))
+        for sub in ("cur", "new", "tmp"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        return path
+
+    def drop_messages(self, user: str, messages: list[bytes], folder: str = "INBOX") -> None:
+        """Write messages straight into the Maildir (fast, for big mailboxes); Dovecot assigns
+        their UIDs when it next looks."""
+        new = self.maildir(user, folder) / "new"
+        stamp = int(time.time())
+        for i, raw in enumerate(messages):
+            (new / f"{stamp}.M{i}P{os.getpid()}.mailfiler").write_bytes(raw)
+        self._own()
+
+    def start(self) -> Dovecot:
+        for sub in ("run", "state", "mail", "home"):
+            (self.dir / sub).mkdir(exist_ok=True)
+        config = self.dir / "dovecot.conf"
+        config.write_text(
+            CONFIG.format(dir=self.dir, port=self.port, user=self._user, group=self._group)
+        )
+        if not (self.dir / "passwd").exists():
+            (self.dir / "passwd").write_text("")
+        self._own()
+        self._process = subprocess.Popen(
+            [*self._drop, "dovecot", "-F", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: kill() takes the children too
+        )
+        deadline = time.monotonic() + 10
+        import socket
+
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                err = self._process.stderr.read().decode() if self._process.stderr else ""
+                raise RuntimeError(f"dovecot exited: {err}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("dovecot did not start listening")
+
+    def kill(self) -> None:
+        """Stop at once (SIGKILL): the server dies mid-conversation."""
+        if self._process:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait(timeout=10)
+        self._process = None
+
+    def stop(self) -> None:
+        if self._process:
+            try:
+                os.killpg(self._process.pid, signal.SIGTERM)
+                self._process.wait(timeout=10)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(self._process.pid, signal.SIGKILL)
+        self._process = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Dovecot:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _own(self) -> None:
+        if self._drop:
+            subprocess.run(
+                ["chown", "-R", f"{self._user}:{self._group}", str(self.dir)], check=True
+            )
+
+
+def _me() -> tuple[str, str]:
+    import grp
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name

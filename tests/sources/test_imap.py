@@ -1,0 +1,187 @@
+"""The IMAP source against a real Dovecot (see tests/fakes/dovecot.py) and Azurite."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from imapclient import IMAPClient
+
+from shared.cli.azurite import Azurite
+from shared.pipeline.context import AppContext, set_context
+from shared.pipeline.ingest import ingest_mailbox
+from shared.pipeline.poll import mailbox_status, poll_all
+from shared.settings import AppSettings, load_config
+from shared.sources.imap.source import ImapSource
+from shared.store.stores import Stores
+from tests.fakes.dovecot import Dovecot, available
+
+from ..helpers import filed_keys, local_host, records, timeline_entries
+
+pytestmark = pytest.mark.azurite
+USER, PASSWORD = "support@example.test", "imap-password"
+
+
+def mail(n: int, subject: str | None = None) -> bytes:
+    return (
+        f"From: customer{n}@example.org\r\nTo: {USER}\r\nSubject: {subject or f'Question {n}'}\r\n"
+        f"Message-ID: <imap-{n}@example.org>\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n\r\n"
+        f"Hello {n}.\r\n"
+    ).encode()
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    if not available():
+        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
+    server = Dovecot()
+    server.add_user(USER, PASSWORD)
+    with server:
+        yield server
+
+
+class World:
+    def __init__(self, dovecot: Dovecot, stores: Stores, azurite: Azurite, tmp: Path) -> None:
+        self.dovecot, self.stores = dovecot, stores
+        self.file = tmp / "mailfiler.yaml"
+        self.settings = AppSettings.model_validate(
+            {"AzureWebJobsStorage": azurite.connection_string, "MAILFILER_CONFIG": str(self.file)}
+        )
+        self.host = local_host(stores.queues, visibility_timeout=0)
+        self.configure()
+
+    def configure(self, extra: str = "", folders: str = "[INBOX]") -> None:
+        self.file.write_text(
+            "record_types: [{name: case, prefix: CASE}]\n"
+            "mailboxes:\n"
+            "  - name: imap\n"
+            "    kind: imap\n"
+            "    host: 127.0.0.1\n"
+            f"    port: {self.dovecot.port}\n"
+            "    tls: none\n"
+            f"    username: {USER}\n"
+            "    password_setting: IMAP_TEST_PASSWORD\n"
+            f"    folders: {folders}\n"
+            "    record_type: case\n"
+            f"{extra}"
+        )
+        self.ctx = AppContext(self.settings, load_config(self.file), self.file.parent, self.stores)
+        set_context(self.ctx)
+
+    def client(self) -> IMAPClient:
+        client = IMAPClient("127.0.0.1", port=self.dovecot.port, ssl=False)
+        client.login(USER, PASSWORD)
+        return client
+
+    def append(self, messages: list[bytes], folder: str = "INBOX") -> None:
+        with self.client() as client:
+            if not client.folder_exists(folder):
+                client.create_folder(folder)
+            for raw in messages:
+                client.append(folder, raw)
+
+    def poll(self) -> str:
+        return poll_all(self.ctx, datetime.now(UTC))["imap"]
+
+
+@pytest.fixture
+def world(
+    dovecot: Dovecot,
+    stores: Stores,
+    azurite: Azurite,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[World]:
+    monkeypatch.setenv("IMAP_TEST_PASSWORD", PASSWORD)
+    yield World(dovecot, stores, azurite, tmp_path)
+    set_context(None)
+
+
+def test_first_sync_files_each_message_once_and_an_idle_poll_is_cheap(world: World) -> None:
+    world.append([mail(i) for i in range(30)])
+    assert world.poll() == "queued 30"
+    world.host.drain()
+    assert len(records(world.stores)) == 30 and len(filed_keys(world.stores)) == 30
+    source = world.ctx.source("imap")
+    assert isinstance(source, ImapSource)
+    summary = ingest_mailbox(world.stores, "imap", source, now=datetime.now(UTC))
+    assert summary.queued == 0
+    assert source.commands <= 5, source.commands  # LOGIN, STATUS, LOGOUT
+    world.append([mail(30)])
+    assert world.poll() == "queued 1"
+    world.host.drain()
+    assert len(timeline_entries(world.stores)) == 31
+    # BODY.PEEK: polling never marked anything read
+    with world.client() as client:
+        client.select_folder("INBOX", readonly=True)
+        assert client.search(["SEEN"]) == []
+
+
+def test_a_new_uidvalidity_files_nothing_twice(world: World) -> None:
+    world.configure(folders="[Support]")
+    world.append([mail(i) for i in range(5)], folder="Support")
+    assert world.poll() == "queued 5"
+    world.host.drain()
+    with world.client() as client:  # the folder is rebuilt: same mail, new UIDVALIDITY
+        client.rename_folder("Support", "Support-old")
+        client.create_folder("Support")
+    world.append([mail(i) for i in range(5)], folder="Support")
+    assert world.poll() == "queued 5"
+    world.host.drain()
+    assert len(records(world.stores)) == 5
+    assert len(timeline_entries(world.stores)) == 5
+
+
+def test_a_server_killed_mid_fetch_loses_nothing(world: World) -> None:
+    world.append([mail(i) for i in range(250)])
+    seen = 0
+
+    def kill_midway(step: int) -> None:
+        nonlocal seen
+        seen += step
+        if seen == 120:
+            world.dovecot.kill()
+
+    source = world.ctx.source("imap")
+    summary = ingest_mailbox(
+        world.stores, "imap", source, now=datetime.now(UTC), progress=kill_midway
+    )
+    assert 0 < summary.queued < 250 and summary.failed and not summary.complete
+    world.dovecot.start()
+    assert world.poll() == f"queued {250 - summary.queued}"
+    world.host.drain()
+    entries = timeline_entries(world.stores, ["MessageKey"])
+    assert len(entries) == 250 and len({e["MessageKey"] for e in entries}) == 250
+
+
+def test_mail_is_marked_read_and_moved_only_after_filing(world: World) -> None:
+    folder = "Aufträge"  # UTF-7 on the wire
+    target = "Erledigt/Geprüft"
+    world.configure(
+        extra=f"    after_filing: {{mark_read: true, move_to: {target}}}\n", folders=f"[{folder}]"
+    )
+    world.append([mail(1), mail(2)], folder=folder)
+    assert world.poll() == "queued 2"
+    with world.client() as client:  # queued, not filed: untouched
+        client.select_folder(folder, readonly=True)
+        assert len(client.search(["UNSEEN"])) == 2
+    world.host.drain()
+    assert len(records(world.stores)) == 2
+    with world.client() as client:
+        assert client.select_folder(folder, readonly=True)[b"EXISTS"] == 0
+        client.select_folder(target.replace("/", "."), readonly=True)  # Dovecot: "." nests
+        assert len(client.search(["SEEN"])) == 2
+
+
+def test_a_wrong_password_fails_this_mailbox_only(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMAP_TEST_PASSWORD", "wrong")
+    assert world.poll() == "failed"
+    status = mailbox_status(world.ctx)["imap"]
+    assert status["status"] == "failing" and "imap 127.0.0.1" in str(status["last_error"])
+    assert "wrong" not in str(status["last_error"])
+    assert threading.active_count() >= 1
