@@ -109,6 +109,14 @@ def test_import_process_then_records(
     bad = run("audit", "--day", "24.11.2026", *common, env=env)
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
 
+    status = run("mailboxes", "status", "--json", *common, env=env)
+    (sample,) = [json.loads(line) for line in status.stdout.splitlines()]
+    assert sample["name"] == "sample" and sample["status"] in ("ok", "pending")
+    enabled = run("mailboxes", "enable", "sample", *common, env=env)
+    assert enabled.returncode == 0 and "polled again" in enabled.stdout
+    unknown = run("mailboxes", "enable", "nope", *common, env=env)
+    assert unknown.returncode == 1 and "no mailbox 'nope'" in unknown.stderr
+
 
 def test_unknown_mailbox_is_refused(tmp_path: Path) -> None:
     result = run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import signal
@@ -164,6 +165,27 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return run_audit(_context().stores, args.record, args.day, args.json)
 
 
+def cmd_mailboxes(args: argparse.Namespace) -> int:
+    from ..pipeline.poll import enable, mailbox_status
+
+    _prepare_env(args)
+    ctx = _context()
+    if args.mailboxes_command == "enable":
+        if ctx.config.mailbox(args.name) is None:
+            print(f"no mailbox {args.name!r} in the configuration", file=sys.stderr)
+            return 1
+        enable(ctx, args.name)
+        print(f"{args.name}: polled again from the next timer tick")
+        return 0
+    for name, status in mailbox_status(ctx).items():
+        if args.json:
+            print(json.dumps({"name": name, **status}))
+        else:
+            why = status.get("disabled_reason") or status.get("last_error") or ""
+            print(f"{name:<24} {status['kind']:<6} {status['status']:<9} {why}"[:200])
+    return 0
+
+
 def cmd_messages(args: argparse.Namespace) -> int:
     from .operations import cmd_messages_show
 
@@ -280,6 +302,16 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--json", action="store_true", help="JSON (one object per line)")
     _storage_options(aud)
     aud.set_defaults(func=cmd_audit)
+
+    boxes = sub.add_parser("mailboxes", help="mailbox status; enable one disabled by failures")
+    boxes_sub = boxes.add_subparsers(dest="mailboxes_command", required=True)
+    status_cmd = boxes_sub.add_parser("status", help="each mailbox's last poll and errors")
+    status_cmd.add_argument("--json", action="store_true", help="JSON (one object per line)")
+    enable_cmd = boxes_sub.add_parser("enable", help="poll a mailbox disabled after failures")
+    enable_cmd.add_argument("name")
+    for cmd in (status_cmd, enable_cmd):
+        _storage_options(cmd)
+        cmd.set_defaults(func=cmd_mailboxes)
 
     msgs = sub.add_parser("messages", help="show a message's filing status and reasons")
     msgs_sub = msgs.add_subparsers(dest="messages_command", required=True)

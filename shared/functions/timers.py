@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 
 import azure.functions as func
 
-from ..pipeline.context import get_context
-from ..pipeline.poll import poll_all
+from ..pipeline.context import AppContext, get_context
+from ..pipeline.poll import poll_one, schedule_polls
 from ..pipeline.retention import run_retention
+from ..store.stores import POLLS
+from .stage import run_stage
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -19,10 +22,25 @@ MAX_PER_POLL = 500  # back-pressure: a huge backfill is spread over several poll
 
 @bp.timer_trigger(schedule=POLL_SCHEDULE, arg_name="timer", run_on_startup=False)
 def poll_mailboxes(timer: func.TimerRequest) -> None:
+    """Fan out: one `polls` message per mailbox that is due."""
     if timer.past_due:
         log.info("poll: timer is past due; polling now")
-    outcome = poll_all(get_context(), datetime.now(UTC), limit_per_mailbox=MAX_PER_POLL)
+    outcome = schedule_polls(get_context(), datetime.now(UTC))
     log.info("poll: %s", outcome)
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=POLLS, connection="AzureWebJobsStorage")
+def poll_mailbox(msg: func.QueueMessage) -> None:
+    """One mailbox's poll, under its lease; its failure is recorded, not retried here (the
+    next timer tick schedules it again)."""
+
+    def work(ctx: AppContext, body: bytes) -> str:
+        name = str(json.loads(body)["mailbox"])
+        outcome = poll_one(ctx, name, datetime.now(UTC), limit=MAX_PER_POLL)
+        log.info("poll: mailbox=%s %s", name, outcome)
+        return outcome
+
+    run_stage(msg, POLLS, "poll", work)
 
 
 RETENTION_SCHEDULE = "0 15 3 * * *"  # daily at 03:15 UTC

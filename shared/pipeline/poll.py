@@ -4,69 +4,128 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..core.config import GraphMailbox
+from ..core.config import GraphMailbox, ImapMailbox, Mailbox
 from ..sources.graph.state import SUBSCRIPTIONS
-from ..store.stores import GRAPH_FETCH, GRAPH_STATE, MAILBOXES
+from ..store.leases import release_lease, take_lease
+from ..store.stores import GRAPH_FETCH, GRAPH_STATE, MAILBOXES, POLLS
 from .context import AppContext
 from .ingest import IngestSummary, ingest_mailbox
 
 log = logging.getLogger(__name__)
 STATUS_PARTITION = "status"
+LEASES = "lease"  # Mailboxes PK of the poll leases: RK mailbox
+POLL_LEASE = timedelta(minutes=15)  # longer than any poll; a crashed poller's lease lapses
 
 
 def poll_all(
     ctx: AppContext, now: datetime, limit_per_mailbox: int | None = None
 ) -> dict[str, str]:
-    """Poll every enabled mailbox; one failing mailbox never stops the others."""
+    """Poll every enabled mailbox now, one after the other, whatever its interval (the CLI and
+    tests; the timer fans out one `polls` message per mailbox that is due instead). One
+    failure never stops the rest."""
+    statuses = _statuses(ctx)
     outcome: dict[str, str] = {}
-    statuses: dict[str, dict[str, Any]] | None = None
     for mailbox in ctx.config.mailboxes:
-        if not mailbox.enabled:
-            outcome[mailbox.name] = "disabled"
+        why_not = not_due(ctx, mailbox, statuses.get(mailbox.name), now, interval=False)
+        if why_not:
+            outcome[mailbox.name] = why_not
             continue
-        if isinstance(mailbox, GraphMailbox) and not mailbox.polling_only:
-            if statuses is None:
-                statuses = {
-                    e["RowKey"]: e for e in ctx.stores.table(MAILBOXES).partition(STATUS_PARTITION)
-                }
-            if not _graph_sync_due(ctx, mailbox.name, statuses.get(mailbox.name), now):
-                outcome[mailbox.name] = "notifications"
-                continue
-        try:
-            summary = ingest_mailbox(
-                ctx.stores, mailbox.name, ctx.source(mailbox.name), now=now, limit=limit_per_mailbox
-            )
-        except Exception as exc:
-            log.exception("poll: mailbox=%s failed", mailbox.name)
-            record_status(
-                ctx, mailbox.name, mailbox.kind, now, error=f"{type(exc).__name__}: {exc}"
-            )
-            outcome[mailbox.name] = "failed"
-            continue
-        record_status(ctx, mailbox.name, mailbox.kind, now, summary=summary)
-        if isinstance(mailbox, GraphMailbox):
-            if summary.complete:  # else the next poll goes on where this one stopped
-                _resync_done(ctx, mailbox.name)
-            # Mail already ingested that delta lists again changed (moved, flagged): the
-            # fetch stage handles it as it handles an `updated` notification.
-            for item_id in summary.changed:
-                ctx.stores.queues.send_bytes(
-                    GRAPH_FETCH,
-                    json.dumps(
-                        {
-                            "v": 1,
-                            "mailbox": mailbox.name,
-                            "kind": "message",
-                            "id": item_id,
-                            "change": "updated",
-                        }
-                    ).encode(),
-                )
-        outcome[mailbox.name] = f"queued {summary.queued}"
+        outcome[mailbox.name] = poll_one(ctx, mailbox.name, now, limit=limit_per_mailbox)
     return outcome
+
+
+def schedule_polls(ctx: AppContext, now: datetime) -> dict[str, str]:
+    """The timer's part: one `polls` message per mailbox that is due, so a slow or failing
+    server delays no other mailbox (each poll runs on its own worker)."""
+    statuses = _statuses(ctx)
+    outcome: dict[str, str] = {}
+    for mailbox in ctx.config.mailboxes:
+        why_not = not_due(ctx, mailbox, statuses.get(mailbox.name), now)
+        if why_not:
+            outcome[mailbox.name] = why_not
+            continue
+        ctx.stores.queues.send_bytes(POLLS, json.dumps({"v": 1, "mailbox": mailbox.name}).encode())
+        outcome[mailbox.name] = "scheduled"
+    return outcome
+
+
+def _statuses(ctx: AppContext) -> dict[str, dict[str, Any]]:
+    return {e["RowKey"]: e for e in ctx.stores.table(MAILBOXES).partition(STATUS_PARTITION)}
+
+
+def not_due(
+    ctx: AppContext,
+    mailbox: Mailbox,
+    status: dict[str, Any] | None,
+    now: datetime,
+    *,
+    interval: bool = True,
+) -> str | None:
+    """Why this mailbox is not polled now (None: it is due)."""
+    if not mailbox.enabled:
+        return "disabled"
+    if status and status.get("Disabled"):
+        return "disabled after failures"
+    notified = isinstance(mailbox, GraphMailbox) and not mailbox.polling_only
+    if notified and not _graph_sync_due(ctx, mailbox.name, status, now):
+        return "notifications"
+    if interval and isinstance(mailbox, ImapMailbox) and status:
+        last = status.get("LastPoll")
+        # A little slack: a poll that took a few seconds must not push the next one a minute.
+        if isinstance(last, datetime) and now - last < timedelta(
+            minutes=mailbox.poll_minutes, seconds=-15
+        ):
+            return "not due"
+    return None
+
+
+def poll_one(ctx: AppContext, name: str, now: datetime, *, limit: int | None = None) -> str:
+    """Poll one mailbox under its lease (two polls of one mailbox never overlap)."""
+    mailbox = ctx.config.mailbox(name)
+    if mailbox is None:
+        return "not configured"
+    cap = mailbox.max_per_poll if isinstance(mailbox, ImapMailbox) else None
+    limit = min(x for x in (limit, cap) if x is not None) if (limit or cap) else None
+    holder = uuid.uuid4().hex
+    if not take_lease(ctx.stores.table(MAILBOXES), LEASES, name, holder, now, POLL_LEASE):
+        return "busy (another poll runs)"
+    try:
+        try:
+            summary = ingest_mailbox(ctx.stores, name, ctx.source(name), now=now, limit=limit)
+        except Exception as exc:
+            log.exception("poll: mailbox=%s failed", name)
+            record_status(ctx, name, mailbox.kind, now, error=f"{type(exc).__name__}: {exc}")
+            return "failed"
+        record_status(ctx, name, mailbox.kind, now, summary=summary)
+        if isinstance(mailbox, GraphMailbox):
+            _after_delta(ctx, mailbox, summary)
+        return f"queued {summary.queued}"
+    finally:
+        release_lease(ctx.stores.table(MAILBOXES), LEASES, name, holder)
+
+
+def _after_delta(ctx: AppContext, mailbox: GraphMailbox, summary: IngestSummary) -> None:
+    if summary.complete:  # else the next poll goes on where this one stopped
+        _resync_done(ctx, mailbox.name)
+    # Mail already ingested that delta lists again changed (moved, flagged): the fetch stage
+    # handles it as it handles an `updated` notification.
+    for item_id in summary.changed:
+        ctx.stores.queues.send_bytes(
+            GRAPH_FETCH,
+            json.dumps(
+                {
+                    "v": 1,
+                    "mailbox": mailbox.name,
+                    "kind": "message",
+                    "id": item_id,
+                    "change": "updated",
+                }
+            ).encode(),
+        )
 
 
 def _graph_sync_due(
@@ -115,12 +174,34 @@ def record_status(
             LastFailedItems=len(summary.failed),
         )
     else:
+        failures = int(previous.get("ConsecutiveFailures", 0)) + 1
         entity.update(
-            ConsecutiveFailures=int(previous.get("ConsecutiveFailures", 0)) + 1,
+            ConsecutiveFailures=failures,
             LastError=(error or "")[:2000],
             LastErrorAt=now,
         )
+        mailbox = ctx.config.mailbox(name)
+        limit = getattr(mailbox, "disable_after_failures", None)
+        if limit is not None and failures >= limit:
+            # Polling on would only hammer a server that refuses (and may lock the account).
+            log.error("poll: mailbox=%s disabled after %d failures", name, failures)
+            entity.update(
+                Disabled=True, DisabledReason=f"{failures} failed polls; last: {error}"[:2000]
+            )
     table.upsert(entity)
+
+
+def enable(ctx: AppContext, name: str) -> None:
+    """Poll a mailbox that was disabled after failures again (after fixing the cause)."""
+    ctx.stores.table(MAILBOXES).upsert(
+        {
+            "PartitionKey": STATUS_PARTITION,
+            "RowKey": name,
+            "Disabled": False,
+            "DisabledReason": "",
+            "ConsecutiveFailures": 0,
+        }
+    )
 
 
 def mailbox_status(ctx: AppContext) -> dict[str, dict[str, Any]]:
@@ -134,9 +215,12 @@ def mailbox_status(ctx: AppContext) -> dict[str, dict[str, Any]]:
             if not mailbox.enabled
             else ("failing" if failures else ("ok" if entry.get("LastSuccess") else "pending"))
         )
+        if entry.get("Disabled"):
+            state = "disabled"
         out[mailbox.name] = {
             "kind": mailbox.kind,
             "status": state,
+            "disabled_reason": entry.get("DisabledReason") or None,
             "last_poll": _iso(entry.get("LastPoll")),
             "last_success": _iso(entry.get("LastSuccess")),
             "consecutive_failures": failures,

@@ -13,14 +13,17 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 
 from .keys import short_hash
+from .tables import Table
 
 LOCKS_CONTAINER = "locks"
 LEASE_SECONDS = 60  # Blob Storage allows 15 to 60 (or infinite)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class SlotsBusy(TimeoutError):
@@ -81,3 +84,28 @@ class Slots:
                     return None
                 raise
         return None
+
+
+def take_lease(
+    table: Table, partition: str, name: str, holder: str, now: datetime, hold: timedelta
+) -> bool:
+    """A lease in a table row (ETag-guarded): True if `holder` now holds `name` until now +
+    `hold`. Unlike blob leases (at most 60 s) it can outlast a long poll."""
+    row = table.get(partition, name)
+    entity = {"PartitionKey": partition, "RowKey": name, "Holder": holder, "Until": now + hold}
+    if row is None:
+        return table.insert(entity) is not None
+    until = row.get("Until")
+    if isinstance(until, datetime) and until > now and row.get("Holder") != holder:
+        return False
+    return table.update_if_unchanged(entity, row["_etag"])
+
+
+def release_lease(table: Table, partition: str, name: str, holder: str) -> None:
+    row = table.get(partition, name)
+    if row is not None and row.get("Holder") == holder:
+        with contextlib.suppress(HttpResponseError):
+            table.update_if_unchanged(
+                {"PartitionKey": partition, "RowKey": name, "Holder": "", "Until": _EPOCH},
+                row["_etag"],
+            )

@@ -17,7 +17,8 @@ EVENTS = "events"
 DELIVERIES = "deliveries"
 GRAPH_NOTIFICATIONS = "graph-notifications"  # what Graph's webhook calls brought, as posted
 GRAPH_FETCH = "graph-fetch"  # one message or event to read from Graph
-QUEUES = (INBOUND, FILING, EVENTS, DELIVERIES, GRAPH_NOTIFICATIONS, GRAPH_FETCH)
+POLLS = "polls"  # one mailbox to poll (the timer fans out, so no mailbox waits for another)
+QUEUES = (INBOUND, FILING, EVENTS, DELIVERIES, GRAPH_NOTIFICATIONS, GRAPH_FETCH, POLLS)
 
 
 def poison(queue: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,10 +13,18 @@ from imapclient import IMAPClient
 from shared.cli.azurite import Azurite
 from shared.pipeline.context import AppContext, set_context
 from shared.pipeline.ingest import ingest_mailbox
-from shared.pipeline.poll import mailbox_status, poll_all
+from shared.pipeline.poll import (
+    LEASES,
+    enable,
+    mailbox_status,
+    poll_all,
+    poll_one,
+    schedule_polls,
+)
 from shared.settings import AppSettings, load_config
 from shared.sources.imap.source import ImapSource
-from shared.store.stores import Stores
+from shared.store.leases import release_lease, take_lease
+from shared.store.stores import MAILBOXES, Stores
 from tests.fakes.dovecot import Dovecot, available
 
 from ..helpers import filed_keys, local_host, records, timeline_entries
@@ -185,3 +193,29 @@ def test_a_wrong_password_fails_this_mailbox_only(
     assert status["status"] == "failing" and "imap 127.0.0.1" in str(status["last_error"])
     assert "wrong" not in str(status["last_error"])
     assert threading.active_count() >= 1
+
+
+def test_polls_fan_out_under_a_lease_on_their_interval_and_stop_after_failures(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.configure(extra="    poll_minutes: 5\n    disable_after_failures: 2\n")
+    ctx = world.ctx
+    world.append([mail(i) for i in range(3)])
+    now = datetime.now(UTC)
+    assert schedule_polls(ctx, now) == {"imap": "scheduled"}
+    world.host.drain()  # the `polls` queue's function polls, the stages file
+    assert len(records(world.stores)) == 3
+    assert schedule_polls(ctx, now + timedelta(minutes=1)) == {"imap": "not due"}
+    # A poll in progress elsewhere holds the lease: this one steps aside.
+    leases = world.stores.table(MAILBOXES)
+    assert take_lease(leases, LEASES, "imap", "another-worker", now, timedelta(minutes=15))
+    assert poll_one(ctx, "imap", now) == "busy (another poll runs)"
+    release_lease(leases, LEASES, "imap", "another-worker")
+    monkeypatch.setenv("IMAP_TEST_PASSWORD", "wrong")
+    assert [poll_one(ctx, "imap", now) for _ in range(2)] == ["failed", "failed"]
+    status = mailbox_status(ctx)["imap"]
+    assert status["status"] == "disabled" and "2 failed polls" in str(status["disabled_reason"])
+    assert schedule_polls(ctx, now + timedelta(minutes=10)) == {"imap": "disabled after failures"}
+    monkeypatch.setenv("IMAP_TEST_PASSWORD", PASSWORD)
+    enable(ctx, "imap")
+    assert schedule_polls(ctx, now + timedelta(minutes=10)) == {"imap": "scheduled"}

@@ -262,7 +262,14 @@ class ImapSource:
             self._count(1)
             if not client.folder_exists(target):
                 self._count(1)
-                client.create_folder(target)
+                try:
+                    client.create_folder(target)
+                except IMAPClientError:
+                    # Another worker created it meanwhile ([ALREADYEXISTS]); anything else
+                    # shows when we look again.
+                    self._count(1)
+                    if not client.folder_exists(target):
+                        raise
             self._count(1)
             if client.has_capability("MOVE"):
                 client.move([uid], target)
