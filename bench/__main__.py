@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from . import bench_classify, bench_explain, bench_graph, bench_parse, bench_reply, bench_storage
+from . import (
+    bench_classify,
+    bench_explain,
+    bench_graph,
+    bench_imap,
+    bench_parse,
+    bench_reply,
+    bench_storage,
+)
 
 bench_parse.main()
 bench_classify.main()
@@ -10,3 +18,4 @@ bench_reply.main()
 bench_explain.main()
 bench_storage.main()
 bench_graph.main()
+bench_imap.main()

@@ -87,6 +87,33 @@ class LocalMailbox(_MailboxBase):
     path: str
 
 
+class ImapOAuth(_Strict):
+    """XOAUTH2 for IMAP, app-only through Microsoft Entra ID (Exchange Online: the app is
+    registered as an Exchange service principal with permission on the mailbox)."""
+
+    tenant_id: str
+    auth: Literal["client_secret", "certificate", "managed_identity", "workload_identity"] = (
+        "client_secret"
+    )
+    client_id: str | None = None
+    client_secret_setting: Annotated[str | None, Field(pattern=SETTING)] = None
+    certificate_setting: Annotated[str | None, Field(pattern=SETTING)] = None
+    login_endpoint: str = "https://login.microsoftonline.com"
+    scope: str = "https://outlook.office365.com/.default"
+
+    @property
+    def graph_endpoint(self) -> str:
+        return self.scope.removesuffix("/.default")
+
+    @model_validator(mode="after")
+    def _credential_named(self) -> ImapOAuth:
+        if self.auth == "client_secret" and not (self.client_id and self.client_secret_setting):
+            raise ValueError("auth 'client_secret' needs client_id and client_secret_setting")
+        if self.auth == "certificate" and not (self.client_id and self.certificate_setting):
+            raise ValueError("auth 'certificate' needs client_id and certificate_setting")
+        return self
+
+
 class ImapMailbox(_MailboxBase):
     """Any IMAP server, polled: new mail by UID since the last poll, per folder."""
 
@@ -100,6 +127,7 @@ class ImapMailbox(_MailboxBase):
     username: str
     auth: Literal["password", "xoauth2"] = "password"
     password_setting: Annotated[str | None, Field(pattern=SETTING)] = None
+    oauth: ImapOAuth | None = None
     folders: tuple[str, ...] = ("INBOX",)
     since: date | None = Field(
         default=None, description="the first sync reads mail received since; unset: everything"
@@ -114,6 +142,8 @@ class ImapMailbox(_MailboxBase):
     def _credential_named(self) -> ImapMailbox:
         if self.auth == "password" and not self.password_setting:
             raise ValueError("auth 'password' needs password_setting (the app setting's name)")
+        if self.auth == "xoauth2" and self.oauth is None:
+            raise ValueError("auth 'xoauth2' needs oauth (tenant_id, client_id, ...)")
         if self.tls == "none" and self.host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("tls: none would send the password in clear; use implicit or starttls")
         return self
@@ -207,6 +237,10 @@ class GraphMailbox(_MailboxBase):
             if not (url.startswith("https://") or local):
                 raise ValueError(f"{name} must be https://")
         return self
+
+
+# What a token provider needs from a mailbox (Graph) or an IMAP mailbox's oauth block.
+AppCredentials = GraphMailbox | ImapOAuth
 
 
 class GraphSettings(_Strict):
@@ -525,6 +559,10 @@ class Config(_Strict):
             for key, value in mb.model_dump().items():
                 if key.endswith("_setting") and value:
                     out[value] = f"mailboxes[{i}].{key}"
+                if isinstance(value, dict):  # a nested block: IMAP's oauth
+                    for inner, setting in value.items():
+                        if inner.endswith("_setting") and setting:
+                            out[setting] = f"mailboxes[{i}].{key}.{inner}"
         for i, name in enumerate(self.signing.key_settings):
             out[name] = f"signing.key_settings[{i}]"
         for i, hook in enumerate(self.events.webhooks):

@@ -36,11 +36,15 @@ def open_source(config: Config, name: str, base_dir: Path, stores: Stores) -> Ma
     if mailbox.kind == "imap":
         from .imap.source import ImapSource
 
-        secret = (
-            os.environ.get(mailbox.password_setting or "") if mailbox.auth == "password" else None
-        )
-        if mailbox.auth == "xoauth2":
-            raise SourceUnavailable(f"mailbox {name!r}: IMAP XOAUTH2 is not implemented yet")
+        if mailbox.auth == "xoauth2" and mailbox.oauth is not None:
+            from .graph.auth import GraphAuthError, provider_for
+
+            try:
+                token = provider_for(mailbox.oauth, scope=mailbox.oauth.scope).token()
+            except GraphAuthError as exc:
+                raise SourceUnavailable(f"mailbox {name!r}: {exc}") from exc
+            return ImapSource(mailbox, token, stores)
+        secret = os.environ.get(mailbox.password_setting or "")
         if not secret:
             raise SourceUnavailable(
                 f"mailbox {name!r}: app setting {mailbox.password_setting} is not set"

@@ -23,7 +23,7 @@ protocols = imap
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth_mechanisms}
 base_dir = {dir}/run
 state_dir = {dir}/state
 log_path = {dir}/dovecot.log
@@ -32,7 +32,7 @@ default_login_user = {user}
 default_internal_group = {group}
 mail_location = maildir:{dir}/mail/%u
 mail_plugins =
-passdb {{
+{oauth_passdb}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {dir}/passwd
 }}
@@ -64,7 +64,10 @@ def available() -> bool:
 
 
 class Dovecot:
-    def __init__(self) -> None:
+    def __init__(self, introspection_url: str | None = None) -> None:
+        """`introspection_url`: also accept XOAUTH2, checking each bearer token there
+        (Dovecot's oauth2 passdb, GET <url><token>, the user in its `username`)."""
+        self.introspection_url = introspection_url
         self.dir = Path(tempfile.mkdtemp(prefix="mailfiler-dovecot-"))
         self.port = free_port()
         self.users: dict[str, str] = {}
@@ -102,8 +105,28 @@ class Dovecot:
         for sub in ("run", "state", "mail", "home"):
             (self.dir / sub).mkdir(exist_ok=True)
         config = self.dir / "dovecot.conf"
+        oauth_passdb = ""
+        if self.introspection_url:
+            (self.dir / "oauth2.conf.ext").write_text(
+                "introspection_mode = get\n"
+                f"introspection_url = {self.introspection_url}\n"
+                "username_attribute = username\n"
+                "active_attribute = active\n"
+                "active_value = true\n"
+            )
+            oauth_passdb = (
+                "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                f"  args = {self.dir}/oauth2.conf.ext\n}}\n"
+            )
         config.write_text(
-            CONFIG.format(dir=self.dir, port=self.port, user=self._user, group=self._group)
+            CONFIG.format(
+                dir=self.dir,
+                port=self.port,
+                user=self._user,
+                group=self._group,
+                oauth_mechanisms=" xoauth2 oauthbearer" if self.introspection_url else "",
+                oauth_passdb=oauth_passdb,
+            )
         )
         if not (self.dir / "passwd").exists():
             (self.dir / "passwd").write_text("")

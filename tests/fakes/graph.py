@@ -76,6 +76,7 @@ class FakeGraph:
         self.faults = Faults(seed)
         self.tracker = ConcurrencyTracker()
         self.concurrency_limit = concurrency_limit
+        self.imap_grants: dict[str, str] = {}
         self.concurrency_retry_after = 1
         self.validation_timeout = VALIDATION_TIMEOUT
         # Graph answers a failed handshake with 400 and this code (observed: "InvalidRequest").
@@ -565,10 +566,31 @@ class FakeGraph:
         )
         return reply
 
+    def grant_imap(self, client_id: str, user: str) -> None:
+        """Let app `client_id`'s tokens open `user`'s mailbox over IMAP (what an Exchange
+        service principal with mailbox permission is to Exchange Online)."""
+        self.imap_grants[client_id] = user
+
+    def _introspect(self, value: str) -> JSON:
+        with self.tokens.lock:
+            token = self.tokens.tokens.get(value)
+        if token is None or token.expires_at <= self.clock.now().timestamp():
+            return {"active": "false"}
+        return {
+            "active": "true",
+            "client_id": token.client_id,
+            "aud": token.audience,
+            "username": self.imap_grants.get(token.client_id, ""),
+        }
+
     def _serve_msi(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
         path, _, raw_query = target.partition("?")
         started, clock = time.time(), time.perf_counter()
-        if path != "/msi/token" or method != "GET":
+        if path == "/introspect" and method == "GET":
+            # RFC 7662-style introspection, what Dovecot's oauth2 passdb asks (IMAP XOAUTH2).
+            query = {k: v[0] for k, v in urllib.parse.parse_qs(raw_query).items()}
+            reply = json_reply(200, self._introspect(query.get("token", "")))
+        elif path != "/msi/token" or method != "GET":
             reply = json_reply(404, {"statusCode": 404, "message": "Not found"})
         else:
             query = {k: v[0] for k, v in urllib.parse.parse_qs(raw_query).items()}

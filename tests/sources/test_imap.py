@@ -26,6 +26,7 @@ from shared.sources.imap.source import ImapSource
 from shared.store.leases import release_lease, take_lease
 from shared.store.stores import MAILBOXES, Stores
 from tests.fakes.dovecot import Dovecot, available
+from tests.fakes.graph import FakeGraph
 
 from ..helpers import filed_keys, local_host, records, timeline_entries
 
@@ -62,6 +63,7 @@ class World:
         self.configure()
 
     def configure(self, extra: str = "", folders: str = "[INBOX]") -> None:
+        password = "" if "auth: xoauth2" in extra else "    password_setting: IMAP_TEST_PASSWORD\n"
         self.file.write_text(
             "record_types: [{name: case, prefix: CASE}]\n"
             "mailboxes:\n"
@@ -71,7 +73,7 @@ class World:
             f"    port: {self.dovecot.port}\n"
             "    tls: none\n"
             f"    username: {USER}\n"
-            "    password_setting: IMAP_TEST_PASSWORD\n"
+            f"{password}"
             f"    folders: {folders}\n"
             "    record_type: case\n"
             f"{extra}"
@@ -219,3 +221,35 @@ def test_polls_fan_out_under_a_lease_on_their_interval_and_stop_after_failures(
     monkeypatch.setenv("IMAP_TEST_PASSWORD", PASSWORD)
     enable(ctx, "imap")
     assert schedule_polls(ctx, now + timedelta(minutes=10)) == {"imap": "scheduled"}
+
+
+def test_xoauth2_with_an_app_token_from_entra(
+    stores: Stores, azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeGraph() as entra:
+        for name, value in entra.ca_env().items():
+            monkeypatch.setenv(name, value)
+        entra.add_app("contoso", "imap-app", "app-secret")
+        entra.grant_imap("imap-app", USER)  # the service principal's mailbox permission
+        monkeypatch.setenv("IMAP_APP_SECRET", "app-secret")
+        introspection = entra.msi_endpoint.replace("/msi/token", "/introspect?token=")
+        with Dovecot(introspection_url=introspection) as server:
+            server.add_user(USER, PASSWORD)
+            world = World(server, stores, azurite, tmp_path)
+            world.append([mail(1)])
+            oauth = (
+                "    auth: xoauth2\n"
+                "    oauth: {tenant_id: contoso, client_id: imap-app,"
+                " client_secret_setting: IMAP_APP_SECRET,"
+                f" login_endpoint: '{entra.login_url}', scope: '{entra.base_url}/.default'}}\n"
+            )
+            world.configure(extra=oauth)
+            try:
+                assert world.poll() == "queued 1"
+                world.host.drain()
+                assert len(records(stores)) == 1
+                entra.grant_imap("imap-app", "someone-else@example.test")
+                assert world.poll() == "failed"  # the token no longer opens this mailbox
+                assert "imap 127.0.0.1" in str(mailbox_status(world.ctx)["imap"]["last_error"])
+            finally:
+                set_context(None)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from ...core.config import GraphMailbox
+from ...core.config import AppCredentials
 
 REFRESH_MARGIN = 300  # seconds before expiry a cached token is replaced
 # Authorities msal can discover (the public and national clouds); others (a fake in tests, a
@@ -73,13 +73,13 @@ class MsalProvider(_CachingProvider):
     """Client credentials flow through msal (secret, or a certificate's private key)."""
 
     def __init__(
-        self, mailbox: GraphMailbox, credential: str | dict[str, str], describe: str
+        self, mailbox: AppCredentials, scope: str, credential: str | dict[str, str], describe: str
     ) -> None:
         super().__init__(describe)
         import msal  # imported here: the webhook path never needs it
 
         login = mailbox.login_endpoint.rstrip("/")
-        self._scopes = [f"{mailbox.graph_endpoint.rstrip('/')}/.default"]
+        self._scopes = [scope]
         try:
             self._app = msal.ConfidentialClientApplication(
                 mailbox.client_id,
@@ -105,11 +105,11 @@ class MsalProvider(_CachingProvider):
 class AzureIdentityProvider(_CachingProvider):
     """Managed identity (App Service / Functions) or workload identity, via azure-identity."""
 
-    def __init__(self, mailbox: GraphMailbox, describe: str) -> None:
+    def __init__(self, mailbox: AppCredentials, scope: str, describe: str) -> None:
         super().__init__(describe)
         from azure.identity import ManagedIdentityCredential, WorkloadIdentityCredential
 
-        self._scope = f"{mailbox.graph_endpoint.rstrip('/')}/.default"
+        self._scope = scope
         self._credential: Any
         if mailbox.auth == "managed_identity":
             self._credential = (
@@ -137,10 +137,14 @@ _providers: dict[str, TokenProvider] = {}
 _providers_lock = threading.Lock()
 
 
-def provider_for(mailbox: GraphMailbox, environ: dict[str, str] | None = None) -> TokenProvider:
-    """The process's token provider for this mailbox's app and tenant (shared by mailboxes)."""
+def provider_for(
+    mailbox: AppCredentials, environ: dict[str, str] | None = None, *, scope: str | None = None
+) -> TokenProvider:
+    """The process's token provider for this app, tenant and scope (shared by mailboxes). The
+    scope defaults to Graph's (`<graph_endpoint>/.default`); IMAP asks for Exchange's."""
     env = os.environ if environ is None else environ
-    describe = f"graph auth ({mailbox.auth}, tenant {mailbox.tenant_id}, app {mailbox.client_id})"
+    scope = scope or f"{mailbox.graph_endpoint.rstrip('/')}/.default"
+    describe = f"auth ({mailbox.auth}, tenant {mailbox.tenant_id}, app {mailbox.client_id})"
     credential: str | dict[str, str] | None = None
     if mailbox.auth == "client_secret":
         credential = _setting(env, mailbox.client_secret_setting, describe)
@@ -155,7 +159,7 @@ def provider_for(mailbox: GraphMailbox, environ: dict[str, str] | None = None) -
             mailbox.tenant_id,
             mailbox.client_id or "",
             mailbox.login_endpoint,
-            mailbox.graph_endpoint,
+            scope,
             fingerprint,
         )
     )
@@ -163,9 +167,9 @@ def provider_for(mailbox: GraphMailbox, environ: dict[str, str] | None = None) -
         found = _providers.get(key)
         if found is None:
             found = (
-                MsalProvider(mailbox, credential, describe)
+                MsalProvider(mailbox, scope, credential, describe)
                 if credential is not None
-                else AzureIdentityProvider(mailbox, describe)
+                else AzureIdentityProvider(mailbox, scope, describe)
             )
             _providers[key] = found
         return found

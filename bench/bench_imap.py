@@ -1,0 +1,403 @@
+"""IMAP: the first sync of a 10,000-message mailbox next to mbsync, and the idle poll's cost.
+
+Everything runs against a real Dovecot (tests/fakes/dovecot.py, plain IMAP on loopback) and a
+private Azurite. Run with ``python -m bench.bench_imap``; no figure is asserted (the run only
+checks that every message arrived, so a figure is never one of a broken sync).
+
+1. First sync: 10,000 generated messages of a few KB (varied senders, subjects, bodies, some
+   multipart with an HTML part, some replies; distinct Message-IDs) are dropped into a user's
+   Maildir, and one untimed pass lets Dovecot assign UIDs and warms its index and the page cache.
+   Then, on the same mailbox, timed:
+   - ours, IMAP alone: a fresh `ImapSource`, `refs()` and `read()` of every id, nothing stored
+     and no cursor committed (what the IMAP side costs);
+   - mbsync (isync) pulling INBOX into a fresh Maildir on tmpfs (/dev/shm when writable), with
+     `FSync no`: Azurite keeps everything in memory too, so neither side waits on the disk;
+   - ours, `ingest_mailbox` on Azurite: the IMAP side plus raw mail to Blob Storage, a queue
+     message per message and the Ingest table's batches.
+2. Idle poll: mailboxes of 100 and of 10,000 messages (own users of the same Dovecot), each
+   synced once; then `ingest_mailbox` with nothing new, IMAP commands (`ImapSource.commands`),
+   storage calls and wall time per poll (the issue's goal: at most 5 commands, whatever the size).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from imapclient import IMAPClient
+
+from shared.cli.azurite import Azurite
+from shared.core.config import parse_config
+from shared.pipeline.context import AppContext, set_context
+from shared.pipeline.ingest import ingest_mailbox
+from shared.settings import AppSettings
+from shared.sources.imap.source import ImapSource
+from shared.store.account import RequestCounter, StorageSettings
+from shared.store.stores import Stores
+from tests.fakes.dovecot import Dovecot
+
+PASSWORD, PASSWORD_SETTING = "imap-bench-password", "IMAP_BENCH_PASSWORD"
+BIG, SMALL = 10_000, 100
+USERS = {"big": ("big@mailfiler.example", BIG), "small": ("small@mailfiler.example", SMALL)}
+IDLE_POLLS = 5  # idle polls per mailbox; the table shows their median and max
+ROUNDS = 3  # runs of the cheap first syncs (IMAP alone, mbsync), alternating; median shown
+GOAL_COMMANDS = 5
+MBSYNC = "/usr/bin/mbsync"
+
+# --- a mailbox of realistic mail ----------------------------------------------------------------
+
+TEXT = (
+    "the invoice order account delivery refund payment contract renewal ticket request please "
+    "could you check attached find below regarding our last week meeting schedule update issue "
+    "problem error server login password access customer support team thanks regards best kind "
+    "we have been trying to reach since Monday but nobody answered and the shipment is still "
+    "missing from warehouse tracking number shows delivered yet nothing arrived at reception "
+    "also the quote you sent does not match price list agreed in March could someone confirm "
+    "new address for billing department moved to third floor building B parking is available "
+    "report quarterly figures budget forecast draft review approve sign return by Friday noon"
+)
+WORDS = TEXT.split()
+TOPICS = (
+    "Invoice {n} overdue",
+    "Order #{n}: delivery date",
+    "Question about contract {n}",
+    "Login problem ({n})",
+    "Refund request for order {n}",
+    "Meeting notes, week {w}",
+    "Your ticket {n} has been updated",
+    "Quote {n} - price list mismatch",
+    "Shipment {n} missing",
+    "Address change for account {n}",
+)
+NAMES = ("Anna Berg", "Ben Okafor", "Chloé Martin", "Dmitri Ivanov", "Eva Novak", "Farid Haddad")
+DOMAINS = ("customer.example", "supplier.example", "partner.example", "mail.example.org")
+
+
+def paragraph(rng: random.Random) -> str:
+    words = rng.choices(WORDS, k=rng.randint(40, 110))
+    lines, line = [], ""
+    for word in words:
+        if len(line) + len(word) > 72:
+            lines.append(line.rstrip())
+            line = ""
+        line += word + " "
+    lines.append(line.rstrip().rstrip(",") + ".")
+    text = "\r\n".join(lines)
+    return text[0].upper() + text[1:]
+
+
+def message(i: int, rng: random.Random, to: str) -> bytes:
+    """One message of 2-6 KB: Received lines, a varied subject and sender, a plain body of a few
+    paragraphs (every third one multipart/alternative with HTML), some replies."""
+    name = rng.choice(NAMES)
+    local = name.lower().replace(" ", ".").replace("é", "e")
+    domain = rng.choice(DOMAINS)
+    subject = rng.choice(TOPICS).format(n=10_000 + i, w=i % 52 + 1)
+    date = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=7 * i)
+    reply = i % 4 == 3
+    headers = [
+        f"Received: from mx{i % 7}.{domain} (mx{i % 7}.{domain} [192.0.2.{i % 250 + 1}])\r\n"
+        f"\tby mx.mailfiler.example with ESMTPS id {rng.getrandbits(64):016x}\r\n"
+        f"\tfor <{to}>; {date:%a, %d %b %Y %H:%M:%S} +0000",
+        f"From: {name} <{local}@{domain}>",
+        f"To: Support <{to}>",
+        f"Subject: {'Re: ' if reply else ''}{subject}",
+        f"Date: {date:%a, %d %b %Y %H:%M:%S} +0000",
+        f"Message-ID: <bench-{i}.{rng.getrandbits(32):08x}@{domain}>",
+        "MIME-Version: 1.0",
+    ]
+    if reply:
+        parent = f"<bench-parent-{i}@mailfiler.example>"
+        headers += [f"In-Reply-To: {parent}", f"References: {parent}"]
+    body = "\r\n\r\n".join(paragraph(rng) for _ in range(rng.randint(3, 6)))
+    body = f"Hello,\r\n\r\n{body}\r\n\r\nBest regards,\r\n{name}\r\n"
+    if i % 3:
+        headers += ["Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit"]
+        return ("\r\n".join(headers) + "\r\n\r\n" + body).encode()
+    boundary = f"=_bench_{i:06d}"
+    html = "".join(f"<p>{p}</p>\r\n" for p in body.split("\r\n\r\n"))
+    parts = [
+        f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Transfer-Encoding: 8bit\r\n\r\n{body}",
+        f"--{boundary}\r\nContent-Type: text/html; charset=utf-8\r\n"
+        f"Content-Transfer-Encoding: 8bit\r\n\r\n<html><body>\r\n{html}</body></html>\r\n",
+        f"--{boundary}--\r\n",
+    ]
+    headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+    return ("\r\n".join(headers) + "\r\n\r\n" + "\r\n".join(parts)).encode()
+
+
+def mailbox_of(n: int, to: str, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [message(i, rng, to) for i in range(n)]
+
+
+# --- setup ---------------------------------------------------------------------------------------
+
+
+def config_yaml(port: int) -> str:
+    lines = ["record_types: [{name: case, prefix: CASE}]", "mailboxes:"]
+    for name, (user, _) in USERS.items():
+        lines += [
+            f"  - name: {name}",
+            "    kind: imap",
+            "    host: 127.0.0.1",
+            f"    port: {port}",
+            "    tls: none",
+            f"    username: {user}",
+            f"    password_setting: {PASSWORD_SETTING}",
+            "    folders: [INBOX]",
+            "    record_type: case",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def imap_source(ctx: AppContext, name: str) -> ImapSource:
+    source = ctx.source(name)
+    if not isinstance(source, ImapSource):
+        raise RuntimeError(f"mailbox {name} did not give an ImapSource: {type(source).__name__}")
+    return source
+
+
+def warm(port: int, user: str, expected: int) -> None:
+    """Let Dovecot see the dropped files (UIDs, new/ to cur/) and read each once: every timed
+    run below meets the same warm server and page cache."""
+    with IMAPClient("127.0.0.1", port=port, ssl=False, timeout=60) as client:
+        client.login(user, PASSWORD)
+        info = client.select_folder("INBOX")
+        if int(info[b"EXISTS"]) != expected:
+            raise RuntimeError(f"{user}: Dovecot sees {info[b'EXISTS']} messages, not {expected}")
+        uids = client.search(["ALL"])
+        for start in range(0, len(uids), 1000):
+            client.fetch(uids[start : start + 1000], [b"BODY.PEEK[]"])
+
+
+# --- 1. first sync ------------------------------------------------------------------------------
+
+
+def imap_alone(ctx: AppContext, name: str) -> dict[str, Any]:
+    """refs() and read() of every message, nothing stored, no cursor committed."""
+    source = imap_source(ctx, name)
+    started = time.perf_counter()
+    ids = source.refs()
+    size = 0
+    for ident in ids:
+        size += len(source.read(ident).raw)
+    source.close()
+    return {
+        "seconds": time.perf_counter() - started,
+        "messages": len(ids),
+        "commands": source.commands,
+        "bytes": size,
+    }
+
+
+def mbsync(port: int, user: str) -> dict[str, Any]:
+    """mbsync pulls INBOX into a fresh Maildir, on tmpfs when there is one; timed from spawn to
+    exit. The Maildir is counted, then removed."""
+    shm = Path("/dev/shm")
+    parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    root = Path(tempfile.mkdtemp(prefix="mailfiler-mbsync-", dir=parent))
+    try:
+        return mbsync_into(root, port, user) | {"tmpfs": parent is not None}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def mbsync_into(root: Path, port: int, user: str) -> dict[str, Any]:
+    (root / "mail").mkdir()
+    rc = root / "mbsyncrc"
+    rc.write_text(
+        f"FSync no\n\nIMAPAccount far\nHost 127.0.0.1\nPort {port}\nUser {user}\nPass {PASSWORD}\n"
+        "SSLType None\nAuthMechs LOGIN\n\n"
+        "IMAPStore far\nAccount far\n\n"
+        f"MaildirStore near\nPath {root}/mail/\nInbox {root}/mail/INBOX\n\n"
+        "Channel pull\nFar :far:\nNear :near:\nPatterns INBOX\nCreate Near\nSync Pull\n"
+        "SyncState *\n"
+    )
+    started = time.perf_counter()
+    done = subprocess.run(
+        [MBSYNC, "-c", str(rc), "-a"], capture_output=True, timeout=600, check=False
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        raise RuntimeError(f"mbsync failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
+    inbox = root / "mail" / "INBOX"
+    files = [p for sub in ("cur", "new") for p in (inbox / sub).iterdir() if p.is_file()]
+    return {
+        "seconds": seconds,
+        "messages": len(files),
+        "bytes": sum(p.stat().st_size for p in files),
+    }
+
+
+def ingest(ctx: AppContext, counter: RequestCounter, name: str) -> dict[str, Any]:
+    source = imap_source(ctx, name)
+    counter.reset()
+    started = time.perf_counter()
+    summary = ingest_mailbox(ctx.stores, name, source, now=datetime.now(UTC))
+    seconds = time.perf_counter() - started
+    if summary.failed or not summary.complete:
+        raise RuntimeError(f"ingest of {name} incomplete: {summary}")
+    return {
+        "seconds": seconds,
+        "messages": summary.queued,
+        "commands": source.commands,
+        "storage": counter.total,
+        "by_service": counter.snapshot(),
+    }
+
+
+# --- 2. idle poll -------------------------------------------------------------------------------
+
+
+def idle(ctx: AppContext, counter: RequestCounter, name: str) -> dict[str, Any]:
+    polls = [ingest(ctx, counter, name) for _ in range(IDLE_POLLS)]
+    queued = sum(p["messages"] for p in polls)
+    if queued:
+        raise RuntimeError(f"an idle poll of {name} queued {queued} messages")
+    ms = [p["seconds"] * 1000 for p in polls]
+    return {
+        "commands": max(p["commands"] for p in polls),
+        "storage": max(p["storage"] for p in polls),
+        "median_ms": statistics.median(ms),
+        "max_ms": max(ms),
+    }
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    before = os.environ.get(PASSWORD_SETTING)
+    os.environ[PASSWORD_SETTING] = PASSWORD
+    azurite = Azurite()
+    dovecot = Dovecot()
+    azurite.start()
+    try:
+        with dovecot, tempfile.TemporaryDirectory() as tmp:
+            generated = time.perf_counter()
+            for seed, (user, size) in enumerate(USERS.values()):
+                dovecot.add_user(user, PASSWORD)
+                dovecot.drop_messages(user, mailbox_of(size, user, seed))
+            generated = time.perf_counter() - generated
+            for user, size in USERS.values():
+                warm(dovecot.port, user, size)
+            counter = RequestCounter()
+            stores = Stores.connect(
+                StorageSettings(connection_string=azurite.connection_string), counter
+            )
+            stores.ensure()
+            config = parse_config(config_yaml(dovecot.port))
+            settings = AppSettings.model_validate(
+                {"AzureWebJobsStorage": azurite.connection_string}
+            )
+            ctx = AppContext(settings, config, Path(tmp), stores)
+            set_context(ctx)
+            try:
+                alones, theirs = [], []
+                for _ in range(ROUNDS):
+                    alones.append(imap_alone(ctx, "big"))
+                    theirs.append(mbsync(dovecot.port, USERS["big"][0]))
+                first = ingest(ctx, counter, "big")
+                small_first = ingest(ctx, counter, "small")
+                idles = {name: idle(ctx, counter, name) for name in ("small", "big")}
+            finally:
+                set_context(None)
+    finally:
+        azurite.stop()
+        if before is None:
+            os.environ.pop(PASSWORD_SETTING, None)
+        else:
+            os.environ[PASSWORD_SETTING] = before
+    runs = [("ours, IMAP alone", r) for r in alones] + [("mbsync", r) for r in theirs]
+    for name, row in [*runs, ("ours, ingest", first)]:
+        if row["messages"] != BIG:
+            raise RuntimeError(f"{name} synced {row['messages']} messages, not {BIG}")
+    if small_first["messages"] != SMALL:
+        raise RuntimeError(f"the first sync of 'small' queued {small_first['messages']}")
+    report(alones, theirs, first, idles, generated)
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median time, with every run's seconds."""
+    ordered = sorted(runs, key=lambda r: float(r["seconds"]))
+    return {**ordered[len(ordered) // 2], "all": [r["seconds"] for r in runs]}
+
+
+def report(
+    alones: list[dict[str, Any]],
+    mbsyncs: list[dict[str, Any]],
+    first: dict[str, Any],
+    idles: dict[str, dict[str, Any]],
+    generated: float,
+) -> None:
+    alone, theirs = median_run(alones), median_run(mbsyncs)
+    mean_kb = alone["bytes"] / alone["messages"] / 1024
+    print(
+        f"\nimap first sync: {BIG:,} messages ({mean_kb:.1f} KiB mean, "
+        f"{alone['bytes'] / 2**20:.0f} MiB) from one Dovecot INBOX on loopback, plain IMAP"
+    )
+    print(f"{'':<36}{'seconds':>9}{'msgs/s':>9}{'IMAP cmds':>11}{'storage':>9}{'vs mbsync':>11}")
+    rows: list[tuple[str, dict[str, Any]]] = [
+        ("mbsync -> Maildir" + (" (tmpfs)" if theirs["tmpfs"] else ""), theirs),
+        ("ours, IMAP alone (refs + read)", alone),
+        ("ours, ingest_mailbox -> Azurite", first),
+    ]
+    for name, row in rows:
+        name = name if "all" not in row else f"{name} *"
+        commands = f"{row['commands']:>11}" if "commands" in row else f"{'-':>11}"
+        storage = f"{row['storage']:>9}" if "storage" in row else f"{'-':>9}"
+        print(
+            f"{name:<36}{row['seconds']:>9.2f}{row['messages'] / row['seconds']:>9.0f}"
+            f"{commands}{storage}{row['seconds'] / theirs['seconds']:>10.2f}x"
+        )
+    services = ", ".join(f"{k} {v}" for k, v in sorted(first["by_service"].items()))
+    storage_s = first["seconds"] - alone["seconds"]
+    on_tmpfs = ", its Maildir on tmpfs (/dev/shm)" if theirs["tmpfs"] else ""
+    lines = [
+        "vs mbsync: seconds / mbsync's seconds. ingest_mailbox also writes each message to Blob",
+        "Storage, queues it and notes it in the Ingest table (Azurite, in memory, one call at a",
+        "time): its ratio includes that storage work. 'IMAP alone' is the same source's refs()",
+        "and read() of every message with nothing stored or committed.",
+        f"* median of {ROUNDS} runs, alternating; seconds: IMAP alone "
+        f"{', '.join(f'{s:.2f}' for s in alone['all'])}; mbsync "
+        f"{', '.join(f'{s:.2f}' for s in theirs['all'])}",
+        f"storage calls of the ingest: {services}",
+        "(table: an Ingest lookup per id, an Ingest batch per 100, the cursor's read and write)",
+        f"ingest - IMAP alone: {storage_s:.1f} s for {first['storage']:,} storage calls, "
+        f"{storage_s / first['storage'] * 1000:.1f} ms a call",
+        "(an estimate of the storage work, its Python side included)",
+        f"mbsync: FSync no{on_tmpfs}; the Maildir held {theirs['messages']:,} files "
+        f"({theirs['bytes'] / 2**20:.0f} MiB, LF line ends)",
+        f"mail generated and dropped in {generated:.1f} s, then read once to warm Dovecot",
+    ]
+    print("\n".join(lines))
+
+    print(
+        f"\nimap idle poll (nothing new): ingest_mailbox after a first sync, "
+        f"{IDLE_POLLS} polls a mailbox (goal <= {GOAL_COMMANDS} IMAP commands)"
+    )
+    print(f"{'mailbox':<20}{'IMAP cmds':>11}{'storage':>9}{'median ms':>11}{'max ms':>9}")
+    for name, size in (("small", SMALL), ("big", BIG)):
+        row = idles[name]
+        print(
+            f"{f'{size:,} messages':<20}{row['commands']:>11}{row['storage']:>9}"
+            f"{row['median_ms']:>11.1f}{row['max_ms']:>9.1f}"
+        )
+    print(
+        "IMAP cmds: the most ImapSource.commands of a poll (LOGIN, STATUS per folder, LOGOUT)\n"
+        "storage: the most Azurite calls of a poll; ms: wall time of ingest_mailbox"
+    )
+
+
+if __name__ == "__main__":
+    main()
