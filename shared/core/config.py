@@ -87,6 +87,16 @@ class LocalMailbox(_MailboxBase):
     path: str
 
 
+def _check_app_credentials(auth: str, client_id: str | None, where: Any) -> None:
+    """An Entra app's credential is named the way its `auth` needs (Graph, IMAP XOAUTH2)."""
+    if auth == "client_secret" and not (client_id and where.client_secret_setting):
+        raise ValueError("auth 'client_secret' needs client_id and client_secret_setting")
+    if auth == "certificate" and not (client_id and where.certificate_setting):
+        raise ValueError("auth 'certificate' needs client_id and certificate_setting")
+    if auth == "workload_identity" and not client_id:
+        raise ValueError("auth 'workload_identity' needs client_id")
+
+
 class ImapOAuth(_Strict):
     """XOAUTH2 for IMAP, app-only through Microsoft Entra ID (Exchange Online: the app is
     registered as an Exchange service principal with permission on the mailbox)."""
@@ -107,10 +117,7 @@ class ImapOAuth(_Strict):
 
     @model_validator(mode="after")
     def _credential_named(self) -> ImapOAuth:
-        if self.auth == "client_secret" and not (self.client_id and self.client_secret_setting):
-            raise ValueError("auth 'client_secret' needs client_id and client_secret_setting")
-        if self.auth == "certificate" and not (self.client_id and self.certificate_setting):
-            raise ValueError("auth 'certificate' needs client_id and certificate_setting")
+        _check_app_credentials(self.auth, self.client_id, self)
         return self
 
 
@@ -216,12 +223,7 @@ class GraphMailbox(_MailboxBase):
 
     @model_validator(mode="after")
     def _credential_named(self) -> GraphMailbox:
-        if self.auth == "client_secret" and not (self.client_id and self.client_secret_setting):
-            raise ValueError("auth 'client_secret' needs client_id and client_secret_setting")
-        if self.auth == "certificate" and not (self.client_id and self.certificate_setting):
-            raise ValueError("auth 'certificate' needs client_id and certificate_setting")
-        if self.auth == "workload_identity" and not self.client_id:
-            raise ValueError("auth 'workload_identity' needs client_id")
+        _check_app_credentials(self.auth, self.client_id, self)
         if self.watch == "folders":
             named = [f for f in self.folders if f.lower() not in WELL_KNOWN_FOLDERS]
             if named:

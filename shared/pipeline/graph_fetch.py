@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -108,8 +109,7 @@ def fetch(ctx: AppContext, body: bytes, now: datetime) -> str:
 
 
 def _fetch_job(ctx: AppContext, body: bytes, now: datetime) -> str:
-    from ..sources.graph.client import GraphNotFound, GraphThrottled
-    from ..store.leases import SlotsBusy
+    from ..sources.graph.client import GraphNotFound
 
     job = json.loads(body)
     mailbox = ctx.config.mailbox(str(job["mailbox"]))
@@ -124,23 +124,31 @@ def _fetch_job(ctx: AppContext, body: bytes, now: datetime) -> str:
     if known is not None and job.get("change") == "created":
         return f"{where}: duplicate"
     try:
-        return f"{where}: {_fetch(ctx, mailbox, job, known, now)}"
-    except GraphThrottled as exc:
-        _later(ctx, body, int(exc.retry_after) + 1)
-        return f"{where}: throttled, again in {exc.retry_after:.0f} s"
-    except SlotsBusy:
-        _later(ctx, body, BUSY_DELAY)
-        return f"{where}: mailbox busy, again shortly"
+        return f"{where}: {_guarded(ctx, body, lambda: _fetch(ctx, mailbox, job, known, now))}"
     except GraphNotFound:
         return f"{where}: gone from the mailbox"
+
+
+def _guarded(ctx: AppContext, body: bytes, work: Callable[[], str]) -> str:
+    """Throttled by Graph, or every slot of the mailbox taken: the job runs again later
+    (a delayed copy), and this delivery succeeds, so throttling never poisons a job."""
+    from ..sources.graph.client import GraphThrottled
+    from ..store.leases import SlotsBusy
+
+    try:
+        return work()
+    except GraphThrottled as exc:
+        _later(ctx, body, int(exc.retry_after) + 1)
+        return f"throttled, again in {exc.retry_after:.0f} s"
+    except SlotsBusy:
+        _later(ctx, body, BUSY_DELAY)
+        return "mailbox busy, again shortly"
 
 
 def _event_job(
     ctx: AppContext, mailbox: GraphMailbox, job: dict[str, Any], body: bytes, now: datetime
 ) -> str:
-    from ..sources.graph.client import GraphThrottled
     from ..sources.graph.source import GraphSource
-    from ..store.leases import SlotsBusy
     from .calendar_links import on_event
 
     if mailbox.calendar is None:
@@ -148,16 +156,13 @@ def _event_job(
     source = ctx.source(mailbox.name)
     assert isinstance(source, GraphSource)
     where = f"mailbox={mailbox.name} event={str(job['id'])[-12:]} change={job.get('change')}"
-    try:
-        done = on_event(
+    done = _guarded(
+        ctx,
+        body,
+        lambda: on_event(
             ctx.stores, ctx.config, mailbox, source, str(job["id"]), str(job.get("change")), now
-        )
-    except GraphThrottled as exc:
-        _later(ctx, body, int(exc.retry_after) + 1)
-        return f"{where}: throttled, again in {exc.retry_after:.0f} s"
-    except SlotsBusy:
-        _later(ctx, body, BUSY_DELAY)
-        return f"{where}: mailbox busy, again shortly"
+        ),
+    )
     return f"{where}: {done}"
 
 

@@ -173,3 +173,33 @@ def server_context(files: TlsFiles) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(files.cert_file, files.key_file)
     return ctx
+
+
+def app_certificate() -> tuple[str, str, str]:
+    """A self-signed certificate an Entra app could hold: (private key PEM, certificate PEM,
+    SHA-1 thumbprint in hex, as msal's certificate credential takes it)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "app")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    thumbprint = cert.fingerprint(hashes.SHA1()).hex()
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode(), thumbprint

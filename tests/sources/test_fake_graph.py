@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import requests
 
 from tests.fakes.graph import FakeGraph
 from tests.fakes.graph_webhook import WebhookReceiver
+from tests.fakes.tls import app_certificate
 
 TENANT = "contoso.onmicrosoft.com"
 APP = "11111111-2222-3333-4444-555555555555"
@@ -148,32 +148,9 @@ def test_token_endpoint_errors(fake: FakeGraph) -> None:
 
 
 def test_msal_certificate_assertion(fake: FakeGraph, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
     for name, value in fake.ca_env().items():
         monkeypatch.setenv(name, value)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "app")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    thumbprint = hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    pem, _, thumbprint = app_certificate()
     fake.add_app(TENANT, "cert-app")
     result = msal.ConfidentialClientApplication(
         "cert-app",

@@ -12,6 +12,7 @@ from shared.pipeline.poll import mailbox_status, poll_all
 from shared.sources.graph.auth import GraphAuthError, provider_for
 from shared.sources.graph.client import GraphClient
 from tests.fakes.graph import FakeGraph
+from tests.fakes.tls import app_certificate
 
 from .graph_setup import APP_SECRET, GraphWorld, graph_world
 
@@ -43,28 +44,8 @@ def mailbox(fake: FakeGraph, **extra: object) -> GraphMailbox:
 
 
 def self_signed_pem() -> str:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mailfiler")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(7)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return key_pem + cert.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem, cert_pem, _ = app_certificate()
+    return key_pem + cert_pem
 
 
 def inbox_name(box: GraphMailbox) -> str:
