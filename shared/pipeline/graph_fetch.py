@@ -39,9 +39,15 @@ def process_notifications(ctx: AppContext, body: bytes, now: datetime) -> dict[s
         raise RuntimeError("graph: the client state secret is not set")
     counts = {"fetch": 0, "lifecycle": 0, "dropped": 0}
     jobs: dict[tuple[str, str, str], dict[str, Any]] = {}
+    # A POST mostly carries one subscription's notifications: check and look up each
+    # clientState once, not once per notification.
+    rows: dict[object, dict[str, Any] | None] = {}
     for item in unpack(body):
-        nonce = verified_nonce(key, item.get("clientState"))
-        row = ctx.stores.table(GRAPH_STATE).get(NONCES, nonce) if nonce else None
+        state = item.get("clientState")
+        if state not in rows:
+            nonce = verified_nonce(key, state)
+            rows[state] = ctx.stores.table(GRAPH_STATE).get(NONCES, nonce) if nonce else None
+        row = rows[state]
         mailbox = ctx.config.mailbox(str(row["Mailbox"])) if row else None
         if row is None or not isinstance(mailbox, GraphMailbox):
             counts["dropped"] += 1
