@@ -97,6 +97,19 @@ def _check_app_credentials(auth: str, client_id: str | None, where: Any) -> None
         raise ValueError("auth 'workload_identity' needs client_id")
 
 
+class FlagTasks(_Strict):
+    """A flagged mail becomes a task record linked to the mail's record (Graph and IMAP
+    mailboxes; IMAP flags carry no dates)."""
+
+    record_type: str
+    completed_status: str = Field(
+        default="closed", description="the task's status when the flag is completed"
+    )
+    # What unflagging (flag cleared, not completed) does to the task.
+    on_unflag: Literal["keep", "close", "cancel"] = "close"
+    cancelled_status: str = "cancelled"
+
+
 class ImapOAuth(_Strict):
     """XOAUTH2 for IMAP, app-only through Microsoft Entra ID (Exchange Online: the app is
     registered as an Exchange service principal with permission on the mailbox)."""
@@ -144,6 +157,14 @@ class ImapMailbox(_MailboxBase):
     disable_after_failures: int = Field(
         default=20, ge=1, description="consecutive failed polls before the mailbox is disabled"
     )
+    tasks: FlagTasks | None = None
+    flag_rescan: int = Field(
+        default=200,
+        ge=0,
+        le=5000,
+        description="servers without CONDSTORE: the newest N messages whose \\Flagged is "
+        "re-read each poll (with CONDSTORE, every flag change is seen)",
+    )
 
     @model_validator(mode="after")
     def _credential_named(self) -> ImapMailbox:
@@ -163,18 +184,6 @@ class ImapMailbox(_MailboxBase):
 WELL_KNOWN_FOLDERS = frozenset(
     {"inbox", "sentitems", "archive", "deleteditems", "junkemail", "drafts", "outbox"}
 )
-
-
-class FlagTasks(_Strict):
-    """A flagged mail becomes a task record linked to the mail's record (Graph mailboxes)."""
-
-    record_type: str
-    completed_status: str = Field(
-        default="closed", description="the task's status when the flag is completed"
-    )
-    # What unflagging (flag cleared, not completed) does to the task.
-    on_unflag: Literal["keep", "close", "cancel"] = "close"
-    cancelled_status: str = "cancelled"
 
 
 class CalendarLinks(_Strict):
@@ -519,6 +528,13 @@ class Config(_Strict):
                     (f"mailboxes[{i}]", "needs record_type, or a route without 'to' for it")
                 )
         for i, mb in enumerate(self.mailboxes):
+            if isinstance(mb, ImapMailbox) and mb.tasks and mb.tasks.record_type not in types:
+                problems.append(
+                    (
+                        f"mailboxes[{i}].tasks.record_type",
+                        _unknown("record type", mb.tasks.record_type, types),
+                    )
+                )
             if isinstance(mb, GraphMailbox):
                 if mb.tasks and mb.tasks.record_type not in types:
                     problems.append(

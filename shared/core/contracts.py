@@ -35,6 +35,17 @@ class InboundMessage(_Contract):
     received_at: datetime | None = None
 
 
+class FlagChange(_Contract):
+    """Queue `flag-changes`: what a polled message's flag is now (a state, not a transition,
+    so a repeat changes nothing); its task follows once the mail is filed."""
+
+    v: Literal[1] = 1
+    mailbox: str
+    message_id: str
+    status: Literal["flagged", "notFlagged", "complete"]
+    attempt: int = 0
+
+
 class RecordRef(_Contract):
     type: str
     key: str

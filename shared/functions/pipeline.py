@@ -5,8 +5,9 @@ from __future__ import annotations
 import azure.functions as func
 
 from ..pipeline.file_stage import file_plan
+from ..pipeline.flag_changes import handle_flag_change
 from ..pipeline.map_stage import map_inbound
-from ..store.stores import FILING, INBOUND
+from ..store.stores import FILING, FLAG_CHANGES, INBOUND
 from .stage import now, run_stage
 
 bp = func.Blueprint()
@@ -34,3 +35,9 @@ def file_stage(msg: func.QueueMessage) -> None:
         lambda ctx, body: file_plan(ctx.stores, ctx.config, body, now=now(), source_for=ctx.source),
         names_mail=True,
     )
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=FLAG_CHANGES, connection="AzureWebJobsStorage")
+def flag_change(msg: func.QueueMessage) -> None:
+    """A polled message's \\Flagged changed: its task follows (after the mail is filed)."""
+    run_stage(msg, FLAG_CHANGES, "tasks", lambda ctx, body: handle_flag_change(ctx, body, now()))

@@ -1,5 +1,5 @@
-"""Tasks from flagged mail (Graph mailboxes with `tasks:`), kept in step with the flag and with
-a linked calendar event.
+"""Tasks from flagged mail (Graph and IMAP mailboxes with `tasks:`), kept in step with the
+flag and with a linked calendar event.
 
 A task is a record of the configured type, keyed by the mailbox and the flagged message, so
 handling a flag change twice changes nothing. It names its parent (the record the mail is filed
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..core.config import Config, FlagTasks, GraphMailbox
+from ..core.config import Config, FlagTasks, GraphMailbox, ImapMailbox
 from ..core.contracts import Event, RecordRef
 from ..core.decide import record_key
 from ..core.message import id_key
@@ -70,7 +70,7 @@ def state_of(row: dict[str, Any]) -> TaskState:
 def sync_flag(
     stores: Stores,
     config: Config,
-    mailbox: GraphMailbox,
+    mailbox: GraphMailbox | ImapMailbox,
     *,
     internet_message_id: str | None,
     flag: Flag,
@@ -132,7 +132,7 @@ def apply_change(
 def _create(
     stores: Stores,
     config: Config,
-    mailbox: GraphMailbox,
+    mailbox: GraphMailbox | ImapMailbox,
     ref: RecordRef,
     filed: dict[str, Any],
     change: TaskChange,

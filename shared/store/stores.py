@@ -18,7 +18,17 @@ DELIVERIES = "deliveries"
 GRAPH_NOTIFICATIONS = "graph-notifications"  # what Graph's webhook calls brought, as posted
 GRAPH_FETCH = "graph-fetch"  # one message or event to read from Graph
 POLLS = "polls"  # one mailbox to poll (the timer fans out, so no mailbox waits for another)
-QUEUES = (INBOUND, FILING, EVENTS, DELIVERIES, GRAPH_NOTIFICATIONS, GRAPH_FETCH, POLLS)
+FLAG_CHANGES = "flag-changes"  # a polled message's \\Flagged changed: its task follows
+QUEUES = (
+    INBOUND,
+    FILING,
+    EVENTS,
+    DELIVERIES,
+    GRAPH_NOTIFICATIONS,
+    GRAPH_FETCH,
+    POLLS,
+    FLAG_CHANGES,
+)
 
 
 def poison(queue: str) -> str:

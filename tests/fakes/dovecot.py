@@ -41,7 +41,7 @@ userdb {{
   args = uid={user} gid={group} home={dir}/home/%u
 }}
 protocol imap {{
-  imap_capability = +MOVE
+  imap_capability = {capability}
 }}
 service imap-login {{
   chroot =
@@ -64,10 +64,13 @@ def available() -> bool:
 
 
 class Dovecot:
-    def __init__(self, introspection_url: str | None = None) -> None:
+    def __init__(self, introspection_url: str | None = None, capability: str = "+MOVE") -> None:
         """`introspection_url`: also accept XOAUTH2, checking each bearer token there
-        (Dovecot's oauth2 passdb, GET <url><token>, the user in its `username`)."""
+        (Dovecot's oauth2 passdb, GET <url><token>, the user in its `username`).
+        `capability`: Dovecot's `imap_capability` (a whole list replaces the defaults, which
+        is how a test plays a server without CONDSTORE)."""
         self.introspection_url = introspection_url
+        self.capability = capability
         self.dir = Path(tempfile.mkdtemp(prefix="mailfiler-dovecot-"))
         self.port = free_port()
         self.users: dict[str, str] = {}
@@ -126,6 +129,7 @@ class Dovecot:
                 group=self._group,
                 oauth_mechanisms=" xoauth2 oauthbearer" if self.introspection_url else "",
                 oauth_passdb=oauth_passdb,
+                capability=self.capability,
             )
         )
         if not (self.dir / "passwd").exists():

@@ -62,10 +62,15 @@ class World:
         self.host = local_host(stores.queues, visibility_timeout=0)
         self.configure()
 
-    def configure(self, extra: str = "", folders: str = "[INBOX]") -> None:
+    def configure(
+        self,
+        extra: str = "",
+        folders: str = "[INBOX]",
+        types: str = "[{name: case, prefix: CASE}]",
+    ) -> None:
         password = "" if "auth: xoauth2" in extra else "    password_setting: IMAP_TEST_PASSWORD\n"
         self.file.write_text(
-            "record_types: [{name: case, prefix: CASE}]\n"
+            f"record_types: {types}\n"
             "mailboxes:\n"
             "  - name: imap\n"
             "    kind: imap\n"

@@ -18,21 +18,37 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
 from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 
 from ...core.config import ImapMailbox
-from ...core.contracts import MailboxAction
+from ...core.contracts import FlagChange, MailboxAction
 from ...store.keys import short_hash
-from ...store.stores import IMAP_STATE, Stores
+from ...store.stores import FLAG_CHANGES, IMAP_STATE, Stores
 from ..base import ActionResult, SourceMessage
 
 log = logging.getLogger(__name__)
 FETCH_CHUNK = 100  # messages per FETCH
 SEEN, DELETED, FLAGGED = b"\\Seen", b"\\Deleted", b"\\Flagged"
+
+
+MAX_TRACKED = 2000  # flagged UIDs remembered per folder (the newest); fits a table property
+
+
+@dataclass
+class _Cursor:
+    """A folder's cursor as this poll leaves it, written by `commit`."""
+
+    validity: int
+    last: int
+    modseq: int | None = None
+    flagged: set[int] = field(default_factory=set)
+    changes: list[tuple[str, str]] = field(default_factory=list)  # (Message-ID, flag)
 
 
 class ImapError(OSError):
@@ -58,7 +74,8 @@ class ImapSource:
         self.commands = 0  # IMAP commands this source sent (the idle-poll figure)
         self._client: IMAPClient | None = None
         self._selected: tuple[str, bool] | None = None
-        self._pending: dict[str, tuple[int, int]] = {}  # folder -> (uidvalidity, highest uid)
+        self._pending: dict[str, _Cursor] = {}  # folder -> where the next poll starts
+        self.flag_changes: list[tuple[str, str]] = []  # (Message-ID, flag) sent by commit()
         self._order: list[str] = []
         self._cache: dict[str, SourceMessage] = {}
         self._delimiter: str | None = None
@@ -130,34 +147,100 @@ class ImapSource:
             client = self._connect()
             for folder in self.mailbox.folders:
                 state = table.get(self.mailbox.name, _folder_row(folder)) or {}
-                self._count(1)
-                status = client.folder_status(
-                    self._server_name(folder), [b"UIDVALIDITY", b"UIDNEXT"]
-                )
-                validity = int(status[b"UIDVALIDITY"])
-                last = int(state.get("LastUid", 0)) if state.get("UidValidity") == validity else 0
-                if state.get("UidValidity") not in (None, validity):
-                    log.warning(
-                        "imap: mailbox=%s folder=%s UIDVALIDITY changed: resync",
-                        self.mailbox.name,
-                        folder,
-                    )
-                if int(status[b"UIDNEXT"]) - 1 <= last:
-                    continue  # nothing new: STATUS was enough
-                self._select(folder, readonly=True)
-                criteria: list[Any] = ["UID", f"{last + 1}:*"]
-                if last == 0 and self.mailbox.since:
-                    criteria = ["SINCE", self.mailbox.since]
-                self._count(1)
-                uids = sorted(u for u in client.search(criteria) if u > last)
-                if uids:
-                    self._pending[folder] = (validity, uids[-1])
-                ids.extend(source_id(validity, uid, folder) for uid in uids)
+                ids.extend(self._list_folder(client, folder, state))
         except (IMAPClientError, OSError) as exc:
             self.close()
             raise ImapError(f"imap {self.mailbox.host}: {_plain(exc)}") from exc
         self._order = ids
         return ids
+
+    def _list_folder(self, client: IMAPClient, folder: str, state: dict[str, Any]) -> list[str]:
+        """New mail of one folder, and (with `tasks`) the \\Flagged changes since last time."""
+        tracking = self.mailbox.tasks is not None
+        condstore = tracking and client.has_capability("CONDSTORE")
+        items = [b"UIDVALIDITY", b"UIDNEXT"] + ([b"HIGHESTMODSEQ"] if condstore else [])
+        self._count(1)
+        status = client.folder_status(self._server_name(folder), items)
+        validity = int(status[b"UIDVALIDITY"])
+        same = state.get("UidValidity") == validity
+        if state.get("UidValidity") not in (None, validity):
+            log.warning(
+                "imap: mailbox=%s folder=%s UIDVALIDITY changed: resync", self.mailbox.name, folder
+            )
+        last = int(state.get("LastUid", 0)) if same else 0
+        cursor = _Cursor(validity, last)
+        if condstore:
+            cursor.modseq = int(status.get(b"HIGHESTMODSEQ") or 0) or None
+        known = same and bool(state.get("FlagsTracked"))  # else: a baseline, no transitions
+        if known:
+            cursor.flagged = {int(u) for u in str(state.get("Flagged") or "").split()}
+        new_mail = int(status[b"UIDNEXT"]) - 1 > last
+        if condstore:
+            flags_due = last > 0 and (not known or cursor.modseq != state.get("HighestModSeq"))
+        else:
+            flags_due = tracking and last > 0 and (not known or self.mailbox.flag_rescan > 0)
+        if not new_mail and not flags_due:
+            if tracking and not known:
+                self._pending[folder] = cursor  # start tracking from here
+            return []  # nothing new: STATUS was enough
+        self._select(folder, readonly=True)
+        uids: list[int] = []
+        flagged_new: list[int] = []
+        if new_mail:
+            criteria: list[Any] = ["UID", f"{last + 1}:*"]
+            if last == 0 and self.mailbox.since:
+                criteria = ["SINCE", self.mailbox.since]
+            self._count(1)
+            uids = sorted(u for u in client.search(criteria) if u > last)
+            if uids and tracking:
+                self._count(1)
+                flagged_new = [u for u in client.search([*criteria, "FLAGGED"]) if u > last]
+        if uids:
+            cursor.last = uids[-1]
+        changes: dict[int, str] = {u: "flagged" for u in flagged_new}
+        if flags_due:
+            changes.update(self._flag_changes(client, cursor, last, known, condstore))
+        cursor.flagged.update(flagged_new)
+        if changes:
+            cursor.changes = self._message_ids(client, changes)
+        if tracking or uids:
+            self._pending[folder] = cursor
+        return [source_id(validity, uid, folder) for uid in uids]
+
+    def _flag_changes(
+        self, client: IMAPClient, cursor: _Cursor, last: int, known: bool, condstore: bool
+    ) -> dict[int, str]:
+        """Messages up to `last` whose \\Flagged changed, by one `UID SEARCH ... FLAGGED`
+        compared with the flagged UIDs stored: all of them with CONDSTORE (asked only when
+        HIGHESTMODSEQ moved), else the newest `flag_rescan` (a bounded window). The first
+        look only notes what is flagged now (a baseline: old flags make no tasks)."""
+        low = 1 if condstore or not known else max(1, last - self.mailbox.flag_rescan + 1)
+        self._count(1)
+        now = set(client.search(["UID", f"{low}:{last}", "FLAGGED"]))
+        before = {u for u in cursor.flagged if low <= u <= last}
+        cursor.flagged = (cursor.flagged - before) | now
+        if not known:
+            return {}
+        changes = {u: "flagged" for u in now - before}
+        # Unflagged, or gone (expunged, moved away): `_message_ids` tells them apart.
+        changes.update({u: "notFlagged" for u in before - now})
+        return changes
+
+    def _message_ids(self, client: IMAPClient, changes: dict[int, str]) -> list[tuple[str, str]]:
+        """The Message-IDs of the changed messages, with their flag as the server has it now;
+        a message no longer in the folder is left out (moving mail away is no unflagging)."""
+        self._count(1)
+        found = client.fetch(sorted(changes), [b"FLAGS", b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+        out: list[tuple[str, str]] = []
+        for uid, data in found.items():
+            if uid not in changes:
+                continue
+            header = next((v for k, v in data.items() if k.startswith(b"BODY[HEADER")), b"")
+            message_id = BytesHeaderParser().parsebytes(bytes(header or b"")).get("Message-ID")
+            flagged = FLAGGED in data.get(b"FLAGS", ())
+            if message_id:
+                out.append((str(message_id).strip(), "flagged" if flagged else "notFlagged"))
+        return out
 
     def read(self, item: str) -> SourceMessage:
         found = self._cache.pop(item, None)
@@ -203,18 +286,32 @@ class ImapSource:
         return found
 
     def commit(self, now: datetime) -> None:
+        """Flag changes go to the `flag-changes` queue first, then the cursor moves: a crash in
+        between reports them again, which the tasks stage takes in its stride."""
         table = self.stores.table(IMAP_STATE)
-        for folder, (validity, last) in self._pending.items():
-            table.upsert(
-                {
-                    "PartitionKey": self.mailbox.name,
-                    "RowKey": _folder_row(folder),
-                    "Folder": folder,
-                    "UidValidity": validity,
-                    "LastUid": last,
-                    "At": now,
-                }
-            )
+        for folder, cursor in self._pending.items():
+            for message_id, flag in cursor.changes:
+                self.flag_changes.append((message_id, flag))
+                self.stores.queues.send(
+                    FLAG_CHANGES,
+                    FlagChange(mailbox=self.mailbox.name, message_id=message_id, status=flag),
+                )
+            row: dict[str, Any] = {
+                "PartitionKey": self.mailbox.name,
+                "RowKey": _folder_row(folder),
+                "Folder": folder,
+                "UidValidity": cursor.validity,
+                "LastUid": cursor.last,
+                "At": now,
+            }
+            if self.mailbox.tasks is not None:
+                newest = sorted(cursor.flagged)[-MAX_TRACKED:]
+                row.update(
+                    FlagsTracked=True,
+                    Flagged=" ".join(map(str, newest)),
+                    HighestModSeq=cursor.modseq,
+                )
+            table.upsert(row)
         self._pending.clear()
         self.close()
 
