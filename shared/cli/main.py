@@ -181,8 +181,38 @@ def cmd_mailboxes(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"name": name, **status}))
         else:
-            why = status.get("disabled_reason") or status.get("last_error") or ""
+            warned = "; ".join(status.get("warnings") or [])
+            why = status.get("disabled_reason") or status.get("last_error") or warned
             print(f"{name:<24} {status['kind']:<6} {status['status']:<9} {why}"[:200])
+    return 0
+
+
+def cmd_auth(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from ..core.config import ImapMailbox
+    from ..sources.imap.oauth import ImapAuthError, new_key, sign_in
+
+    if args.auth_command == "new-key":
+        print(new_key())
+        return 0
+    _prepare_env(args)
+    ctx = _context()
+    mailbox = ctx.config.mailbox(args.mailbox)
+    if not isinstance(mailbox, ImapMailbox):
+        print(f"no IMAP mailbox {args.mailbox!r} in the configuration", file=sys.stderr)
+        return 1
+    try:
+        account = sign_in(
+            mailbox, ctx.stores, datetime.now(UTC), lambda text: print(text, flush=True)
+        )
+    except ImapAuthError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(
+        f"{args.mailbox}: signed in as {account or 'the account above'}; the token cache is "
+        "stored encrypted"
+    )
     return 0
 
 
@@ -312,6 +342,19 @@ def build_parser() -> argparse.ArgumentParser:
     for cmd in (status_cmd, enable_cmd):
         _storage_options(cmd)
         cmd.set_defaults(func=cmd_mailboxes)
+
+    auth = sub.add_parser("auth", help="sign in a delegated IMAP mailbox (device code)")
+    auth_sub = auth.add_subparsers(dest="auth_command", required=True)
+    auth_imap = auth_sub.add_parser(
+        "imap", help="sign in the person behind an IMAP mailbox with oauth.auth: device_code"
+    )
+    auth_imap.add_argument("--mailbox", required=True, metavar="NAME")
+    _storage_options(auth_imap)
+    auth_imap.set_defaults(func=cmd_auth)
+    auth_key = auth_sub.add_parser(
+        "new-key", help="print a new key for MAILFILER_TOKEN_KEY (token caches are encrypted)"
+    )
+    auth_key.set_defaults(func=cmd_auth)
 
     msgs = sub.add_parser("messages", help="show a message's filing status and reasons")
     msgs_sub = msgs.add_subparsers(dest="messages_command", required=True)

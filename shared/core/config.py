@@ -13,7 +13,16 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 SETTING = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -111,26 +120,70 @@ class FlagTasks(_Strict):
 
 
 class ImapOAuth(_Strict):
-    """XOAUTH2 for IMAP, app-only through Microsoft Entra ID (Exchange Online: the app is
-    registered as an Exchange service principal with permission on the mailbox)."""
+    """XOAUTH2 for IMAP through Microsoft Entra ID: app-only (the app is registered as an
+    Exchange service principal with permission on the mailbox), or delegated (`device_code`:
+    a person signs in once with `mailfiler auth imap --mailbox NAME`; the token cache is kept
+    encrypted in Table Storage)."""
 
+    provider: Literal["microsoft"] = "microsoft"
     tenant_id: str
-    auth: Literal["client_secret", "certificate", "managed_identity", "workload_identity"] = (
-        "client_secret"
-    )
+    auth: Literal[
+        "client_secret", "certificate", "managed_identity", "workload_identity", "device_code"
+    ] = "client_secret"
     client_id: str | None = None
     client_secret_setting: Annotated[str | None, Field(pattern=SETTING)] = None
     certificate_setting: Annotated[str | None, Field(pattern=SETTING)] = None
     login_endpoint: str = "https://login.microsoftonline.com"
-    scope: str = "https://outlook.office365.com/.default"
+    scope: str | None = Field(
+        default=None,
+        description="app-only: https://outlook.office365.com/.default; delegated: "
+        "https://outlook.office.com/IMAP.AccessAsUser.All",
+    )
+
+    @property
+    def token_scope(self) -> str:
+        if self.scope:
+            return self.scope
+        if self.auth == "device_code":
+            return "https://outlook.office.com/IMAP.AccessAsUser.All"
+        return "https://outlook.office365.com/.default"
 
     @property
     def graph_endpoint(self) -> str:
-        return self.scope.removesuffix("/.default")
+        return self.token_scope.removesuffix("/.default")
 
     @model_validator(mode="after")
     def _credential_named(self) -> ImapOAuth:
-        _check_app_credentials(self.auth, self.client_id, self)
+        if self.auth == "device_code":
+            if not self.client_id:
+                raise ValueError("auth 'device_code' needs client_id (a public client app)")
+        else:
+            _check_app_credentials(self.auth, self.client_id, self)
+        return self
+
+
+def _oauth_provider(value: Any) -> str:
+    """IMAP's oauth block: Microsoft unless it says `provider: google`."""
+    if isinstance(value, dict):
+        return str(value.get("provider", "microsoft"))
+    return str(getattr(value, "provider", "microsoft"))
+
+
+class GmailOAuth(_Strict):
+    """XOAUTH2 for Gmail (and Google Workspace): a refresh token of an OAuth client with the
+    https://mail.google.com/ scope, redeemed for an access token when one is needed."""
+
+    provider: Literal["google"]
+    client_id: str
+    client_secret_setting: Annotated[str, Field(pattern=SETTING)]
+    refresh_token_setting: Annotated[str, Field(pattern=SETTING)]
+    token_endpoint: str = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
+
+    @model_validator(mode="after")
+    def _https(self) -> GmailOAuth:
+        url = self.token_endpoint
+        if not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ValueError("token_endpoint must be https://")
         return self
 
 
@@ -147,7 +200,13 @@ class ImapMailbox(_MailboxBase):
     username: str
     auth: Literal["password", "xoauth2"] = "password"
     password_setting: Annotated[str | None, Field(pattern=SETTING)] = None
-    oauth: ImapOAuth | None = None
+    oauth: (
+        Annotated[
+            Annotated[ImapOAuth, Tag("microsoft")] | Annotated[GmailOAuth, Tag("google")],
+            Discriminator(_oauth_provider),
+        ]
+        | None
+    ) = None
     folders: tuple[str, ...] = ("INBOX",)
     since: date | None = Field(
         default=None, description="the first sync reads mail received since; unset: everything"

@@ -41,7 +41,7 @@ def health(req: func.HttpRequest) -> func.HttpResponse:  # noqa: ARG001
         body["status"] = "unhealthy"
         body["storage"] = {"reachable": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
     else:
-        if any(m["status"] == "failing" for m in body["mailboxes"].values()):
+        if any(m["status"] == "failing" or m["warnings"] for m in body["mailboxes"].values()):
             body["status"] = "degraded"
         if any(body["queues"][poison(q)] for q in QUEUES):
             body["status"] = "degraded"

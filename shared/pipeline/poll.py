@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..core.config import GraphMailbox, ImapMailbox, Mailbox
@@ -204,7 +204,8 @@ def enable(ctx: AppContext, name: str) -> None:
     )
 
 
-def mailbox_status(ctx: AppContext) -> dict[str, dict[str, Any]]:
+def mailbox_status(ctx: AppContext, now: datetime | None = None) -> dict[str, dict[str, Any]]:
+    now = now or datetime.now(UTC)
     stored = {e["RowKey"]: e for e in ctx.stores.table(MAILBOXES).partition(STATUS_PARTITION)}
     out: dict[str, dict[str, Any]] = {}
     for mailbox in ctx.config.mailboxes:
@@ -225,6 +226,7 @@ def mailbox_status(ctx: AppContext) -> dict[str, dict[str, Any]]:
             "last_success": _iso(entry.get("LastSuccess")),
             "consecutive_failures": failures,
             "last_error": entry.get("LastError") or None,
+            "warnings": _warnings(ctx, mailbox, now),
         }
         if isinstance(mailbox, GraphMailbox) and mailbox.enabled and not mailbox.polling_only:
             subs = {
@@ -241,6 +243,15 @@ def mailbox_status(ctx: AppContext) -> dict[str, dict[str, Any]]:
             if any(s["status"] != "active" for s in subs.values()):
                 out[mailbox.name]["status"] = "failing"
     return out
+
+
+def _warnings(ctx: AppContext, mailbox: Mailbox, now: datetime) -> list[str]:
+    """What will fail soon if nobody acts (a refresh token about to lapse, no sign-in yet)."""
+    if isinstance(mailbox, ImapMailbox) and mailbox.enabled:
+        from ..sources.imap.oauth import credential_warnings
+
+        return credential_warnings(mailbox, ctx.stores, now)
+    return []
 
 
 def _iso(value: Any) -> str | None:

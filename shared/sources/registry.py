@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
-from ..core.config import Config
+from ..core.config import Config, GmailOAuth, ImapMailbox
 from ..store.stores import Stores
 from .base import MailboxSource
 from .local import LocalSource
@@ -37,13 +38,7 @@ def open_source(config: Config, name: str, base_dir: Path, stores: Stores) -> Ma
         from .imap.source import ImapSource
 
         if mailbox.auth == "xoauth2" and mailbox.oauth is not None:
-            from .graph.auth import GraphAuthError, provider_for
-
-            try:
-                token = provider_for(mailbox.oauth, scope=mailbox.oauth.scope).token()
-            except GraphAuthError as exc:
-                raise SourceUnavailable(f"mailbox {name!r}: {exc}") from exc
-            return ImapSource(mailbox, token, stores)
+            return ImapSource(mailbox, _imap_token(mailbox, stores), stores)
         secret = os.environ.get(mailbox.password_setting or "")
         if not secret:
             raise SourceUnavailable(
@@ -53,3 +48,22 @@ def open_source(config: Config, name: str, base_dir: Path, stores: Stores) -> Ma
     raise SourceUnavailable(
         f"mailbox {name!r}: the {mailbox.kind} source is not implemented in this version"
     )
+
+
+def _imap_token(mailbox: ImapMailbox, stores: Stores) -> str:
+    """XOAUTH2's access token: an app's (msal, azure-identity), a signed-in person's (device
+    code), or Gmail's (refresh token)."""
+    from .graph.auth import GraphAuthError, provider_for
+    from .imap.oauth import ImapAuthError, delegated_token, google_token
+
+    oauth = mailbox.oauth
+    now = datetime.now(UTC)
+    try:
+        if isinstance(oauth, GmailOAuth):
+            return google_token(mailbox, stores, now)
+        assert oauth is not None
+        if oauth.auth == "device_code":
+            return delegated_token(mailbox, stores, now)
+        return provider_for(oauth, scope=oauth.token_scope).token()
+    except (GraphAuthError, ImapAuthError) as exc:
+        raise SourceUnavailable(f"mailbox {mailbox.name!r}: {exc}") from exc

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from tests.fakes.graph_auth import TokenService
+from tests.fakes.graph_auth import DEVICE_CODE, TokenService
 from tests.fakes.graph_faults import ConcurrencyTracker, Faults, RequestRecord
 from tests.fakes.graph_http import Listener
 from tests.fakes.graph_model import JSON, ROOT, GraphError, event_json, message_json
@@ -545,7 +545,16 @@ class FakeGraph:
         elif (match := re.fullmatch(r"/([^/]+)/oauth2/v2\.0/token", path)) and method == "POST":
             tenant = urllib.parse.unquote(match.group(1))
             form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}
-            reply = json_reply(*self.tokens.client_credentials(tenant, form))
+            if form.get("grant_type") in (DEVICE_CODE, "refresh_token"):
+                reply = json_reply(*self.tokens.delegated(tenant, form))
+            else:
+                reply = json_reply(*self.tokens.client_credentials(tenant, form))
+        elif (
+            match := re.fullmatch(r"/([^/]+)/oauth2/v2\.0/devicecode", path)
+        ) and method == "POST":
+            tenant = urllib.parse.unquote(match.group(1))
+            form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}
+            reply = json_reply(*self.tokens.device_code(tenant, form))
         else:
             reply = json_reply(404, {"error": {"code": "NotFound", "message": f"No route {path}"}})
         reply.headers["Cache-Control"] = "no-store, no-cache"
@@ -576,6 +585,8 @@ class FakeGraph:
             token = self.tokens.tokens.get(value)
         if token is None or token.expires_at <= self.clock.now().timestamp():
             return {"active": "false"}
+        if token.kind == "user":  # delegated: the signed-in user's own mailbox
+            return {"active": "true", "client_id": token.client_id, "username": token.principal_id}
         return {
             "active": "true",
             "client_id": token.client_id,

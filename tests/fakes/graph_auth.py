@@ -15,6 +15,15 @@
   ``X-IDENTITY-HEADER``; answers ``{"access_token", "expires_on" (epoch seconds as a string),
   "resource", "token_type", "client_id"}``.
 
+- Delegated sign-in for a public client ("Microsoft identity platform and the OAuth 2.0 device
+  authorization grant flow", v2-oauth2-device-code): ``POST /{tenant}/oauth2/v2.0/devicecode``
+  answers ``{"device_code", "user_code", "verification_uri", "expires_in", "interval",
+  "message"}``; the token endpoint answers ``authorization_pending`` until a test approves the
+  code (`approve_device`, what the user does in a browser), then the tokens with a
+  ``refresh_token``, an ``id_token`` and ``client_info``. ``grant_type=refresh_token`` redeems
+  (and rotates) a refresh token; `revoke_refresh_tokens` plays an admin revoking sessions
+  (``invalid_grant``, AADSTS50173).
+
 Access tokens are opaque random strings (real ones are JWTs clients must not parse).
 """
 
@@ -34,6 +43,7 @@ from tests.fakes.graph_store import Clock
 
 GRAPH_AUDIENCES = {"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"}
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+DEVICE_CODE = "urn:ietf:params:oauth:grant-type:device_code"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 
 
@@ -54,6 +64,27 @@ class Token:
     audience: str
     expires_at: float
     kind: str
+
+
+@dataclass
+class Device:
+    tenant: str
+    client_id: str
+    scope: str
+    user_code: str
+    expires_at: float
+    user: str | None = None  # set once the user approved the code
+
+
+@dataclass
+class Grant:
+    """What a refresh token stands for: a user's consent to a client for a scope."""
+
+    tenant: str
+    client_id: str
+    user: str
+    scope: str
+    revoked: bool = False
 
 
 def entra_error(status: int, error: str, code: int, description: str) -> tuple[int, JSON]:
@@ -88,6 +119,132 @@ class TokenService:
         self.msi_tenant = new_guid()
         self.msi_client_id = new_guid()
         self.msi_principal_id = new_guid()
+        self.devices: dict[str, Device] = {}  # device_code -> the pending sign-in
+        self.refresh_tokens: dict[str, Grant] = {}
+        self.public_clients: set[str] = set()
+
+    def add_public_client(self, tenant: str, client_id: str) -> App:
+        """An app registration with "Allow public client flows" on (no secret)."""
+        app = self.add_app(tenant, client_id)
+        with self.lock:
+            self.public_clients.add(client_id.lower())
+        return app
+
+    def device_code(self, tenant: str, form: dict[str, str]) -> tuple[int, JSON]:
+        client_id = form.get("client_id", "")
+        if client_id.lower() not in self.public_clients:
+            return entra_error(
+                400,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or "
+                "'client_secret'.",
+            )
+        user_code = secrets.token_hex(4).upper()
+        device = Device(
+            tenant=tenant,
+            client_id=client_id,
+            scope=form.get("scope", ""),
+            user_code=user_code,
+            expires_at=self._now() + 900,
+        )
+        code = secrets.token_urlsafe(24)
+        with self.lock:
+            self.devices[code] = device
+        return 200, {
+            "user_code": user_code,
+            "device_code": code,
+            "verification_uri": "https://microsoft.com/devicelogin",
+            "expires_in": 900,
+            "interval": 1,
+            "message": "To sign in, use a web browser to open the page "
+            f"https://microsoft.com/devicelogin and enter the code {user_code} to authenticate.",
+        }
+
+    def approve_device(self, user_code: str, user: str) -> None:
+        """The user signs in at the verification page and enters `user_code`."""
+        with self.lock:
+            for device in self.devices.values():
+                if device.user_code == user_code:
+                    device.user = user
+                    return
+        raise KeyError(user_code)
+
+    def revoke_refresh_tokens(self, user: str) -> None:
+        with self.lock:
+            for grant in self.refresh_tokens.values():
+                if grant.user == user:
+                    grant.revoked = True
+
+    def delegated(self, tenant: str, form: dict[str, str]) -> tuple[int, JSON]:
+        """The device-code and refresh-token grants of a public client."""
+        grant_type = form.get("grant_type")
+        with self.lock:
+            if grant_type == DEVICE_CODE:
+                device = self.devices.get(form.get("device_code", ""))
+                if device is None or device.expires_at < self._now():
+                    return entra_error(
+                        400,
+                        "expired_token",
+                        70020,
+                        "The provided value for the input parameter 'device_code' is not valid.",
+                    )
+                if device.user is None:
+                    return entra_error(
+                        400,
+                        "authorization_pending",
+                        70016,
+                        "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+                    )
+                del self.devices[form["device_code"]]
+                grant = Grant(device.tenant, device.client_id, device.user, device.scope)
+            else:
+                old = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
+                if old is None or old.revoked:
+                    return entra_error(
+                        400,
+                        "invalid_grant",
+                        50173,
+                        "The provided grant has expired due to it being revoked, a fresh auth "
+                        "token is needed. The user might have changed or reset their password.",
+                    )
+                grant = old
+        return 200, self._user_tokens(grant)
+
+    def _user_tokens(self, grant: Grant) -> JSON:
+        resource = next(
+            (s.rsplit("/", 1)[0] for s in grant.scope.split() if s.startswith("https://")), ""
+        )
+        token = self._issue(grant.tenant, grant.client_id, grant.user, resource, "user")
+        refresh = secrets.token_urlsafe(48)
+        with self.lock:
+            self.refresh_tokens[refresh] = grant
+        oid = new_guid()
+        claims = {
+            "aud": grant.client_id,
+            "iss": f"{self.base_url}/{grant.tenant}/v2.0",
+            "iat": int(self._now()),
+            "exp": int(self._now()) + 3600,
+            "oid": oid,
+            "sub": oid,
+            "tid": grant.tenant,
+            "preferred_username": grant.user,
+            "name": grant.user,
+        }
+
+        def part(value: JSON) -> str:
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+        return {
+            "token_type": "Bearer",
+            "scope": grant.scope,
+            "expires_in": self.lifetime,
+            "ext_expires_in": self.lifetime,
+            "access_token": token.value,
+            "refresh_token": refresh,
+            "id_token": f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.",
+            "client_info": part({"uid": oid, "utid": grant.tenant}),
+        }
 
     def _now(self) -> float:
         return self.clock.now().timestamp()

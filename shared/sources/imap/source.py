@@ -100,7 +100,13 @@ class ImapSource:
                 client.starttls(context)
             self._count(1)
             if mb.auth == "xoauth2":
-                client.oauth2_login(mb.username, self.secret)
+                try:
+                    client.oauth2_login(mb.username, self.secret)
+                except IMAPClientError:
+                    from .oauth import forget_token
+
+                    forget_token(mb)  # refused: the next poll asks for a new token
+                    raise
             else:
                 client.login(mb.username, self.secret)
         except (IMAPClientError, OSError, ssl.SSLError) as exc:
