@@ -6,6 +6,7 @@ host read the same `AzureWebJobsStorage` / `AzureWebJobsStorage__*` settings.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,7 @@ class RequestCounter:
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}
 
-    def transport(self, service: str) -> RequestsTransport:
+    def transport(self, service: str, session: Any = None) -> RequestsTransport:
         """An HTTP transport that counts every request it sends (retries included)."""
         counter = self
 
@@ -55,7 +56,7 @@ class RequestCounter:
                     counter.counts[service] = counter.counts.get(service, 0) + 1
                 return super().send(request, **kwargs)
 
-        return _CountingTransport()
+        return _CountingTransport(session=session, session_owner=session is None)
 
     @property
     def total(self) -> int:
@@ -71,6 +72,31 @@ class RequestCounter:
             self.counts.clear()
 
 
+def _session() -> Any:
+    """A requests session that reads the environment once, not on every request.
+
+    With `trust_env` on (requests' default) every call scans the proxy variables and
+    NO_PROXY: measured at a quarter of the webhook's CPU per POST. This session takes the
+    proxies and CA bundle as they are at start-up instead. Per-host bypass rules (NO_PROXY
+    beside a proxy) are left to requests: None keeps azure-core's default session.
+    """
+    import urllib.request
+
+    import requests
+
+    proxies = urllib.request.getproxies()
+    bypass = proxies.pop("no", None)
+    if proxies and bypass:
+        return None
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies.update(proxies)
+    ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if ca_bundle:
+        session.verify = ca_bundle
+    return session
+
+
 @dataclass
 class StorageAccount:
     """The three service clients, built one way for Azurite and for Azure."""
@@ -82,8 +108,11 @@ class StorageAccount:
 
     def _kwargs(self, service: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30}
+        session = _session()
         if self.counter is not None:
-            kwargs["transport"] = self.counter.transport(service)
+            kwargs["transport"] = self.counter.transport(service, session)
+        elif session is not None:
+            kwargs["transport"] = RequestsTransport(session=session, session_owner=False)
         return kwargs
 
     def _credential(self) -> TokenCredential:
