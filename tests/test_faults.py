@@ -125,7 +125,7 @@ class FaultInjector(RequestCounter):
             self.stats.faults[kind] += 1
             return kind
 
-    def transport(self, service: str) -> RequestsTransport:
+    def transport(self, service: str, session: Any = None) -> RequestsTransport:
         injector = self
 
         class _FaultyTransport(RequestsTransport):  # type: ignore[misc]
@@ -144,7 +144,7 @@ class FaultInjector(RequestCounter):
                     return _fake_response(self, request, 500, service, kwargs)
                 return response
 
-        return _FaultyTransport()
+        return _FaultyTransport(session=session, session_owner=session is None)
 
 
 def _fake_response(

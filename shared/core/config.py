@@ -309,10 +309,6 @@ class GraphMailbox(_MailboxBase):
         return self
 
 
-# What a token provider needs from a mailbox (Graph) or an IMAP mailbox's oauth block.
-AppCredentials = GraphMailbox | ImapOAuth
-
-
 class GraphSettings(_Strict):
     """What every Graph mailbox with change notifications shares."""
 
@@ -342,12 +338,97 @@ class GraphSettings(_Strict):
         return self
 
 
+class EwsOAuth(_Strict):
+    """App-only OAuth for EWS through Microsoft Entra ID (Exchange Online tenants that still
+    allow EWS): the app's `full_access_as_app` permission, used with impersonation."""
+
+    tenant_id: str
+    auth: Literal["client_secret", "certificate", "managed_identity", "workload_identity"] = (
+        "client_secret"
+    )
+    client_id: str | None = None
+    client_secret_setting: Annotated[str | None, Field(pattern=SETTING)] = None
+    certificate_setting: Annotated[str | None, Field(pattern=SETTING)] = None
+    login_endpoint: str = "https://login.microsoftonline.com"
+    scope: str = "https://outlook.office365.com/.default"
+
+    @property
+    def graph_endpoint(self) -> str:
+        return self.scope.removesuffix("/.default")
+
+    @model_validator(mode="after")
+    def _credential_named(self) -> EwsOAuth:
+        _check_app_credentials(self.auth, self.client_id, self)
+        return self
+
+
 class EwsMailbox(_MailboxBase):
+    """On-premises Exchange (2013-2019), or Exchange Online where EWS is still allowed, polled
+    through EWS with exchangelib: SyncFolderItems per folder, MIME by GetItem."""
+
     kind: Literal["ews"]
-    endpoint: str
-    username: str
-    password_setting: Annotated[str, Field(pattern=SETTING)]
-    access_type: Literal["delegate", "impersonation"] = "delegate"
+    endpoint: str = Field(
+        description="the EWS URL, e.g. https://mail.example.com/EWS/Exchange.asmx "
+        "(autodiscover is used only when `autodiscover: true`)"
+    )
+    autodiscover: bool = False
+    email: str = Field(description="the mailbox's primary SMTP address")
+    auth: Literal["ntlm", "basic", "oauth"] = "ntlm"
+    username: str | None = Field(
+        default=None, description="NTLM: DOMAIN\\user or user@domain; basic: the login"
+    )
+    password_setting: Annotated[str | None, Field(pattern=SETTING)] = None
+    oauth: EwsOAuth | None = None
+    # Always stated: with impersonation the service account acts as the mailbox's owner
+    # (ApplicationImpersonation role); with delegate it opens the mailbox by its permissions.
+    access_type: Literal["delegate", "impersonation"]
+    ca_bundle: str | None = Field(
+        default=None, description="a PEM file of CAs to trust (internal certificates)"
+    )
+    version: str | None = Field(
+        default="15.1",
+        pattern=r"^\d+\.\d+$",
+        description="the server's Exchange build (15.0: 2013, 15.1: 2016, 15.2: 2019); "
+        "unset: asked from the server",
+    )
+    folders: tuple[str, ...] = Field(
+        default=("inbox",),
+        description="distinguished folder names (inbox, sentitems, ...) or paths below the "
+        'top of the mailbox ("Inbox/Cases")',
+    )
+    since: date | None = Field(
+        default=None, description="the first sync files mail received since; unset: everything"
+    )
+    max_per_poll: int = Field(default=500, ge=1, le=10_000, description="back-pressure")
+    page_size: int = Field(default=100, ge=1, le=512, description="changes per SyncFolderItems")
+    poll_minutes: int = Field(default=1, ge=1, le=1440)
+    disable_after_failures: int = Field(
+        default=20, ge=1, description="consecutive failed polls before the mailbox is disabled"
+    )
+    tasks: FlagTasks | None = None
+    calendar: bool = Field(
+        default=False, description="linked tasks follow their calendar items' dates (needs tasks)"
+    )
+
+    @model_validator(mode="after")
+    def _credential_named(self) -> EwsMailbox:
+        if self.auth in ("ntlm", "basic") and not (self.username and self.password_setting):
+            raise ValueError(f"auth '{self.auth}' needs username and password_setting")
+        if self.auth == "oauth":
+            if self.oauth is None:
+                raise ValueError("auth 'oauth' needs oauth (tenant_id, client_id, ...)")
+            if self.access_type != "impersonation":
+                raise ValueError("app-only OAuth opens mailboxes by impersonation only")
+        local = self.endpoint.startswith(("http://127.0.0.1", "http://localhost"))
+        if not (self.endpoint.startswith("https://") or local):
+            raise ValueError("endpoint must be https:// (credentials would travel in clear)")
+        if self.calendar and self.tasks is None:
+            raise ValueError("calendar links dates of tasks: it needs 'tasks'")
+        return self
+
+
+# What a token provider needs from a mailbox (Graph) or an IMAP mailbox's oauth block.
+AppCredentials = GraphMailbox | ImapOAuth | EwsOAuth
 
 
 Mailbox = Annotated[

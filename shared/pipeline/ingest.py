@@ -55,6 +55,7 @@ def queue_message(
             blob=blob,
             folder=message.folder,
             flags=message.flags,
+            conversation_id=message.conversation_id,
             received_at=message.received_at,
         ),
     )

@@ -19,6 +19,9 @@ class SourceMessage:
     folder: str | None = None
     flags: tuple[str, ...] = ()
     received_at: datetime | None = None
+    # The server's own conversation id where it has one (Graph's conversationId, Gmail's
+    # X-GM-THRID): follow-ups whose References were stripped still find their record.
+    conversation_id: str | None = None
 
 
 @dataclass(frozen=True)

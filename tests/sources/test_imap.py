@@ -60,6 +60,7 @@ class World:
             {"AzureWebJobsStorage": azurite.connection_string, "MAILFILER_CONFIG": str(self.file)}
         )
         self.host = local_host(stores.queues, visibility_timeout=0)
+        self.port = dovecot.port  # where Mailfiler connects (a proxy in front, for Gmail)
         self.configure()
 
     def configure(
@@ -75,7 +76,7 @@ class World:
             "  - name: imap\n"
             "    kind: imap\n"
             "    host: 127.0.0.1\n"
-            f"    port: {self.dovecot.port}\n"
+            f"    port: {self.port}\n"
             "    tls: none\n"
             f"    username: {USER}\n"
             f"{password}"

@@ -260,6 +260,7 @@ class GraphSource:
             folder=self.folder_name(state.folder_id),
             flags=flags,
             received_at=state.received,
+            conversation_id=state.conversation_id,
         )
 
     def apply(self, source_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:

@@ -79,6 +79,7 @@ class ImapSource:
         self._order: list[str] = []
         self._cache: dict[str, SourceMessage] = {}
         self._delimiter: str | None = None
+        self._gmail_ids: set[int] = set()  # X-GM-MSGIDs listed in this poll
 
     # -- connection --------------------------------------------------------------------------
 
@@ -211,7 +212,25 @@ class ImapSource:
             cursor.changes = self._message_ids(client, changes)
         if tracking or uids:
             self._pending[folder] = cursor
+        if uids and len(self.mailbox.folders) > 1 and client.has_capability("X-GM-EXT-1"):
+            uids = self._first_label_only(client, uids)
         return [source_id(validity, uid, folder) for uid in uids]
+
+    def _first_label_only(self, client: IMAPClient, uids: list[int]) -> list[int]:
+        """Gmail shows one message in the folder of each of its labels: a message already
+        listed from an earlier watched folder in this poll (same X-GM-MSGID) is not fetched
+        and queued again."""
+        self._count(1)
+        found = client.fetch(uids, [b"X-GM-MSGID"])
+        keep = []
+        for uid in uids:
+            gm = found.get(uid, {}).get(b"X-GM-MSGID")
+            if gm is not None and int(gm) in self._gmail_ids:
+                continue
+            if gm is not None:
+                self._gmail_ids.add(int(gm))
+            keep.append(uid)
+        return keep
 
     def _flag_changes(
         self, client: IMAPClient, cursor: _Cursor, last: int, known: bool, condstore: bool
@@ -265,8 +284,12 @@ class ImapSource:
                 if int(info[b"UIDVALIDITY"]) != validity:
                     raise ImapError(f"imap: {folder} changed UIDVALIDITY; the poll starts again")
             client = self._connect()
+            items = [b"BODY.PEEK[]", b"FLAGS", b"INTERNALDATE"]
+            gmail = client.has_capability("X-GM-EXT-1")
+            if gmail:  # Gmail's conversation (thread) id
+                items.append(b"X-GM-THRID")
             self._count(1)
-            answers = client.fetch(sorted(uids), [b"BODY.PEEK[]", b"FLAGS", b"INTERNALDATE"])
+            answers = client.fetch(sorted(uids), items)
         except (IMAPClientError, OSError) as exc:
             self.close()
             raise ImapError(f"imap {self.mailbox.host}: {_plain(exc)}") from exc
@@ -284,6 +307,7 @@ class ImapSource:
                 folder=folder,
                 flags=tuple(_text(f) for f in data.get(b"FLAGS", ())),
                 received_at=received if isinstance(received, datetime) else None,
+                conversation_id=_gmail_thread(data) if gmail else None,
             )
         found = self._cache.pop(item, None)
         if found is None:
@@ -392,6 +416,11 @@ class ImapSource:
             client.uid_expunge([uid])
         else:
             client.expunge()
+
+
+def _gmail_thread(data: dict[bytes, Any]) -> str | None:
+    thread = data.get(b"X-GM-THRID")
+    return f"gmail-thread:{int(thread)}" if thread is not None else None
 
 
 def _folder_row(folder: str) -> str:

@@ -1,0 +1,510 @@
+"""A fake Exchange Web Services (EWS) server: SOAP over real HTTP(S) on 127.0.0.1.
+
+It pretends to be Exchange 2016 (``ServerVersionInfo`` 15.1) and answers what an EWS client sends
+while polling mailboxes, so unmodified exchangelib runs against it::
+
+    with FakeEws() as ews:
+        ews.add_user("ann@contoso.com", "secret")
+        item_id = ews.add_message("ann@contoso.com", "inbox", b"Subject: hi\\r\\n\\r\\nbody")
+        config = Configuration(
+            service_endpoint=ews.url, credentials=Credentials("ann@contoso.com", "secret"),
+            auth_type=BASIC, version=Version(build=Build(15, 1)))
+        account = Account("ann@contoso.com", config=config, access_type=DELEGATE)
+
+Operations: GetFolder, FindFolder, CreateFolder, SyncFolderItems, GetItem, FindItem, UpdateItem,
+MoveItem, DeleteItem, ResolveNames, ConvertId (see :mod:`tests.fakes.ews_ops`); mailbox state and
+sync states live in :mod:`tests.fakes.ews_store`, SOAP envelopes and faults in
+:mod:`tests.fakes.ews_xml`.
+
+Authentication is HTTP Basic against :meth:`FakeEws.add_user` (401 otherwise, with
+``WWW-Authenticate: Basic``, which is also what a client probing the auth type sees) or
+``Authorization: Bearer`` accepted by ``check_bearer`` (an app token: it may impersonate anyone,
+as an app with full_access_as_app may). ``ExchangeImpersonation`` needs a user added with
+``impersonation=True`` (else the ErrorImpersonateUserDenied fault). Without impersonation a user
+may open their own mailbox and those granted with :meth:`FakeEws.grant_access`
+(else ErrorAccessDenied).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import datetime as dt
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from tests.fakes.ews_ops import Caller, Operations, SyncCall
+from tests.fakes.ews_store import (
+    EwsStore,
+    ExtValue,
+    Flag,
+    FlagStatus,
+    Folder,
+    Item,
+    ItemState,
+    aware,
+)
+from tests.fakes.ews_xml import (
+    API_VERSIONS,
+    MNS,
+    SOAP,
+    TNS,
+    EwsError,
+    PropKey,
+    SoapFault,
+    child,
+    el,
+    envelope,
+    error_message,
+    fault,
+    local,
+    text_of,
+)
+from tests.fakes.graph_http import Listener
+from tests.fakes.graph_routes import Reply
+from tests.fakes.tls import TlsFiles, ca_bundle, server_context, shared_tls
+
+PATH = "/ews/exchange.asmx"
+XML_TYPE = "text/xml; charset=utf-8"
+
+# The request element holding one id per response message, to answer fail_next() per unit.
+_UNITS = {
+    "GetItem": "ItemIds",
+    "MoveItem": "ItemIds",
+    "DeleteItem": "ItemIds",
+    "UpdateItem": "ItemChanges",
+    "GetFolder": "FolderIds",
+    "FindFolder": "ParentFolderIds",
+    "FindItem": "ParentFolderIds",
+    "CreateFolder": "Folders",
+    "ConvertId": "SourceIds",
+}
+
+
+@dataclass(frozen=True)
+class EwsRequest:
+    """One SOAP request as the fake saw it."""
+
+    operation: str
+    user: str | None  # the Basic user; None for a bearer token
+    impersonated: str | None  # ExchangeImpersonation/ConnectingSID
+    mailboxes: tuple[str, ...]  # the mailboxes it acted for
+    anchor: str | None  # X-AnchorMailbox
+    api_version: str | None  # RequestServerVersion
+    status: int
+
+
+@dataclass
+class _Fault:
+    operation: str | None
+    code: str
+    remaining: int
+    as_fault: bool
+    text: str | None = None
+    back_off_ms: int | None = None
+
+
+class FakeEws:
+    """Fake EWS at :attr:`url` (``http(s)://127.0.0.1:PORT/EWS/Exchange.asmx``).
+
+    ``tls=True`` (or a :class:`TlsFiles`) serves HTTPS with the fake CA (see :meth:`ca_env`).
+    IsRead-only changes reach SyncFolderItems as ``Update``; with ``read_flag_changes=True`` as
+    ``ReadFlagChange`` (ItemId + IsRead), which the reference documents for an item that "has been
+    read" ("ReadFlagChange").
+
+    Records: :attr:`calls` (authenticated SOAP requests per operation), :attr:`requests`
+    (:class:`EwsRequest` each), :attr:`unauthorized` (401 answers, including a client's
+    auth-type probe), :attr:`sync_calls`, :attr:`get_item_counts`.
+    """
+
+    def __init__(
+        self,
+        *,
+        tls: bool | TlsFiles = False,
+        check_bearer: Callable[[str], bool] | None = None,
+        read_flag_changes: bool = False,
+    ) -> None:
+        self._lock = threading.RLock()
+        self.store = EwsStore(self._lock)
+        self.store.read_flag_changes = read_flag_changes
+        self.ops = Operations(self.store)
+        self.check_bearer = check_bearer
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.requests: list[EwsRequest] = []
+        self.unauthorized = 0
+        self._faults: list[_Fault] = []
+        self._tls = tls
+        self._listener: Listener | None = None
+        self.url = ""
+        self.ca_file = ""
+        self.ca_bundle = ""
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> FakeEws:
+        if self._listener is not None:
+            return self
+        context = None
+        if self._tls:
+            files = self._tls if isinstance(self._tls, TlsFiles) else shared_tls()
+            self.ca_file = files.ca_file
+            self.ca_bundle = ca_bundle(files)
+            context = server_context(files)
+        self._listener = Listener(self._serve, context)
+        self._listener.start()
+        scheme = "https" if context else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._listener.port}/EWS/Exchange.asmx"
+        return self
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+
+    def __enter__(self) -> FakeEws:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def server_errors(self) -> list[Exception]:
+        """Exceptions raised inside the fake while answering (should stay empty)."""
+        return [] if self._listener is None else list(self._listener.errors)
+
+    def ca_env(self) -> dict[str, str]:
+        """With ``tls``: the environment that makes requests (and so exchangelib) trust the fake
+        (requests reads REQUESTS_CA_BUNDLE; exchangelib has no ``verify`` option)."""
+        return {"REQUESTS_CA_BUNDLE": self.ca_bundle, "SSL_CERT_FILE": self.ca_bundle}
+
+    # --- users and folders ------------------------------------------------------------------------
+
+    def add_user(
+        self,
+        smtp_address: str,
+        password: str | None = None,
+        *,
+        display_name: str | None = None,
+        impersonation: bool = False,
+    ) -> None:
+        """A mailbox with the well-known folders; ``password`` lets it sign in with Basic auth,
+        ``impersonation`` lets it act for any mailbox through ExchangeImpersonation."""
+        self.store.add_user(smtp_address, password, display_name, impersonation)
+
+    def grant_access(self, mailbox: str, user: str) -> None:
+        """Give ``user`` full access to ``mailbox`` (delegate access without impersonation)."""
+        with self._lock:
+            self.store.mailbox(mailbox).delegates.add(user.lower())
+
+    def add_folder(self, user: str, name: str, parent: str = "msgfolderroot") -> str:
+        """A mail folder under ``parent`` (distinguished id, folder id or path); its id."""
+        with self._lock:
+            box = self.store.mailbox(user)
+            return self.store.add_folder(box, name, self._folder(user, parent), "IPF.Note").id
+
+    def folder_id(self, user: str, folder: str) -> str:
+        return self._folder(user, folder).id
+
+    def _folder(self, user: str, folder: str) -> Folder:
+        return self.store.find_folder(user, folder)
+
+    def _item(self, user: str, item_id: str) -> Item:
+        with self._lock:
+            item = self.store.items.get(item_id)
+            if item is None or item.mailbox.lower() != user.lower():
+                raise KeyError(f"no item {item_id!r} in {user}")
+            return item
+
+    # --- items ------------------------------------------------------------------------------------
+
+    def add_message(
+        self,
+        user: str,
+        folder: str,
+        mime: bytes,
+        *,
+        received: dt.datetime | None = None,
+        is_read: bool = False,
+        categories: Sequence[str] = (),
+    ) -> str:
+        """Deliver a message (a Create in the folder's sync log); its ItemId."""
+        return self.store.add_message(
+            self._folder(user, folder), mime, received, is_read, categories
+        ).id
+
+    def add_messages(
+        self,
+        user: str,
+        folder: str,
+        mimes: Iterable[bytes],
+        *,
+        received: dt.datetime | None = None,
+        is_read: bool = False,
+    ) -> list[str]:
+        """Deliver many messages (constant work per message); their ItemIds in order."""
+        target = self._folder(user, folder)
+        return [self.store.add_message(target, m, received, is_read).id for m in mimes]
+
+    def add_event(
+        self,
+        user: str,
+        subject: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        folder: str = "calendar",
+        location: str | None = None,
+        extended: Mapping[PropKey, tuple[str, str]] | None = None,
+    ) -> str:
+        """A calendar item; ``extended`` maps properties to (PropertyType, value)."""
+        props = {k: ExtValue(t, v) for k, (t, v) in (extended or {}).items()}
+        return self.store.add_event(
+            self._folder(user, folder), subject, start, end, location, props
+        ).id
+
+    def move_event(self, user: str, item_id: str, start: dt.datetime, end: dt.datetime) -> None:
+        """Reschedule a calendar item (an Update in the calendar's sync log)."""
+        with self._lock:
+            item = self._item(user, item_id)
+            item.start, item.end = aware(start), aware(end)
+            self.store.touch(item)
+
+    def set_extended(
+        self, user: str, item_id: str, key: PropKey, property_type: str, value: str
+    ) -> None:
+        with self._lock:
+            item = self._item(user, item_id)
+            item.extended[key] = ExtValue(property_type, value)
+            self.store.touch(item)
+
+    def set_flag(
+        self,
+        user: str,
+        item_id: str,
+        status: FlagStatus,
+        start: dt.datetime | None = None,
+        due: dt.datetime | None = None,
+        complete: dt.datetime | None = None,
+    ) -> None:
+        """Change the follow-up flag as another client would (an Update in sync)."""
+        with self._lock:
+            item = self._item(user, item_id)
+            if status == "Complete" and complete is None:
+                complete = dt.datetime.now(dt.UTC).replace(microsecond=0)
+            item.flag = Flag(
+                status,
+                aware(start) if start else None,
+                aware(due) if due else None,
+                aware(complete) if complete else None,
+            )
+            self.store.touch(item)
+
+    def mark_read(self, user: str, item_id: str, is_read: bool = True) -> None:
+        with self._lock:
+            item = self._item(user, item_id)
+            item.is_read = is_read
+            self.store.touch(item, "R")
+
+    def set_categories(self, user: str, item_id: str, categories: Sequence[str]) -> None:
+        with self._lock:
+            item = self._item(user, item_id)
+            item.categories = list(categories)
+            self.store.touch(item)
+
+    def move(self, user: str, item_id: str, folder: str) -> str:
+        """Move an item as another client would; its new ItemId."""
+        with self._lock:
+            return self.store.move(self._item(user, item_id), self._folder(user, folder)).id
+
+    def delete(self, user: str, item_id: str) -> None:
+        with self._lock:
+            self.store.delete(self._item(user, item_id))
+
+    def item(self, user: str, item_id: str) -> ItemState:
+        """A snapshot of an item (KeyError when the id is gone, e.g. after a move)."""
+        with self._lock:
+            return self.store.state(self._item(user, item_id))
+
+    def exists(self, user: str, item_id: str) -> bool:
+        try:
+            self._item(user, item_id)
+        except KeyError:
+            return False
+        return True
+
+    def folder_items(self, user: str, folder: str) -> list[ItemState]:
+        with self._lock:
+            return [self.store.state(i) for i in self._folder(user, folder).items.values()]
+
+    # --- faults and records -----------------------------------------------------------------------
+
+    def busy(self, times: int = 1, back_off_ms: int = 2000, operation: str | None = None) -> None:
+        """The next ``times`` requests (of ``operation``, or any) answer ErrorServerBusy as
+        Exchange does when throttling: HTTP 500, a SOAP fault whose MessageXml carries
+        ``<t:Value Name="BackOffMilliseconds">``."""
+        with self._lock:
+            self._faults.append(
+                _Fault(operation, "ErrorServerBusy", times, True, back_off_ms=back_off_ms)
+            )
+
+    def fail_next(
+        self,
+        operation: str,
+        code: str,
+        *,
+        times: int = 1,
+        fault: bool = False,
+        text: str | None = None,
+    ) -> None:
+        """The next ``times`` requests of ``operation`` answer ``code``: in every response
+        message (``ResponseClass="Error"``), or with ``fault=True`` as an HTTP 500 SOAP fault.
+        Nothing is changed in the mailbox."""
+        with self._lock:
+            self._faults.append(_Fault(operation, code, times, fault, text))
+
+    def corrupt_sync_states(self) -> None:
+        """Every sync state issued so far answers ErrorInvalidSyncStateData from now on."""
+        self.store.corrupt_sync_states()
+
+    @property
+    def sync_calls(self) -> list[SyncCall]:
+        with self._lock:
+            return list(self.ops.sync_calls)
+
+    @property
+    def get_item_counts(self) -> list[int]:
+        """How many items each GetItem request returned, in order."""
+        with self._lock:
+            return list(self.ops.get_item_counts)
+
+    # --- HTTP -------------------------------------------------------------------------------------
+
+    def _authenticate(self, headers: dict[str, str]) -> tuple[str | None, bool] | None:
+        """(Basic user address or None, is_bearer), or None when not authenticated."""
+        scheme, _, value = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                name, _, password = base64.b64decode(value).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            box = self.store.mailboxes.get(name.lower())
+            if box is None or box.password is None or box.password != password:
+                return None
+            return box.address, False
+        if scheme.lower() == "bearer" and self.check_bearer and self.check_bearer(value.strip()):
+            return None, True
+        return None
+
+    def _serve(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        if path.split("?")[0].lower() != PATH:
+            return Reply(404, b"Not Found", {"Content-Type": "text/plain"})
+        if method != "POST":
+            return Reply(405, b"", {"Allow": "POST"})
+        with self._lock:
+            who = self._authenticate(headers)
+            if who is None:
+                self.unauthorized += 1
+                challenge = 'Basic realm="127.0.0.1"' + (", Bearer" if self.check_bearer else "")
+                return Reply(401, b"", {"WWW-Authenticate": challenge})
+            return self._soap(who[0], who[1], headers, body)
+
+    def _soap(self, user: str | None, bearer: bool, headers: dict[str, str], raw: bytes) -> Reply:
+        try:
+            doc = ET.fromstring(raw)
+        except ET.ParseError:
+            return Reply(500, fault(SoapFault("ErrorSchemaValidation")), {"Content-Type": XML_TYPE})
+        header = doc.find(f"{{{SOAP}}}Header")
+        body = doc.find(f"{{{SOAP}}}Body")
+        request = None if body is None or len(body) == 0 else body[0]
+        op = "" if request is None else local(request.tag)
+        self.calls[op] += 1
+        version_elem = None if header is None else child(header, TNS, "RequestServerVersion")
+        api_version = None if version_elem is None else version_elem.get("Version")
+        impersonated = _impersonated(header)
+        caller = Caller(user, impersonated or user or headers.get("x-anchormailbox"), impersonated)
+        status = 200
+        try:
+            if request is None or request.tag.split("}")[0].lstrip("{") != MNS:
+                raise SoapFault("ErrorSchemaValidation")
+            self._check_faults(op)
+            if api_version is not None and api_version not in API_VERSIONS:
+                raise SoapFault("ErrorInvalidServerVersion")
+            self._check_impersonation(user, bearer, impersonated)
+            handler = self.ops.handlers.get(op)
+            if handler is None:
+                raise SoapFault("ErrorSchemaValidation", f"The fake EWS does not implement {op}.")
+            messages = self._planned_failure(op, request) or handler(request, caller)
+            payload = envelope(op, messages)
+        except SoapFault as error:
+            status, payload = 500, fault(error)
+        self.requests.append(
+            EwsRequest(
+                op,
+                user,
+                impersonated,
+                tuple(caller.acted_for),
+                headers.get("x-anchormailbox"),
+                api_version,
+                status,
+            )
+        )
+        return Reply(status, payload, {"Content-Type": XML_TYPE})
+
+    def _take(self, op: str, as_fault: bool) -> _Fault | None:
+        for rule in self._faults:
+            if rule.as_fault == as_fault and rule.operation in (None, op) and rule.remaining > 0:
+                rule.remaining -= 1
+                return rule
+        return None
+
+    def _check_faults(self, op: str) -> None:
+        rule = self._take(op, as_fault=True)
+        if rule is not None:
+            raise SoapFault(rule.code, rule.text, rule.back_off_ms)
+
+    def _planned_failure(self, op: str, request: ET.Element) -> list[ET.Element] | None:
+        rule = self._take(op, as_fault=False)
+        if rule is None:
+            return None
+        container = _UNITS.get(op)
+        units = child(request, MNS, container) if container else None
+        count = 1 if units is None else max(1, len(units))
+        extra: list[ET.Element] = []
+        if op == "SyncFolderItems":
+            extra = [el("m:SyncState"), el("m:IncludesLastItemInRange", "true")]
+        return [error_message(op, rule.code, rule.text, extra) for _ in range(count)]
+
+    def _check_impersonation(
+        self, user: str | None, bearer: bool, impersonated: str | None
+    ) -> None:
+        if impersonated is None:
+            return
+        try:
+            target = self.store.mailbox(impersonated)
+        except EwsError as error:
+            raise SoapFault(error.code, error.text) from None
+        if bearer or (user is not None and user.lower() == target.address.lower()):
+            return
+        actor = self.store.mailboxes.get((user or "").lower())
+        if actor is None or not actor.impersonation:
+            raise SoapFault("ErrorImpersonateUserDenied")
+
+
+def _impersonated(header: ET.Element | None) -> str | None:
+    """The mailbox named by ExchangeImpersonation/ConnectingSID ("ConnectingSID")."""
+    impersonation = None if header is None else child(header, TNS, "ExchangeImpersonation")
+    sid = None if impersonation is None else child(impersonation, TNS, "ConnectingSID")
+    for name in ("PrimarySmtpAddress", "SmtpAddress", "PrincipalName", "SID"):
+        value = text_of(sid, TNS, name)
+        if value:
+            return value.strip()
+    return None
