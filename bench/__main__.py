@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import (
     bench_classify,
+    bench_ews,
     bench_explain,
     bench_graph,
     bench_imap,
@@ -19,3 +20,4 @@ bench_explain.main()
 bench_storage.main()
 bench_graph.main()
 bench_imap.main()
+bench_ews.main()

@@ -406,8 +406,9 @@ class EwsMailbox(_MailboxBase):
         default=20, ge=1, description="consecutive failed polls before the mailbox is disabled"
     )
     tasks: FlagTasks | None = None
-    calendar: bool = Field(
-        default=False, description="linked tasks follow their calendar items' dates (needs tasks)"
+    calendar: CalendarLinks | None = Field(
+        default=None,
+        description="tasks follow the dates of calendar items linked to them (needs tasks)",
     )
 
     @model_validator(mode="after")
@@ -422,8 +423,11 @@ class EwsMailbox(_MailboxBase):
         local = self.endpoint.startswith(("http://127.0.0.1", "http://localhost"))
         if not (self.endpoint.startswith("https://") or local):
             raise ValueError("endpoint must be https:// (credentials would travel in clear)")
-        if self.calendar and self.tasks is None:
-            raise ValueError("calendar links dates of tasks: it needs 'tasks'")
+        if self.calendar is not None:
+            if self.tasks is None:
+                raise ValueError("calendar links dates of tasks: it needs 'tasks'")
+            if self.calendar.create_events:
+                raise ValueError("calendar.create_events is for Graph mailboxes only")
         return self
 
 
@@ -668,7 +672,11 @@ class Config(_Strict):
                     (f"mailboxes[{i}]", "needs record_type, or a route without 'to' for it")
                 )
         for i, mb in enumerate(self.mailboxes):
-            if isinstance(mb, ImapMailbox) and mb.tasks and mb.tasks.record_type not in types:
+            if (
+                isinstance(mb, ImapMailbox | EwsMailbox)
+                and mb.tasks
+                and mb.tasks.record_type not in types
+            ):
                 problems.append(
                     (
                         f"mailboxes[{i}].tasks.record_type",

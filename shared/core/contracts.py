@@ -36,14 +36,32 @@ class InboundMessage(_Contract):
 
 
 class FlagChange(_Contract):
-    """Queue `flag-changes`: what a polled message's flag is now (a state, not a transition,
+    """Queue `task-changes`: what a polled message's flag is now (a state, not a transition,
     so a repeat changes nothing); its task follows once the mail is filed."""
 
     v: Literal[1] = 1
+    kind: Literal["flag"] = "flag"
     mailbox: str
     message_id: str
     status: Literal["flagged", "notFlagged", "complete"]
+    start: datetime | None = None
+    due: datetime | None = None
     attempt: int = 0
+
+
+class EventChange(_Contract):
+    """Queue `task-changes`: a polled calendar item was created, changed or deleted; a task
+    linked to it follows its times."""
+
+    v: Literal[1] = 1
+    kind: Literal["event"] = "event"
+    mailbox: str
+    event_id: str
+    change: Literal["created", "updated", "deleted"]
+    subject: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    task_property: str | None = None  # Mailfiler's marker on events it created for a task
 
 
 class RecordRef(_Contract):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import azure.functions as func
 
 from ..pipeline.file_stage import file_plan
-from ..pipeline.flag_changes import handle_flag_change
 from ..pipeline.map_stage import map_inbound
-from ..store.stores import FILING, FLAG_CHANGES, INBOUND
+from ..pipeline.task_changes import handle_task_change
+from ..store.stores import FILING, INBOUND, TASK_CHANGES
 from .stage import now, run_stage
 
 bp = func.Blueprint()
@@ -37,7 +37,7 @@ def file_stage(msg: func.QueueMessage) -> None:
     )
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=FLAG_CHANGES, connection="AzureWebJobsStorage")
-def flag_change(msg: func.QueueMessage) -> None:
-    """A polled message's \\Flagged changed: its task follows (after the mail is filed)."""
-    run_stage(msg, FLAG_CHANGES, "tasks", lambda ctx, body: handle_flag_change(ctx, body, now()))
+@bp.queue_trigger(arg_name="msg", queue_name=TASK_CHANGES, connection="AzureWebJobsStorage")
+def task_change(msg: func.QueueMessage) -> None:
+    """A polled flag or calendar item changed: its task follows (after the mail is filed)."""
+    run_stage(msg, TASK_CHANGES, "tasks", lambda ctx, body: handle_task_change(ctx, body, now()))

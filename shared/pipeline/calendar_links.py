@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from ..core.config import Config, GraphMailbox
-from ..core.contracts import RecordRef
+from ..core.config import Config, EwsMailbox, GraphMailbox
+from ..core.contracts import EventChange, RecordRef
 from ..core.tasks import TaskChange
 from ..sources.graph.source import GraphSource, graph_datetime
 from ..store.keys import number_row, short_hash
@@ -122,17 +122,34 @@ def _task_of(
     event: dict[str, Any],
     linked: dict[str, Any] | None,
 ) -> RecordRef | None:
-    for prop in event.get("singleValueExtendedProperties") or []:
-        if str(prop.get("id", "")).lower() == TASK_PROPERTY.lower():
-            parts = str(prop.get("value", "")).split(":")
-            if len(parts) == 3 and parts[0] == "mailfiler":
-                return RecordRef(type=parts[1], key=parts[2])
+    marker = next(
+        (
+            str(prop.get("value", ""))
+            for prop in event.get("singleValueExtendedProperties") or []
+            if str(prop.get("id", "")).lower() == TASK_PROPERTY.lower()
+        ),
+        None,
+    )
+    return task_of(stores, config, mailbox, str(event.get("subject") or ""), marker, linked)
+
+
+def task_of(
+    stores: Stores,
+    config: Config,
+    mailbox: GraphMailbox | EwsMailbox,
+    subject: str,
+    marker: str | None,
+    linked: dict[str, Any] | None,
+) -> RecordRef | None:
+    """The task an event belongs to: Mailfiler's marker, else a task token in its subject,
+    else the link kept from before."""
+    parts = (marker or "").split(":")
+    if len(parts) == 3 and parts[0] == "mailfiler":
+        return RecordRef(type=parts[1], key=parts[2])
     if mailbox.tasks is not None:
         task_type = config.record_type(mailbox.tasks.record_type)
         if task_type is not None:
-            match = re.search(
-                rf"\[{re.escape(task_type.prefix)}-(\d{{1,12}})\]", str(event.get("subject") or "")
-            )
+            match = re.search(rf"\[{re.escape(task_type.prefix)}-(\d{{1,12}})\]", subject)
             if match:
                 row = stores.table(RECORDS).get(task_type.name, number_row(int(match.group(1))))
                 if row is not None:
@@ -142,10 +159,31 @@ def _task_of(
     return None
 
 
+def on_polled_event(
+    stores: Stores,
+    config: Config,
+    mailbox: EwsMailbox,
+    change: EventChange,
+    now: datetime,
+) -> str:
+    """A calendar item a poll saw change (EWS): its linked task follows, as for Graph."""
+    linked = stores.table(GRAPH_STATE).get(
+        _link_partition(mailbox.name), short_hash(change.event_id)
+    )
+    if change.change == "deleted":
+        return _deleted(stores, config, mailbox, linked, now)
+    ref = task_of(stores, config, mailbox, change.subject or "", change.task_property, linked)
+    if ref is None:
+        return "event not linked to a task"
+    if linked is None or linked.get("TaskKey") != ref.key:
+        link(stores, mailbox.name, change.event_id, ref)
+    return move_dates(stores, config, ref, change.start, change.end, now)
+
+
 def _deleted(
     stores: Stores,
     config: Config,
-    mailbox: GraphMailbox,
+    mailbox: GraphMailbox | EwsMailbox,
     linked: dict[str, Any] | None,
     now: datetime,
 ) -> str:

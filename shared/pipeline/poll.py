@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..core.config import GraphMailbox, ImapMailbox, Mailbox
+from ..core.config import EwsMailbox, GraphMailbox, ImapMailbox, Mailbox
+from ..sources.base import SourceBusy
 from ..sources.graph.state import SUBSCRIPTIONS
 from ..store.leases import release_lease, take_lease
 from ..store.stores import GRAPH_FETCH, GRAPH_STATE, MAILBOXES, POLLS
@@ -48,9 +50,14 @@ def schedule_polls(ctx: AppContext, now: datetime) -> dict[str, str]:
         if why_not:
             outcome[mailbox.name] = why_not
             continue
-        ctx.stores.queues.send_bytes(POLLS, json.dumps({"v": 1, "mailbox": mailbox.name}).encode())
+        send_poll(ctx, mailbox.name)
         outcome[mailbox.name] = "scheduled"
     return outcome
+
+
+def send_poll(ctx: AppContext, name: str, delay_seconds: int | None = None) -> None:
+    body = json.dumps({"v": 1, "mailbox": name}).encode()
+    ctx.stores.queues.send_bytes(POLLS, body, delay_seconds=delay_seconds)
 
 
 def _statuses(ctx: AppContext) -> dict[str, dict[str, Any]]:
@@ -73,7 +80,7 @@ def not_due(
     notified = isinstance(mailbox, GraphMailbox) and not mailbox.polling_only
     if notified and not _graph_sync_due(ctx, mailbox.name, status, now):
         return "notifications"
-    if interval and isinstance(mailbox, ImapMailbox) and status:
+    if interval and isinstance(mailbox, ImapMailbox | EwsMailbox) and status:
         last = status.get("LastPoll")
         # A little slack: a poll that took a few seconds must not push the next one a minute.
         if isinstance(last, datetime) and now - last < timedelta(
@@ -88,14 +95,25 @@ def poll_one(ctx: AppContext, name: str, now: datetime, *, limit: int | None = N
     mailbox = ctx.config.mailbox(name)
     if mailbox is None:
         return "not configured"
-    cap = mailbox.max_per_poll if isinstance(mailbox, ImapMailbox) else None
+    cap = mailbox.max_per_poll if isinstance(mailbox, ImapMailbox | EwsMailbox) else None
     limit = min(x for x in (limit, cap) if x is not None) if (limit or cap) else None
     holder = uuid.uuid4().hex
     if not take_lease(ctx.stores.table(MAILBOXES), LEASES, name, holder, now, POLL_LEASE):
         return "busy (another poll runs)"
     try:
+        source = None
         try:
-            summary = ingest_mailbox(ctx.stores, name, ctx.source(name), now=now, limit=limit)
+            source = ctx.source(name)
+            summary = ingest_mailbox(ctx.stores, name, source, now=now, limit=limit)
+        except SourceBusy as exc:
+            # The server's back-off, honoured by a delayed poll: no sleeping in a function.
+            delay = max(1, math.ceil(exc.retry_after))
+            log.warning("poll: mailbox=%s server busy; again in %d s", name, delay)
+            send_poll(ctx, name, delay_seconds=delay)
+            ctx.stores.table(MAILBOXES).upsert(
+                {"PartitionKey": STATUS_PARTITION, "RowKey": name, "LastBusyAt": now}
+            )
+            return f"busy; again in {delay} s"
         except Exception as exc:
             log.exception("poll: mailbox=%s failed", name)
             record_status(ctx, name, mailbox.kind, now, error=f"{type(exc).__name__}: {exc}")
@@ -103,6 +121,9 @@ def poll_one(ctx: AppContext, name: str, now: datetime, *, limit: int | None = N
         record_status(ctx, name, mailbox.kind, now, summary=summary)
         if isinstance(mailbox, GraphMailbox):
             _after_delta(ctx, mailbox, summary)
+        if getattr(source, "more", False):
+            send_poll(ctx, name)  # a backlog: the next page now, not at the next tick
+            return f"queued {summary.queued}; more to come"
         return f"queued {summary.queued}"
     finally:
         release_lease(ctx.stores.table(MAILBOXES), LEASES, name, holder)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..core.config import Config, FlagTasks, GraphMailbox, ImapMailbox
+from ..core.config import Config, EwsMailbox, FlagTasks, GraphMailbox, ImapMailbox
 from ..core.contracts import Event, RecordRef
 from ..core.decide import record_key
 from ..core.message import id_key
@@ -70,7 +70,7 @@ def state_of(row: dict[str, Any]) -> TaskState:
 def sync_flag(
     stores: Stores,
     config: Config,
-    mailbox: GraphMailbox | ImapMailbox,
+    mailbox: GraphMailbox | ImapMailbox | EwsMailbox,
     *,
     internet_message_id: str | None,
     flag: Flag,
@@ -132,7 +132,7 @@ def apply_change(
 def _create(
     stores: Stores,
     config: Config,
-    mailbox: GraphMailbox | ImapMailbox,
+    mailbox: GraphMailbox | ImapMailbox | EwsMailbox,
     ref: RecordRef,
     filed: dict[str, Any],
     change: TaskChange,

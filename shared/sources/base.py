@@ -24,6 +24,15 @@ class SourceMessage:
     conversation_id: str | None = None
 
 
+class SourceBusy(Exception):
+    """The server asked us to come back later (EWS ErrorServerBusy): the poll ends now and is
+    scheduled again after `retry_after` seconds, never by sleeping inside the function."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class ActionResult:
     action: MailboxAction

@@ -45,6 +45,15 @@ def open_source(config: Config, name: str, base_dir: Path, stores: Stores) -> Ma
                 f"mailbox {name!r}: app setting {mailbox.password_setting} is not set"
             )
         return ImapSource(mailbox, secret, stores)
+    if mailbox.kind == "ews":
+        # Imported here: exchangelib (and lxml) only for EWS mailboxes.
+        from .ews.connection import EwsConfigError
+        from .ews.source import EwsSource
+
+        try:
+            return EwsSource(mailbox, stores)
+        except EwsConfigError as exc:
+            raise SourceUnavailable(f"mailbox {name!r}: {exc}") from exc
     raise SourceUnavailable(
         f"mailbox {name!r}: the {mailbox.kind} source is not implemented in this version"
     )

@@ -18,7 +18,7 @@ DELIVERIES = "deliveries"
 GRAPH_NOTIFICATIONS = "graph-notifications"  # what Graph's webhook calls brought, as posted
 GRAPH_FETCH = "graph-fetch"  # one message or event to read from Graph
 POLLS = "polls"  # one mailbox to poll (the timer fans out, so no mailbox waits for another)
-FLAG_CHANGES = "flag-changes"  # a polled message's \\Flagged changed: its task follows
+TASK_CHANGES = "task-changes"  # a polled flag or calendar item changed: its task follows
 QUEUES = (
     INBOUND,
     FILING,
@@ -27,7 +27,7 @@ QUEUES = (
     GRAPH_NOTIFICATIONS,
     GRAPH_FETCH,
     POLLS,
-    FLAG_CHANGES,
+    TASK_CHANGES,
 )
 
 
@@ -48,6 +48,7 @@ HELD = "Held"
 RETENTION = "Retention"
 GRAPH_STATE = "GraphState"
 IMAP_STATE = "ImapState"
+EWS_STATE = "EwsState"
 NOTICES = "Notices"
 AUDIT = "Audit"
 DELIVERY_LOG = "EventDeliveries"
@@ -64,6 +65,7 @@ TABLES = (
     RETENTION,
     GRAPH_STATE,
     IMAP_STATE,
+    EWS_STATE,
     NOTICES,
     AUDIT,
     DELIVERY_LOG,

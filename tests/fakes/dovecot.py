@@ -1,7 +1,8 @@
 """A real Dovecot IMAP server for tests: rootless, on a free loopback port, in a temp dir.
 
 Config from ../shared/FACTS.md (IMAP). Debian's `dovecot-imapd` must be installed (`.ci/run`
-installs it). Run as root, the server drops to `nobody` through setpriv.
+installs it). Run as root, the server drops to `nobody` through setpriv. With `tls=` it also
+speaks STARTTLS on `port` and IMAPS on `tls_port` (certificates: tests/fakes/tls.py).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from shared.cli.azurite import free_port
 
 CONFIG = """\
 protocols = imap
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login{oauth_mechanisms}
+listen = {address}
+ssl = {ssl}
+disable_plaintext_auth = {disable_plaintext_auth}
+{ssl_settings}auth_mechanisms = plain login{oauth_mechanisms}
 base_dir = {dir}/run
 state_dir = {dir}/state
 log_path = {dir}/dovecot.log
@@ -46,11 +47,11 @@ protocol imap {{
 service imap-login {{
   chroot =
   inet_listener imap {{
-    address = 127.0.0.1
+    address = {address}
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+{imaps}
   }}
 }}
 service anvil {{
@@ -64,15 +65,35 @@ def available() -> bool:
 
 
 class Dovecot:
-    def __init__(self, introspection_url: str | None = None, capability: str = "+MOVE") -> None:
+    def __init__(
+        self,
+        introspection_url: str | None = None,
+        capability: str = "+MOVE",
+        *,
+        tls: tuple[str, str] | None = None,
+        plaintext_auth: bool = True,
+        address: str = "127.0.0.1",
+    ) -> None:
         """`introspection_url`: also accept XOAUTH2, checking each bearer token there
         (Dovecot's oauth2 passdb, GET <url><token>, the user in its `username`).
         `capability`: Dovecot's `imap_capability` (a whole list replaces the defaults, which
-        is how a test plays a server without CONDSTORE)."""
+        is how a test plays a server without CONDSTORE).
+        `tls`: (certificate PEM, key PEM) files (copied into the server's dir, so the dropped
+        user can read them): STARTTLS on `port` and implicit TLS (IMAPS) on `tls_port`.
+        `plaintext_auth=False`: `disable_plaintext_auth = yes`, so LOGIN and AUTHENTICATE
+        PLAIN are refused (LOGINDISABLED) until STARTTLS. Dovecot counts a connection whose
+        two ends share an IP as secure and lets it log in anyway, and a client of 127.0.0.1
+        comes from 127.0.0.1: give `address="127.0.0.2"` (Linux answers all of 127/8 and
+        connects from 127.0.0.1) for the refusal to happen.
+        `address`: the loopback address both listeners bind."""
         self.introspection_url = introspection_url
         self.capability = capability
+        self.tls = tls
+        self.plaintext_auth = plaintext_auth
+        self.address = address
         self.dir = Path(tempfile.mkdtemp(prefix="mailfiler-dovecot-"))
         self.port = free_port()
+        self.tls_port: int | None = free_port() if tls else None
         self.users: dict[str, str] = {}
         self._process: subprocess.Popen[bytes] | None = None
         root = os.geteuid() == 0
@@ -124,12 +145,14 @@ class Dovecot:
         config.write_text(
             CONFIG.format(
                 dir=self.dir,
+                address=self.address,
                 port=self.port,
                 user=self._user,
                 group=self._group,
                 oauth_mechanisms=" xoauth2 oauthbearer" if self.introspection_url else "",
                 oauth_passdb=oauth_passdb,
                 capability=self.capability,
+                **self._tls_settings(),
             )
         )
         if not (self.dir / "passwd").exists():
@@ -149,8 +172,11 @@ class Dovecot:
                 err = self._process.stderr.read().decode() if self._process.stderr else ""
                 raise RuntimeError(f"dovecot exited: {err}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
+                for port in (self.port, self.tls_port):
+                    if port is not None:
+                        with socket.create_connection((self.address, port), timeout=0.2):
+                            pass
+                return self
             except OSError:
                 time.sleep(0.02)
         raise RuntimeError("dovecot did not start listening")
@@ -188,6 +214,30 @@ class Dovecot:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _tls_settings(self) -> dict[str, str]:
+        """The config lines for `tls` and `plaintext_auth` (without `tls`: as before)."""
+        settings = {
+            "ssl": "no",
+            "disable_plaintext_auth": "no" if self.plaintext_auth else "yes",
+            "ssl_settings": "",
+            "imaps": "    port = 0",
+        }
+        if self.tls is None:
+            return settings
+        folder = self.dir / "tls"
+        folder.mkdir(exist_ok=True)
+        cert, key = folder / "cert.pem", folder / "key.pem"
+        shutil.copyfile(self.tls[0], cert)
+        shutil.copyfile(self.tls[1], key)
+        key.chmod(0o600)
+        return {
+            **settings,
+            "ssl": "yes",
+            # No ssl_dh: 2.3 then offers no DHE suites and says nothing; ECDHE is enough.
+            "ssl_settings": f"ssl_cert = <{cert}\nssl_key = <{key}\nssl_min_protocol = TLSv1.2\n",
+            "imaps": f"    address = {self.address}\n    port = {self.tls_port}",
+        }
 
     def _own(self) -> None:
         if self._drop:

@@ -15,12 +15,14 @@ Source ids are `<uidvalidity>:<uid>:<folder>`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
+from pathlib import Path
 from typing import Any
 
 from imapclient import IMAPClient
@@ -29,7 +31,7 @@ from imapclient.exceptions import IMAPClientError
 from ...core.config import ImapMailbox
 from ...core.contracts import FlagChange, MailboxAction
 from ...store.keys import short_hash
-from ...store.stores import FLAG_CHANGES, IMAP_STATE, Stores
+from ...store.stores import IMAP_STATE, TASK_CHANGES, Stores
 from ..base import ActionResult, SourceMessage
 
 log = logging.getLogger(__name__)
@@ -87,7 +89,8 @@ class ImapSource:
         if self._client is not None:
             return self._client
         mb = self.mailbox
-        context = ssl.create_default_context(cafile=mb.ca_bundle) if mb.tls != "none" else None
+        context = self._tls_context()
+        client: IMAPClient | None = None
         try:
             client = IMAPClient(
                 mb.host,
@@ -111,9 +114,28 @@ class ImapSource:
             else:
                 client.login(mb.username, self.secret)
         except (IMAPClientError, OSError, ssl.SSLError) as exc:
-            raise ImapError(f"imap {mb.host}:{mb.server_port}: {_plain(exc)}") from exc
+            if client is not None:  # half open (TLS or login refused): let go of the socket
+                with contextlib.suppress(Exception):
+                    client.shutdown()
+            hint = ""
+            if isinstance(exc, ssl.SSLCertVerificationError) and not mb.ca_bundle:
+                hint = " (an internal CA? set ca_bundle to its PEM file)"
+            raise ImapError(
+                f"imap {mb.host}:{mb.server_port} ({mb.tls}): {_plain(exc)}{hint}"
+            ) from exc
         self._client = client
         return client
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        mb = self.mailbox
+        if mb.tls == "none":
+            return None
+        if mb.ca_bundle and not Path(mb.ca_bundle).is_file():
+            raise ImapError(f"imap {mb.host}: ca_bundle {mb.ca_bundle} is not a file")
+        try:
+            return ssl.create_default_context(cafile=mb.ca_bundle)
+        except ssl.SSLError as exc:
+            raise ImapError(f"imap {mb.host}: ca_bundle {mb.ca_bundle}: {_plain(exc)}") from exc
 
     def _count(self, n: int) -> None:
         self.commands += n
@@ -155,6 +177,9 @@ class ImapSource:
             for folder in self.mailbox.folders:
                 state = table.get(self.mailbox.name, _folder_row(folder)) or {}
                 ids.extend(self._list_folder(client, folder, state))
+        except ImapError:
+            self.close()
+            raise
         except (IMAPClientError, OSError) as exc:
             self.close()
             raise ImapError(f"imap {self.mailbox.host}: {_plain(exc)}") from exc
@@ -290,6 +315,9 @@ class ImapSource:
                 items.append(b"X-GM-THRID")
             self._count(1)
             answers = client.fetch(sorted(uids), items)
+        except ImapError:
+            self.close()
+            raise
         except (IMAPClientError, OSError) as exc:
             self.close()
             raise ImapError(f"imap {self.mailbox.host}: {_plain(exc)}") from exc
@@ -316,14 +344,14 @@ class ImapSource:
         return found
 
     def commit(self, now: datetime) -> None:
-        """Flag changes go to the `flag-changes` queue first, then the cursor moves: a crash in
+        """Flag changes go to the `task-changes` queue first, then the cursor moves: a crash in
         between reports them again, which the tasks stage takes in its stride."""
         table = self.stores.table(IMAP_STATE)
         for folder, cursor in self._pending.items():
             for message_id, flag in cursor.changes:
                 self.flag_changes.append((message_id, flag))
                 self.stores.queues.send(
-                    FLAG_CHANGES,
+                    TASK_CHANGES,
                     FlagChange(mailbox=self.mailbox.name, message_id=message_id, status=flag),
                 )
             row: dict[str, Any] = {
@@ -360,6 +388,8 @@ class ImapSource:
             client = self._connect()
             for action in actions:
                 results.append(self._apply_one(client, info, uid, action))
+        except ImapError:
+            raise
         except (IMAPClientError, OSError) as exc:
             raise ImapError(f"imap {self.mailbox.host}: {_plain(exc)}") from exc
         finally:

@@ -1,0 +1,433 @@
+"""An EWS mailbox (on-premises Exchange) as a `MailboxSource`, through exchangelib.
+
+Each watched folder is read with SyncFolderItems, page by page (`page_size` changes a call),
+from the sync state stored for it (table `EwsState`). A poll lists at most `max_per_poll`
+new items; `commit` stores the sync state of the last page listed, so the next poll goes on
+from there (and `more` tells the poller to come back at once). MIME is fetched with GetItem
+for up to 100 items a call. A sync state the server no longer accepts
+(ErrorInvalidSyncStateData) starts the folder again from scratch: the items are listed anew
+under the same ids, which the Ingest table skips, and anything else the map stage knows by
+Message-ID, so nothing is filed twice. ErrorServerBusy raises `SourceBusy` with the server's
+back-off: the poll ends at once and is scheduled again (never a sleep in the function).
+
+Flag changes (the MAPI follow-up flag and its task dates: exchangelib has no Flag field) and
+calendar items (with `calendar:`) go to the `task-changes` queue. Source ids are EWS item ids;
+they change when an item is moved, so a moved item is a new sighting of the same mail.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from exchangelib import (  # type: ignore[import-untyped]
+    CalendarItem,
+    ExtendedProperty,
+    Folder,
+    ItemId,
+    Message,
+)
+from exchangelib.errors import (  # type: ignore[import-untyped]
+    ErrorFolderExists,
+    ErrorInvalidSyncStateData,
+    ErrorItemNotFound,
+    ErrorServerBusy,
+    EWSError,
+)
+from exchangelib.items.base import ID_ONLY  # type: ignore[import-untyped]
+from exchangelib.properties import FieldPath  # type: ignore[import-untyped]
+from exchangelib.services import SyncFolderItems  # type: ignore[import-untyped]
+
+from ...core.config import EwsMailbox
+from ...core.contracts import EventChange, FlagChange, MailboxAction
+from ...store.keys import short_hash
+from ...store.stores import EWS_STATE, TASK_CHANGES, Stores
+from ..base import ActionResult, SourceBusy, SourceMessage
+from .connection import account_for
+
+log = logging.getLogger(__name__)
+FETCH_CHUNK = 100  # items per GetItem
+STATE_LIMIT = 30_000  # characters a table property holds (UTF-16, 64 KiB)
+CALENDAR = "calendar"
+TASK_MARKER = ("6c1d3f8e-2b4a-4f0e-9a57-3d2f1c8b7e10", "MailfilerTask")  # as for Graph
+
+
+class EwsError(OSError):
+    """The server refused or failed (not busy): the poll fails, nothing is lost."""
+
+
+class FlagStatus(ExtendedProperty):  # type: ignore[misc]
+    """PidTagFlagStatus (0: none, 1: complete, 2: flagged)."""
+
+    property_tag = 0x1090
+    property_type = "Integer"
+
+
+class FlagStart(ExtendedProperty):  # type: ignore[misc]
+    """PidLidTaskStartDate: the flag's start date."""
+
+    distinguished_property_set_id = "Task"
+    property_id = 0x8104
+    property_type = "SystemTime"
+
+
+class FlagDue(ExtendedProperty):  # type: ignore[misc]
+    """PidLidTaskDueDate: the flag's due date."""
+
+    distinguished_property_set_id = "Task"
+    property_id = 0x8105
+    property_type = "SystemTime"
+
+
+class TaskMarker(ExtendedProperty):  # type: ignore[misc]
+    """Mailfiler's named property on events it made for a task: "mailfiler:<type>:<key>"."""
+
+    property_set_id = TASK_MARKER[0]
+    property_name = TASK_MARKER[1]
+    property_type = "String"
+
+
+def _register() -> None:
+    # exchangelib keeps extended properties on the item classes, process-wide: once.
+    for cls, name, prop in (
+        (Message, "mf_flag_status", FlagStatus),
+        (Message, "mf_flag_start", FlagStart),
+        (Message, "mf_flag_due", FlagDue),
+        (CalendarItem, "mf_task", TaskMarker),
+    ):
+        if name not in {f.name for f in cls.FIELDS}:
+            cls.register(name, prop)
+
+
+_register()
+FLAG_FIELDS = ("mf_flag_status", "mf_flag_start", "mf_flag_due")
+FLAG_STATUS = {0: "notFlagged", 1: "complete", 2: "flagged"}
+
+
+@dataclass
+class _Pending:
+    state: str | None
+    flags: list[FlagChange] = field(default_factory=list)
+    events: list[EventChange] = field(default_factory=list)
+
+
+class EwsSource:
+    incremental = True  # refs() lists what changed since the stored sync state
+
+    def __init__(self, mailbox: EwsMailbox, stores: Stores, account: Any = None) -> None:
+        self.mailbox = mailbox
+        self.stores = stores
+        self._account = account
+        self._folders: dict[str, Any] = {}
+        self._order: list[str] = []
+        self._cache: dict[str, SourceMessage] = {}
+        self._folder_of: dict[str, str] = {}
+        self._pending: dict[str, _Pending] = {}
+        self.more = False  # a folder has more changes than this poll listed
+        self.calls = 0  # EWS requests this source made (bench: calls per item)
+
+    # -- connection --------------------------------------------------------------------------
+
+    @property
+    def account(self) -> Any:
+        if self._account is None:
+            self._account = account_for(self.mailbox)
+        return self._account
+
+    def _folder(self, name: str) -> Any:
+        """A folder by distinguished name ("inbox", "sentitems", "calendar") or by path below
+        the top of the mailbox ("Inbox/Cases"), looked up once per poll."""
+        if name in self._folders:
+            return self._folders[name]
+        account = self.account
+        lowered = name.lower()
+        distinguished = {
+            "inbox": "inbox",
+            "sentitems": "sent",
+            "sent": "sent",
+            "calendar": "calendar",
+            "deleteditems": "trash",
+            "junkemail": "junk",
+            "drafts": "drafts",
+            "archive": "archive_inbox",
+        }
+        if lowered in distinguished and "/" not in name:
+            self.calls += 1
+            folder = getattr(account, distinguished[lowered])
+        else:
+            folder = self._walk(name, create=False)
+        self._folders[name] = folder
+        return folder
+
+    def _walk(self, path: str, *, create: bool) -> Any:
+        account = self.account
+        folder = account.msg_folder_root
+        for part in [p for p in path.split("/") if p]:
+            self.calls += 1
+            children = {c.name.lower(): c for c in folder.children}
+            found = children.get(part.lower())
+            if found is None and part.lower() == "inbox" and folder is account.msg_folder_root:
+                found = account.inbox
+            if found is None:
+                if not create:
+                    raise EwsError(f"ews: folder {path!r} does not exist in {self.mailbox.email}")
+                found = Folder(parent=folder, name=part)
+                self.calls += 1
+                try:
+                    found.save()
+                except ErrorFolderExists:  # another worker made it meanwhile
+                    self.calls += 1
+                    found = {c.name.lower(): c for c in folder.children}[part.lower()]
+            folder = found
+        return folder
+
+    def close(self) -> None:
+        """exchangelib keeps its connection pool per configuration, shared by mailboxes."""
+        self._folders.clear()
+
+    # -- MailboxSource -----------------------------------------------------------------------
+
+    def refs(self) -> Sequence[str]:
+        ids: list[str] = []
+        table = self.stores.table(EWS_STATE)
+        folders = list(self.mailbox.folders)
+        if self.mailbox.calendar is not None and CALENDAR not in folders:
+            folders.append(CALENDAR)
+        try:
+            for name in folders:
+                row = table.get(self.mailbox.name, _folder_row(name)) or {}
+                budget = self.mailbox.max_per_poll - len(ids)
+                if budget <= 0:
+                    self.more = True
+                    break
+                ids.extend(self._sync(name, row.get("SyncState"), budget))
+        except ErrorServerBusy as exc:
+            raise SourceBusy(f"ews {self.mailbox.email}: server busy", exc.back_off or 60) from exc
+        except (EWSError, OSError) as exc:
+            raise EwsError(f"ews {self.mailbox.email}: {_plain(exc)}") from exc
+        self._order = ids
+        return ids
+
+    def _sync(self, name: str, state: str | None, budget: int) -> list[str]:
+        folder = self._folder(name)
+        calendar = name.lower() == CALENDAR
+        fields = self._fields(folder, calendar)
+        pending = _Pending(state)
+        ids: list[str] = []
+        since = self.mailbox.since
+        while len(ids) < budget:
+            service = SyncFolderItems(account=self.account)
+            try:
+                self.calls += 1
+                changes = list(
+                    service.call(
+                        folder=folder,
+                        shape=ID_ONLY,
+                        additional_fields=fields,
+                        sync_state=pending.state,
+                        ignore=None,
+                        max_changes_returned=min(self.mailbox.page_size, budget - len(ids)),
+                        sync_scope=None,
+                    )
+                )
+            except ErrorInvalidSyncStateData:
+                if pending.state is None:
+                    raise
+                log.warning(
+                    "ews: mailbox=%s folder=%s sync state refused: resync from scratch",
+                    self.mailbox.name,
+                    name,
+                )
+                pending = _Pending(None)
+                continue
+            for kind, item in changes:
+                if calendar:
+                    self._calendar_change(pending, kind, item)
+                    continue
+                if kind == "create" and _received_since(item, since):
+                    ids.append(item.id)
+                    self._folder_of[item.id] = name
+                if kind in ("create", "update") and self.mailbox.tasks is not None:
+                    self._flag_change(pending, kind, item)
+            unchanged = service.sync_state == pending.state
+            pending.state = service.sync_state
+            self._pending[name] = pending
+            if service.includes_last_item_in_range or unchanged:
+                return ids
+        self.more = True
+        return ids
+
+    def _fields(self, folder: Any, calendar: bool) -> set[Any]:
+        wanted = ["subject", "start", "end", "mf_task"] if calendar else ["datetime_received"]
+        if not calendar and self.mailbox.tasks is not None:
+            wanted += ["message_id", *FLAG_FIELDS]
+        paths: set[FieldPath] = {
+            f for f in folder.normalize_fields(fields=wanted) if not f.field.is_attribute
+        }
+        return paths
+
+    def _flag_change(self, pending: _Pending, kind: str, item: Any) -> None:
+        status = FLAG_STATUS.get(int(getattr(item, "mf_flag_status", None) or 0), "notFlagged")
+        message_id = getattr(item, "message_id", None)
+        if not message_id or (kind == "create" and status == "notFlagged"):
+            return  # a new unflagged mail: nothing for tasks
+        pending.flags.append(
+            FlagChange(
+                mailbox=self.mailbox.name,
+                message_id=str(message_id),
+                status=status,
+                start=_aware(getattr(item, "mf_flag_start", None)),
+                due=_aware(getattr(item, "mf_flag_due", None)),
+            )
+        )
+
+    def _calendar_change(self, pending: _Pending, kind: str, item: Any) -> None:
+        if kind == "delete":
+            event_id = getattr(item, "id", None)
+            if event_id:
+                pending.events.append(
+                    EventChange(mailbox=self.mailbox.name, event_id=event_id, change="deleted")
+                )
+            return
+        if kind not in ("create", "update") or not isinstance(item, CalendarItem):
+            return
+        pending.events.append(
+            EventChange(
+                mailbox=self.mailbox.name,
+                event_id=item.id,
+                change="created" if kind == "create" else "updated",
+                subject=item.subject,
+                start=_aware(item.start),
+                end=_aware(item.end),
+                task_property=getattr(item, "mf_task", None),
+            )
+        )
+
+    def read(self, item_id: str) -> SourceMessage:
+        found = self._cache.pop(item_id, None)
+        if found is not None:
+            return found
+        start = self._order.index(item_id) if item_id in self._order else 0
+        batch = self._order[start : start + FETCH_CHUNK] or [item_id]
+        try:
+            self.calls += 1
+            items = list(
+                self.account.fetch(
+                    ids=[ItemId(id=i) for i in batch],
+                    only_fields=["mime_content", "datetime_received", "is_read", "conversation_id"],
+                    chunk_size=FETCH_CHUNK,
+                )
+            )
+        except ErrorServerBusy as exc:
+            raise SourceBusy(f"ews {self.mailbox.email}: server busy", exc.back_off or 60) from exc
+        except (EWSError, OSError) as exc:
+            raise EwsError(f"ews {self.mailbox.email}: {_plain(exc)}") from exc
+        for ident, item in zip(batch, items, strict=False):
+            if isinstance(item, Exception) or not getattr(item, "mime_content", None):
+                continue  # deleted since the sync: nothing to file, nothing lost
+            conversation = getattr(item, "conversation_id", None)
+            self._cache[ident] = SourceMessage(
+                source_id=ident,
+                raw=bytes(item.mime_content),
+                folder=self._folder_of.get(ident),
+                flags=("\\Seen",) if item.is_read else (),
+                received_at=_aware(item.datetime_received),
+                conversation_id=f"ews:{conversation.id}" if conversation is not None else None,
+            )
+        found = self._cache.pop(item_id, None)
+        if found is None:
+            raise EwsError(f"ews {self.mailbox.email}: item is gone")
+        return found
+
+    def commit(self, now: datetime) -> None:
+        """Task changes go to the queue first, then the sync states move on."""
+        table = self.stores.table(EWS_STATE)
+        for name, pending in self._pending.items():
+            for change in [*pending.flags, *pending.events]:
+                self.stores.queues.send(TASK_CHANGES, change)
+            state = pending.state or ""
+            if len(state) > STATE_LIMIT:
+                raise EwsError(f"ews: the sync state of {name} is too large to keep")
+            table.upsert(
+                {
+                    "PartitionKey": self.mailbox.name,
+                    "RowKey": _folder_row(name),
+                    "Folder": name,
+                    "SyncState": state,
+                    "At": now,
+                }
+            )
+        self._pending.clear()
+
+    def apply(self, item_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
+        """Mark read, categories, move (the item gets a new id there), delete (to Deleted
+        Items). Each is one UpdateItem/MoveItem/DeleteItem with the item's current change key."""
+        try:
+            self.calls += 1
+            (item,) = list(
+                self.account.fetch(ids=[ItemId(id=item_id)], only_fields=["is_read", "categories"])
+            )
+            if isinstance(item, ErrorItemNotFound | Exception):
+                return [
+                    ActionResult(a, False, "the item is gone (moved or deleted)") for a in actions
+                ]
+            return [self._apply_one(item, action) for action in actions]
+        except ErrorServerBusy as exc:
+            raise SourceBusy(f"ews {self.mailbox.email}: server busy", exc.back_off or 60) from exc
+        except (EWSError, OSError) as exc:
+            raise EwsError(f"ews {self.mailbox.email}: {_plain(exc)}") from exc
+
+    def _apply_one(self, item: Any, action: MailboxAction) -> ActionResult:
+        if action.action == "mark_read":
+            item.is_read = True
+            self.calls += 1
+            item.save(update_fields=["is_read"])
+            return ActionResult(action, True, "marked read")
+        if action.action == "categorize":
+            category = action.category or ""
+            if category not in (item.categories or []):
+                item.categories = [*(item.categories or []), category]
+                self.calls += 1
+                item.save(update_fields=["categories"])
+            return ActionResult(action, True, f"category {category}")
+        if action.action == "move":
+            target = action.folder or "Archive"
+            folder = self._walk(target, create=True)
+            self.calls += 1
+            item.move(to_folder=folder)
+            return ActionResult(action, True, f"moved to {target}")
+        if action.action == "delete":
+            self.calls += 1
+            item.move_to_trash()
+            return ActionResult(action, True, "moved to Deleted Items")
+        raise ValueError(f"unknown mailbox action {action.action}")
+
+
+def _received_since(item: Any, since: date | None) -> bool:
+    if since is None:
+        return True
+    received = getattr(item, "datetime_received", None)
+    return received is None or received.date() >= since
+
+
+def _aware(value: Any) -> datetime | None:
+    """exchangelib's EWSDateTime (or EWSDate) as a plain UTC datetime."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return datetime.fromtimestamp(value.timestamp(), UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return None
+
+
+def _folder_row(folder: str) -> str:
+    return "folder-" + short_hash(folder.lower())
+
+
+def _plain(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}"

@@ -1,0 +1,223 @@
+"""The EWS source: unmodified exchangelib against the fake EWS server (tests/fakes/ews.py) over
+real HTTP, with the pipeline on Azurite."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from exchangelib import close_connections  # type: ignore[import-untyped]
+
+from shared.cli.azurite import Azurite
+from shared.pipeline.context import AppContext, set_context
+from shared.pipeline.poll import mailbox_status, poll_one
+from shared.settings import AppSettings, load_config
+from shared.store.stores import POLLS, Stores
+from tests.fakes.ews import FakeEws
+from tests.fakes.graph import FakeGraph
+
+from ..helpers import filed_keys, local_host, records, timeline_entries
+
+pytestmark = pytest.mark.azurite
+ANN, PASSWORD = "ann@contoso.com", "Sommer-2024!"
+TYPES = "[{name: case, prefix: CASE}, {name: task, prefix: TASK}]"
+
+
+def mail(n: int, subject: str | None = None) -> bytes:
+    return (
+        f"From: customer{n}@example.org\r\nTo: {ANN}\r\nSubject: {subject or f'Question {n}'}\r\n"
+        f"Message-ID: <ews-{n}@example.org>\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n\r\n"
+        f"Hello {n}.\r\n"
+    ).encode()
+
+
+class EwsWorld:
+    def __init__(self, fake: FakeEws, stores: Stores, azurite: Azurite, tmp: Path) -> None:
+        self.fake, self.stores = fake, stores
+        self.file = tmp / "mailfiler.yaml"
+        self.settings = AppSettings.model_validate(
+            {"AzureWebJobsStorage": azurite.connection_string, "MAILFILER_CONFIG": str(self.file)}
+        )
+        self.host = local_host(stores.queues, visibility_timeout=0)
+        self.configure()
+
+    def configure(self, extra: str = "") -> None:
+        self.file.write_text(
+            f"record_types: {TYPES}\n"
+            "mailboxes:\n"
+            "  - name: ews\n"
+            "    kind: ews\n"
+            f"    endpoint: {self.fake.url}\n"
+            f"    email: {ANN}\n"
+            "    auth: basic\n"
+            f"    username: {ANN}\n"
+            "    password_setting: EWS_TEST_PASSWORD\n"
+            "    access_type: delegate\n"
+            "    record_type: case\n"
+            f"{extra}"
+        )
+        self.ctx = AppContext(self.settings, load_config(self.file), self.file.parent, self.stores)
+        set_context(self.ctx)
+
+    def poll(self) -> str:
+        return poll_one(self.ctx, "ews", datetime.now(UTC))
+
+    def tasks(self) -> list[dict[str, object]]:
+        return [r for r in records(self.stores) if r["PartitionKey"] == "task"]
+
+
+@pytest.fixture
+def world(
+    stores: Stores, azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[EwsWorld]:
+    monkeypatch.setenv("EWS_TEST_PASSWORD", PASSWORD)
+    with FakeEws(read_flag_changes=True) as fake:  # IsRead changes as Exchange reports them
+        fake.add_user(ANN, PASSWORD)
+        yield EwsWorld(fake, stores, azurite, tmp_path)
+        assert fake.server_errors == []
+    close_connections()
+    set_context(None)
+
+
+def test_2000_items_over_many_pages_file_once_even_when_the_sync_state_breaks(
+    world: EwsWorld,
+) -> None:
+    world.fake.add_messages(ANN, "inbox", (mail(n) for n in range(2000)))
+    assert world.poll() == "queued 500; more to come"
+    # The server forgets the sync state mid-way: the folder starts again from scratch.
+    world.fake.corrupt_sync_states()
+    world.host.drain(timeout=900)  # the `polls` messages carry on page after page
+    keys = filed_keys(world.stores)
+    entries = timeline_entries(world.stores, ["MessageKey"])
+    assert len(records(world.stores)) == 2000 and len(keys) == 2000
+    assert len(entries) == 2000 and len({e["MessageKey"] for e in entries}) == 2000
+    pages = [c.changes for c in world.fake.sync_calls]
+    assert max(pages) == 100 and sum(pages) >= 2000 + 500  # the resync listed 500+ again
+    assert world.poll() == "queued 0"  # caught up: one SyncFolderItems, nothing new
+    assert world.fake.sync_calls[-1].changes == 0
+
+
+def test_server_busy_reschedules_the_poll_after_the_back_off(world: EwsWorld) -> None:
+    world.fake.add_messages(ANN, "inbox", [mail(1), mail(2)])
+    world.fake.busy(times=1, back_off_ms=2000, operation="SyncFolderItems")
+    started = time.monotonic()
+    assert world.poll() == "busy; again in 2 s"
+    assert time.monotonic() - started < 1.5  # returned at once: no sleeping in the function
+    assert world.stores.queues.depth(POLLS) == 1  # the poll, again, after the back-off
+    assert world.stores.queues.receive(POLLS, max_messages=1, visibility_timeout=1) == []
+    status = mailbox_status(world.ctx)["ews"]
+    assert status["consecutive_failures"] == 0 and status["status"] != "failing"
+    world.host.drain()
+    assert len(records(world.stores)) == 2
+    assert time.monotonic() - started >= 2.0
+
+
+def test_bad_credentials_are_a_failure_not_busy(
+    world: EwsWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EWS_TEST_PASSWORD", "wrong")
+    world.fake.add_messages(ANN, "inbox", [mail(1)])
+    assert world.poll() == "failed"
+    status = mailbox_status(world.ctx)["ews"]
+    assert status["status"] == "failing" and "Unauthorized" in str(status["last_error"])
+    assert "wrong" not in str(status["last_error"])
+    assert world.stores.queues.depth(POLLS) == 0  # not retried as if busy
+
+
+def test_actions_run_only_after_filing(world: EwsWorld) -> None:
+    world.configure(
+        "    after_filing: {mark_read: true, move_to: Inbox/Done, category: Mailfiler}\n"
+    )
+    (item,) = world.fake.add_messages(ANN, "inbox", [mail(1)])
+    assert world.poll() == "queued 1"
+    state = world.fake.item(ANN, item)
+    assert not state.is_read and state.folder == "inbox"  # queued, not filed: untouched
+    world.host.drain()
+    assert len(records(world.stores)) == 1
+    assert not world.fake.exists(ANN, item)  # moved: EWS gave it a new id
+    (moved,) = world.fake.folder_items(ANN, "Inbox/Done")
+    assert moved.is_read and list(moved.categories) == ["Mailfiler"]
+
+
+def test_flags_become_tasks_and_calendar_items_move_their_dates(world: EwsWorld) -> None:
+    world.configure("    tasks: {record_type: task}\n    calendar: {}\n")
+    (item,) = world.fake.add_messages(ANN, "inbox", [mail(1)])
+    assert world.poll() == "queued 1"
+    world.host.drain()
+    start = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    due = datetime(2026, 12, 3, 17, tzinfo=UTC)
+    world.fake.set_flag(ANN, item, "Flagged", start=start, due=due)
+    assert world.poll() == "queued 0"
+    world.host.drain()
+    (task,) = world.tasks()
+    assert task["Status"] == "new" and task["F_Parent"] == "CASE-1"
+    assert datetime.fromisoformat(str(task["F_Start"])).date() == start.date()
+    assert datetime.fromisoformat(str(task["F_Due"])).date() == due.date()
+
+    # A calendar item that names the task: moving it moves the task's dates.
+    event = world.fake.add_event(ANN, "Call back [TASK-1]", start, start + timedelta(hours=1))
+    assert world.poll() == "queued 0"
+    world.host.drain()
+    later = start + timedelta(days=7)
+    world.fake.move_event(ANN, event, later, later + timedelta(hours=2))
+    assert world.poll() == "queued 0"
+    world.host.drain()
+    (task,) = world.tasks()
+    assert datetime.fromisoformat(str(task["F_Start"])) == later
+    assert datetime.fromisoformat(str(task["F_Due"])) == later + timedelta(hours=2)
+
+    world.fake.set_flag(ANN, item, "Complete")
+    assert world.poll() == "queued 0"
+    world.host.drain()
+    (task,) = world.tasks()
+    assert task["Status"] == "closed"
+
+
+def test_app_only_oauth_with_impersonation_over_https(
+    stores: Stores, azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeGraph() as entra:
+        for name, value in entra.ca_env().items():
+            monkeypatch.setenv(name, value)
+        entra.add_app("contoso", "ews-app", "app-secret")
+        monkeypatch.setenv("EWS_APP_SECRET", "app-secret")
+        audience = entra.base_url.rstrip("/")
+
+        def check_bearer(token: str) -> bool:  # what Exchange Online checks of the token
+            with entra.tokens.lock:
+                found = entra.tokens.tokens.get(token)
+            return found is not None and found.audience == audience and found.kind == "app"
+
+        with FakeEws(tls=True, check_bearer=check_bearer, read_flag_changes=True) as fake:
+            fake.add_user(ANN)
+            fake.add_messages(ANN, "inbox", [mail(1), mail(2)])
+            world = EwsWorld(fake, stores, azurite, tmp_path)
+            oauth = (
+                "    oauth: {tenant_id: contoso, client_id: ews-app,"
+                " client_secret_setting: EWS_APP_SECRET,"
+                f" login_endpoint: '{entra.login_url}', scope: '{entra.base_url}/.default'}}\n"
+            )
+            world.file.write_text(
+                world.file.read_text()
+                .replace("    auth: basic\n", "    auth: oauth\n")
+                .replace(f"    username: {ANN}\n    password_setting: EWS_TEST_PASSWORD\n", "")
+                .replace("    access_type: delegate\n", "    access_type: impersonation\n" + oauth)
+            )
+            world.ctx = AppContext(
+                world.settings, load_config(world.file), world.file.parent, world.stores
+            )
+            set_context(world.ctx)
+            try:
+                assert fake.url.startswith("https://")
+                assert world.poll() == "queued 2"
+                world.host.drain()
+                assert len(records(stores)) == 2
+                acted = [r for r in fake.requests if r.operation == "SyncFolderItems"]
+                assert acted and all(r.user is None and r.impersonated == ANN for r in acted)
+                assert fake.unauthorized == 0
+            finally:
+                close_connections()
+                set_context(None)
