@@ -42,7 +42,7 @@ PAGE_SIZES = (10, 100, 512)
 def mime(n: int) -> bytes:
     body = " ".join(f"line {n}-{i} about the order and its delivery" for i in range(40))
     return (
-        f"From: Customer {n % 97} <customer{n % 97}@example.org>\r\nTo: {USER}\r\n"
+        f"From: Customer {n} <customer{n}@example.org>\r\nTo: {USER}\r\n"
         f"Subject: Order {n} question\r\nMessage-ID: <ews-bench-{n}@example.org>\r\n"
         f"Date: Tue, 24 Nov 2026 10:00:00 +0000\r\nContent-Type: text/plain\r\n\r\n{body}\r\n"
     ).encode()
@@ -94,11 +94,8 @@ def pipeline(fake: FakeEws, azurite: Azurite, tmp: str) -> dict[str, Any]:
     fake.calls.clear()
     try:
         started = time.perf_counter()
-        polls = 1
         poll_one(ctx, "ews", datetime.now(UTC))
-        while stores.queues.depth(POLLS):  # the backlog's follow-up polls
-            host.drain(only={POLLS})
-            polls += 1
+        host.drain(only={POLLS})  # the backlog's follow-up polls, each sent by the one before
         polled = time.perf_counter() - started
         host.drain(only={INBOUND, FILING}, timeout=1800)
         elapsed = time.perf_counter() - started
@@ -110,7 +107,6 @@ def pipeline(fake: FakeEws, azurite: Azurite, tmp: str) -> dict[str, Any]:
         "filed": filed,
         "s": elapsed,
         "polled_s": polled,
-        "polls": polls,
         "calls": dict(fake.calls),
     }
 
@@ -142,8 +138,9 @@ def main() -> None:
 
 
 def report(alone: list[dict[str, Any]], whole: dict[str, Any]) -> None:
-    print(f"\nEWS: {ITEMS} items (~{alone[0]['bytes'] / ITEMS / 1024:.1f} KiB of MIME each), ")
-    print("unmodified exchangelib against the fake EWS server on loopback\n")
+    size = alone[0]["bytes"] / ITEMS / 1024
+    print(f"\nEWS: {ITEMS} items (~{size:.1f} KiB of MIME each), unmodified exchangelib against")
+    print("the fake EWS server on loopback\n")
     print(f"{'EWS side alone':<24}{'calls':>7}{'calls/item':>12}{'items/s':>10}")
     for row in alone:
         name = f"page size {row['page']}"
@@ -154,7 +151,7 @@ def report(alone: list[dict[str, Any]], whole: dict[str, Any]) -> None:
     print(
         f"\nwhole pipeline (page size 100, 500 per poll, Azurite): {whole['filed']} filed in "
         f"{whole['s']:.1f} s = {whole['filed'] / whole['s']:.1f} items/s filed "
-        f"(ingest alone {whole['polled_s']:.1f} s over {whole['polls']} polls)"
+        f"(of which ingest, 500 per poll: {whole['polled_s']:.1f} s)"
     )
     detail = ", ".join(f"{name} {count}" for name, count in sorted(calls.items()))
     print(f"EWS calls: {total} = {total / whole['filed']:.3f} per item filed ({detail})")
