@@ -124,6 +124,10 @@ def _route_regex(route: str) -> re.Pattern[str]:
 
 class _Handler(BaseHTTPRequestHandler):
     server: LocalHttpServer
+    # The status line, headers and body leave in one write: separate small writes meet Nagle
+    # and delayed ACKs and stall an answer for tens of milliseconds.
+    wbufsize = 1 << 16
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http: " + format, *args)
