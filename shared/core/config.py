@@ -94,6 +94,7 @@ class LocalMailbox(_MailboxBase):
 
     kind: Literal["local"]
     path: str
+    smtp: Smtp | None = Field(default=None, description="how mail from this mailbox is sent")
 
 
 def _check_app_credentials(auth: str, client_id: str | None, where: Any) -> None:
@@ -187,6 +188,34 @@ class GmailOAuth(_Strict):
         return self
 
 
+class Smtp(_Strict):
+    """How an IMAP (or local) mailbox sends: SMTP submission, then a copy appended to the
+    mailbox's Sent folder over IMAP (IMAP mailboxes)."""
+
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535, description="587, or 465 with implicit")
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    ca_bundle: str | None = None
+    auth: Literal["password", "xoauth2", "none"] = "password"
+    username: str | None = None
+    password_setting: Annotated[str | None, Field(pattern=SETTING)] = None
+    sent_folder: str | None = Field(
+        default="Sent", description="IMAP folder a copy is appended to; null: none"
+    )
+
+    @property
+    def server_port(self) -> int:
+        return self.port or (465 if self.tls == "implicit" else 587)
+
+    @model_validator(mode="after")
+    def _sane(self) -> Smtp:
+        if self.auth == "password" and not (self.username and self.password_setting):
+            raise ValueError("smtp auth 'password' needs username and password_setting")
+        if self.tls == "none" and self.host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("smtp tls: none would send credentials in clear; use starttls")
+        return self
+
+
 class ImapMailbox(_MailboxBase):
     """Any IMAP server, polled: new mail by UID since the last poll, per folder."""
 
@@ -216,6 +245,7 @@ class ImapMailbox(_MailboxBase):
     disable_after_failures: int = Field(
         default=20, ge=1, description="consecutive failed polls before the mailbox is disabled"
     )
+    smtp: Smtp | None = Field(default=None, description="how mail from this mailbox is sent")
     tasks: FlagTasks | None = None
     flag_rescan: int = Field(
         default=200,
@@ -455,6 +485,13 @@ class FieldSpec(_Strict):
         return self
 
 
+class Template(_Strict):
+    """`$token`, `$subject`, `$reason`, `$sender`, `$mailbox`, `$record_type` are filled in."""
+
+    subject: str
+    body: str
+
+
 class RecordType(_Strict):
     name: Annotated[str, Field(pattern=NAME)]
     prefix: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9]{0,9}$")]
@@ -471,6 +508,7 @@ class RecordType(_Strict):
     # for the reply's conversation, or just attach.
     reply_when_closed: Literal["reopen", "new", "attach"] = "reopen"
     reopen_status: str = "open"
+    templates: dict[Literal["acknowledge", "reject", "forward"], Template] = {}
 
     @model_validator(mode="after")
     def _closed_are_statuses(self) -> RecordType:
@@ -635,6 +673,43 @@ class Events(_Strict):
     max_attempts: int = Field(default=8, ge=1, le=50)
 
 
+DEFAULT_TEMPLATES: dict[str, Template] = {
+    "acknowledge": Template(
+        subject="[$token] $subject",
+        body="Hello,\n\nthank you for your message. We have filed it as $token; please keep "
+        "[$token] in the subject when you write about it.\n\nThis is an automatic reply.\n",
+    ),
+    "reject": Template(
+        subject="Re: $subject",
+        body="Hello,\n\nyour message could not be accepted: $reason.\n\nThis is an automatic "
+        "reply.\n",
+    ),
+    "forward": Template(
+        subject="[discarded] $subject",
+        body="A message from $sender to $mailbox was discarded ($reason). It is attached.\n",
+    ),
+}
+
+
+class OutboundLimits(_Strict):
+    """Automatic mail to one recipient (RFC 3834 loop protection)."""
+
+    window_minutes: int = Field(default=180, ge=1)
+    per_window: int = Field(default=10, ge=1)
+    per_day: int = Field(default=40, ge=1)
+
+
+class Outbound(_Strict):
+    limits: OutboundLimits = OutboundLimits()
+    max_bytes: int = Field(default=10 * 1024 * 1024, ge=10_000, le=35 * 1024 * 1024)
+    templates: dict[Literal["acknowledge", "reject", "forward"], Template] = {}
+
+    def template(self, kind: str, record_type: RecordType | None = None) -> Template:
+        if record_type is not None and kind in record_type.templates:
+            return record_type.templates[kind]
+        return self.templates.get(kind) or DEFAULT_TEMPLATES[kind]  # type: ignore[call-overload]
+
+
 class Config(_Strict):
     version: Literal[1] = 1
     record_types: tuple[RecordType, ...]
@@ -643,6 +718,7 @@ class Config(_Strict):
     classes: ClassActions = ClassActions()
     rate_limit: RateLimit = RateLimit()
     signing: Signing = Signing()
+    outbound: Outbound = Outbound()
     field_block: FieldBlock = FieldBlock()
     events: Events = Events()
     graph: GraphSettings = GraphSettings()

@@ -167,6 +167,32 @@ class FilingPlan(_Contract):
     primary: bool = True
 
 
+class OutboundMail(_Contract):
+    """Queue `outbound`: one mail to send from a mailbox. `id` is stable (a notice: the
+    message key and the notice's index; a reply: chosen by the API), so a redelivered message
+    is sent once."""
+
+    v: Literal[1] = 1
+    id: str
+    kind: Literal["acknowledge", "reject", "forward", "reply"]
+    mailbox: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...] = ()
+    record: RecordRef | None = None
+    display_id: str | None = None
+    subject: str | None = None  # replies: as written; notices: from the template
+    body: str | None = None
+    reason: str = ""
+    in_reply_to: str | None = None  # the Message-ID answered
+    references: tuple[str, ...] = ()
+    original_subject: str = ""
+    original_sender: str = ""
+    original_blob: str | None = None  # a forward attaches the original
+    message_key: str | None = None  # the mail a notice answers (its Notices rows)
+    notice_row: str | None = None
+    actor: str = "mailfiler"
+
+
 class Event(_Contract):
     """Queue `events`: something downstream systems hear about. `id` is stable: a redelivered
     plan emits the same event again, and consumers drop ids they have seen."""

@@ -6,8 +6,9 @@ import azure.functions as func
 
 from ..pipeline.file_stage import file_plan
 from ..pipeline.map_stage import map_inbound
+from ..pipeline.outbound import handle_outbound
 from ..pipeline.task_changes import handle_task_change
-from ..store.stores import FILING, INBOUND, TASK_CHANGES
+from ..store.stores import FILING, INBOUND, OUTBOUND, TASK_CHANGES
 from .stage import now, run_stage
 
 bp = func.Blueprint()
@@ -41,3 +42,9 @@ def file_stage(msg: func.QueueMessage) -> None:
 def task_change(msg: func.QueueMessage) -> None:
     """A polled flag or calendar item changed: its task follows (after the mail is filed)."""
     run_stage(msg, TASK_CHANGES, "tasks", lambda ctx, body: handle_task_change(ctx, body, now()))
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=OUTBOUND, connection="AzureWebJobsStorage")
+def outbound(msg: func.QueueMessage) -> None:
+    """Send a notice or a reply through its mailbox, once; failures retry, then poison."""
+    run_stage(msg, OUTBOUND, "outbound", lambda ctx, body: handle_outbound(ctx, body, now()))

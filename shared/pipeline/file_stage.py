@@ -44,6 +44,7 @@ from ..store.tables import Table
 from . import events
 from .audit import audit_rows, record_partition
 from .mailbox_actions import MAILFILER, act, note_failed_actions, sighting_row
+from .outbound import queue_notices
 from .retention import schedule_deletion
 
 log = logging.getLogger(__name__)
@@ -264,6 +265,7 @@ def file_plan(
         _file_unfiled(stores, plan, now)
         _write_contacts(stores, plan, now, activity=False)
         _record_notices(stores, plan, now)
+        queue_notices(stores, plan, None)
         _act_on_mailbox(stores, config, plan, now, source_for)
         log.info(
             "file: mailbox=%s key=%s action=%s", plan.mailbox, plan.message_key[:40], plan.action
@@ -337,6 +339,11 @@ def file_plan(
                 }
             )
         _record_notices(stores, plan, now)
+        if plan.notices:
+            if display_id is None:
+                row = stores.table(RECORDS).get(plan.record.type, plan.record.key)
+                display_id = row.get("DisplayId") if row else None
+            queue_notices(stores, plan, display_id)
         # Written last, in one transaction: from here on the message counts as filed.
         messages.upsert_batch(
             [

@@ -38,7 +38,7 @@ def open_source(config: Config, name: str, base_dir: Path, stores: Stores) -> Ma
         from .imap.source import ImapSource
 
         if mailbox.auth == "xoauth2" and mailbox.oauth is not None:
-            return ImapSource(mailbox, _imap_token(mailbox, stores), stores)
+            return ImapSource(mailbox, imap_token(mailbox, stores), stores)
         secret = os.environ.get(mailbox.password_setting or "")
         if not secret:
             raise SourceUnavailable(
@@ -59,7 +59,7 @@ def open_source(config: Config, name: str, base_dir: Path, stores: Stores) -> Ma
     )
 
 
-def _imap_token(mailbox: ImapMailbox, stores: Stores) -> str:
+def imap_token(mailbox: ImapMailbox, stores: Stores) -> str:
     """XOAUTH2's access token: an app's (msal, azure-identity), a signed-in person's (device
     code), or Gmail's (refresh token)."""
     from .graph.auth import GraphAuthError, provider_for

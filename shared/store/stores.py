@@ -18,6 +18,7 @@ DELIVERIES = "deliveries"
 GRAPH_NOTIFICATIONS = "graph-notifications"  # what Graph's webhook calls brought, as posted
 GRAPH_FETCH = "graph-fetch"  # one message or event to read from Graph
 POLLS = "polls"  # one mailbox to poll (the timer fans out, so no mailbox waits for another)
+OUTBOUND = "outbound"  # one mail to send (notices, replies from a record)
 TASK_CHANGES = "task-changes"  # a polled flag or calendar item changed: its task follows
 QUEUES = (
     INBOUND,
@@ -28,6 +29,7 @@ QUEUES = (
     GRAPH_FETCH,
     POLLS,
     TASK_CHANGES,
+    OUTBOUND,
 )
 
 
@@ -52,6 +54,7 @@ EWS_STATE = "EwsState"
 NOTICES = "Notices"
 AUDIT = "Audit"
 DELIVERY_LOG = "EventDeliveries"
+OUTBOX = "Outbox"  # PK sent|refused, RK the mail id; PK r-<recipient hash>: automatic sends
 TABLES = (
     MESSAGES,
     RECORDS,
@@ -69,6 +72,7 @@ TABLES = (
     NOTICES,
     AUDIT,
     DELIVERY_LOG,
+    OUTBOX,
 )
 
 

@@ -76,6 +76,7 @@ class FakeGraph:
         self.faults = Faults(seed)
         self.tracker = ConcurrencyTracker()
         self.concurrency_limit = concurrency_limit
+        self.sent_mail: list[tuple[str, bytes]] = []  # (mailbox, MIME) posted to sendMail
         self.imap_grants: dict[str, str] = {}
         self.concurrency_retry_after = 1
         self.validation_timeout = VALIDATION_TIMEOUT

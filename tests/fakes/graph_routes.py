@@ -9,6 +9,7 @@ concurrency tracking, fault injection, then routing; errors come back as
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 import time
@@ -237,6 +238,28 @@ class GraphApi:
             raise GraphError(400, "BadRequest", "Resource not found for the segment 'users'.")
         raise GraphError(400, "BadRequest", f"Resource not found for the segment '{s[0]}'.")
 
+    def send_mail(self, call: Call) -> Reply:
+        """POST /users/{id}/sendMail in its MIME form ("Send Outlook messages in MIME format"):
+        Content-Type text/plain, the body the base64 of the message; 202, and a copy in Sent
+        Items. The JSON form is not modelled."""
+        box = call.box
+        assert box is not None
+        if not call.headers.get("content-type", "").lower().startswith("text/plain"):
+            raise GraphError(400, "ErrorMimeContentInvalid", "Only the MIME form is modelled.")
+        try:
+            mime = base64.b64decode(call.body, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise GraphError(
+                400,
+                "ErrorMimeContentInvalidBase64String",
+                "Invalid base64 string for MIME content.",
+            ) from exc
+        if not mime.strip():
+            raise GraphError(400, "ErrorMimeContentInvalid", "The MIME content is empty.")
+        self.fake.sent_mail.append((box.upn or box.id, mime))
+        self.fake.store.add_message(box, "sentitems", mime, is_read=True)
+        return Reply(202, b"", {})
+
     @staticmethod
     def _only(method: str, *allowed: str) -> Reply | None:
         if method not in allowed:
@@ -288,6 +311,9 @@ class GraphApi:
                         404, "ErrorItemNotFound", "The specified object was not found in the store."
                     )
                 return self.message_routes(call, msg, low[4:])
+        if low == ["sendmail"]:
+            self._only(call.method, "POST")
+            return self.send_mail(call)
         if low[0] == "messages":
             if len(rest) == 1:
                 self._only(call.method, "GET")

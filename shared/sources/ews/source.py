@@ -362,6 +362,18 @@ class EwsSource:
             )
         self._pending.clear()
 
+    def send_mime(self, raw: bytes) -> str:
+        """CreateItem with MessageDisposition SendAndSaveCopy: sent, and kept in Sent Items."""
+        try:
+            self.calls += 1
+            message = Message(account=self.account, folder=self.account.sent, mime_content=raw)
+            message.send_and_save()
+        except ErrorServerBusy as exc:
+            raise SourceBusy(f"ews {self.mailbox.email}: server busy", exc.back_off or 60) from exc
+        except (EWSError, OSError) as exc:
+            raise EwsError(f"ews {self.mailbox.email}: {_plain(exc)}") from exc
+        return "sent by EWS (SendAndSaveCopy)"
+
     def apply(self, item_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
         """Mark read, categories, move (the item gets a new id there), delete (to Deleted
         Items). Each is one UpdateItem/MoveItem/DeleteItem with the item's current change key."""

@@ -119,6 +119,7 @@ class GraphClient:
         *,
         params: Mapping[str, str] | None = None,
         json: Any = None,
+        content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """One call, retried on throttling, 5xx and network errors within `max_wait`."""
@@ -133,7 +134,7 @@ class GraphClient:
             }
             try:
                 response = self.http.request(
-                    method, url, params=params, json=json, headers=send_headers
+                    method, url, params=params, json=json, content=content, headers=send_headers
                 )
             except httpx.TransportError as exc:
                 wait = retry_after({}, attempt)

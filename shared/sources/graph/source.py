@@ -263,6 +263,19 @@ class GraphSource:
             conversation_id=state.conversation_id,
         )
 
+    def send_mime(self, raw: bytes) -> str:
+        """sendMail in its MIME form (a copy is saved to Sent Items). Needs Mail.Send."""
+        import base64
+
+        with self.slots.hold():
+            self.client.request(
+                "POST",
+                f"{self.user}/sendMail",
+                content=base64.b64encode(raw),
+                headers={"Content-Type": "text/plain"},
+            )
+        return "accepted by Graph sendMail"
+
     def apply(self, source_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
         """Mark read, categorise, move, delete. Without Mail.ReadWrite Graph answers 403: the
         result says so and filing stands (read-only permissions still file mail)."""

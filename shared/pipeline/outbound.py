@@ -1,0 +1,367 @@
+"""Queue `outbound`: send a notice or a reply through the mailbox it belongs to, once.
+
+The notices the routing engine records (acknowledge, reject, forward) and replies written
+through the API (`POST /api/records/{type}/{id}/reply`) become `OutboundMail` messages. This
+stage, for each:
+
+1. skips it if it was sent already (table `Outbox`, PK `sent`): queues deliver at least once;
+2. for automatic mail, applies RFC 3834 (`core/outbound.refusal`) and the per-recipient limits
+   (rows PK `r-<recipient hash>` in `Outbox`); a refusal is recorded with its reason, not
+   retried;
+3. composes the mail (`core/outbound.compose`: header injection refused, size limited) with a
+   signed Message-ID and `X-Mailfiler-Ref`, so replies thread back to the record;
+4. sends it through the mailbox: Graph `sendMail` (MIME, saved to Sent Items), EWS
+   SendAndSaveCopy, or SMTP plus an IMAP APPEND to the Sent folder;
+5. records it: `Outbox`, the notice's row (`Sent`), the audit trail (`send`), and, for mail
+   about a record, a filing plan that puts the sent mail on the record's timeline (direction
+   out) through the file stage.
+
+A send that fails raises: the queue retries it with back-off and, after five attempts, moves
+it to `outbound-poison` with the reason (`mailfiler poison list outbound`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..core.config import (
+    Config,
+    EwsMailbox,
+    GraphMailbox,
+    ImapMailbox,
+    LocalMailbox,
+    Mailbox,
+)
+from ..core.contracts import FilingPlan, OutboundMail
+from ..core.decide import timeline_entry
+from ..core.message import id_key
+from ..core.mime import parse_message
+from ..core.outbound import (
+    Attachment,
+    Draft,
+    Limits,
+    OutboundError,
+    compose,
+    one_line,
+    over_limit,
+    refusal,
+    render,
+)
+from ..core.signing import signed_message_id, signed_ref_header
+from ..store.keys import short_hash
+from ..store.queues import decode
+from ..store.stores import FILING, NOTICES, OUTBOUND, OUTBOX, Stores
+from .audit import Actor, audit
+from .context import AppContext
+
+log = logging.getLogger(__name__)
+SENT, REFUSED = "sent", "refused"
+
+
+def sender_of(mailbox: Mailbox) -> str | None:
+    """The address a mailbox sends from: its first listed address, else its own name."""
+    if mailbox.addresses:
+        return mailbox.addresses[0]
+    if isinstance(mailbox, GraphMailbox) and "@" in mailbox.user:
+        return mailbox.user
+    if isinstance(mailbox, EwsMailbox):
+        return mailbox.email
+    if isinstance(mailbox, ImapMailbox) and "@" in mailbox.username:
+        return mailbox.username
+    return None
+
+
+def own_addresses(config: Config) -> set[str]:
+    found: set[str] = set()
+    for mailbox in config.mailboxes:
+        found.update(a.lower() for a in mailbox.addresses)
+        sender = sender_of(mailbox)
+        if sender:
+            found.add(sender.lower())
+    return found
+
+
+def notices_of(plan: FilingPlan, display_id: str | None) -> list[OutboundMail]:
+    """The notices a filing recorded, as mail to send (one each, ids stable per plan)."""
+    original_id = plan.entry.message_id if plan.entry else _message_id_of_key(plan.message_key)
+    subject = (plan.entry.subject if plan.entry else None) or plan.title or ""
+    return [
+        OutboundMail(
+            id=f"{plan.message_key}-{i}",
+            kind=notice.kind,
+            mailbox=plan.mailbox,
+            to=(notice.to,),
+            record=plan.record if notice.kind == "acknowledge" else None,
+            display_id=display_id if notice.kind == "acknowledge" else None,
+            reason=notice.reason,
+            in_reply_to=original_id if notice.kind != "forward" else None,
+            references=(original_id,) if original_id and notice.kind != "forward" else (),
+            original_subject=subject,
+            original_sender=plan.sender or "",
+            original_blob=plan.blob,
+            message_key=plan.message_key,
+            notice_row=f"{i}-{notice.kind}",
+        )
+        for i, notice in enumerate(plan.notices)
+    ]
+
+
+def queue_notices(stores: Stores, plan: FilingPlan, display_id: str | None) -> None:
+    for mail in notices_of(plan, display_id):
+        stores.queues.send(OUTBOUND, mail)
+
+
+def handle_outbound(ctx: AppContext, body: bytes, now: datetime) -> str:
+    mail = decode(body, OutboundMail)
+    stores, config = ctx.stores, ctx.config
+    outbox = stores.table(OUTBOX)
+    if outbox.get(SENT, mail.id) is not None:
+        return "already sent"
+    mailbox = config.mailbox(mail.mailbox)
+    if mailbox is None:
+        return _refuse(ctx, mail, f"mailbox {mail.mailbox!r} is not configured", now)
+    sender = sender_of(mailbox)
+    if sender is None:
+        return _refuse(ctx, mail, f"mailbox {mailbox.name} has no address to send from", now)
+    automatic = mail.kind != "reply"
+    if automatic:
+        for to in mail.to:
+            why = refusal(to, {}, own_addresses(config)) or over_limit(
+                _sent_to(stores, to, now), now, _limits(config)
+            )
+            if why:
+                return _refuse(ctx, mail, why, now)
+    try:
+        draft = _draft(ctx, mail, mailbox, sender, now)
+        raw = compose(draft, config.outbound.max_bytes)
+    except OutboundError as exc:
+        return _refuse(ctx, mail, str(exc), now)
+    try:
+        answer = _transmit(ctx, mailbox, raw, sender, (*mail.to, *mail.cc))
+    except OutboundError as exc:
+        return _refuse(ctx, mail, str(exc), now)
+    _record_sent(ctx, mail, mailbox, draft, raw, answer, now)
+    log.info(
+        "outbound: mailbox=%s id=%s kind=%s sent (%s)",
+        mailbox.name,
+        mail.id[:40],
+        mail.kind,
+        answer,
+    )
+    return f"sent: {answer}"
+
+
+def _limits(config: Config) -> Limits:
+    limits = config.outbound.limits
+    return Limits(limits.window_minutes, limits.per_window, limits.per_day)
+
+
+def _recipient_partition(address: str) -> str:
+    return "r-" + short_hash(address.strip().lower())
+
+
+def _sent_to(stores: Stores, address: str, now: datetime) -> list[datetime]:
+    since = (now - timedelta(days=1)).strftime("%Y%m%dT%H%M%S")
+    return [
+        row["At"]
+        for row in stores.table(OUTBOX).partition(_recipient_partition(address), row_from=since)
+        if isinstance(row.get("At"), datetime)
+    ]
+
+
+def _draft(
+    ctx: AppContext, mail: OutboundMail, mailbox: Mailbox, sender: str, now: datetime
+) -> Draft:
+    config = ctx.config
+    record_type = config.record_type(mail.record.type) if mail.record else None
+    digest = hashlib.sha256(mail.id.encode()).hexdigest()
+    domain = config.signing.message_id_domain
+    key = ctx.signing_keys[0] if ctx.signing_keys else None
+    if mail.record is not None and key is not None:
+        message_id = signed_message_id(mail.record, digest[:12], key, domain)
+        ref = signed_ref_header(mail.record, key)
+    else:
+        message_id, ref = f"mf-{digest[:32]}@{domain}", None
+    token = f"[{mail.display_id}]" if mail.display_id else ""
+    attachments: tuple[Attachment, ...] = ()
+    if mail.kind == "reply":
+        subject, body = mail.subject or "", mail.body or ""
+        if token and token not in subject:
+            subject = f"{subject} {token}".strip()  # replies thread back by the token too
+    else:
+        template = config.outbound.template(mail.kind, record_type)
+        values = {
+            "token": mail.display_id or "",
+            "subject": one_line(mail.original_subject)[:300],
+            "reason": one_line(mail.reason)[:500],
+            "sender": one_line(mail.original_sender),
+            "mailbox": mailbox.name,
+            "record_type": mail.record.type if mail.record else "",
+        }
+        subject = one_line(render(template.subject, values))
+        body = render(template.body, values)
+        if mail.kind == "forward" and mail.original_blob:
+            original = ctx.stores.blobs.get(mail.original_blob)
+            if original is not None:
+                attachments = (Attachment("original.eml", "message/rfc822", original),)
+    return Draft(
+        sender=sender,
+        sender_name=mailbox.name if mail.kind != "reply" else "",
+        to=mail.to,
+        cc=mail.cc,
+        subject=subject,
+        body=body,
+        message_id=message_id,
+        date=now,
+        in_reply_to=mail.in_reply_to,
+        references=mail.references,
+        automatic=mail.kind != "reply",
+        ref_header=ref,
+        attachments=attachments,
+    )
+
+
+def _transmit(
+    ctx: AppContext, mailbox: Mailbox, raw: bytes, sender: str, recipients: tuple[str, ...]
+) -> str:
+    if isinstance(mailbox, GraphMailbox | EwsMailbox):
+        source: Any = ctx.source(mailbox.name)
+        return str(source.send_mime(raw))
+    if isinstance(mailbox, ImapMailbox | LocalMailbox) and mailbox.smtp is not None:
+        from ..sources.smtp import append_sent, send_smtp
+
+        token = None
+        if isinstance(mailbox, ImapMailbox) and mailbox.smtp.auth == "xoauth2":
+            from ..sources.registry import imap_token
+
+            imap = mailbox
+
+            def token() -> str:
+                return imap_token(imap, ctx.stores)
+
+        answer = send_smtp(mailbox.smtp, raw, sender, recipients, token=token)
+        if isinstance(mailbox, ImapMailbox) and mailbox.smtp.sent_folder:
+            try:
+                append_sent(ctx.source(mailbox.name), mailbox.smtp.sent_folder, raw)
+            except Exception as exc:  # sent is sent: a missing copy must not send it twice
+                log.warning("outbound: mailbox=%s no copy in Sent: %s", mailbox.name, exc)
+                answer += "; no copy in Sent"
+        return answer
+    raise OutboundError(f"mailbox {mailbox.name} cannot send: give it an smtp block")
+
+
+def _record_sent(
+    ctx: AppContext,
+    mail: OutboundMail,
+    mailbox: Mailbox,
+    draft: Draft,
+    raw: bytes,
+    answer: str,
+    now: datetime,
+) -> None:
+    stores = ctx.stores
+    rows: list[dict[str, Any]] = []
+    if draft.automatic:
+        stamp = now.strftime("%Y%m%dT%H%M%S%f")
+        rows.extend(
+            {
+                "PartitionKey": _recipient_partition(to),
+                "RowKey": f"{stamp}-{short_hash(mail.id)}",
+                "At": now,
+                "MailId": mail.id[:400],
+            }
+            for to in mail.to
+        )
+    for row in rows:
+        stores.table(OUTBOX).upsert(row)
+    actor = Actor(mail.actor, "api" if mail.kind == "reply" else "mailfiler")
+    detail = f"{mail.kind} to {', '.join(mail.to)}: <{draft.message_id}> ({answer})"
+    audit(stores, actor, "send", mail.record, detail[:1500], now)
+    if mail.message_key and mail.notice_row:
+        stores.table(NOTICES).upsert(
+            {
+                "PartitionKey": mail.message_key,
+                "RowKey": mail.notice_row,
+                "Sent": True,
+                "SentAt": now,
+                "SentMessageId": draft.message_id[:1000],
+            }
+        )
+    if mail.record is not None:
+        _to_timeline(ctx, mail, mailbox, draft, raw)
+    # Last: from here on a redelivery finds it sent.
+    stores.table(OUTBOX).upsert(
+        {
+            "PartitionKey": SENT,
+            "RowKey": mail.id[:500],
+            "Kind": mail.kind,
+            "Mailbox": mailbox.name,
+            "To": ", ".join(mail.to)[:2000],
+            "MessageId": draft.message_id[:1000],
+            "RecordType": mail.record.type if mail.record else None,
+            "RecordKey": mail.record.key if mail.record else None,
+            "At": now,
+        }
+    )
+
+
+def _to_timeline(
+    ctx: AppContext, mail: OutboundMail, mailbox: Mailbox, draft: Draft, raw: bytes
+) -> None:
+    """The sent mail on the record's timeline (direction out), through the file stage."""
+    assert mail.record is not None
+    blob = ctx.stores.blobs.put_raw(raw)
+    parsed = parse_message(raw, mailbox=mailbox.name, source_id=f"outbound:{mail.id}")
+    entry = timeline_entry(parsed, draft.body, "out", "human")
+    plan = FilingPlan(
+        action="attach",
+        message_key=id_key(draft.message_id),
+        mailbox=mailbox.name,
+        source_id=f"outbound:{mail.id}"[:1000],
+        blob=blob,
+        folder="Sent",
+        record=mail.record,
+        entry=entry,
+        reasons=(f"sent by Mailfiler ({mail.kind})",),
+        kind="human",
+        participants=tuple(a.lower() for a in (*draft.to, *draft.cc)),
+    )
+    ctx.stores.queues.send(FILING, plan)
+
+
+def _refuse(ctx: AppContext, mail: OutboundMail, why: str, now: datetime) -> str:
+    stores = ctx.stores
+    log.warning("outbound: mailbox=%s id=%s refused: %s", mail.mailbox, mail.id[:40], why)
+    stores.table(OUTBOX).upsert(
+        {
+            "PartitionKey": REFUSED,
+            "RowKey": mail.id[:500],
+            "Kind": mail.kind,
+            "Mailbox": mail.mailbox,
+            "To": ", ".join(mail.to)[:2000],
+            "Reason": why[:2000],
+            "At": now,
+        }
+    )
+    if mail.message_key and mail.notice_row:
+        stores.table(NOTICES).upsert(
+            {
+                "PartitionKey": mail.message_key,
+                "RowKey": mail.notice_row,
+                "Sent": False,
+                "Refused": why[:1000],
+            }
+        )
+    audit(stores, Actor(mail.actor, "mailfiler"), "send refused", mail.record, why[:1500], now)
+    return f"refused: {why}"
+
+
+def _message_id_of_key(key: str) -> str | None:
+    """Message keys are the Message-ID's UTF-8 hex (see core.message.id_key) unless hashed."""
+    try:
+        return bytes.fromhex(key).decode("utf-8")
+    except ValueError:
+        return None
