@@ -144,6 +144,7 @@ def test_openapi_document(api: Api) -> None:
         "/records",
         "/records/{type}/{id}",
         "/records/{type}/{id}/messages",
+        "/records/{type}/{id}/reply",
         "/messages/{key}",
     }
     assert "RecordWithTimeline" in doc["components"]["schemas"]

@@ -135,6 +135,26 @@ def records_file_message(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(req, work)
 
 
+@bp.route(route="records/{type}/{id}/reply", methods=["POST"])
+def records_reply(req: func.HttpRequest) -> func.HttpResponse:
+    """Answer from a record: queued, then sent through the record's mailbox."""
+
+    def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
+        from ..pipeline.outbound import reply_from_record
+
+        body = _body(req)
+        record = resolve(ctx.stores, ctx.config, req.route_params["type"], req.route_params["id"])
+        actor = _actor(req)
+        mail = reply_from_record(ctx.stores, ctx.config, record, body, actor.name)
+        audit(ctx.stores, actor, "reply", mail.record, f"reply {mail.id} queued", _now())
+        return _json(
+            {"id": mail.id, "record": view(record)["id"], "to": list(mail.to), "status": "queued"},
+            202,
+        )
+
+    return _handle(req, work)
+
+
 @bp.route(route="messages/{key}", methods=["GET"])
 def messages_get(req: func.HttpRequest) -> func.HttpResponse:
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:

@@ -71,6 +71,25 @@ class Filed(BaseModel):
     status: str
 
 
+class Reply(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    body: str = Field(min_length=1, description="the reply's text (plain text)")
+    to: list[str] | None = Field(
+        default=None, description="recipients; default: the record's contact"
+    )
+    cc: list[str] | None = None
+    subject: str | None = Field(default=None, description="default: Re: <the record's title>")
+    mailbox: str | None = Field(default=None, description="default: the record's mailbox")
+
+
+class ReplyQueued(BaseModel):
+    id: str
+    record: str | None
+    to: list[str]
+    status: str
+
+
 class MessageStatus(BaseModel):
     key: str
     message_id: str | None
@@ -91,6 +110,8 @@ MODELS: tuple[type[BaseModel], ...] = (
     FileByMessageId,
     FileBySource,
     Filed,
+    Reply,
+    ReplyQueued,
     MessageStatus,
 )
 
@@ -204,6 +225,21 @@ def document() -> dict[str, Any]:
                         },
                     },
                     "responses": {"202": _json(Filed, "queued for filing"), **ERRORS},
+                }
+            },
+            "/records/{type}/{id}/reply": {
+                "post": {
+                    "summary": "Answer from the record, through its mailbox (queued, then sent)",
+                    "parameters": [TYPE, ID],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref(Reply)}},
+                    },
+                    "responses": {
+                        "202": _json(ReplyQueued, "queued for sending"),
+                        "413": _json(Error, "the text is too long"),
+                        **ERRORS,
+                    },
                 }
             },
             "/messages/{key}": {

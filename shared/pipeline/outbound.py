@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,7 +36,7 @@ from ..core.config import (
     LocalMailbox,
     Mailbox,
 )
-from ..core.contracts import FilingPlan, OutboundMail
+from ..core.contracts import FilingPlan, OutboundMail, RecordRef
 from ..core.decide import timeline_entry
 from ..core.message import id_key
 from ..core.mime import parse_message
@@ -44,6 +45,8 @@ from ..core.outbound import (
     Draft,
     Limits,
     OutboundError,
+    check_address,
+    check_text,
     compose,
     one_line,
     over_limit,
@@ -365,3 +368,76 @@ def _message_id_of_key(key: str) -> str | None:
         return bytes.fromhex(key).decode("utf-8")
     except ValueError:
         return None
+
+
+def reply_from_record(
+    stores: Stores,
+    config: Config,
+    record: dict[str, Any],
+    body: Any,
+    actor: str,
+) -> OutboundMail:
+    """`POST /api/records/{type}/{id}/reply`: check the request now (a 400 beats a poison
+    message later) and queue the mail. Raises RecordError."""
+    from .records import RecordError, timeline
+
+    if not isinstance(body, dict):
+        raise RecordError(400, "invalid_body", "the body must be a JSON object")
+    unknown = set(body) - {"to", "cc", "subject", "body", "mailbox"}
+    if unknown:
+        raise RecordError(400, "unknown_field", f"unknown fields: {', '.join(sorted(unknown))}")
+    text = body.get("body")
+    if not isinstance(text, str) or not text.strip():
+        raise RecordError(400, "invalid_body", "body: the reply's text is required")
+    if len(text) > 1_000_000:
+        raise RecordError(413, "too_large", "body: at most 1,000,000 characters")
+    entries = timeline(stores, record)
+    inbound = [e for e in entries if e.get("direction") == "in" and e.get("message_id")]
+    default_to = [record["Contact"]] if record.get("Contact") else []
+    try:
+        to = tuple(check_address(a, "to") for a in _addresses(body.get("to", default_to), "to"))
+        cc = tuple(check_address(a, "cc") for a in _addresses(body.get("cc", []), "cc"))
+        subject = body.get("subject")
+        if subject is None:
+            title = str(record.get("Title") or (inbound[-1]["subject"] if inbound else ""))
+            subject = title if title.lower().startswith("re:") else f"Re: {title}"
+        if not isinstance(subject, str):
+            raise OutboundError("subject must be a string")
+        check_text("subject", subject)
+    except OutboundError as exc:
+        raise RecordError(400, "invalid_mail", str(exc)) from exc
+    if not to:
+        raise RecordError(400, "no_recipient", "to: the record has no contact; name a recipient")
+    mailbox_name = str(body.get("mailbox") or record.get("Mailbox") or "")
+    mailbox = config.mailbox(mailbox_name)
+    if mailbox is None:
+        raise RecordError(400, "unknown_mailbox", f"mailbox {mailbox_name!r} is not configured")
+    if sender_of(mailbox) is None:
+        raise RecordError(400, "no_sender", f"mailbox {mailbox.name} has no address to send from")
+    ids = [str(e["message_id"]) for e in entries if e.get("message_id")]
+    mail = OutboundMail(
+        id=f"reply-{uuid.uuid4().hex}",
+        kind="reply",
+        mailbox=mailbox.name,
+        to=to,
+        cc=cc,
+        record=RecordRef(type=record["PartitionKey"], key=record["RowKey"]),
+        display_id=record.get("DisplayId"),
+        subject=subject,
+        body=text,
+        in_reply_to=str(inbound[-1]["message_id"]) if inbound else None,
+        references=tuple(ids[-10:]),
+        actor=actor,
+    )
+    stores.queues.send(OUTBOUND, mail)
+    return mail
+
+
+def _addresses(value: Any, name: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise OutboundError(f"{name} must be a list of addresses")
+    if len(value) > 50:
+        raise OutboundError(f"{name}: at most 50 addresses")
+    return value
