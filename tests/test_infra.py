@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,16 +47,16 @@ ALERT_METRICS = {
     "mailfiler.credential_expiry_hours": ("LessThan", 72),
 }
 
-_parser: BicepParser | None = None
-_parsed: dict[Path, dict[str, Any]] = {}
+
+@cache
+def _parser() -> BicepParser:
+    return BicepParser()
 
 
+@cache
 def parse(path: Path) -> dict[str, Any]:
-    global _parser
-    if path not in _parsed:
-        _parser = _parser or BicepParser()
-        _parsed[path] = cast(dict[str, Any], _parser.parse(file_path=path))
-    return _parsed[path]
+    """The file as pycep's tree; raises if it does not parse."""
+    return cast(dict[str, Any], _parser().parse(file_path=path))
 
 
 def bicep(name: str) -> dict[str, Any]:
@@ -414,9 +415,11 @@ def test_app_identity_holds_exactly_the_data_roles_it_needs() -> None:
     assert at(principal, "operator.operands.operand_1") == "identity"
 
 
-def test_operator_may_set_secrets() -> None:
+def test_operator_may_set_secrets_and_reads_data_only_when_asked() -> None:
     doc = bicep("app/roles.bicep")
     assert (KEY_VAULT_SECRETS_OFFICER, VAULT) in grants(doc, "operatorPrincipalId")
+    assert param(bicep("main.bicep"), "operatorDataAccess")["default"] is False
+    assert param(doc, "operatorDataAccess")["default"] is False
 
 
 def test_every_role_assignment_is_scoped_to_one_resource() -> None:

@@ -19,6 +19,7 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email import message_from_bytes
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -118,6 +119,10 @@ def compose(draft: Draft, max_bytes: int) -> bytes:
     message.set_content(draft.body, subtype="plain", charset="utf-8")
     for item in draft.attachments:
         maintype, _, subtype = item.content_type.partition("/")
+        if item.content_type == "message/rfc822":  # a forward: the original, as it came
+            original = message_from_bytes(item.data, policy=SMTP)
+            message.add_attachment(original, filename=check_text("attachment name", item.filename))
+            continue
         message.add_attachment(
             item.data,
             maintype=maintype or "application",
