@@ -489,6 +489,8 @@ def test_alerts_read_the_documented_metrics() -> None:
     assert {rule["metric"]: (rule["operator"], rule["threshold"]) for rule in rules} == (
         ALERT_METRICS
     )
+    # Gauges carry their value in `value` (valueMin and valueMax are for histograms).
+    assert {rule["measure"] for rule in rules} == {"value"}
     (rule_resource,) = resources(doc, "Microsoft.Insights/scheduledQueryRules").values()
     (criterion,) = at(body(rule_resource), "properties.criteria.allOf")
     assert criterion["query"].startswith('customMetrics | where name == "${rule.metric}"')

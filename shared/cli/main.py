@@ -216,6 +216,37 @@ def cmd_auth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """What `/api/health` says: storage, queues, poison, held mail, and each mailbox."""
+    from ..pipeline.health import health_report
+
+    _prepare_env(args)
+    report = health_report(_context())
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0 if report["status"] != "unhealthy" else 1
+    print(f"status: {report['status']}")
+    storage = report["storage"]
+    print(f"storage: {'reachable' if storage.get('reachable') else storage.get('error')}")
+    busy = {q: n for q, n in report.get("queues", {}).items() if n}
+    print("queues: " + (", ".join(f"{q} {n}" for q, n in sorted(busy.items())) or "all empty"))
+    print(f"held: {report.get('held', 0)}")
+    for name, entry in report.get("mailboxes", {}).items():
+        why = entry.get("disabled_reason") or entry.get("last_error") or ""
+        line = f"  {name:<20} {entry['kind']:<6} {entry['status']:<9}"
+        line += f" last success {entry.get('last_success') or '-'}"
+        if entry.get("consecutive_failures"):
+            line += f", {entry['consecutive_failures']} failures: {why}"
+        print(line[:300])
+        for warning in entry.get("warnings") or []:
+            print(f"  {'':<20} warning: {warning}")
+        for kind, sub in (entry.get("subscriptions") or {}).items():
+            print(f"  {'':<20} subscription {kind}: {sub.get('status')} until {sub.get('expires')}")
+        if entry.get("credential_expires"):
+            print(f"  {'':<20} certificate valid until {entry['credential_expires']}")
+    return 0 if report["status"] != "unhealthy" else 1
+
+
 def cmd_messages(args: argparse.Namespace) -> int:
     from .operations import cmd_messages_show
 
@@ -342,6 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     for cmd in (status_cmd, enable_cmd):
         _storage_options(cmd)
         cmd.set_defaults(func=cmd_mailboxes)
+
+    status = sub.add_parser(
+        "status", help="health at a glance: storage, queues, poison, each mailbox and why"
+    )
+    status.add_argument("--json", action="store_true", help="the /api/health report as JSON")
+    _storage_options(status)
+    status.set_defaults(func=cmd_status)
 
     auth = sub.add_parser("auth", help="sign in a delegated IMAP mailbox (device code)")
     auth_sub = auth.add_subparsers(dest="auth_command", required=True)

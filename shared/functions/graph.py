@@ -15,6 +15,7 @@ import azure.functions as func
 from ..pipeline.context import AppContext, get_context
 from ..pipeline.graph_intake import Answer, accept
 from ..store.stores import GRAPH_FETCH, GRAPH_NOTIFICATIONS, GRAPH_STATE
+from ..telemetry import instruments
 from .stage import now, run_stage
 
 bp = func.Blueprint()
@@ -57,6 +58,7 @@ def _intake(req: func.HttpRequest) -> func.HttpResponse:
     early = _validation(req)
     if early is not None:
         return early
+    started = time.perf_counter()
     ctx = get_context(ensure=False)
     from ..sources.graph.state import secret
 
@@ -67,6 +69,10 @@ def _intake(req: func.HttpRequest) -> func.HttpResponse:
         known=lambda nonce: nonces.setdefault(nonce, _known(ctx, nonce)),
         persist=lambda message: ctx.stores.queues.send_bytes(GRAPH_NOTIFICATIONS, message),
     )
+    metrics = instruments()
+    if metrics is not None:
+        elapsed = (time.perf_counter() - started) * 1000
+        metrics.webhook_ms.record(elapsed, {"status": answer.status})
     return func.HttpResponse(answer.text, status_code=answer.status)
 
 

@@ -53,3 +53,19 @@ def apply_retention(timer: func.TimerRequest) -> None:
         log.info("retention: timer is past due; running now")
     summary = run_retention(get_context(), datetime.now(UTC))
     log.info("retention: %s", summary)
+
+
+TELEMETRY_SCHEDULE = "0 */5 * * * *"  # every five minutes
+
+
+@bp.timer_trigger(schedule=TELEMETRY_SCHEDULE, arg_name="timer", run_on_startup=False)
+def health_snapshot(timer: func.TimerRequest) -> None:  # noqa: ARG001
+    """The health report as metrics (what the alerts read) and one log line."""
+    from ..pipeline.health import expiry_hours, health_report
+    from ..telemetry import record_snapshot
+
+    now = datetime.now(UTC)
+    report = health_report(get_context(), now)
+    record_snapshot(report, expiry_hours(report, now))
+    failing = [n for n, m in report["mailboxes"].items() if m["status"] == "failing"]
+    log.info("health: status=%s failing=%s", report["status"], ",".join(failing) or "-")

@@ -37,12 +37,24 @@ def build_context(
     settings: AppSettings, counter: RequestCounter | None = None, *, ensure: bool = True
 ) -> AppContext:
     config = load_config(settings.config_path)
+    _start_telemetry()
     stores = Stores.connect(settings.storage(), counter=counter)
     if ensure:
         stores.ensure()
     return AppContext(
         settings, config, config_dir(settings.config_path), stores, signing_keys(config)
     )
+
+
+def _start_telemetry() -> None:
+    """Application Insights, when configured, set up beside the first request: importing the
+    exporter takes about a second, which Graph's webhook must not wait for."""
+    import os
+
+    from ..telemetry import CONNECTION_SETTING, configure
+
+    if os.environ.get(CONNECTION_SETTING):
+        threading.Thread(target=configure, name="telemetry-setup", daemon=True).start()
 
 
 def signing_keys(config: Config) -> tuple[bytes, ...]:

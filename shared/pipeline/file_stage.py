@@ -41,6 +41,7 @@ from ..store.stores import (
     Stores,
 )
 from ..store.tables import Table
+from ..telemetry import instruments
 from . import events
 from .audit import audit_rows, record_partition
 from .mailbox_actions import MAILFILER, act, note_failed_actions, sighting_row
@@ -374,6 +375,9 @@ def file_plan(
             )
     if plan.primary:
         _act_on_mailbox(stores, config, plan, now, source_for)
+    metrics = instruments()
+    if metrics is not None:
+        metrics.filed.add(1, {"mailbox": plan.mailbox, "action": plan.action})
     log.info(
         "file: mailbox=%s key=%s action=%s record=%s",
         plan.mailbox,

@@ -51,6 +51,14 @@ def _body_fields(body: bytes) -> dict[str, object]:
         return {"body": base64.b64encode(body).decode("ascii"), "body_base64": True}
 
 
+def _count_failure(stage: str, exc: BaseException) -> None:
+    from ..telemetry import instruments
+
+    metrics = instruments()
+    if metrics is not None:
+        metrics.failures.add(1, {"stage": stage, "reason": type(exc).__name__})
+
+
 def run_guarded(
     stores: Stores,
     *,
@@ -67,7 +75,9 @@ def run_guarded(
         return handler(body)
     except ContractError as exc:
         reason = f"malformed: {exc}"
+        _count_failure(stage, exc)
     except Exception as exc:
+        _count_failure(stage, exc)
         if dequeue_count < max_dequeue:
             log.warning("%s: attempt %d of %d failed: %s", stage, dequeue_count, max_dequeue, exc)
             raise

@@ -12,9 +12,14 @@ while polling mailboxes, so unmodified exchangelib runs against it::
         account = Account("ann@contoso.com", config=config, access_type=DELEGATE)
 
 Operations: GetFolder, FindFolder, CreateFolder, SyncFolderItems, GetItem, FindItem, UpdateItem,
-MoveItem, DeleteItem, ResolveNames, ConvertId (see :mod:`tests.fakes.ews_ops`); mailbox state and
-sync states live in :mod:`tests.fakes.ews_store`, SOAP envelopes and faults in
-:mod:`tests.fakes.ews_xml`.
+MoveItem, DeleteItem, CreateItem (email messages), ResolveNames, ConvertId (see
+:mod:`tests.fakes.ews_ops`); mailbox state and sync states live in :mod:`tests.fakes.ews_store`,
+sending in :mod:`tests.fakes.ews_send`, SOAP envelopes and faults in :mod:`tests.fakes.ews_xml`.
+
+Sending (CreateItem with ``SendOnly``/``SendAndSaveCopy``) delivers nothing: every sent message is
+recorded in :attr:`FakeEws.sent` as a :class:`SentMail`, and with ``SendAndSaveCopy`` a read copy is
+saved to ``SavedItemFolderId`` (Sent Items by default), where sync sees it as a Create. Sending
+from another mailbox needs access to it as reading does (the fake has no separate SendAs right).
 
 Authentication is HTTP Basic against :meth:`FakeEws.add_user` (401 otherwise, with
 ``WWW-Authenticate: Basic``, which is also what a client probing the auth type sees) or
@@ -38,6 +43,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from tests.fakes.ews_ops import Caller, Operations, SyncCall
+from tests.fakes.ews_send import SentMail
 from tests.fakes.ews_store import (
     EwsStore,
     ExtValue,
@@ -82,6 +88,7 @@ _UNITS = {
     "FindItem": "ParentFolderIds",
     "CreateFolder": "Folders",
     "ConvertId": "SourceIds",
+    "CreateItem": "Items",
 }
 
 
@@ -118,7 +125,8 @@ class FakeEws:
 
     Records: :attr:`calls` (authenticated SOAP requests per operation), :attr:`requests`
     (:class:`EwsRequest` each), :attr:`unauthorized` (401 answers, including a client's
-    auth-type probe), :attr:`sync_calls`, :attr:`get_item_counts`.
+    auth-type probe), :attr:`sync_calls`, :attr:`get_item_counts`, :attr:`sent` (every message
+    sent through CreateItem, as a :class:`SentMail`, in order).
     """
 
     def __init__(
@@ -132,6 +140,7 @@ class FakeEws:
         self.store = EwsStore(self._lock)
         self.store.read_flag_changes = read_flag_changes
         self.ops = Operations(self.store)
+        self.sent: list[SentMail] = self.ops.sent  # appended to under the lock
         self.check_bearer = check_bearer
         self.calls: collections.Counter[str] = collections.Counter()
         self.requests: list[EwsRequest] = []
@@ -481,6 +490,8 @@ class FakeEws:
         extra: list[ET.Element] = []
         if op == "SyncFolderItems":
             extra = [el("m:SyncState"), el("m:IncludesLastItemInRange", "true")]
+        elif op == "CreateItem":
+            extra = [el("m:Items")]
         return [error_message(op, rule.code, rule.text, extra) for _ in range(count)]
 
     def _check_impersonation(

@@ -7,8 +7,8 @@ operation", "SyncFolderItems operation" (``SyncState``, ``IncludesLastItemInRang
 of ``Create``/``Update``/``Delete``/``ReadFlagChange``), "GetItem operation", "FindItem operation",
 "UpdateItem operation" (``SetItemField``/``AppendToItemField``/``DeleteItemField``,
 ``ConflictResults``), "MoveItem operation" (new ``ItemId`` unless ``ReturnNewItemIds="false"``),
-"DeleteItem operation", "ResolveNames operation" and "ConvertId operation" (which clients use
-to probe the version).
+"DeleteItem operation", "ResolveNames operation", "ConvertId operation" (which clients use
+to probe the version) and "CreateItem operation (email message)" (see :mod:`tests.fakes.ews_send`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,14 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from tests.fakes.ews_items import FOLDER_TAGS, folder_xml, item_xml, mailbox_elem
+from tests.fakes.ews_send import (
+    DISPOSITIONS,
+    SentMail,
+    compose,
+    mime_content,
+    mime_recipients,
+    property_recipients,
+)
 from tests.fakes.ews_store import (
     FLAG_KEYS,
     EwsStore,
@@ -82,6 +90,7 @@ class Operations:
         self.store = store
         self.sync_calls: list[SyncCall] = []
         self.get_item_counts: list[int] = []
+        self.sent: list[SentMail] = []
         self.handlers: dict[str, Callable[[ET.Element, Caller], list[ET.Element]]] = {
             "GetFolder": self.get_folder,
             "FindFolder": self.find_folder,
@@ -92,6 +101,7 @@ class Operations:
             "UpdateItem": self.update_item,
             "MoveItem": self.move_item,
             "DeleteItem": self.delete_item,
+            "CreateItem": self.create_item,
             "ResolveNames": self.resolve_names,
             "ConvertId": self.convert_id,
         }
@@ -432,6 +442,70 @@ class Operations:
                 continue
             out.append(response_message("DeleteItem"))
         return out
+
+    def create_item(self, body: ET.Element, caller: Caller) -> list[ET.Element]:
+        """Email messages only: one response message per item; an empty ``m:Items`` when the
+        message was sent, the new ``ItemId`` for SaveOnly; errors carry an empty ``m:Items`` too,
+        as the reference's error example does."""
+        disposition = body.get("MessageDisposition")
+        if disposition is not None and disposition not in DISPOSITIONS:
+            raise SoapFault("ErrorSchemaValidation")
+        saved_ref = next(id_elems(child(body, MNS, "SavedItemFolderId")), None)
+        items = child(body, MNS, "Items")
+        if items is None or len(items) == 0:
+            raise SoapFault("ErrorSchemaValidation")
+        out = []
+        for spec in items:
+            try:
+                with self.store.lock:
+                    saved = self._create_message(spec, disposition, saved_ref, caller)
+                    created = el("m:Items")
+                    if saved is not None:
+                        done = sub(created, f"t:{saved.kind}")
+                        sub(done, "t:ItemId", Id=saved.id, ChangeKey=saved.changekey)
+            except EwsError as e:
+                out.append(error_message("CreateItem", e.code, e.text, [el("m:Items")]))
+                continue
+            out.append(response_message("CreateItem", created))
+        return out
+
+    def _create_message(
+        self,
+        spec: ET.Element,
+        disposition: str | None,
+        saved_ref: ET.Element | None,
+        caller: Caller,
+    ) -> Item | None:
+        """Send and/or save one ``t:Message``; the saved item for SaveOnly, else None."""
+        if local(spec.tag) != "Message":
+            raise EwsError("ErrorInvalidOperation", "The fake's CreateItem creates messages only.")
+        if disposition is None:
+            raise EwsError("ErrorMessageDispositionRequired")
+        if saved_ref is not None:
+            target = self.folder(saved_ref, caller)
+            box = self.store.mailbox(target.mailbox)
+        else:
+            if not caller.principal:
+                raise EwsError("ErrorMissingEmailAddress", "The mailbox is not specified.")
+            box = self.store.mailbox(caller.principal)
+            self._access(caller, box)
+            default = "drafts" if disposition == "SaveOnly" else "sentitems"
+            target = self.store.distinguished(box, default)
+        mime = mime_content(spec)
+        if mime is None:
+            recipients = property_recipients(spec)
+            mime = compose(spec, (box.display_name, box.address))
+        else:
+            recipients = mime_recipients(mime)
+        if disposition != "SaveOnly" and not recipients:
+            raise EwsError("ErrorInvalidRecipients")
+        if disposition == "SaveOnly":
+            is_read = parse_bool(text_of(spec, TNS, "IsRead"))
+            return self.store.add_message(target, mime, None, is_read)
+        if disposition == "SendAndSaveCopy":
+            self.store.add_message(target, mime, None, True)
+        self.sent.append(SentMail(box.address, mime, disposition, recipients))
+        return None
 
     # --- directory and ids ------------------------------------------------------------------------
 

@@ -67,6 +67,7 @@ MESSAGES = {
     "ErrorInternalServerError": "An internal server error occurred. The operation failed.",
     "ErrorInvalidIdMalformed": "Id is malformed.",
     "ErrorInvalidOperation": "The operation is not valid.",
+    "ErrorInvalidRecipients": "The item has no recipients; it cannot be sent.",
     "ErrorInvalidServerVersion": "The specified server version is invalid.",
     "ErrorInvalidSyncStateData": "Synchronization state data is corrupt or otherwise invalid.",
     "ErrorIrresolvableConflict": (
@@ -74,6 +75,11 @@ MESSAGES = {
         "the request does not match the current change key for the item."
     ),
     "ErrorItemNotFound": "The specified object was not found in the store.",
+    "ErrorMessageDispositionRequired": "MessageDisposition is required for email messages.",
+    "ErrorMimeContentInvalid": "The MIME content is invalid.",
+    "ErrorMimeContentInvalidBase64String": (
+        "The MIME content in the request is not a valid base 64 string."
+    ),
     "ErrorNameResolutionMultipleResults": "Multiple results were found.",
     "ErrorNameResolutionNoResults": "No results were found.",
     "ErrorNonExistentMailbox": "The SMTP address has no mailbox associated with it.",

@@ -34,15 +34,21 @@ from exchangelib.errors import (  # type: ignore[import-untyped]
     ErrorAccessDenied,
     ErrorFolderExists,
     ErrorImpersonateUserDenied,
+    ErrorInvalidRecipients,
     ErrorInvalidSyncStateData,
     ErrorItemNotFound,
+    ErrorMimeContentInvalid,
+    ErrorMimeContentInvalidBase64String,
+    ErrorSendAsDenied,
     ErrorServerBusy,
     UnauthorizedError,
 )
 from exchangelib.extended_properties import ExtendedProperty  # type: ignore[import-untyped]
 from exchangelib.protocol import FailFast  # type: ignore[import-untyped]
+from exchangelib.services import CreateItem  # type: ignore[import-untyped]
 
 from tests.fakes.ews import FakeEws
+from tests.fakes.ews_send import SentMail
 from tests.fakes.ews_xml import PropKey
 
 ANN = "ann@contoso.com"
@@ -468,3 +474,149 @@ def test_concurrent_clients_on_separate_mailboxes(ews: FakeEws) -> None:
     assert counts == [60] * 4
     assert ews.calls["SyncFolderItems"] == 4 * 3
     assert {r.mailboxes for r in ews.requests} == {(u,) for u in users}
+
+
+def test_send_and_save_mime_records_sent_mail_and_copy_in_sent_items(ews: FakeEws) -> None:
+    account = basic_account(ews)
+    sent_folder = account.sent
+    list(sent_folder.sync_items(only_fields=["subject"]))  # caught up before sending
+    raw = mail(7, "Report").replace(
+        b"To: ", b"Cc: carol@example.com\r\nBcc: dan@example.com\r\nTo: "
+    )
+
+    result = Message(account=account, folder=sent_folder, mime_content=raw).send_and_save()
+
+    assert result is True  # exchangelib's answer for an empty m:Items (no item id)
+    assert ews.sent == [
+        SentMail(ANN, raw, "SendAndSaveCopy", (ANN, "carol@example.com", "dan@example.com"))
+    ]
+    assert ews.sent[0].mime == raw  # byte-identical
+    assert ews.calls["CreateItem"] == 1
+    assert (ews.requests[-1].operation, ews.requests[-1].mailboxes) == ("CreateItem", (ANN,))
+    [copy] = ews.folder_items(ANN, "sentitems")
+    assert (copy.subject, copy.is_read, copy.mime) == ("Report 7", True, raw)
+    [(kind, item)] = sent_folder.sync_items(only_fields=["subject", "is_read"])
+    assert (kind, item.id, item.subject, item.is_read) == ("create", copy.id, "Report 7", True)
+    assert ews.folder_items(ANN, "inbox") == []  # sending delivers nothing
+
+
+def test_send_only_from_properties_records_recipients_without_a_copy(ews: FakeEws) -> None:
+    account = basic_account(ews)
+    message = Message(
+        account=account,
+        subject="Hello",
+        body="Hi there",
+        to_recipients=["x@example.com", "y@example.com"],
+        bcc_recipients=["z@example.com"],
+    )
+
+    message.send(save_copy=False)
+
+    [sent] = ews.sent
+    assert (sent.mailbox, sent.disposition) == (ANN, "SendOnly")
+    assert sent.recipients == ("x@example.com", "y@example.com", "z@example.com")
+    assert b"Subject: Hello" in sent.mime and b"Hi there" in sent.mime
+    assert b"z@example.com" not in sent.mime  # no Bcc header in what was sent
+    assert ews.folder_items(ANN, "sentitems") == []
+    with pytest.raises(ErrorInvalidRecipients):
+        Message(account=account, subject="nobody", body="x").send(save_copy=False)
+    assert len(ews.sent) == 1
+
+
+def test_save_only_returns_the_new_item_id(ews: FakeEws) -> None:
+    account = basic_account(ews)
+    draft = Message(account=account, folder=account.drafts, subject="Draft", body="x")
+
+    draft.save()
+
+    assert ews.item(ANN, draft.id).folder == "drafts"
+    assert ews.item(ANN, draft.id).subject == "Draft"
+    assert draft.changekey == ews.item(ANN, draft.id).changekey
+    assert ews.sent == []
+
+
+def test_busy_on_create_item_raises_server_busy(ews: FakeEws) -> None:
+    account = basic_account(ews)
+    sent_folder = account.sent
+    ews.busy(times=1, back_off_ms=2000, operation="CreateItem")
+
+    with pytest.raises(ErrorServerBusy) as raised:
+        Message(account=account, folder=sent_folder, mime_content=mail(1)).send_and_save()
+
+    assert raised.value.back_off == pytest.approx(2.0)
+    assert ews.requests[-1].status == 500
+    assert ews.calls["CreateItem"] == 1
+    assert ews.sent == [] and ews.folder_items(ANN, "sentitems") == []
+    ews.fail_next("CreateItem", "ErrorSendAsDenied")
+    with pytest.raises(ErrorSendAsDenied):
+        Message(account=account, folder=sent_folder, mime_content=mail(1)).send_and_save()
+    assert ews.sent == []
+    Message(account=account, folder=sent_folder, mime_content=mail(1)).send_and_save()
+    assert [s.mime for s in ews.sent] == [mail(1)]
+
+
+class _GarbledMime(CreateItem):  # type: ignore[misc]
+    """exchangelib's CreateItem with the MimeContent text replaced, as a buggy encoder would."""
+
+    def get_payload(self, items: Any, **kwargs: Any) -> Any:
+        payload = super().get_payload(items, **kwargs)
+        payload.find(f".//{{{NS['t']}}}MimeContent").text = "not*base64!"
+        return payload
+
+
+def test_invalid_or_empty_mime_raises_documented_errors(ews: FakeEws) -> None:
+    account = basic_account(ews)
+    sent_folder = account.sent
+    message = Message(account=account, folder=sent_folder, mime_content=mail(1))
+
+    with pytest.raises(ErrorMimeContentInvalidBase64String):
+        _GarbledMime(account=account).get(
+            items=[message],
+            folder=sent_folder,
+            message_disposition="SendAndSaveCopy",
+            send_meeting_invitations="SendToNone",
+        )
+    with pytest.raises(ErrorMimeContentInvalid):
+        Message(account=account, folder=sent_folder, mime_content=b"").send_and_save()
+
+    assert ews.sent == [] and ews.folder_items(ANN, "sentitems") == []
+    assert ews.calls["CreateItem"] == 2
+
+
+def test_create_item_documented_example_over_raw_soap(ews: FakeEws) -> None:
+    status, doc = soap(
+        ews,
+        '<m:CreateItem MessageDisposition="SendAndSaveCopy">'
+        '<m:SavedItemFolderId><t:DistinguishedFolderId Id="drafts"/></m:SavedItemFolderId>'
+        "<m:Items><t:Message><t:ItemClass>IPM.Note</t:ItemClass>"
+        "<t:Subject>Project Action</t:Subject>"
+        '<t:Body BodyType="Text">Priority - Update specification</t:Body>'
+        "<t:ToRecipients><t:Mailbox><t:EmailAddress>sschmidt@example.com</t:EmailAddress>"
+        "</t:Mailbox></t:ToRecipients><t:IsRead>false</t:IsRead></t:Message></m:Items>"
+        "</m:CreateItem>",
+    )
+
+    assert status == 200
+    message = doc.find(
+        "s:Body/m:CreateItemResponse/m:ResponseMessages/m:CreateItemResponseMessage", NS
+    )
+    assert message is not None and message.get("ResponseClass") == "Success"
+    assert message.findtext("m:ResponseCode", namespaces=NS) == "NoError"
+    items = message.find("m:Items", NS)
+    assert items is not None and len(items) == 0
+    assert [(s.disposition, s.recipients) for s in ews.sent] == [
+        ("SendAndSaveCopy", ("sschmidt@example.com",))
+    ]
+    [copy] = ews.folder_items(ANN, "drafts")
+    assert (copy.subject, copy.is_read) == ("Project Action", True)
+
+    status, doc = soap(
+        ews,
+        '<m:CreateItem MessageDisposition="SendOnly"><m:Items><t:Message>'
+        "<t:MimeContent>%%%</t:MimeContent></t:Message></m:Items></m:CreateItem>",
+    )
+    message = doc.find(".//m:CreateItemResponseMessage", NS)
+    assert message is not None and message.get("ResponseClass") == "Error"
+    code = message.findtext("m:ResponseCode", namespaces=NS)
+    assert code == "ErrorMimeContentInvalidBase64String"
+    assert message.find("m:Items", NS) is not None

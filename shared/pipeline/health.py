@@ -1,0 +1,103 @@
+"""One health report for `/api/health`, `mailfiler status` and the telemetry timer: storage,
+queue depths, poison counts, held mail, and per mailbox its polls, subscriptions and how long
+its credentials have left."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+from ..core.config import EwsMailbox, GraphMailbox, ImapMailbox, ImapOAuth, Mailbox
+from ..store.stores import HELD, QUEUES, poison
+from .context import AppContext
+from .poll import mailbox_status
+
+log = logging.getLogger(__name__)
+HELD_COUNT_CAP = 1000
+CERTIFICATE_WARNING_DAYS = 30
+
+
+def health_report(ctx: AppContext, now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
+    body: dict[str, Any] = {
+        "status": "ok",
+        "held": 0,
+        "storage": {"reachable": True},
+        "queues": {},
+        "mailboxes": {},
+    }
+    try:
+        for name in QUEUES:
+            body["queues"][name] = ctx.stores.queues.depth(name)
+            body["queues"][poison(name)] = ctx.stores.queues.depth(poison(name))
+        mailboxes = mailbox_status(ctx, now)
+        for mailbox in ctx.config.mailboxes:
+            entry = mailboxes.get(mailbox.name)
+            if entry is None or not mailbox.enabled:
+                continue
+            expires = certificate_expiry(mailbox)
+            if expires is not None:
+                entry["credential_expires"] = expires.isoformat()
+                days = (expires - now).total_seconds() / 86400
+                if days < CERTIFICATE_WARNING_DAYS:
+                    entry["warnings"].append(
+                        f"the app's certificate expires on {expires:%Y-%m-%d}"
+                        if days > 0
+                        else f"the app's certificate expired on {expires:%Y-%m-%d}"
+                    )
+        body["mailboxes"] = mailboxes
+        # Mail the rate limit held back, waiting for an operator (counted up to a cap).
+        held = ctx.stores.table(HELD).all(select=["PartitionKey"])
+        body["held"] = sum(1 for _ in islice(held, HELD_COUNT_CAP))
+    except Exception as exc:
+        log.exception("health: check failed")
+        body["status"] = "unhealthy"
+        body["storage"] = {"reachable": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+        return body
+    if any(m["status"] == "failing" or m["warnings"] for m in body["mailboxes"].values()):
+        body["status"] = "degraded"
+    if any(body["queues"][poison(q)] for q in QUEUES):
+        body["status"] = "degraded"
+    return body
+
+
+def certificate_expiry(mailbox: Mailbox) -> datetime | None:
+    """When the certificate an app-only mailbox signs in with stops working (its notAfter)."""
+    holder: Any = mailbox
+    if (isinstance(mailbox, ImapMailbox) and isinstance(mailbox.oauth, ImapOAuth)) or (
+        isinstance(mailbox, EwsMailbox) and mailbox.oauth is not None
+    ):
+        holder = mailbox.oauth
+    elif not isinstance(mailbox, GraphMailbox):
+        return None
+    if getattr(holder, "auth", None) != "certificate":
+        return None
+    pem = os.environ.get(getattr(holder, "certificate_setting", None) or "")
+    if not pem:
+        return None
+    from cryptography import x509
+
+    try:
+        certificates = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError:
+        return None
+    return min(c.not_valid_after_utc for c in certificates) if certificates else None
+
+
+def expiry_hours(report: dict[str, Any], now: datetime) -> dict[str, float]:
+    """Per mailbox, the hours until its nearest expiry: a Graph subscription, or a certificate."""
+    out: dict[str, float] = {}
+    for name, entry in report.get("mailboxes", {}).items():
+        moments = [entry.get("credential_expires")]
+        moments += [s.get("expires") for s in (entry.get("subscriptions") or {}).values()]
+        hours = [
+            (datetime.fromisoformat(m) - now).total_seconds() / 3600
+            for m in moments
+            if isinstance(m, str)
+        ]
+        if hours:
+            out[name] = min(hours)
+    return out
