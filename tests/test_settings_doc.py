@@ -1,0 +1,53 @@
+"""The README's settings table and local.settings.example.json name the same settings, and
+every setting the code reads is in the table."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# Identity-based storage (Azure only) and the per-secret settings the config file names.
+AZURE_ONLY = {
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+}
+
+
+def table_settings() -> set[str]:
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("### App settings") : text.index("### The configuration file")]
+    names: set[str] = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            first = line.split("|")[1]
+            for name in re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", first):
+                # "`AzureWebJobsStorage__blobServiceUri`, `__queueServiceUri`": the same prefix
+                names.add(f"AzureWebJobsStorage{name}" if name.startswith("__") else name)
+    return names
+
+
+def test_the_example_settings_mirror_the_table() -> None:
+    example = set(json.loads((REPO / "local.settings.example.json").read_text())["Values"])
+    documented = table_settings()
+    assert example - {"AzureWebJobsFeatureFlags"} <= documented
+    assert documented - AZURE_ONLY <= example, documented - AZURE_ONLY - example
+
+
+def test_every_setting_the_code_reads_is_documented() -> None:
+    read: set[str] = set()
+    for path in (REPO / "shared").rglob("*.py"):
+        read.update(re.findall(r'environ(?:\.get\(|\[)"([A-Z][A-Za-z0-9_]*)"', path.read_text()))
+        if path.name == "settings.py":
+            read.update(re.findall(r'alias="([A-Za-z][A-Za-z0-9_]*)"', path.read_text()))
+        read.update(re.findall(r'AliasChoices\("([A-Z][A-Za-z0-9_]*)"\)', path.read_text()))
+        read.update(re.findall(r'^[A-Z_]+_SETTING = "([A-Z][A-Z0-9_]*)"', path.read_text(), re.M))
+    # Read to honour the machine's CA and proxy configuration, not app settings.
+    read -= {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+    assert read, "found no settings: the pattern is broken"
+    documented = table_settings()
+    assert read <= documented, read - documented
