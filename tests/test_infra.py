@@ -496,6 +496,10 @@ def test_alerts_read_the_documented_metrics() -> None:
     assert criterion["query"].startswith('customMetrics | where name == "${rule.metric}"')
     (scope,) = body(rule_resource)["properties"]["scopes"]
     assert at(scope, "operator.operands") == {"operand_1": "appInsights", "operand_2": "id"}
+    # The app sends each metric under the same name (shared/telemetry.py today).
+    sources = "\n".join(f.read_text(encoding="utf-8") for f in (REPO / "shared").rglob("*.py"))
+    for metric in ALERT_METRICS:
+        assert f'"{metric}"' in sources, f"no code in shared/ sends {metric}"
     guide = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
     assert "Alerts and the metrics they read" in guide
     for metric in ALERT_METRICS:

@@ -4,8 +4,11 @@ every setting the code reads is in the table."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # Identity-based storage (Azure only) and the per-secret settings the config file names.
@@ -51,3 +54,17 @@ def test_every_setting_the_code_reads_is_documented() -> None:
     assert read, "found no settings: the pattern is broken"
     documented = table_settings()
     assert read <= documented, read - documented
+
+
+def test_an_unresolved_key_vault_reference_counts_as_not_set(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shared.pipeline.context import _drop_unresolved_references
+
+    reference = "@Microsoft.KeyVault(VaultName=kv-mf;SecretName=graph-client-state-secret)"
+    monkeypatch.setenv("GRAPH_CLIENT_STATE_SECRET", reference)
+    monkeypatch.setenv("MAILFILER_LOG_LEVEL", "INFO")
+    _drop_unresolved_references()
+    assert "GRAPH_CLIENT_STATE_SECRET" not in os.environ
+    assert os.environ["MAILFILER_LOG_LEVEL"] == "INFO"
+    assert "GRAPH_CLIENT_STATE_SECRET is an unresolved Key Vault reference" in caplog.text

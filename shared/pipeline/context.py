@@ -36,6 +36,7 @@ _context: AppContext | None = None
 def build_context(
     settings: AppSettings, counter: RequestCounter | None = None, *, ensure: bool = True
 ) -> AppContext:
+    _drop_unresolved_references()
     config = load_config(settings.config_path)
     _start_telemetry()
     stores = Stores.connect(settings.storage(), counter=counter)
@@ -46,11 +47,26 @@ def build_context(
     )
 
 
+KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+
+
+def _drop_unresolved_references() -> None:
+    """An app setting whose Key Vault reference could not be resolved (the secret is missing,
+    or the identity may not read it) holds the reference text itself. Using that as a password
+    or an HMAC key would be wrong and silent: treat it as unset, and say so."""
+    for name, value in list(os.environ.items()):
+        if value.startswith(KEY_VAULT_REFERENCE):
+            log.error(
+                "settings: %s is an unresolved Key Vault reference (is the secret there, may the "
+                "app's identity read it?); treated as not set",
+                name,
+            )
+            del os.environ[name]
+
+
 def _start_telemetry() -> None:
     """Application Insights, when configured, set up beside the first request: importing the
     exporter takes about a second, which Graph's webhook must not wait for."""
-    import os
-
     from ..telemetry import CONNECTION_SETTING, configure
 
     if os.environ.get(CONNECTION_SETTING):
