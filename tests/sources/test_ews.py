@@ -13,6 +13,7 @@ from exchangelib import close_connections  # type: ignore[import-untyped]
 
 from shared.cli.azurite import Azurite
 from shared.pipeline.context import AppContext, set_context
+from shared.pipeline.outbound import reply_from_record
 from shared.pipeline.poll import mailbox_status, poll_one
 from shared.settings import AppSettings, load_config
 from shared.store.stores import POLLS, Stores
@@ -221,3 +222,19 @@ def test_app_only_oauth_with_impersonation_over_https(
             finally:
                 close_connections()
                 set_context(None)
+
+
+def test_a_reply_from_a_record_is_sent_and_saved_by_ews(world: EwsWorld) -> None:
+    world.fake.add_messages(ANN, "inbox", [mail(1)])
+    assert world.poll() == "queued 1"
+    world.host.drain()
+    (record,) = records(world.stores)
+    reply_from_record(world.stores, world.ctx.config, record, {"body": "On it."}, "agent")
+    world.host.drain()
+    (sent,) = world.fake.sent
+    assert sent.disposition == "SendAndSaveCopy" and sent.recipients == ("customer1@example.org",)
+    assert b"[CASE-1]" in sent.mime and b"In-Reply-To: <ews-1@example.org>" in sent.mime
+    (copy,) = world.fake.folder_items(ANN, "sentitems")
+    assert copy.mime == sent.mime
+    directions = sorted(e["Direction"] for e in timeline_entries(world.stores, ["Direction"]))
+    assert directions == ["in", "out"]
