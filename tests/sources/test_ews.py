@@ -12,13 +12,16 @@ import pytest
 from exchangelib import close_connections  # type: ignore[import-untyped]
 
 from shared.cli.azurite import Azurite
+from shared.core.config import EwsMailbox
 from shared.pipeline.context import AppContext, set_context
 from shared.pipeline.outbound import reply_from_record
 from shared.pipeline.poll import mailbox_status, poll_one
 from shared.settings import AppSettings, load_config
+from shared.sources.ews.connection import account_for
 from shared.store.stores import POLLS, Stores
 from tests.fakes.ews import FakeEws
 from tests.fakes.graph import FakeGraph
+from tests.fakes.tls import shared_tls
 
 from ..helpers import filed_keys, local_host, records, timeline_entries
 
@@ -238,3 +241,36 @@ def test_a_reply_from_a_record_is_sent_and_saved_by_ews(world: EwsWorld) -> None
     assert copy.mime == sent.mime
     directions = sorted(e["Direction"] for e in timeline_entries(world.stores, ["Direction"]))
     assert directions == ["in", "out"]
+
+
+def test_an_internal_ca_is_trusted_for_its_host_only_and_checked_by_default(
+    stores: Stores, azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EWS_TEST_PASSWORD", PASSWORD)
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)  # only the system's CAs, as in Azure
+    with FakeEws(tls=True, read_flag_changes=True) as fake:
+        fake.add_user(ANN, PASSWORD)
+        fake.add_messages(ANN, "inbox", [mail(1)])
+        world = EwsWorld(fake, stores, azurite, tmp_path)
+        try:
+            assert world.poll() == "failed"  # a certificate from an unknown CA
+            error = str(mailbox_status(world.ctx)["ews"]["last_error"])
+            assert "CERTIFICATE_VERIFY_FAILED" in error or "certificate verify failed" in error
+            world.configure(f"    ca_bundle: '{shared_tls().ca_file}'\n")
+            assert world.poll() == "queued 1"
+        finally:
+            close_connections()
+            set_context(None)
+
+
+def test_mailboxes_of_one_service_account_share_one_connection_pool(world: EwsWorld) -> None:
+    world.fake.add_user("legal@contoso.com")
+    world.fake.grant_access("legal@contoso.com", ANN)
+    world.configure()
+    first = world.ctx.config.mailbox("ews")
+    assert isinstance(first, EwsMailbox)
+    second = first.model_copy(update={"name": "legal", "email": "legal@contoso.com"})
+    ann, legal = account_for(first), account_for(second)
+    assert ann.protocol is legal.protocol  # one exchangelib protocol: one pool of connections
+    assert legal.inbox.total_count == 0 and ann.inbox.total_count == 0
