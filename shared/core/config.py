@@ -229,6 +229,11 @@ class ImapMailbox(_MailboxBase):
     username: str
     auth: Literal["password", "xoauth2"] = "password"
     password_setting: Annotated[str | None, Field(pattern=SETTING)] = None
+    shared_mailbox: str | None = Field(
+        default=None,
+        description="open this mailbox with the credentials of `username` (a delegate): SASL "
+        "PLAIN's authorization identity, or the XOAUTH2 user with the delegate's token",
+    )
     oauth: (
         Annotated[
             Annotated[ImapOAuth, Tag("microsoft")] | Annotated[GmailOAuth, Tag("google")],

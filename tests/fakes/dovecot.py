@@ -73,6 +73,7 @@ class Dovecot:
         tls: tuple[str, str] | None = None,
         plaintext_auth: bool = True,
         address: str = "127.0.0.1",
+        master_users: dict[str, str] | None = None,
     ) -> None:
         """`introspection_url`: also accept XOAUTH2, checking each bearer token there
         (Dovecot's oauth2 passdb, GET <url><token>, the user in its `username`).
@@ -85,12 +86,16 @@ class Dovecot:
         two ends share an IP as secure and lets it log in anyway, and a client of 127.0.0.1
         comes from 127.0.0.1: give `address="127.0.0.2"` (Linux answers all of 127/8 and
         connects from 127.0.0.1) for the refusal to happen.
-        `address`: the loopback address both listeners bind."""
+        `address`: the loopback address both listeners bind.
+        `master_users`: users (name -> password) who may log in as anyone: SASL PLAIN with
+        another authorization identity, or `target*master` (how a delegate opens a shared
+        mailbox over IMAP)."""
         self.introspection_url = introspection_url
         self.capability = capability
         self.tls = tls
         self.plaintext_auth = plaintext_auth
         self.address = address
+        self.master_users = dict(master_users or {})
         self.dir = Path(tempfile.mkdtemp(prefix="mailfiler-dovecot-"))
         self.port = free_port()
         self.tls_port: int | None = free_port() if tls else None
@@ -142,6 +147,14 @@ class Dovecot:
                 "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
                 f"  args = {self.dir}/oauth2.conf.ext\n}}\n"
             )
+        if self.master_users:
+            lines = "".join(f"{u}:{{PLAIN}}{p}\n" for u, p in self.master_users.items())
+            (self.dir / "masters").write_text(lines)
+            oauth_passdb = (
+                "auth_master_user_separator = *\n"
+                "passdb {\n  driver = passwd-file\n  master = yes\n  pass = yes\n"
+                f"  args = scheme=PLAIN username_format=%u {self.dir}/masters\n}}\n"
+            ) + oauth_passdb
         config.write_text(
             CONFIG.format(
                 dir=self.dir,

@@ -259,3 +259,34 @@ def test_xoauth2_with_an_app_token_from_entra(
                 assert "imap 127.0.0.1" in str(mailbox_status(world.ctx)["imap"]["last_error"])
             finally:
                 set_context(None)
+
+
+def test_a_shared_mailbox_opened_with_a_delegate_s_credentials(
+    stores: Stores, azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not available():
+        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
+    monkeypatch.setenv("IMAP_TEST_PASSWORD", "agent-password")
+    with Dovecot(master_users={"agent@example.test": "agent-password"}) as server:
+        server.add_user(USER, PASSWORD)  # the shared mailbox; its own password is not used
+        world = World(server, stores, azurite, tmp_path)
+        world.append([mail(1), mail(2)])
+        world.configure(extra=f"    shared_mailbox: {USER}\n")
+        world.file.write_text(
+            world.file.read_text().replace(
+                f"    username: {USER}\n", "    username: agent@example.test\n"
+            )
+        )
+        world.ctx = AppContext(world.settings, load_config(world.file), tmp_path, stores)
+        set_context(world.ctx)
+        try:
+            assert world.poll() == "queued 2"
+            world.host.drain()
+            assert len(records(stores)) == 2
+            log = (server.dir / "dovecot.log").read_text()
+            assert f"Login: user=<{USER}>, method=PLAIN" in log  # acting as the shared mailbox
+            monkeypatch.setenv("IMAP_TEST_PASSWORD", "wrong")
+            world.append([mail(3)])
+            assert world.poll() == "failed"  # the delegate's password is what counts
+        finally:
+            set_context(None)

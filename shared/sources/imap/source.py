@@ -105,12 +105,16 @@ class ImapSource:
             self._count(1)
             if mb.auth == "xoauth2":
                 try:
-                    client.oauth2_login(mb.username, self.secret)
+                    # Microsoft 365: the shared mailbox's address, the delegate's token.
+                    client.oauth2_login(mb.shared_mailbox or mb.username, self.secret)
                 except IMAPClientError:
                     from .oauth import forget_token
 
                     forget_token(mb)  # refused: the next poll asks for a new token
                     raise
+            elif mb.shared_mailbox:
+                # RFC 4616: authenticate as the delegate, act as the shared mailbox.
+                client.plain_login(mb.username, self.secret, mb.shared_mailbox)
             else:
                 client.login(mb.username, self.secret)
         except (IMAPClientError, OSError, ssl.SSLError) as exc:
