@@ -22,12 +22,24 @@ saved to ``SavedItemFolderId`` (Sent Items by default), where sync sees it as a 
 from another mailbox needs access to it as reading does (the fake has no separate SendAs right).
 
 Authentication is HTTP Basic against :meth:`FakeEws.add_user` (401 otherwise, with
-``WWW-Authenticate: Basic``, which is also what a client probing the auth type sees) or
+``WWW-Authenticate: Basic``, which is also what a client probing the auth type sees),
 ``Authorization: Bearer`` accepted by ``check_bearer`` (an app token: it may impersonate anyone,
-as an app with full_access_as_app may). ``ExchangeImpersonation`` needs a user added with
-``impersonation=True`` (else the ErrorImpersonateUserDenied fault). Without impersonation a user
-may open their own mailbox and those granted with :meth:`FakeEws.grant_access`
-(else ErrorAccessDenied).
+as an app with full_access_as_app may) or, with ``auth_schemes`` naming ``"ntlm"``, NTLM as
+on-premises Exchange does it: ``add_user(..., ntlm="CONTOSO\\ann")`` or
+:meth:`FakeEws.add_ntlm_user` map an NTLM account to a mailbox, and the three-leg handshake
+authenticates the keep-alive connection (see :mod:`tests.fakes.ews_ntlm`; pyspnego is the
+acceptor, which makes the fake set ``NTLM_USER_FILE`` while it runs)::
+
+    with FakeEws(auth_schemes=("basic", "ntlm")) as ews:
+        ews.add_user("ann@contoso.com", "secret", ntlm="CONTOSO\\ann")
+        config = Configuration(
+            service_endpoint=ews.url, credentials=Credentials("CONTOSO\\ann", "secret"),
+            auth_type=NTLM, version=Version(build=Build(15, 1)))
+
+The acting user of an NTLM request is the mapped mailbox. ``ExchangeImpersonation`` needs a user
+added with ``impersonation=True`` (else the ErrorImpersonateUserDenied fault). Without
+impersonation a user may open their own mailbox and those granted with
+:meth:`FakeEws.grant_access` (else ErrorAccessDenied).
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
+from tests.fakes.ews_ntlm import ConnectionListener, NtlmAcceptor
 from tests.fakes.ews_ops import Caller, Operations, SyncCall
 from tests.fakes.ews_send import SentMail
 from tests.fakes.ews_store import (
@@ -70,12 +83,12 @@ from tests.fakes.ews_xml import (
     local,
     text_of,
 )
-from tests.fakes.graph_http import Listener
 from tests.fakes.graph_routes import Reply
 from tests.fakes.tls import TlsFiles, ca_bundle, server_context, shared_tls
 
 PATH = "/ews/exchange.asmx"
 XML_TYPE = "text/xml; charset=utf-8"
+AUTH_SCHEMES = ("basic", "ntlm")  # what ``auth_schemes`` may name (Bearer: ``check_bearer``)
 
 # The request element holding one id per response message, to answer fail_next() per unit.
 _UNITS = {
@@ -97,12 +110,22 @@ class EwsRequest:
     """One SOAP request as the fake saw it."""
 
     operation: str
-    user: str | None  # the Basic user; None for a bearer token
+    user: str | None  # the Basic user or the NTLM account's mailbox; None for a bearer token
     impersonated: str | None  # ExchangeImpersonation/ConnectingSID
     mailboxes: tuple[str, ...]  # the mailboxes it acted for
     anchor: str | None  # X-AnchorMailbox
     api_version: str | None  # RequestServerVersion
     status: int
+    ntlm_user: str | None = None  # the NTLM account as the client sent it (CONTOSO\ann)
+
+
+@dataclass(frozen=True)
+class _Who:
+    """Who sent an authenticated request."""
+
+    user: str | None  # a mailbox address; None for a bearer token
+    bearer: bool = False
+    ntlm_user: str | None = None
 
 
 @dataclass
@@ -125,8 +148,13 @@ class FakeEws:
 
     Records: :attr:`calls` (authenticated SOAP requests per operation), :attr:`requests`
     (:class:`EwsRequest` each), :attr:`unauthorized` (401 answers, including a client's
-    auth-type probe), :attr:`sync_calls`, :attr:`get_item_counts`, :attr:`sent` (every message
-    sent through CreateItem, as a :class:`SentMail`, in order).
+    auth-type probe and the CHALLENGE leg of each NTLM handshake), :attr:`ntlm_challenges` (NTLM
+    handshakes started: one per connection while the connection is kept alive),
+    :attr:`sync_calls`, :attr:`get_item_counts`, :attr:`sent` (every message sent through
+    CreateItem, as a :class:`SentMail`, in order).
+
+    ``auth_schemes`` is what the server accepts and its 401 offers (``WWW-Authenticate: NTLM,
+    Basic realm=...``, plus ``Bearer`` with ``check_bearer``): ``"basic"`` and/or ``"ntlm"``.
     """
 
     def __init__(
@@ -135,7 +163,15 @@ class FakeEws:
         tls: bool | TlsFiles = False,
         check_bearer: Callable[[str], bool] | None = None,
         read_flag_changes: bool = False,
+        auth_schemes: Sequence[str] = ("basic",),
     ) -> None:
+        unknown = set(auth_schemes) - set(AUTH_SCHEMES)
+        if unknown:
+            raise ValueError(f"auth_schemes: unknown {sorted(unknown)}, known {AUTH_SCHEMES}")
+        if not auth_schemes and check_bearer is None:
+            raise ValueError("no way to sign in: give auth_schemes or check_bearer")
+        self.auth_schemes = tuple(auth_schemes)
+        self.ntlm = NtlmAcceptor()
         self._lock = threading.RLock()
         self.store = EwsStore(self._lock)
         self.store.read_flag_changes = read_flag_changes
@@ -147,7 +183,7 @@ class FakeEws:
         self.unauthorized = 0
         self._faults: list[_Fault] = []
         self._tls = tls
-        self._listener: Listener | None = None
+        self._listener: ConnectionListener | None = None
         self.url = ""
         self.ca_file = ""
         self.ca_bundle = ""
@@ -163,7 +199,9 @@ class FakeEws:
             self.ca_file = files.ca_file
             self.ca_bundle = ca_bundle(files)
             context = server_context(files)
-        self._listener = Listener(self._serve, context)
+        if "ntlm" in self.auth_schemes:
+            self.ntlm.start()  # NTLM_USER_FILE for pyspnego's acceptor
+        self._listener = ConnectionListener(self._serve, context, self.ntlm.reset_connection)
         self._listener.start()
         scheme = "https" if context else "http"
         self.url = f"{scheme}://127.0.0.1:{self._listener.port}/EWS/Exchange.asmx"
@@ -173,6 +211,7 @@ class FakeEws:
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
+        self.ntlm.close()
 
     def __enter__(self) -> FakeEws:
         return self.start()
@@ -204,10 +243,31 @@ class FakeEws:
         *,
         display_name: str | None = None,
         impersonation: bool = False,
+        ntlm: str | None = None,
     ) -> None:
         """A mailbox with the well-known folders; ``password`` lets it sign in with Basic auth,
-        ``impersonation`` lets it act for any mailbox through ExchangeImpersonation."""
+        and with ``ntlm`` (``DOMAIN\\user`` or ``user@domain``) also as that NTLM account
+        (:meth:`add_ntlm_user`); ``impersonation`` lets it act for any mailbox through
+        ExchangeImpersonation."""
+        if ntlm is not None and password is None:
+            raise ValueError("an NTLM account needs a password")
+        if ntlm is not None and "ntlm" not in self.auth_schemes:
+            raise ValueError('NTLM accounts need FakeEws(auth_schemes=(..., "ntlm"))')
+        if ntlm is not None and password is not None:
+            self.ntlm.check(ntlm, password)
         self.store.add_user(smtp_address, password, display_name, impersonation)
+        if ntlm is not None and password is not None:
+            self.add_ntlm_user(smtp_address, ntlm, password)
+
+    def add_ntlm_user(self, smtp_address: str, name: str, password: str) -> None:
+        """Let the NTLM account ``name`` (``DOMAIN\\user`` or ``user@domain``, matched
+        case-insensitively as the client sends it) sign in with ``password`` and act as the
+        mailbox ``smtp_address`` (added before). Needs ``"ntlm"`` in ``auth_schemes``."""
+        if "ntlm" not in self.auth_schemes:
+            raise ValueError('NTLM accounts need FakeEws(auth_schemes=(..., "ntlm"))')
+        with self._lock:
+            box = self.store.mailbox(smtp_address)
+            self.ntlm.add(name, password, box.address)
 
     def grant_access(self, mailbox: str, user: str) -> None:
         """Give ``user`` full access to ``mailbox`` (delegate access without impersonation)."""
@@ -397,10 +457,12 @@ class FakeEws:
 
     # --- HTTP -------------------------------------------------------------------------------------
 
-    def _authenticate(self, headers: dict[str, str]) -> tuple[str | None, bool] | None:
-        """(Basic user address or None, is_bearer), or None when not authenticated."""
+    def _authenticate(self, headers: dict[str, str]) -> _Who | str | None:
+        """Who sent the request, an NTLM CHALLENGE token to answer with (the second leg of the
+        handshake), or None when not authenticated."""
         scheme, _, value = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "basic":
+        scheme = scheme.lower()
+        if scheme == "basic" and "basic" in self.auth_schemes:
             try:
                 name, _, password = base64.b64decode(value).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
@@ -408,10 +470,30 @@ class FakeEws:
             box = self.store.mailboxes.get(name.lower())
             if box is None or box.password is None or box.password != password:
                 return None
-            return box.address, False
-        if scheme.lower() == "bearer" and self.check_bearer and self.check_bearer(value.strip()):
-            return None, True
+            return _Who(box.address)
+        if scheme == "bearer" and self.check_bearer and self.check_bearer(value.strip()):
+            return _Who(None, bearer=True)
+        if "ntlm" in self.auth_schemes and scheme in ("ntlm", ""):
+            # without a header: whoever signed in on this connection (NTLM authenticates it)
+            result = self.ntlm.step(value) if scheme else self.ntlm.connection
+            if result.challenge is not None:
+                return result.challenge
+            if result.account is not None:
+                return _Who(result.account.mailbox, ntlm_user=result.principal)
         return None
+
+    def _offers(self) -> str:
+        offers = ["NTLM"] if "ntlm" in self.auth_schemes else []
+        if "basic" in self.auth_schemes:
+            offers.append('Basic realm="127.0.0.1"')
+        if self.check_bearer:
+            offers.append("Bearer")
+        return ", ".join(offers)
+
+    @property
+    def ntlm_challenges(self) -> int:
+        """NTLM handshakes started (CHALLENGE messages sent)."""
+        return self.ntlm.challenges
 
     def _serve(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         if path.split("?")[0].lower() != PATH:
@@ -420,13 +502,14 @@ class FakeEws:
             return Reply(405, b"", {"Allow": "POST"})
         with self._lock:
             who = self._authenticate(headers)
-            if who is None:
+            if not isinstance(who, _Who):
                 self.unauthorized += 1
-                challenge = 'Basic realm="127.0.0.1"' + (", Bearer" if self.check_bearer else "")
+                challenge = self._offers() if who is None else f"NTLM {who}"
                 return Reply(401, b"", {"WWW-Authenticate": challenge})
-            return self._soap(who[0], who[1], headers, body)
+            return self._soap(who, headers, body)
 
-    def _soap(self, user: str | None, bearer: bool, headers: dict[str, str], raw: bytes) -> Reply:
+    def _soap(self, who: _Who, headers: dict[str, str], raw: bytes) -> Reply:
+        user, bearer = who.user, who.bearer
         try:
             doc = ET.fromstring(raw)
         except ET.ParseError:
@@ -464,6 +547,7 @@ class FakeEws:
                 headers.get("x-anchormailbox"),
                 api_version,
                 status,
+                who.ntlm_user,
             )
         )
         return Reply(status, payload, {"Content-Type": XML_TYPE})

@@ -274,3 +274,29 @@ def test_mailboxes_of_one_service_account_share_one_connection_pool(world: EwsWo
     ann, legal = account_for(first), account_for(second)
     assert ann.protocol is legal.protocol  # one exchangelib protocol: one pool of connections
     assert legal.inbox.total_count == 0 and ann.inbox.total_count == 0
+
+
+def test_ntlm_for_on_premises_exchange(
+    stores: Stores, azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EWS_TEST_PASSWORD", PASSWORD)
+    with FakeEws(auth_schemes=("ntlm",), read_flag_changes=True) as fake:
+        fake.add_user(ANN, PASSWORD, ntlm="CONTOSO\\ann")
+        fake.add_messages(ANN, "inbox", [mail(1)])
+        world = EwsWorld(fake, stores, azurite, tmp_path)
+        world.file.write_text(
+            world.file.read_text()
+            .replace("    auth: basic\n", "    auth: ntlm\n")
+            .replace(f"    username: {ANN}\n", "    username: CONTOSO\\ann\n")
+        )
+        world.ctx = AppContext(world.settings, load_config(world.file), tmp_path, stores)
+        set_context(world.ctx)
+        try:
+            assert world.poll() == "queued 1"
+            world.host.drain()
+            assert len(records(stores)) == 1
+            users = {r.ntlm_user for r in fake.requests if r.operation == "SyncFolderItems"}
+            assert users == {"CONTOSO\\ann"}
+        finally:
+            close_connections()
+            set_context(None)

@@ -4,7 +4,9 @@ policy), over real HTTP(S) on loopback."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import os
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -13,10 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+import spnego
 from exchangelib import (  # type: ignore[import-untyped]
     BASIC,
     DELEGATE,
     IMPERSONATION,
+    NTLM,
     OAUTH2,
     Account,
     Build,
@@ -620,3 +624,163 @@ def test_create_item_documented_example_over_raw_soap(ews: FakeEws) -> None:
     code = message.findtext("m:ResponseCode", namespaces=NS)
     assert code == "ErrorMimeContentInvalidBase64String"
     assert message.find("m:Items", NS) is not None
+
+
+# --- NTLM (on-premises Exchange) ---------------------------------------------------------------
+
+
+def ntlm_account(fake: FakeEws, user: str, password: str, mailbox: str = ANN) -> Any:
+    config = Configuration(
+        service_endpoint=fake.url,
+        credentials=Credentials(user, password),
+        auth_type=NTLM,
+        version=Version(build=EXCHANGE_2016),
+    )
+    return Account(mailbox, config=config, autodiscover=False, access_type=DELEGATE)
+
+
+@pytest.fixture
+def ntlm_ews() -> Iterator[FakeEws]:
+    with FakeEws(auth_schemes=("basic", "ntlm")) as fake:
+        fake.add_user(ANN, PASSWORD, ntlm="CONTOSO\\ann")
+        yield fake
+        assert fake.server_errors == []
+    close_connections()
+
+
+def test_ntlm_syncs_and_fetches_mime_on_one_handshake(ntlm_ews: FakeEws) -> None:
+    ids = ntlm_ews.add_messages(ANN, "inbox", (mail(n) for n in range(5)))
+    account = ntlm_account(ntlm_ews, "CONTOSO\\ann", PASSWORD)
+
+    changes = list(account.inbox.sync_items(max_changes_returned=2, only_fields=["subject"]))
+    items = list(account.fetch(ids=[(i, None) for i in ids], only_fields=["mime_content"]))
+
+    assert {item.id for _, item in changes} == set(ids)
+    assert [i.mime_content for i in items] == [mail(n) for n in range(5)]
+    assert [r.operation for r in ntlm_ews.requests][-4:] == ["SyncFolderItems"] * 3 + ["GetItem"]
+    assert {(r.user, r.ntlm_user, r.mailboxes) for r in ntlm_ews.requests} == {
+        (ANN, "CONTOSO\\ann", (ANN,))
+    }
+    # NTLM signs in the keep-alive connection once: the bare request's 401 and the CHALLENGE
+    assert (ntlm_ews.ntlm_challenges, ntlm_ews.unauthorized) == (1, 2)
+    assert basic_account(ntlm_ews).inbox.total_count == 5  # Basic still works beside NTLM
+    assert ntlm_ews.requests[-1].ntlm_user is None
+
+
+def test_ntlm_wrong_password_or_unknown_account_raises_unauthorized(ntlm_ews: FakeEws) -> None:
+    with pytest.raises(UnauthorizedError):
+        _ = ntlm_account(ntlm_ews, "CONTOSO\\ann", "wrong").inbox
+    assert ntlm_ews.ntlm_challenges == 1  # the AUTHENTICATE leg was refused
+    with pytest.raises(UnauthorizedError):
+        _ = ntlm_account(ntlm_ews, "CONTOSO\\eve", PASSWORD).inbox
+    with pytest.raises(UnauthorizedError):  # the account, not the mailbox address, signs in
+        _ = ntlm_account(ntlm_ews, ANN, PASSWORD).inbox
+    assert sum(ntlm_ews.calls.values()) == 0
+    assert ntlm_ews.requests == []
+
+
+def test_ntlm_not_offered_by_default(ews: FakeEws) -> None:
+    with pytest.raises(UnauthorizedError):
+        _ = ntlm_account(ews, ANN, PASSWORD).inbox
+    assert ews.ntlm_challenges == 0
+    with pytest.raises(ValueError, match="auth_schemes"):
+        ews.add_ntlm_user(ANN, "CONTOSO\\ann", PASSWORD)
+    with pytest.raises(ValueError, match="auth_schemes"):
+        ews.add_user("bob@contoso.com", "pw", ntlm="CONTOSO\\bob")
+    assert "bob@contoso.com" not in ews.store.mailboxes
+
+
+def test_ntlm_only_upn_account_probing_and_impersonation() -> None:
+    before = os.environ.get("NTLM_USER_FILE")
+    with FakeEws(auth_schemes=("ntlm",)) as fake:
+        assert os.environ.get("NTLM_USER_FILE") != before  # pyspnego's acceptor reads it
+        fake.add_user(ANN, PASSWORD, ntlm=ANN)  # the UPN form
+        fake.add_user("svc@contoso.com", "svc-pw", impersonation=True)
+        fake.add_ntlm_user("svc@contoso.com", "CONTOSO\\svc-ews", "svc-pw")
+        fake.add_message(ANN, "inbox", mail(1))
+        config = Configuration(service_endpoint=fake.url, credentials=Credentials(ANN, PASSWORD))
+        account = Account(ANN, config=config, autodiscover=False, access_type=DELEGATE)
+
+        assert account.inbox.total_count == 1
+        assert account.protocol.auth_type == NTLM  # from the 401's WWW-Authenticate
+        assert fake.requests[-1].ntlm_user == ANN
+        service = Configuration(
+            service_endpoint=fake.url,
+            credentials=Credentials("contoso\\SVC-EWS", "svc-pw"),
+            auth_type=NTLM,
+            version=Version(build=EXCHANGE_2016),
+        )
+        impersonating = Account(ANN, config=service, autodiscover=False, access_type=IMPERSONATION)
+        assert impersonating.inbox.total_count == 1
+        request = fake.requests[-1]
+        assert (request.user, request.ntlm_user, request.impersonated) == (
+            "svc@contoso.com",
+            "contoso\\SVC-EWS",
+            ANN,
+        )
+        basic = httpx.post(fake.url, content=b"<x/>", auth=(ANN, PASSWORD))
+        assert (basic.status_code, basic.headers["WWW-Authenticate"]) == (401, "NTLM")
+        assert fake.server_errors == []
+    close_connections()
+    assert os.environ.get("NTLM_USER_FILE") == before
+
+
+def test_ntlm_authenticates_the_connection_over_raw_http(ntlm_ews: FakeEws) -> None:
+    document = (
+        f'<soap:Envelope xmlns:soap="{NS["s"]}" xmlns:t="{NS["t"]}" xmlns:m="{NS["m"]}">'
+        "<soap:Body><m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape>"
+        '</m:FolderShape><m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds>'
+        "</m:GetFolder></soap:Body></soap:Envelope>"
+    ).encode()
+    client = spnego.client(
+        "CONTOSO\\ann", PASSWORD, protocol="ntlm", options=spnego.NegotiateOptions.use_ntlm
+    )
+
+    def post(http: httpx.Client, token: bytes | None = None) -> httpx.Response:
+        headers = {"Content-Type": "text/xml; charset=utf-8"}
+        if token is not None:
+            headers["Authorization"] = "NTLM " + base64.b64encode(token).decode()
+        return http.post(ntlm_ews.url, content=document, headers=headers)
+
+    with httpx.Client() as one, httpx.Client() as other:
+        first = post(one)
+        assert (first.status_code, first.headers["WWW-Authenticate"]) == (
+            401,
+            'NTLM, Basic realm="127.0.0.1"',
+        )
+        second = post(one, client.step())
+        scheme, challenge = second.headers["WWW-Authenticate"].split(" ")
+        assert (second.status_code, scheme) == (401, "NTLM")
+        assert post(one, client.step(base64.b64decode(challenge))).status_code == 200
+        assert post(one).status_code == 200  # the connection stays signed in
+        assert post(other).status_code == 401  # another connection does not
+        assert post(other, b"NTLMSSP\x00\x03\x00\x00\x00").status_code == 401  # no NEGOTIATE
+    assert [(r.operation, r.ntlm_user) for r in ntlm_ews.requests] == [
+        ("GetFolder", "CONTOSO\\ann")
+    ] * 2
+
+
+def test_ntlm_fakes_running_together_share_the_credential_file() -> None:
+    before = os.environ.get("NTLM_USER_FILE")
+    with (
+        FakeEws(auth_schemes=("ntlm",)) as first,
+        FakeEws(auth_schemes=("ntlm",)) as second,
+    ):
+        first.add_user(ANN, PASSWORD, ntlm="CONTOSO\\ann")
+        second.add_user("bob@contoso.com", "bob-pw", ntlm="CONTOSO\\bob")
+        with pytest.raises(ValueError, match="another password"):
+            second.add_user(ANN, "other", ntlm="contoso\\ANN")
+        assert ANN not in second.store.mailboxes
+        second.add_user(ANN, PASSWORD, ntlm="CONTOSO\\ann")  # the same account is fine
+
+        assert ntlm_account(first, "CONTOSO\\ann", PASSWORD).inbox.name == "Inbox"
+        bob = ntlm_account(second, "CONTOSO\\bob", "bob-pw", "bob@contoso.com")
+        assert bob.inbox.name == "Inbox"
+        first.close()
+        close_connections()  # a new connection, a new handshake: bob's line outlives first's
+        bob = ntlm_account(second, "CONTOSO\\bob", "bob-pw", "bob@contoso.com")
+        assert bob.root.tois.name == "Top of Information Store"
+        assert second.ntlm_challenges == 2
+        assert first.server_errors == second.server_errors == []
+    close_connections()
+    assert os.environ.get("NTLM_USER_FILE") == before
