@@ -167,6 +167,14 @@ class FilingPlan(_Contract):
     primary: bool = True
 
 
+class OutboundAttachment(_Contract):
+    """A stored attachment of the record's mail, sent again with a reply."""
+
+    blob: str
+    filename: str
+    content_type: str = "application/octet-stream"
+
+
 class OutboundMail(_Contract):
     """Queue `outbound`: one mail to send from a mailbox. `id` is stable (a notice: the
     message key and the notice's index; a reply: chosen by the API), so a redelivered message
@@ -188,6 +196,7 @@ class OutboundMail(_Contract):
     original_subject: str = ""
     original_sender: str = ""
     original_blob: str | None = None  # a forward attaches the original
+    attachments: tuple[OutboundAttachment, ...] = ()
     message_key: str | None = None  # the mail a notice answers (its Notices rows)
     notice_row: str | None = None
     actor: str = "mailfiler"

@@ -81,6 +81,11 @@ class Reply(BaseModel):
     cc: list[str] | None = None
     subject: str | None = Field(default=None, description="default: Re: <the record's title>")
     mailbox: str | None = Field(default=None, description="default: the record's mailbox")
+    attachments: list[str] | None = Field(
+        default=None,
+        description="blobs of attachments of the record's mail (as the record's timeline lists "
+        "them), sent again with the reply",
+    )
 
 
 class ReplyQueued(BaseModel):

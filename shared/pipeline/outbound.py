@@ -36,7 +36,7 @@ from ..core.config import (
     LocalMailbox,
     Mailbox,
 )
-from ..core.contracts import FilingPlan, OutboundMail, RecordRef
+from ..core.contracts import FilingPlan, OutboundAttachment, OutboundMail, RecordRef
 from ..core.decide import timeline_entry
 from ..core.message import id_key
 from ..core.mime import parse_message
@@ -62,6 +62,7 @@ from .context import AppContext
 
 log = logging.getLogger(__name__)
 SENT, REFUSED = "sent", "refused"
+MAX_ATTACHMENTS = 20
 
 
 def sender_of(mailbox: Mailbox) -> str | None:
@@ -194,6 +195,13 @@ def _draft(
         subject, body = mail.subject or "", mail.body or ""
         if token and token not in subject:
             subject = f"{subject} {token}".strip()  # replies thread back by the token too
+        found = []
+        for item in mail.attachments:
+            data = ctx.stores.blobs.get(item.blob)
+            if data is None:
+                raise OutboundError(f"attachment {item.filename!r} is no longer stored")
+            found.append(Attachment(item.filename, item.content_type, data))
+        attachments = tuple(found)
     else:
         template = config.outbound.template(mail.kind, record_type)
         values = {
@@ -383,7 +391,7 @@ def reply_from_record(
 
     if not isinstance(body, dict):
         raise RecordError(400, "invalid_body", "the body must be a JSON object")
-    unknown = set(body) - {"to", "cc", "subject", "body", "mailbox"}
+    unknown = set(body) - {"to", "cc", "subject", "body", "mailbox", "attachments"}
     if unknown:
         raise RecordError(400, "unknown_field", f"unknown fields: {', '.join(sorted(unknown))}")
     text = body.get("body")
@@ -415,6 +423,7 @@ def reply_from_record(
     if sender_of(mailbox) is None:
         raise RecordError(400, "no_sender", f"mailbox {mailbox.name} has no address to send from")
     ids = [str(e["message_id"]) for e in entries if e.get("message_id")]
+    attachments = _record_attachments(entries, body.get("attachments", []))
     mail = OutboundMail(
         id=f"reply-{uuid.uuid4().hex}",
         kind="reply",
@@ -427,10 +436,46 @@ def reply_from_record(
         body=text,
         in_reply_to=str(inbound[-1]["message_id"]) if inbound else None,
         references=tuple(ids[-10:]),
+        attachments=attachments,
         actor=actor,
     )
     stores.queues.send(OUTBOUND, mail)
     return mail
+
+
+def _record_attachments(
+    entries: list[dict[str, Any]], wanted: Any
+) -> tuple[OutboundAttachment, ...]:
+    """Attachments named by their blob (as `GET /api/records/...` lists them); only those of
+    this record's own mail can be sent, never an arbitrary blob."""
+    from .records import RecordError
+
+    if not isinstance(wanted, list) or not all(isinstance(w, str) for w in wanted):
+        raise RecordError(400, "invalid_attachments", "attachments: a list of blob names")
+    if len(wanted) > MAX_ATTACHMENTS:
+        raise RecordError(400, "invalid_attachments", f"at most {MAX_ATTACHMENTS} attachments")
+    known: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        for item in entry.get("attachments") or []:
+            if isinstance(item, dict) and item.get("blob"):
+                known.setdefault(str(item["blob"]), item)
+    out = []
+    for blob in wanted:
+        item = known.get(blob)
+        if item is None:
+            raise RecordError(
+                400, "unknown_attachment", f"{blob} is not an attachment of this record's mail"
+            )
+        # Stored as bytes because its content was not what it claimed: sent as bytes too.
+        kind = "application/octet-stream" if item.get("note") else item.get("content_type")
+        out.append(
+            OutboundAttachment(
+                blob=blob,
+                filename=one_line(str(item.get("filename") or "attachment"))[:200],
+                content_type=str(kind or "application/octet-stream"),
+            )
+        )
+    return tuple(out)
 
 
 def _addresses(value: Any, name: str) -> list[str]:

@@ -3,6 +3,7 @@ mailbox), and through the fake Graph's sendMail (a Graph mailbox) via the HTTP A
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from shared.cli.azurite import Azurite, free_port
 from shared.pipeline.context import set_context
 from shared.pipeline.outbound import reply_from_record
 from shared.pipeline.poll import poll_all
-from shared.pipeline.records import RecordError
+from shared.pipeline.records import RecordError, timeline
 from shared.store.stores import OUTBOX, Stores
 from tests.fakes.dovecot import Dovecot, available
 
@@ -130,3 +131,42 @@ def test_a_reply_through_the_api_goes_out_by_graph_send_mail(graph_world: GraphW
     assert [m["internetMessageId"] for m in saved] == [sent["Message-ID"]]
     directions = sorted(e["Direction"] for e in timeline_entries(ctx.stores, ["Direction"]))
     assert directions == ["in", "out"]
+
+
+def test_a_reply_sends_attachments_of_the_record_s_own_mail_only(
+    imap_world: World, sink: Sink
+) -> None:
+    world = imap_world
+    pdf = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
+    raw = (
+        b"From: customer1@example.org\r\nTo: support@example.test\r\nSubject: Invoice\r\n"
+        b"Message-ID: <inv-1@example.org>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+        b"--b1\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+        b'--b1\r\nContent-Type: application/pdf; name="invoice.pdf"\r\n'
+        b'Content-Disposition: attachment; filename="invoice.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(pdf) + b"--b1--\r\n"
+    )
+    world.append([raw])
+    assert world.poll() == "queued 1"
+    world.host.drain()
+    (record,) = records(world.stores)
+    (entry,) = timeline(world.stores, record)
+    (attachment,) = entry["attachments"]
+    config = world.ctx.config
+    with pytest.raises(RecordError, match="not an attachment of this record"):
+        reply_from_record(
+            world.stores, config, record, {"body": "x", "attachments": ["raw/att/0000"]}, "t"
+        )
+    reply_from_record(
+        world.stores,
+        config,
+        record,
+        {"body": "Corrected.", "attachments": [attachment["blob"]]},
+        "t",
+    )
+    world.host.drain()
+    ((_, _, sent_raw),) = sink.received
+    (part,) = list(message_from_bytes(sent_raw, policy=default).iter_attachments())
+    assert part.get_filename() == "invoice.pdf" and part.get_content_type() == "application/pdf"
+    assert part.get_content() == pdf
