@@ -304,18 +304,14 @@ def _record_sent(
     if mail.record is not None:
         _to_timeline(ctx, mail, mailbox, draft, raw)
     # Last: from here on a redelivery finds it sent.
-    stores.table(OUTBOX).upsert(
-        {
-            "PartitionKey": SENT,
-            "RowKey": mail.id[:500],
-            "Kind": mail.kind,
-            "Mailbox": mailbox.name,
-            "To": ", ".join(mail.to)[:2000],
-            "MessageId": draft.message_id[:1000],
-            "RecordType": mail.record.type if mail.record else None,
-            "RecordKey": mail.record.key if mail.record else None,
-            "At": now,
-        }
+    _outbox_row(
+        stores,
+        SENT,
+        mail,
+        now,
+        MessageId=draft.message_id[:1000],
+        RecordType=mail.record.type if mail.record else None,
+        RecordKey=mail.record.key if mail.record else None,
     )
 
 
@@ -343,20 +339,26 @@ def _to_timeline(
     ctx.stores.queues.send(FILING, plan)
 
 
-def _refuse(ctx: AppContext, mail: OutboundMail, why: str, now: datetime) -> str:
-    stores = ctx.stores
-    log.warning("outbound: mailbox=%s id=%s refused: %s", mail.mailbox, mail.id[:40], why)
+def _outbox_row(
+    stores: Stores, outcome: str, mail: OutboundMail, now: datetime, **fields: Any
+) -> None:
     stores.table(OUTBOX).upsert(
         {
-            "PartitionKey": REFUSED,
+            "PartitionKey": outcome,
             "RowKey": mail.id[:500],
             "Kind": mail.kind,
             "Mailbox": mail.mailbox,
             "To": ", ".join(mail.to)[:2000],
-            "Reason": why[:2000],
             "At": now,
+            **fields,
         }
     )
+
+
+def _refuse(ctx: AppContext, mail: OutboundMail, why: str, now: datetime) -> str:
+    stores = ctx.stores
+    log.warning("outbound: mailbox=%s id=%s refused: %s", mail.mailbox, mail.id[:40], why)
+    _outbox_row(stores, REFUSED, mail, now, Reason=why[:2000])
     if mail.message_key and mail.notice_row:
         stores.table(NOTICES).upsert(
             {

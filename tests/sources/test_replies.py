@@ -13,9 +13,8 @@ from email.policy import default
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
-from shared.cli.azurite import Azurite, free_port
+from shared.cli.azurite import Azurite
 from shared.pipeline.context import set_context
 from shared.pipeline.outbound import reply_from_record
 from shared.pipeline.poll import poll_all
@@ -24,22 +23,13 @@ from shared.store.stores import OUTBOX, Stores
 from tests.fakes.dovecot import Dovecot, available
 
 from ..helpers import records, timeline_entries
-from ..test_outbound import Sink
+from ..test_outbound import Sink, sink
 from .graph_setup import USER as GRAPH_USER
 from .graph_setup import GraphWorld, graph_world, mime
 from .test_imap import PASSWORD, USER, World, mail
 
 pytestmark = pytest.mark.azurite
-__all__ = ["graph_world"]
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    found = Sink(free_port())
-    controller = Controller(found, hostname="127.0.0.1", port=found.port)
-    controller.start()
-    yield found
-    controller.stop()
+__all__ = ["graph_world", "sink"]
 
 
 @pytest.fixture
