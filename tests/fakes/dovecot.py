@@ -253,10 +253,18 @@ class Dovecot:
         }
 
     def _own(self) -> None:
-        if self._drop:
-            subprocess.run(
-                ["chown", "-R", f"{self._user}:{self._group}", str(self.dir)], check=True
-            )
+        """Hand the tree to the user Dovecot runs as. A running Dovecot creates and removes
+        files meanwhile (locks, temporary index files): one that vanished needs no owner."""
+        if not self._drop:
+            return
+        import grp
+        import pwd
+
+        uid, gid = pwd.getpwnam(self._user).pw_uid, grp.getgrnam(self._group).gr_gid
+        for root, dirs, files in os.walk(self.dir):
+            for name in (root, *(os.path.join(root, n) for n in (*dirs, *files))):
+                with contextlib.suppress(FileNotFoundError):
+                    os.chown(name, uid, gid, follow_symlinks=False)
 
 
 def _me() -> tuple[str, str]:
