@@ -242,7 +242,7 @@ def _transmit(
         source: Any = ctx.source(mailbox.name)
         return str(source.send_mime(raw))
     if isinstance(mailbox, ImapMailbox | LocalMailbox) and mailbox.smtp is not None:
-        from ..sources.smtp import append_sent, send_smtp
+        from ..sources.smtp import send_smtp
 
         token = None
         if isinstance(mailbox, ImapMailbox) and mailbox.smtp.auth == "xoauth2":
@@ -256,7 +256,8 @@ def _transmit(
         answer = send_smtp(mailbox.smtp, raw, sender, recipients, token=token)
         if isinstance(mailbox, ImapMailbox) and mailbox.smtp.sent_folder:
             try:
-                append_sent(ctx.source(mailbox.name), mailbox.smtp.sent_folder, raw)
+                imap_source: Any = ctx.source(mailbox.name)
+                imap_source.append(mailbox.smtp.sent_folder, raw)
             except Exception as exc:  # sent is sent: a missing copy must not send it twice
                 log.warning("outbound: mailbox=%s no copy in Sent: %s", mailbox.name, exc)
                 answer += "; no copy in Sent"

@@ -12,7 +12,6 @@ import os
 import smtplib
 import ssl
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 from ..core.config import Smtp
@@ -73,20 +72,3 @@ def send_smtp(
         # Accepted for the others: not an error to retry (that would send twice), but noted.
         return f"accepted; refused {sorted(refused)}"
     return "accepted"
-
-
-def append_sent(source: object, folder: str, raw: bytes) -> None:
-    """A copy in the IMAP mailbox's Sent folder (SMTP does not keep one), marked \\Seen."""
-    from .imap.source import ImapError, ImapSource
-
-    assert isinstance(source, ImapSource)
-    try:
-        client = source._connect()
-        target = source._server_name(folder)
-        if not client.folder_exists(target):
-            client.create_folder(target)
-        client.append(target, raw, flags=[b"\\Seen"], msg_time=datetime.now(UTC))
-    except Exception as exc:
-        raise ImapError(f"imap {source.mailbox.host}: append to {folder}: {exc}") from exc
-    finally:
-        source.close()

@@ -419,18 +419,7 @@ class ImapSource:
             client.add_flags([uid], [keyword.encode()], silent=True)
             return ActionResult(action, True, f"keyword {keyword} set")
         if action.action == "move":
-            target = self._server_name(action.folder or "Archive")
-            self._count(1)
-            if not client.folder_exists(target):
-                self._count(1)
-                try:
-                    client.create_folder(target)
-                except IMAPClientError:
-                    # Another worker created it meanwhile ([ALREADYEXISTS]); anything else
-                    # shows when we look again.
-                    self._count(1)
-                    if not client.folder_exists(target):
-                        raise
+            target = self._ensure_folder(client, action.folder or "Archive")
             self._count(1)
             if client.has_capability("MOVE"):
                 client.move([uid], target)
@@ -442,6 +431,36 @@ class ImapSource:
             self._expunge(client, uid)
             return ActionResult(action, True, "deleted")
         raise ValueError(f"unknown mailbox action {action.action}")
+
+    def _ensure_folder(self, client: IMAPClient, folder: str) -> str:
+        """The folder's server name, created first when missing."""
+        target = self._server_name(folder)
+        self._count(1)
+        if not client.folder_exists(target):
+            self._count(1)
+            try:
+                client.create_folder(target)
+            except IMAPClientError:
+                # Another worker created it meanwhile ([ALREADYEXISTS]); anything else
+                # shows when we look again.
+                self._count(1)
+                if not client.folder_exists(target):
+                    raise
+        return target
+
+    def append(self, folder: str, raw: bytes) -> None:
+        """A copy of mail we sent in `folder` (SMTP keeps none), marked \\Seen."""
+        try:
+            client = self._connect()
+            target = self._ensure_folder(client, folder)
+            self._count(1)
+            client.append(target, raw, flags=[SEEN], msg_time=datetime.now(UTC))
+        except ImapError:
+            raise
+        except (IMAPClientError, OSError) as exc:
+            raise ImapError(f"imap {self.mailbox.host}: append to {folder}: {_plain(exc)}") from exc
+        finally:
+            self.close()
 
     def _expunge(self, client: IMAPClient, uid: int) -> None:
         self._count(2)
