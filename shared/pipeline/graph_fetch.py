@@ -26,8 +26,6 @@ from .ingest import queue_message, source_key
 
 log = logging.getLogger(__name__)
 BUSY_DELAY = 2  # seconds before a job whose mailbox slots were all taken runs again
-FILING_DELAY = 15  # seconds before a flag is looked at again when its mail is not filed yet
-MAX_FILING_WAITS = 20
 
 
 def process_notifications(ctx: AppContext, body: bytes, now: datetime) -> dict[str, int]:
@@ -185,7 +183,7 @@ def _fetch(
 ) -> str:
     from ..core.tasks import Flag
     from ..sources.graph.source import GraphSource
-    from .tasks import NotFiledYet, sync_flag
+    from .tasks import FILING_DELAY, MAX_FILING_WAITS, NotFiledYet, sync_flag
 
     item_id = str(job["id"])
     source = ctx.source(mailbox.name)

@@ -18,11 +18,9 @@ from ..core.tasks import Flag
 from ..store.queues import decode
 from ..store.stores import TASK_CHANGES, Stores
 from .context import AppContext
-from .tasks import NotFiledYet, sync_flag
+from .tasks import FILING_DELAY, MAX_FILING_WAITS, NotFiledYet, sync_flag
 
 log = logging.getLogger(__name__)
-FILING_DELAY = 15  # seconds before a flag is looked at again when its mail is not filed yet
-MAX_FILING_WAITS = 20
 
 
 def send_task_change(stores: Stores, change: FlagChange, delay_seconds: int | None = None) -> None:

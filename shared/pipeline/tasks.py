@@ -39,6 +39,10 @@ class NotFiledYet(RuntimeError):
     """The flagged mail is still on its way through the pipeline: try again shortly."""
 
 
+FILING_DELAY = 15  # seconds before a flag is looked at again when its mail is not filed yet
+MAX_FILING_WAITS = 20
+
+
 def task_ref(policy: FlagTasks, mailbox: str, message_key: str) -> RecordRef:
     return RecordRef(
         type=policy.record_type,

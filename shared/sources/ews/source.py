@@ -17,8 +17,9 @@ they change when an item is moved, so a moved item is a new sighting of the same
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -33,7 +34,6 @@ from exchangelib import (  # type: ignore[import-untyped]
 from exchangelib.errors import (  # type: ignore[import-untyped]
     ErrorFolderExists,
     ErrorInvalidSyncStateData,
-    ErrorItemNotFound,
     ErrorServerBusy,
     EWSError,
 )
@@ -184,6 +184,20 @@ class EwsSource:
             folder = found
         return folder
 
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """exchangelib's errors as a poll knows them: ErrorServerBusy is `SourceBusy` (the
+        poll comes back after the server's back-off), any other is `EwsError` (the poll fails
+        with the reason, nothing is lost)."""
+        try:
+            yield
+        except EwsError:
+            raise
+        except ErrorServerBusy as exc:
+            raise SourceBusy(f"ews {self.mailbox.email}: server busy", exc.back_off or 60) from exc
+        except (EWSError, OSError) as exc:
+            raise EwsError(f"ews {self.mailbox.email}: {_plain(exc)}") from exc
+
     def close(self) -> None:
         """exchangelib keeps its connection pool per configuration, shared by mailboxes."""
         self._folders.clear()
@@ -196,7 +210,7 @@ class EwsSource:
         folders = list(self.mailbox.folders)
         if self.mailbox.calendar is not None and CALENDAR not in folders:
             folders.append(CALENDAR)
-        try:
+        with self._translated():
             for name in folders:
                 row = table.get(self.mailbox.name, _folder_row(name)) or {}
                 budget = self.mailbox.max_per_poll - len(ids)
@@ -204,10 +218,6 @@ class EwsSource:
                     self.more = True
                     break
                 ids.extend(self._sync(name, row.get("SyncState"), budget))
-        except ErrorServerBusy as exc:
-            raise SourceBusy(f"ews {self.mailbox.email}: server busy", exc.back_off or 60) from exc
-        except (EWSError, OSError) as exc:
-            raise EwsError(f"ews {self.mailbox.email}: {_plain(exc)}") from exc
         self._order = ids
         return ids
 
@@ -312,7 +322,7 @@ class EwsSource:
             return found
         start = self._order.index(item_id) if item_id in self._order else 0
         batch = self._order[start : start + FETCH_CHUNK] or [item_id]
-        try:
+        with self._translated():
             self.calls += 1
             items = list(
                 self.account.fetch(
@@ -321,10 +331,6 @@ class EwsSource:
                     chunk_size=FETCH_CHUNK,
                 )
             )
-        except ErrorServerBusy as exc:
-            raise SourceBusy(f"ews {self.mailbox.email}: server busy", exc.back_off or 60) from exc
-        except (EWSError, OSError) as exc:
-            raise EwsError(f"ews {self.mailbox.email}: {_plain(exc)}") from exc
         for ident, item in zip(batch, items, strict=False):
             if isinstance(item, Exception) or not getattr(item, "mime_content", None):
                 continue  # deleted since the sync: nothing to file, nothing lost
@@ -364,33 +370,25 @@ class EwsSource:
 
     def send_mime(self, raw: bytes) -> str:
         """CreateItem with MessageDisposition SendAndSaveCopy: sent, and kept in Sent Items."""
-        try:
+        with self._translated():
             self.calls += 1
             message = Message(account=self.account, folder=self.account.sent, mime_content=raw)
             message.send_and_save()
-        except ErrorServerBusy as exc:
-            raise SourceBusy(f"ews {self.mailbox.email}: server busy", exc.back_off or 60) from exc
-        except (EWSError, OSError) as exc:
-            raise EwsError(f"ews {self.mailbox.email}: {_plain(exc)}") from exc
         return "sent by EWS (SendAndSaveCopy)"
 
     def apply(self, item_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
         """Mark read, categories, move (the item gets a new id there), delete (to Deleted
         Items). Each is one UpdateItem/MoveItem/DeleteItem with the item's current change key."""
-        try:
+        with self._translated():
             self.calls += 1
             (item,) = list(
                 self.account.fetch(ids=[ItemId(id=item_id)], only_fields=["is_read", "categories"])
             )
-            if isinstance(item, ErrorItemNotFound | Exception):
+            if isinstance(item, Exception):  # ErrorItemNotFound: moved or deleted
                 return [
                     ActionResult(a, False, "the item is gone (moved or deleted)") for a in actions
                 ]
             return [self._apply_one(item, action) for action in actions]
-        except ErrorServerBusy as exc:
-            raise SourceBusy(f"ews {self.mailbox.email}: server busy", exc.back_off or 60) from exc
-        except (EWSError, OSError) as exc:
-            raise EwsError(f"ews {self.mailbox.email}: {_plain(exc)}") from exc
 
     def _apply_one(self, item: Any, action: MailboxAction) -> ActionResult:
         if action.action == "mark_read":
