@@ -238,3 +238,24 @@ def test_two_instances_answering_each_other_stop_within_the_limit(
     sent_by_a, sent_by_b = len(sinks[0].received), len(sinks[1].received)
     assert 0 < sent_by_a <= 3 and 0 < sent_by_b <= 3, (sent_by_a, sent_by_b)
     assert any("limit" in r for r in refused), refused
+
+
+def test_a_mail_sent_before_a_crash_is_not_sent_again_and_its_records_complete(
+    one: Instance, sink: Sink, stores: Stores
+) -> None:
+    """The server took the mail, then the worker died before its bookkeeping: the `Outbox`
+    row says so (`Recorded` false), and the redelivered message only completes the records."""
+    mail_id = f"{b'p1@example.org'.hex()}-0"
+    sent_at = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+    stores.table(OUTBOX).upsert(
+        {"PartitionKey": "sent", "RowKey": mail_id, "At": sent_at, "Recorded": False}
+    )
+    one.deliver(mail(1))
+    one.run()
+    assert sink.received == []  # never twice
+    (notice,) = stores.table(NOTICES).all()
+    assert notice["Sent"] is True and notice["SentAt"] == sent_at
+    directions = sorted(e["Direction"] for e in timeline_entries(stores, ["Direction"]))
+    assert directions == ["in", "out"]
+    row = stores.table(OUTBOX).get("sent", mail_id)
+    assert row is not None and row["Recorded"] is True

@@ -4,7 +4,9 @@ The notices the routing engine records (acknowledge, reject, forward) and replie
 through the API (`POST /api/records/{type}/{id}/reply`) become `OutboundMail` messages. This
 stage, for each:
 
-1. skips it if it was sent already (table `Outbox`, PK `sent`): queues deliver at least once;
+1. skips it if it was sent already (table `Outbox`, PK `sent`): queues deliver at least once.
+   The row is written the moment the server took the mail, with `Recorded` false until the
+   bookkeeping below is done, so a redelivery after a crash completes that and sends nothing;
 2. for automatic mail, applies RFC 3834 (`core/outbound.refusal`) and the per-recipient limits
    (rows PK `r-<recipient hash>` in `Outbox`); a refusal is recorded with its reason, not
    retried;
@@ -121,8 +123,8 @@ def queue_notices(stores: Stores, plan: FilingPlan, display_id: str | None) -> N
 def handle_outbound(ctx: AppContext, body: bytes, now: datetime) -> str:
     mail = decode(body, OutboundMail)
     stores, config = ctx.stores, ctx.config
-    outbox = stores.table(OUTBOX)
-    if outbox.get(SENT, mail.id) is not None:
+    sent = stores.table(OUTBOX).get(SENT, mail.id)
+    if sent is not None and sent.get("Recorded", True):
         return "already sent"
     mailbox = config.mailbox(mail.mailbox)
     if mailbox is None:
@@ -130,10 +132,18 @@ def handle_outbound(ctx: AppContext, body: bytes, now: datetime) -> str:
     sender = sender_of(mailbox)
     if sender is None:
         return _refuse(ctx, mail, f"mailbox {mailbox.name} has no address to send from", now)
-    automatic = mail.kind != "reply"
-    if automatic:
+    if sent is not None:
+        # Sent, but the bookkeeping after it broke off: finish that, never send again. The
+        # mail is composed anew as it was (same id, same Date), for its timeline entry.
+        when = sent["At"]
+        draft = _draft(ctx, mail, mailbox, sender, when)
+        raw = compose(draft, config.outbound.max_bytes)
+        _record_sent(ctx, mail, mailbox, draft, raw, str(sent.get("Answer", "")), when)
+        return "sent before; its records completed now"
+    if mail.kind != "reply":  # automatic: RFC 3834 and the per-recipient limits
+        own = own_addresses(config)
         for to in mail.to:
-            why = refusal(to, {}, own_addresses(config)) or over_limit(
+            why = refusal(to, {}, own) or over_limit(
                 _sent_to(stores, to, now), now, _limits(config)
             )
             if why:
@@ -141,12 +151,21 @@ def handle_outbound(ctx: AppContext, body: bytes, now: datetime) -> str:
     try:
         draft = _draft(ctx, mail, mailbox, sender, now)
         raw = compose(draft, config.outbound.max_bytes)
-    except OutboundError as exc:
-        return _refuse(ctx, mail, str(exc), now)
-    try:
         answer = _transmit(ctx, mailbox, raw, sender, (*mail.to, *mail.cc))
     except OutboundError as exc:
         return _refuse(ctx, mail, str(exc), now)
+    # At once: from here on a redelivery finds it sent and only completes the records.
+    _outbox_row(
+        stores,
+        SENT,
+        mail,
+        now,
+        MessageId=draft.message_id[:1000],
+        Answer=answer[:1000],
+        Recorded=False,
+        RecordType=mail.record.type if mail.record else None,
+        RecordKey=mail.record.key if mail.record else None,
+    )
     _record_sent(ctx, mail, mailbox, draft, raw, answer, now)
     log.info(
         "outbound: mailbox=%s id=%s kind=%s sent (%s)",
@@ -304,16 +323,7 @@ def _record_sent(
         )
     if mail.record is not None:
         _to_timeline(ctx, mail, mailbox, draft, raw)
-    # Last: from here on a redelivery finds it sent.
-    _outbox_row(
-        stores,
-        SENT,
-        mail,
-        now,
-        MessageId=draft.message_id[:1000],
-        RecordType=mail.record.type if mail.record else None,
-        RecordKey=mail.record.key if mail.record else None,
-    )
+    stores.table(OUTBOX).upsert({"PartitionKey": SENT, "RowKey": mail.id[:500], "Recorded": True})
 
 
 def _to_timeline(
