@@ -105,10 +105,13 @@ class StorageAccount:
     counter: RequestCounter | None = None
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _http: list[Any] = field(default_factory=list, init=False, repr=False)  # [session] once made
 
     def _kwargs(self, service: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30}
-        session = _session()
+        if not self._http:  # one session (and connection pool) for the three clients
+            self._http.append(_session())
+        session = self._http[0]
         if self.counter is not None:
             kwargs["transport"] = self.counter.transport(service, session)
         elif session is not None:
