@@ -9,6 +9,7 @@ pipeline. Messages carry states, not transitions, so handling one twice changes 
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 
@@ -27,8 +28,18 @@ def send_task_change(stores: Stores, change: FlagChange, delay_seconds: int | No
     stores.queues.send(TASK_CHANGES, change, delay_seconds=delay_seconds)
 
 
+def _kind(body: bytes) -> str:
+    """Which contract the message is; a body that is not a JSON object is left to `decode`,
+    which says what is wrong with it."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return "flag"
+    return str(data.get("kind", "flag")) if isinstance(data, dict) else "flag"
+
+
 def handle_task_change(ctx: AppContext, body: bytes, now: datetime) -> str:
-    if b'"kind":"event"' in body.replace(b" ", b""):
+    if _kind(body) == "event":
         event = decode(body, EventChange)
         box = ctx.config.mailbox(event.mailbox)
         if not isinstance(box, EwsMailbox) or box.tasks is None or box.calendar is None:
