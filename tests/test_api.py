@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shared.cli.azurite import free_port
-from shared.cli.host import LocalHttpServer
+from shared.cli.local_http import LocalHttpServer
 from shared.core.contracts import RecordRef
 from shared.pipeline.audit import record_trail
 from shared.pipeline.context import AppContext

@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from shared.cli.azurite import free_port
-from shared.cli.host import LocalHttpServer
+from shared.cli.local_http import LocalHttpServer
 from shared.pipeline.context import AppContext
 from shared.pipeline.poll import poll_all
 

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import azure.functions as func
 import pytest
 
 from shared.cli.azurite import REPO, free_port
-from shared.cli.host import (
-    LocalHost,
-    LocalHttpServer,
-    QueueSettings,
-    Registered,
-    _parse_timespan,
-    _route_regex,
-)
+from shared.cli.host import LocalHost, QueueSettings, Registered, _parse_timespan
+from shared.cli.local_http import LocalHttpServer, route_regex
 from shared.store.stores import Stores
 
 
@@ -36,7 +34,7 @@ def test_host_json_queue_settings_are_read() -> None:
 
 
 def test_route_templates_capture_parameters() -> None:
-    regex = _route_regex("records/{type}/{id:int}")
+    regex = route_regex("records/{type}/{id:int}")
     match = regex.match("records/case/42")
     assert match is not None and match.groupdict() == {"type": "case", "id": "42"}
     assert regex.match("records/case") is None
@@ -136,3 +134,72 @@ def test_queue_function_that_succeeds_deletes_its_message(stores: Stores) -> Non
     assert host.drain(timeout=60) == {"hosttest": 5}
     assert sorted(g["n"] for g in got) == [0, 1, 2, 3, 4]
     assert stores.queues.depth("hosttest") == 0
+
+
+@contextmanager
+def serving(*fns: Registered) -> Iterator[int]:
+    """A LocalHttpServer for `fns` on a free port; stopped and closed afterwards."""
+    host = LocalHost(list(fns), queues=None, settings=QueueSettings())  # type: ignore[arg-type]
+    server = LocalHttpServer(("127.0.0.1", free_port()), host, route_prefix="api")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_connections_are_kept_alive_and_functions_run_on_the_invocation_pool() -> None:
+    threads: list[str] = []
+
+    def echo(req: func.HttpRequest) -> func.HttpResponse:
+        threads.append(threading.current_thread().name)
+        return func.HttpResponse(req.get_body(), status_code=200)
+
+    fn = Registered("echo", {"type": "httpTrigger", "route": "echo", "methods": ["POST"]}, echo)
+    with serving(fn) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        sockets = []
+        for body in (b"one", b"x" * 200_000, b""):
+            conn.request("POST", "/api/echo", body=body)
+            response = conn.getresponse()
+            assert response.status == 200
+            assert response.read() == body
+            assert not response.will_close
+            sockets.append(conn.sock)
+        conn.close()
+    assert sockets[0] is not None and sockets.count(sockets[0]) == 3  # one connection
+    assert len(threads) == 3 and all(name.startswith("invoke") for name in threads)
+
+
+def exchange(port: int, request: bytes) -> bytes:
+    """Send raw bytes; everything the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_bad_requests_get_400_a_raising_function_500_and_http_1_0_a_closed_connection() -> None:
+    def boom(req: func.HttpRequest) -> func.HttpResponse:
+        raise RuntimeError("the function failed")
+
+    def ok(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("ok")
+
+    fns = [
+        Registered("boom", {"type": "httpTrigger", "route": "boom", "methods": ["GET"]}, boom),
+        Registered("ok", {"type": "httpTrigger", "route": "ok", "methods": ["GET"]}, ok),
+    ]
+    with serving(*fns) as port:
+        assert exchange(port, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        failed = exchange(port, b"GET /api/boom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert failed.startswith(b"HTTP/1.1 500 ") and failed.endswith(b"internal error")
+        # An HTTP/1.0 caller gets its answer, then the connection closes (exchange returns).
+        old = exchange(port, b"GET /api/ok HTTP/1.0\r\n\r\n")
+        assert old.startswith(b"HTTP/1.1 200 ") and old.endswith(b"\r\n\r\nok")

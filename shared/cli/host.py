@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -20,13 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
-import azure.functions as func
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from croniter import croniter
@@ -106,97 +102,6 @@ def registered_functions(app_module: ModuleType) -> list[Registered]:
             trigger["methods"] = [getattr(m, "value", m) for m in trigger["methods"] or []]
         out.append(Registered(fn.get_function_name(), trigger, fn.get_user_function()))
     return out
-
-
-# --- HTTP -------------------------------------------------------------------------------------
-
-
-def _route_regex(route: str) -> re.Pattern[str]:
-    pattern = ""
-    for part in re.split(r"(\{[^}]+\})", route.strip("/")):
-        if part.startswith("{"):
-            name = part[1:-1].split(":", 1)[0].rstrip("?")
-            pattern += f"(?P<{name}>[^/]+)"
-        else:
-            pattern += re.escape(part)
-    return re.compile(f"^{pattern}$")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: LocalHttpServer
-    # The status line, headers and body leave in one write: separate small writes meet Nagle
-    # and delayed ACKs and stall an answer for tens of milliseconds.
-    wbufsize = 1 << 16
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
-
-    def _dispatch(self) -> None:
-        split = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        if split.path.startswith("/admin/functions/") and self.command == "POST":
-            status, payload = self.server.host.admin_invoke(split.path.rsplit("/", 1)[-1])
-            self._reply(status, payload.encode(), {"Content-Type": "text/plain"})
-            return
-        prefix = f"/{self.server.route_prefix}/" if self.server.route_prefix else "/"
-        if not split.path.startswith(prefix):
-            self._reply(404, b"not found", {"Content-Type": "text/plain"})
-            return
-        rel = split.path[len(prefix) :]
-        for fn, regex in self.server.routes:
-            match = regex.match(rel)
-            methods = [m.upper() for m in fn.trigger.get("methods") or []]
-            if not match or (methods and self.command not in methods):
-                continue
-            request = func.HttpRequest(
-                self.command,
-                f"http://{self.headers.get('Host', 'localhost')}{self.path}",
-                headers=dict(self.headers.items()),
-                params=dict(parse_qsl(split.query, keep_blank_values=True)),
-                # The Functions host hands route parameters over decoded.
-                route_params={k: unquote(v) for k, v in match.groupdict().items() if v is not None},
-                body=body,
-            )
-            try:
-                response = fn.call(request)
-            except Exception:
-                log.exception("http: function %s raised", fn.name)
-                self._reply(500, b"internal error", {"Content-Type": "text/plain"})
-                return
-            headers = dict(response.headers.items())
-            headers.setdefault("Content-Type", response.mimetype or "text/plain")
-            self._reply(response.status_code, response.get_body(), headers)
-            return
-        self._reply(404, b"not found", {"Content-Type": "text/plain"})
-
-    def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-        self.send_response(status)
-        for key, value in headers.items():
-            if key.lower() != "content-length":
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _dispatch
-
-
-class LocalHttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # socketserver's 5 resets connections under concurrent callers
-
-    def __init__(self, address: tuple[str, int], host: LocalHost, route_prefix: str) -> None:
-        super().__init__(address, _Handler)
-        self.host = host
-        self.route_prefix = route_prefix
-        self.routes = [
-            (fn, _route_regex(fn.trigger.get("route") or fn.name))
-            for fn in host.functions
-            if fn.trigger["type"] == "httpTrigger"
-        ]
 
 
 # --- the host ---------------------------------------------------------------------------------

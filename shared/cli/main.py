@@ -275,7 +275,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .host import LocalHttpServer
+    from .local_http import LocalHttpServer
 
     _prepare_env(args)
     ctx = _context()

@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 import azure.functions as func
 
 from ..pipeline.context import AppContext, get_context
-from ..pipeline.graph_intake import Answer, accept
+from ..pipeline.graph_intake import FORMAT, MAX_MESSAGE, Answer, accept, framed, pack
+from ..pipeline.group_commit import GroupCommit
+from ..store.queues import Queues
 from ..store.stores import GRAPH_FETCH, GRAPH_NOTIFICATIONS, GRAPH_STATE
 from ..telemetry import instruments
 from .stage import now, run_stage
@@ -27,6 +29,8 @@ UNKNOWN_FOR = 30.0
 
 _nonces: dict[str, tuple[bool, float]] = {}
 _nonces_lock = threading.Lock()
+_commits: tuple[Queues, GroupCommit] | None = None
+_commits_lock = threading.Lock()
 
 
 def _validation(req: func.HttpRequest) -> func.HttpResponse | None:
@@ -54,6 +58,21 @@ def _known(ctx: AppContext, nonce: str) -> bool:
     return found
 
 
+def _committer(queues: Queues) -> GroupCommit:
+    """The worker's group commit onto the notification queue: POSTs that arrive while one is
+    being persisted share the next storage call."""
+    global _commits
+    with _commits_lock:
+        if _commits is None or _commits[0] is not queues:
+            commit = GroupCommit(
+                lambda blobs: queues.send_bytes(GRAPH_NOTIFICATIONS, pack(blobs)),
+                limit=MAX_MESSAGE - len(FORMAT),
+                size=framed,
+            )
+            _commits = (queues, commit)
+        return _commits[1]
+
+
 def _intake(req: func.HttpRequest) -> func.HttpResponse:
     early = _validation(req)
     if early is not None:
@@ -67,7 +86,7 @@ def _intake(req: func.HttpRequest) -> func.HttpResponse:
         req.get_body(),
         secret=secret(ctx.config),
         known=lambda nonce: nonces.setdefault(nonce, _known(ctx, nonce)),
-        persist=lambda message: ctx.stores.queues.send_bytes(GRAPH_NOTIFICATIONS, message),
+        persist=_committer(ctx.stores.queues).submit,
     )
     metrics = instruments()
     if metrics is not None:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.core.contracts import MailboxAction
+from shared.pipeline.graph_intake import unpack
 from shared.pipeline.poll import poll_all
 from shared.sources.graph.auth import provider_for
 from shared.sources.graph.client import GraphClient, GraphThrottled
@@ -350,3 +351,27 @@ def test_a_notification_that_cannot_be_persisted_is_answered_5xx(
     assert set(report.statuses) == {202}
     graph_world.host.drain()
     assert len(records(ctx.stores)) == 1
+
+
+def test_concurrent_posts_share_queue_messages_and_every_notification_is_kept_once(
+    graph_world: GraphWorld,
+) -> None:
+    fake, ctx = graph_world.fake, graph_world.ctx
+    maintain(ctx.config, ctx.stores, now())
+    for i in range(60):
+        fake.add_message(USER, "inbox", mime(i))
+    report = fake.deliver(batch_size=2, concurrency=20)
+    assert len(report.posts) == 30 and set(report.statuses) == {202}
+    kept: list[str] = []
+    messages = 0
+    while batch := ctx.stores.queues.receive(
+        GRAPH_NOTIFICATIONS, max_messages=32, visibility_timeout=300
+    ):
+        messages += len(batch)
+        kept += [str(n["resource"]) for m in batch for n in unpack(m.body)]
+        for message in batch:
+            ctx.stores.queues.delete(GRAPH_NOTIFICATIONS, message)
+    # Group commit: POSTs answered while another was being written went out together.
+    assert 1 <= messages <= 30
+    assert sorted(kept) == sorted(str(n["resource"]) for n in report.notifications)
+    assert len(set(kept)) == 60

@@ -1,0 +1,229 @@
+"""The local host's HTTP side: the app's HTTP functions at `http://HOST:PORT/<prefix>/<route>`.
+
+Built like the real thing. In Azure the Functions host (not Python) owns the sockets and hands
+each whole request to the Python worker, which runs sync functions on a thread pool in arrival
+order. Here one asyncio thread owns every socket (HTTP/1.1 parsed by h11, keep-alive) and each
+function call runs on a pool of `PYTHON_THREADPOOL_THREAD_COUNT` threads. A thread per
+connection instead makes every caller race for the GIL on each read and write, and the race is
+unfair: under 50 concurrent webhook POSTs some answers waited half a second behind later ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import azure.functions as func
+import h11
+
+if TYPE_CHECKING:
+    from .host import LocalHost, Registered
+
+log = logging.getLogger("mailfiler.host")
+READ_CHUNK = 1 << 16
+IDLE_TIMEOUT = 300.0  # seconds an idle keep-alive connection is kept
+
+
+def route_regex(route: str) -> re.Pattern[str]:
+    """A Functions route template (`records/{type}/{id}`) as a regex of named groups."""
+    pattern = ""
+    for part in re.split(r"(\{[^}]+\})", route.strip("/")):
+        if part.startswith("{"):
+            name = part[1:-1].split(":", 1)[0].rstrip("?")
+            pattern += f"(?P<{name}>[^/]+)"
+        else:
+            pattern += re.escape(part)
+    return re.compile(f"^{pattern}$")
+
+
+def invocation_threads() -> int | None:
+    """The Python worker's pool for sync functions: PYTHON_THREADPOOL_THREAD_COUNT, else (3.9
+    and later) ThreadPoolExecutor's default, min(32, CPUs + 4)."""
+    value = os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT", "")
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    if value:
+        log.warning("PYTHON_THREADPOOL_THREAD_COUNT=%r is not a positive integer; ignored", value)
+    return None
+
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+def _text(status: int, text: str) -> Answer:
+    return status, {"Content-Type": "text/plain"}, text.encode()
+
+
+class LocalHttpServer:
+    """Serves the host's HTTP functions; the socketserver-style surface the CLI and tests use:
+    `server_address`, `serve_forever()` (blocks), `shutdown()` (from another thread: stops
+    and waits), `server_close()`. The socket listens from construction on."""
+
+    def __init__(self, address: tuple[str, int], host: LocalHost, route_prefix: str) -> None:
+        self.host = host
+        self.route_prefix = route_prefix
+        self.routes: list[tuple[Registered, re.Pattern[str]]] = [
+            (fn, route_regex(fn.trigger.get("route") or fn.name))
+            for fn in host.functions
+            if fn.trigger["type"] == "httpTrigger"
+        ]
+        self.invocations = ThreadPoolExecutor(invocation_threads(), thread_name_prefix="invoke")
+        self.socket = socket.create_server(address, backlog=128)
+        self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._stopped = threading.Event()
+
+    # Lifecycle
+
+    def serve_forever(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        finally:
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        if not self._started.wait(10):
+            return
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                loop.call_soon_threadsafe(stop.set)
+        self._stopped.wait(10)
+
+    def server_close(self) -> None:
+        self.socket.close()
+        self.invocations.shutdown(wait=False, cancel_futures=True)
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(self._connection, sock=self.socket, limit=READ_CHUNK)
+        self._started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            server.close()  # stops accepting; the socket stays ours until server_close
+            self._started.clear()
+
+    # Connections
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:  # the answer leaves in one write; do not let Nagle hold it
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                request = await self._request(conn, reader, writer)
+                if request is None:
+                    return
+                head, body = request
+                status, headers, payload = await self._answer(head, body)
+                self._send(conn, writer, head.method, status, headers, payload)
+                await writer.drain()
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+        except h11.RemoteProtocolError as exc:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                status, headers, payload = _text(exc.error_status_hint, f"bad request: {exc}")
+                self._send(conn, writer, b"GET", status, headers, payload)
+                await writer.drain()
+        except (ConnectionError, TimeoutError, h11.LocalProtocolError):
+            pass
+        finally:
+            writer.close()
+
+    async def _request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> tuple[h11.Request, bytes] | None:
+        """The next request and its body; None when the caller closed the connection."""
+        head: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                if conn.they_are_waiting_for_100_continue:
+                    go_on = h11.InformationalResponse(status_code=100, headers=[])
+                    writer.write(conn.send(go_on) or b"")
+                data = await asyncio.wait_for(reader.read(READ_CHUNK), IDLE_TIMEOUT)
+                conn.receive_data(data)
+            elif isinstance(event, h11.Request):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                assert head is not None
+                return head, bytes(body)
+            else:  # ConnectionClosed, or PAUSED after a message we already answered
+                return None
+
+    def _send(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        method: bytes,
+        status: int,
+        headers: dict[str, str],
+        payload: bytes,
+    ) -> None:
+        fields = [(k, v) for k, v in headers.items() if k.lower() != "content-length"]
+        fields.append(("Content-Length", str(len(payload))))
+        out = conn.send(h11.Response(status_code=status, headers=fields)) or b""
+        if payload and method != b"HEAD":
+            out += conn.send(h11.Data(data=payload)) or b""
+        out += conn.send(h11.EndOfMessage()) or b""
+        writer.write(out)
+
+    # Dispatch
+
+    async def _answer(self, head: h11.Request, body: bytes) -> Answer:
+        method, target = head.method.decode("ascii"), head.target.decode("latin-1")
+        split = urlsplit(target)
+        if split.path.startswith("/admin/functions/") and method == "POST":
+            status, text = self.host.admin_invoke(split.path.rsplit("/", 1)[-1])
+            return _text(status, text)
+        prefix = f"/{self.route_prefix}/" if self.route_prefix else "/"
+        if not split.path.startswith(prefix):
+            return _text(404, "not found")
+        rel = split.path[len(prefix) :]
+        headers: dict[str, str] = {}
+        for name, value in head.headers:
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        for fn, regex in self.routes:
+            match = regex.match(rel)
+            methods = [m.upper() for m in fn.trigger.get("methods") or []]
+            if not match or (methods and method not in methods):
+                continue
+            request = func.HttpRequest(
+                method,
+                f"http://{headers.get('host', 'localhost')}{target}",
+                headers=headers,
+                params=dict(parse_qsl(split.query, keep_blank_values=True)),
+                # The Functions host hands route parameters over decoded.
+                route_params={k: unquote(v) for k, v in match.groupdict().items() if v is not None},
+                body=body,
+            )
+            loop = asyncio.get_running_loop()
+            try:
+                response = await loop.run_in_executor(self.invocations, fn.call, request)
+            except Exception:
+                log.exception("http: function %s raised", fn.name)
+                return _text(500, "internal error")
+            out = dict(response.headers.items())
+            if not any(key.lower() == "content-type" for key in out):
+                out["Content-Type"] = response.mimetype or "text/plain"
+            return response.status_code, out, response.get_body()
+        return _text(404, "not found")
