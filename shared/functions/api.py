@@ -1,7 +1,8 @@
 """The HTTP API: records, their timelines, manual filing, message status, and its OpenAPI.
 
-Thin: parsing, status codes and JSON here; the work is in `pipeline/records.py`. Every route
-uses function keys in Azure (`?code=` or `x-functions-key`); the local host does not check them.
+Thin: parsing, status codes and JSON here; the work is in `pipeline/records.py`, imported on
+the first call (see function_app.py). Every route uses function keys in Azure (`?code=` or
+`x-functions-key`); the local host does not check them.
 """
 
 from __future__ import annotations
@@ -10,24 +11,13 @@ import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
-from ..core.contracts import RecordRef
-from ..pipeline.audit import Actor, audit
-from ..pipeline.context import AppContext, get_context
-from ..pipeline.messages import message_status
-from ..pipeline.records import (
-    RecordError,
-    file_manually,
-    list_records,
-    resolve,
-    timeline,
-    update_record,
-    view,
-)
-from .openapi import document
+if TYPE_CHECKING:
+    from ..pipeline.audit import Actor
+    from ..pipeline.context import AppContext
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -45,12 +35,16 @@ def _error(status: int, code: str, message: str) -> func.HttpResponse:
 
 
 def _actor(req: func.HttpRequest) -> Actor:
+    from ..pipeline.audit import Actor
+
     # Set by App Service authentication when it is in front; otherwise the caller holds a key.
     name = req.headers.get("x-ms-client-principal-name") or "function-key"
     return Actor(name=name, source="api")
 
 
 def _body(req: func.HttpRequest) -> Any:
+    from ..pipeline.records import RecordError
+
     raw = req.get_body()
     if len(raw) > MAX_BODY:
         raise RecordError(413, "too_large", f"request body over {MAX_BODY} bytes")
@@ -65,6 +59,9 @@ def _body(req: func.HttpRequest) -> Any:
 def _handle(
     req: func.HttpRequest, work: Callable[[AppContext, func.HttpRequest], func.HttpResponse]
 ) -> func.HttpResponse:
+    from ..pipeline.context import get_context
+    from ..pipeline.records import RecordError
+
     try:
         return work(get_context(), req)
     except RecordError as exc:
@@ -80,6 +77,8 @@ def _now() -> datetime:
 
 @bp.route(route="records", methods=["GET"])
 def records_list(req: func.HttpRequest) -> func.HttpResponse:
+    from ..pipeline.records import RecordError, list_records
+
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
         try:
             limit = int(req.params.get("limit", "50"))
@@ -102,6 +101,10 @@ def records_list(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="records/{type}/{id}", methods=["GET"])
 def records_get(req: func.HttpRequest) -> func.HttpResponse:
+    from ..core.contracts import RecordRef
+    from ..pipeline.audit import audit
+    from ..pipeline.records import resolve, timeline, view
+
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
         record = resolve(ctx.stores, ctx.config, req.route_params["type"], req.route_params["id"])
         body = {**view(record), "timeline": timeline(ctx.stores, record)}
@@ -114,6 +117,8 @@ def records_get(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="records/{type}/{id}", methods=["PATCH"])
 def records_update(req: func.HttpRequest) -> func.HttpResponse:
+    from ..pipeline.records import resolve, update_record
+
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
         body = _body(req)
         record = resolve(ctx.stores, ctx.config, req.route_params["type"], req.route_params["id"])
@@ -124,6 +129,8 @@ def records_update(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="records/{type}/{id}/messages", methods=["POST"])
 def records_file_message(req: func.HttpRequest) -> func.HttpResponse:
+    from ..pipeline.records import file_manually, resolve, view
+
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
         body = _body(req)
         record = resolve(ctx.stores, ctx.config, req.route_params["type"], req.route_params["id"])
@@ -138,9 +145,11 @@ def records_file_message(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="records/{type}/{id}/reply", methods=["POST"])
 def records_reply(req: func.HttpRequest) -> func.HttpResponse:
     """Answer from a record: queued, then sent through the record's mailbox."""
+    from ..pipeline.audit import audit
+    from ..pipeline.outbound import reply_from_record
+    from ..pipeline.records import resolve, view
 
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
-        from ..pipeline.outbound import reply_from_record
 
         body = _body(req)
         record = resolve(ctx.stores, ctx.config, req.route_params["type"], req.route_params["id"])
@@ -157,6 +166,9 @@ def records_reply(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="messages/{key}", methods=["GET"])
 def messages_get(req: func.HttpRequest) -> func.HttpResponse:
+    from ..pipeline.messages import message_status
+    from ..pipeline.records import RecordError
+
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
         found = message_status(ctx.stores, req.route_params["key"])
         if found is None:
@@ -168,4 +180,6 @@ def messages_get(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:  # noqa: ARG001
+    from .openapi import document
+
     return _json(document())

@@ -1,6 +1,7 @@
 """Microsoft Graph: the webhook endpoints, the queue stages behind them, and the timer that
-keeps subscriptions alive. The webhook path imports only the standard library and what the
-app has loaded anyway; httpx and msal load on the queue and timer paths.
+keeps subscriptions alive. The validation handshake needs nothing beyond azure.functions, so a
+cold worker answers it before the storage SDKs and pydantic are even imported; they load with
+the first notification (see function_app.py). httpx and msal load on the queue and timer paths.
 """
 
 from __future__ import annotations
@@ -9,16 +10,19 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from ..pipeline.context import AppContext, get_context
 from ..pipeline.graph_intake import FORMAT, MAX_MESSAGE, Answer, accept, framed, pack
 from ..pipeline.group_commit import GroupCommit
-from ..store.queues import Queues
-from ..store.stores import GRAPH_FETCH, GRAPH_NOTIFICATIONS, GRAPH_STATE
+from ..store.names import GRAPH_FETCH, GRAPH_NOTIFICATIONS, GRAPH_STATE
 from ..telemetry import instruments
 from .stage import now, run_stage
+
+if TYPE_CHECKING:
+    from ..pipeline.context import AppContext
+    from ..store.queues import Queues
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -78,8 +82,10 @@ def _intake(req: func.HttpRequest) -> func.HttpResponse:
     if early is not None:
         return early
     started = time.perf_counter()
-    ctx = get_context(ensure=False)
+    from ..pipeline.context import get_context
     from ..sources.graph.state import secret
+
+    ctx = get_context(ensure=False)
 
     nonces: dict[str, bool] = {}
     answer: Answer = accept(
@@ -127,6 +133,7 @@ def graph_fetch(msg: func.QueueMessage) -> None:
 @bp.timer_trigger(schedule=SUBSCRIPTIONS_SCHEDULE, arg_name="timer", run_on_startup=False)
 def graph_subscriptions(timer: func.TimerRequest) -> None:
     """Create missing subscriptions, renew those near expiry, recreate vanished ones."""
+    from ..pipeline.context import get_context
     from ..pipeline.graph_fetch import request_resync
     from ..sources.graph.subscriptions import maintain
 

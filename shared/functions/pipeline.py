@@ -1,14 +1,11 @@
-"""The queue-triggered stages: inbound -> map -> filing -> file. Thin: the work is in pipeline/."""
+"""The queue-triggered stages: inbound -> map -> filing -> file. Thin: the work is in pipeline/,
+imported when a message comes (see function_app.py)."""
 
 from __future__ import annotations
 
 import azure.functions as func
 
-from ..pipeline.file_stage import file_plan
-from ..pipeline.map_stage import map_inbound
-from ..pipeline.outbound import handle_outbound
-from ..pipeline.task_changes import handle_task_change
-from ..store.stores import FILING, INBOUND, OUTBOUND, TASK_CHANGES
+from ..store.names import FILING, INBOUND, OUTBOUND, TASK_CHANGES
 from .stage import now, run_stage
 
 bp = func.Blueprint()
@@ -16,6 +13,8 @@ bp = func.Blueprint()
 
 @bp.queue_trigger(arg_name="msg", queue_name=INBOUND, connection="AzureWebJobsStorage")
 def map_stage(msg: func.QueueMessage) -> None:
+    from ..pipeline.map_stage import map_inbound
+
     run_stage(
         msg,
         INBOUND,
@@ -29,6 +28,8 @@ def map_stage(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=FILING, connection="AzureWebJobsStorage")
 def file_stage(msg: func.QueueMessage) -> None:
+    from ..pipeline.file_stage import file_plan
+
     run_stage(
         msg,
         FILING,
@@ -41,10 +42,14 @@ def file_stage(msg: func.QueueMessage) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name=TASK_CHANGES, connection="AzureWebJobsStorage")
 def task_change(msg: func.QueueMessage) -> None:
     """A polled flag or calendar item changed: its task follows (after the mail is filed)."""
+    from ..pipeline.task_changes import handle_task_change
+
     run_stage(msg, TASK_CHANGES, "tasks", lambda ctx, body: handle_task_change(ctx, body, now()))
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=OUTBOUND, connection="AzureWebJobsStorage")
 def outbound(msg: func.QueueMessage) -> None:
     """Send a notice or a reply through its mailbox, once; failures retry, then poison."""
+    from ..pipeline.outbound import handle_outbound
+
     run_stage(msg, OUTBOUND, "outbound", lambda ctx, body: handle_outbound(ctx, body, now()))

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import cache
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from ..pipeline.context import AppContext, get_context
-from ..pipeline.failure_folder import move_failed
-from ..pipeline.poison import max_dequeue_count, run_guarded
+if TYPE_CHECKING:
+    from ..pipeline.context import AppContext
 
-_MAX_DEQUEUE = max_dequeue_count()
+
+@cache
+def _max_dequeue() -> int:
+    from ..pipeline.poison import max_dequeue_count
+
+    return max_dequeue_count()
 
 
 def now() -> datetime:
@@ -28,6 +34,10 @@ def run_stage(
 ) -> None:
     """`names_mail`: the queue's messages name a mail (inbound, filing), which moves to its
     mailbox's failure folder when it ends in the poison queue."""
+    from ..pipeline.context import get_context
+    from ..pipeline.failure_folder import move_failed
+    from ..pipeline.poison import run_guarded
+
     ctx = get_context()
     run_guarded(
         ctx.stores,
@@ -36,7 +46,7 @@ def run_stage(
         body=msg.get_body(),
         dequeue_count=msg.dequeue_count or 1,
         now=now,
-        max_dequeue=_MAX_DEQUEUE,
+        max_dequeue=_max_dequeue(),
         handler=lambda body: work(ctx, body),
         on_poison=(lambda body, why: move_failed(ctx, body, why, now())) if names_mail else None,
     )

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from ..pipeline.context import AppContext, get_context
-from ..pipeline.poll import poll_one, schedule_polls
-from ..pipeline.retention import run_retention
-from ..store.stores import POLLS
+from ..store.names import POLLS
 from .stage import run_stage
+
+if TYPE_CHECKING:
+    from ..pipeline.context import AppContext
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -23,6 +24,9 @@ MAX_PER_POLL = 500  # back-pressure: a huge backfill is spread over several poll
 @bp.timer_trigger(schedule=POLL_SCHEDULE, arg_name="timer", run_on_startup=False)
 def poll_mailboxes(timer: func.TimerRequest) -> None:
     """Fan out: one `polls` message per mailbox that is due."""
+    from ..pipeline.context import get_context
+    from ..pipeline.poll import schedule_polls
+
     if timer.past_due:
         log.info("poll: timer is past due; polling now")
     outcome = schedule_polls(get_context(), datetime.now(UTC))
@@ -33,6 +37,7 @@ def poll_mailboxes(timer: func.TimerRequest) -> None:
 def poll_mailbox(msg: func.QueueMessage) -> None:
     """One mailbox's poll, under its lease; its failure is recorded, not retried here (the
     next timer tick schedules it again)."""
+    from ..pipeline.poll import poll_one
 
     def work(ctx: AppContext, body: bytes) -> str:
         name = str(json.loads(body)["mailbox"])
@@ -49,6 +54,9 @@ RETENTION_SCHEDULE = "0 15 3 * * *"  # daily at 03:15 UTC
 @bp.timer_trigger(schedule=RETENTION_SCHEDULE, arg_name="timer", run_on_startup=False)
 def apply_retention(timer: func.TimerRequest) -> None:
     """Delete handled mail whose mailbox keeps it only `delete_after_days`."""
+    from ..pipeline.context import get_context
+    from ..pipeline.retention import run_retention
+
     if timer.past_due:
         log.info("retention: timer is past due; running now")
     summary = run_retention(get_context(), datetime.now(UTC))
@@ -61,6 +69,7 @@ TELEMETRY_SCHEDULE = "0 */5 * * * *"  # every five minutes
 @bp.timer_trigger(schedule=TELEMETRY_SCHEDULE, arg_name="timer", run_on_startup=False)
 def health_snapshot(timer: func.TimerRequest) -> None:  # noqa: ARG001
     """The health report as metrics (what the alerts read) and one log line."""
+    from ..pipeline.context import get_context
     from ..pipeline.health import expiry_hours, health_report
     from ..telemetry import record_snapshot
 

@@ -8,72 +8,74 @@ from dataclasses import dataclass, field
 from .account import RequestCounter, StorageAccount, StorageSettings
 from .blobs import RAW_CONTAINER, Blobs
 from .leases import LOCKS_CONTAINER, Slots
+from .names import (
+    ACTIONS,
+    AUDIT,
+    CONTACTS,
+    CONVERSATIONS,
+    DELIVERIES,
+    DELIVERY_LOG,
+    EVENTS,
+    EWS_STATE,
+    FILING,
+    GRAPH_FETCH,
+    GRAPH_NOTIFICATIONS,
+    GRAPH_STATE,
+    HELD,
+    IMAP_STATE,
+    INBOUND,
+    INGEST,
+    MAILBOXES,
+    MESSAGES,
+    NOTICES,
+    OUTBOUND,
+    OUTBOX,
+    POLLS,
+    QUEUES,
+    RECORDS,
+    RETENTION,
+    TABLES,
+    TASK_CHANGES,
+    TIMELINE,
+    poison,
+)
 from .queues import Queues
 from .tables import Table
 
-INBOUND = "inbound"
-FILING = "filing"
-EVENTS = "events"
-DELIVERIES = "deliveries"
-GRAPH_NOTIFICATIONS = "graph-notifications"  # what Graph's webhook calls brought, as posted
-GRAPH_FETCH = "graph-fetch"  # one message or event to read from Graph
-POLLS = "polls"  # one mailbox to poll (the timer fans out, so no mailbox waits for another)
-OUTBOUND = "outbound"  # one mail to send (notices, replies from a record)
-TASK_CHANGES = "task-changes"  # a polled flag or calendar item changed: its task follows
-QUEUES = (
-    INBOUND,
-    FILING,
-    EVENTS,
-    DELIVERIES,
-    GRAPH_NOTIFICATIONS,
-    GRAPH_FETCH,
-    POLLS,
-    TASK_CHANGES,
-    OUTBOUND,
-)
-
-
-def poison(queue: str) -> str:
-    return f"{queue}-poison"
-
-
-# Table names: what each holds is described in the README ("Storage layout").
-MESSAGES = "Messages"
-RECORDS = "Records"
-TIMELINE = "Timeline"
-INGEST = "Ingest"
-MAILBOXES = "Mailboxes"
-ACTIONS = "MailboxActions"
-CONVERSATIONS = "Conversations"
-CONTACTS = "Contacts"
-HELD = "Held"
-RETENTION = "Retention"
-GRAPH_STATE = "GraphState"
-IMAP_STATE = "ImapState"
-EWS_STATE = "EwsState"
-NOTICES = "Notices"
-AUDIT = "Audit"
-DELIVERY_LOG = "EventDeliveries"
-OUTBOX = "Outbox"  # PK sent|refused, RK the mail id; PK r-<recipient hash>: automatic sends
-TABLES = (
-    MESSAGES,
-    RECORDS,
-    TIMELINE,
-    INGEST,
-    MAILBOXES,
-    ACTIONS,
-    CONVERSATIONS,
-    CONTACTS,
-    HELD,
-    RETENTION,
-    GRAPH_STATE,
-    IMAP_STATE,
-    EWS_STATE,
-    NOTICES,
-    AUDIT,
-    DELIVERY_LOG,
-    OUTBOX,
-)
+__all__ = [
+    "ACTIONS",
+    "AUDIT",
+    "CONTACTS",
+    "CONVERSATIONS",
+    "DELIVERIES",
+    "DELIVERY_LOG",
+    "EVENTS",
+    "EWS_STATE",
+    "FILING",
+    "GRAPH_FETCH",
+    "GRAPH_NOTIFICATIONS",
+    "GRAPH_STATE",
+    "HELD",
+    "IMAP_STATE",
+    "INBOUND",
+    "INGEST",
+    "MAILBOXES",
+    "MESSAGES",
+    "NOTICES",
+    "OUTBOUND",
+    "OUTBOX",
+    "POLLS",
+    "QUEUES",
+    "RECORDS",
+    "RETENTION",
+    "TABLES",
+    "TASK_CHANGES",
+    "TIMELINE",
+    "RequestCounter",
+    "StorageSettings",
+    "Stores",
+    "poison",
+]
 
 
 @dataclass

@@ -1,0 +1,62 @@
+"""A cold worker indexes the app by importing function_app: that import must stay light, so the
+Graph validation handshake (10 s, cold start included) is answered before the heavy parts load.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from shared.cli.azurite import REPO
+
+# Loaded by the first call of a function that needs them, never by indexing.
+HEAVY = (
+    "azure.core",
+    "azure.storage",
+    "azure.data",
+    "azure.identity",
+    "azure.monitor",
+    "opentelemetry",
+    "msal",
+    "httpx",
+    "requests",
+    "pydantic",
+    "yaml",
+    "cryptography",
+    "exchangelib",
+    "imapclient",
+    "lxml",
+    "shared.pipeline.context",
+    "shared.store.account",
+    "shared.core",
+)
+
+CHILD = """
+import json, sys
+import function_app
+import azure.functions as func
+functions = function_app.app.get_functions()  # works once per app
+(fn,) = [f for f in functions if f.get_function_name() == "graph_notifications"]
+req = func.HttpRequest("POST", "http://localhost/api/graph/notifications",
+                       params={"validationToken": "Validation: Testing a+b/c"}, body=b"")
+resp = fn.get_user_function()(req)
+print(json.dumps({"modules": sorted(sys.modules), "status": resp.status_code,
+                  "body": resp.get_body().decode(), "mimetype": resp.mimetype,
+                  "functions": len(functions)}))
+"""
+
+
+def test_indexing_the_app_and_answering_the_handshake_load_nothing_heavy() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD], cwd=REPO, capture_output=True, check=True, timeout=60
+    )
+    got = json.loads(done.stdout)
+    assert (got["status"], got["body"], got["mimetype"]) == (
+        200,
+        "Validation: Testing a+b/c",
+        "text/plain",
+    )
+    loaded = [m for m in got["modules"] if any(m == h or m.startswith(h + ".") for h in HEAVY)]
+    assert loaded == []
+    assert got["functions"] >= 20  # every blueprint still registers its functions
