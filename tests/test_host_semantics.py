@@ -198,6 +198,8 @@ def test_bad_requests_get_400_a_raising_function_500_and_http_1_0_a_closed_conne
     ]
     with serving(*fns) as port:
         assert exchange(port, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        huge = b"GET /api/ok HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\n\r\n"
+        assert exchange(port, huge).startswith(b"HTTP/1.1 413 ")  # over the host's 100 MB
         failed = exchange(port, b"GET /api/boom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert failed.startswith(b"HTTP/1.1 500 ") and failed.endswith(b"internal error")
         # An HTTP/1.0 caller gets its answer, then the connection closes (exchange returns).

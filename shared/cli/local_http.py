@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("mailfiler.host")
 READ_CHUNK = 1 << 16
 IDLE_TIMEOUT = 300.0  # seconds an idle keep-alive connection is kept
+MAX_REQUEST = 100 * 1024 * 1024  # the Functions host's limit on an HTTP request's body
+
+
+class _TooLarge(Exception):
+    """The request's body is over MAX_REQUEST."""
 
 
 def route_regex(route: str) -> re.Pattern[str]:
@@ -134,13 +139,16 @@ class LocalHttpServer:
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
-        except h11.RemoteProtocolError as exc:
+        except (h11.RemoteProtocolError, _TooLarge) as exc:
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                status, headers, payload = _text(exc.error_status_hint, f"bad request: {exc}")
-                self._send(conn, writer, b"GET", status, headers, payload)
+                status = 413 if isinstance(exc, _TooLarge) else exc.error_status_hint
+                answer = _text(status, f"bad request: {exc}")
+                self._send(conn, writer, b"GET", *answer)
                 await writer.drain()
         except (ConnectionError, TimeoutError, h11.LocalProtocolError):
             pass
+        except Exception:  # a bug here must not pass silently, nor take the server down
+            log.exception("http: connection failed")
         finally:
             writer.close()
 
@@ -160,8 +168,13 @@ class LocalHttpServer:
                 conn.receive_data(data)
             elif isinstance(event, h11.Request):
                 head = event
+                length = dict(event.headers).get(b"content-length", b"0")
+                if int(length) > MAX_REQUEST:  # h11 has checked it is a number
+                    raise _TooLarge(f"body over {MAX_REQUEST} bytes")
             elif isinstance(event, h11.Data):
                 body += event.data
+                if len(body) > MAX_REQUEST:  # chunked: no length up front
+                    raise _TooLarge(f"body over {MAX_REQUEST} bytes")
             elif isinstance(event, h11.EndOfMessage):
                 assert head is not None
                 return head, bytes(body)
