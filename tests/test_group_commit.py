@@ -21,7 +21,7 @@ class Storage:
         self.entered = threading.Event()
         self.release = threading.Event()
         self.release.set()
-        self.fail: Exception | None = None
+        self.fail: BaseException | None = None
         self.lock = threading.Lock()
         self.takes = 0.0  # seconds a write takes, like a storage call
 
@@ -128,3 +128,25 @@ def test_many_concurrent_callers_each_item_written_exactly_once() -> None:
     assert sorted(written) == items
     assert all(sum(len(i) for i in write) <= 64 for write in storage.writes)
     assert len(storage.writes) < len(items)  # 32 callers at once do share writes
+
+
+def test_an_interrupted_write_still_releases_the_callers_waiting_on_it() -> None:
+    storage = Storage()
+    commit = GroupCommit(storage.write, limit=100)
+    storage.release.clear()
+    storage.fail = KeyboardInterrupt()
+    with ThreadPoolExecutor(2) as pool:
+        leader = pool.submit(commit.submit, b"a")
+        assert storage.entered.wait(5)
+        follower = pool.submit(commit.submit, b"b")
+        wait_for_waiters(commit, 1)
+        storage.release.set()
+        with pytest.raises(KeyboardInterrupt):
+            leader.result(timeout=10)
+        # Not stuck behind the interrupted write: it made its own, which met the same fate.
+        with pytest.raises(KeyboardInterrupt):
+            follower.result(timeout=10)
+    assert storage.writes == []
+    storage.fail = None
+    commit.submit(b"c")
+    assert storage.writes == [[b"c"]]

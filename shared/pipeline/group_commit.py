@@ -63,13 +63,15 @@ class GroupCommit:
             error: BaseException | None = None
             try:
                 self._write([item.data for item in batch])
-            except Exception as exc:
+            except BaseException as exc:  # whatever it was, the waiters must hear of it
                 error = exc
             with self._changed:
                 for item in batch:
                     item.done, item.error = True, error
                 self._writing = False
                 self._changed.notify_all()
+            if error is not None and not isinstance(error, Exception):
+                raise error  # KeyboardInterrupt, SystemExit: not ours to turn into an error
         if mine.error is not None:
             raise GroupWriteError(str(mine.error)) from mine.error
 
