@@ -54,6 +54,7 @@ def api(context: AppContext) -> Iterator[Api]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield Api(f"http://127.0.0.1:{server.server_address[1]}/api")
     server.shutdown()
+    server.server_close()
 
 
 def test_list_search_and_page_records(api: Api) -> None:

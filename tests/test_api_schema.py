@@ -34,6 +34,7 @@ def api_schema(context: AppContext) -> Iterator[Any]:
     schema.config.update(base_url=f"{base}/api")
     yield schema
     server.shutdown()
+    server.server_close()
 
 
 def test_no_server_errors(api_schema: Any) -> None:

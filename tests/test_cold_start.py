@@ -5,6 +5,7 @@ Graph validation handshake (10 s, cold start included) is answered before the he
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -60,3 +61,36 @@ def test_indexing_the_app_and_answering_the_handshake_load_nothing_heavy() -> No
     loaded = [m for m in got["modules"] if any(m == h or m.startswith(h + ".") for h in HEAVY)]
     assert loaded == []
     assert got["functions"] >= 20  # every blueprint still registers its functions
+
+
+def test_the_first_calls_load_every_module_the_functions_import_once_on_one_thread() -> None:
+    from shared.functions.loading import MODULES
+
+    imported: set[str] = set()
+    for path in (REPO / "shared" / "functions").glob("*.py"):
+        for dots, name in re.findall(r"^ +from (\.+)([\w.]+) import", path.read_text(), re.M):
+            base = "shared.functions" if dots == "." else "shared"
+            imported.add(f"{base}.{name}")
+    assert imported and imported <= set(MODULES), imported - set(MODULES)
+
+    # Sixteen first calls at once, in a fresh interpreter: each returns with all of it loaded.
+    child = """
+import json, sys, threading
+from shared.functions.loading import MODULES, load
+errors, done = [], []
+def first_call():
+    try:
+        load()
+        done.append(all(name in sys.modules for name in MODULES))
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=first_call) for _ in range(16)]
+for t in threads: t.start()
+for t in threads: t.join(60)
+print(json.dumps({"errors": errors, "done": done}))
+"""
+    ran = subprocess.run(
+        [sys.executable, "-c", child], cwd=REPO, capture_output=True, check=True, timeout=120
+    )
+    got = json.loads(ran.stdout)
+    assert got == {"errors": [], "done": [True] * 16}

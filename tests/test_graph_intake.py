@@ -21,6 +21,7 @@ from shared.pipeline.graph_intake import (
     unpack,
 )
 from shared.sources.graph.clientstate import make, new_nonce
+from shared.store.errors import ContractError
 from shared.store.queues import MAX_MESSAGE_BYTES
 
 SECRET = b"client-state-secret"
@@ -106,9 +107,26 @@ def test_messages_of_the_earlier_single_blob_form_are_still_read() -> None:
     assert unpack(b"Z1" + zlib.compress(post(items))) == items
 
 
-def test_a_truncated_or_foreign_message_is_refused() -> None:
+def test_a_truncated_or_foreign_message_is_refused_as_a_contract_error() -> None:
     (blob,) = blobs([notification(1)])
-    with pytest.raises(ValueError, match="truncated"):
-        unpack(pack([blob])[:-3])
-    with pytest.raises(ValueError, match="not a graph notification batch"):
-        unpack(b'{"value": []}')
+    bad = {
+        pack([blob])[:-3]: "truncated",
+        pack([blob]) + b"\x00\x00\x00\x00": "empty",
+        b'{"value": []}': "not a graph notification batch",
+        FORMAT: "without notifications",
+        pack([b"not zlib"]): "unreadable",
+        pack([zlib.compress(b"[1, 2]")]): "is not",
+        b"Z1" + zlib.compress(b'{"value": 3}'): "is not",
+    }
+    for message, why in bad.items():
+        with pytest.raises(ContractError, match=why):
+            unpack(message)
+
+
+def test_a_notification_too_large_to_store_is_dropped_not_refused() -> None:
+    huge = notification(1, state=make(SECRET, NONCE))
+    huge["resource"] = secrets.token_urlsafe(80_000)  # incompressible, over one message
+    ordinary = notification(2)
+    status, got = intake(post([huge, ordinary]))
+    assert status == 202  # Graph would otherwise deliver the POST again for hours
+    assert [n for blob in got for n in unpack(pack([blob]))] == [ordinary]

@@ -74,6 +74,7 @@ def test_http_functions_get_route_params_query_and_body() -> None:
         assert info.value.code == 404
     finally:
         server.shutdown()
+        server.server_close()
 
 
 def test_timers_fire_on_their_ncrontab_schedule() -> None:
@@ -205,3 +206,19 @@ def test_bad_requests_get_400_a_raising_function_500_and_http_1_0_a_closed_conne
         # An HTTP/1.0 caller gets its answer, then the connection closes (exchange returns).
         old = exchange(port, b"GET /api/ok HTTP/1.0\r\n\r\n")
         assert old.startswith(b"HTTP/1.1 200 ") and old.endswith(b"\r\n\r\nok")
+
+
+def test_no_content_answers_carry_no_body_and_a_caller_that_leaves_mid_body_is_let_go() -> None:
+    def empty(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("a stray body", status_code=204)
+
+    fn = Registered("empty", {"type": "httpTrigger", "route": "empty", "methods": ["GET"]}, empty)
+    with serving(fn) as port:
+        answer = exchange(port, b"GET /api/empty HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 204 ")
+        assert answer.endswith(b"\r\n\r\n") and b"content-length" not in answer.lower()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"POST /api/empty HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n12")
+        # The server still answers the next caller.
+        again = exchange(port, b"GET /api/empty HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert again.startswith(b"HTTP/1.1 204 ")

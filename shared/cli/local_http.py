@@ -31,6 +31,7 @@ log = logging.getLogger("mailfiler.host")
 READ_CHUNK = 1 << 16
 IDLE_TIMEOUT = 300.0  # seconds an idle keep-alive connection is kept
 MAX_REQUEST = 100 * 1024 * 1024  # the Functions host's limit on an HTTP request's body
+NO_BODY = (204, 304)  # answers that carry neither a body nor Content-Length
 
 
 class _TooLarge(Exception):
@@ -97,7 +98,7 @@ class LocalHttpServer:
             self._stopped.set()
 
     def shutdown(self) -> None:
-        if not self._started.wait(10):
+        if self._stopped.is_set() or not self._started.wait(10):
             return
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
@@ -118,7 +119,6 @@ class LocalHttpServer:
             await self._stop.wait()
         finally:
             server.close()  # stops accepting; the socket stays ours until server_close
-            self._started.clear()
 
     # Connections
 
@@ -143,10 +143,11 @@ class LocalHttpServer:
             if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 status = 413 if isinstance(exc, _TooLarge) else exc.error_status_hint
                 answer = _text(status, f"bad request: {exc}")
-                self._send(conn, writer, b"GET", *answer)
-                await writer.drain()
-        except (ConnectionError, TimeoutError, h11.LocalProtocolError):
-            pass
+                with contextlib.suppress(ConnectionError, h11.LocalProtocolError):
+                    self._send(conn, writer, b"GET", *answer)
+                    await writer.drain()
+        except (ConnectionError, TimeoutError, asyncio.CancelledError):
+            pass  # the caller went away, idled out, or the server is stopping
         except Exception:  # a bug here must not pass silently, nor take the server down
             log.exception("http: connection failed")
         finally:
@@ -191,7 +192,10 @@ class LocalHttpServer:
         payload: bytes,
     ) -> None:
         fields = [(k, v) for k, v in headers.items() if k.lower() != "content-length"]
-        fields.append(("Content-Length", str(len(payload))))
+        if status in NO_BODY:
+            payload = b""  # HTTP forbids one; a function's stray body is dropped
+        else:
+            fields.append(("Content-Length", str(len(payload))))
         out = conn.send(h11.Response(status_code=status, headers=fields)) or b""
         if payload and method != b"HEAD":
             out += conn.send(h11.Data(data=payload)) or b""

@@ -301,6 +301,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print("mailfiler: stopping", flush=True)
     if server:
         server.shutdown()
+        server.server_close()
     host.stop()
     return 0
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
+from .loading import load
+
 if TYPE_CHECKING:
     from ..pipeline.audit import Actor
     from ..pipeline.context import AppContext
@@ -77,6 +79,7 @@ def _now() -> datetime:
 
 @bp.route(route="records", methods=["GET"])
 def records_list(req: func.HttpRequest) -> func.HttpResponse:
+    load()
     from ..pipeline.records import RecordError, list_records
 
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
@@ -101,6 +104,7 @@ def records_list(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="records/{type}/{id}", methods=["GET"])
 def records_get(req: func.HttpRequest) -> func.HttpResponse:
+    load()
     from ..core.contracts import RecordRef
     from ..pipeline.audit import audit
     from ..pipeline.records import resolve, timeline, view
@@ -117,6 +121,7 @@ def records_get(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="records/{type}/{id}", methods=["PATCH"])
 def records_update(req: func.HttpRequest) -> func.HttpResponse:
+    load()
     from ..pipeline.records import resolve, update_record
 
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
@@ -129,6 +134,7 @@ def records_update(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="records/{type}/{id}/messages", methods=["POST"])
 def records_file_message(req: func.HttpRequest) -> func.HttpResponse:
+    load()
     from ..pipeline.records import file_manually, resolve, view
 
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
@@ -145,6 +151,7 @@ def records_file_message(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="records/{type}/{id}/reply", methods=["POST"])
 def records_reply(req: func.HttpRequest) -> func.HttpResponse:
     """Answer from a record: queued, then sent through the record's mailbox."""
+    load()
     from ..pipeline.audit import audit
     from ..pipeline.outbound import reply_from_record
     from ..pipeline.records import resolve, view
@@ -166,6 +173,7 @@ def records_reply(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="messages/{key}", methods=["GET"])
 def messages_get(req: func.HttpRequest) -> func.HttpResponse:
+    load()
     from ..pipeline.messages import message_status
     from ..pipeline.records import RecordError
 
@@ -180,6 +188,7 @@ def messages_get(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.route(route="openapi.json", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def openapi(req: func.HttpRequest) -> func.HttpResponse:  # noqa: ARG001
+    load()
     from .openapi import document
 
     return _json(document())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from ..store.names import DELIVERIES, EVENTS
+from .loading import load
 from .stage import now, run_stage
 
 bp = func.Blueprint()
@@ -13,6 +14,7 @@ bp = func.Blueprint()
 
 @bp.queue_trigger(arg_name="msg", queue_name=EVENTS, connection="AzureWebJobsStorage")
 def fan_out_events(msg: func.QueueMessage) -> None:
+    load()
     from ..pipeline.delivery import fan_out
 
     run_stage(msg, EVENTS, "events", lambda ctx, body: fan_out(ctx.stores, ctx.config, body))
@@ -20,6 +22,7 @@ def fan_out_events(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=DELIVERIES, connection="AzureWebJobsStorage")
 def deliver_events(msg: func.QueueMessage) -> None:
+    load()
     from ..pipeline.delivery import deliver
 
     run_stage(

@@ -18,6 +18,7 @@ from ..pipeline.graph_intake import FORMAT, MAX_MESSAGE, Answer, accept, framed,
 from ..pipeline.group_commit import GroupCommit
 from ..store.names import GRAPH_FETCH, GRAPH_NOTIFICATIONS, GRAPH_STATE
 from ..telemetry import instruments
+from .loading import load
 from .stage import now, run_stage
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ def _intake(req: func.HttpRequest) -> func.HttpResponse:
     if early is not None:
         return early
     started = time.perf_counter()
+    load()
     from ..pipeline.context import get_context
     from ..sources.graph.state import secret
 
@@ -113,6 +115,7 @@ def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
 
 @bp.queue_trigger(arg_name="msg", queue_name=GRAPH_NOTIFICATIONS, connection="AzureWebJobsStorage")
 def graph_process_notifications(msg: func.QueueMessage) -> None:
+    load()
     from ..pipeline.graph_fetch import process_notifications
 
     run_stage(
@@ -125,6 +128,7 @@ def graph_process_notifications(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=GRAPH_FETCH, connection="AzureWebJobsStorage")
 def graph_fetch(msg: func.QueueMessage) -> None:
+    load()
     from ..pipeline.graph_fetch import fetch
 
     run_stage(msg, GRAPH_FETCH, "graph-fetch", lambda ctx, body: fetch(ctx, body, now()))
@@ -133,6 +137,7 @@ def graph_fetch(msg: func.QueueMessage) -> None:
 @bp.timer_trigger(schedule=SUBSCRIPTIONS_SCHEDULE, arg_name="timer", run_on_startup=False)
 def graph_subscriptions(timer: func.TimerRequest) -> None:
     """Create missing subscriptions, renew those near expiry, recreate vanished ones."""
+    load()
     from ..pipeline.context import get_context
     from ..pipeline.graph_fetch import request_resync
     from ..sources.graph.subscriptions import maintain

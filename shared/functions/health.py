@@ -8,12 +8,15 @@ from typing import Any
 
 import azure.functions as func
 
+from .loading import load
+
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
 
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def health(req: func.HttpRequest) -> func.HttpResponse:  # noqa: ARG001
+    load()
     from ..pipeline.context import get_context
     from ..pipeline.health import health_report
 

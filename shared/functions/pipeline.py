@@ -6,6 +6,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from ..store.names import FILING, INBOUND, OUTBOUND, TASK_CHANGES
+from .loading import load
 from .stage import now, run_stage
 
 bp = func.Blueprint()
@@ -13,6 +14,7 @@ bp = func.Blueprint()
 
 @bp.queue_trigger(arg_name="msg", queue_name=INBOUND, connection="AzureWebJobsStorage")
 def map_stage(msg: func.QueueMessage) -> None:
+    load()
     from ..pipeline.map_stage import map_inbound
 
     run_stage(
@@ -28,6 +30,7 @@ def map_stage(msg: func.QueueMessage) -> None:
 
 @bp.queue_trigger(arg_name="msg", queue_name=FILING, connection="AzureWebJobsStorage")
 def file_stage(msg: func.QueueMessage) -> None:
+    load()
     from ..pipeline.file_stage import file_plan
 
     run_stage(
@@ -42,6 +45,7 @@ def file_stage(msg: func.QueueMessage) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name=TASK_CHANGES, connection="AzureWebJobsStorage")
 def task_change(msg: func.QueueMessage) -> None:
     """A polled flag or calendar item changed: its task follows (after the mail is filed)."""
+    load()
     from ..pipeline.task_changes import handle_task_change
 
     run_stage(msg, TASK_CHANGES, "tasks", lambda ctx, body: handle_task_change(ctx, body, now()))
@@ -50,6 +54,7 @@ def task_change(msg: func.QueueMessage) -> None:
 @bp.queue_trigger(arg_name="msg", queue_name=OUTBOUND, connection="AzureWebJobsStorage")
 def outbound(msg: func.QueueMessage) -> None:
     """Send a notice or a reply through its mailbox, once; failures retry, then poison."""
+    load()
     from ..pipeline.outbound import handle_outbound
 
     run_stage(msg, OUTBOUND, "outbound", lambda ctx, body: handle_outbound(ctx, body, now()))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from ..store.names import POLLS
+from .loading import load
 from .stage import run_stage
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ MAX_PER_POLL = 500  # back-pressure: a huge backfill is spread over several poll
 @bp.timer_trigger(schedule=POLL_SCHEDULE, arg_name="timer", run_on_startup=False)
 def poll_mailboxes(timer: func.TimerRequest) -> None:
     """Fan out: one `polls` message per mailbox that is due."""
+    load()
     from ..pipeline.context import get_context
     from ..pipeline.poll import schedule_polls
 
@@ -37,6 +39,7 @@ def poll_mailboxes(timer: func.TimerRequest) -> None:
 def poll_mailbox(msg: func.QueueMessage) -> None:
     """One mailbox's poll, under its lease; its failure is recorded, not retried here (the
     next timer tick schedules it again)."""
+    load()
     from ..pipeline.poll import poll_one
 
     def work(ctx: AppContext, body: bytes) -> str:
@@ -54,6 +57,7 @@ RETENTION_SCHEDULE = "0 15 3 * * *"  # daily at 03:15 UTC
 @bp.timer_trigger(schedule=RETENTION_SCHEDULE, arg_name="timer", run_on_startup=False)
 def apply_retention(timer: func.TimerRequest) -> None:
     """Delete handled mail whose mailbox keeps it only `delete_after_days`."""
+    load()
     from ..pipeline.context import get_context
     from ..pipeline.retention import run_retention
 
@@ -69,6 +73,7 @@ TELEMETRY_SCHEDULE = "0 */5 * * * *"  # every five minutes
 @bp.timer_trigger(schedule=TELEMETRY_SCHEDULE, arg_name="timer", run_on_startup=False)
 def health_snapshot(timer: func.TimerRequest) -> None:  # noqa: ARG001
     """The health report as metrics (what the alerts read) and one log line."""
+    load()
     from ..pipeline.context import get_context
     from ..pipeline.health import expiry_hours, health_report
     from ..telemetry import record_snapshot

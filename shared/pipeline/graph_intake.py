@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..sources.graph.clientstate import verified_nonce
+from ..store.errors import ContractError
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024  # Graph batches a few hundred notifications at most
@@ -103,7 +104,10 @@ def blobs(kept: list[object], payload: bytes | None = None) -> list[bytes]:
     if len(blob) <= MAX_BLOB:
         return [blob]
     if len(kept) == 1:
-        raise ValueError(f"one notification compresses to {len(blob)} bytes, over a message")
+        # Graph's notifications are under 1 KB; this one cannot be stored, and refusing the
+        # POST would have Graph deliver it again for 4 hours.
+        log.error("graph intake: dropped a notification of %d bytes compressed", len(blob))
+        return []
     half = len(kept) // 2
     return blobs(kept[:half]) + blobs(kept[half:])
 
@@ -120,7 +124,8 @@ def pack(parts: Sequence[bytes]) -> bytes:
 
 
 def unpack(message: bytes) -> list[dict[str, object]]:
-    """The notifications a queue message holds (what `accept` persisted), in order."""
+    """The notifications a queue message holds (what `accept` persisted), in order. Anything
+    else raises ContractError: retrying cannot fix it."""
     if message.startswith(FORMAT_V1):
         parts = [message[len(FORMAT_V1) :]]
     elif message.startswith(FORMAT):
@@ -128,14 +133,22 @@ def unpack(message: bytes) -> list[dict[str, object]]:
         while at < len(message):
             size = int.from_bytes(message[at : at + LENGTH], "big")
             blob = message[at + LENGTH : at + LENGTH + size]
-            if len(blob) != size:
-                raise ValueError("graph notification batch is truncated")
+            if size == 0 or len(blob) != size:
+                raise ContractError("graph notification batch: a frame is empty or truncated")
             parts.append(blob)
             at += LENGTH + size
     else:
-        raise ValueError("not a graph notification batch")
+        raise ContractError("not a graph notification batch")
+    if not parts:
+        raise ContractError("graph notification batch without notifications")
     out: list[dict[str, object]] = []
     for blob in parts:
-        data = json.loads(zlib.decompress(blob))
-        out += [n for n in data.get("value", []) if isinstance(n, dict)]
+        try:
+            data = json.loads(zlib.decompress(blob))
+        except (zlib.error, ValueError) as exc:
+            raise ContractError(f"graph notification batch: a blob is unreadable: {exc}") from exc
+        items = data.get("value") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise ContractError('graph notification batch: a blob is not {"value": [...]}')
+        out += [n for n in items if isinstance(n, dict)]
     return out

@@ -71,7 +71,12 @@ class GroupCommit:
                 self._writing = False
                 self._changed.notify_all()
             if error is not None and not isinstance(error, Exception):
-                raise error  # KeyboardInterrupt, SystemExit: not ours to turn into an error
+                # KeyboardInterrupt, SystemExit: not ours to turn into an error. Our own item,
+                # if this write did not carry it, leaves with us rather than be written later.
+                with self._changed:
+                    if not mine.done:
+                        self._waiting.remove(mine)
+                raise error
         if mine.error is not None:
             raise GroupWriteError(str(mine.error)) from mine.error
 

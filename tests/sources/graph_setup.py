@@ -94,6 +94,7 @@ def graph_world(
         finally:
             set_context(None)
             server.shutdown()
+            server.server_close()
 
 
 def mime(n: int, *, reply_to: int | None = None, sender: str | None = None) -> bytes:
