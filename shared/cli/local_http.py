@@ -165,7 +165,8 @@ class LocalHttpServer:
                 if conn.they_are_waiting_for_100_continue:
                     go_on = h11.InformationalResponse(status_code=100, headers=[])
                     writer.write(conn.send(go_on) or b"")
-                data = await asyncio.wait_for(reader.read(READ_CHUNK), IDLE_TIMEOUT)
+                async with asyncio.timeout(IDLE_TIMEOUT):  # no task per read, as wait_for makes
+                    data = await reader.read(READ_CHUNK)
                 conn.receive_data(data)
             elif isinstance(event, h11.Request):
                 head = event
