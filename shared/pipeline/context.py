@@ -37,6 +37,7 @@ def build_context(
     settings: AppSettings, counter: RequestCounter | None = None, *, ensure: bool = True
 ) -> AppContext:
     _drop_unresolved_references()
+    _quiet_sdk_request_logs()
     config = load_config(settings.config_path)
     _start_telemetry()
     stores = Stores.connect(settings.storage(), counter=counter)
@@ -48,6 +49,16 @@ def build_context(
 
 
 KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
+SDK_REQUEST_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
+
+
+def _quiet_sdk_request_logs() -> None:
+    """The Azure SDKs log every HTTP request and answer, headers included, at INFO. The
+    Functions worker passes INFO on to Application Insights: several multi-line records per
+    filed mail, paid for in CPU on the webhook's path and in ingestion. Failures still log."""
+    logger = logging.getLogger(SDK_REQUEST_LOGGER)
+    if logger.level == logging.NOTSET:  # unless someone chose a level on purpose
+        logger.setLevel(logging.WARNING)
 
 
 def _drop_unresolved_references() -> None:
