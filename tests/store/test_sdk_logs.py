@@ -16,9 +16,14 @@ pytestmark = pytest.mark.azurite
 def test_the_sdk_request_logs_are_quiet_once_the_app_starts(
     stores: Stores, caplog: pytest.LogCaptureFixture
 ) -> None:
-    logger = logging.getLogger(SDK_REQUEST_LOGGER)
-    before = logger.level
-    logger.setLevel(logging.NOTSET)
+    # The logger and its parents as a fresh worker has them: no level of their own (another
+    # test may have run the CLI, which turns "azure" down).
+    parts = SDK_REQUEST_LOGGER.split(".")
+    chain = [logging.getLogger(".".join(parts[:n])) for n in range(1, len(parts) + 1)]
+    logger = chain[-1]
+    before = [each.level for each in chain]
+    for each in chain:
+        each.setLevel(logging.NOTSET)
     try:
         with caplog.at_level(logging.INFO):  # what the Functions worker passes on
             stores.queues.depth(INBOUND)
@@ -31,4 +36,5 @@ def test_the_sdk_request_logs_are_quiet_once_the_app_starts(
             _quiet_sdk_request_logs()
             assert logger.level == logging.INFO
     finally:
-        logger.setLevel(before)
+        for each, level in zip(chain, before, strict=True):
+            each.setLevel(level)
