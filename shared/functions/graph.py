@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING
 
 import azure.functions as func
 
-from ..pipeline.graph_intake import FORMAT, MAX_MESSAGE, Answer, accept, framed, pack
-from ..pipeline.group_commit import GroupCommit
 from ..store.names import GRAPH_FETCH, GRAPH_NOTIFICATIONS, GRAPH_STATE
 from ..telemetry import instruments
 from .loading import load
@@ -23,6 +21,7 @@ from .stage import now, run_stage
 
 if TYPE_CHECKING:
     from ..pipeline.context import AppContext
+    from ..pipeline.group_commit import GroupCommit
     from ..store.queues import Queues
 
 bp = func.Blueprint()
@@ -66,14 +65,12 @@ def _known(ctx: AppContext, nonce: str) -> bool:
 def _committer(queues: Queues) -> GroupCommit:
     """The worker's group commit onto the notification queue: POSTs that arrive while one is
     being persisted share the next storage call."""
+    from ..pipeline.graph_intake import group_commit
+
     global _commits
     with _commits_lock:
         if _commits is None or _commits[0] is not queues:
-            commit = GroupCommit(
-                lambda blobs: queues.send_bytes(GRAPH_NOTIFICATIONS, pack(blobs)),
-                limit=MAX_MESSAGE - len(FORMAT),
-                size=framed,
-            )
+            commit = group_commit(lambda message: queues.send_bytes(GRAPH_NOTIFICATIONS, message))
             _commits = (queues, commit)
         return _commits[1]
 
@@ -85,12 +82,12 @@ def _intake(req: func.HttpRequest) -> func.HttpResponse:
     started = time.perf_counter()
     load()
     from ..pipeline.context import get_context
+    from ..pipeline.graph_intake import accept
     from ..sources.graph.state import secret
 
     ctx = get_context(ensure=False)
-
     nonces: dict[str, bool] = {}
-    answer: Answer = accept(
+    answer = accept(
         req.get_body(),
         secret=secret(ctx.config),
         known=lambda nonce: nonces.setdefault(nonce, _known(ctx, nonce)),

@@ -23,6 +23,8 @@ MODULES = (
     "shared.pipeline.failure_folder",
     "shared.pipeline.file_stage",
     "shared.pipeline.graph_fetch",
+    "shared.pipeline.graph_intake",
+    "shared.pipeline.group_commit",
     "shared.pipeline.health",
     "shared.pipeline.map_stage",
     "shared.pipeline.messages",

@@ -4,13 +4,14 @@ Graph waits 3 seconds for an answer and counts slow ones against the endpoint, s
 least that is safe: check the size, parse the JSON, check each notification's clientState MAC
 and that its subscription is ours, then persist what passed and answer 202. Only a failure to
 persist answers 5xx, so Graph delivers again. Fetching happens later, from the queue. Standard
-library only, apart from what the caller passes in.
+library only, apart from the queue's size limit and what the caller passes in.
 
 What passed is compressed into one *blob* (a POST of 100 notifications is ~70 KB of JSON, ~6 KB
 compressed). A queue message (at most 64 KiB in base64, so 48 KiB of bytes) carries one or more
 blobs: `Z2`, then per blob its length in 4 bytes and the blob. The webhook writes the blobs of
 POSTs that arrive together in one message (group commit), so one storage call persists several
-POSTs under load. A POST too large for one message is split into blobs that each fit.
+POSTs under load (`group_commit`). A POST too large for one message is split into blobs that
+each fit.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from dataclasses import dataclass
 
 from ..sources.graph.clientstate import verified_nonce
 from ..store.errors import ContractError
+from ..store.queues import MAX_MESSAGE_BYTES
+from .group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024  # Graph batches a few hundred notifications at most
 FORMAT = b"Z2"  # the queue message: this prefix, then framed blobs (each zlib JSON {"value": []})
 FORMAT_V1 = b"Z1"  # earlier versions: the prefix and one zlib JSON, still read
-MAX_MESSAGE = 48 * 1024  # bytes before base64: 64 KiB on the wire
+MAX_MESSAGE = MAX_MESSAGE_BYTES // 4 * 3  # bytes before base64 (48 KiB: 64 KiB on the wire)
 LENGTH = 4  # bytes of a blob's length prefix
 MAX_BLOB = MAX_MESSAGE - len(FORMAT) - LENGTH
 
@@ -121,6 +124,13 @@ def pack(parts: Sequence[bytes]) -> bytes:
     """One queue message of blobs (at most MAX_MESSAGE bytes if their `framed` sizes add up to
     MAX_MESSAGE - len(FORMAT))."""
     return FORMAT + b"".join(len(blob).to_bytes(LENGTH, "big") + blob for blob in parts)
+
+
+def group_commit(send: Callable[[bytes], None]) -> GroupCommit:
+    """Blobs of concurrent POSTs written together: `send(message)` gets as many as fit in one."""
+    return GroupCommit(
+        lambda parts: send(pack(parts)), limit=MAX_MESSAGE - len(FORMAT), size=framed
+    )
 
 
 def unpack(message: bytes) -> list[dict[str, object]]:
