@@ -283,7 +283,7 @@ def webhook(
 # --- 2. validation from a cold process ---------------------------------------------------------
 
 COLD_CHILD = """
-import json, sys, time
+import asyncio, json, sys, time
 started = time.perf_counter()
 import function_app
 imported = time.perf_counter()
@@ -293,7 +293,7 @@ import azure.functions as func
 token = sys.argv[1]
 req = func.HttpRequest("POST", "http://localhost/api/graph/notifications",
                        params={"validationToken": token}, body=b"")
-resp = fn.get_user_function()(req)
+resp = asyncio.run(fn.get_user_function()(req))  # async: the worker awaits it on its loop
 answered = time.perf_counter()
 print(json.dumps({"status": resp.status_code, "mimetype": resp.mimetype,
                   "echoed": resp.get_body().decode() == token,

@@ -3,6 +3,7 @@ that stay under the 64 KiB limit, read back in order (and the earlier `Z1` form 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -13,11 +14,14 @@ import pytest
 from shared.pipeline.graph_intake import (
     FORMAT,
     MAX_BLOB,
+    MAX_BODY,
     MAX_MESSAGE,
-    accept,
+    Answer,
     blobs,
+    check,
     framed,
     pack,
+    persist,
     unpack,
 )
 from shared.sources.graph.clientstate import make, new_nonce
@@ -52,10 +56,17 @@ def post(items: list[dict[str, object]]) -> bytes:
 
 
 def intake(body: bytes) -> tuple[int, list[bytes]]:
+    """Check a POST and persist what passed, as the webhook does; the answer's status and the
+    blobs written."""
     persisted: list[bytes] = []
-    answer = accept(
-        body, secret=SECRET, known=lambda nonce: nonce == NONCE, persist=persisted.append
-    )
+
+    async def submit(blob: bytes) -> None:
+        persisted.append(blob)
+
+    checked = check(body, secret=SECRET, known=lambda nonce: nonce == NONCE)
+    if isinstance(checked, Answer):
+        return checked.status, persisted
+    answer = asyncio.run(persist(checked, submit))
     return answer.status, persisted
 
 
@@ -95,11 +106,25 @@ def test_a_post_too_large_for_one_message_is_split_into_blobs_that_fit() -> None
 
 
 def test_a_failed_persist_answers_503_so_graph_delivers_again() -> None:
-    def fail(blob: bytes) -> None:
+    async def fail(blob: bytes) -> None:
         raise OSError("queue unreachable")
 
-    answer = accept(post([notification(1)]), secret=SECRET, known=lambda n: True, persist=fail)
-    assert answer.status == 503
+    checked = check(post([notification(1)]), secret=SECRET, known=lambda n: True)
+    assert not isinstance(checked, Answer)
+    assert asyncio.run(persist(checked, fail)).status == 503
+
+
+def test_refusals_answer_without_persisting() -> None:
+    refused = {
+        b"{not json": 400,
+        b'{"value": 3}': 400,
+        b" " * (MAX_BODY + 1): 413,
+    }
+    for body, status in refused.items():
+        answer = check(body, secret=SECRET, known=lambda n: True)
+        assert isinstance(answer, Answer) and answer.status == status
+    unconfigured = check(post([notification(1)]), secret=None, known=lambda n: True)
+    assert isinstance(unconfigured, Answer) and unconfigured.status == 503
 
 
 def test_messages_of_the_earlier_single_blob_form_are_still_read() -> None:

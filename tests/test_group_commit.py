@@ -1,119 +1,147 @@
-"""Group commit: concurrent callers share writes, and each returns only once its item is
-written (or raises if that write failed)."""
+"""Group commit: callers (coroutines on one loop) share writes, and each returns only once its
+item is written (or raises if that write failed)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-
-import pytest
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from shared.pipeline.group_commit import GroupCommit, GroupWriteError
 
+T = TypeVar("T")
+
 
 class Storage:
-    """A write target that can be held mid-write and made to fail."""
+    """A write target (called on the commit's writer thread) that can be held mid-write and
+    made to fail."""
 
     def __init__(self) -> None:
         self.writes: list[list[bytes]] = []
+        self.threads: set[str] = set()
         self.entered = threading.Event()
         self.release = threading.Event()
         self.release.set()
         self.fail: BaseException | None = None
-        self.lock = threading.Lock()
         self.takes = 0.0  # seconds a write takes, like a storage call
 
     def write(self, items: Sequence[bytes]) -> None:
+        self.threads.add(threading.current_thread().name)
         self.entered.set()
         assert self.release.wait(10), "the test never released the write"
+        self.entered.clear()
         if self.takes:
             time.sleep(self.takes)
         if self.fail is not None:
             raise self.fail
-        with self.lock:
-            self.writes.append(list(items))
+        self.writes.append(list(items))
 
 
-def wait_for_waiters(commit: GroupCommit, count: int) -> None:
-    """Until `count` callers queue behind the write in flight."""
-    for _ in range(1000):
-        with commit._changed:
-            if len(commit._waiting) >= count:
-                return
-        threading.Event().wait(0.005)
-    raise AssertionError(f"{count} callers never queued")
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(asyncio.wait_for(main(), 20))
 
 
-def test_a_lone_caller_writes_at_once_alone() -> None:
+async def entered(storage: Storage) -> None:
+    """Until a write is in flight (blocked in `storage.write`)."""
+    for _ in range(2000):
+        if storage.entered.is_set():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("no write started")
+
+
+async def queued(commit: GroupCommit, count: int) -> None:
+    """Until `count` items wait behind the write in flight."""
+    for _ in range(2000):
+        if commit.waiting >= count:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{count} items never queued")
+
+
+def test_a_lone_caller_writes_at_once_alone_off_the_event_loop() -> None:
     storage = Storage()
     commit = GroupCommit(storage.write, limit=100)
-    commit.submit(b"one")
-    commit.submit(b"two")
+
+    async def main() -> None:
+        await commit.submit(b"one")
+        await commit.submit(b"two")
+
+    run(main)
     assert storage.writes == [[b"one"], [b"two"]]
+    assert storage.threads and all(t.startswith("group-commit") for t in storage.threads)
 
 
 def test_callers_arriving_during_a_write_share_the_next_one() -> None:
     storage = Storage()
     commit = GroupCommit(storage.write, limit=100)
-    storage.release.clear()
-    with ThreadPoolExecutor(6) as pool:
-        first = pool.submit(commit.submit, b"first")
-        assert storage.entered.wait(5)
-        later = [pool.submit(commit.submit, f"later-{i}".encode()) for i in range(5)]
-        wait_for_waiters(commit, 5)
-        assert not any(f.done() for f in [first, *later])  # nobody returns before its write
+
+    async def main() -> None:
+        storage.release.clear()
+        first = asyncio.create_task(commit.submit(b"first"))
+        await entered(storage)
+        later = [asyncio.create_task(commit.submit(f"later-{i}".encode())) for i in range(5)]
+        await queued(commit, 5)
+        assert not any(t.done() for t in [first, *later])  # nobody returns before its write
         storage.release.set()
-        for future in [first, *later]:
-            future.result(timeout=10)
-    assert storage.writes[0] == [b"first"]
-    assert len(storage.writes) == 2
-    assert sorted(storage.writes[1]) == sorted(f"later-{i}".encode() for i in range(5))
+        await asyncio.gather(first, *later)
+
+    run(main)
+    assert storage.writes == [[b"first"], [f"later-{i}".encode() for i in range(5)]]
 
 
 def test_a_write_carries_what_fits_oldest_first() -> None:
     storage = Storage()
     commit = GroupCommit(storage.write, limit=10)
-    storage.release.clear()
-    with ThreadPoolExecutor(5) as pool:
-        first = pool.submit(commit.submit, b"x" * 10)
-        assert storage.entered.wait(5)
-        queued = []
+
+    async def main() -> None:
+        storage.release.clear()
+        tasks = [asyncio.create_task(commit.submit(b"x" * 10))]
+        await entered(storage)
         for name in (b"aaaa", b"bbbb", b"cccc", b"dddd"):  # 4 bytes each: two per write
-            queued.append(pool.submit(commit.submit, name))
-            wait_for_waiters(commit, len(queued))
+            tasks.append(asyncio.create_task(commit.submit(name)))
+        await queued(commit, 4)
         storage.release.set()
-        for future in [first, *queued]:
-            future.result(timeout=10)
+        await asyncio.gather(*tasks)
+
+    run(main)
     assert storage.writes == [[b"x" * 10], [b"aaaa", b"bbbb"], [b"cccc", b"dddd"]]
 
 
 def test_an_item_over_the_limit_still_goes_alone() -> None:
     storage = Storage()
     commit = GroupCommit(storage.write, limit=4)
-    commit.submit(b"far over four")
+    run(lambda: commit.submit(b"far over four"))
     assert storage.writes == [[b"far over four"]]
 
 
 def test_a_failed_write_fails_every_caller_it_carried_and_the_next_write_works() -> None:
     storage = Storage()
     commit = GroupCommit(storage.write, limit=100)
-    storage.release.clear()
-    storage.fail = OSError("storage unreachable")
-    with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(commit.submit, b"a")]
-        assert storage.entered.wait(5)
-        futures += [pool.submit(commit.submit, b"b"), pool.submit(commit.submit, b"c")]
-        wait_for_waiters(commit, 2)
+
+    async def main() -> list[BaseException | None]:
+        storage.release.clear()
+        storage.fail = OSError("storage unreachable")
+        tasks = [asyncio.create_task(commit.submit(b"a"))]
+        await entered(storage)
+        tasks += [
+            asyncio.create_task(commit.submit(b"b")),
+            asyncio.create_task(commit.submit(b"c")),
+        ]
+        await queued(commit, 2)
         storage.release.set()
-        for future in futures:
-            with pytest.raises(GroupWriteError, match="storage unreachable") as info:
-                future.result(timeout=10)
-            assert isinstance(info.value.__cause__, OSError)
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    errors = run(main)
+    assert len(errors) == 3
+    for error in errors:
+        assert isinstance(error, GroupWriteError) and "storage unreachable" in str(error)
+        assert isinstance(error.__cause__, OSError)
     assert storage.writes == []
     storage.fail = None
-    commit.submit(b"d")
+    run(lambda: commit.submit(b"d"))
     assert storage.writes == [[b"d"]]
 
 
@@ -122,31 +150,56 @@ def test_many_concurrent_callers_each_item_written_exactly_once() -> None:
     storage.takes = 0.001
     commit = GroupCommit(storage.write, limit=64)
     items = [f"{i:06d}".encode() for i in range(1000)]  # 6 bytes: up to 10 per write
-    with ThreadPoolExecutor(32) as pool:
-        list(pool.map(commit.submit, items))
+
+    async def main() -> None:
+        await asyncio.gather(*(commit.submit(item) for item in items))
+
+    run(main)
     written = [item for write in storage.writes for item in write]
-    assert sorted(written) == items
+    assert written == items  # each once, in the order submitted
     assert all(sum(len(i) for i in write) <= 64 for write in storage.writes)
-    assert len(storage.writes) < len(items)  # 32 callers at once do share writes
+    assert len(storage.writes) <= len(items) // 10 + 2  # all wait at once: full writes
 
 
-def test_an_interrupted_write_still_releases_the_callers_waiting_on_it() -> None:
+def test_a_caller_that_gives_up_does_not_stop_its_item_or_the_others() -> None:
     storage = Storage()
     commit = GroupCommit(storage.write, limit=100)
-    storage.release.clear()
-    storage.fail = KeyboardInterrupt()
-    with ThreadPoolExecutor(2) as pool:
-        leader = pool.submit(commit.submit, b"a")
-        assert storage.entered.wait(5)
-        follower = pool.submit(commit.submit, b"b")
-        wait_for_waiters(commit, 1)
+
+    async def main() -> None:
+        storage.release.clear()
+        first = asyncio.create_task(commit.submit(b"first"))
+        await entered(storage)
+        quitter = asyncio.create_task(commit.submit(b"quitter"))
+        stayer = asyncio.create_task(commit.submit(b"stayer"))
+        await queued(commit, 2)
+        quitter.cancel()
         storage.release.set()
-        with pytest.raises(KeyboardInterrupt):
-            leader.result(timeout=10)
-        # Not stuck behind the interrupted write: it made its own, which met the same fate.
-        with pytest.raises(KeyboardInterrupt):
-            follower.result(timeout=10)
-    assert storage.writes == []
-    storage.fail = None
-    commit.submit(b"c")
-    assert storage.writes == [[b"c"]]
+        await asyncio.gather(first, stayer)
+        assert quitter.cancelled()
+
+    run(main)
+    # At least once: the item may already be on its way to storage when its caller leaves.
+    assert storage.writes == [[b"first"], [b"quitter", b"stayer"]]
+
+
+def test_a_stopped_writer_releases_every_caller_and_a_new_one_takes_over() -> None:
+    storage = Storage()
+    commit = GroupCommit(storage.write, limit=100)
+
+    async def main() -> list[BaseException | None]:
+        storage.release.clear()
+        tasks = [asyncio.create_task(commit.submit(b"a"))]
+        await entered(storage)
+        tasks.append(asyncio.create_task(commit.submit(b"b")))
+        await queued(commit, 1)
+        writer = commit._writer
+        assert writer is not None
+        writer.cancel()  # as when the worker's loop shuts down
+        outcome = list(await asyncio.gather(*tasks, return_exceptions=True))
+        storage.release.set()
+        await commit.submit(b"c")
+        return outcome
+
+    outcome = run(main)
+    assert all(isinstance(error, GroupWriteError) for error in outcome)
+    assert storage.writes[-1] == [b"c"]

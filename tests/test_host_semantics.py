@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
@@ -9,6 +10,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -174,6 +176,51 @@ def test_connections_are_kept_alive_and_functions_run_on_the_invocation_pool() -
         conn.close()
     assert sockets[0] is not None and sockets.count(sockets[0]) == 3  # one connection
     assert len(threads) == 3 and all(name.startswith("invoke") for name in threads)
+
+
+def test_async_functions_are_awaited_on_the_loop_and_hold_no_thread_while_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYTHON_THREADPOOL_THREAD_COUNT", "1")
+    threads: set[str] = set()
+    inside = 0
+    most = 0
+
+    async def wait(req: func.HttpRequest) -> func.HttpResponse:
+        nonlocal inside, most
+        threads.add(threading.current_thread().name)
+        inside += 1
+        most = max(most, inside)
+        await asyncio.sleep(0.3)
+        inside -= 1
+        return func.HttpResponse(b"waited", status_code=200)
+
+    fn = Registered("wait", {"type": "httpTrigger", "route": "wait", "methods": ["GET"]}, wait)
+    with serving(fn) as port:
+
+        def call(_: int) -> bytes:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/wait", timeout=10) as r:
+                return bytes(r.read())
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(call, range(8)))
+    assert answers == [b"waited"] * 8
+    # All eight waited at once, with one invocation thread: none of them held it.
+    assert most == 8
+    assert len(threads) == 1 and not any(name.startswith("invoke") for name in threads)
+
+
+def test_queue_and_timer_functions_may_be_async_too() -> None:
+    ran: list[str] = []
+
+    async def tick(timer: func.TimerRequest) -> None:
+        await asyncio.sleep(0)
+        ran.append(f"past_due={timer.past_due}")
+
+    fn = Registered("tick", {"type": "timerTrigger", "schedule": "0 0 * * * *"}, tick)
+    host = LocalHost([fn], queues=None, settings=QueueSettings())  # type: ignore[arg-type]
+    host.fire_timer(fn, past_due=True)
+    assert ran == ["past_due=True"]
 
 
 def exchange(port: int, request: bytes) -> bytes:

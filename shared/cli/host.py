@@ -9,6 +9,8 @@ messages at a time, a failed message made visible again after `visibilityTimeout
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 import os
@@ -89,6 +91,14 @@ class Registered:
     trigger: dict[str, Any]
     call: Callable[..., Any]
 
+    def invoke(self, arg: Any) -> Any:
+        """Call from a thread of our own; an async function runs to its end on a loop of its
+        own. (HTTP calls go through LocalHttpServer, which awaits them on its loop.)"""
+        result = self.call(arg)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+        return result
+
 
 def registered_functions(app_module: ModuleType) -> list[Registered]:
     """The functions `function_app.app` registered (get_functions() works once per app)."""
@@ -133,7 +143,7 @@ class LocalHost:
 
     def _run_one(self, fn: Registered, queue: str, message: Received) -> None:
         try:
-            fn.call(self._queue_message(message))
+            fn.invoke(self._queue_message(message))
         except Exception as exc:
             if message.dequeue_count >= self.settings.max_dequeue_count:
                 log.error(
@@ -204,7 +214,7 @@ class LocalHost:
 
     def fire_timer(self, fn: Registered, past_due: bool = False) -> None:
         try:
-            fn.call(TimerRequest(past_due=past_due))
+            fn.invoke(TimerRequest(past_due=past_due))
         except Exception:
             log.exception("timer %s raised", fn.name)
 

@@ -2,8 +2,9 @@
 
 Built like the real thing. In Azure the Functions host (not Python) owns the sockets and hands
 each whole request to the Python worker, which runs sync functions on a thread pool in arrival
-order. Here one asyncio thread owns every socket (HTTP/1.1 parsed by h11, keep-alive) and each
-function call runs on a pool of `PYTHON_THREADPOOL_THREAD_COUNT` threads. A thread per
+order and awaits async functions on its event loop. Here one asyncio thread owns every socket
+(HTTP/1.1 parsed by h11, keep-alive), sync functions run on a pool of
+`PYTHON_THREADPOOL_THREAD_COUNT` threads and async ones on that asyncio thread. A thread per
 connection instead makes every caller race for the GIL on each read and write, and the race is
 unfair: under 50 concurrent webhook POSTs some answers waited half a second behind later ones.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import re
@@ -236,7 +238,11 @@ class LocalHttpServer:
             )
             loop = asyncio.get_running_loop()
             try:
-                response = await loop.run_in_executor(self.invocations, fn.call, request)
+                if inspect.iscoroutinefunction(fn.call):
+                    # The worker awaits async functions on its event loop, not on its pool.
+                    response = await fn.call(request)
+                else:
+                    response = await loop.run_in_executor(self.invocations, fn.call, request)
             except Exception:
                 log.exception("http: function %s raised", fn.name)
                 return _text(500, "internal error")

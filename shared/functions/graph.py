@@ -6,21 +6,24 @@ the first notification (see function_app.py). httpx and msal load on the queue a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from ..store.names import GRAPH_FETCH, GRAPH_NOTIFICATIONS, GRAPH_STATE
 from ..telemetry import instruments
-from .loading import load
+from .loading import load, loaded
 from .stage import now, run_stage
 
 if TYPE_CHECKING:
     from ..pipeline.context import AppContext
+    from ..pipeline.graph_intake import Answer, Checked
     from ..pipeline.group_commit import GroupCommit
     from ..store.queues import Queues
 
@@ -33,8 +36,7 @@ UNKNOWN_FOR = 30.0
 
 _nonces: dict[str, tuple[bool, float]] = {}
 _nonces_lock = threading.Lock()
-_commits: tuple[Queues, GroupCommit] | None = None
-_commits_lock = threading.Lock()
+_commits: tuple[Queues, asyncio.AbstractEventLoop, GroupCommit] | None = None
 
 
 def _validation(req: func.HttpRequest) -> func.HttpResponse | None:
@@ -47,7 +49,11 @@ def _validation(req: func.HttpRequest) -> func.HttpResponse | None:
     return func.HttpResponse(token, status_code=200, mimetype="text/plain")
 
 
-def _known(ctx: AppContext, nonce: str) -> bool:
+class _MustBlock(Exception):
+    """Checking this POST needs a table read or a first import: not on the event loop."""
+
+
+def _known(ctx: AppContext, nonce: str, *, may_block: bool) -> bool:
     """Is this one of our subscriptions? Cached: a warm worker answers without a read."""
     from ..sources.graph.state import NONCES
 
@@ -56,6 +62,8 @@ def _known(ctx: AppContext, nonce: str) -> bool:
         cached = _nonces.get(nonce)
     if cached is not None and cached[1] > clock:
         return cached[0]
+    if not may_block:
+        raise _MustBlock
     found = ctx.stores.table(GRAPH_STATE).get(NONCES, nonce) is not None
     with _nonces_lock:
         _nonces[nonce] = (found, clock + (KNOWN_FOR if found else UNKNOWN_FOR))
@@ -63,51 +71,75 @@ def _known(ctx: AppContext, nonce: str) -> bool:
 
 
 def _committer(queues: Queues) -> GroupCommit:
-    """The worker's group commit onto the notification queue: POSTs that arrive while one is
-    being persisted share the next storage call."""
+    """The worker's group commit onto the notification queue (one per event loop): POSTs that
+    arrive while one is being persisted share the next storage call."""
     from ..pipeline.graph_intake import group_commit
 
     global _commits
-    with _commits_lock:
-        if _commits is None or _commits[0] is not queues:
-            commit = group_commit(lambda message: queues.send_bytes(GRAPH_NOTIFICATIONS, message))
-            _commits = (queues, commit)
-        return _commits[1]
+    loop = asyncio.get_running_loop()
+    if _commits is None or _commits[0] is not queues or _commits[1] is not loop:
+        commit = group_commit(lambda message: queues.send_bytes(GRAPH_NOTIFICATIONS, message))
+        _commits = (queues, loop, commit)
+    return _commits[2]
 
 
-def _intake(req: func.HttpRequest) -> func.HttpResponse:
+def _check(body: bytes, *, may_block: bool) -> tuple[Answer | Checked, Queues]:
+    """Parse and verify a POST. Without `may_block` (on the event loop) it raises _MustBlock
+    where it would wait: on the first call (imports, the context) and for a nonce not seen
+    lately (a table read). A forged clientState fails its MAC before any read."""
+    if not may_block and not loaded():
+        raise _MustBlock
+    load()
+    from ..pipeline.context import built_context, get_context
+
+    if not may_block and built_context() is None:
+        raise _MustBlock
+    from ..pipeline.graph_intake import check
+    from ..sources.graph.state import secret
+
+    ctx = get_context(ensure=False)
+    checked = check(
+        body,
+        secret=secret(ctx.config),
+        known=lambda nonce: _known(ctx, nonce, may_block=may_block),
+    )
+    return checked, ctx.stores.queues
+
+
+async def _intake(req: func.HttpRequest) -> func.HttpResponse:
     early = _validation(req)
     if early is not None:
         return early
     started = time.perf_counter()
-    load()
-    from ..pipeline.context import get_context
-    from ..pipeline.graph_intake import accept
-    from ..sources.graph.state import secret
+    body = req.get_body()
+    try:
+        # On the loop: a thread hop per POST costs more than the check, and the group's
+        # write, on its own thread, would queue behind them.
+        checked, queues = _check(body, may_block=False)
+    except _MustBlock:
+        loop = asyncio.get_running_loop()
+        checked, queues = await loop.run_in_executor(None, partial(_check, body, may_block=True))
+    from ..pipeline.graph_intake import Answer, persist
 
-    ctx = get_context(ensure=False)
-    nonces: dict[str, bool] = {}
-    answer = accept(
-        req.get_body(),
-        secret=secret(ctx.config),
-        known=lambda nonce: nonces.setdefault(nonce, _known(ctx, nonce)),
-        persist=_committer(ctx.stores.queues).submit,
-    )
+    if not isinstance(checked, Answer):
+        checked = await persist(checked, _committer(queues).submit)
     metrics = instruments()
     if metrics is not None:
         elapsed = (time.perf_counter() - started) * 1000
-        metrics.webhook_ms.record(elapsed, {"status": answer.status})
-    return func.HttpResponse(answer.text, status_code=answer.status)
+        metrics.webhook_ms.record(elapsed, {"status": checked.status})
+    return func.HttpResponse(checked.text, status_code=checked.status)
 
 
+# Async, as the worker runs them on its event loop: a POST waiting for its group's write holds
+# no thread, so all POSTs in flight can share one (see pipeline/group_commit.py).
 @bp.route(route="graph/notifications", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
-    return _intake(req)
+async def graph_notifications(req: func.HttpRequest) -> func.HttpResponse:
+    return await _intake(req)
 
 
 @bp.route(route="graph/lifecycle", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
-    return _intake(req)
+async def graph_lifecycle(req: func.HttpRequest) -> func.HttpResponse:
+    return await _intake(req)
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=GRAPH_NOTIFICATIONS, connection="AzureWebJobsStorage")

@@ -6,10 +6,16 @@ once, and threads that import the same packages for the first time at the same m
 deadlock on Python's module locks or meet half-initialised modules (azure.core's modules import
 each other). So the first call of any function imports everything the functions use, on one
 thread, under a lock; later calls find it loaded and pay one check.
+
+Then everything alive (these modules and all they import) is moved out of the cyclic
+collector's reach with `gc.freeze()`: it lives as long as the worker, and a full collection
+that walks it took ~70 ms under webhook load here, added to every answer in flight; frozen,
+it takes under 1 ms. Refcounting still frees what is dropped later.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import threading
 
@@ -45,6 +51,11 @@ _loaded = threading.Event()
 _loading = threading.Lock()
 
 
+def loaded() -> bool:
+    """Has `load` run? (Never waits.)"""
+    return _loaded.is_set()
+
+
 def load() -> None:
     """Import MODULES unless done; concurrent first callers wait for the one that imports."""
     if _loaded.is_set():
@@ -53,4 +64,5 @@ def load() -> None:
         if not _loaded.is_set():
             for name in MODULES:
                 importlib.import_module(name)
+            gc.freeze()
             _loaded.set()

@@ -110,6 +110,12 @@ def get_context(*, ensure: bool = True) -> AppContext:
     return context
 
 
+def built_context() -> AppContext | None:
+    """The process's context if it is built, else None; never waits or builds (for callers
+    on an event loop)."""
+    return _context
+
+
 def set_context(context: AppContext | None) -> None:
     """Tests and the local host install their own context (None: build from settings again)."""
     global _context

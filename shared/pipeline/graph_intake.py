@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ..sources.graph.clientstate import verified_nonce
@@ -42,16 +42,18 @@ class Answer:
     text: str
 
 
-def accept(
-    body: bytes,
-    *,
-    secret: bytes | None,
-    known: Callable[[str], bool],
-    persist: Callable[[bytes], None],
-) -> Answer:
-    """`known(nonce)`: is this the nonce of one of our subscriptions (made or being made)?
-    `persist(blob)`: write a blob to the queue (`pack` makes a message of blobs); once for a
-    POST, more often only for one too large for a message."""
+@dataclass(frozen=True)
+class Checked:
+    """A POST that passed: its genuine notifications as blobs to persist (none if all were
+    dropped)."""
+
+    blobs: list[bytes]
+    notifications: int
+
+
+def check(body: bytes, *, secret: bytes | None, known: Callable[[str], bool]) -> Answer | Checked:
+    """The POST's answer if it is refused (413, 400, 503), else what to persist.
+    `known(nonce)`: is this the nonce of one of our subscriptions (made or being made)?"""
     if len(body) > MAX_BODY:
         return Answer(413, f"body over {MAX_BODY} bytes")
     try:
@@ -71,15 +73,23 @@ def accept(
         log.warning(
             "graph intake: dropped %d of %d notifications", len(items) - len(kept), len(items)
         )
-    if kept:
-        # All genuine (the usual case): the body as posted, not serialised again.
-        payload = body if len(kept) == len(items) else None
-        try:
-            for blob in blobs(kept, payload):
-                persist(blob)
-        except Exception as exc:
-            log.error("graph intake: could not persist %d notifications: %s", len(kept), exc)
-            return Answer(503, "could not persist; deliver again")
+    if not kept:
+        return Checked([], 0)
+    # All genuine (the usual case): the body as posted, not serialised again.
+    return Checked(blobs(kept, body if len(kept) == len(items) else None), len(kept))
+
+
+async def persist(checked: Checked, submit: Callable[[bytes], Awaitable[None]]) -> Answer:
+    """Write the blobs (`submit`, e.g. a group commit's), then 202; 503 if any write failed,
+    so Graph delivers again."""
+    try:
+        for blob in checked.blobs:
+            await submit(blob)
+    except Exception as exc:
+        log.error(
+            "graph intake: could not persist %d notifications: %s", checked.notifications, exc
+        )
+        return Answer(503, "could not persist; deliver again")
     return Answer(202, "")
 
 
