@@ -91,13 +91,12 @@ def _check(body: bytes, *, may_block: bool) -> tuple[Answer | Checked, Queues]:
         raise _MustBlock
     load()
     from ..pipeline.context import built_context, get_context
-
-    if not may_block and built_context() is None:
-        raise _MustBlock
     from ..pipeline.graph_intake import check
     from ..sources.graph.state import secret
 
-    ctx = get_context(ensure=False)
+    ctx = get_context(ensure=False) if may_block else built_context()
+    if ctx is None:
+        raise _MustBlock
     checked = check(
         body,
         secret=secret(ctx.config),
@@ -114,7 +113,8 @@ async def _intake(req: func.HttpRequest) -> func.HttpResponse:
     body = req.get_body()
     try:
         # On the loop: a thread hop per POST costs more than the check, and the group's
-        # write, on its own thread, would queue behind them.
+        # write, on its own thread, would queue behind them. Where it would block it starts
+        # over on a thread: the first POST, and once per subscription every 10 minutes.
         checked, queues = _check(body, may_block=False)
     except _MustBlock:
         loop = asyncio.get_running_loop()

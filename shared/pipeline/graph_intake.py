@@ -144,7 +144,7 @@ def group_commit(send: Callable[[bytes], None]) -> GroupCommit:
 
 
 def unpack(message: bytes) -> list[dict[str, object]]:
-    """The notifications a queue message holds (what `accept` persisted), in order. Anything
+    """The notifications a queue message holds (what `persist` wrote), in order. Anything
     else raises ContractError: retrying cannot fix it."""
     if message.startswith(FORMAT_V1):
         parts = [message[len(FORMAT_V1) :]]
