@@ -14,7 +14,8 @@ calls. Run with ``python -m bench.bench_graph``; no figure is asserted.
    and unpacked. The load comes from bench/loadgen.py (one thread, non-blocking sockets), and
    once more from 50 threads over httpx for comparison: that client spends about 1 ms of CPU per
    POST on a machine whose two cores also run the server and Azurite. CPU per POST is printed
-   for the load process, the server (this process) and Azurite.
+   for the load process, the server (this process) and Azurite, and the parsing and compression
+   of one POST side by side with the standard library's.
 2. Cold validation: a fresh interpreter per run imports `function_app`, looks the function up as
    the worker's indexing does (`app.get_functions()`) and calls `graph_notifications` with a
    `validationToken`; timed from spawn until the answer reaches the parent.
@@ -36,8 +37,9 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -45,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+from isal import isal_zlib
 
 from bench import loadgen
 from shared.cli.azurite import Azurite, free_port
@@ -277,7 +281,38 @@ def webhook(
                     "carried": carried,
                 }
             )
+        results[0]["work"] = parse_and_compress(body)
     return results
+
+
+def parse_and_compress(body: bytes, repeats: int = 200) -> dict[str, dict[str, float]]:
+    """Most of a POST's CPU on the event loop, side by side: parsing with `json` and orjson,
+    compressing at level 1 with zlib and ISA-L (graph_intake uses orjson and ISA-L); best of 5
+    rounds of `repeats`, in ms."""
+
+    def best(work: Callable[[], object]) -> float:
+        rounds = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(repeats):
+                work()
+            rounds.append((time.perf_counter() - started) / repeats * 1000)
+        return min(rounds)
+
+    return {
+        "parse": {
+            "json": best(lambda: json.loads(body)),
+            "orjson": best(lambda: orjson.loads(body)),
+        },
+        "compress": {
+            "zlib": best(lambda: zlib.compress(body, 1)),
+            "isal": best(lambda: isal_zlib.compress(body, 1)),
+        },
+        "bytes": {
+            "zlib": len(zlib.compress(body, 1)),
+            "isal": len(isal_zlib.compress(body, 1)),
+        },
+    }
 
 
 # --- 2. validation from a cold process ---------------------------------------------------------
@@ -515,6 +550,14 @@ def report(hooks: list[dict[str, Any]], runs: list[dict[str, Any]], renew: dict[
             f"{hook['client']} {hook['concurrency']}: answers {dict(sorted(statuses.items()))}; "
             f"queue messages carry {hook['carried']} notifications"
         )
+    work = hooks[0]["work"]
+    parse, compress, size = work["parse"], work["compress"], work["bytes"]
+    print(
+        f"one POST, parse: json {parse['json']:.3f} ms, orjson {parse['orjson']:.3f} ms (used, "
+        f"{parse['json'] / parse['orjson']:.1f}x faster); compress at level 1: zlib "
+        f"{compress['zlib']:.3f} ms ({size['zlib']} B), isal {compress['isal']:.3f} ms "
+        f"({size['isal']} B, used, {compress['zlib'] / compress['isal']:.1f}x faster)"
+    )
     print(
         "latency: client side, request written to whole answer read, from a separate load "
         "process on the same machine (one Python process serves; Azure scales out instances).\n"

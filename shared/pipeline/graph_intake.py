@@ -3,24 +3,28 @@
 Graph waits 3 seconds for an answer and counts slow ones against the endpoint, so this does the
 least that is safe: check the size, parse the JSON, check each notification's clientState MAC
 and that its subscription is ours, then persist what passed and answer 202. Only a failure to
-persist answers 5xx, so Graph delivers again. Fetching happens later, from the queue. Standard
-library only, apart from the queue's size limit and what the caller passes in.
+persist answers 5xx, so Graph delivers again. Fetching happens later, from the queue. Parsing
+and compressing are most of a POST's CPU on the worker's event loop, so they use orjson (about
+twice as fast as `json` here) and ISA-L (`isal`, below).
 
 What passed is compressed into one *blob* (a POST of 100 notifications is ~70 KB of JSON, ~6 KB
-compressed). A queue message (at most 64 KiB in base64, so 48 KiB of bytes) carries one or more
-blobs: `Z2`, then per blob its length in 4 bytes and the blob. The webhook writes the blobs of
-POSTs that arrive together in one message (group commit), so one storage call persists several
-POSTs under load (`group_commit`). A POST too large for one message is split into blobs that
-each fit.
+compressed). ISA-L (`isal`) writes zlib's format in about a quarter of zlib's time at the same
+size, and readers need only the standard library's zlib. A queue message (at most 64 KiB in
+base64, so 48 KiB of bytes) carries one or more blobs: `Z2`, then per blob its length in 4
+bytes and the blob. The webhook writes the blobs of POSTs that arrive together in one message
+(group commit), so one storage call persists several POSTs under load (`group_commit`). A POST
+too large for one message is split into blobs that each fit.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+
+import orjson
+from isal import isal_zlib
 
 from ..sources.graph.clientstate import verified_nonce
 from ..store.errors import ContractError
@@ -57,8 +61,8 @@ def check(body: bytes, *, secret: bytes | None, known: Callable[[str], bool]) ->
     if len(body) > MAX_BODY:
         return Answer(413, f"body over {MAX_BODY} bytes")
     try:
-        data = json.loads(body)
-    except ValueError:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
         return Answer(400, "body is not JSON")
     items = data.get("value") if isinstance(data, dict) else None
     if not isinstance(items, list):
@@ -110,10 +114,10 @@ def _genuine(
 
 def blobs(kept: list[object], payload: bytes | None = None) -> list[bytes]:
     """`kept` (whose JSON `{"value": kept}` is `payload`, if given) as compressed blobs of at
-    most MAX_BLOB bytes: one, unless it is too large, then halves until each fits. Level 1:
-    the answer time is what Graph counts, and the size is far below the limit either way."""
-    data = payload if payload is not None else json.dumps({"value": kept}).encode()
-    blob = zlib.compress(data, 1)
+    most MAX_BLOB bytes: one, unless it is too large, then halves until each fits. Level 1 of
+    0-3: the answer time is what Graph counts, and the size is far below the limit either way."""
+    data = payload if payload is not None else orjson.dumps({"value": kept})
+    blob = isal_zlib.compress(data, 1)
     if len(blob) <= MAX_BLOB:
         return [blob]
     if len(kept) == 1:
@@ -164,8 +168,8 @@ def unpack(message: bytes) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for blob in parts:
         try:
-            data = json.loads(zlib.decompress(blob))
-        except (zlib.error, ValueError) as exc:
+            data = orjson.loads(zlib.decompress(blob))
+        except (zlib.error, orjson.JSONDecodeError) as exc:
             raise ContractError(f"graph notification batch: a blob is unreadable: {exc}") from exc
         items = data.get("value") if isinstance(data, dict) else None
         if not isinstance(items, list):
