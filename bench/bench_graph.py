@@ -493,9 +493,7 @@ def main() -> None:
             stores = Stores.connect(StorageSettings(connection_string=connection), counter)
             stores.ensure()
             sys.path.insert(0, str(REPO))
-            # get_functions() works once per app: a reload gives a fresh app (bench_storage may
-            # have asked the first one already).
-            app = importlib.reload(importlib.import_module("function_app"))
+            app = importlib.import_module("function_app")
             host = LocalHost(
                 registered_functions(app),
                 stores.queues,

@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 import time
+import types
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,13 @@ import azure.functions as func
 import pytest
 
 from shared.cli.azurite import REPO, free_port
-from shared.cli.host import LocalHost, QueueSettings, Registered, _parse_timespan
+from shared.cli.host import (
+    LocalHost,
+    QueueSettings,
+    Registered,
+    _parse_timespan,
+    registered_functions,
+)
 from shared.cli.local_http import LocalHttpServer, route_regex
 from shared.store.stores import Stores
 
@@ -33,6 +40,23 @@ def test_host_json_queue_settings_are_read() -> None:
         message_encoding="base64",
     )
     assert _parse_timespan("1.02:00:30", 0) == 86400 + 7200 + 30
+
+
+def test_an_apps_functions_can_be_listed_again() -> None:
+    # azure.functions raises on a second get_functions() of one app; the benches and tests
+    # each ask for function_app's.
+    app = func.FunctionApp()
+
+    @app.timer_trigger(schedule="0 0 * * * *", arg_name="timer")
+    def tick(timer: func.TimerRequest) -> None:
+        pass
+
+    module = types.ModuleType("some_app")
+    setattr(module, "app", app)  # noqa: B010 (a module built at run time)
+    first = registered_functions(module)
+    again = registered_functions(module)
+    assert [f.name for f in first] == [f.name for f in again] == ["tick"]
+    assert again[0].call is first[0].call
 
 
 def test_route_templates_capture_parameters() -> None:

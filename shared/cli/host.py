@@ -100,10 +100,19 @@ class Registered:
         return result
 
 
+# app -> its functions: azure.functions builds them on the first get_functions() and raises on
+# the next call (names no longer unique), so each app is asked once per process.
+_registered: dict[int, tuple[object, list[Registered]]] = {}
+
+
 def registered_functions(app_module: ModuleType) -> list[Registered]:
-    """The functions `function_app.app` registered (get_functions() works once per app)."""
+    """The functions `function_app.app` registered (the same list on every call)."""
+    app = app_module.app
+    known = _registered.get(id(app))
+    if known is not None and known[0] is app:
+        return list(known[1])
     out = []
-    for fn in app_module.app.get_functions():
+    for fn in app.get_functions():
         trigger = {
             k: (v.value if hasattr(v, "value") else v)
             for k, v in fn.get_trigger().get_dict_repr().items()
@@ -111,7 +120,8 @@ def registered_functions(app_module: ModuleType) -> list[Registered]:
         if "methods" in trigger:
             trigger["methods"] = [getattr(m, "value", m) for m in trigger["methods"] or []]
         out.append(Registered(fn.get_function_name(), trigger, fn.get_user_function()))
-    return out
+    _registered[id(app)] = (app, out)
+    return list(out)
 
 
 # --- the host ---------------------------------------------------------------------------------
