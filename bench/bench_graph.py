@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import timeit
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -291,13 +292,7 @@ def parse_and_compress(body: bytes, repeats: int = 200) -> dict[str, dict[str, f
     rounds of `repeats`, in ms."""
 
     def best(work: Callable[[], object]) -> float:
-        rounds = []
-        for _ in range(5):
-            started = time.perf_counter()
-            for _ in range(repeats):
-                work()
-            rounds.append((time.perf_counter() - started) / repeats * 1000)
-        return min(rounds)
+        return min(timeit.repeat(work, number=repeats, repeat=5)) / repeats * 1000
 
     return {
         "parse": {

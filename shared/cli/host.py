@@ -102,15 +102,14 @@ class Registered:
 
 # app -> its functions: azure.functions builds them on the first get_functions() and raises on
 # the next call (names no longer unique), so each app is asked once per process.
-_registered: dict[int, tuple[object, list[Registered]]] = {}
+_registered: dict[object, list[Registered]] = {}
 
 
 def registered_functions(app_module: ModuleType) -> list[Registered]:
     """The functions `function_app.app` registered (the same list on every call)."""
     app = app_module.app
-    known = _registered.get(id(app))
-    if known is not None and known[0] is app:
-        return list(known[1])
+    if app in _registered:
+        return list(_registered[app])
     out = []
     for fn in app.get_functions():
         trigger = {
@@ -120,7 +119,7 @@ def registered_functions(app_module: ModuleType) -> list[Registered]:
         if "methods" in trigger:
             trigger["methods"] = [getattr(m, "value", m) for m in trigger["methods"] or []]
         out.append(Registered(fn.get_function_name(), trigger, fn.get_user_function()))
-    _registered[id(app)] = (app, out)
+    _registered[app] = out
     return list(out)
 
 
