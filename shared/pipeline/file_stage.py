@@ -21,7 +21,6 @@ from ..store.errors import ContractError
 from ..store.keys import (
     CONTACT,
     NUMBER_ROWS,
-    activity_row,
     contact_partition,
     conversation_row,
     number_of_row,
@@ -153,9 +152,9 @@ def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> None:
     stores.table(RECORDS).upsert(entity)
 
 
-def _write_contacts(stores: Stores, plan: FilingPlan, now: datetime, *, activity: bool) -> None:
-    """Contact updates and the sender's activity row (what the rate limit counts), one
-    transaction per contact's partition: usually one request."""
+def _write_contacts(stores: Stores, plan: FilingPlan, now: datetime) -> None:
+    """Contact updates, one transaction per contact's partition: usually one request. (The rate
+    limit's count is not written here: the map stage claims a slot before it plans.)"""
     by_partition: dict[str, list[tuple[Literal["insert", "upsert"], dict[str, Any]]]] = {}
     for update in plan.contacts:
         partition = contact_partition(update.address)
@@ -178,15 +177,6 @@ def _write_contacts(stores: Stores, plan: FilingPlan, now: datetime, *, activity
             op = "upsert"
         by_partition.setdefault(partition, []).append(
             (op, {"PartitionKey": partition, "RowKey": CONTACT, **row})
-        )
-    if activity and plan.sender:
-        partition = contact_partition(plan.sender)
-        # One row per message: a redelivered plan is counted once.
-        by_partition.setdefault(partition, []).append(
-            (
-                "upsert",
-                {"PartitionKey": partition, "RowKey": activity_row(plan.message_key), "At": now},
-            )
         )
     _transact_each(stores.table(CONTACTS), by_partition.values())
 
@@ -264,7 +254,7 @@ def file_plan(
     messages = stores.table(MESSAGES)
     if plan.action in ("drop", "reject", "hold"):
         _file_unfiled(stores, plan, now)
-        _write_contacts(stores, plan, now, activity=False)
+        _write_contacts(stores, plan, now)
         _record_notices(stores, plan, now)
         queue_notices(stores, plan, None)
         _act_on_mailbox(stores, config, plan, now, source_for)
@@ -329,7 +319,7 @@ def file_plan(
             for address in plan.participants
         )
         _write_timeline(stores, plan, side)
-        _write_contacts(stores, plan, now, activity=plan.entry.direction == "in" and plan.primary)
+        _write_contacts(stores, plan, now)
         if plan.conversation_id and plan.primary:
             stores.table(CONVERSATIONS).upsert(
                 {

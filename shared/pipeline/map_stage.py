@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..core.attachments import check
@@ -32,6 +33,7 @@ from ..store.keys import (
     participant_row,
 )
 from ..store.queues import decode
+from ..store.sender_slots import SenderSlots, sender_rows
 from ..store.stores import (
     CONTACTS,
     CONVERSATIONS,
@@ -57,21 +59,22 @@ def gather(
     config: Config,
     message: MailMessage,
     classification: Classification,
-    now: datetime,
-) -> Known:
-    """Read what the decision needs. Searches stop at the first hit where the decision takes the
-    first one (tokens, thread references newest first), so a reply usually costs one read."""
+    arrival: datetime,
+) -> tuple[Known, SenderSlots | None]:
+    """Read what the decision needs, and the sender's rate-limit slots around the mail's
+    arrival (None when its sender is not limited). Searches stop at the first hit where the
+    decision takes the first one (tokens, thread references newest first), so a reply usually
+    costs one read."""
     messages = stores.table(MESSAGES)
     own = messages.get(message.key, "msg")
     if own is not None:
-        return Known(
-            filed=FiledMessage(
-                record=RecordRef(type=own["RecordType"], key=own["RecordKey"]),
-                mailbox=own["Mailbox"],
-                source_id=own["SourceId"],
-                folder=own.get("Folder"),
-            )
+        filed = FiledMessage(
+            record=RecordRef(type=own["RecordType"], key=own["RecordKey"]),
+            mailbox=own["Mailbox"],
+            source_id=own["SourceId"],
+            folder=own.get("Folder"),
         )
+        return Known(filed=filed), None
     need = lookups(message, config, classification)
     prefixes = {t.prefix: t.name for t in config.record_types}
     tokens: dict[tuple[str, int], RecordRef] = {}
@@ -109,9 +112,9 @@ def gather(
             if row is not None:
                 records[ref] = RecordInfo(title=row.get("Title", ""), status=row.get("Status", ""))
     sender = None
-    recent = 0
+    slots = None
     if need.sender:
-        row, recent = _sender(stores, config, need.sender, now)
+        row, slots = _sender(stores, config, need.sender, arrival)
         if row is not None:
             sender = Contact(
                 address=need.sender,
@@ -125,39 +128,53 @@ def gather(
         if need.sender and record_type is not None and record_type.updates_from == "thread":
             row = stores.table(TIMELINE).get(f"{ref.type}-{ref.key}", participant_row(need.sender))
             on_thread[ref] = row is not None
-    return Known(
+    known = Known(
         thread=thread,
         tokens=tokens,
         conversation=conversation,
         records=records,
         sender=sender,
-        sender_recent=recent,
         bounce_original=bounce_original,
         on_thread=on_thread,
     )
+    return known, slots
 
 
 def _sender(
-    stores: Stores, config: Config, sender: str, now: datetime
-) -> tuple[dict[str, Any] | None, int]:
-    """The sender's contact row, and how many mails it sent within the rate limit's window:
-    both live in the sender's partition, so this is one request."""
+    stores: Stores, config: Config, sender: str, arrival: datetime
+) -> tuple[dict[str, Any] | None, SenderSlots | None]:
+    """The sender's contact row, and its rate-limit slots around the mail's arrival: both live
+    in the sender's partition, so this is one request."""
     contacts, partition = stores.table(CONTACTS), contact_partition(sender)
     limit = config.rate_limit
     if limit.allows(sender):
-        return contacts.get(partition, CONTACT), 0
-    since = now - timedelta(minutes=limit.window_minutes)
-    contact, recent = None, 0
-    for row in contacts.partition(
-        partition,
-        where="RowKey eq @contact or At ge @since",
-        parameters={"contact": CONTACT, "since": since},
-    ):
-        if row["RowKey"] == CONTACT:
-            contact = row
-        else:
-            recent += 1
-    return contact, recent
+        return contacts.get(partition, CONTACT), None
+    window = timedelta(minutes=limit.window_minutes)
+    contact, rows = sender_rows(contacts, partition, arrival, window)
+    return contact, SenderSlots(contacts, partition, limit.per_sender, window, arrival, rows)
+
+
+def arrival_time(received_at: datetime | None, now: datetime) -> datetime:
+    """When the mail arrived, for the rate limit: as its source reports it (IMAP INTERNALDATE,
+    Graph receivedDateTime, EWS DateTimeReceived, a file's mtime), never the sender's Date
+    header; never later than now (a source's clock ahead of ours counts as now)."""
+    if received_at is None:
+        return now
+    if received_at.tzinfo is None:
+        received_at = received_at.replace(tzinfo=UTC)
+    return min(received_at, now)
+
+
+def _admitted(plans: Sequence[FilingPlan]) -> bool:
+    """Whether the mail is filed as inbound mail: what the rate limit counts (a drop, a rejection
+    or our own mail takes no slot)."""
+    first = plans[0] if plans else None
+    return (
+        first is not None
+        and first.action in ("create", "attach")
+        and first.entry is not None
+        and first.entry.direction == "in"
+    )
 
 
 def store_attachments(stores: Stores, raw: bytes) -> tuple[AttachmentInfo, ...]:
@@ -209,17 +226,35 @@ def map_inbound(
     inbound = decode(body, InboundMessage)
     message = parse_inbound(stores, inbound)
     classification = classify(message, own_mail(config))
-    known = gather(stores, config, message, classification, now)
-    text = reply_text(message.text)
-    plans = decide(
-        message,
-        known,
-        config,
-        blob=inbound.blob,
-        signing_keys=signing_keys,
-        classification=classification,
-        reply=text,
+    known, slots = gather(
+        stores, config, message, classification, arrival_time(inbound.received_at, now)
     )
+    text = reply_text(message.text)
+
+    def decided(known: Known) -> list[FilingPlan]:
+        return decide(
+            message,
+            known,
+            config,
+            blob=inbound.blob,
+            signing_keys=signing_keys,
+            classification=classification,
+            reply=text,
+        )
+
+    plans = decided(known)
+    # Mail the limit would hold is admitted only by taking a slot in storage (exact under
+    # concurrent workers); without one, the decision with the limit reached stands.
+    if slots is not None and _admitted(plans):
+        limited = decided(replace(known, sender_recent=config.rate_limit.per_sender))
+        if limited[0].action == "hold" and not slots.claim(message.key):
+            log.info(
+                "map: mailbox=%s key=%s held: %d admitted mails from its sender within a window",
+                message.mailbox,
+                message.key[:40],
+                slots.in_use(),
+            )
+            plans = limited
     if any(p.entry and p.entry.attachments for p in plans):
         stored = store_attachments(stores, message.raw)
         plans = [

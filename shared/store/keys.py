@@ -18,19 +18,21 @@ def conversation_row(conversation_id: str) -> str:
     return short_hash(conversation_id)
 
 
-# A contact's partition in the Contacts table holds the contact itself (RowKey "contact") and one
-# row per message it sent (the per-sender rate limit's count): one read tells the map stage
-# both, and one transaction writes both.
+# A contact's partition in the Contacts table holds the contact itself (RowKey "contact") and,
+# under "s-", the per-sender rate limit's slots (store/sender_slots.py): one read gives the map
+# stage both.
 CONTACT = "contact"
+SLOT_ROWS = "s-"
 
 
 def contact_partition(address: str) -> str:
     return short_hash(address.lower())
 
 
-def activity_row(message_key: str) -> str:
-    """One row per message, so a redelivered plan is not counted twice."""
-    return "a-" + short_hash(message_key)
+def slot_row(bucket: int, index: int) -> str:
+    """Slot `index` of the window-long time bucket `bucket`: rows sort by bucket, so the
+    buckets around a mail are one range of RowKeys."""
+    return f"{SLOT_ROWS}{bucket:010d}-{index:05d}"
 
 
 # A record's partition in the Timeline table holds its entries (RowKeys start with a digit) and,

@@ -38,6 +38,8 @@ _INT32 = range(-(2**31), 2**31)
 _INT64 = range(-(2**63), 2**63)
 _FORBIDDEN_KEY = re.compile(r"[/\\#?\x00-\x1f\x7f-\x9f]")
 _PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+# What a transaction answers when another writer changed one of its rows first.
+_LOST_RACE = {"EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNotFound"}
 
 Entity = dict[str, Any]
 
@@ -236,6 +238,45 @@ class Table:
             if getattr(exc, "error_code", None) == "EntityAlreadyExists":
                 return False
             raise
+        return True
+
+    def transact_if_unchanged(
+        self, operations: Iterable[tuple[Mapping[str, Any], str | None]]
+    ) -> bool:
+        """Writes in one partition, all or nothing, in one request: an entity whose ETag is None
+        is inserted (it must not exist), the others merged only if unchanged since their ETag.
+
+        False when another writer got there first (a row now exists, changed or went away):
+        then nothing was written, and the caller reads again.
+        """
+        ops: list[Any] = []
+        for entity, etag in operations:
+            stored = to_storage(entity, self.name)
+            ops.append(
+                ("create", stored)
+                if etag is None
+                else (
+                    "update",
+                    stored,
+                    {
+                        "mode": UpdateMode.MERGE,
+                        "etag": etag,
+                        "match_condition": MatchConditions.IfNotModified,
+                    },
+                )
+            )
+        if len(ops) > MAX_BATCH_OPERATIONS or len({o[1]["PartitionKey"] for o in ops}) > 1:
+            raise StorageLimitError(
+                f"table {self.name}: a transaction is one partition, <= 100 rows"
+            )
+        try:
+            self.client.submit_transaction(ops)
+        except TableTransactionError as exc:
+            if getattr(exc, "error_code", None) in _LOST_RACE:
+                return False
+            raise
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            return False
         return True
 
     def upsert_batch(self, entities: Iterable[Mapping[str, Any]]) -> int:

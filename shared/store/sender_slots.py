@@ -1,0 +1,132 @@
+"""The per-sender rate limit, exact under concurrency: `per_sender` slots per sender.
+
+A mail is admitted only by claiming a slot in storage, so two workers can never both take the
+last one. Time is cut into buckets one window long; slot `i` of bucket `b` (RowKey
+`s-<b>-<i>` in the sender's Contacts partition) holds at most one mail (its message-key hash
+and arrival time). A mail arriving at `t` may take slot `i` only if no mail in that slot
+arrived less than a window before or after `t`; such mails can only be in buckets b-1, b and
+b+1. So the mails of one slot are a window apart or more, any window holds at most one of
+them, and no window ever holds more than `per_sender` admitted mails.
+
+The claim is one entity-group transaction over those three rows: the chosen one gets the mail,
+its neighbours are inserted empty where missing or merged unchanged under their ETag. Any
+concurrent claim that could conflict (same slot, neighbouring bucket) writes one of the same
+rows, so one of the two transactions fails, reads again and picks another slot.
+
+Time is the mail's arrival as its source reports it (never the sender's Date header), so a
+backfill of old mail is counted in its own windows and a live storm in the present one. A mail
+that finds its own hash in a slot already holds it (a redelivered map): never a second slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .keys import CONTACT, SLOT_ROWS, short_hash, slot_row
+from .tables import Entity, Table
+
+# Each lost race means another claim was committed, so a claimer loses at most about
+# `per_sender` of them before every slot is taken; past this, the queue retries the mail.
+MAX_CLAIM_ATTEMPTS = 64
+# Arrival times before this count as this: bucket numbers stay positive and sortable.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def bucket_of(at: datetime, window: timedelta) -> int:
+    return int((max(at, EARLIEST) - EARLIEST) // window) + 1
+
+
+def _bounds(bucket: int) -> tuple[str, str]:
+    """RowKeys of the slots of buckets bucket-1 .. bucket+1: [low, high)."""
+    return f"{SLOT_ROWS}{bucket - 1:010d}-", f"{SLOT_ROWS}{bucket + 2:010d}-"
+
+
+@dataclass
+class SenderSlots:
+    """The slots around one mail's arrival, as last read."""
+
+    table: Table
+    partition: str
+    per_sender: int
+    window: timedelta
+    at: datetime
+    rows: dict[str, Entity] = field(default_factory=dict)
+
+    @property
+    def bucket(self) -> int:
+        return bucket_of(self.at, self.window)
+
+    def read(self) -> None:
+        low, high = _bounds(self.bucket)
+        self.rows = {
+            r["RowKey"]: r
+            for r in self.table.partition(self.partition, row_from=low, row_before=high)
+        }
+
+    def in_use(self) -> int:
+        """Mails admitted less than a window before or after this one."""
+        return sum(1 for row in self.rows.values() if self._near(row))
+
+    def _near(self, row: Entity) -> bool:
+        at = row.get("At")
+        return (
+            bool(row.get("Holder")) and isinstance(at, datetime) and abs(at - self.at) < self.window
+        )
+
+    def _free(self, index: int) -> bool:
+        """No mail in this slot arrived less than a window before or after this one (a holder
+        in this mail's own bucket always did, whatever its row says)."""
+        if self.rows.get(slot_row(self.bucket, index), {}).get("Holder"):
+            return False
+        return not any(
+            (row := self.rows.get(slot_row(bucket, index))) is not None and self._near(row)
+            for bucket in (self.bucket - 1, self.bucket + 1)
+        )
+
+    def claim(self, message_key: str) -> bool:
+        """Take a free slot for the message (or find the one it holds); False if none is free."""
+        mine = short_hash(message_key)
+        start = int(mine[:8], 16) % self.per_sender  # concurrent claimers start apart
+        order = [(start + k) % self.per_sender for k in range(self.per_sender)]
+        for attempt in range(MAX_CLAIM_ATTEMPTS):
+            if attempt:
+                self.read()
+            if any(row.get("Holder") == mine for row in self.rows.values()):
+                return True
+            free = next((i for i in order if self._free(i)), None)
+            if free is None:
+                return False
+            if self._take(free, mine):
+                return True
+        raise RuntimeError(f"rate limit slots of {self.partition}: too much contention, will retry")
+
+    def _take(self, index: int, mine: str) -> bool:
+        operations: list[tuple[dict[str, Any], str | None]] = []
+        for bucket in (self.bucket - 1, self.bucket, self.bucket + 1):
+            key = slot_row(bucket, index)
+            entity: dict[str, Any] = {"PartitionKey": self.partition, "RowKey": key}
+            if bucket == self.bucket:
+                entity.update(Holder=mine, At=self.at)
+            existing = self.rows.get(key)
+            operations.append((entity, existing.get("_etag") if existing else None))
+        return self.table.transact_if_unchanged(operations)
+
+
+def sender_rows(
+    table: Table, partition: str, at: datetime, window: timedelta
+) -> tuple[Entity | None, dict[str, Entity]]:
+    """The sender's contact row and its slots around `at`, in one request."""
+    low, high = _bounds(bucket_of(at, window))
+    contact, slots = None, {}
+    for row in table.partition(
+        partition,
+        where="RowKey eq @contact or ( RowKey ge @low and RowKey lt @high )",
+        parameters={"contact": CONTACT, "low": low, "high": high},
+    ):
+        if row["RowKey"] == CONTACT:
+            contact = row
+        else:
+            slots[row["RowKey"]] = row
+    return contact, slots

@@ -1,0 +1,120 @@
+"""The rate limit's slots against Azurite: guarded transactions, an exact sliding window, and
+concurrent claimers that never share the last slot."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.cli.azurite import Azurite
+from shared.store.account import StorageSettings
+from shared.store.keys import SLOT_ROWS, contact_partition
+from shared.store.sender_slots import SenderSlots, bucket_of, sender_rows
+from shared.store.stores import CONTACTS, RECORDS, Stores
+
+pytestmark = pytest.mark.azurite
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+WINDOW = timedelta(minutes=60)
+SENDER = contact_partition("шторм@example.org")
+
+
+def slots(stores: Stores, at: datetime, per_sender: int = 3) -> SenderSlots:
+    _, rows = sender_rows(stores.table(CONTACTS), SENDER, at, WINDOW)
+    return SenderSlots(stores.table(CONTACTS), SENDER, per_sender, WINDOW, at, rows)
+
+
+def holders(stores: Stores) -> list[datetime]:
+    rows = stores.table(CONTACTS).partition(SENDER, row_from=SLOT_ROWS, row_before="s.")
+    return sorted(r["At"] for r in rows if r.get("Holder"))
+
+
+def test_guarded_transaction_writes_all_or_nothing(stores: Stores) -> None:
+    table = stores.table(RECORDS)
+    etag = table.insert({"PartitionKey": "p", "RowKey": "a", "V": "один"})
+    assert etag
+    ok = table.transact_if_unchanged(
+        [
+            ({"PartitionKey": "p", "RowKey": "a", "V": "два"}, etag),
+            ({"PartitionKey": "p", "RowKey": "b"}, None),
+        ]
+    )
+    assert ok
+    # Stale ETag: nothing of the transaction is written, not even its insert.
+    lost = table.transact_if_unchanged(
+        [
+            ({"PartitionKey": "p", "RowKey": "a", "V": "три"}, etag),
+            ({"PartitionKey": "p", "RowKey": "c"}, None),
+        ]
+    )
+    assert not lost
+    row = table.get("p", "a")
+    assert row is not None and row["V"] == "два"
+    assert table.get("p", "c") is None
+    # An insert that finds its row: the same.
+    fresh = row["_etag"]
+    again = table.transact_if_unchanged(
+        [
+            ({"PartitionKey": "p", "RowKey": "a", "V": "четыре"}, fresh),
+            ({"PartitionKey": "p", "RowKey": "b"}, None),
+        ]
+    )
+    assert not again
+    row = table.get("p", "a")
+    assert row is not None and row["V"] == "два"
+
+
+def test_the_window_slides_by_arrival_time(stores: Stores) -> None:
+    for i in range(3):
+        assert slots(stores, NOW + timedelta(minutes=i)).claim(f"m{i}")
+    # A fourth within the hour of the first is refused; at the hour's end the first slot frees.
+    assert not slots(stores, NOW + timedelta(minutes=59, seconds=59)).claim("m3")
+    assert slots(stores, NOW + timedelta(minutes=60)).claim("m4")
+    assert not slots(stores, NOW + timedelta(minutes=60, seconds=30)).claim("m5")
+    # Old mail (a backfill) is counted in its own window, not in the present one ...
+    assert slots(stores, NOW - timedelta(days=30)).claim("old")
+    # ... and a mail just before the first three would make four within an hour of them.
+    assert not slots(stores, NOW - timedelta(minutes=30)).claim("early")
+    assert holders(stores) == [
+        NOW - timedelta(days=30),
+        NOW,
+        NOW + timedelta(minutes=1),
+        NOW + timedelta(minutes=2),
+        NOW + timedelta(minutes=60),
+    ]
+
+
+def test_a_mail_holding_a_slot_finds_it_again(stores: Stores) -> None:
+    assert slots(stores, NOW).claim("same")
+    assert slots(stores, NOW).claim("same")  # a redelivered map: the same slot
+    assert slots(stores, NOW).claim("other")
+    assert slots(stores, NOW).claim("third")
+    assert not slots(stores, NOW).claim("fourth")
+    assert len(holders(stores)) == 3
+
+
+def test_buckets_do_not_let_a_window_hold_more(stores: Stores) -> None:
+    """Mails either side of a bucket boundary, less than a window apart, share the limit."""
+    boundary = bucket_of(NOW, WINDOW)
+    edge = datetime(2000, 1, 1, tzinfo=UTC) + WINDOW * boundary  # the start of the next bucket
+    for i in range(3):
+        assert slots(stores, edge - timedelta(minutes=10 - i)).claim(f"before-{i}")
+    assert not slots(stores, edge + timedelta(minutes=5)).claim("after")
+    assert slots(stores, edge + timedelta(minutes=50)).claim("later")
+
+
+def test_concurrent_claimers_never_share_the_last_slot(stores: Stores, azurite: Azurite) -> None:
+    settings = StorageSettings(connection_string=azurite.connection_string)
+    workers = [Stores.connect(settings) for _ in range(8)]
+
+    def claim(n: int) -> bool:
+        own = workers[n % len(workers)]
+        _, rows = sender_rows(own.table(CONTACTS), SENDER, NOW, WINDOW)
+        at = NOW + timedelta(seconds=n % 7)
+        return SenderSlots(own.table(CONTACTS), SENDER, 20, WINDOW, at, rows).claim(f"burst-{n}")
+
+    with ThreadPoolExecutor(8) as pool:
+        admitted = list(pool.map(claim, range(120)))
+    assert admitted.count(True) == 20
+    assert len(holders(stores)) == 20
