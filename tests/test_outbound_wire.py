@@ -27,7 +27,7 @@ from shared.core.contracts import OutboundMail
 from shared.pipeline.context import set_context
 from shared.pipeline.outbound import handle_outbound
 from shared.store.keys import short_hash
-from shared.store.stores import OUTBOUND, OUTBOX, RECORDS, Stores
+from shared.store.stores import OUTBOUND, OUTBOX, RECORDS, Stores, poison
 
 from .helpers import local_host, records
 from .test_outbound import SIGNING, Instance, Sink, config_text, sink
@@ -365,4 +365,38 @@ def test_a_redelivered_mail_keeps_its_own_slot(
         controller.stop()
     assert len(found.received) == 1
     (slots,) = [r for r in stores.table(OUTBOX).all() if r["RowKey"] == "slots"]
-    assert list(json.loads(slots["Slots"])) == [short_hash("ack-retry", length=16)]
+    assert list(json.loads(slots["Slots"])) == [short_hash("ack-retry", length=12)]
+
+
+def test_the_stage_keeps_its_own_checks_and_refuses_at_once(
+    api: ApiWorld, sink: Sink, stores: Stores
+) -> None:
+    """Mail queued before a mailbox was disabled, or by an older version: the outbound stage
+    refuses it with the reason at the first attempt, never five retries into poison."""
+    cases = {
+        "paused": ("paused", "ann@example.org", "Hi", "mailbox paused is disabled"),
+        "nosend": ("nosend", "ann@example.org", "Hi", "give it an smtp block"),
+        "vt": ("support", "ann@example.org", "Hi\x0bthere", "U+000B"),
+        "utf8": ("support", "пользователь@пример.рф", "Hi", "SMTPUTF8"),
+    }
+    for name, (mailbox, to, subject, _) in cases.items():
+        stores.queues.send(
+            OUTBOUND,
+            OutboundMail(
+                id=f"reply-{name}",
+                kind="reply",
+                mailbox=mailbox,
+                to=(to,),
+                subject=subject,
+                body="x",
+            ),
+        )
+    api.one.run()
+    assert sink.received == []
+    assert stores.queues.peek(poison(OUTBOUND)) == []
+    refused = {r["RowKey"]: r["Reason"] for r in stores.table(OUTBOX).partition("refused")}
+    assert {k: v for k, v in refused.items() if k.startswith("reply-")}.keys() == {
+        f"reply-{n}" for n in cases
+    }
+    for name, (*_, why) in cases.items():
+        assert why in refused[f"reply-{name}"], refused

@@ -235,7 +235,9 @@ def _write_slots(
     entity = {
         "PartitionKey": _recipient_partition(address),
         "RowKey": SLOTS,
-        "Slots": json.dumps({t: round(w.timestamp(), 3) for t, w in slots.items()}),
+        # Whole seconds and 12-hex tags: 1,000 slots (the most the limits allow) fit in a
+        # property's 64 KiB.
+        "Slots": json.dumps({t: int(w.timestamp()) for t, w in slots.items()}),
     }
     table = stores.table(OUTBOX)
     if row is None:
@@ -250,7 +252,7 @@ def _reserve(
     this mail already: a redelivery), else why not. ETag-guarded: read, decide, write only if
     unchanged, else read again, so concurrent workers cannot both take the last slot."""
     keep = timedelta(minutes=max(limits.window_minutes, 24 * 60))
-    tag = short_hash(mail_id, length=16)
+    tag = short_hash(mail_id, length=12)
     for _ in range(_CONTENDED):
         row = stores.table(OUTBOX).get(_recipient_partition(address), SLOTS)
         slots = _slots(row, now, keep)
@@ -266,7 +268,7 @@ def _reserve(
 
 def _release(stores: Stores, addresses: list[str], mail_id: str, now: datetime) -> None:
     """Give back slots taken for a mail that was then refused (it never went out)."""
-    tag = short_hash(mail_id, length=16)
+    tag = short_hash(mail_id, length=12)
     for address in addresses:
         for _ in range(_CONTENDED):
             row = stores.table(OUTBOX).get(_recipient_partition(address), SLOTS)
