@@ -700,8 +700,9 @@ class OutboundLimits(_Strict):
     """Automatic mail to one recipient (RFC 3834 loop protection)."""
 
     window_minutes: int = Field(default=180, ge=1)
-    per_window: int = Field(default=10, ge=1)
-    per_day: int = Field(default=40, ge=1)
+    # At most 1,000: a recipient's slots are one table row (64 KiB per property).
+    per_window: int = Field(default=10, ge=1, le=1000)
+    per_day: int = Field(default=40, ge=1, le=1000)
 
 
 class Outbound(_Strict):

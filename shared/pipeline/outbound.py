@@ -7,14 +7,18 @@ stage, for each:
 1. skips it if it was sent already (table `Outbox`, PK `sent`): queues deliver at least once.
    The row is written the moment the server took the mail, with `Recorded` false until the
    bookkeeping below is done, so a redelivery after a crash completes that and sends nothing;
-2. for automatic mail, applies RFC 3834 (`core/outbound.refusal`) and the per-recipient limits
-   (rows PK `r-<recipient hash>` in `Outbox`); a refusal is recorded with its reason, not
-   retried;
-3. composes the mail (`core/outbound.compose`: header injection refused, size limited) with a
-   signed Message-ID and `X-Mailfiler-Ref`, so replies thread back to the record;
-4. sends it through the mailbox: Graph `sendMail` (MIME, saved to Sent Items), EWS
-   SendAndSaveCopy, or SMTP plus an IMAP APPEND to the Sent folder;
-5. records it: `Outbox`, the notice's row (`Sent`), the audit trail (`send`), and, for mail
+2. for automatic mail, applies RFC 3834 (`core/outbound.refusal`); a refusal is recorded with
+   its reason, not retried;
+3. composes the mail (`core/outbound.compose`: headers written by hand, header injection
+   refused, size limited) with a signed Message-ID and `X-Mailfiler-Ref`, so replies thread
+   back to the record;
+4. for automatic mail, takes one of the recipient's slots (`_reserve`: one row per recipient,
+   PK `r-<recipient hash>`, RK `slots`, written only if its ETag is unchanged, so two workers
+   can never both take the last one; a redelivered mail finds its own slot and takes no other);
+5. checks the bytes once more (`core/outbound.check_wire`) and sends them through the mailbox:
+   Graph `sendMail` (MIME, saved to Sent Items), EWS SendAndSaveCopy, or SMTP plus an IMAP
+   APPEND to the Sent folder;
+6. records it: `Outbox`, the notice's row (`Sent`), the audit trail (`send`), and, for mail
    about a record, a filing plan that puts the sent mail on the record's timeline (direction
    out) through the file stage.
 
@@ -24,10 +28,12 @@ it to `outbound-poison` with the reason (`mailfiler poison list outbound`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..core.config import (
@@ -49,6 +55,7 @@ from ..core.outbound import (
     OutboundError,
     check_address,
     check_text,
+    check_wire,
     compose,
     one_line,
     over_limit,
@@ -132,6 +139,8 @@ def handle_outbound(ctx: AppContext, body: bytes, now: datetime) -> str:
     sender = sender_of(mailbox)
     if sender is None:
         return _refuse(ctx, mail, f"mailbox {mailbox.name} has no address to send from", now)
+    if sent is None and not mailbox.enabled:  # retrying cannot fix it: refused at once
+        return _refuse(ctx, mail, f"mailbox {mailbox.name} is disabled", now)
     if sent is not None:
         # Sent, but the bookkeeping after it broke off: finish that, never send again. The
         # mail is composed anew as it was (same id, same Date), for its timeline entry.
@@ -140,19 +149,31 @@ def handle_outbound(ctx: AppContext, body: bytes, now: datetime) -> str:
         raw = compose(draft, config.outbound.max_bytes)
         _record_sent(ctx, mail, mailbox, draft, raw, str(sent.get("Answer", "")), when)
         return "sent before; its records completed now"
-    if mail.kind != "reply":  # automatic: RFC 3834 and the per-recipient limits
+    automatic = mail.kind != "reply"
+    if automatic:  # RFC 3834
         own = own_addresses(config)
         for to in mail.to:
-            why = refusal(to, {}, own) or over_limit(
-                _sent_to(stores, to, now), now, _limits(config)
-            )
+            why = refusal(to, {}, own)
             if why:
                 return _refuse(ctx, mail, why, now)
     try:
         draft = _draft(ctx, mail, mailbox, sender, now)
         raw = compose(draft, config.outbound.max_bytes)
-        answer = _transmit(ctx, mailbox, raw, sender, (*mail.to, *mail.cc))
     except OutboundError as exc:
+        return _refuse(ctx, mail, str(exc), now)
+    # The per-recipient limits, after composing (a mail refused for its content takes no
+    # slot) and before sending.
+    taken: list[str] = []
+    for to in [check_address(a, "to") for a in draft.to] if automatic else []:
+        why = _reserve(stores, to, mail.id, now, _limits(config))
+        if why:
+            _release(stores, taken, mail.id, now)
+            return _refuse(ctx, mail, why, now)
+        taken.append(to)
+    try:
+        answer = _transmit(ctx, mailbox, draft, raw)
+    except OutboundError as exc:
+        _release(stores, taken, mail.id, now)
         return _refuse(ctx, mail, str(exc), now)
     # At once: from here on a redelivery finds it sent and only completes the records.
     _outbox_row(
@@ -186,13 +207,79 @@ def _recipient_partition(address: str) -> str:
     return "r-" + short_hash(address.strip().lower())
 
 
-def _sent_to(stores: Stores, address: str, now: datetime) -> list[datetime]:
-    since = (now - timedelta(days=1)).strftime("%Y%m%dT%H%M%S")
-    return [
-        row["At"]
-        for row in stores.table(OUTBOX).partition(_recipient_partition(address), row_from=since)
-        if isinstance(row.get("At"), datetime)
-    ]
+SLOTS = "slots"
+_CONTENDED = 100  # ETag conflicts in a row before giving up (the queue then retries)
+
+
+def _slots(row: dict[str, Any] | None, now: datetime, keep: timedelta) -> dict[str, datetime]:
+    """The automatic mails a recipient got lately: mail-id hash -> when its slot was taken."""
+    if row is None:
+        return {}
+    try:
+        found = json.loads(str(row.get("Slots") or "{}"))
+    except ValueError:
+        found = {}
+    slots = {}
+    for tag, stamp in found.items() if isinstance(found, dict) else ():
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
+            when = datetime.fromtimestamp(float(stamp), UTC)
+            if when > now - keep:
+                slots[str(tag)] = when
+    return slots
+
+
+def _write_slots(
+    stores: Stores, address: str, row: dict[str, Any] | None, slots: dict[str, datetime]
+) -> bool:
+    """Write the recipient's slots only if nobody changed them since `row` was read."""
+    entity = {
+        "PartitionKey": _recipient_partition(address),
+        "RowKey": SLOTS,
+        # Whole seconds and 12-hex tags: 1,000 slots (the most the limits allow) fit in a
+        # property's 64 KiB.
+        "Slots": json.dumps({t: int(w.timestamp()) for t, w in slots.items()}),
+    }
+    table = stores.table(OUTBOX)
+    if row is None:
+        return table.insert(entity) is not None
+    return table.update_if_unchanged(entity, str(row["_etag"]))
+
+
+def _reserve(
+    stores: Stores, address: str, mail_id: str, now: datetime, limits: Limits
+) -> str | None:
+    """Take one of `address`'s automatic-mail slots for `mail_id`: None when taken (or held by
+    this mail already: a redelivery), else why not. ETag-guarded: read, decide, write only if
+    unchanged, else read again, so concurrent workers cannot both take the last slot."""
+    keep = timedelta(minutes=max(limits.window_minutes, 24 * 60))
+    tag = short_hash(mail_id, length=12)
+    for _ in range(_CONTENDED):
+        row = stores.table(OUTBOX).get(_recipient_partition(address), SLOTS)
+        slots = _slots(row, now, keep)
+        if tag in slots:
+            return None
+        why = over_limit(list(slots.values()), now, limits)
+        if why:
+            return why
+        if _write_slots(stores, address, row, {**slots, tag: now}):
+            return None
+    raise RuntimeError(f"outbound: the slots of {short_hash(address)} stayed contended")
+
+
+def _release(stores: Stores, addresses: list[str], mail_id: str, now: datetime) -> None:
+    """Give back slots taken for a mail that was then refused (it never went out)."""
+    tag = short_hash(mail_id, length=12)
+    for address in addresses:
+        for _ in range(_CONTENDED):
+            row = stores.table(OUTBOX).get(_recipient_partition(address), SLOTS)
+            if row is None:
+                break
+            slots = _slots(row, now, timedelta(days=3650))
+            if tag not in slots:
+                break
+            del slots[tag]
+            if _write_slots(stores, address, row, slots):
+                break
 
 
 def _draft(
@@ -208,12 +295,9 @@ def _draft(
         ref = signed_ref_header(mail.record, key)
     else:
         message_id, ref = f"mf-{digest[:32]}@{domain}", None
-    token = f"[{mail.display_id}]" if mail.display_id else ""
     attachments: tuple[Attachment, ...] = ()
     if mail.kind == "reply":
-        subject, body = mail.subject or "", mail.body or ""
-        if token and token not in subject:
-            subject = f"{subject} {token}".strip()  # replies thread back by the token too
+        subject, body = reply_subject(mail.subject or "", mail.display_id), mail.body or ""
         found = []
         for item in mail.attachments:
             data = ctx.stores.blobs.get(item.blob)
@@ -254,9 +338,29 @@ def _draft(
     )
 
 
-def _transmit(
-    ctx: AppContext, mailbox: Mailbox, raw: bytes, sender: str, recipients: tuple[str, ...]
-) -> str:
+def reply_subject(subject: str, display_id: str | None) -> str:
+    """A reply's subject with the record's token appended: replies thread back by it too."""
+    token = f"[{display_id}]" if display_id else ""
+    if token and token not in subject:
+        return f"{subject} {token}".strip()
+    return subject
+
+
+def cannot_send(mailbox: Mailbox) -> str | None:
+    """Why this mailbox cannot send at all (no retry will fix it), or None."""
+    if not mailbox.enabled:
+        return f"mailbox {mailbox.name} is disabled"
+    if isinstance(mailbox, ImapMailbox | LocalMailbox) and mailbox.smtp is None:
+        return f"mailbox {mailbox.name} cannot send: give it an smtp block"
+    return None
+
+
+def _transmit(ctx: AppContext, mailbox: Mailbox, draft: Draft, raw: bytes) -> str:
+    # The gate again, on the very bytes a transport gets: nothing between compose() and
+    # here may have let a line break or a header of its own in.
+    check_wire(raw, draft)
+    sender = check_address(draft.sender, "from")
+    recipients = tuple(check_address(a, "to") for a in (*draft.to, *draft.cc))
     if isinstance(mailbox, GraphMailbox | EwsMailbox):
         source: Any = ctx.source(mailbox.name)
         return str(source.send_mime(raw))
@@ -294,20 +398,6 @@ def _record_sent(
     now: datetime,
 ) -> None:
     stores = ctx.stores
-    rows: list[dict[str, Any]] = []
-    if draft.automatic:
-        stamp = now.strftime("%Y%m%dT%H%M%S%f")
-        rows.extend(
-            {
-                "PartitionKey": _recipient_partition(to),
-                "RowKey": f"{stamp}-{short_hash(mail.id)}",
-                "At": now,
-                "MailId": mail.id[:400],
-            }
-            for to in mail.to
-        )
-    for row in rows:
-        stores.table(OUTBOX).upsert(row)
     actor = Actor(mail.actor, "api" if mail.kind == "reply" else "mailfiler")
     detail = f"{mail.kind} to {', '.join(mail.to)}: <{draft.message_id}> ({answer})"
     audit(stores, actor, "send", mail.record, detail[:1500], now)
@@ -398,8 +488,10 @@ def reply_from_record(
     body: Any,
     actor: str,
 ) -> OutboundMail:
-    """`POST /api/records/{type}/{id}/reply`: check the request now (a 400 beats a poison
-    message later) and queue the mail. Raises RecordError."""
+    """`POST /api/records/{type}/{id}/reply`: check the request now and queue the mail; a 422
+    with the reason beats a mail that later lands in `outbound-poison`. Raises RecordError:
+    400 for a body of the wrong shape, 413 for too much text, 422 for a mail that could not be
+    sent (recipients, subject, attachment names, the mailbox)."""
     from .records import RecordError, timeline
 
     if not isinstance(body, dict):
@@ -412,29 +504,43 @@ def reply_from_record(
         raise RecordError(400, "invalid_body", "body: the reply's text is required")
     if len(text) > 1_000_000:
         raise RecordError(413, "too_large", "body: at most 1,000,000 characters")
+    subject = body.get("subject")
+    if subject is not None and not isinstance(subject, str):
+        raise RecordError(400, "invalid_mail", "subject must be a string")
     entries = timeline(stores, record)
     inbound = [e for e in entries if e.get("direction") == "in" and e.get("message_id")]
     default_to = [record["Contact"]] if record.get("Contact") else []
     try:
-        to = tuple(check_address(a, "to") for a in _addresses(body.get("to", default_to), "to"))
-        cc = tuple(check_address(a, "cc") for a in _addresses(body.get("cc", []), "cc"))
-        subject = body.get("subject")
-        if subject is None:
-            title = str(record.get("Title") or (inbound[-1]["subject"] if inbound else ""))
-            subject = title if title.lower().startswith("re:") else f"Re: {title}"
-        if not isinstance(subject, str):
-            raise OutboundError("subject must be a string")
-        check_text("subject", subject)
+        wanted_to = _addresses(body.get("to", default_to), "to")
+        wanted_cc = _addresses(body.get("cc", []), "cc")
     except OutboundError as exc:
         raise RecordError(400, "invalid_mail", str(exc)) from exc
+    try:  # as they go on the wire: IDNA domains in punycode
+        to = tuple(check_address(a, "to") for a in wanted_to)
+        cc = tuple(check_address(a, "cc") for a in wanted_cc)
+    except OutboundError as exc:
+        raise RecordError(422, "invalid_recipient", str(exc)) from exc
     if not to:
-        raise RecordError(400, "no_recipient", "to: the record has no contact; name a recipient")
+        raise RecordError(422, "no_recipient", "to: the record has no contact; name a recipient")
+    what = "subject"
+    if subject is None:
+        title = str(record.get("Title") or (inbound[-1]["subject"] if inbound else ""))
+        subject = title if title.lower().startswith("re:") else f"Re: {title}"
+        what = "subject (from the record's title; give one)"
+    try:
+        check_text(what, reply_subject(subject, record.get("DisplayId")))
+    except OutboundError as exc:
+        raise RecordError(422, "invalid_subject", str(exc)) from exc
     mailbox_name = str(body.get("mailbox") or record.get("Mailbox") or "")
     mailbox = config.mailbox(mailbox_name)
     if mailbox is None:
-        raise RecordError(400, "unknown_mailbox", f"mailbox {mailbox_name!r} is not configured")
-    if sender_of(mailbox) is None:
-        raise RecordError(400, "no_sender", f"mailbox {mailbox.name} has no address to send from")
+        raise RecordError(422, "unknown_mailbox", f"mailbox {mailbox_name!r} is not configured")
+    sender = sender_of(mailbox)
+    if sender is None:
+        raise RecordError(422, "no_sender", f"mailbox {mailbox.name} has no address to send from")
+    why = cannot_send(mailbox)
+    if why:
+        raise RecordError(422, "cannot_send", why)
     ids = [str(e["message_id"]) for e in entries if e.get("message_id")]
     attachments = _record_attachments(entries, body.get("attachments", []))
     mail = OutboundMail(
@@ -452,8 +558,32 @@ def reply_from_record(
         attachments=attachments,
         actor=actor,
     )
+    _dry_run(config, mail, sender)
     stores.queues.send(OUTBOUND, mail)
     return mail
+
+
+def _dry_run(config: Config, mail: OutboundMail, sender: str) -> None:
+    """Compose the reply now, as the outbound stage will (attachments without their bytes),
+    so whatever compose() would refuse is a 422 with its reason, not a refusal later."""
+    from .records import RecordError
+
+    draft = Draft(
+        sender=sender,
+        to=mail.to,
+        cc=mail.cc,
+        subject=reply_subject(mail.subject or "", mail.display_id),
+        body=mail.body or "",
+        message_id=f"dry-run.{mail.id}@{config.signing.message_id_domain}",
+        date=datetime(2000, 1, 1, tzinfo=UTC),
+        in_reply_to=mail.in_reply_to,
+        references=mail.references,
+        attachments=tuple(Attachment(a.filename, a.content_type, b"") for a in mail.attachments),
+    )
+    try:
+        compose(draft, config.outbound.max_bytes)
+    except OutboundError as exc:
+        raise RecordError(422, "invalid_mail", str(exc)) from exc
 
 
 def _record_attachments(

@@ -46,7 +46,7 @@ EWS_STATE = "EwsState"
 NOTICES = "Notices"
 AUDIT = "Audit"
 DELIVERY_LOG = "EventDeliveries"
-OUTBOX = "Outbox"  # PK sent|refused, RK the mail id; PK r-<recipient hash>: automatic sends
+OUTBOX = "Outbox"  # PK sent|refused, RK the mail id; PK r-<recipient hash>, RK slots: the limits
 TABLES = (
     MESSAGES,
     RECORDS,
