@@ -55,3 +55,5 @@ def print_record(row: dict[str, Any], as_json: bool) -> None:
         print(f"  {entry['date']}  {entry['from']}")
         print(f"      {entry['subject']}")
         print(f"      {(entry['snippet'] or '')[:100]}")
+        if entry.get("flag"):
+            print(f"      FLAGGED: {entry['flag']}")

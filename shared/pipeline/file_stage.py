@@ -417,6 +417,7 @@ def _write_timeline(stores: Stores, plan: FilingPlan, side: list[dict[str, Any]]
         "Mailbox": plan.mailbox,
         "Folder": plan.folder,
         "Blob": plan.blob,
+        "Flag": entry.flag,
     }
     _transact_each(stores.table(TIMELINE), [[("insert", row), *(("upsert", r) for r in side)]])
 

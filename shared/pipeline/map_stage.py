@@ -120,9 +120,15 @@ def gather(
             )
     bounce_original = _filed_record(stores, need.bounce_original) if need.bounce_original else None
     on_thread: dict[RecordRef, bool] = {}
+    contact = sender is not None and sender.kind == "contact" and sender.allowed
     for ref in dict.fromkeys(candidates):
         record_type = config.record_type(ref.type)
-        if need.sender and record_type is not None and record_type.updates_from == "thread":
+        if record_type is None or not need.sender:
+            continue
+        # The thread policy asks; so do fields a reply may change, unless a contact's standing
+        # answers already.
+        changeable = not contact and any(f.on_update for f in record_type.fields)
+        if record_type.updates_from == "thread" or changeable:
             row = stores.table(TIMELINE).get(f"{ref.type}-{ref.key}", participant_row(need.sender))
             on_thread[ref] = row is not None
     return Known(
