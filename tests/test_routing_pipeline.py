@@ -13,11 +13,12 @@ import azure.functions as func
 import pytest
 
 from shared.cli.azurite import Azurite
+from shared.cli.records import print_record, show_record
 from shared.core.config import parse_config
 from shared.pipeline.context import AppContext, set_context
 from shared.pipeline.poll import poll_all
-from shared.settings import AppSettings
 from shared.pipeline.records import timeline as api_timeline
+from shared.settings import AppSettings
 from shared.store.keys import CONTACT, contact_partition, participant_row
 from shared.store.stores import CONTACTS, HELD, MESSAGES, NOTICES, RECORDS, TIMELINE, Stores
 
@@ -279,7 +280,7 @@ rate_limit: {{per_sender: 20, window_minutes: 60}}
 
 
 def test_our_address_cannot_be_borrowed_and_field_changes_need_standing(
-    make_box: Any, stores: Stores, tmp_path: Path
+    make_box: Any, stores: Stores, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "sent").mkdir()
     box = make_box(TRUST_CONFIG)
@@ -335,6 +336,12 @@ def test_our_address_cannot_be_borrowed_and_field_changes_need_standing(
     api = {e["message_id"]: e for e in api_timeline(stores, record)}
     assert api["spoof@evil.example"]["flag"] == spoof["Flag"]
     assert api["a1@example.org"]["flag"] is None
+    # And `mailfiler records show`.
+    shown = show_record(stores, "CASE-1")
+    assert shown is not None
+    print_record(shown, as_json=False)
+    printed = capsys.readouterr().out
+    assert f"FLAGGED: {spoof['Flag']}" in printed and printed.count("FLAGGED") == 1
 
     # A stranger with the guessed token: the reply is filed, its field change is not.
     box.deliver(
