@@ -15,6 +15,8 @@ import pytest
 from shared.cli.azurite import Azurite
 from shared.cli.records import print_record, show_record
 from shared.core.config import parse_config
+from shared.core.contracts import RecordRef
+from shared.core.signing import signed_message_id
 from shared.pipeline.context import AppContext, set_context
 from shared.pipeline.poll import poll_all
 from shared.pipeline.records import timeline as api_timeline
@@ -284,6 +286,7 @@ def test_our_address_cannot_be_borrowed_and_field_changes_need_standing(
 ) -> None:
     (tmp_path / "sent").mkdir()
     box = make_box(TRUST_CONFIG)
+    box.ctx.signing_keys = (b"trust-test-key",)  # the context set_context holds: same object
     sent = Mailbox(box.ctx, tmp_path / "sent")
 
     def entry(message_id: str) -> dict[str, Any]:
@@ -352,11 +355,19 @@ def test_our_address_cannot_be_borrowed_and_field_changes_need_standing(
     assert "eve@example.net has no standing on CASE-1" in reasons("e1@example.net")
     assert not on_record("eve@example.net")  # writing to a record gives no standing
 
-    # A participant may change it; so may a known contact who is not on the record's mail.
-    box.deliver(
-        "From: alice@example.org\nTo: support@example.com\nSubject: Re: [CASE-1]\n"
-        "Message-ID: <a2@example.org>\n\nPriority: 2\n\nworse now"
+    # A participant may change it, also answering our (signed) acknowledgement; so may a known
+    # contact who is not on the record's mail.
+    ack = signed_message_id(
+        RecordRef(type="case", key=records(stores)[0]["RowKey"]),
+        "n1",
+        b"trust-test-key",
+        "mailfiler.invalid",
     )
+    box.deliver(
+        "From: alice@example.org\nTo: support@example.com\nSubject: Re: your case\n"
+        f"Message-ID: <a2@example.org>\nIn-Reply-To: <{ack}>\n\nPriority: 2\n\nworse now"
+    )
+    assert "signed reference" in reasons("a2@example.org")
     assert priority() == 2
     stores.table(CONTACTS).upsert(
         {

@@ -18,11 +18,21 @@ from ..core.contracts import (
     InboundMessage,
     RecordRef,
 )
-from ..core.decide import Contact, FiledMessage, Known, RecordInfo, decide, lookups, own_mail
+from ..core.decide import (
+    Contact,
+    FiledMessage,
+    Known,
+    RecordInfo,
+    decide,
+    known_order,
+    lookups,
+    own_mail,
+)
 from ..core.message import MailMessage, id_key
 from ..core.mime import attachment_contents, parse_message
 from ..core.reply_text import reply_text
 from ..core.rules import match_routes
+from ..core.signing import REF_HEADER, verify_message_id, verify_ref_header
 from ..store.errors import ContractError
 from ..store.keys import (
     CONTACT,
@@ -58,6 +68,7 @@ def gather(
     message: MailMessage,
     classification: Classification,
     now: datetime,
+    signing_keys: Sequence[bytes] = (),
 ) -> Known:
     """Read what the decision needs. Searches stop at the first hit where the decision takes the
     first one (tokens, thread references newest first), so a reply usually costs one read."""
@@ -121,7 +132,7 @@ def gather(
     bounce_original = _filed_record(stores, need.bounce_original) if need.bounce_original else None
     on_thread: dict[RecordRef, bool] = {}
     contact = sender is not None and sender.kind == "contact" and sender.allowed
-    for ref in dict.fromkeys(candidates):
+    for ref in dict.fromkeys([*candidates, *_signed_records(message, signing_keys)]):
         record_type = config.record_type(ref.type)
         if record_type is None or not need.sender:
             continue
@@ -141,6 +152,17 @@ def gather(
         bounce_original=bounce_original,
         on_thread=on_thread,
     )
+
+
+def _signed_records(message: MailMessage, keys: Sequence[bytes]) -> list[RecordRef]:
+    """The record our signed references name (the decision's layer b), if any."""
+    for mid in known_order(message):
+        record = verify_message_id(mid, keys)
+        if record is not None:
+            return [record]
+    header = message.header(REF_HEADER)
+    record = verify_ref_header(header, keys) if header else None
+    return [record] if record is not None else []
 
 
 def _sender(
@@ -215,7 +237,7 @@ def map_inbound(
     inbound = decode(body, InboundMessage)
     message = parse_inbound(stores, inbound)
     classification = classify(message, own_mail(config))
-    known = gather(stores, config, message, classification, now)
+    known = gather(stores, config, message, classification, now, signing_keys)
     text = reply_text(message.text)
     plans = decide(
         message,
