@@ -398,6 +398,15 @@ def test_our_address_cannot_be_borrowed_and_field_changes_need_standing(
     )
     assert priority() == 4
 
+    # A mail to a crowd files in one transaction: its participants are bounded.
+    crowd = ", ".join(f"p{i}@example.org" for i in range(150))
+    box.deliver(
+        f"From: bob@example.org\nTo: support@example.com\nCc: {crowd}\nSubject: Re: [CASE-1]\n"
+        "Message-ID: <b2@example.org>\n\nFYI everyone"
+    )
+    assert record_of(stores, key("b2@example.org")) == "CASE-1"
+    assert on_record("p47@example.org") and not on_record("p48@example.org")  # From, To, 48 Cc
+
     # Our address vouched for by the mailbox's own server: not flagged, still inbound.
     box.deliver(
         "Authentication-Results: mx.example.com (our edge); spf=none;\n"

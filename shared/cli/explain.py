@@ -3,7 +3,8 @@
 Nothing is read from or written to storage. The messages of one call are decided in order as
 if each were filed: a reply explained after its parent attaches to the parent's record, a token
 `[CASE-n]` names a record created earlier in the same call. Senders count as unknown (guests)
-and rate limits as not reached.
+and rate limits as not reached; standing on a record (field changes by mail) comes from the
+addresses on the mail of this call filed on it.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ SNIPPET_CHARS = 500
 TEXT_INLINE = 8000
 MAX_ENTRY_ATTACHMENTS = 50
 FLAG_CHARS = 1000
+# Addresses of one mail kept as the record's participants: with the entry and its audit row they
+# fit one 100-operation transaction.
+MAX_PARTICIPANTS = 50
 
 
 class _Contract(BaseModel):

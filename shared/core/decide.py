@@ -44,6 +44,7 @@ from .classify import Classification, OwnMail, classify
 from .config import Config, RecordType, Route
 from .contracts import (
     FLAG_CHARS,
+    MAX_PARTICIPANTS,
     SNIPPET_CHARS,
     TEXT_INLINE,
     AttachmentInfo,
@@ -287,7 +288,8 @@ def decide(
     text = reply_text(message.text) if reply is None else reply
     on_mail = [*([message.from_] if message.from_ else []), *message.to, *message.cc]
     # A suspect sender's mail gives no one standing (its To/Cc could name an accomplice).
-    participants = () if flag else tuple(dict.fromkeys(a.email.lower() for a in on_mail))
+    addresses = tuple(dict.fromkeys(a.email.lower() for a in on_mail))[:MAX_PARTICIPANTS]
+    participants = () if flag else addresses
 
     def plan(**decision: Any) -> FilingPlan:
         values: dict[str, Any] = {
@@ -563,7 +565,7 @@ def _provenance(
     else:
         why = f"{found.authserv_id} reports no pass for {domain}"
     flag = f"From claims our address {sender} on mail from outside ({why})"[:FLAG_CHARS]
-    return "in", flag, (f"flagged: {flag}; filed as inbound, without standing",)
+    return "in", flag, (f"flagged: {flag}; inbound, without standing",)
 
 
 def _no_standing(known: Known, record: RecordRef, flag: str | None) -> str | None:

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ..core.config import Config
-from ..core.contracts import FilingPlan
+from ..core.contracts import MAX_PARTICIPANTS, FilingPlan
 from ..sources.base import MailboxSource
 from ..store.errors import ContractError
 from ..store.keys import (
@@ -326,7 +326,7 @@ def file_plan(
                 "RowKey": participant_row(address),
                 "Address": address,
             }
-            for address in plan.participants
+            for address in plan.participants[:MAX_PARTICIPANTS]
         )
         _write_timeline(stores, plan, side)
         _write_contacts(stores, plan, now, activity=plan.entry.direction == "in" and plan.primary)

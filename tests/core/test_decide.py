@@ -564,3 +564,10 @@ def test_field_changes_by_mail_need_standing_on_the_record() -> None:
     assert not any("field changes ignored" in r for r in quiet.reasons)
     # Creating a record still sets fields (route and allow-list rules), from anyone.
     assert one(mail(ROOT, body), Known()).fields == {"Priority": 1}
+
+
+def test_participants_of_one_mail_are_bounded() -> None:
+    crowd = ", ".join(f"p{i}@example.org" for i in range(150))
+    plan = one(mail(ROOT + f"\nCc: {crowd}"))
+    assert plan.action == "create" and len(plan.participants) == 50
+    assert plan.participants[:2] == ("alice@example.org", "support@example.com")
