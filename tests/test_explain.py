@@ -130,3 +130,40 @@ def test_command_line_json_and_errors(tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad_box.returncode == 1 and "mailbox 'zz' is not in" in bad_box.stderr
+
+
+def test_a_borrowed_own_address_is_flagged_and_field_changes_need_standing(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "mailfiler.yaml"
+    config.write_text(
+        "record_types:\n"
+        "  - {name: case, prefix: CASE, fields: [{name: Priority, type: int, on_update: true}]}\n"
+        "mailboxes:\n"
+        "  - {name: sample, kind: local, path: mail, record_type: case,\n"
+        "     addresses: [support@mailfiler.example]}\n"
+    )
+    mail = tmp_path / "mail"
+    mail.mkdir()
+    (mail / "1.eml").write_text(
+        "From: alice@example.org\nTo: support@mailfiler.example\nSubject: Принтер\n"
+        "Message-ID: <p1@example.org>\n\nPriority: 3\n\nIt jams.\n"
+    )
+    (mail / "2.eml").write_text(
+        "From: Служба <support@mailfiler.example>\nTo: alice@example.org\n"
+        "Subject: Re: Принтер [CASE-1]\nMessage-ID: <p2@evil.example>\n\n"
+        "Priority: 1\n\nLog in at http://evil.example\n"
+    )
+    (mail / "3.eml").write_text(
+        "From: alice@example.org\nTo: support@mailfiler.example\nSubject: Re: Принтер [CASE-1]\n"
+        "Message-ID: <p3@example.org>\n\nPriority: 2\n\nStill jams.\n"
+    )
+    first, spoof, reply = explain([str(mail)], config)
+    assert first["fields"] == {"Priority": 3} and first["decision"]["flag"] is None
+    assert spoof["decision"]["action"] == "attach" and spoof["fields"] == {}
+    assert spoof["decision"]["flag"].startswith("From claims our address support@")
+    assert any("has no standing on CASE-1" in r for r in spoof["decision"]["reasons"])
+    assert reply["fields"] == {"Priority": 2}  # Alice is on the record's mail
+    out = io.StringIO()
+    run_explain([str(mail / "2.eml")], "sample", load_config(config), False, out)
+    assert "FLAGGED: From claims our address support@mailfiler.example" in out.getvalue()

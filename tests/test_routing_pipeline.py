@@ -13,12 +13,16 @@ import azure.functions as func
 import pytest
 
 from shared.cli.azurite import Azurite
+from shared.cli.records import print_record, show_record
 from shared.core.config import parse_config
+from shared.core.contracts import RecordRef
+from shared.core.signing import signed_message_id
 from shared.pipeline.context import AppContext, set_context
 from shared.pipeline.poll import poll_all
+from shared.pipeline.records import timeline as api_timeline
 from shared.settings import AppSettings
-from shared.store.keys import CONTACT, contact_partition
-from shared.store.stores import CONTACTS, HELD, MESSAGES, NOTICES, RECORDS, Stores
+from shared.store.keys import CONTACT, contact_partition, participant_row
+from shared.store.stores import CONTACTS, HELD, MESSAGES, NOTICES, RECORDS, TIMELINE, Stores
 
 from .helpers import app_functions, local_host, records, timeline_counts, timeline_entries
 
@@ -261,3 +265,155 @@ def test_attachments_are_stored_checked_and_never_rendered(box: Mailbox, stores:
     assert props.content_settings.content_type == "application/octet-stream"
     assert props.content_settings.content_disposition == 'attachment; filename="invoice.pdf"'
     assert blob.download_blob().readall() == base64.b64decode(exe)
+
+
+TRUST_CONFIG = """
+record_types:
+  - {{name: case, prefix: CASE, fields: [{{name: Priority, type: int, on_update: true}}]}}
+mailboxes:
+  - {{name: support, kind: local, path: "{folder}", record_type: case,
+      addresses: [support@example.com], authserv_id: mx.example.com}}
+  - {{name: support-sent, kind: local, path: "{folder}/../sent", record_type: case,
+      addresses: [support@example.com], sent: true}}
+routes:
+  - {{name: all, record_type: case, acknowledge: true}}
+rate_limit: {{per_sender: 20, window_minutes: 60}}
+"""
+
+
+def test_our_address_cannot_be_borrowed_and_field_changes_need_standing(
+    make_box: Any, stores: Stores, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "sent").mkdir()
+    box = make_box(TRUST_CONFIG)
+    box.ctx.signing_keys = (b"trust-test-key",)  # the context set_context holds: same object
+    sent = Mailbox(box.ctx, tmp_path / "sent")
+
+    def entry(message_id: str) -> dict[str, Any]:
+        (found,) = [e for e in timeline_entries(stores) if e["MessageKey"] == key(message_id)]
+        return found
+
+    def priority() -> int:
+        (record,) = records(stores)
+        return int(record["F_Priority"])
+
+    def reasons(message_id: str) -> str:
+        row = stores.table(MESSAGES).get(key(message_id), "msg")
+        assert row is not None
+        return str(row["Reasons"])
+
+    def on_record(address: str) -> bool:
+        (record,) = records(stores)
+        row = stores.table(TIMELINE).get(f"case-{record['RowKey']}", participant_row(address))
+        return row is not None
+
+    box.deliver(
+        "From: =?utf-8?b?0JDQu9C40YHQsA==?= <alice@example.org>\nTo: support@example.com\n"
+        "Subject: =?utf-8?b?0J/RgNC40L3RgtC10YAg0YHQu9C+0LzQsNC9?=\n"
+        "Message-ID: <a1@example.org>\n\nPriority: 3\n\nThe printer is broken."
+    )
+    assert record_of(stores, key("a1@example.org")) == "CASE-1" and priority() == 3
+    assert on_record("alice@example.org")  # the record's own mail gives standing
+
+    # A stranger's phishing mail From our own address, naming the record by its token.
+    box.deliver(
+        "From: =?utf-8?b?0KHQu9GD0LbQsdCwINC/0L7QtNC00LXRgNC20LrQuA==?= <support@example.com>\n"
+        "To: alice@example.org\nCc: mallory@evil.example\n"
+        "Authentication-Results: evil.example; dmarc=pass header.from=example.com\n"
+        "Subject: =?utf-8?b?UmU6INCf0YDQuNC90YLQtdGAINGB0LvQvtC80LDQvSBbQ0FTRS0xXQ==?=\n"
+        "Message-ID: <spoof@evil.example>\n\n"
+        "Priority: 1\n\nYour case needs you to log in: http://evil.example/login"
+    )
+    assert record_of(stores, key("spoof@evil.example")) == "CASE-1"
+    spoof = entry("spoof@evil.example")
+    assert spoof["Direction"] == "in"
+    assert spoof["Flag"].startswith("From claims our address support@example.com")
+    assert priority() == 3
+    assert "field changes ignored (Priority): support@example.com has no standing on CASE-1" in (
+        reasons("spoof@evil.example")
+    )
+    assert not on_record("mallory@evil.example")
+    assert [n["To"] for n in stores.table(NOTICES).all()] == ["alice@example.org"]
+    # Where people read it: the API's timeline entry carries the flag.
+    (record,) = records(stores)
+    api = {e["message_id"]: e for e in api_timeline(stores, record)}
+    assert api["spoof@evil.example"]["flag"] == spoof["Flag"]
+    assert api["a1@example.org"]["flag"] is None
+    # And `mailfiler records show`.
+    shown = show_record(stores, "CASE-1")
+    assert shown is not None
+    print_record(shown, as_json=False)
+    printed = capsys.readouterr().out
+    assert f"FLAGGED: {spoof['Flag']}" in printed and printed.count("FLAGGED") == 1
+
+    # A stranger with the guessed token: the reply is filed, its field change is not.
+    box.deliver(
+        "From: eve@example.net\nTo: support@example.com\nSubject: Re: [CASE-1]\n"
+        "Message-ID: <e1@example.net>\n\nPriority: 1\n\nurgent!"
+    )
+    assert record_of(stores, key("e1@example.net")) == "CASE-1" and priority() == 3
+    assert "eve@example.net has no standing on CASE-1" in reasons("e1@example.net")
+    assert not on_record("eve@example.net")  # writing to a record gives no standing
+
+    # A participant may change it, also answering our (signed) acknowledgement; so may a known
+    # contact who is not on the record's mail.
+    ack = signed_message_id(
+        RecordRef(type="case", key=records(stores)[0]["RowKey"]),
+        "n1",
+        b"trust-test-key",
+        "mailfiler.invalid",
+    )
+    box.deliver(
+        "From: alice@example.org\nTo: support@example.com\nSubject: Re: your case\n"
+        f"Message-ID: <a2@example.org>\nIn-Reply-To: <{ack}>\n\nPriority: 2\n\nworse now"
+    )
+    assert "signed reference" in reasons("a2@example.org")
+    assert priority() == 2
+    stores.table(CONTACTS).upsert(
+        {
+            "PartitionKey": contact_partition("dan@example.org"),
+            "RowKey": CONTACT,
+            "Address": "dan@example.org",
+            "Kind": "contact",
+            "Allowed": True,
+        }
+    )
+    box.deliver(
+        "From: dan@example.org\nTo: support@example.com\nSubject: Re: [CASE-1]\n"
+        "Message-ID: <d1@example.org>\n\nPriority: 1\n\nescalating"
+    )
+    assert priority() == 1
+
+    # Mail read from the sent folder is ours: outbound, and its recipients gain standing.
+    sent.deliver(
+        "From: Support <support@example.com>\nTo: alice@example.org\nCc: bob@example.org\n"
+        "Subject: Re: [CASE-1]\nMessage-ID: <s1@example.com>\nIn-Reply-To: <a2@example.org>\n\n"
+        "Bob from facilities will look at it."
+    )
+    assert entry("s1@example.com")["Direction"] == "out"
+    assert entry("s1@example.com").get("Flag") is None
+    box.deliver(
+        "From: bob@example.org\nTo: support@example.com\nSubject: Re: [CASE-1]\n"
+        "Message-ID: <b1@example.org>\n\nPriority: 4\n\nfixed, mostly"
+    )
+    assert priority() == 4
+
+    # A mail to a crowd files in one transaction: its participants are bounded.
+    crowd = ", ".join(f"p{i}@example.org" for i in range(150))
+    box.deliver(
+        f"From: bob@example.org\nTo: support@example.com\nCc: {crowd}\nSubject: Re: [CASE-1]\n"
+        "Message-ID: <b2@example.org>\n\nFYI everyone"
+    )
+    assert record_of(stores, key("b2@example.org")) == "CASE-1"
+    assert on_record("p47@example.org") and not on_record("p48@example.org")  # From, To, 48 Cc
+
+    # Our address vouched for by the mailbox's own server: not flagged, still inbound.
+    box.deliver(
+        "Authentication-Results: mx.example.com (our edge); spf=none;\n"
+        " dkim=pass header.d=example.com\n"
+        "From: support@example.com\nTo: support@example.com\nSubject: Note [CASE-1]\n"
+        "Message-ID: <n1@example.com>\n\nnote to self"
+    )
+    note = entry("n1@example.com")
+    assert note["Direction"] == "in" and note.get("Flag") is None
+    assert "mx.example.com vouches: dkim=pass header.d=example.com" in reasons("n1@example.com")

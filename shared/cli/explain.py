@@ -3,7 +3,8 @@
 Nothing is read from or written to storage. The messages of one call are decided in order as
 if each were filed: a reply explained after its parent attaches to the parent's record, a token
 `[CASE-n]` names a record created earlier in the same call. Senders count as unknown (guests)
-and rate limits as not reached.
+and rate limits as not reached; standing on a record (field changes by mail) comes from the
+addresses on the mail of this call filed on it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Simulation:
     by_token: dict[tuple[str, int], RecordRef] = field(default_factory=dict)
     numbers: dict[RecordRef, str] = field(default_factory=dict)
     by_conversation: dict[tuple[str, str], RecordRef] = field(default_factory=dict)
+    participants: dict[RecordRef, set[str]] = field(default_factory=dict)  # the `~p-` rows
 
     def known(self, message: MailMessage, config: Config, classification: Classification) -> Known:
         need = lookups(message, config, classification)
@@ -48,17 +50,20 @@ class Simulation:
             else None
         )
         original = need.bounce_original
+        candidates = [*thread.values(), *tokens.values(), *([conversation] if conversation else [])]
         return Known(
             thread=thread,
             tokens=tokens,
             conversation=conversation,
             bounce_original=self.by_message_id.get(original) if original else None,
+            on_thread={r: need.sender in self.participants.get(r, set()) for r in candidates},
         )
 
     def file(self, message: MailMessage, plans: list[FilingPlan], config: Config) -> None:
         for plan in plans:
             if plan.record is None or plan.action not in ("create", "attach"):
                 continue
+            self.participants.setdefault(plan.record, set()).update(plan.participants)
             if plan.action == "create" and plan.record not in self.numbers:
                 record_type = config.record_type(plan.record.type)
                 prefix = record_type.prefix if record_type else plan.record.type.upper()
@@ -139,6 +144,7 @@ def explain_one(
                 for p in plans[1:]
             ],
             "notices": [n.model_dump() for n in first.notices] if first else [],
+            "flag": first.entry.flag if first and first.entry else None,
         },
     }
 
@@ -149,6 +155,8 @@ def print_human(result: dict[str, Any], out: TextIO) -> None:
     out.write(f"{result['file']}\n")
     out.write(f"  {result['subject']!r} from {result['from']}\n")
     out.write(f"  {result['classification']['kind']}: {decision['action']} {record}\n")
+    if decision["flag"]:
+        out.write(f"    FLAGGED: {decision['flag']}\n")
     for reason in decision["reasons"]:
         out.write(f"    - {reason}\n")
     if result["fields"]:

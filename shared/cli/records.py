@@ -6,8 +6,8 @@ import json
 from collections import Counter
 from typing import Any
 
-from ..pipeline.audit import AUDIT_ROW
 from ..pipeline.records import all_records, timeline, view
+from ..store.keys import SIDE_ROWS
 from ..store.stores import TIMELINE, Stores
 
 
@@ -15,7 +15,7 @@ def list_records(stores: Stores) -> list[dict[str, Any]]:
     counts = Counter(
         e["PartitionKey"]
         for e in stores.table(TIMELINE).all(select=["PartitionKey", "RowKey"])
-        if not e["RowKey"].startswith(AUDIT_ROW)
+        if not e["RowKey"].startswith(SIDE_ROWS)  # audit and participant rows are no messages
     )
     rows = []
     for record in all_records(stores):
@@ -55,3 +55,5 @@ def print_record(row: dict[str, Any], as_json: bool) -> None:
         print(f"  {entry['date']}  {entry['from']}")
         print(f"      {entry['subject']}")
         print(f"      {(entry['snippet'] or '')[:100]}")
+        if entry.get("flag"):
+            print(f"      FLAGGED: {entry['flag']}")

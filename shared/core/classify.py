@@ -5,7 +5,14 @@ never raises. The rules run in this order and the first kind that matches wins:
 
 1. ``own_loop``: our own mail came back. Our loop header (`OwnMail.loop_header`) is present;
    or an ``X-Loop`` header names one of our addresses; or the Message-ID's domain is one we
-   generate *and* From is one of our addresses (both: other mailers share our domain).
+   generate *and* From is one of our addresses (both: other mailers share our domain), which
+   is how the copy of mail Mailfiler sent, read back from a Sent folder, is recognised (the
+   outbound stage filed it already). Every one of these signs can be written by a stranger,
+   so `own_loop` may only ever *stop* mail (its default action is drop, recorded with the
+   reasons): it never makes mail outbound and never gives a sender standing on a record.
+   A stranger who writes them gets nothing but their own mail dropped. Direction and trust
+   are decided from where the mail was read and the mailbox server's Authentication-Results
+   (`decide.py`), not here.
 2. ``bounce``: a delivery failure or delay notice. Any one *strong* signal: Content-Type
    ``multipart/report`` (unless its report-type is feedback-report or
    disposition-notification), ``report-type=delivery-status``, a ``message/delivery-status``

@@ -74,10 +74,25 @@ class AfterFiling(_Strict):
     )
 
 
+AUTHSERV_ID = r"^[A-Za-z0-9][A-Za-z0-9.\-_:]{0,252}$"  # a host name, as servers write it
+
+
 class _MailboxBase(_Strict):
     name: Annotated[str, Field(pattern=NAME)]
-    # The mailbox's own addresses and aliases: mail from them is ours (loops, outbound copies).
+    # The mailbox's own addresses and aliases. A From header naming one proves nothing (anyone
+    # can write it): only mail read from a sent folder is ours (see `sent_folders`).
     addresses: tuple[str, ...] = ()
+    sent_folders: tuple[str, ...] | None = Field(
+        default=None,
+        description="folders whose mail we sent (filed as direction out); unset: the kind's "
+        "default (Graph sentitems; EWS sentitems; IMAP the smtp.sent_folder and the usual "
+        "names of a Sent folder; local none)",
+    )
+    authserv_id: tuple[Annotated[str, Field(pattern=AUTHSERV_ID)], ...] = Field(
+        default=(),
+        description="the authserv-id(s) the mailbox's own server writes in "
+        "Authentication-Results; only such a header can vouch for mail From our addresses",
+    )
     record_type: str | None = Field(
         default=None, description="record type for new conversations when no route matches"
     )
@@ -88,6 +103,21 @@ class _MailboxBase(_Strict):
         description="move mail that could not be filed (it reached the poison queue) here",
     )
 
+    @field_validator("authserv_id", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    def default_sent_folders(self) -> tuple[str, ...]:
+        return ()
+
+    def is_sent_folder(self, folder: str | None) -> bool:
+        """Whether mail read from `folder` is mail this mailbox sent (case-insensitive)."""
+        if folder is None:
+            return False
+        folders = self.default_sent_folders() if self.sent_folders is None else self.sent_folders
+        return folder.casefold() in {f.casefold() for f in folders}
+
 
 class LocalMailbox(_MailboxBase):
     """A folder of .eml files, a Maildir, or an mbox file (relative to the config file)."""
@@ -95,6 +125,13 @@ class LocalMailbox(_MailboxBase):
     kind: Literal["local"]
     path: str
     smtp: Smtp | None = Field(default=None, description="how mail from this mailbox is sent")
+    sent: bool = Field(
+        default=False, description="the path holds mail this mailbox sent (a Sent folder export)"
+    )
+
+    def is_sent_folder(self, folder: str | None) -> bool:
+        # Local files carry no folder: the whole path is sent mail, or none of it is.
+        return self.sent or super().is_sent_folder(folder)
 
 
 def _check_app_credentials(auth: str, client_id: str | None, where: Any) -> None:
@@ -216,6 +253,10 @@ class Smtp(_Strict):
         return self
 
 
+# The names IMAP servers give the Sent folder (Dovecot, Exchange, Apple, Gmail, Courier/cPanel).
+IMAP_SENT_FOLDERS = ("Sent", "Sent Items", "Sent Messages", "[Gmail]/Sent Mail", "INBOX/Sent")
+
+
 class ImapMailbox(_MailboxBase):
     """Any IMAP server, polled: new mail by UID since the last poll, per folder."""
 
@@ -274,6 +315,10 @@ class ImapMailbox(_MailboxBase):
     def server_port(self) -> int:
         return self.port or (993 if self.tls == "implicit" else 143)
 
+    def default_sent_folders(self) -> tuple[str, ...]:
+        named = (self.smtp.sent_folder,) if self.smtp and self.smtp.sent_folder else ()
+        return (*named, *IMAP_SENT_FOLDERS)
+
 
 WELL_KNOWN_FOLDERS = frozenset(
     {"inbox", "sentitems", "archive", "deleteditems", "junkemail", "drafts", "outbox"}
@@ -323,6 +368,9 @@ class GraphMailbox(_MailboxBase):
     calendar: CalendarLinks | None = None
     graph_endpoint: str = "https://graph.microsoft.com"
     login_endpoint: str = "https://login.microsoftonline.com"
+
+    def default_sent_folders(self) -> tuple[str, ...]:
+        return ("sentitems",)
 
     @model_validator(mode="after")
     def _credential_named(self) -> GraphMailbox:
@@ -445,6 +493,9 @@ class EwsMailbox(_MailboxBase):
         default=None,
         description="tasks follow the dates of calendar items linked to them (needs tasks)",
     )
+
+    def default_sent_folders(self) -> tuple[str, ...]:
+        return ("sentitems", "sent")
 
     @model_validator(mode="after")
     def _credential_named(self) -> EwsMailbox:

@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 SNIPPET_CHARS = 500
 TEXT_INLINE = 8000
 MAX_ENTRY_ATTACHMENTS = 50
+FLAG_CHARS = 1000
+# Addresses of one mail kept as the record's participants: with the entry and its audit row they
+# fit one 100-operation transaction.
+MAX_PARTICIPANTS = 50
 
 
 class _Contract(BaseModel):
@@ -93,6 +97,8 @@ class TimelineEntry(_Contract):
     text: str = Field(default="", max_length=TEXT_INLINE)
     text_blob: str | None = None
     attachments: tuple[AttachmentInfo, ...] = Field(default=(), max_length=MAX_ENTRY_ATTACHMENTS)
+    # Why the mail is suspect (a From claiming our address from outside), shown with the entry.
+    flag: str | None = Field(default=None, max_length=FLAG_CHARS)
 
     model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
 
@@ -159,8 +165,8 @@ class FilingPlan(_Contract):
     contacts: tuple[ContactUpdate, ...] = ()
     sender: str | None = None  # lower-case address, for the per-sender rate limit
     conversation_id: str | None = None
-    # Addresses on this mail (From, To, Cc), kept per record when its type takes updates only
-    # from the thread.
+    # Addresses on this mail (From, To, Cc), kept per record (rows `~p-`): they have standing
+    # on it. Empty when the sender itself has none, so no one gains standing by writing.
     participants: tuple[str, ...] = ()
     # False for the second and later records one mail opens (two aliases, two record types):
     # the message index points at the first; the others are noted beside it.

@@ -15,11 +15,21 @@ Pure: no I/O and no clock. The map stage first asks `lookups` what to read, read
    (d) the source's conversation id. With `subject_guard` on the record type or on a route the
    mail matches, layers (c) and (d) count only when the normalised subject matches the record's.
 4. **Updates** to an existing record pass its type's `updates_from` policy; `Key: Value` lines
-   may change the fields marked `on_update`.
+   may change the fields marked `on_update`, and only when the sender has *standing* on the
+   record (a known contact, or an address on mail filed on it by someone with standing),
+   whatever `updates_from` lets through: a token is easy to guess, so a stranger's reply is
+   filed but its field changes are not applied (and said so).
 5. **New conversations** go through the routes (`rules.py`), the sender policy of the route
    (known contact, guest, reject, discard, forward), the per-sender rate limit (excess mail is
    held, not lost), and field parsing. Mail we sent that starts no filed conversation opens no
    record.
+
+**Direction** `out` belongs to mail read from a sent folder of its mailbox (`sent_folders`;
+mail Mailfiler sends is put on the timeline by the outbound stage itself), never to a From
+header: anyone can write our address there. Mail elsewhere From one of our addresses is inbound
+and *flagged* (the flag and its reason on the timeline entry), unless the topmost
+Authentication-Results of the mailbox's own server (`authserv_id`) passes for the address's
+domain (`authres.py`). A flagged sender has no standing and gets no notice.
 """
 
 from __future__ import annotations
@@ -29,9 +39,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from . import authres
 from .classify import Classification, OwnMail, classify
 from .config import Config, RecordType, Route
 from .contracts import (
+    FLAG_CHARS,
+    MAX_PARTICIPANTS,
     SNIPPET_CHARS,
     TEXT_INLINE,
     AttachmentInfo,
@@ -99,7 +112,8 @@ class Known:
     records: dict[RecordRef, RecordInfo] = field(default_factory=dict)
     sender: Contact | None = None
     sender_recent: int = 0  # mail from this sender filed within the rate-limit window
-    # For records whose type takes updates only from the thread: is the sender on it?
+    # Is the sender on the record's mail (its `~p-` rows)? Looked up for records whose type takes
+    # updates only from the thread or has fields a reply may change.
     on_thread: dict[RecordRef, bool] = field(default_factory=dict)
     bounce_original: RecordRef | None = None
 
@@ -133,10 +147,13 @@ def record_key(record_type: str, root_id_key: str) -> str:
     return hashlib.sha256(f"{record_type}\x00{root_id_key}".encode()).hexdigest()[:32]
 
 
-def timeline_entry(message: MailMessage, text: str, direction: str, kind: str) -> TimelineEntry:
+def timeline_entry(
+    message: MailMessage, text: str, direction: str, kind: str, *, flag: str | None = None
+) -> TimelineEntry:
     return TimelineEntry(
         direction="out" if direction == "out" else "in",
         kind=kind,
+        flag=flag,
         message_key=message.key,
         message_id=message.message_id,
         subject=message.subject[:1000],
@@ -181,6 +198,7 @@ class _Ctx:
     text: str  # the reply text: new text without quotes and signatures
     kind: str
     class_action: str
+    flag: str | None  # why the sender is suspect: no standing, no notice, no guest row
 
 
 @dataclass
@@ -266,11 +284,12 @@ def decide(
         classification = classify(message, own)
     dsn = classification.dsn
     sender = message.from_.email.lower() if message.from_ else None
-    direction = "out" if sender and sender in own.addresses else "in"
+    direction, flag, provenance = _provenance(message, config, own, sender)
     text = reply_text(message.text) if reply is None else reply
     on_mail = [*([message.from_] if message.from_ else []), *message.to, *message.cc]
-    thread_policy = any(t.updates_from == "thread" for t in config.record_types)
-    participants = tuple(dict.fromkeys(a.email.lower() for a in on_mail)) if thread_policy else ()
+    # A suspect sender's mail gives no one standing (its To/Cc could name an accomplice).
+    addresses = tuple(dict.fromkeys(a.email.lower() for a in on_mail))[:MAX_PARTICIPANTS]
+    participants = () if flag else addresses
 
     def plan(**decision: Any) -> FilingPlan:
         values: dict[str, Any] = {
@@ -294,7 +313,8 @@ def decide(
         }
         values.update(decision)
         signs = "; ".join(classification.reasons) or "no machine signs"
-        reasons = (f"classified {classification.kind}: {signs}", *values.pop("reasons", ()))
+        classified = f"classified {classification.kind}: {signs}"
+        reasons = (classified, *provenance, *values.pop("reasons", ()))
         return FilingPlan(reasons=reasons, **values)
 
     # 1. duplicates
@@ -316,7 +336,7 @@ def decide(
         ]
 
     actions = _mailbox_actions(config, message.mailbox)
-    entry = timeline_entry(message, text, direction, classification.kind)
+    entry = timeline_entry(message, text, direction, classification.kind, flag=flag)
     reasons: list[str] = []
 
     # 2. the class's action
@@ -358,6 +378,7 @@ def decide(
                     entry=entry,
                     mailbox_actions=actions,
                     contacts=contacts,
+                    participants=(),  # a mail system's report gives no one standing
                     reasons=tuple(reasons),
                 )
             ]
@@ -384,21 +405,34 @@ def decide(
     found = _find_record(message, config, known, signing_keys, reasons)
     if found is not None:
         record_type = config.record_type(found.record.type)
-        refused = _refuse_update(record_type, known, found.record) if direction == "in" else None
+        refused = (
+            _refuse_update(record_type, known, found.record, flag) if direction == "in" else None
+        )
         if refused and record_type is not None:
             return [
                 plan(
                     action="reject",
                     record=found.record,
                     mailbox_actions=(),
-                    notices=_notice("reject", sender, refused, kind),
+                    notices=_notice("reject", None if flag else sender, refused, kind),
                     reasons=(found.why, *reasons, f"{sender}: {refused}"),
                 )
             ]
         fields: dict[str, str | int] = {}
+        on_record = participants
         if record_type is not None and direction == "in":
             parsed = parse_fields(text, record_type, config.field_block, updating=True)
-            fields = parsed.values
+            lacking = _no_standing(known, found.record, flag)
+            if lacking is None:
+                fields = parsed.values
+            else:
+                on_record = ()  # writing to a record gives no standing on it
+                if parsed.values:
+                    names = ", ".join(parsed.values)
+                    reasons.append(
+                        f"field changes ignored ({names}): {sender or 'the sender'} has no "
+                        f"standing on {_display(known, found.record)} ({lacking})"
+                    )
             reasons.extend(parsed.problems)
         info = known.records.get(found.record)
         status = None
@@ -413,7 +447,9 @@ def decide(
                     f"{found.record.type} {found.record.key} is {info.status}: "
                     "a reply opens a new record"
                 )
-                ctx = _Ctx(message, known, config, plan, actions, entry, text, kind, class_action)
+                ctx = _Ctx(
+                    message, known, config, plan, actions, entry, text, kind, class_action, flag
+                )
                 fresh = _create(ctx, record_type, {}, (), "reply to a closed record", None, reasons)
                 if fresh.action != "create":
                     return [fresh]  # the sender policy refused, discarded or held it
@@ -435,6 +471,7 @@ def decide(
                 fields=fields,
                 status=status,
                 mailbox_actions=actions,
+                participants=on_record,
                 reasons=(found.why, *reasons),
             )
         ]
@@ -451,7 +488,7 @@ def decide(
                 ),
             )
         ]
-    ctx = _Ctx(message, known, config, plan, actions, entry, text, kind, class_action)
+    ctx = _Ctx(message, known, config, plan, actions, entry, text, kind, class_action, flag)
     matches = match_routes(config, message)
     if not matches:
         mailbox = config.mailbox(message.mailbox)
@@ -501,10 +538,64 @@ def _rate_limited(config: Config, known: Known, sender: str | None) -> str | Non
     )
 
 
-def _refuse_update(record_type: RecordType | None, known: Known, record: RecordRef) -> str | None:
+def _provenance(
+    message: MailMessage, config: Config, own: OwnMail, sender: str | None
+) -> tuple[Literal["in", "out"], str | None, tuple[str, ...]]:
+    """The mail's direction, why it is flagged (or None), and what the reasons say of it.
+
+    `out` only for mail read from a sent folder: a From header is the sender's to write, so
+    our address there is a claim, vouched for only by the mailbox's own server.
+    """
+    mailbox = config.mailbox(message.mailbox)
+    if mailbox is not None and mailbox.is_sent_folder(message.folder):
+        where = f"sent folder {message.folder!r}" if message.folder else "sent mail"
+        return "out", None, (f"read from the mailbox's {where}: mail we sent (direction out)",)
+    if not sender or sender not in own.addresses:
+        return "in", None, ()
+    ids = mailbox.authserv_id if mailbox is not None else ()
+    domain = sender.rpartition("@")[2]
+    found = authres.trusted(message.header_all("Authentication-Results"), ids)
+    vouch = authres.vouches(found, domain) if found is not None else None
+    if found is not None and vouch is not None:
+        return "in", None, (f"From is our address {sender}; {found.authserv_id} vouches: {vouch}",)
+    if not ids:
+        why = f"mailbox {message.mailbox!r} names no authserv_id to vouch for it"
+    elif found is None:
+        why = "no Authentication-Results of the mailbox's server"
+    else:
+        why = f"{found.authserv_id} reports no pass for {domain}"
+    flag = f"From claims our address {sender} on mail from outside ({why})"[:FLAG_CHARS]
+    return "in", flag, (f"flagged: {flag}; inbound, without standing",)
+
+
+def _no_standing(known: Known, record: RecordRef, flag: str | None) -> str | None:
+    """Why the sender may not change the record's fields by mail (None: it may)."""
+    if flag:
+        return "it claims our address from outside"
+    if known.sender is not None and known.sender.kind == "contact" and known.sender.allowed:
+        return None
+    if known.on_thread.get(record):
+        return None
+    return "not on the record's mail, not a known contact"
+
+
+def _display(known: Known, record: RecordRef) -> str:
+    """The record as people name it: its token when the mail named it, else type and key."""
+    for (prefix, number), ref in known.tokens.items():
+        if ref == record:
+            return f"{prefix}-{number}"
+    return f"{record.type} {record.key}"
+
+
+def _refuse_update(
+    record_type: RecordType | None, known: Known, record: RecordRef, flag: str | None = None
+) -> str | None:
     """Why the sender may not add mail to the record, by its type's `updates_from`."""
     if record_type is None or record_type.updates_from == "anyone":
         return None
+    if flag:
+        # Our own address is on every record's mail: a claim of it proves no membership.
+        return f"claims our address from outside; {record_type.name} takes no such updates"
     if record_type.updates_from == "contacts":
         if known.sender is not None and known.sender.kind == "contact":
             return None
@@ -539,7 +630,7 @@ def _create(
     # Sender policy for creating
     contacts: tuple[ContactUpdate, ...] = ()
     policy = route.senders if route is not None else None
-    if known.sender is not None:
+    if known.sender is not None and not ctx.flag:
         trail.append(f"sender {sender} is a known {known.sender.kind}")
     elif sender is not None:
         unknown = policy.unknown if policy else "guest"
@@ -555,7 +646,9 @@ def _create(
         ):
             unknown = "reject"
             trail.append(f"sender domain {domain} may not open records")
-        if unknown == "guest":
+        if unknown == "guest" and ctx.flag:
+            trail.append(f"sender {sender} claims our address: no guest contact, no notice")
+        elif unknown == "guest":
             name = message.from_.name if message.from_ else ""
             contacts = (ContactUpdate(address=sender, name=name, kind="guest"),)
             trail.append(f"unknown sender {sender}: created as a guest")
@@ -564,7 +657,7 @@ def _create(
                 action="reject",
                 mailbox_actions=actions,
                 reasons=(*trail, f"unknown sender {sender} may not open records: rejected"),
-                notices=_notice("reject", sender, "unknown sender", ctx.kind),
+                notices=_notice("reject", None if ctx.flag else sender, "unknown sender", ctx.kind),
             )
         elif unknown == "discard":
             return plan(
@@ -591,7 +684,7 @@ def _create(
         else f"no filed message in its thread; conversation root <{root}> ({route_why})"
     )
     notices: tuple[Notice, ...] = ()
-    if route is not None and route.acknowledge and ctx.class_action == "file":
+    if route is not None and route.acknowledge and ctx.class_action == "file" and not ctx.flag:
         notices = _notice("acknowledge", sender, f"new {record_type.name} record", ctx.kind)
     return plan(
         action="create",

@@ -70,8 +70,10 @@ def audit(
 
 
 def record_trail(stores: Stores, record: RecordRef) -> Iterator[dict[str, Any]]:
-    """The record's audit rows, oldest first."""
-    yield from stores.table(TIMELINE).partition(record_partition(record), row_from=AUDIT_ROW)
+    """The record's audit rows, oldest first (not the `~p-` participant rows after them)."""
+    partition = record_partition(record)
+    # "~audit." is the first key after every "~audit-..." one.
+    yield from stores.table(TIMELINE).partition(partition, row_from=AUDIT_ROW, row_before="~audit.")
 
 
 def day_trail(stores: Stores, day: datetime) -> Iterator[dict[str, Any]]:

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from ..core.config import Config
-from ..core.contracts import FilingPlan
+from ..core.contracts import MAX_PARTICIPANTS, FilingPlan
 from ..sources.base import MailboxSource
 from ..store.errors import ContractError
 from ..store.keys import (
@@ -316,7 +316,7 @@ def file_plan(
                 "RowKey": participant_row(address),
                 "Address": address,
             }
-            for address in plan.participants
+            for address in plan.participants[:MAX_PARTICIPANTS]
         )
         _write_timeline(stores, plan, side)
         _write_contacts(stores, plan, now)
@@ -407,6 +407,7 @@ def _write_timeline(stores: Stores, plan: FilingPlan, side: list[dict[str, Any]]
         "Mailbox": plan.mailbox,
         "Folder": plan.folder,
         "Blob": plan.blob,
+        "Flag": entry.flag,
     }
     _transact_each(stores.table(TIMELINE), [[("insert", row), *(("upsert", r) for r in side)]])
 

@@ -19,11 +19,21 @@ from ..core.contracts import (
     InboundMessage,
     RecordRef,
 )
-from ..core.decide import Contact, FiledMessage, Known, RecordInfo, decide, lookups, own_mail
+from ..core.decide import (
+    Contact,
+    FiledMessage,
+    Known,
+    RecordInfo,
+    decide,
+    known_order,
+    lookups,
+    own_mail,
+)
 from ..core.message import MailMessage, id_key
 from ..core.mime import attachment_contents, parse_message
 from ..core.reply_text import reply_text
 from ..core.rules import match_routes
+from ..core.signing import REF_HEADER, verify_message_id, verify_ref_header
 from ..store.errors import ContractError
 from ..store.keys import (
     CONTACT,
@@ -60,6 +70,7 @@ def gather(
     message: MailMessage,
     classification: Classification,
     arrival: datetime,
+    signing_keys: Sequence[bytes] = (),
 ) -> tuple[Known, SenderSlots | None]:
     """Read what the decision needs, and the sender's rate-limit slots around the mail's
     arrival (None when its sender is not limited). Searches stop at the first hit where the
@@ -123,9 +134,15 @@ def gather(
             )
     bounce_original = _filed_record(stores, need.bounce_original) if need.bounce_original else None
     on_thread: dict[RecordRef, bool] = {}
-    for ref in dict.fromkeys(candidates):
+    contact = sender is not None and sender.kind == "contact" and sender.allowed
+    for ref in dict.fromkeys([*candidates, *_signed_records(message, signing_keys)]):
         record_type = config.record_type(ref.type)
-        if need.sender and record_type is not None and record_type.updates_from == "thread":
+        if record_type is None or not need.sender:
+            continue
+        # The thread policy asks; so do fields a reply may change, unless a contact's standing
+        # answers already.
+        changeable = not contact and any(f.on_update for f in record_type.fields)
+        if record_type.updates_from == "thread" or changeable:
             row = stores.table(TIMELINE).get(f"{ref.type}-{ref.key}", participant_row(need.sender))
             on_thread[ref] = row is not None
     known = Known(
@@ -138,6 +155,17 @@ def gather(
         on_thread=on_thread,
     )
     return known, slots
+
+
+def _signed_records(message: MailMessage, keys: Sequence[bytes]) -> list[RecordRef]:
+    """The record our signed references name (the decision's layer b), if any."""
+    for mid in known_order(message):
+        record = verify_message_id(mid, keys)
+        if record is not None:
+            return [record]
+    header = message.header(REF_HEADER)
+    record = verify_ref_header(header, keys) if header else None
+    return [record] if record is not None else []
 
 
 def _sender(
@@ -227,7 +255,12 @@ def map_inbound(
     message = parse_inbound(stores, inbound)
     classification = classify(message, own_mail(config))
     known, slots = gather(
-        stores, config, message, classification, arrival_time(inbound.received_at, now)
+        stores,
+        config,
+        message,
+        classification,
+        arrival_time(inbound.received_at, now),
+        signing_keys,
     )
     text = reply_text(message.text)
 

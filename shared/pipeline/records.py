@@ -113,6 +113,7 @@ def timeline(stores: Stores, record: dict[str, Any]) -> list[dict[str, Any]]:
             "mailbox": e.get("Mailbox"),
             "folder": e.get("Folder"),
             "raw": e.get("Blob"),
+            "flag": e.get("Flag"),  # why the mail is suspect (a claim of our address), or null
         }
         for e in stores.table(TIMELINE).partition(partition, row_before=AUDIT_ROW)
     ]

@@ -81,3 +81,40 @@ def test_a_file_that_is_not_a_mapping() -> None:
     assert problems("- just\n- a list\n") == [
         ": the file must be a mapping with record_types and mailboxes"
     ]
+
+
+def test_sent_folders_by_kind_and_authserv_ids() -> None:
+    config = parse_config(
+        BASE
+        + "  - {name: loc, kind: local, path: p, record_type: case}\n"
+        + "  - {name: old, kind: local, path: q, record_type: case, sent: true}\n"
+        + "  - {name: imap, kind: imap, host: h, username: u, password_setting: P,"
+        + " record_type: case, smtp: {host: s, username: u, password_setting: P,"
+        + " sent_folder: Gesendet}, authserv_id: mx.example.com}\n"
+        + "  - {name: ews, kind: ews, endpoint: 'https://e/EWS/Exchange.asmx', email: a@b,"
+        + " username: u, password_setting: P, access_type: delegate, record_type: case,"
+        + " authserv_id: [mx1.example.com, mx2.example.com]}\n"
+        + "  - {name: m365, kind: graph, user: u, tenant_id: t, client_id: c,"
+        + " client_secret_setting: S, polling_only: true, record_type: case,"
+        + " sent_folders: [Outbox/Done]}\n"
+    )
+
+    def sent(name: str, folder: str | None) -> bool:
+        mailbox = config.mailbox(name)
+        assert mailbox is not None
+        return mailbox.is_sent_folder(folder)
+
+    assert not sent("loc", None) and not sent("loc", "Sent") and sent("old", None)
+    assert sent("imap", "Gesendet") and sent("imap", "sent items")
+    assert sent("imap", "[Gmail]/Sent Mail") and not sent("imap", "INBOX")
+    assert sent("ews", "sentitems") and not sent("ews", "inbox")
+    # A list replaces the kind's default.
+    assert sent("m365", "outbox/done") and not sent("m365", "sentitems")
+    imap, ews = config.mailbox("imap"), config.mailbox("ews")
+    assert imap is not None and imap.authserv_id == ("mx.example.com",)
+    assert ews is not None and ews.authserv_id == ("mx1.example.com", "mx2.example.com")
+    found = problems(
+        BASE + "  - {name: a, kind: local, path: p, record_type: case, "
+        "authserv_id: 'mx; dmarc=pass'}"
+    )
+    assert found[0].startswith("mailboxes[0].authserv_id[0]: String should match pattern")

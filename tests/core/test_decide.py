@@ -39,7 +39,8 @@ record_types:
     updates_from: thread
 mailboxes:
   - {name: support, kind: local, path: x, record_type: case,
-     addresses: [support@example.com], after_filing: {mark_read: true, move_to: Done}}
+     addresses: [support@example.com], after_filing: {mark_read: true, move_to: Done},
+     sent_folders: [Sent], authserv_id: mx.example.com}
   - {name: other, kind: local, path: y, record_type: case}
 routes:
   - {name: billing, to: billing@example.com, record_type: invoice, fields: {Channel: mail},
@@ -405,9 +406,15 @@ def test_class_actions_are_configurable() -> None:
 
 def test_our_outbound_mail_files_into_its_conversation_but_opens_none() -> None:
     out = REPLY.replace("From: bob@example.org", "From: Support <support@example.com>")
-    plan = one(mail(out), Known(thread={"r1@x": CASE_1}))
+    plan = one(mail(out, folder="Sent"), Known(thread={"r1@x": CASE_1}))
     assert plan.action == "attach" and plan.entry is not None and plan.entry.direction == "out"
-    new = one(mail(ROOT.replace("From: alice@example.org", "From: support@example.com")))
+    assert plan.entry.flag is None
+    assert "read from the mailbox's sent folder 'Sent': mail we sent (direction out)" in (
+        plan.reasons
+    )
+    new = one(
+        mail(ROOT.replace("From: alice@example.org", "From: support@example.com"), folder="sent")
+    )
     assert new.action == "drop" and "opens no record" in new.reasons[-1]
 
 
@@ -429,7 +436,8 @@ def test_bad_field_values_are_reported_not_applied() -> None:
 
 def test_replies_may_change_only_on_update_fields() -> None:
     plan = one(
-        mail(REPLY, "Priority: 1\nProblemType: Technical\n\nmore"), Known(thread={"r1@x": CASE_1})
+        mail(REPLY, "Priority: 1\nProblemType: Technical\n\nmore"),
+        Known(thread={"r1@x": CASE_1}, on_thread={CASE_1: True}),
     )
     assert plan.fields == {"Priority": 1}
     assert "field ProblemType cannot be changed by a reply" in plan.reasons
@@ -448,3 +456,118 @@ def test_timeline_snippet_is_the_reply_text_without_the_quote() -> None:
 
 def _human() -> Classification:
     return Classification(kind="human", reasons=())
+
+
+# --- our address cannot be borrowed; field changes need standing (issue 16) ----------------
+
+# A phishing mail: From one of our addresses (in Cyrillic script's display name), into the inbox,
+# naming a record by a guessed token, with a field change and a link.
+SPOOF = (
+    "From: =?utf-8?b?0KHQu9GD0LbQsdCwINC/0L7QtNC00LXRgNC20LrQuA==?= <Support@Example.com>\n"
+    "To: alice@example.org\nSubject: =?utf-8?b?UmU6INCf0YDQuNC90YLQtdGAIFtDQVNFLTJd?=\n"
+    "Message-ID: <spoof@evil.example>"
+)
+SPOOF_BODY = "Priority: 1\n\nPlease log in at http://evil.example/login"
+CASE_2 = RecordRef(type="case", key="k2")
+
+
+def test_mail_from_our_address_into_the_inbox_is_inbound_and_flagged() -> None:
+    message = mail(SPOOF, SPOOF_BODY)
+    assert message.subject == "Re: Принтер [CASE-2]"
+    # Even on the record's mail (our address is on every mail it files), it has no standing.
+    known = Known(tokens={("CASE", 2): CASE_2}, on_thread={CASE_2: True})
+    plan = one(message, known)
+    assert plan.action == "attach" and plan.record == CASE_2
+    assert plan.entry is not None and plan.entry.direction == "in"
+    assert plan.entry.flag is not None
+    assert "From claims our address support@example.com" in plan.entry.flag
+    assert "no Authentication-Results of the mailbox's server" in plan.entry.flag
+    assert any(r.startswith("flagged: From claims our address") for r in plan.reasons)
+    assert plan.fields == {}
+    assert (
+        "field changes ignored (Priority): support@example.com has no standing on CASE-2 "
+        "(it claims our address from outside)"
+    ) in plan.reasons
+    assert plan.participants == ()  # its To/Cc gain nothing either
+    assert "Служба поддержки" in plan.entry.from_
+
+
+def test_only_our_servers_authentication_results_vouch_for_our_address() -> None:
+    known = Known(tokens={("CASE", 2): CASE_2})
+    forged = "Authentication-Results: evil.example; dmarc=pass header.from=example.com\n"
+    plan = one(mail(forged + SPOOF, SPOOF_BODY), known)
+    assert plan.entry is not None and plan.entry.flag is not None
+    failing = "Authentication-Results: mx.example.com; dmarc=fail header.from=example.com\n"
+    plan = one(mail(failing + forged.replace("evil.example", "mx.example.com") + SPOOF), known)
+    assert plan.entry is not None and plan.entry.flag is not None
+    assert "mx.example.com reports no pass for example.com" in plan.entry.flag
+    passing = "Authentication-Results: mx.example.com (edge); dkim=pass (ok) header.d=example.com\n"
+    plan = one(mail(passing + SPOOF, SPOOF_BODY), known)
+    assert plan.entry is not None and plan.entry.flag is None
+    assert plan.entry.direction == "in"  # vouched for, still never outbound
+    assert "From is our address support@example.com; mx.example.com vouches: " in "".join(
+        plan.reasons
+    )
+    # Another mailbox names no authserv_id: nothing can vouch there.
+    plan = one(mail(passing + SPOOF, mailbox="other"), known)
+    assert plan.entry is not None and plan.entry.flag is not None
+    assert "mailbox 'other' names no authserv_id" in plan.entry.flag
+
+
+def test_a_flagged_sender_gets_no_notice_no_guest_row_and_no_thread_membership() -> None:
+    # A new conversation through a route that acknowledges: filed, flagged, nothing sent.
+    to_billing = SPOOF.replace("alice@example.org", "billing@example.com").replace(
+        "=?utf-8?b?UmU6INCf0YDQuNC90YLQtdGAIFtDQVNFLTJd?=", "Invoice"
+    )
+    plan = one(mail(to_billing), Known())
+    assert plan.action == "create" and plan.notices == () and plan.contacts == ()
+    assert plan.entry is not None and plan.entry.flag is not None
+    # A type that takes updates from its thread only: refused, and no notice to "ourselves".
+    project = RecordRef(type="project", key="p1")
+    known = Known(tokens={("CASE", 2): project}, on_thread={project: True})
+    refused = one(mail(SPOOF), known)
+    assert refused.action == "reject" and refused.notices == ()
+    assert "claims our address from outside" in refused.reasons[-1]
+
+
+def test_own_loop_signs_only_stop_mail_and_say_it_is_flagged() -> None:
+    loop = one(mail(SPOOF + "\nX-Mailfiler-Loop: yes"), Known(tokens={("CASE", 2): CASE_2}))
+    assert (loop.kind, loop.action) == ("own_loop", "drop")
+    assert any(r.startswith("flagged: From claims our address") for r in loop.reasons)
+
+
+def test_field_changes_by_mail_need_standing_on_the_record() -> None:
+    stranger = "From: Eve <eve@example.net>\nTo: support@example.com\nSubject: Re: Help [CASE-2]"
+    body = "Priority: 1\n\nplease hurry"
+    tokens = {("CASE", 2): CASE_2}
+    # updates_from: anyone still attaches the stranger's reply; its field change is refused.
+    plan = one(mail(stranger, body), Known(tokens=tokens, on_thread={CASE_2: False}))
+    assert plan.action == "attach" and plan.record == CASE_2 and plan.fields == {}
+    assert (
+        "field changes ignored (Priority): eve@example.net has no standing on CASE-2 "
+        "(not on the record's mail, not a known contact)"
+    ) in plan.reasons
+    assert plan.participants == ()  # writing to a record gives no standing on it
+    # A participant of the record's mail may change it.
+    member = one(mail(stranger, body), Known(tokens=tokens, on_thread={CASE_2: True}))
+    assert member.fields == {"Priority": 1}
+    assert member.participants == ("eve@example.net", "support@example.com")
+    # So may a known contact, on or off the thread; a disallowed one may not.
+    contact = Contact("eve@example.net", "contact")
+    assert one(mail(stranger, body), Known(tokens=tokens, sender=contact)).fields == {"Priority": 1}
+    blocked = Contact("eve@example.net", "contact", allowed=False)
+    assert one(mail(stranger, body), Known(tokens=tokens, sender=blocked)).fields == {}
+    guest = Contact("eve@example.net", "guest")
+    assert one(mail(stranger, body), Known(tokens=tokens, sender=guest)).fields == {}
+    # A mail without field lines says nothing about standing.
+    quiet = one(mail(stranger, "thanks"), Known(tokens=tokens))
+    assert not any("field changes ignored" in r for r in quiet.reasons)
+    # Creating a record still sets fields (route and allow-list rules), from anyone.
+    assert one(mail(ROOT, body), Known()).fields == {"Priority": 1}
+
+
+def test_participants_of_one_mail_are_bounded() -> None:
+    crowd = ", ".join(f"p{i}@example.org" for i in range(150))
+    plan = one(mail(ROOT + f"\nCc: {crowd}"))
+    assert plan.action == "create" and len(plan.participants) == 50
+    assert plan.participants[:2] == ("alice@example.org", "support@example.com")

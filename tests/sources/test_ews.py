@@ -300,3 +300,29 @@ def test_ntlm_for_on_premises_exchange(
         finally:
             close_connections()
             set_context(None)
+
+
+def test_sent_items_are_ours_and_our_address_in_the_inbox_is_flagged(world: EwsWorld) -> None:
+    world.configure(f"    folders: [inbox, sentitems]\n    addresses: [{ANN}]\n")
+    ours = (
+        f"From: {ANN}\r\nTo: customer1@example.org\r\nSubject: Re: Question 1\r\n"
+        "Message-ID: <ours-1@example.org>\r\nIn-Reply-To: <ews-1@example.org>\r\n\r\nOn it.\r\n"
+    ).encode()
+    spoof = ours.replace(b"ours-1@example.org", b"spoof-1@evil.example")
+    world.fake.add_messages(ANN, "inbox", [mail(1)])
+    world.poll()
+    world.host.drain()
+    world.fake.add_messages(ANN, "sentitems", [ours])
+    world.fake.add_messages(ANN, "inbox", [spoof])
+    world.poll()
+    world.host.drain()
+    entries = {
+        bytes.fromhex(e["MessageKey"]).decode(): e
+        for e in timeline_entries(world.stores, ["MessageKey", "Direction", "Flag"])
+    }
+    assert len(records(world.stores)) == 1 and len(entries) == 3
+    assert entries["ours-1@example.org"]["Direction"] == "out"
+    assert entries["ours-1@example.org"].get("Flag") is None
+    assert entries["spoof-1@evil.example"]["Direction"] == "in"
+    # No authserv_id configured: nothing can vouch for our address arriving from outside.
+    assert "names no authserv_id" in entries["spoof-1@evil.example"]["Flag"]

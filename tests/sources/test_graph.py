@@ -22,7 +22,7 @@ from shared.sources.graph.state import SUBSCRIPTIONS
 from shared.sources.graph.subscriptions import maintain
 from shared.store.stores import GRAPH_NOTIFICATIONS, GRAPH_STATE
 
-from ..helpers import records, timeline_counts
+from ..helpers import records, timeline_counts, timeline_entries
 from .graph_setup import CLIENT_STATE_SECRET, USER, GraphWorld, graph_world, mime
 
 pytestmark = pytest.mark.azurite
@@ -80,6 +80,11 @@ def test_subscribing_performs_the_handshake_and_notifications_file_mail(
     fake.deliver()
     graph_world.host.drain()
     assert sum(timeline_counts(ctx.stores).values()) == 7
+    # Read from Sent Items, it is ours (direction out); everything read from the inbox is not.
+    entries = timeline_entries(ctx.stores, ["MessageKey", "Direction", "Folder"])
+    directions = {bytes.fromhex(e["MessageKey"]).decode(): e["Direction"] for e in entries}
+    assert directions.pop("m50@customer.example") == "out"
+    assert set(directions.values()) == {"in"}
     assert len(ids) == 6
 
 

@@ -290,3 +290,41 @@ def test_a_shared_mailbox_opened_with_a_delegate_s_credentials(
             assert world.poll() == "failed"  # the delegate's password is what counts
         finally:
             set_context(None)
+
+
+def test_mail_from_the_sent_folder_is_ours_and_our_address_in_the_inbox_is_flagged(
+    world: World,
+) -> None:
+    world.configure(
+        folders="[INBOX, Sent]",
+        extra=f"    addresses: [{USER}]\n    authserv_id: mx.example.test\n",
+    )
+    ours = (
+        f"From: Support <{USER}>\r\nTo: customer1@example.org\r\nSubject: Re: Question 1\r\n"
+        "Message-ID: <ours-1@example.test>\r\nIn-Reply-To: <imap-1@example.org>\r\n\r\nOn it.\r\n"
+    ).encode()
+    spoof = (
+        "Authentication-Results: evil.example; dmarc=pass header.from=example.test\r\n"
+        f"From: =?utf-8?b?0KHQu9GD0LbQsdCw?= <{USER}>\r\nTo: customer1@example.org\r\n"
+        "Subject: Re: Question 1\r\nMessage-ID: <spoof-1@evil.example>\r\n"
+        "In-Reply-To: <imap-1@example.org>\r\n\r\nPlease log in at http://evil.example\r\n"
+    ).encode()
+    with world.client() as client:
+        client.create_folder("Sent")
+    world.append([mail(1)])
+    assert world.poll() == "queued 1"
+    world.host.drain()
+    world.append([ours], folder="Sent")  # the IMAP Sent folder: a default sent folder name
+    world.append([spoof])
+    assert world.poll() == "queued 2"
+    world.host.drain()
+    entries = {
+        bytes.fromhex(e["MessageKey"]).decode(): e
+        for e in timeline_entries(world.stores, ["MessageKey", "Direction", "Folder", "Flag"])
+    }
+    assert len(records(world.stores)) == 1 and len(entries) == 3
+    assert entries["ours-1@example.test"]["Direction"] == "out"
+    assert entries["ours-1@example.test"]["Folder"] == "Sent"
+    assert entries["ours-1@example.test"].get("Flag") is None
+    assert entries["spoof-1@evil.example"]["Direction"] == "in"
+    assert entries["spoof-1@evil.example"]["Flag"].startswith(f"From claims our address {USER}")
