@@ -8,6 +8,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -308,6 +309,22 @@ def test_get_answers_a_strong_etag_and_patch_honours_if_match(fields_api: Api) -
     assert headers["etag"] not in (first, second)
     # If-Match is optional.
     assert fields_api.call("PATCH", path, {"status": "open"})[0] == 200
+
+
+def test_of_two_clients_holding_the_same_etag_exactly_one_writes(fields_api: Api) -> None:
+    path = "/records/case/CASE-3"
+    for notes in (("один", "два"), ("三", "四"), ("five", "six"), ("ε", "ζ")):
+        tag = fields_api.request("GET", path)[1]["etag"]
+
+        def patch(text: str, tag: str = tag) -> int:
+            body = {"fields": {"Notes": text}}
+            return fields_api.request("PATCH", path, body, headers={"If-Match": tag})[0]
+
+        with ThreadPoolExecutor(2) as pool:
+            statuses = list(pool.map(patch, notes))
+        assert sorted(statuses) == [200, 412]
+        kept = fields_api.call("GET", path)[1]["fields"]["Notes"]
+        assert kept == notes[statuses.index(200)]
 
 
 def test_a_patch_that_changes_nothing_writes_nothing(
