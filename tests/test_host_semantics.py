@@ -270,9 +270,11 @@ def test_bad_requests_get_400_a_raising_function_500_and_http_1_0_a_closed_conne
     ]
     with serving(*fns) as port:
         assert exchange(port, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400 ")
-        huge = b"GET /api/ok HTTP/1.1\r\nHost: x\r\nContent-Length: 200000000\r\n\r\n"
+        host = f"Host: 127.0.0.1:{port}".encode()
+        huge = b"GET /api/ok HTTP/1.1\r\n" + host + b"\r\nContent-Length: 200000000\r\n\r\n"
         assert exchange(port, huge).startswith(b"HTTP/1.1 413 ")  # over the host's 100 MB
-        failed = exchange(port, b"GET /api/boom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        failing = b"GET /api/boom HTTP/1.1\r\n" + host + b"\r\nConnection: close\r\n\r\n"
+        failed = exchange(port, failing)
         assert failed.startswith(b"HTTP/1.1 500 ") and failed.endswith(b"internal error")
         # An HTTP/1.0 caller gets its answer, then the connection closes (exchange returns).
         old = exchange(port, b"GET /api/ok HTTP/1.0\r\n\r\n")
@@ -285,11 +287,87 @@ def test_no_content_answers_carry_no_body_and_a_caller_that_leaves_mid_body_is_l
 
     fn = Registered("empty", {"type": "httpTrigger", "route": "empty", "methods": ["GET"]}, empty)
     with serving(fn) as port:
-        answer = exchange(port, b"GET /api/empty HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        host = f"Host: 127.0.0.1:{port}".encode()
+        get = b"GET /api/empty HTTP/1.1\r\n" + host + b"\r\nConnection: close\r\n\r\n"
+        answer = exchange(port, get)
         assert answer.startswith(b"HTTP/1.1 204 ")
         assert answer.endswith(b"\r\n\r\n") and b"content-length" not in answer.lower()
         with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"POST /api/empty HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n12")
+            sock.sendall(
+                b"POST /api/empty HTTP/1.1\r\n" + host + b"\r\nContent-Length: 100\r\n\r\n12"
+            )
         # The server still answers the next caller.
-        again = exchange(port, b"GET /api/empty HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        again = exchange(port, get)
         assert again.startswith(b"HTTP/1.1 204 ")
+
+
+def answer_of(port: int, method: str, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+    """Status and JSON body (or raw bytes) of one request with exactly these headers."""
+    lines = [f"{method} {path} HTTP/1.1", "Connection: close", "Content-Length: 0"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    raw = exchange(port, ("\r\n".join(lines) + "\r\n\r\n").encode())
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"access-control-allow" not in head.lower()  # never any CORS
+    return status, json.loads(body) if body.startswith(b"{") else body
+
+
+def test_a_foreign_host_or_a_cross_site_origin_is_refused_on_every_path() -> None:
+    """DNS rebinding (a page on evil.example whose name now points at 127.0.0.1) and CSRF (a
+    page elsewhere posting to 127.0.0.1) reach no function, the admin API included."""
+    called: list[str] = []
+
+    def ok(req: func.HttpRequest) -> func.HttpResponse:
+        called.append(req.method)
+        return func.HttpResponse("ok")
+
+    def tick(timer: func.TimerRequest) -> None:
+        called.append("tick")
+
+    fns = [
+        Registered("ok", {"type": "httpTrigger", "route": "ok", "methods": ["GET", "POST"]}, ok),
+        Registered("tick", {"type": "timerTrigger", "schedule": "0 0 0 1 1 *"}, tick),
+    ]
+    with serving(*fns) as port:
+        ours = f"127.0.0.1:{port}"
+        refused = [
+            ({"Host": f"evil.example:{port}"}, 421, "misdirected"),
+            ({"Host": "127.0.0.1"}, 421, "misdirected"),  # another port: another origin
+            ({"Host": f"127.0.0.1:{port + 1}"}, 421, "misdirected"),
+            ({"Host": f"пример.рф:{port}"}, 421, "misdirected"),
+            ({"Host": ours, "Origin": "http://evil.example"}, 403, "cross_origin"),
+            ({"Host": ours, "Origin": "null"}, 403, "cross_origin"),
+            ({"Host": ours, "Origin": f"https://{ours}"}, 403, "cross_origin"),
+            ({"Host": ours, "Origin": f"http://localhost:{port + 1}"}, 403, "cross_origin"),
+            ({"Host": ours, "Sec-Fetch-Site": "cross-site"}, 403, "cross_origin"),
+            ({"Host": ours, "Sec-Fetch-Site": "same-site"}, 403, "cross_origin"),
+        ]
+        for headers, status, code in refused:
+            for method, path in (
+                ("GET", "/api/ok"),
+                ("POST", "/api/ok"),
+                ("POST", "/admin/functions/tick"),
+            ):
+                got, body = answer_of(port, method, path, headers)
+                assert (got, body) == (
+                    status,
+                    {"error": {"code": code, "message": body["error"]["message"]}},
+                )
+        time.sleep(0.2)  # a timer the admin API started would have run by now
+        assert called == []
+
+        allowed = [
+            {"Host": ours},
+            {"Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"},
+            {"Host": f"LOCALHOST:{port}", "Sec-Fetch-Site": "same-origin"},
+            {"Host": ours, "Origin": f"http://{ours}", "Sec-Fetch-Site": "none"},
+        ]
+        for headers in allowed:
+            assert answer_of(port, "GET", "/api/ok", headers) == (200, b"ok")
+        assert answer_of(port, "POST", "/admin/functions/tick", {"Host": ours})[0] == 202
+        deadline = time.monotonic() + 5
+        while "tick" not in called and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert called.count("GET") == 4 and called.count("tick") == 1
+        # An unknown route answers the API's error body too.
+        assert answer_of(port, "GET", "/api/nothing", {"Host": ours})[0] == 404

@@ -53,6 +53,15 @@ def get_json(url: str) -> tuple[int, dict[str, object]]:
         return 0, {}  # not listening yet
 
 
+def status_of(url: str, headers: dict[str, str], method: str = "GET") -> int:
+    request = urllib.request.Request(url, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 @pytest.fixture
 def host_process(
     stores: Stores, azurite: Azurite, sample_dir: Path, tmp_path: Path
@@ -102,6 +111,14 @@ def test_run_serves_health_and_files_the_sample_mail_within_a_minute(
     assert mailboxes["sample"]["status"] == "ok"
     assert sorted(timeline_counts(stores).values()) == [1, 2, 2, 3]
     assert get_json(f"{base}/api/nothing-here")[0] == 404
+    # It answers only its own callers: not a page whose name points here (DNS rebinding), nor
+    # one on another site (CSRF), the admin API included.
+    port = base.rsplit(":", 1)[1]
+    assert status_of(f"{base}/api/health", {"Host": f"evil.example:{port}"}) == 421
+    admin = f"{base}/admin/functions/poll_mailboxes"
+    assert status_of(admin, {"Origin": "http://evil.example"}, "POST") == 403
+    assert status_of(f"{base}/api/records/case/1", {"Sec-Fetch-Site": "cross-site"}) == 403
+    assert status_of(f"{base}/api/health", {"Origin": base}) == 200
 
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=30)

@@ -51,6 +51,8 @@ def test_every_setting_the_code_reads_is_documented() -> None:
         read.update(re.findall(r'^[A-Z_]+_SETTING = "([A-Z][A-Z0-9_]*)"', path.read_text(), re.M))
     # Read to honour the machine's CA and proxy configuration, not app settings.
     read -= {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+    # Set by App Service itself (authentication on; running in Azure), never by the user.
+    read -= {"WEBSITE_AUTH_ENABLED", "WEBSITE_INSTANCE_ID"}
     assert read, "found no settings: the pattern is broken"
     documented = table_settings()
     assert read <= documented, read - documented

@@ -7,6 +7,11 @@ order and awaits async functions on its event loop. Here one asyncio thread owns
 `PYTHON_THREADPOOL_THREAD_COUNT` threads and async ones on that asyncio thread. A thread per
 connection instead makes every caller race for the GIL on each read and write, and the race is
 unfair: under 50 concurrent webhook POSTs some answers waited half a second behind later ones.
+
+Unlike the real thing it checks no keys, so it answers only its own callers: a request whose
+`Host` is not this server (127.0.0.1, localhost or [::1] with its port: DNS rebinding) gets 421,
+and one a browser sends from another site (`Origin`, `Sec-Fetch-Site`: CSRF) gets 403, on every
+path, `/admin/functions/*` included. It never sends CORS headers.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import ipaddress
+import json
 import logging
 import os
 import re
@@ -34,6 +41,8 @@ READ_CHUNK = 1 << 16
 IDLE_TIMEOUT = 300.0  # seconds an idle keep-alive connection is kept
 MAX_REQUEST = 100 * 1024 * 1024  # the Functions host's limit on an HTTP request's body
 NO_BODY = (204, 304)  # answers that carry neither a body nor Content-Length
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+SAME_ORIGIN_FETCH = ("same-origin", "none")  # Sec-Fetch-Site values of our own pages or a user
 
 
 class _TooLarge(Exception):
@@ -70,6 +79,24 @@ def _text(status: int, text: str) -> Answer:
     return status, {"Content-Type": "text/plain"}, text.encode()
 
 
+def _error(status: int, code: str, message: str) -> Answer:
+    """The API's error body, for the host's own refusals."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return status, {"Content-Type": "application/json"}, body
+
+
+def host_names(bound: str) -> tuple[str, ...]:
+    """The names a caller of a server bound to `bound` may put in Host: the loopback names, and
+    the bound address itself when it is one (not a wildcard such as 0.0.0.0)."""
+    try:
+        address = ipaddress.ip_address(bound)
+    except ValueError:
+        return (*LOOPBACK_NAMES, bound.lower())  # a name the user chose to bind to
+    if address.is_unspecified or address.is_loopback:
+        return LOOPBACK_NAMES
+    return (*LOOPBACK_NAMES, f"[{address}]" if address.version == 6 else str(address))
+
+
 class LocalHttpServer:
     """Serves the host's HTTP functions; the socketserver-style surface the CLI and tests use:
     `server_address`, `serve_forever()` (blocks), `shutdown()` (from another thread: stops
@@ -86,6 +113,12 @@ class LocalHttpServer:
         self.invocations = ThreadPoolExecutor(invocation_threads(), thread_name_prefix="invoke")
         self.socket = socket.create_server(address, backlog=128)
         self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
+        port = self.server_address[1]
+        names = host_names(address[0])
+        self.hosts = frozenset(f"{name}:{port}" for name in names) | (
+            frozenset(names) if port == 80 else frozenset()
+        )
+        self.origins = frozenset(f"http://{host}" for host in self.hosts)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
@@ -207,21 +240,48 @@ class LocalHttpServer:
 
     # Dispatch
 
+    def refusal(self, headers: dict[str, str]) -> Answer | None:
+        """421 for a Host that is not us, 403 for a browser's cross-site request; else None."""
+        host = headers.get("host")
+        # HTTP/1.1 requires Host (h11 refuses a request without); a browser always sends one.
+        if host is not None and host.strip().lower() not in self.hosts:
+            return _error(
+                421, "misdirected", "this host answers only as 127.0.0.1, localhost or [::1]"
+            )
+        origin = headers.get("origin")
+        if origin is not None and origin.strip().lower() not in self.origins:
+            return _error(403, "cross_origin", "requests from other origins are refused")
+        site = headers.get("sec-fetch-site")
+        if site is not None and site.strip().lower() not in SAME_ORIGIN_FETCH:
+            return _error(403, "cross_origin", "requests from other sites are refused")
+        return None
+
     async def _answer(self, head: h11.Request, body: bytes) -> Answer:
         method, target = head.method.decode("ascii"), head.target.decode("latin-1")
         split = urlsplit(target)
+        headers: dict[str, str] = {}
+        for name, value in head.headers:  # h11 gives names lowercased
+            key = name.decode("latin-1")
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        refused = self.refusal(headers)
+        if refused is not None:
+            log.warning(
+                "http: %s %s refused (%d): Host %r, Origin %r",
+                method,
+                split.path[:200],
+                refused[0],
+                headers.get("host", "")[:100],
+                headers.get("origin", "")[:100],
+            )
+            return refused
         if split.path.startswith("/admin/functions/") and method == "POST":
             status, text = self.host.admin_invoke(split.path.rsplit("/", 1)[-1])
             return _text(status, text)
         prefix = f"/{self.route_prefix}/" if self.route_prefix else "/"
         if not split.path.startswith(prefix):
-            return _text(404, "not found")
+            return _error(404, "not_found", "no such route")
         rel = split.path[len(prefix) :]
-        headers: dict[str, str] = {}
-        for name, value in head.headers:
-            key = name.decode("latin-1")
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
         for fn, regex in self.routes:
             match = regex.match(rel)
             methods = [m.upper() for m in fn.trigger.get("methods") or []]
@@ -250,4 +310,4 @@ class LocalHttpServer:
             if not any(key.lower() == "content-type" for key in out):
                 out["Content-Type"] = response.mimetype or "text/plain"
             return response.status_code, out, response.get_body()
-        return _text(404, "not found")
+        return _error(404, "not_found", "no such route")

@@ -3,12 +3,17 @@
 Thin: parsing, status codes and JSON here; the work is in `pipeline/records.py`, imported on
 the first call (see function_app.py). Every route uses function keys in Azure (`?code=` or
 `x-functions-key`); the local host does not check them.
+
+Every answer to bad input is a 4xx with the error body `{"error": {"code", "message"}}`; a 500
+means a bug or a storage outage, never the caller's input.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -36,12 +41,39 @@ def _error(status: int, code: str, message: str) -> func.HttpResponse:
     return _json({"error": {"code": code, "message": message}}, status)
 
 
+def easy_auth_enabled() -> bool:
+    """App Service Authentication ("Easy Auth") is on. App Service sets WEBSITE_AUTH_ENABLED=True
+    in the app's environment when it is (Microsoft.Identity.Web reads the same variable); with it
+    on, App Service strips X-MS-CLIENT-PRINCIPAL-* headers a caller sends and sets its own."""
+    return os.environ.get("WEBSITE_AUTH_ENABLED", "").strip().lower() == "true"
+
+
+def _in_azure() -> bool:
+    # Set by App Service on every instance, never by Core Tools or our local host.
+    return bool(os.environ.get("WEBSITE_INSTANCE_ID"))
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def _actor(req: func.HttpRequest) -> Actor:
+    """Who is calling, for the audit trail. The principal header is anyone's to write unless
+    App Service Authentication is in front, so it counts only then. Otherwise the Functions host
+    has checked a function key in Azure (it does not tell a Python function which key), and
+    nothing has been checked on the local host."""
     from ..pipeline.audit import Actor
 
-    # Set by App Service authentication when it is in front; otherwise the caller holds a key.
-    name = req.headers.get("x-ms-client-principal-name") or "function-key"
-    return Actor(name=name, source="api")
+    principal = req.headers.get("x-ms-client-principal-name")
+    if principal and easy_auth_enabled():
+        return Actor(name=_UNPRINTABLE.sub("?", principal)[:200], source="api")
+    if principal:
+        log.warning("api: x-ms-client-principal-name ignored: App Service Authentication is off")
+    keyed = req.headers.get("x-functions-key") or req.params.get("code")
+    return Actor(name="function-key" if keyed and _in_azure() else "anonymous", source="api")
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _body(req: func.HttpRequest) -> Any:
@@ -50,24 +82,37 @@ def _body(req: func.HttpRequest) -> Any:
     raw = req.get_body()
     if len(raw) > MAX_BODY:
         raise RecordError(413, "too_large", f"request body over {MAX_BODY} bytes")
+    # Only JSON that says so: a browser sends text/plain or a form cross-site without asking
+    # first (no CORS preflight); application/json it may not.
+    media = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        raise RecordError(
+            415, "unsupported_media_type", "send the body as Content-Type: application/json"
+        )
     if not raw:
         raise RecordError(400, "bad_body", "the request needs a JSON body")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_no_constants)
+    except RecursionError:  # e.g. 30,000 `[`: json recurses once per level
+        raise RecordError(400, "bad_json", "body is not JSON: nested too deeply") from None
     except ValueError as exc:
-        raise RecordError(400, "bad_json", f"body is not JSON: {exc}") from exc
+        raise RecordError(400, "bad_json", f"body is not JSON: {str(exc)[:200]}") from exc
 
 
 def _handle(
     req: func.HttpRequest, work: Callable[[AppContext, func.HttpRequest], func.HttpResponse]
 ) -> func.HttpResponse:
     from ..pipeline.context import get_context
-    from ..pipeline.records import RecordError
+    from ..pipeline.records import RecordError, StorageLimitError
 
     try:
         return work(get_context(), req)
     except RecordError as exc:
         return _error(exc.status, exc.code, exc.message)
+    except StorageLimitError as exc:
+        # Checked before anything leaves the process: input that Table Storage cannot hold.
+        log.warning("api: %s %s: %s", req.method, req.url.split("?")[0][:200], exc)
+        return _error(422, "too_large", f"Table Storage cannot hold this: {str(exc)[:300]}")
     except Exception:
         log.exception("api: %s %s failed", req.method, req.url.split("?")[0])
         return _error(500, "internal", "internal error; see the logs")
@@ -107,14 +152,16 @@ def records_get(req: func.HttpRequest) -> func.HttpResponse:
     load()
     from ..core.contracts import RecordRef
     from ..pipeline.audit import audit
-    from ..pipeline.records import resolve, timeline, view
+    from ..pipeline.records import etag, representation, resolve
 
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
         record = resolve(ctx.stores, ctx.config, req.route_params["type"], req.route_params["id"])
-        body = {**view(record), "timeline": timeline(ctx.stores, record)}
+        body = representation(ctx.stores, record)
         ref = RecordRef(type=record["PartitionKey"], key=record["RowKey"])
         audit(ctx.stores, _actor(req), "read", ref, "GET record", _now())
-        return _json(body)
+        response = _json(body)
+        response.headers["ETag"] = etag(body)
+        return response
 
     return _handle(req, work)
 
@@ -122,12 +169,25 @@ def records_get(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="records/{type}/{id}", methods=["PATCH"])
 def records_update(req: func.HttpRequest) -> func.HttpResponse:
     load()
-    from ..pipeline.records import resolve, update_record
+    from ..pipeline.records import etag, resolve, update_record
 
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
         body = _body(req)
         record = resolve(ctx.stores, ctx.config, req.route_params["type"], req.route_params["id"])
-        return _json(update_record(ctx.stores, ctx.config, record, body, _actor(req), _now()))
+        # If-Match is optional: without it the write is still guarded by the entity's own ETag
+        # (409 if the record changed between our read and our write).
+        full = update_record(
+            ctx.stores,
+            ctx.config,
+            record,
+            body,
+            _actor(req),
+            _now(),
+            if_match=req.headers.get("if-match"),
+        )
+        response = _json({k: v for k, v in full.items() if k != "timeline"})
+        response.headers["ETag"] = etag(full)  # the ETag a GET would now answer with
+        return response
 
     return _handle(req, work)
 
@@ -157,8 +217,9 @@ def records_reply(req: func.HttpRequest) -> func.HttpResponse:
     from ..pipeline.records import resolve, view
 
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
-
         body = _body(req)
+        if isinstance(body, dict):  # null stands for "the default", as if left out (OpenAPI)
+            body = {k: v for k, v in body.items() if v is not None or k == "body"}
         record = resolve(ctx.stores, ctx.config, req.route_params["type"], req.route_params["id"])
         actor = _actor(req)
         mail = reply_from_record(ctx.stores, ctx.config, record, body, actor.name)

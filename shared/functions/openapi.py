@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 REF = "#/components/schemas/{model}"
+# Field values as Table Storage holds them: Int64 integers, strings of at most 64 KiB in UTF-16.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+FieldText = Annotated[str, Field(max_length=32 * 1024)]
+# Not empty and not only what the API strips (spaces, angle brackets): a search, so unanchored.
+MESSAGE_ID = r"[^\s<>]"
 
 
 class Error(BaseModel):
@@ -52,17 +57,25 @@ class RecordPage(BaseModel):
 
 
 class RecordPatch(BaseModel):
-    status: str | None = None
-    fields: dict[str, str | int | None] | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    status: str | None = Field(default=None, description="one of the record type's statuses")
+    fields: dict[str, FieldText | Int64 | None] | None = Field(
+        default=None, description="fields of the record type; null leaves a field as it is"
+    )
 
 
 class FileByMessageId(BaseModel):
-    message_id: str
+    model_config = ConfigDict(extra="forbid")
+
+    message_id: str = Field(pattern=MESSAGE_ID, description="with or without <>")
 
 
 class FileBySource(BaseModel):
-    mailbox: str
-    source_id: str
+    model_config = ConfigDict(extra="forbid")
+
+    mailbox: str = Field(min_length=1)
+    source_id: str = Field(min_length=1)
 
 
 class Filed(BaseModel):
@@ -131,17 +144,42 @@ def _json(model: type[BaseModel] | dict[str, Any], description: str) -> dict[str
 
 
 ERRORS = {
-    "400": _json(Error, "bad request"),
+    "400": _json(Error, "bad request: query, path, JSON or body"),
     "404": _json(Error, "no such record type, record or message"),
-    "500": _json(Error, "internal error"),
+    "500": _json(Error, "internal error (a bug or a storage outage, never the input)"),
 }
-TYPE = {"name": "type", "in": "path", "required": True, "schema": {"type": "string"}}
+# Every route that takes a body.
+BODY_ERRORS = {
+    "413": _json(Error, "the body is over 64 KiB, or a text over its limit"),
+    "415": _json(Error, "the body is not sent as Content-Type: application/json"),
+}
+ETAG = {
+    "ETag": {
+        "description": "strong ETag of the record with its timeline (as GET answers it)",
+        "required": True,
+        "schema": {"type": "string", "pattern": '^"[0-9a-f]{32}"$'},
+    }
+}
+TYPE = {
+    "name": "type",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
 ID = {
     "name": "id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "minLength": 1},
     "description": "CASE-12, 12, or the record key",
+}
+IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "optional: the ETag of a GET; the update happens only if it still holds "
+    '(412 otherwise). `*` matches any record; weak tags (W/"...") never match.',
 }
 
 
@@ -200,19 +238,28 @@ def document() -> dict[str, Any]:
                 "get": {
                     "summary": "A record with its timeline",
                     "parameters": [TYPE, ID],
-                    "responses": {"200": _json(RecordWithTimeline, "the record"), **ERRORS},
+                    "responses": {
+                        "200": {**_json(RecordWithTimeline, "the record"), "headers": ETAG},
+                        **ERRORS,
+                    },
                 },
                 "patch": {
                     "summary": "Update fields and status",
-                    "parameters": [TYPE, ID],
+                    "description": "A PATCH that changes nothing writes nothing: no audit row, "
+                    "no event.",
+                    "parameters": [TYPE, ID, IF_MATCH],
                     "requestBody": {
                         "required": True,
                         "content": {"application/json": {"schema": _ref(RecordPatch)}},
                     },
                     "responses": {
-                        "200": _json(Record, "the updated record"),
-                        "409": _json(Error, "changed meanwhile"),
-                        "422": _json(Error, "a field or status the type refuses"),
+                        "200": {**_json(Record, "the updated record"), "headers": ETAG},
+                        "409": _json(Error, "changed meanwhile (no If-Match sent): read, retry"),
+                        "412": _json(Error, "If-Match does not hold: the record changed"),
+                        "422": _json(
+                            Error, "a field or status the type refuses, or a value too large"
+                        ),
+                        **BODY_ERRORS,
                         **ERRORS,
                     },
                 },
@@ -229,7 +276,12 @@ def document() -> dict[str, Any]:
                             }
                         },
                     },
-                    "responses": {"202": _json(Filed, "queued for filing"), **ERRORS},
+                    "responses": {
+                        "202": _json(Filed, "queued for filing"),
+                        "422": _json(Error, "a value Table Storage cannot hold"),
+                        **BODY_ERRORS,
+                        **ERRORS,
+                    },
                 }
             },
             "/records/{type}/{id}/reply": {
@@ -242,7 +294,13 @@ def document() -> dict[str, Any]:
                     },
                     "responses": {
                         "202": _json(ReplyQueued, "queued for sending"),
-                        "413": _json(Error, "the text is too long"),
+                        "422": _json(
+                            Error,
+                            "the reply cannot be sent as asked: subject, recipient, mailbox "
+                            "(unknown, disabled or unable to send) or attachment; the message "
+                            "says which and why",
+                        ),
+                        **BODY_ERRORS,
                         **ERRORS,
                     },
                 }
@@ -255,7 +313,7 @@ def document() -> dict[str, Any]:
                             "name": "key",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string"},
+                            "schema": {"type": "string", "minLength": 1},
                             "description": "message key (hex) or Message-ID",
                         }
                     ],

@@ -7,13 +7,14 @@ import re
 from datetime import datetime
 from typing import Any
 
-from ..core.message import id_key
+from ..core.message import MAX_HEX_ID_BYTES, id_key
 from ..store.stores import MESSAGES, RECORDS, Stores
 
 UNFILED = ("drop", "reject", "hold")
 STATUS = {"drop": "dropped", "reject": "rejected", "hold": "held"}
 # A stored message key: the hex of a Message-ID, or `h`/`s` + SHA-256 (shared/core/message.py).
-_KEY = re.compile(r"^(?:(?:[0-9a-f]{2})+|[hs][0-9a-f]{64})$")
+# No stored hex key is longer than MAX_HEX_ID_BYTES bytes of Message-ID (longer ids are hashed).
+_KEY = re.compile(rf"^(?:(?:[0-9a-f]{{2}}){{1,{MAX_HEX_ID_BYTES}}}|[hs][0-9a-f]{{64}})$")
 
 
 def _iso(value: Any) -> str | None:

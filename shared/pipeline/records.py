@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
+
+from azure.core.exceptions import HttpResponseError
 
 from ..core.config import Config, RecordType
 from ..core.contracts import Event, FilingPlan, InboundMessage, RecordRef
 from ..core.decide import timeline_entry
 from ..core.message import id_key
 from ..core.reply_text import reply_text
-from ..store.errors import StorageLimitError
+from ..store.errors import StorageLimitError as StorageLimitError  # for the HTTP layer
 from ..store.keys import NUMBER_ROWS, conversation_row, number_row
 from ..store.stores import (
     CONVERSATIONS,
@@ -36,6 +40,15 @@ from .ingest import source_key
 from .map_stage import parse_inbound
 
 PAGE_MAX = 200
+# Record numbers are ASCII digits, at most 12 of them (store/keys.py numbers rows below 10**12).
+# str.isdigit() is not the test: it takes "²" (which int() refuses) and "٣" (which it reads as 3).
+_NUMBER = re.compile(r"[0-9]{1,12}")
+INT64 = range(-(2**63), 2**63)  # what Table Storage holds in an Edm.Int64
+MAX_TEXT_BYTES = 64 * 1024  # Table Storage's limit on one string property, counted in UTF-16
+MAX_TOKEN = 4096  # characters of a continuation token; ours are a few hundred
+# A token is the SDK's own: {"PartitionKey": ..., "RowKey": ...} (the next row to read).
+_TOKEN_KEYS = frozenset({"PartitionKey", "RowKey"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class RecordError(Exception):
@@ -57,7 +70,7 @@ def resolve(stores: Stores, config: Config, type_name: str, ident: str) -> dict[
     rtype = record_type(config, type_name)
     number = ident.upper().removeprefix(f"{rtype.prefix}-")
     key = ident
-    if number.isdigit():
+    if _NUMBER.fullmatch(number):
         row = stores.table(RECORDS).get(rtype.name, number_row(int(number)))
         if row is None:
             raise RecordError(404, "not_found", f"no {rtype.name} record number {number}")
@@ -133,13 +146,28 @@ def _encode_token(token: Any) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
 
 
-def _decode_token(token: str | None) -> Any:
+def _decode_token(token: str | None) -> dict[str, str | None] | None:
+    """The SDK's continuation token from ours, checked: the client wrote it, so any shape but
+    the one we handed out is refused here rather than in the SDK or the service."""
     if not token:
         return None
+    bad = RecordError(400, "bad_continuation", "continuation token is not valid")
+    if len(token) > MAX_TOKEN or not token.isascii():
+        raise bad
     try:
-        return json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError) as exc:
-        raise RecordError(400, "bad_continuation", "continuation token is not valid") from exc
+        value = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (binascii.Error, ValueError, RecursionError) as exc:
+        raise bad from exc
+    if (
+        not isinstance(value, dict)
+        or not value
+        or set(value) - _TOKEN_KEYS
+        or not all(
+            v is None or (isinstance(v, str) and not _CONTROL.search(v)) for v in value.values()
+        )
+    ):
+        raise bad
+    return value
 
 
 def all_records(stores: Stores) -> Iterator[dict[str, Any]]:
@@ -181,10 +209,18 @@ def list_records(
     client = stores.table(RECORDS).client
     query = " and ".join(clauses)
     pages = client.query_entities(query, parameters=params, results_per_page=limit).by_page(
-        continuation_token=_decode_token(continuation)
+        continuation_token=_decode_token(continuation)  # type: ignore[arg-type]  # the SDK's own
     )
-    page: Iterable[Any] = next(pages, [])
-    rows = [view(from_storage(e)) for e in page]
+    try:
+        page: Iterable[Any] = next(pages, [])
+        rows = [view(from_storage(e)) for e in page]
+    except HttpResponseError as exc:
+        if exc.status_code != 400:
+            raise
+        # The service refused the query: only the caller's filters or token can make it so.
+        raise RecordError(
+            400, "bad_query", "the filters or continuation token are not valid"
+        ) from exc
     if text:
         # Table Storage has no text search: the page is filtered here, so a page may hold fewer
         # than `limit` records while the token still leads on.
@@ -193,32 +229,56 @@ def list_records(
     return rows, _encode_token(getattr(pages, "continuation_token", None))
 
 
-def update_record(
-    stores: Stores, config: Config, record: dict[str, Any], body: Any, actor: Actor, now: datetime
-) -> dict[str, Any]:
-    """PATCH: fields (checked against the type) and status (one of the type's)."""
+def representation(stores: Stores, record: dict[str, Any]) -> dict[str, Any]:
+    """What GET /api/records/{type}/{id} answers: the record with its timeline."""
+    return {**view(record), "timeline": timeline(stores, record)}
+
+
+def etag(body: dict[str, Any]) -> str:
+    """A strong ETag: the SHA-256 of the representation itself, so it changes exactly when a
+    byte of the answer would (the record's fields, status, title or a timeline entry) and not
+    on a read (audit rows are not part of the timeline)."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return '"' + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:32] + '"'
+
+
+def matches(if_match: str, current: str) -> bool:
+    """If-Match with RFC 9110's strong comparison: `*` or one of the listed tags; a weak tag
+    (W/"...") never matches."""
+    if if_match.strip() == "*":
+        return True
+    return any(tag.strip() == current for tag in if_match.split(","))
+
+
+def _changes(rtype: RecordType, body: Any) -> dict[str, Any]:
+    """The properties a PATCH body asks for, each checked against the record type."""
     if not isinstance(body, dict) or not body or set(body) - {"fields", "status"}:
         raise RecordError(400, "bad_body", "send a JSON object with 'fields' and/or 'status'")
-    rtype = record_type(config, record["PartitionKey"])
     changes: dict[str, Any] = {}
     status = body.get("status")
     if status is not None:
-        if status not in rtype.statuses:
+        if not isinstance(status, str) or status not in rtype.statuses:
             raise RecordError(
                 422, "bad_status", f"status must be one of {', '.join(rtype.statuses)}"
             )
         changes["Status"] = status
-    fields = body.get("fields") or {}
+    fields = body.get("fields")
+    if fields is None:
+        fields = {}
     if not isinstance(fields, dict):
         raise RecordError(400, "bad_body", "'fields' must be an object")
     for name, value in fields.items():
         spec = rtype.field(name)
         if spec is None:
-            raise RecordError(422, "unknown_field", f"{rtype.name} has no field {name!r}")
+            raise RecordError(422, "unknown_field", f"{rtype.name} has no field {name[:80]!r}")
         if value is None:
             continue
-        if spec.type == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
-            raise RecordError(422, "bad_field", f"field {spec.name} must be an integer")
+        if spec.type == "int" and not (
+            isinstance(value, int) and not isinstance(value, bool) and value in INT64
+        ):
+            raise RecordError(
+                422, "bad_field", f"field {spec.name} must be an integer from -2^63 to 2^63-1"
+            )
         if spec.type == "choice" and value not in spec.choices:
             raise RecordError(
                 422, "bad_field", f"field {spec.name} must be one of {', '.join(spec.choices)}"
@@ -228,14 +288,51 @@ def update_record(
                 value = datetime.fromisoformat(str(value)).date().isoformat()
             except ValueError as exc:
                 raise RecordError(422, "bad_field", f"field {spec.name} must be a date") from exc
-        if spec.type == "text" and not isinstance(value, str):
-            raise RecordError(422, "bad_field", f"field {spec.name} must be a string")
+        if spec.type == "text":
+            if not isinstance(value, str):
+                raise RecordError(422, "bad_field", f"field {spec.name} must be a string")
+            if len(value.encode("utf-16-le", "surrogatepass")) > MAX_TEXT_BYTES:
+                raise RecordError(
+                    422, "bad_field", f"field {spec.name} is over 64 KiB (as UTF-16) of text"
+                )
         changes[f"F_{spec.name}"] = value
+    return changes
+
+
+def update_record(
+    stores: Stores,
+    config: Config,
+    record: dict[str, Any],
+    body: Any,
+    actor: Actor,
+    now: datetime,
+    *,
+    if_match: str | None = None,
+) -> dict[str, Any]:
+    """PATCH: fields (checked against the type) and status (one of the type's). With `if_match`,
+    only if the record's representation still has that ETag (412 otherwise). A PATCH that
+    changes nothing writes nothing: no audit row, no event. Returns the record's
+    representation (with its timeline) after the change."""
+    rtype = record_type(config, record["PartitionKey"])
+    changes = _changes(rtype, body)
+    current = representation(stores, record)
+    if if_match is not None and not matches(if_match, etag(current)):
+        raise RecordError(
+            412, "precondition_failed", "the record changed since that ETag; read it again"
+        )
+    changes = {k: v for k, v in changes.items() if record.get(k) != v}
+    if not changes:
+        return current
     ref = RecordRef(type=record["PartitionKey"], key=record["RowKey"])
     entity = {"PartitionKey": ref.type, "RowKey": ref.key, "UpdatedAt": now, **changes}
     if not stores.table(RECORDS).update_if_unchanged(entity, record["_etag"]):
+        if if_match is not None:  # it changed after the check: the precondition no longer holds
+            raise RecordError(
+                412, "precondition_failed", "the record changed since that ETag; read it again"
+            )
         raise RecordError(409, "conflict", "the record changed meanwhile; read it and try again")
-    audit(stores, actor, "update", ref, json.dumps(body, default=str)[:2000], now)
+    detail = json.dumps({k.removeprefix("F_"): v for k, v in changes.items()}, default=str)
+    audit(stores, actor, "update", ref, detail[:2000], now)
     if enabled(config):
         emit(
             stores,
@@ -252,7 +349,7 @@ def update_record(
         )
     updated = stores.table(RECORDS).get(ref.type, ref.key)
     assert updated is not None
-    return view(updated)
+    return representation(stores, updated)
 
 
 def file_manually(
@@ -297,8 +394,10 @@ def _locate(
     stores: Stores, config: Config, body: dict[str, Any]
 ) -> tuple[str, str, str, str | None]:
     """The raw mail's blob, mailbox, source id and folder of a mail named by the request."""
-    if "message_id" in body:
-        mid = str(body["message_id"]).strip().strip("<>")
+    if set(body) == {"message_id"}:
+        if not isinstance(body["message_id"], str):
+            raise RecordError(400, "bad_body", "message_id must be a string")
+        mid = body["message_id"].strip().strip("<>")
         if not mid:
             raise RecordError(400, "bad_body", "message_id is empty")
         rows = list(stores.table(MESSAGES).partition(id_key(mid)))
@@ -307,8 +406,12 @@ def _locate(
             raise RecordError(404, "unknown_message", f"Mailfiler has not seen <{mid}>")
         row = next((r for r in seen if r["RowKey"] == "msg"), seen[0])
         return row["Blob"], row["Mailbox"], row["SourceId"], row.get("Folder")
-    if {"mailbox", "source_id"} <= set(body):
-        mailbox, source_id = str(body["mailbox"]), str(body["source_id"])
+    if set(body) == {"mailbox", "source_id"}:
+        mailbox, source_id = body["mailbox"], body["source_id"]
+        if not isinstance(mailbox, str) or not isinstance(source_id, str):
+            raise RecordError(400, "bad_body", "mailbox and source_id must be strings")
+        if not mailbox or not source_id:
+            raise RecordError(400, "bad_body", "mailbox and source_id must not be empty")
         if config.mailbox(mailbox) is None:
             raise RecordError(404, "unknown_mailbox", f"no mailbox {mailbox!r}")
         ingested = stores.table(INGEST).get(mailbox, source_key(source_id))
