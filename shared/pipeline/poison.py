@@ -1,9 +1,11 @@
 """Failures that retrying will not fix end in `<queue>-poison` with their reason.
 
 The Functions host moves a message to the poison queue after `maxDequeueCount` failures, but
-without saying why. We do it ourselves on the last attempt (and at once for a malformed
-contract), so an operator sees the reason and can replay the message after a fix. If even that
-fails, the exception propagates and the host's own poison handling still keeps the message.
+without saying why. We do it ourselves on the last attempt, and at once for a failure that the
+same input will always meet again (a malformed contract, a write over an Azure limit, a plan
+that cannot fit its queue message, a value a contract refuses, text that cannot be encoded),
+so an operator sees the reason and can replay the message after a fix. If even that fails, the
+exception propagates and the host's own poison handling still keeps the message.
 """
 
 from __future__ import annotations
@@ -16,13 +18,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+from pydantic import ValidationError
+
 from ..core.contracts import PoisonMessage
-from ..store.errors import ContractError
+from ..core.plan_fit import PlanTooLarge
+from ..store.errors import ContractError, StorageLimitError
 from ..store.stores import Stores, poison
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_MAX_DEQUEUE = 5
+# Failures that retrying cannot fix: the same message meets them on every attempt.
+PERMANENT: tuple[type[Exception], ...] = (
+    StorageLimitError,
+    PlanTooLarge,
+    ValidationError,
+    UnicodeError,
+    RecursionError,
+)
 
 
 def max_dequeue_count(host_json: Path | None = None) -> int:
@@ -75,6 +88,9 @@ def run_guarded(
         return handler(body)
     except ContractError as exc:
         reason = f"malformed: {exc}"
+        _count_failure(stage, exc)
+    except PERMANENT as exc:
+        reason = f"cannot succeed: {type(exc).__name__}: {exc}"
         _count_failure(stage, exc)
     except Exception as exc:
         _count_failure(stage, exc)
