@@ -1,6 +1,6 @@
 """Peak memory of one big mail through ingest -> map -> file, on a private Azurite.
 
-Each size runs in a fresh interpreter (peak RSS, `ru_maxrss`, only ever grows): the mail is a
+Each size runs in a fresh interpreter (peak RSS: VmHWM, Linux): the mail is a
 text part and one base64 attachment (the shape of a big mail in practice), written to a
 local-folder mailbox, ingested to Blob Storage and the `inbound` queue, mapped (parse, decide,
 attachments to Blob Storage) and filed. The figure is the peak above the interpreter with
@@ -27,10 +27,11 @@ from shared.cli.azurite import Azurite
 
 REPO = Path(__file__).resolve().parents[1]
 SIZES_MB = (10, 50, 107)
+STAGES = ("ingest", "map", "file")
 
 # Runs in the child; uses only what every version of the pipeline has.
 CHILD = r"""
-import json, resource, sys
+import json, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from shared.core.config import parse_config
@@ -41,6 +42,14 @@ from shared.sources.local import LocalSource
 from shared.store.account import StorageSettings
 from shared.store.stores import FILING, INBOUND, Stores
 
+def hwm():
+    # The peak RSS of this process image (kB). Not ru_maxrss: Linux carries that over exec
+    # from the parent, so a child would report its parent's peak.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
 connection, folder = sys.argv[1], Path(sys.argv[2])
 stores = Stores.connect(StorageSettings(connection_string=connection))
 stores.ensure()
@@ -49,16 +58,16 @@ config = parse_config(
     f"mailboxes: [{{name: bench, kind: local, path: {folder}, record_type: case}}]\n"
 )
 now = datetime.now(UTC)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm()
 peaks = {}
 ingest_mailbox(stores, "bench", LocalSource(folder), now=now)
-peaks["ingest"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peaks["ingest"] = hwm()
 (inbound,) = stores.queues.receive(INBOUND, max_messages=1, visibility_timeout=600)
 plans = map_inbound(stores, config, inbound.body, now=now)
-peaks["map"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peaks["map"] = hwm()
 for message in stores.queues.receive(FILING, max_messages=32, visibility_timeout=600):
     file_plan(stores, config, message.body, now=now, source_for=lambda name: None)
-peaks["file"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peaks["file"] = hwm()
 print(json.dumps({"base_kb": base, **{k: v for k, v in peaks.items()}, "plans": len(plans)}))
 """
 
@@ -109,8 +118,10 @@ def measure(code: Path, connection: str, size_mb: int) -> dict[str, float]:
         ).stdout
     result = json.loads(out.strip().splitlines()[-1])
     base = result["base_kb"] / 1024
-    peak = max(result[k] for k in ("ingest", "map", "file")) / 1024
-    return {"size": size / 2**20, "base": base, "peak": peak, "over": peak - base}
+    peak = max(result[k] for k in STAGES) / 1024
+    # The peak so far after each stage: a stage that raised it is the one that cost it.
+    stages = {k: result[k] / 1024 - base for k in STAGES}
+    return {"size": size / 2**20, "base": base, "peak": peak, "over": peak - base, **stages}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,16 +142,17 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         azurite.stop()
     print("\npeak memory of one mail through ingest -> map -> file (RSS above the idle process)")
-    head = f"{'mail':>8}{'MiB':>8}{'peak MiB':>10}{'x size':>8}"
-    print(head + (f"{'before MiB':>12}{'x size':>8}" if args.before else ""))
+    head = f"{'mail':>8}{'MiB':>8}{'after ingest':>13}{'map':>6}{'file':>6}{'x size':>8}"
+    print(head + (f"{'before':>9}{'x size':>8}" if args.before else ""))
     for size_mb, after, old in rows:
         line = (
-            f"{size_mb:>6}MB{after['size']:>8.1f}{after['over']:>10.0f}"
-            f"{after['over'] / after['size']:>8.2f}"
+            f"{size_mb:>6}MB{after['size']:>8.1f}{after['ingest']:>13.0f}{after['map']:>6.0f}"
+            f"{after['file']:>6.0f}{after['over'] / after['size']:>8.2f}"
         )
         if old is not None:
-            line += f"{old['over']:>12.0f}{old['over'] / old['size']:>8.2f}"
+            line += f"{old['over']:>9.0f}{old['over'] / old['size']:>8.2f}"
         print(line)
+    print("MiB above the idle process after each stage (peak so far); x size: the peak / mail")
     print(f"idle process: {rows[0][1]['base']:.0f} MiB" if rows else "")
 
 

@@ -212,8 +212,9 @@ def test_a_big_mail_streams_through_the_pipeline_with_its_attachment_stored(
     assert ctx.stores.blobs.get(entry["Blob"]) == raw
 
 
-@pytest.mark.slow
-def test_peak_memory_of_a_big_mail_is_bounded(azurite: Azurite) -> None:
-    # A fresh interpreter: ingest, map and file one mail and report its peak RSS.
-    result = measure(REPO, azurite.connection_string, 50)
-    assert result["over"] <= 4.5 * result["size"] + 60, result
+@pytest.mark.parametrize("size_mb", [30, pytest.param(107, marks=pytest.mark.slow)])
+def test_peak_memory_of_a_big_mail_is_bounded(azurite: Azurite, size_mb: int) -> None:
+    # A fresh interpreter ingests, maps and files one mail and reports its peak RSS (VmHWM).
+    # Measured: 2.1x the mail's size; before streaming it was 9.8x. The margin is for noise.
+    result = measure(REPO, azurite.connection_string, size_mb)
+    assert result["over"] <= 3 * result["size"] + 40, result

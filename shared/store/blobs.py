@@ -103,7 +103,7 @@ def _disposition(filename: str | None) -> str:
 
 
 def _read(downloader: StorageStreamDownloader[bytes]) -> bytes:
-    """The blob's bytes, downloaded chunk by chunk and joined once: `readall` grows a BytesIO
-    and copies it out, briefly holding a big blob about three times."""
+    """The blob's bytes, downloaded chunk by chunk and joined once (`readall` grows a BytesIO
+    chunk by chunk, reallocating as it goes, then copies it out)."""
     parts = list(downloader.chunks())
     return parts[0] if len(parts) == 1 else b"".join(parts)
