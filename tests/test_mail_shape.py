@@ -23,6 +23,7 @@ from shared.core.plan_fit import PLAN_JSON_BYTES
 from shared.pipeline.context import AppContext, set_context
 from shared.pipeline.poll import poll_all
 from shared.settings import AppSettings
+from shared.store.account import RequestCounter
 from shared.store.blobs import RAW_CONTAINER, raw_blob_name
 from shared.store.queues import decode, encode
 from shared.store.stores import FILING, INBOUND, MESSAGES, QUEUES, Stores, poison
@@ -218,3 +219,15 @@ def test_peak_memory_of_a_big_mail_is_bounded(azurite: Azurite, size_mb: int) ->
     # Measured: 2.1x the mail's size; before streaming it was 9.8x. The margin is for noise.
     result = measure(REPO, azurite.connection_string, size_mb)
     assert result["over"] <= 3 * result["size"] + 40, result
+
+
+def test_a_big_raw_mail_stored_again_is_not_uploaded_again(
+    stores: Stores, counter: RequestCounter
+) -> None:
+    raw = b"Subject: big\r\n\r\n" + os.urandom(9 * 1024 * 1024)
+    name = stores.blobs.put_raw(raw)
+    assert counter.total > 2  # in 4 MiB blocks, then the list of blocks
+    counter.reset()
+    assert stores.blobs.put_raw(raw) == name
+    assert counter.total == 1  # one look: it is there
+    assert stores.blobs.get(name) == raw

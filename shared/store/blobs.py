@@ -16,6 +16,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContentSettings, StorageStreamDownloader
 
 RAW_CONTAINER = "raw"
+BLOCK_BYTES = 4 * 1024 * 1024  # account.py: blobs larger than this go up in blocks of it
 
 
 def raw_blob_name(data: bytes) -> str:
@@ -43,6 +44,8 @@ class Blobs:
         client = self._service.get_blob_client(RAW_CONTAINER, name)
         if length is None and isinstance(data, bytes):
             length = len(data)
+        if (length or 0) > BLOCK_BYTES and client.exists():
+            return name  # a big repeat costs one request, not its upload refused at the end
         with contextlib.suppress(ResourceExistsError):
             client.upload_blob(data, length=length, overwrite=False, content_settings=settings)
         return name
