@@ -16,6 +16,7 @@ import pytest
 
 from bench.bench_memory import measure
 from shared.cli.azurite import REPO, Azurite
+from shared.cli.operations import replay_body
 from shared.core.config import parse_config
 from shared.core.contracts import FilingPlan, InboundMessage, PoisonMessage
 from shared.core.mime import MAX_SUBJECT_CHARS
@@ -231,3 +232,27 @@ def test_a_big_raw_mail_stored_again_is_not_uploaded_again(
     assert stores.blobs.put_raw(raw) == name
     assert counter.total == 1  # one look: it is there
     assert stores.blobs.get(name) == raw
+
+
+def test_a_plan_near_the_queue_limit_reaches_the_poison_queue_whole(
+    shape: tuple[AppContext, Path],
+) -> None:
+    ctx, _ = shape
+    # Malformed (no record) and near the limit: its quotes, escaped once more inside the
+    # poison message, would make that too large to send.
+    plan = FilingPlan(
+        action="create",
+        message_key="6b6579",
+        mailbox="shape",
+        source_id="s",
+        blob="x/y.eml",
+        title='"«Счёт»" ' * 2_700,
+    )
+    body = encode(plan)
+    assert 40_000 < len(body) <= 48 * 1024
+    ctx.stores.queues.send_bytes(FILING, body)
+    assert local_host(ctx.stores.queues, visibility_timeout=0).drain() == {FILING: 1}
+    (failure,) = poisoned(ctx.stores)[FILING]
+    assert failure.dequeue_count == 1 and failure.body_zlib
+    (stored,) = ctx.stores.queues.peek(poison(FILING))
+    assert replay_body(stored) == body

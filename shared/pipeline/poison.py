@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import zlib
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from ..store.stores import Stores, poison
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_MAX_DEQUEUE = 5
+POISON_BODY = 40_000  # bytes of the body's JSON; with the reason, a poison message fits 48 KiB
 # Failures that retrying cannot fix: the same message meets them on every attempt.
 PERMANENT: tuple[type[Exception], ...] = (
     StorageLimitError,
@@ -57,11 +59,19 @@ def _blob_of(body: bytes) -> str | None:
 
 
 def _body_fields(body: bytes) -> dict[str, object]:
-    """The body as text when it is UTF-8, else as base64, so a replay sends the very bytes."""
+    """The body as text when it is UTF-8, else as base64, so a replay sends the very bytes;
+    compressed when it would not fit beside the rest of the poison message (JSON escapes make
+    a body near the 64 KiB limit larger still)."""
     try:
-        return {"body": body.decode("utf-8")[:40_000]}
+        text: str | None = body.decode("utf-8")
     except UnicodeDecodeError:
+        text = None
+    if text is not None and len(json.dumps(text, ensure_ascii=False).encode()) <= POISON_BODY:
+        return {"body": text}
+    if text is None and (len(body) + 2) // 3 * 4 <= POISON_BODY:
         return {"body": base64.b64encode(body).decode("ascii"), "body_base64": True}
+    packed = base64.b64encode(zlib.compress(body, 9)).decode("ascii")
+    return {"body": packed, "body_base64": True, "body_zlib": True}
 
 
 def _count_failure(stage: str, exc: BaseException) -> None:
@@ -104,7 +114,7 @@ def run_guarded(
         PoisonMessage(
             queue=queue,
             stage=stage,
-            reason=reason[:4000],
+            reason=reason[:2000],
             dequeue_count=dequeue_count,
             **_body_fields(body),
             blob=_blob_of(body),
