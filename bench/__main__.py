@@ -8,6 +8,7 @@ from . import (
     bench_explain,
     bench_graph,
     bench_imap,
+    bench_memory,
     bench_parse,
     bench_reply,
     bench_storage,
@@ -18,6 +19,7 @@ bench_classify.main()
 bench_reply.main()
 bench_explain.main()
 bench_storage.main()
+bench_memory.main([])
 bench_graph.main()
 bench_imap.main()
 bench_ews.main()

@@ -13,6 +13,7 @@ import base64
 import json
 import re
 import sys
+import zlib
 from typing import Any
 
 from ..core.contracts import PoisonMessage
@@ -106,7 +107,7 @@ def _poison_entry(body: bytes) -> dict[str, Any]:
         "attempts": failure.dequeue_count,
         "failed_at": failure.failed_at.isoformat(),
         "blob": failure.blob,
-        "body": failure.body,
+        "body": replay_body(body).decode("utf-8", "replace") if failure.body_zlib else failure.body,
     }
 
 
@@ -140,6 +141,8 @@ def replay_body(body: bytes) -> bytes:
         failure = decode(body, PoisonMessage)
     except ContractError:
         return body
+    if failure.body_zlib:
+        return zlib.decompress(base64.b64decode(failure.body))
     if failure.body_base64:
         return base64.b64decode(failure.body)
     return failure.body.encode("utf-8")

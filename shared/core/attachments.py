@@ -50,12 +50,15 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
-def check(declared: str, data: bytes) -> Verdict:
-    if len(data) > MAX_ATTACHMENT_BYTES:
+def check(declared: str, data: bytes, size: int | None = None) -> Verdict:
+    """`data` is the attachment, or its first bytes when `size` gives the whole size (the
+    content is only sniffed by its start)."""
+    size = len(data) if size is None else size
+    if size > MAX_ATTACHMENT_BYTES:
         return Verdict(
             False,
             declared,
-            f"{len(data)} bytes is over the "
+            f"{size} bytes is over the "
             f"{MAX_ATTACHMENT_BYTES} byte limit: kept in the raw mail only",
         )
     found = sniff(data)

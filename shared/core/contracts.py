@@ -233,5 +233,8 @@ class PoisonMessage(_Contract):
     body: str = Field(description="the original message body, as text (or base64, see below)")
     # True when the body was not UTF-8 (a compressed Graph notification batch): base64 of it.
     body_base64: bool = False
+    # True when the body as text would not fit a queue message: base64 of its zlib (replay
+    # decompresses), so a plan near the 64 KiB limit still reaches the poison queue whole.
+    body_zlib: bool = False
     blob: str | None = None
     failed_at: datetime

@@ -98,10 +98,8 @@ def id_key(message_id: str) -> str:
     return "h" + hashlib.sha256(data).hexdigest()
 
 
-def fallback_key(from_: str, date: str, subject: str, body: str) -> str:
-    """A stable key for mail without a Message-ID: `s` + SHA-256 of what identifies it."""
-    digest = hashlib.sha256()
-    for part in (from_, date, subject, body):
-        digest.update(part.encode("utf-8", "surrogateescape"))
-        digest.update(b"\x00")
-    return "s" + digest.hexdigest()
+def fallback_key(raw: bytes) -> str:
+    """The key of mail without a Message-ID: `s` + SHA-256 of its raw bytes (the digest that
+    names its blob). Only the very same bytes share it, so two different mails can never merge,
+    whatever the parser could read of them; the same download seen again still dedupes."""
+    return "s" + hashlib.sha256(raw).hexdigest()

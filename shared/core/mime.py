@@ -25,7 +25,12 @@ Field rules worth knowing:
 * References are trimmed to the first one (the thread root) plus the last `MAX_REFERENCES`:
   threading only needs the root and the recent ancestors, and some lists send hundreds;
 * addresses are parsed from the raw header, names decoded afterwards, so an encoded comma
-  in a display name cannot split an address.
+  in a display name cannot split an address;
+* what a hostile mail can make huge is cut to a size (subject, header values, names, counts of
+  headers, addresses and ids) and noted in `defects`; the raw mail keeps it whole;
+* mail whose structure the parser cannot read (1,000 nested multiparts exhaust its recursion)
+  keeps its top-level headers, read from the header block alone, with no text or attachments and
+  a ``parser-failed`` defect.
 """
 
 from __future__ import annotations
@@ -33,12 +38,15 @@ from __future__ import annotations
 import binascii
 import codecs
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from email import policy
 from email.message import Message
+from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 
+from shared.core.clip import clip
+from shared.core.hollow import Hollow, hollow
 from shared.core.html_text import html_to_text
 from shared.core.message import Address, Attachment, MailMessage, fallback_key, id_key
 from shared.core.mimetree import parse_tree
@@ -48,6 +56,21 @@ MAX_REFERENCES = 32
 MAX_DEFECTS = 50
 MAX_DEPTH = 40  # nested multiparts deeper than this are garbage or an attack
 MAX_PARTS = 2_000
+# What a mail keeps of what its sender can make huge (the raw mail keeps all of it). A subject
+# longer than a record's title (1,000 characters, Table Storage) is cut to it, so title and
+# subject still compare equal under the subject guard.
+MAX_SUBJECT_CHARS = 1_000
+MAX_HEADER_CHARS = 8_192
+MAX_HEADERS = 500
+MAX_NAME_CHARS = 200
+MAX_ADDRESS_CHARS = 320  # RFC 5321 allows 254; longer is not an address anyone can answer
+MAX_ADDRESSES = 1_000
+# The body text is read from the first MAX_TEXT_BYTES of its part: enough for any mail a person
+# wrote, and a 100 MB text part costs a bounded string, not 100 MB (or 400 MB as UCS-4).
+MAX_TEXT_BYTES = 2 * 1024 * 1024
+# Bodies longer than this (encoded characters) are decoded a slice at a time, so a big
+# attachment is never held twice (encoded and decoded) to learn its size or store it.
+LARGE_BODY_CHARS = 1024 * 1024
 
 # Charset labels seen in real mail that Python does not know, or knows under another name.
 # None means "no usable label": guess from the bytes.
@@ -102,7 +125,9 @@ _ENCODED_WORD = re.compile(r"=\?([^?]*)\?([bBqQ])\?(.*?)\?=")
 _ANGLE_ID = re.compile(r"<([^<>]*)>")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _WHITESPACE = re.compile(r"\s+")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _BARE_ADDRESS = re.compile(r"[^\s<>,;:\"'()\[\]]+@[^\s<>,;:\"'()\[\]]+")
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]+")
 
 
 class _Defects:
@@ -276,7 +301,18 @@ class _Headers:
         return "" if value is None else _decode_words(value, self._defects)
 
     def all_decoded(self) -> tuple[tuple[str, str], ...]:
-        return tuple((key, _decode_words(value, self._defects)) for key, value in self.items)
+        """Every header, decoded, as the message keeps them: at most `MAX_HEADERS`, each value
+        at most `MAX_HEADER_CHARS` (the fields read above come from the whole values)."""
+        if len(self.items) > MAX_HEADERS:
+            self._defects.add("too-many-headers")
+        out: list[tuple[str, str]] = []
+        for key, value in self.items[:MAX_HEADERS]:
+            decoded = _decode_words(value, self._defects)
+            if len(decoded) > MAX_HEADER_CHARS:
+                self._defects.add("header-truncated")
+                decoded = clip(decoded, MAX_HEADER_CHARS)
+            out.append((clip(key, 200), decoded))
+        return tuple(out)
 
 
 def _clean_id(token: str) -> str:
@@ -318,11 +354,15 @@ def _address(name: str, addr: str, defects: _Defects) -> Address | None:
     email = _decode_words(addr, defects).strip().strip("<>").strip()
     if not email:
         return None
+    if len(email) > MAX_ADDRESS_CHARS:
+        # Dropped, not cut: a cut address would be another address.
+        defects.add("address-too-long")
+        return None
     local, at, domain = email.rpartition("@")
     if at:
         email = f"{local}@{domain.lower()}"
     display = " ".join(_decode_words(name, defects).split()).strip("\"' ")
-    return Address(email=email, name=display)
+    return Address(email=email, name=clip(display, MAX_NAME_CHARS))
 
 
 def _addresses(value: str | None, defects: _Defects) -> tuple[Address, ...]:
@@ -334,12 +374,16 @@ def _addresses(value: str | None, defects: _Defects) -> tuple[Address, ...]:
     except Exception as exc:
         defects.add(f"address-parse:{type(exc).__name__}")
         pairs = []
+    if len(pairs) > MAX_ADDRESSES:
+        defects.add("too-many-addresses")
+        pairs = pairs[:MAX_ADDRESSES]
     found = [a for a in (_address(n, e, defects) for n, e in pairs) if a is not None]
     with_at = [a for a in found if "@" in a.email]
     if not with_at and "@" in value:
         # getaddresses gave up (or refuses, in strict mode): pick out anything address-like.
         defects.add("address-fallback")
-        with_at = [a for a in (_address("", e, defects) for e in _BARE_ADDRESS.findall(value)) if a]
+        bare = _BARE_ADDRESS.findall(value)[:MAX_ADDRESSES]
+        with_at = [a for a in (_address("", e, defects) for e in bare) if a]
     return tuple(with_at or found)
 
 
@@ -364,22 +408,37 @@ def _date(value: str | None, received_at: datetime | None, defects: _Defects) ->
 # --- structure -------------------------------------------------------------------------------
 
 
-def _parse_tree(raw: bytes, defects: _Defects) -> Message:
+def _parse_tree(raw: bytes, defects: _Defects) -> tuple[Message | None, Hollow]:
     # compat32 only: the structure is the same under every policy, and since headers and
     # parameters are read raw and decoded here, policy.default's header objects would cost
-    # (about 70% of the parse time, measured) without being used.
+    # (about 70% of the parse time, measured) without being used. Big mail is parsed with its
+    # base64 runs standing aside (`hollow`), so the tree does not hold them.
+    shell = hollow(raw)
     try:
-        return parse_tree(raw)
-    except Exception as exc:
-        defects.add(f"parse-failed:{type(exc).__name__}")
-    return Message()
+        return parse_tree(shell.data), shell
+    except Exception as exc:  # RecursionError at ~1,000 nested multiparts, MemoryError
+        defects.add(f"parser-failed:{type(exc).__name__}")
+    return None, shell
+
+
+def header_block(raw: bytes) -> bytes:
+    """The top-level header block of `raw`: everything up to the first empty line."""
+    end = _HEADER_END.search(raw)
+    return raw[: end.end()] if end else raw
+
+
+def _header_tree(raw: bytes) -> Message:
+    """The top-level headers alone, for mail whose structure cannot be read: the header block
+    parses without recursion, so distinct mails keep their own Message-ID, From and Subject."""
+    return BytesParser(policy=policy.compat32).parsebytes(header_block(raw), headersonly=True)
 
 
 class _Part:
     """One MIME part's metadata, read through a tolerant `compat32` view of its raw headers."""
 
-    def __init__(self, part: Message, defects: _Defects) -> None:
+    def __init__(self, part: Message, defects: _Defects, shell: Hollow | None = None) -> None:
         self.part = part
+        self.shell = shell
         view = Message(policy=policy.compat32)
         raw = _Headers(part, defects)
         for name in ("content-type", "content-disposition"):
@@ -427,6 +486,8 @@ class _Part:
 
     def payload(self, defects: _Defects) -> bytes:
         """The decoded bytes of a leaf part (Content-Transfer-Encoding undone)."""
+        if self._hollowed() is not None:
+            return b"".join(self.chunks(defects))
         try:
             data = self.part.get_payload(decode=True)
         except Exception as exc:
@@ -438,6 +499,75 @@ class _Part:
         if isinstance(body, str):
             return body.encode("ascii", "surrogateescape")
         return b""
+
+    def _hollowed(self) -> str | None:
+        """The body as the parser kept it when some of it stands aside (see `hollow`)."""
+        body = self.part.get_payload()
+        if self.shell is not None and isinstance(body, str) and self.shell.holds(body):
+            return body
+        return None
+
+    def _encoded(self) -> Iterator[bytes] | None:
+        """The encoded body in slices when it is large (or partly aside), else None."""
+        body = self.part.get_payload()
+        if not isinstance(body, str):
+            return None
+        if self.shell is not None and self.shell.holds(body):
+            return self.shell.pieces(body)
+        if len(body) <= LARGE_BODY_CHARS:
+            return None
+        return (
+            body[at : at + LARGE_BODY_CHARS].encode("ascii", "surrogateescape")
+            for at in range(0, len(body), LARGE_BODY_CHARS)
+        )
+
+    def chunks(self, defects: _Defects) -> Iterator[bytes]:
+        """The decoded bytes of a leaf part, in slices of about a megabyte for a large body
+        (the same bytes the stdlib gives for well-formed base64), else in one piece."""
+        encoded = self._encoded()
+        if encoded is None:
+            yield self.payload(defects)
+            return
+        if self.cte in ("7bit", "8bit", "binary", ""):  # the encoded bytes are the bytes
+            yield from encoded
+            return
+        if self.cte != "base64":  # quoted-printable, uuencode: rare when big; decoded whole
+            whole = Message(policy=policy.compat32)
+            whole["Content-Transfer-Encoding"] = self.cte
+            whole.set_payload(b"".join(encoded).decode("ascii", "surrogateescape"))
+            data = whole.get_payload(decode=True)
+            yield data if isinstance(data, bytes) else b""
+            return
+        carry = b""
+        for piece in encoded:
+            piece = carry + _NOT_BASE64.sub(b"", piece)
+            usable = len(piece) - len(piece) % 4  # whole 4-character groups only
+            carry = piece[usable:]
+            if usable:
+                yield self._b64(piece[:usable], defects)
+        if carry:
+            yield self._b64(carry + b"=" * (-len(carry) % 4), defects)
+
+    @staticmethod
+    def _b64(data: bytes, defects: _Defects) -> bytes:
+        try:
+            return binascii.a2b_base64(data)
+        except (binascii.Error, ValueError):
+            defects.add("payload:base64")
+            return b""
+
+    def size(self, defects: _Defects) -> int:
+        """The decoded size of a leaf part, without holding a large one decoded."""
+        return sum(len(chunk) for chunk in self.chunks(defects))
+
+    def head(self, limit: int, defects: _Defects) -> tuple[bytes, bool]:
+        """The first `limit` decoded bytes (about) of a leaf part, and whether there is more."""
+        out = bytearray()
+        for chunk in self.chunks(defects):
+            if len(out) >= limit:
+                return bytes(out), True
+            out += chunk
+        return bytes(out), False
 
     def flattened_size(self, linesep: str, defects: _Defects) -> int:
         """Length of an embedded message (message/*), re-serialised with the mail's line ends.
@@ -455,13 +585,14 @@ class _Part:
         try:
             subs = [sub for sub in payload if isinstance(sub, Message)]
             render = policy.compat32.clone(linesep=linesep)
-            return b"".join(sub.as_bytes(policy=render) for sub in subs)
+            data = b"".join(sub.as_bytes(policy=render) for sub in subs)
+            return self.shell.expand(data) if self.shell is not None else data
         except Exception as exc:
             defects.add(f"embedded-size:{type(exc).__name__}")
             return b""
 
 
-def _leaves(message: Message, defects: _Defects) -> Iterator[_Part]:
+def _leaves(message: Message, defects: _Defects, shell: Hollow | None = None) -> Iterator[_Part]:
     """Leaf parts in document order; message/* parts are leaves: their text is not ours."""
     stack: list[tuple[Message, int]] = [(message, 0)]
     count = 0
@@ -472,7 +603,7 @@ def _leaves(message: Message, defects: _Defects) -> Iterator[_Part]:
             defects.add("too-many-parts")
             return
         defects.extend(type(d).__name__ for d in getattr(part, "defects", ()))
-        info = _Part(part, defects)
+        info = _Part(part, defects, shell)
         children = part.get_payload()
         if isinstance(children, list) and info.maintype != "message":
             if depth >= MAX_DEPTH:
@@ -487,11 +618,29 @@ def _leaves(message: Message, defects: _Defects) -> Iterator[_Part]:
         yield info
 
 
+def _text_of(info: _Part, defects: _Defects) -> str:
+    """A text part as text, from at most MAX_TEXT_BYTES of it, cut between whole characters."""
+    data, more = info.head(MAX_TEXT_BYTES, defects)
+    if not more and len(data) <= MAX_TEXT_BYTES:
+        return _decode_bytes(data, info.charset, defects)
+    defects.add("text-truncated")
+    data = data[:MAX_TEXT_BYTES]
+    codec = _codec(info.charset, _Defects()) or "utf-8"
+    try:  # drop the bytes of a character the cut split
+        decoder = codecs.getincrementaldecoder(codec)()
+        decoder.decode(data, final=False)
+        pending = decoder.getstate()[0]
+        data = data[: len(data) - len(pending)] if pending else data
+    except Exception:  # noqa: S110 - a codec without state: decoding tolerates the end anyway
+        pass
+    return _decode_bytes(data, info.charset, defects)
+
+
 def _attachment(info: _Part, linesep: str, defects: _Defects) -> Attachment:
     if info.maintype == "message":
         size = info.flattened_size(linesep, defects)
     else:
-        size = len(info.payload(defects))
+        size = info.size(defects)
     inline = info.disposition == "inline" or (
         info.disposition is None and info.content_id is not None
     )
@@ -504,45 +653,56 @@ def _attachment(info: _Part, linesep: str, defects: _Defects) -> Attachment:
     )
 
 
-def attachment_contents(raw: bytes) -> list[tuple[Attachment, bytes]]:
-    """Every attachment of `raw` with its decoded bytes, in the order of `attachments`.
-    Never raises: unreadable mail has none."""
+Content = Callable[[], Iterator[bytes]]
+
+
+def iter_attachments(raw: bytes) -> Iterator[tuple[Attachment, Content]]:
+    """Every attachment of `raw`, in the order of `attachments`, with a function that yields
+    its decoded bytes in slices (call it again to read them again): a big attachment is never
+    held whole. Never raises: unreadable mail has none."""
     defects = _Defects()
-    try:
-        message = parse_tree(raw)
-    except Exception:
-        return []
+    message, shell = _parse_tree(raw, defects)
+    if message is None:
+        return
     linesep = "\r\n" if b"\r\n" in raw[:65536] else "\n"
-    out: list[tuple[Attachment, bytes]] = []
-    for info in _leaves(message, defects):
+    for info in _leaves(message, defects, shell):
         body_type = info.content_type in ("text/plain", "text/html")
         if info.maintype == "message" or info.is_attachment or not body_type:
-            data = (
-                info.flattened(linesep, defects)
-                if info.maintype == "message"
-                else (info.payload(defects))
-            )
-            out.append((_attachment(info, linesep, defects), data))
-    return out
+            yield _attachment(info, linesep, defects), _content(info, linesep, defects)
+
+
+def _content(info: _Part, linesep: str, defects: _Defects) -> Content:
+    def read() -> Iterator[bytes]:
+        if info.maintype == "message":
+            yield info.flattened(linesep, defects)
+        else:
+            yield from info.chunks(defects)
+
+    return read
+
+
+def attachment_contents(raw: bytes) -> list[tuple[Attachment, bytes]]:
+    """Every attachment of `raw` with its decoded bytes (all in memory: small mail only)."""
+    return [(meta, b"".join(content())) for meta, content in iter_attachments(raw)]
 
 
 def _body_and_attachments(
-    message: Message, linesep: str, defects: _Defects
+    message: Message, shell: Hollow, linesep: str, defects: _Defects
 ) -> tuple[str, tuple[Attachment, ...]]:
     plain: str | None = None
     html: str | None = None
     attachments: list[Attachment] = []
-    for info in _leaves(message, defects):
+    for info in _leaves(message, defects, shell):
         body_type = info.content_type in ("text/plain", "text/html")
         if info.maintype == "message" or info.is_attachment or not body_type:
             attachments.append(_attachment(info, linesep, defects))
         elif info.content_type == "text/plain" and not (plain and plain.strip()):
             # An empty text/plain (some Outlook builds send one) loses to a later part.
-            candidate = _decode_bytes(info.payload(defects), info.charset, defects)
+            candidate = _text_of(info, defects)
             if plain is None or candidate.strip():
                 plain = candidate
         elif info.content_type == "text/html" and html is None:
-            html = _decode_bytes(info.payload(defects), info.charset, defects)
+            html = _text_of(info, defects)
     if plain and plain.strip():
         text = plain
     elif html is not None:
@@ -572,10 +732,12 @@ def parse_message(
     defects = _Defects()
     raw = bytes(raw)
     flag_set, category_tuple = frozenset(flags), tuple(categories)
-    try:
+
+    def attempt(body: bool) -> MailMessage:
         return _parse(
             raw,
             defects,
+            body=body,
             mailbox=mailbox,
             source_id=source_id,
             folder=folder,
@@ -584,41 +746,48 @@ def parse_message(
             conversation_id=conversation_id,
             received_at=received_at,
         )
-    except Exception as exc:  # a bug here must cost one message its fields, not the mailbox
+
+    try:
+        return attempt(body=True)
+    except Exception as exc:  # a bug here must cost one message its body, not the mailbox
         defects.add(f"parser-failed:{type(exc).__name__}")
-        text = raw.decode("utf-8", "replace")
-        return MailMessage(
-            mailbox=mailbox,
-            source_id=source_id,
-            key=fallback_key("", "", "", text),
-            message_id=None,
-            in_reply_to=(),
-            references=(),
-            subject="",
-            normalized_subject="",
-            from_=None,
-            sender=None,
-            reply_to=(),
-            to=(),
-            cc=(),
-            date=_date(None, received_at, _Defects()),
-            text=text,
-            attachments=(),
-            headers=(),
-            size=len(raw),
-            raw=raw,
-            conversation_id=conversation_id,
-            flags=flag_set,
-            categories=category_tuple,
-            folder=folder,
-            defects=defects.items(),
-        )
+    try:  # the headers alone, as for mail the stdlib cannot parse
+        return attempt(body=False)
+    except Exception as exc:  # and even that failed: the raw mail and what the source said
+        defects.add(f"parser-failed:{type(exc).__name__}")
+    return MailMessage(
+        mailbox=mailbox,
+        source_id=source_id,
+        key=fallback_key(raw),
+        message_id=None,
+        in_reply_to=(),
+        references=(),
+        subject="",
+        normalized_subject="",
+        from_=None,
+        sender=None,
+        reply_to=(),
+        to=(),
+        cc=(),
+        date=_date(None, received_at, _Defects()),
+        text="",
+        attachments=(),
+        headers=(),
+        size=len(raw),
+        raw=raw,
+        conversation_id=conversation_id,
+        flags=flag_set,
+        categories=category_tuple,
+        folder=folder,
+        defects=defects.items(),
+    )
 
 
 def _parse(
     raw: bytes,
     defects: _Defects,
     *,
+    body: bool,
     mailbox: str,
     source_id: str,
     folder: str | None,
@@ -627,15 +796,22 @@ def _parse(
     conversation_id: str | None,
     received_at: datetime | None,
 ) -> MailMessage:
-    message = _parse_tree(raw, defects)
+    tree, shell = _parse_tree(raw, defects) if body else (None, None)
+    message = tree if tree is not None else _header_tree(raw)
     headers = _Headers(message, defects)
     subject = " ".join(headers.decoded("subject").split())
+    if len(subject) > MAX_SUBJECT_CHARS:
+        defects.add("subject-truncated")
+        subject = clip(subject, MAX_SUBJECT_CHARS)
     linesep = "\r\n" if b"\r\n" in raw[:65536] else "\n"
-    text, attachments = _body_and_attachments(message, linesep, defects)
+    text = ""
+    attachments: tuple[Attachment, ...] = ()
+    if tree is not None and shell is not None:
+        text, attachments = _body_and_attachments(tree, shell, linesep, defects)
     message_id = _message_id(headers.raw("message-id"))
     if message_id is None:
         defects.add("message-id-missing")
-        key = fallback_key(headers.decoded("from"), headers.raw("date") or "", subject, text)
+        key = fallback_key(raw)
     else:
         key = id_key(message_id)
     from_ = _addresses(headers.raw("from"), defects)
@@ -645,7 +821,8 @@ def _parse(
         source_id=source_id,
         key=key,
         message_id=message_id,
-        in_reply_to=_id_list(headers.raw("in-reply-to")),
+        # Each id costs a lookup when mapped: a few are plenty, thousands are an attack.
+        in_reply_to=_id_list(headers.raw("in-reply-to"))[:MAX_REFERENCES],
         references=_references(headers.raw("references")),
         subject=_valid(subject),
         normalized_subject=_valid(normalize_subject(subject)),

@@ -9,17 +9,25 @@ would hold a worker's memory for nothing.
 from __future__ import annotations
 
 from email import policy
+from email.feedparser import BytesFeedParser
 from email.message import Message
-from email.parser import BytesParser
 from functools import lru_cache
 
 CACHE_MAX_BYTES = 2 * 1024 * 1024
+FEED_BYTES = 1024 * 1024
 
 
 def _parse(raw: bytes) -> Message:
     # compat32: the structure is the same under every policy, and it tolerates what crashes
     # policy.default (CPython #151857).
-    return BytesParser(policy=policy.compat32).parsebytes(raw)
+    # Fed a slice at a time, not `parsebytes`: that decodes the whole mail to one string and
+    # copies it into a StringIO (4 bytes a character), 7.8x a 104 MB mail's size on top of the
+    # raw bytes; fed, the parser holds the lines of one part at a time (2.8x, measured).
+    parser = BytesFeedParser(policy=policy.compat32)
+    view = memoryview(raw)
+    for start in range(0, len(raw), FEED_BYTES):
+        parser.feed(bytes(view[start : start + FEED_BYTES]))
+    return parser.close()
 
 
 _cached = lru_cache(maxsize=4)(_parse)

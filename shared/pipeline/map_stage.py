@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
@@ -30,7 +32,8 @@ from ..core.decide import (
     own_mail,
 )
 from ..core.message import MailMessage, id_key
-from ..core.mime import attachment_contents, parse_message
+from ..core.mime import iter_attachments, parse_message
+from ..core.plan_fit import fit_plan, plan_bytes
 from ..core.reply_text import reply_text
 from ..core.rules import match_routes
 from ..core.signing import REF_HEADER, verify_message_id, verify_ref_header
@@ -55,6 +58,7 @@ from ..store.stores import (
 )
 
 log = logging.getLogger(__name__)
+SNIFF_BYTES = 4096  # what the attachment check reads of the content
 
 
 def _filed_record(stores: Stores, message_id: str) -> RecordRef | None:
@@ -206,13 +210,24 @@ def _admitted(plans: Sequence[FilingPlan]) -> bool:
 
 
 def store_attachments(stores: Stores, raw: bytes) -> tuple[AttachmentInfo, ...]:
-    """Each attachment in Blob Storage (checked first: size, declared type against content)."""
+    """Each attachment in Blob Storage (checked first: size, declared type against content).
+
+    One attachment at a time, read in slices twice (its SHA-256 names the blob, so it is known
+    before the upload starts): a big one is never whole in memory."""
     out: list[AttachmentInfo] = []
-    for meta, data in attachment_contents(raw)[:MAX_ENTRY_ATTACHMENTS]:
-        verdict = check(meta.content_type, data)
+    for meta, content in itertools.islice(iter_attachments(raw), MAX_ENTRY_ATTACHMENTS):
+        digest, size, head = hashlib.sha256(), 0, b""
+        for chunk in content():
+            digest.update(chunk)
+            size += len(chunk)
+            if len(head) < SNIFF_BYTES:
+                head += chunk[: SNIFF_BYTES - len(head)]
+        verdict = check(meta.content_type, head, size)
         blob = (
-            stores.blobs.put_attachment(data, verdict.content_type, meta.filename)
-            if (verdict.store)
+            stores.blobs.put_attachment_stream(
+                digest.hexdigest(), content(), size, verdict.content_type, meta.filename
+            )
+            if verdict.store
             else None
         )
         out.append(
@@ -241,6 +256,45 @@ def parse_inbound(stores: Stores, inbound: InboundMessage) -> MailMessage:
         conversation_id=inbound.conversation_id,
         received_at=inbound.received_at,
     )
+
+
+# Defects that change what was filed from the mail: said in the plan's reasons, so the
+# message index shows them next to the decision.
+_SHAPE_DEFECTS = {
+    "parser-failed": "the mail's structure could not be read ({}): filed from its headers alone",
+    "subject-truncated": "the subject was cut to fit ({})",
+    "text-truncated": "the text was read from the start of its part only ({})",
+}
+
+
+def _shape_notes(message: MailMessage) -> tuple[str, ...]:
+    notes = [
+        _SHAPE_DEFECTS[d.partition(":")[0]].format(d)
+        for d in message.defects
+        if d.partition(":")[0] in _SHAPE_DEFECTS
+    ]
+    return tuple(f"{n}; the raw mail is kept whole" for n in dict.fromkeys(notes))
+
+
+def _fitted(stores: Stores, plan: FilingPlan, text: str) -> FilingPlan:
+    """The plan cut to fit its queue message (an 8 MB subject, thousands of recipients); a
+    reply text cut short stays whole in Blob Storage. Raises `PlanTooLarge` (poison at once)
+    when nothing can make it fit."""
+    fitted = fit_plan(plan)
+    if fitted is plan:
+        return plan
+    log.warning(
+        "map: mailbox=%s key=%s plan of %d bytes cut to fit its queue message",
+        plan.mailbox,
+        plan.message_key[:40],
+        plan_bytes(plan),
+    )
+    entry = fitted.entry
+    cut_text = entry is not None and plan.entry is not None and entry.text != plan.entry.text
+    if entry is not None and cut_text and entry.text_blob is None:
+        entry = entry.model_copy(update={"text_blob": stores.blobs.put_text(text)})
+    note = "the mail's text fields were cut to fit the filing queue; the raw mail has them whole"
+    return fitted.model_copy(update={"entry": entry, "reasons": (*fitted.reasons, note)})
 
 
 def map_inbound(
@@ -310,6 +364,10 @@ def map_inbound(
             else p
             for p in plans
         ]
+    notes = _shape_notes(message)
+    if notes:
+        plans = [p.model_copy(update={"reasons": (*p.reasons, *notes)}) for p in plans]
+    plans = [_fitted(stores, plan, text) for plan in plans]
     for plan in plans:
         stores.queues.send(FILING, plan)
         log.info(

@@ -1,9 +1,11 @@
 """Failures that retrying will not fix end in `<queue>-poison` with their reason.
 
 The Functions host moves a message to the poison queue after `maxDequeueCount` failures, but
-without saying why. We do it ourselves on the last attempt (and at once for a malformed
-contract), so an operator sees the reason and can replay the message after a fix. If even that
-fails, the exception propagates and the host's own poison handling still keeps the message.
+without saying why. We do it ourselves on the last attempt, and at once for a failure that the
+same input will always meet again (a malformed contract, a write over an Azure limit, a plan
+that cannot fit its queue message, a value a contract refuses, text that cannot be encoded),
+so an operator sees the reason and can replay the message after a fix. If even that fails, the
+exception propagates and the host's own poison handling still keeps the message.
 """
 
 from __future__ import annotations
@@ -11,18 +13,31 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import zlib
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+from pydantic import ValidationError
+
 from ..core.contracts import PoisonMessage
-from ..store.errors import ContractError
+from ..core.plan_fit import PlanTooLarge
+from ..store.errors import ContractError, StorageLimitError
 from ..store.stores import Stores, poison
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DEFAULT_MAX_DEQUEUE = 5
+POISON_BODY = 40_000  # bytes of the body's JSON; with the reason, a poison message fits 48 KiB
+# Failures that retrying cannot fix: the same message meets them on every attempt.
+PERMANENT: tuple[type[Exception], ...] = (
+    StorageLimitError,
+    PlanTooLarge,
+    ValidationError,
+    UnicodeError,
+    RecursionError,
+)
 
 
 def max_dequeue_count(host_json: Path | None = None) -> int:
@@ -44,11 +59,19 @@ def _blob_of(body: bytes) -> str | None:
 
 
 def _body_fields(body: bytes) -> dict[str, object]:
-    """The body as text when it is UTF-8, else as base64, so a replay sends the very bytes."""
+    """The body as text when it is UTF-8, else as base64, so a replay sends the very bytes;
+    compressed when it would not fit beside the rest of the poison message (JSON escapes make
+    a body near the 64 KiB limit larger still)."""
     try:
-        return {"body": body.decode("utf-8")[:40_000]}
+        text: str | None = body.decode("utf-8")
     except UnicodeDecodeError:
+        text = None
+    if text is not None and len(json.dumps(text, ensure_ascii=False).encode()) <= POISON_BODY:
+        return {"body": text}
+    if text is None and (len(body) + 2) // 3 * 4 <= POISON_BODY:
         return {"body": base64.b64encode(body).decode("ascii"), "body_base64": True}
+    packed = base64.b64encode(zlib.compress(body, 9)).decode("ascii")
+    return {"body": packed, "body_base64": True, "body_zlib": True}
 
 
 def _count_failure(stage: str, exc: BaseException) -> None:
@@ -76,6 +99,9 @@ def run_guarded(
     except ContractError as exc:
         reason = f"malformed: {exc}"
         _count_failure(stage, exc)
+    except PERMANENT as exc:
+        reason = f"cannot succeed: {type(exc).__name__}: {exc}"
+        _count_failure(stage, exc)
     except Exception as exc:
         _count_failure(stage, exc)
         if dequeue_count < max_dequeue:
@@ -88,7 +114,7 @@ def run_guarded(
         PoisonMessage(
             queue=queue,
             stage=stage,
-            reason=reason[:4000],
+            reason=reason[:2000],
             dequeue_count=dequeue_count,
             **_body_fields(body),
             blob=_blob_of(body),

@@ -17,6 +17,8 @@ from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
+from .blobs import BLOCK_BYTES
+
 
 @dataclass(frozen=True)
 class StorageSettings:
@@ -109,6 +111,15 @@ class StorageAccount:
 
     def _kwargs(self, service: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30}
+        if service == "blob":
+            # Anything over 4 MiB goes up in 4 MiB blocks and comes down in 4 MiB chunks: the
+            # SDK's single put (up to 64 MiB) reads a whole stream into memory first.
+            kwargs.update(
+                max_single_put_size=BLOCK_BYTES,
+                max_block_size=BLOCK_BYTES,
+                max_single_get_size=BLOCK_BYTES,
+                max_chunk_get_size=BLOCK_BYTES,
+            )
         if not self._http:  # one session (and connection pool) for the three clients
             self._http.append(_session())
         session = self._http[0]

@@ -1,14 +1,22 @@
-"""Raw mail in Blob Storage, addressed by content so that storing it twice is harmless."""
+"""Raw mail in Blob Storage, addressed by content so that storing it twice is harmless.
+
+Big mail is streamed: uploads go in blocks (account.py sets 4 MiB blocks for anything larger),
+attachments from an iterator of decoded slices, downloads into one buffer of the blob's size.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from urllib.parse import quote
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient, ContentSettings
+from azure.storage.blob import BlobServiceClient, ContentSettings, StorageStreamDownloader
 
 RAW_CONTAINER = "raw"
+BLOCK_BYTES = 4 * 1024 * 1024  # account.py: blobs larger than this go up in blocks of it
 
 
 def raw_blob_name(data: bytes) -> str:
@@ -24,12 +32,22 @@ class Blobs:
         with contextlib.suppress(ResourceExistsError):
             self._service.create_container(container)
 
-    def _put_once(self, name: str, data: bytes, settings: ContentSettings) -> str:
+    def _put_once(
+        self,
+        name: str,
+        data: bytes | Iterable[bytes],
+        settings: ContentSettings,
+        length: int | None = None,
+    ) -> str:
         """Content-addressed: a name already taken holds these very bytes, so a repeat is a
         no-op, never an overwrite."""
         client = self._service.get_blob_client(RAW_CONTAINER, name)
+        if length is None and isinstance(data, bytes):
+            length = len(data)
+        if (length or 0) > BLOCK_BYTES and client.exists():
+            return name  # a big repeat costs one request, not its upload refused at the end
         with contextlib.suppress(ResourceExistsError):
-            client.upload_blob(data, overwrite=False, content_settings=settings)
+            client.upload_blob(data, length=length, overwrite=False, content_settings=settings)
         return name
 
     def put_raw(self, data: bytes) -> str:
@@ -46,17 +64,49 @@ class Blobs:
 
     def put_attachment(self, data: bytes, content_type: str, filename: str | None) -> str:
         """An attachment under its SHA-256, always served as a download, never rendered."""
-        safe_name = "".join(
-            c for c in (filename or "attachment") if c.isprintable() and c not in '"\\'
+        return self.put_attachment_stream(
+            hashlib.sha256(data).hexdigest(), iter((data,)), len(data), content_type, filename
         )
+
+    def put_attachment_stream(
+        self,
+        digest: str,
+        chunks: Iterator[bytes],
+        size: int,
+        content_type: str,
+        filename: str | None,
+    ) -> str:
+        """An attachment whose SHA-256 and size the caller has read already, uploaded from
+        `chunks` in blocks, so it is never whole in memory."""
         settings = ContentSettings(
-            content_type=content_type,
-            content_disposition=f'attachment; filename="{safe_name[:200]}"',
+            content_type=content_type if _TOKEN_TYPE.fullmatch(content_type) else _BYTES,
+            content_disposition=_disposition(filename),
         )
-        return self._put_once("att/" + hashlib.sha256(data).hexdigest(), data, settings)
+        return self._put_once("att/" + digest, chunks, settings, size)
 
     def get(self, name: str, container: str = RAW_CONTAINER) -> bytes | None:
         try:
-            return self._service.get_blob_client(container, name).download_blob().readall()
+            return _read(self._service.get_blob_client(container, name).download_blob())
         except ResourceNotFoundError:
             return None
+
+
+_BYTES = "application/octet-stream"
+_TOKEN_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]{1,64}/[a-z0-9!#$&^_.+-]{1,64}")
+
+
+def _disposition(filename: str | None) -> str:
+    """`attachment` with the name as RFC 6266 gives it: HTTP headers are Latin-1 on the wire,
+    so a name in another script goes as `filename*=UTF-8''...` beside an ASCII `filename`."""
+    name = "".join(c for c in (filename or "attachment") if c.isprintable())[:200]
+    ascii_name = "".join(c if c.isascii() and c not in '"\\' else "_" for c in name)
+    if name == ascii_name:
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _read(downloader: StorageStreamDownloader[bytes]) -> bytes:
+    """The blob's bytes, downloaded chunk by chunk and joined once (`readall` grows a BytesIO
+    chunk by chunk, reallocating as it goes, then copies it out)."""
+    parts = list(downloader.chunks())
+    return parts[0] if len(parts) == 1 else b"".join(parts)

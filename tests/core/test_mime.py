@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.parser import BytesParser
@@ -103,13 +105,27 @@ def test_message_id_without_brackets() -> None:
 
 
 def test_missing_message_id_fallback_key_is_stable_and_body_sensitive() -> None:
-    first = parse(mail("From: a@example.com", "Subject: s", body="one"))
+    raw = mail("From: a@example.com", "Subject: s", body="one")
+    first = parse(raw)
     again = parse(mail("From: a@example.com", "Subject: s", body="one"))
     other = parse(mail("From: a@example.com", "Subject: s", body="two"))
     assert first.message_id is None
-    assert first.key == again.key == fallback_key("a@example.com", "", "s", "one")
+    assert first.key == again.key == fallback_key(raw) == "s" + hashlib.sha256(raw).hexdigest()
     assert first.key != other.key
     assert "message-id-missing" in first.defects
+
+
+def test_mails_without_message_id_that_read_the_same_never_share_a_key() -> None:
+    # Same From, Date, Subject and text: only a header the parser does not read differs.
+    head = (
+        "From: Пётр <petr@example.com>",
+        "Date: Tue, 07 May 2024 10:11:12 +0200",
+        "Subject: 你好",
+    )
+    one = parse(mail(*head, "X-Trace: 1", body="тот же текст"))
+    two = parse(mail(*head, "X-Trace: 2", body="тот же текст"))
+    assert (one.subject, one.text, one.from_) == (two.subject, two.text, two.from_)
+    assert one.key != two.key
 
 
 def test_in_reply_to_and_references_are_tolerant() -> None:
@@ -484,13 +500,92 @@ def test_deep_nesting_is_cut() -> None:
     assert msg.text == ""
 
 
+def _nested(depth: int, *headers: str, text: str = "hello") -> bytes:
+    """A mail whose text part sits under `depth` nested multiparts."""
+    opening = "".join(
+        f'Content-Type: multipart/mixed; boundary="b{i}"\r\n\r\n--b{i}\r\n' for i in range(depth)
+    )
+    closing = "".join(f"\r\n--b{i}--" for i in reversed(range(depth)))
+    body = opening + f"Content-Type: text/plain; charset=utf-8\r\n\r\n{text}" + closing
+    head = "".join(f"{h}\r\n" for h in (*headers, "MIME-Version: 1.0"))
+    return (head + body).encode("utf-8")
+
+
+def test_mail_too_deep_for_the_parser_keeps_its_top_level_headers() -> None:
+    # 1,100 nested multiparts exhaust the stdlib parser's recursion: the body is lost to it,
+    # the headers are not.
+    raw = _nested(
+        1_100,
+        "Message-ID: <deep-1@example.com>",
+        "Date: Tue, 07 May 2024 10:11:12 +0200",
+        "From: =?utf-8?b?0JjQstCw0L0g0J/QtdGC0YDQvtCy?= <ivan@example.ru>",
+        "To: 山田 <yamada@example.jp>",
+        "Cc: Ἀριστοτέλης <aristo@example.gr>",
+        "Subject: =?utf-8?b?5pif44Gu5LiL44Gn?= [CASE-7]",
+        "In-Reply-To: <parent@example.com>",
+        "References: <root@example.com> <parent@example.com>",
+    )
+    msg = parse(raw)
+    assert "parser-failed:RecursionError" in msg.defects
+    assert msg.message_id == "deep-1@example.com" and msg.key == id_key("deep-1@example.com")
+    assert msg.from_ == Address("ivan@example.ru", "Иван Петров")
+    assert msg.to == (Address("yamada@example.jp", "山田"),)
+    assert msg.cc == (Address("aristo@example.gr", "Ἀριστοτέλης"),)
+    assert msg.subject == "星の下で [CASE-7]"
+    assert msg.date == datetime(2024, 5, 7, 10, 11, 12, tzinfo=timezone(timedelta(hours=2)))
+    assert msg.in_reply_to == ("parent@example.com",)
+    assert msg.references == ("root@example.com", "parent@example.com")
+    assert msg.header("MIME-Version") == "1.0"
+    assert (msg.text, msg.attachments, msg.raw) == ("", (), raw)
+
+
+def test_distinct_mails_too_deep_for_the_parser_never_share_a_key() -> None:
+    one = parse(_nested(1_100, "From: a@example.com", "Subject: один", text="раз"))
+    two = parse(_nested(1_100, "From: a@example.com", "Subject: один", text="два"))
+    assert "parser-failed:RecursionError" in one.defects
+    assert one.subject == two.subject == "один"
+    assert one.key != two.key
+    assert one.key == fallback_key(one.raw) and two.key == fallback_key(two.raw)
+
+
+def test_huge_subject_is_cut_between_whole_characters() -> None:
+    # 8 MB of Cyrillic, CJK and emoji with skin tones and combining accents: the cut falls
+    # inside a cluster wherever it lands.
+    unit = "Привет 世界 👍🏽 é " + "e\u0301"
+    subject = unit * (8_000_000 // len(unit.encode("utf-8")))
+    raw = mail("Message-ID: <big-subject@example.com>", f"Subject: {subject}", body="text")
+    msg = parse(raw)
+    assert "subject-truncated" in msg.defects
+    assert len(msg.subject) <= mime.MAX_SUBJECT_CHARS
+    assert msg.subject.endswith("…")
+    kept = msg.subject[:-1]
+    assert " ".join(subject.split()).startswith(kept)
+    assert not unicodedata.combining(kept[-1]) and kept[-1] not in "\U0001f3fd\u200d"
+    kept.encode("utf-8")
+    kept.encode("utf-16")  # strict: no half surrogate pair
+    assert all(len(value) <= mime.MAX_HEADER_CHARS for _, value in msg.headers)
+    assert msg.raw == raw and msg.text == "text"
+
+
+def test_huge_address_lists_are_bounded() -> None:
+    many = ", ".join(f"Имя {i} <u{i}@example.com>" for i in range(mime.MAX_ADDRESSES + 50))
+    long_address = "x" * 400 + "@example.com"
+    msg = parse(
+        mail(f"To: {many}", f"Cc: {long_address}, ok@example.com", f"From: {'名' * 5000} <a@b.c>")
+    )
+    assert len(msg.to) == mime.MAX_ADDRESSES and "too-many-addresses" in msg.defects
+    assert msg.cc == (Address("ok@example.com"),) and "address-too-long" in msg.defects
+    assert msg.from_ is not None and len(msg.from_.name) <= mime.MAX_NAME_CHARS
+    assert msg.from_.name.startswith("名名") and msg.from_.email == "a@b.c"
+
+
 # --- degenerate input ------------------------------------------------------------------------
 
 
 def test_empty_bytes() -> None:
     msg = parse(b"", received_at=RECEIVED)
     assert (msg.raw, msg.size, msg.text, msg.subject, msg.message_id) == (b"", 0, "", "", None)
-    assert msg.key == fallback_key("", "", "", "")
+    assert msg.key == fallback_key(b"")
     assert msg.date == RECEIVED
 
 
