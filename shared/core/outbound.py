@@ -35,7 +35,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import format_datetime, parseaddr
-from urllib.parse import quote
 
 import idna
 
@@ -219,13 +218,20 @@ def _ascii_name(filename: str) -> str:
     return out.replace("=?", "=_").strip() or "attachment"
 
 
+def _percent(value: str) -> str:
+    """RFC 2231/5987 value-chars: attr-chars as they are, every other UTF-8 byte as %XX (the
+    core stays free of urllib, a network package)."""
+    safe = set(b"!#$&+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+    return "".join(chr(b) if b in safe else f"%{b:02X}" for b in value.encode("utf-8"))
+
+
 def _name_params(param: str, filename: str) -> list[str]:
     """`filename` (or `name`) parameters: RFC 2231 `param*` in UTF-8 (split in continuations
     so no line grows long) when the name is not plain ASCII, then the ASCII fallback."""
     fallback = _ascii_name(filename)
     params = []
     if fallback != filename:
-        encoded = quote(filename, safe="!#$&+-.^_`|~", encoding="utf-8")
+        encoded = _percent(filename)
         if len(encoded) <= 60:
             params.append(f"{param}*=utf-8''{encoded}")
         else:
