@@ -20,7 +20,6 @@ from pathlib import Path
 from shared.core.classify import classify
 from shared.core.message import MailMessage
 from shared.core.mime import parse_message
-
 from tests.core.test_classify_corpus import BOUNCES, REPLIES, classify_file, expected_kind
 
 from . import bench_parse

@@ -23,9 +23,7 @@ from shared.core.classify import Classification, classify
 from shared.core.mime import parse_message
 
 CORPORA = Path(
-    os.environ.get(
-        "MAILFILER_CORPORA", Path(__file__).resolve().parents[1] / "data" / "corpora"
-    )
+    os.environ.get("MAILFILER_CORPORA", Path(__file__).resolve().parents[1] / "data" / "corpora")
 )
 BOUNCES = sorted((CORPORA / "bounces").rglob("*.eml"))
 REPLIES = sorted(
@@ -165,9 +163,7 @@ def test_new_sources_are_classified_as_listed(measured: Measured) -> None:
     # Every mail of the sources added with expected.csv has exactly the class listed there,
     # and none of their machine mail comes out human.
     listed = [
-        (p, c)
-        for p, c in measured.machine + measured.human_bounce_dir
-        if _manifest(p.parent)
+        (p, c) for p, c in measured.machine + measured.human_bounce_dir if _manifest(p.parent)
     ]
     assert len(listed) >= 8
     assert _names(listed, _exact) == []

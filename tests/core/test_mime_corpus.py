@@ -17,9 +17,7 @@ from shared.core.message import Address, id_key
 from shared.core.mime import parse_message
 
 CORPORA = Path(
-    os.environ.get(
-        "MAILFILER_CORPORA", Path(__file__).resolve().parents[1] / "data" / "corpora"
-    )
+    os.environ.get("MAILFILER_CORPORA", Path(__file__).resolve().parents[1] / "data" / "corpora")
 )
 FILES = sorted(p for p in CORPORA.rglob("*") if p.is_file() and p.suffix in {".eml", ".txt"})
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,9 +18,7 @@ from shared.core.message import MailMessage
 from shared.core.mime import parse_message
 
 CORPORA = Path(
-    os.environ.get(
-        "MAILFILER_CORPORA", Path(__file__).resolve().parents[1] / "data" / "corpora"
-    )
+    os.environ.get("MAILFILER_CORPORA", Path(__file__).resolve().parents[1] / "data" / "corpora")
 )
 SEEDS = [p.read_bytes() for p in sorted(CORPORA.rglob("*.eml"))]
 
