@@ -52,20 +52,21 @@ REPLY_HEADERS = (
 
 
 @cache
-def _manifest(folder: Path) -> dict[str, str]:
-    """File name -> class, from a source folder's expected.csv (empty when it has none)."""
+def _manifest(folder: Path) -> dict[str, dict[str, str]]:
+    """File name -> its row (kind, action, final_recipient, form) from a source folder's
+    expected.csv; empty when the folder has none."""
     listing = folder / "expected.csv"
     if not listing.is_file():
         return {}
     with listing.open(encoding="utf-8", newline="") as handle:
-        return {row["file"]: row["kind"] for row in csv.DictReader(handle)}
+        return {row["file"]: row for row in csv.DictReader(handle)}
 
 
 def expected_kind(path: Path) -> str:
     listed = _manifest(path.parent)
     if listed:
         assert path.name in listed, f"{path} is not in its folder's expected.csv"
-        return listed[path.name]
+        return listed[path.name]["kind"]
     if path.parent.name == "flanker":
         return "bounce"
     name = path.name
@@ -165,8 +166,14 @@ def test_new_sources_are_classified_as_listed(measured: Measured) -> None:
     listed = [
         (p, c) for p, c in measured.machine + measured.human_bounce_dir if _manifest(p.parent)
     ]
-    assert len(listed) >= 8
+    assert len(listed) >= 10
     assert _names(listed, _exact) == []
+    for path, result in listed:
+        row = _manifest(path.parent)[path.name]
+        if row["action"]:  # the bounces: their DSN as the row gives it
+            assert result.dsn is not None, path.name
+            assert result.dsn.action == row["action"], path.name
+            assert result.dsn.final_recipient == (row["final_recipient"] or None), path.name
 
 
 def test_machine_mail_is_not_human(measured: Measured) -> None:
