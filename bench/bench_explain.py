@@ -1,7 +1,7 @@
 """Map throughput per core: the whole decision (parse, classify, reply text, decide) against
 bare parsing of the same mail, as `mailfiler explain` runs it (no storage).
 
-Corpus: every .eml and reply body under the shared corpora plus the sample mail. The issue's
+Corpus: every .eml and reply body under tests/data/corpora plus the sample mail. The issue's
 goal: explain/map at most 2x the time of parsing alone.
 """
 
@@ -16,7 +16,7 @@ from shared.core.mime import parse_message
 from shared.settings import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-CORPORA = Path(os.environ.get("MAILFILER_CORPORA", REPO.parent / "shared" / "corpora"))
+CORPORA = Path(os.environ.get("MAILFILER_CORPORA", REPO / "tests" / "data" / "corpora"))
 
 
 def corpus() -> list[bytes]:

@@ -1,6 +1,6 @@
 """Parse benchmark: our `parse_message` against a bare stdlib parse of the same corpus.
 
-Run with ``python -m bench.bench_parse``. Corpus: every .eml under the shared corpora (override
+Run with ``python -m bench.bench_parse``. Corpus: every .eml under tests/data/corpora (override
 with ``MAILFILER_CORPORA``); rounds with ``MAILFILER_BENCH_ROUNDS`` (default 3). Peak memory
 is measured in a separate pass under tracemalloc, since tracing slows the timed runs.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from shared.core.mime import parse_message
 
-DEFAULT_CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
+DEFAULT_CORPORA = Path(__file__).resolve().parents[1] / "tests" / "data" / "corpora"
 
 
 def load_corpus() -> list[bytes]:

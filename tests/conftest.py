@@ -15,7 +15,7 @@ from shared.store.account import RequestCounter, StorageSettings
 from shared.store.stores import QUEUES, TABLES, Stores, poison
 
 SAMPLES = REPO / "samples"
-CORPORA = REPO.parent / "shared" / "corpora"
+CORPORA = REPO / "tests" / "data" / "corpora"
 
 
 @pytest.fixture(scope="session")

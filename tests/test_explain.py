@@ -31,7 +31,7 @@ KEYS = {
     "fields",
     "decision",
 }
-CORPORA = REPO.parent / "shared" / "corpora"
+CORPORA = REPO / "tests" / "data" / "corpora"
 
 
 def explain(

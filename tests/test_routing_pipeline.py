@@ -417,3 +417,53 @@ def test_our_address_cannot_be_borrowed_and_field_changes_need_standing(
     note = entry("n1@example.com")
     assert note["Direction"] == "in" and note.get("Flag") is None
     assert "mx.example.com vouches: dkim=pass header.d=example.com" in reasons("n1@example.com")
+
+
+def _unfiled_rows(stores: Stores, message_id: str) -> list[dict[str, Any]]:
+    """Rows recording a decision not to file the mail (drop, reject, hold), whatever their key."""
+    return [
+        dict(row)
+        for row in stores.table(MESSAGES).all()
+        if row["PartitionKey"] == key(message_id) and "Reasons" in row
+    ]
+
+
+def test_machine_mail_opens_no_record_by_default(box: Mailbox, stores: Stores) -> None:
+    """Issue 17 points 4 and 5 on Azurite: an out-of-office to unknown mail and a delay notice
+    in sendmail's plain-text form are recorded, not filed; an out-of-office to filed mail
+    attaches to its record; nothing of it is answered."""
+    # An out-of-office answering mail that was never filed here.
+    box.deliver(
+        "From: 山田 太郎 <yamada@example.jp>\nTo: support@example.com\n"
+        "Subject: =?UTF-8?B?6Ieq5YuV5b+c562UOiDjgYrllY/jgYTlkIjjgo/jgZs=?=\n"
+        "Auto-Submitted: auto-replied\nX-Autoreply: yes\nMessage-ID: <ooo-a@example.jp>\n"
+        "In-Reply-To: <never-filed@example.com>\n\n不在です。12月10日に戻ります。"
+    )
+    # sendmail's delay warning, no report part (classified human and opened a record before).
+    forms = Path(__file__).resolve().parent / "data" / "dsn_forms"
+    box.deliver((forms / "sendmail-delay-issue17.eml").read_text())
+    assert records(stores) == []
+    assert list(stores.table(NOTICES).all()) == []
+    ooo = _unfiled_rows(stores, "ooo-a@example.jp")
+    assert [(r["Kind"], r["Mailbox"]) for r in ooo] == [("auto_reply", "support")]
+    assert "recorded, not filed" in ooo[0]["Reasons"]
+    assert stores.blobs.get(ooo[0]["Blob"]) is not None  # the raw mail is kept
+    delay = _unfiled_rows(stores, "202612061631.0B6Hx1aa012345@mail.example.net")
+    assert [r["Kind"] for r in delay] == ["bounce"]
+    assert "order-1842@example.com" in delay[0]["Reasons"]
+
+    # A person's mail opens a record; the out-of-office answering it attaches there.
+    box.deliver(
+        "From: Alice <alice@example.org>\nTo: support@example.com\nSubject: Printer broken\n"
+        "Message-ID: <p1@example.org>\n\nThe printer is broken."
+    )
+    box.deliver(
+        "From: Alice <alice@example.org>\nTo: support@example.com\n"
+        "Subject: Automatic reply: Printer broken\nAuto-Submitted: auto-replied\n"
+        "Message-ID: <ooo-b@example.org>\nIn-Reply-To: <p1@example.org>\n\n"
+        "Priority: 1\n\nI am away."
+    )
+    assert record_of(stores, key("ooo-b@example.org")) == "CASE-1"
+    assert [r["DisplayId"] for r in records(stores)] == ["CASE-1"]
+    assert sorted(timeline_counts(stores).values()) == [2]
+    assert len(list(stores.table(NOTICES).all())) == 1  # the acknowledgement of p1 only

@@ -25,7 +25,13 @@ never raises. The rules run in this order and the first kind that matches wins:
    postmaster) or a null sender (``Return-Path: <>``, a missing From) together with a bounce
    phrase in the subject or the first lines of the body ("This is the qmail-send program",
    "This message was created automatically by mail delivery software", "could not be
-   delivered", ...). Delay notices are bounces too; their `Dsn.action` is ``delayed``.
+   delivered", ...). Delay notices are bounces too; their `Dsn.action` is ``delayed``:
+   the non-RFC forms of sendmail ("Warning: could not send message for past 4 hours",
+   "Warning--Could not send mail ..."), Postfix ("Delayed Mail (still being retried)"),
+   Exim ("Warning: message ... delayed 24 hours"), qmail's deferral text, Exchange
+   ("Delivery delayed:"), Gmail ("Delivery Status Notification (Delay)", "Delivery
+   incomplete"), Yahoo, Courier ("WARNING: delayed mail."), MDaemon and Lotus Domino
+   ("DELIVERY FAILURE:"/"DELIVERY DELAYED:"); see tests/data/dsn_forms/.
 3. ``feedback``: an abuse/feedback report: ``report-type=feedback-report``, a
    ``message/feedback-report`` part, a ``Feedback-Type`` header, Hotmail's JMRP complaint
    (``X-HmXmrOriginalRecipient`` in the attached mail), an Apple Mail unsubscribe request
@@ -104,8 +110,13 @@ _BOUNCE_SUBJECT = re.compile(
     r"|delivery notification: delivery has|mail delivery failed\s*:"
     r"|message delivery has failed|returned mail\s*:|failure notice\s*$"
     r"|delivery has failed|nondeliverable mail|non-deliverable:"
-    r"|warning: could not send message|warning: message .{0,80} delayed"
+    r"|warning\s*(?::|-{1,3})\s*could not send (?:message|mail)|warning: message .{0,80} delayed"
     r"|delayed mail \(still being retried\)|postmaster notify: see transcript"
+    # Delay and warning notices in their vendors' words: Exchange, Courier, MDaemon,
+    # Lotus Domino, Gmail (sendmail's and Exim's are above).
+    r"|delivery delayed\s*:|warning: delayed mail|warning: message delivery delayed"
+    r"|delivery (?:failure|delayed)\s*:|permanent delivery failure|\*\* delivery incomplete"
+    r"|delivery delay notification|undeliverable mail\s*:|mail could not be delivered\s*$"
     r"|notice: mail delivery status|mail system error - returned mail"
     r"|non remis\s*:|unzustellbar\s*:|nicht zustellbar\s*:|onbestelbaar\s*:"
     r"|no se puede entregar\s*:|non recapitabile\s*:|impossible de remettre"
@@ -117,7 +128,8 @@ _BOUNCE_SUBJECT = re.compile(
 # Words that make a daemon's subject a bounce (with a daemon or null sender).
 _BOUNCE_SUBJECT_WORDS = re.compile(
     r"deliver|fail|undeliver|returned|error|notice|status|bounce|not member|delay|rejected"
-    r"|zustell|remis|entregar|доставлен|配信",
+    r"|warning|could not send|not (?:yet )?(?:been )?sent|retr(?:y|ied)|deferred"
+    r"|zustell|remis|entregar|verzögert|retard|доставлен|配信",
     re.I,
 )
 _BOUNCE_BODY = re.compile(
@@ -131,6 +143,12 @@ _BOUNCE_BODY = re.compile(
     r"|the following addresses had permanent|message could not be sent"
     r"|mail delivery (?:system|subsystem|failed)|delivery problem|has been delayed"
     r"|not yet been delivered|still being retried|will be retried|delivery attempts"
+    # delay and warning notices (sendmail, Postfix, Exim, Courier, Exchange, Gmail, qmail)
+    r"|warning message only|warning only|you do not need to resend|(?:will )?keep trying"
+    r"|has not (?:yet )?been (?:sent|delivered)|hasn't been delivered|not been sent yet"
+    r"|delivery (?:is |has been )?delayed|delivery to the following recipients? (?:has been )?"
+    r"delayed|temporary problem delivering|delivery will continue to be attempted"
+    r"|have not yet received your message|could not deliver it at this time"
     r"|user unknown|mailbox unavailable|no such user|recipient not found"
     r"|are not (?:a )?member|rejected your message|message was rejected|message rejected"
     r"|nicht zugestellt|unzustellbar|pas pu être remis|no se ha podido entregar"
@@ -157,7 +175,8 @@ _AUTO_PREFIX = re.compile(
     r"|reponse automatique\s*:|respuesta automática\s*:|respuesta automatica\s*:"
     r"|risposta automatica\s*:|resposta automática\s*:|resposta automatica\s*:"
     r"|automatisch antwoord\s*:|autosvar\s*:|automatisk svar\s*:|automaattinen vastaus\s*:"
-    r"|odpowiedź automatyczna\s*:|automatická odpověď\s*:|автоматический ответ\s*:"
+    r"|odpowiedź automatyczna\s*:|\[automatyczna odpowied[źz]\]|automatyczna odpowied[źz]\s*:"
+    r"|automatická odpověď\s*:|автоматический ответ\s*:"
     r"|automatikus válasz\s*:|otomatik yanıt\s*:|自动回复|自動回覆|自動応答|自動返信|자동 회신"
     r")",
     re.I,

@@ -659,9 +659,14 @@ ClassAction = Literal["file", "file_no_answer", "attach_to_original", "drop"]
 
 
 class ClassActions(_Strict):
-    """What happens to each class of mail (`human` always files)."""
+    """What happens to each class of mail (`human` always files).
 
-    auto_reply: ClassAction = "file_no_answer"
+    `attach_to_original` never opens a record: the mail joins the record of the mail it
+    answers or bounces, else it is recorded, not filed. Auto-replies default to it, so an
+    out-of-office to unknown or unfiled mail opens nothing.
+    """
+
+    auto_reply: ClassAction = "attach_to_original"
     bounce: ClassAction = "attach_to_original"
     feedback: ClassAction = "drop"
     bulk: ClassAction = "drop"

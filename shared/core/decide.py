@@ -6,8 +6,11 @@ Pure: no I/O and no clock. The map stage first asks `lookups` what to read, read
 1. **Duplicate**: a Message-ID already filed is a sighting (another mailbox or folder, or a
    redelivery), never a second filing.
 2. **Classify** (`classify.py`) and apply the configured action of the class: file, file but
-   never answer, attach a bounce to the record of the mail it bounces (marking the recipient
-   undeliverable on 5.x.x), or drop (recorded, not lost).
+   never answer, attach to the original, or drop (recorded, not lost). `attach_to_original`
+   never opens a record: a bounce attaches to the record of the mail it bounces (marking the
+   recipient undeliverable on 5.x.x), any other class (auto-replies by default) to the record
+   step 3 finds by token, signed id, References/In-Reply-To or conversation, without field
+   changes, reopening or standing; with no record found it is dropped (recorded, not filed).
 3. **Find the record**, in layers; the first layer that finds one wins, and within a layer the
    newest reference does: (a) a record token in the subject (`[CASE-1042]`); (b) our signed
    Message-IDs in In-Reply-To/References or the `X-Mailfiler-Ref` header (forged ones are
@@ -403,6 +406,20 @@ def decide(
 
     # 3. an existing record
     found = _find_record(message, config, known, signing_keys, reasons)
+    # Machine mail set to attach_to_original follows its original or is recorded, never more.
+    machine_attach = class_action == "attach_to_original"
+    if found is None and machine_attach:
+        return [
+            plan(
+                action="drop",
+                mailbox_actions=actions,
+                reasons=(
+                    *reasons,
+                    f"{kind} to no filed mail: recorded, not filed "
+                    f"(classes.{kind}: attach_to_original never opens a record)",
+                ),
+            )
+        ]
     if found is not None:
         record_type = config.record_type(found.record.type)
         refused = (
@@ -419,8 +436,10 @@ def decide(
                 )
             ]
         fields: dict[str, str | int] = {}
-        on_record = participants
-        if record_type is not None and direction == "in":
+        on_record = () if machine_attach else participants
+        if machine_attach:
+            reasons.append(f"{kind} attached to its original: no field changes, no standing")
+        elif record_type is not None and direction == "in":
             parsed = parse_fields(text, record_type, config.field_block, updating=True)
             lacking = _no_standing(known, found.record, flag)
             if lacking is None:
@@ -440,6 +459,7 @@ def decide(
             record_type is not None
             and info is not None
             and info.status in record_type.closed_statuses
+            and not machine_attach  # an answering machine neither reopens nor opens records
         ):
             policy = record_type.reply_when_closed
             if policy == "new" and direction == "in":

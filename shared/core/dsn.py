@@ -105,7 +105,9 @@ _COPY_MARKERS = re.compile(
 _DELAY_TEXT = re.compile(
     r"\bdelay(?:ed)?\b|still being retried|will (?:continue to )?(?:be )?retr(?:y|ied)"
     r"|has not yet been delivered|not yet been delivered|deferred|could not send message for"
-    r"|warning: could not send",
+    r"|warning: could not send|could not send (?:mail|message)|warning message only"
+    r"|warning only|keep trying|has not (?:yet )?been (?:sent|delivered)|hasn't been delivered"
+    r"|not been sent yet|temporary problem|delivery incomplete|could not deliver it at this time",
     re.I,
 )
 # Reason words -> the subject.detail of an enhanced status, for bounces that give no code;
@@ -169,14 +171,14 @@ _KEYWORD_STATUS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
         re.compile(
             r"retry timeout exceeded|envelope expired|in the queue too long|message expired"
-            r"|could not send message for|too long in queue|delivery time expired",
+            r"|could not send (?:message|mail) for|too long in queue|delivery time expired",
             re.I,
         ),
         "4.7",
     ),
     (
         re.compile(
-            r"requests to connect|unable to connect|connection (?:refused|timed out)"
+            r"requests to connect|unable to connect|connection\s+(?:refused|timed\s+out)"
             r"|operation timed out|socket error|no route to host|no answer from host",
             re.I,
         ),

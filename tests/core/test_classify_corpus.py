@@ -1,17 +1,20 @@
-"""The classifier measured on real-world mail: the shared bounce and reply corpora.
+"""The classifier measured on real-world mail: the bounce and reply corpora in tests/data.
 
-Expected classes come from /work/shared/corpora/README.md: in ``bounces/sisimai`` the file
-name says it (``rfc3834-*`` auto-reply, ``arf-*`` feedback, ``is-not-bounce-*`` human, the
-rest bounce); every ``bounces/flanker`` file is a bounce; every reply in ``replies/`` is a
-person's (the crisp ``.txt`` bodies get a minimal header block). Run with ``-s`` to see the
-measured figures.
+Expected classes come from tests/data/corpora/bounces/README.md: in ``bounces/sisimai`` the
+file name says it (``rfc3834-*`` auto-reply, ``arf-*`` feedback, ``is-not-bounce-*`` human,
+the rest bounce); every ``bounces/flanker`` file is a bounce; the other ``bounces/<source>/``
+folders name each file's class in their ``expected.csv``; every reply in ``replies/`` is a
+person's (the crisp ``.txt`` bodies get a minimal header block). The corpora live in the
+repo: a missing one fails the run (it is never skipped). Run with ``-s`` to see the figures.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -20,17 +23,14 @@ from shared.core.classify import Classification, classify
 from shared.core.mime import parse_message
 
 CORPORA = Path(
-    os.environ.get(
-        "MAILFILER_CORPORA", Path(__file__).resolve().parents[2].parent / "shared" / "corpora"
-    )
+    os.environ.get("MAILFILER_CORPORA", Path(__file__).resolve().parents[1] / "data" / "corpora")
 )
 BOUNCES = sorted((CORPORA / "bounces").rglob("*.eml"))
 REPLIES = sorted(
     p for p in (CORPORA / "replies").rglob("*") if p.is_file() and p.suffix in {".eml", ".txt"}
 )
-pytestmark = pytest.mark.skipif(
-    not BOUNCES or not REPLIES, reason=f"no bounce/reply corpora under {CORPORA}"
-)
+# Every source the README names; each must be there with its licence and at least one mail.
+SOURCES = ("bounces/sisimai", "bounces/flanker", "bounces/flanker-extra", "bounces/bounceparser")
 
 # Floors: a little under what was measured when the rules were written (see the report
 # printed with -s), so a regression fails but a harmless shuffle does not.
@@ -51,7 +51,22 @@ REPLY_HEADERS = (
 )
 
 
+@cache
+def _manifest(folder: Path) -> dict[str, dict[str, str]]:
+    """File name -> its row (kind, action, final_recipient, form) from a source folder's
+    expected.csv; empty when the folder has none."""
+    listing = folder / "expected.csv"
+    if not listing.is_file():
+        return {}
+    with listing.open(encoding="utf-8", newline="") as handle:
+        return {row["file"]: row for row in csv.DictReader(handle)}
+
+
 def expected_kind(path: Path) -> str:
+    listed = _manifest(path.parent)
+    if listed:
+        assert path.name in listed, f"{path} is not in its folder's expected.csv"
+        return listed[path.name]["kind"]
     if path.parent.name == "flanker":
         return "bounce"
     name = path.name
@@ -132,9 +147,33 @@ def _names(items: list[tuple[Path, Classification]], ok: Callable[..., bool]) ->
     return [f"{p.parent.name}/{p.name}: {c.kind} {c.reasons}" for p, c in items if not ok(p, c)]
 
 
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_corpus_source_is_there_with_its_licence(source: str) -> None:
+    folder = CORPORA / source
+    assert (folder / "LICENSE").is_file(), f"{folder}/LICENSE missing"
+    assert any(folder.glob("*.eml")), f"no mail under {folder}"
+
+
 def test_corpora_are_there() -> None:
-    assert len(BOUNCES) >= 300
+    assert len(BOUNCES) >= 330
     assert len(REPLIES) >= 100
+    assert (CORPORA / "bounces" / "README.md").is_file()
+
+
+def test_new_sources_are_classified_as_listed(measured: Measured) -> None:
+    # Every mail of the sources added with expected.csv has exactly the class listed there,
+    # and none of their machine mail comes out human.
+    listed = [
+        (p, c) for p, c in measured.machine + measured.human_bounce_dir if _manifest(p.parent)
+    ]
+    assert len(listed) >= 10
+    assert _names(listed, _exact) == []
+    for path, result in listed:
+        row = _manifest(path.parent)[path.name]
+        if row["action"]:  # the bounces: their DSN as the row gives it
+            assert result.dsn is not None, path.name
+            assert result.dsn.action == row["action"], path.name
+            assert result.dsn.final_recipient == (row["final_recipient"] or None), path.name
 
 
 def test_machine_mail_is_not_human(measured: Measured) -> None:

@@ -380,9 +380,75 @@ def test_bounce_of_a_filed_message_attaches_and_marks_the_contact_undeliverable(
     assert unfiled.action == "drop" and "which is not filed" in unfiled.reasons[1]
 
 
-def test_auto_reply_is_filed_but_never_answered() -> None:
-    auto = ROOT.replace("support@", "billing@") + "\nAuto-Submitted: auto-replied"
-    plan = one(mail(auto.replace("Subject: Help", "Subject: Automatic reply: Help")), Known())
+AUTO = (
+    "From: bob@example.org\nTo: support@example.com\nSubject: Automatic reply: Help\n"
+    "Auto-Submitted: auto-replied\nMessage-ID: <ooo-1@example.org>"
+)
+
+
+def test_auto_reply_to_unknown_mail_is_recorded_not_filed_by_default() -> None:
+    # An out-of-office answering mail that is not filed (or no mail at all) opens nothing.
+    for headers in (AUTO, AUTO + "\nIn-Reply-To: <unfiled@example.com>"):
+        for route in ("support@", "billing@"):
+            plan = one(mail(headers.replace("support@", route)), Known())
+            assert (plan.kind, plan.action, plan.record) == ("auto_reply", "drop", None)
+            assert plan.entry is None and plan.notices == () and plan.contacts == ()
+            assert "auto_reply to no filed mail: recorded, not filed" in plan.reasons[-1]
+            assert "attach_to_original never opens a record" in plan.reasons[-1]
+
+
+def test_auto_reply_attaches_to_its_original_by_reference_token_or_conversation() -> None:
+    ways = [
+        (AUTO + "\nIn-Reply-To: <r1@x>", Known(thread={"r1@x": CASE_1}), "In-Reply-To <r1@x>"),
+        (AUTO + "\nReferences: <root@x> <r1@x>", Known(thread={"root@x": CASE_1}), "References"),
+        (
+            AUTO.replace("Automatic reply: Help", "Automatic reply: Help [CASE-7]"),
+            Known(tokens={("CASE", 7): CASE_1}),
+            "subject token [CASE-7]",
+        ),
+    ]
+    for headers, known, why in ways:
+        plan = one(mail(headers, "Priority: 1\n\nI am away until Monday."), known)
+        assert (plan.kind, plan.action, plan.record) == ("auto_reply", "attach", CASE_1), why
+        assert any(r.startswith(why) for r in plan.reasons), (why, plan.reasons)
+        # An answering machine changes no field and gives no one standing on the record.
+        assert plan.fields == {} and plan.participants == () and plan.notices == ()
+        assert plan.entry is not None and plan.entry.kind == "auto_reply"
+        assert "auto_reply attached to its original: no field changes, no standing" in (
+            plan.reasons
+        )
+    by_conversation = one(mail(AUTO, conversation_id="AAQkAGI2"), Known(conversation=CASE_1))
+    assert (by_conversation.action, by_conversation.record) == ("attach", CASE_1)
+
+
+def test_auto_reply_in_other_scripts_attaches_the_same_way() -> None:
+    for subject in ("自動応答: ヘルプ", "Автоматический ответ: Помощь", "رد تلقائي: مساعدة"):
+        headers = AUTO.replace("Automatic reply: Help", subject) + "\nIn-Reply-To: <r1@x>"
+        plan = one(mail(headers, "في إجازة 🌴"), Known(thread={"r1@x": CASE_1}))
+        assert (plan.kind, plan.action, plan.record) == ("auto_reply", "attach", CASE_1), subject
+
+
+def test_attach_to_original_neither_reopens_nor_opens_a_record_on_a_closed_one() -> None:
+    for policy in ("reopen", "new"):
+        setting = f"prefix: CASE\n    reply_when_closed: {policy}\n"
+        config = parse_config(CONFIG_TEXT.replace("prefix: CASE\n", setting))
+        known = Known(thread={"r1@x": CASE_1}, records={CASE_1: RecordInfo("Help", "closed")})
+        plan = one(mail(AUTO + "\nIn-Reply-To: <r1@x>"), known, config)
+        assert (plan.action, plan.record, plan.status, plan.root) == ("attach", CASE_1, None, False)
+
+
+def test_attach_to_original_never_opens_a_record_for_any_class() -> None:
+    config = parse_config(CONFIG_TEXT + "classes: {bulk: attach_to_original}\n")
+    news = ROOT + "\nList-Id: <news.example.org>"
+    assert one(mail(news), config=config).action == "drop"
+    attached = one(mail(news + "\nIn-Reply-To: <r1@x>"), Known(thread={"r1@x": CASE_1}), config)
+    assert (attached.kind, attached.action, attached.record) == ("bulk", "attach", CASE_1)
+
+
+def test_file_no_answer_still_files_auto_replies_but_never_answers() -> None:
+    config = parse_config(CONFIG_TEXT + "classes: {auto_reply: file_no_answer}\n")
+    auto = AUTO.replace("support@", "billing@")
+    plan = one(mail(auto), Known(), config)
     assert (plan.kind, plan.action) == ("auto_reply", "create")
     assert plan.notices == ()
 
