@@ -194,6 +194,23 @@ def _attribution_span(lines: Sequence[str], i: int) -> int:
 _LONE_COLON = re.compile(r"^\s*>\s*[:：]\s*$")
 
 
+# A localised "On" inside a line: where an attribution starts after the sender's own words
+# ("reply On Wed, Apr 4, 2012 at 3:59 PM, bob@example.com wrote:", "text--- On ... wrote:").
+_INLINE_ON = re.compile(r"(?:\s+|\s*-{2,}\s*)(?=(?:On|Am|Le|El|Il|Op|Em|Den|W dniu)\s)")
+
+
+def _own_words(lines: Sequence[str], i: int, span: int) -> str:
+    """The sender's text before an attribution that starts mid-line `i`, or ""."""
+    line = lines[i]
+    following = [part.strip() for part in lines[i + 1 : i + span]]
+    for match in _INLINE_ON.finditer(line):
+        head = line[: match.start()].rstrip(" -")
+        rest = line[match.end() :]
+        if head.strip() and _is_attribution(" ".join([rest.strip(), *following])):
+            return head
+    return ""
+
+
 def _steals(lines: Sequence[str], i: int, s: int, count: int) -> bool:
     """Whether the header starting at `i + s` would be glued to the user's line `i`.
 
@@ -433,6 +450,10 @@ def _scan(lines: list[str]) -> tuple[list[str], bool]:
             return _trim(kept), False
         span = _attribution_span(lines, i)
         if span:
+            own = _own_words(lines, i, span)
+            if own:
+                kept.append(own)
+                origin.append(i)
             after = _next_content(lines, i + span)
             if after < n and quoted[after]:
                 i, removed = after, True  # an attribution and its quote: drop, keep scanning

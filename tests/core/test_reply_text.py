@@ -397,6 +397,21 @@ CASES: list[Case] = [
         "Réponse 1.\nRéponse 2.",
     ),
     Case(
+        "attribution-mid-line-keeps-the-words-before",
+        "Согласен On Wed, Apr 4, 2012 at 3:59 PM, bob@example.com wrote:\n> Hi",
+        "Согласен",
+    ),
+    Case(
+        "attribution-after-dashes-mid-line",
+        "ok\nbla - bla--- Am 04.04.2012 um 15:59 schrieb Hans <h@example.de>:\n> Hallo",
+        "ok\nbla - bla",
+    ),
+    Case(
+        "not-on-mid-line-in-a-sentence",
+        "Thanks. On Monday we start.\n\nOn Wed, Apr 4, 2012 at 3:59 PM, bob@example.com wrote:\n> Hi",
+        "Thanks. On Monday we start.",
+    ),
+    Case(
         "not-intro-sentence-above-quote",
         "I agree with this part.\n> We ship on Friday.\nGood.",
         "I agree with this part.\nGood.",
