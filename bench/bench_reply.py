@@ -6,7 +6,7 @@ Run with ``python -m bench.bench_reply``. Every corpus lives in the repo (``test
   ours is scored without the two signatures talon keeps, the library against talon's text as is.
 * ``corpora/replies/crisp``: against ``tests/data/reply_expected`` (written for this project),
   whitespace at line ends and blank-line runs normalised.
-* ``replies/<suite>/expected.json`` (crisp, github, mail-parser-reply): expectations taken from
+* ``replies/<suite>/expected.json`` (crisp, github, mail-parser-reply, talon): expectations from
   each upstream suite's own test assertions (see ``tests/data/replies/README.md``): an exact
   text, or texts the reply must contain and texts it must not.
 
@@ -35,11 +35,13 @@ TALON_SIGNATURE_KEPT = {
     "iphone": "Sent from my iPhone",
     "sparrow": "--\nxxx\nSent with Sparrow (http://www.sparrowmailapp.com/?sig)",
 }
-#: The suites with expectations from upstream assertions, and where their fixtures are.
+#: The suites with expectations from upstream assertions, and where their fixture files are.
 UPSTREAM_SUITES = {
     "crisp": Path("corpora") / "replies" / "crisp",
     "github": Path("replies") / "github",
     "mail-parser-reply": Path("replies") / "mail-parser-reply",
+    # talon's `tests/text_quotations_test.py`: the bodies are inline in its tests, so in the JSON.
+    "talon": Path("replies") / "talon",
 }
 
 
@@ -113,9 +115,11 @@ def upstream(data: Path, suite: str) -> list[Case]:
     spec: dict[str, dict[str, object]] = json.loads(spec_path.read_text(encoding="utf-8"))
     cases = []
     for name, item in sorted(spec.items()):
+        inline = item.get("body")
         path = root / name
-        if not path.is_file():
+        if not isinstance(inline, str) and not path.is_file():
             raise MissingCorpus(f"{suite}: no fixture {path}")
+        body = inline if isinstance(inline, str) else path.read_text(encoding="utf-8")
         full = item.get("exact")
         kept = item.get("signature_kept")
         theirs = exact(full) if isinstance(full, str) else None
@@ -129,7 +133,7 @@ def upstream(data: Path, suite: str) -> list[Case]:
         cases.append(
             Case(
                 path.stem,
-                path.read_text(encoding="utf-8"),
+                body,
                 ours,
                 theirs,
                 tuple(str(c) for c in contains),
