@@ -381,10 +381,10 @@ def _introduces(text: str) -> bool:
 
 def _introduction_span(lines: Sequence[str], i: int, quoted: Sequence[bool]) -> int:
     """1 when line `i` introduces the quoted block right below it, else 0."""
-    if quoted[i] or not _introduces(lines[i].strip()):
-        return 0
     after = _next_content(lines, i + 1)
-    return 1 if after < len(lines) and quoted[after] else 0
+    if after >= len(lines) or not quoted[after] or quoted[i]:
+        return 0
+    return 1 if _introduces(lines[i].strip()) else 0
 
 
 # --- the scan ------------------------------------------------------------------------------------

@@ -594,8 +594,20 @@ def test_odd_inputs_do_not_raise(weird: str) -> None:
         "> quoted line of the original message, long enough\n" * 20_000,
         ("word " * 200 + "\n") * 1_000,
         "Top.\n\n" + "From: a\nTo: b\n" * 70_000,
+        "| quoted line of the original message, long enough\n" * 20_000,
+        "Top.\n\n" + "From: a <a@b.c>\nSent: x\nSubject: FW: y\n\nbody\n" * 20_000,
+        "Top.\n\n" + "2024-01-15 14:30 Jan <jan@example.pl>\n: q\n: r\n" * 20_000,
     ],
-    ids=["many-lines", "one-line", "all-quoted", "long-lines", "headers"],
+    ids=[
+        "many-lines",
+        "one-line",
+        "all-quoted",
+        "long-lines",
+        "headers",
+        "pipes",
+        "forwards",
+        "intros",
+    ],
 )
 def test_one_megabyte_finishes_quickly(body: str) -> None:
     assert len(body) >= 900_000
@@ -603,4 +615,4 @@ def test_one_megabyte_finishes_quickly(body: str) -> None:
     out = reply_text(body)
     assert time.perf_counter() - start < 3.0
     # An all-quoted body has no new text; every other has some.
-    assert bool(out) != body.startswith(">")
+    assert bool(out) != body.startswith((">", "|"))
