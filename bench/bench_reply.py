@@ -179,14 +179,14 @@ def main() -> None:
     data = Path(os.environ.get("MAILFILER_TEST_DATA", DEFAULT_DATA))
     rounds = int(os.environ.get("MAILFILER_BENCH_ROUNDS", "5"))
     print(f"reply text: data {data}, {rounds} rounds")
-    print(f"{'corpus':<26} {'':>8} {'ours':>8} {'mail-parser-reply':>18}")
+    print(f"{'corpus':<30} {'':>8} {'ours':>8} {'mail-parser-reply':>18}")
     for label, cases, norm in corpora(data):
         n = len(cases)
         ours, theirs = score(cases, norm)
-        print(f"{label:<26} {'exact':>8} {f'{len(ours)}/{n}':>8} {f'{len(theirs)}/{n}':>18}")
+        print(f"{label:<30} {'exact':>8} {f'{len(ours)}/{n}':>8} {f'{len(theirs)}/{n}':>18}")
         t_ours = per_message_us(reply_text, cases, rounds)
         t_lib = per_message_us(library, cases, rounds)
-        print(f"{'':<26} {'µs/msg':>8} {t_ours:>8.0f} {t_lib:>18.0f}")
+        print(f"{'':<30} {'µs/msg':>8} {t_ours:>8.0f} {t_lib:>18.0f}")
 
 
 if __name__ == "__main__":
