@@ -8,18 +8,30 @@ that starts the quoted original or a signature:
   "Op ... schreef ...:", "Em ... escreveu:", "Den ... skrev ...:", "W dniu ... pisze:",
   "... написал:", "... 書きました:", "... 写道：", or a dated line ending in "<address>:");
 * an Outlook header block (From/De/Von/Van/Da/Fra/... followed by Sent/To/Subject/... lines);
-* a separator: "-----Original Message-----", "---------- Forwarded message ---------" and any
-  other "---- title ----" line, a line of underscores, "Begin forwarded message:";
+* a separator: "-----Original Message-----" and any other "---- title ----" line that is not a
+  forward's marker, a line of underscores;
 * a signature: a "-- " (or "--") line, a line of em dashes, or a device / app line such as
   "Sent from my iPhone", "Get Outlook for iOS", "Envoyé de mon iPhone",
   "Von meinem iPhone gesendet", "Enviado desde mi iPhone".
 
-Inline replies (the rule chosen): `>`-quoted lines are dropped, together with the attribution
+Inline replies (the rule chosen): quoted lines are dropped, together with the attribution
 line that introduces them, but unquoted lines that come after a quoted block are the sender's
-answers and are kept (so a bottom-posted or interleaved reply survives). The one exception is a
-lower-case line directly under a long quoted line: that is the quoted text wrapped by a mail
-client, not an answer. An attribution line followed by *unquoted* text, an Outlook block, a
-separator or a signature still ends the new text.
+answers and are kept, in order (so a bottom-posted or interleaved reply survives). The one
+exception is a lower-case line directly under a long quoted line: that is the quoted text
+wrapped by a mail client, not an answer. An attribution line followed by *unquoted* text, an
+Outlook block, a separator or a signature still ends the new text.
+
+Quoted lines start with `>`; a run of two or more lines starting with `|`, `»` or `:` (and a
+space) is quoted too (one such line, or a table row ending in `|`, is the sender's). A line
+directly above a quoted block introduces it even without "wrote:" when it holds a date with
+an address, a localised "On" or a colon ("Am 15.01.2024 um 14:30 Hans <h@x.de>"), or an
+address with a colon or verb ("Анна <anna@x.ru>:").
+
+Forwards: the forward's marker ("---------- Forwarded message ---------", "Begin forwarded
+message:", "Weitergeleitete Nachricht", "Message transféré", ...) and the header block below it
+are dropped and the forwarded mail is kept as content; so is an Outlook block whose subject
+starts with a forward prefix (FW:, WG:, TR:, RV:, ...), and a header block pasted above the
+sender's text. A body that is nothing but quote gives "" (the sender wrote nothing new).
 
 `mail-parser-reply` then looks at what is left: when it finds one of its header patterns (it
 knows Czech, Korean, Swedish, Danish, ... forms we do not), the text is cut there too. Its own
@@ -60,6 +72,10 @@ _MAX_HEADER_CHARS = 400
 _WRAP_WIDTH = 50
 
 _QUOTED = re.compile(r"^\s*>")
+# Other clients' quote markers: "| ", "» ", ": " (and their bare forms on empty quoted lines).
+# Alone, "| a |" is a table row and ": x" a label, so these count only in a run (see `_quotes`).
+_ALT_QUOTED = re.compile(r"^\s*([|»:])(?:\s|$)")
+_TABLE_ROW = re.compile(r"\|\s*$")
 
 # --- attribution lines ---------------------------------------------------------------------------
 
@@ -109,6 +125,30 @@ _ADDRESS_COLON = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+\s*>?\)?\s*[:：]$")
 _DATE_HINT = re.compile(r"\d{1,2}[:.h]\d{2}|\b(?:19|20)\d{2}\b|\d{4}年|\d{1,2}月")
 
 
+def _quotes(lines: Sequence[str]) -> list[bool]:
+    """Which lines are quoted: every `>` line, and runs of two or more lines sharing one of the
+    other markers (a single "| x" or ": x" line is the sender's own, as is a table row)."""
+    mask = [bool(_QUOTED.match(line)) for line in lines]
+    i, n = 0, len(lines)
+    while i < n:
+        match = _ALT_QUOTED.match(lines[i])
+        if mask[i] or not match:
+            i += 1
+            continue
+        j = i
+        while (
+            j < n
+            and (m := _ALT_QUOTED.match(lines[j]))
+            and m.group(1) == match.group(1)
+            and not _TABLE_ROW.search(lines[j])
+        ):
+            j += 1
+        if j - i >= 2:
+            mask[i:j] = [True] * (j - i)
+        i = max(j, i + 1)
+    return mask
+
+
 def _is_attribution(joined: str) -> bool:
     text = joined.strip()
     if not text or len(text) > _MAX_HEADER_CHARS or _QUOTED.match(text):
@@ -152,6 +192,23 @@ def _attribution_span(lines: Sequence[str], i: int) -> int:
 
 # Gmail may wrap "... <a@b.c>:" so that the last line is only ">:".
 _LONE_COLON = re.compile(r"^\s*>\s*[:：]\s*$")
+
+
+# A localised "On" inside a line: where an attribution starts after the sender's own words
+# ("reply On Wed, Apr 4, 2012 at 3:59 PM, bob@example.com wrote:", "text--- On ... wrote:").
+_INLINE_ON = re.compile(r"(?:\s+|\s*-{2,}\s*)(?=(?:On|Am|Le|El|Il|Op|Em|Den|W dniu)\s)")
+
+
+def _own_words(lines: Sequence[str], i: int, span: int) -> str:
+    """The sender's text before an attribution that starts mid-line `i`, or ""."""
+    line = lines[i]
+    following = [part.strip() for part in lines[i + 1 : i + span]]
+    for match in _INLINE_ON.finditer(line):
+        head = line[: match.start()].rstrip(" -")
+        rest = line[match.end() :]
+        if head.strip() and _is_attribution(" ".join([rest.strip(), *following])):
+            return head
+    return ""
 
 
 def _steals(lines: Sequence[str], i: int, s: int, count: int) -> bool:
@@ -269,6 +326,67 @@ def _is_stop(lines: Sequence[str], i: int) -> bool:
     return any(p.match(line) for p in _SEPARATORS)
 
 
+# --- forwards -------------------------------------------------------------------------------------
+
+# A forward's own marker line; what follows is its header block, then the forwarded mail, which
+# is the content of a forward (unlike a reply's quoted original).
+_FORWARD = re.compile(
+    r"^\s*(?:-{2,}\s*)?(?:Begin forwarded message|Forwarded message|Forwarded e-?mail"
+    r"|Anfang der weitergeleiteten Nachricht|Weitergeleitete Nachricht"
+    r"|Début du message réexpédié|Message transféré|Inicio del mensaje reenviado"
+    r"|Mensaje reenviado|Messaggio inoltrato|Doorgestuurd bericht|Mensagem encaminhada"
+    r"|Videresendt meddelelse|Videresendt melding|Vidarebefordrat meddelande"
+    r"|Wiadomość przekazana|Přeposlaná zpráva|Пересылаемое сообщение|Пересланное сообщение"
+    r"|転送されたメッセージ|转发的邮件|轉寄的郵件|전달된 메시지)\s*[:.]?\s*(?:-{2,})?\s*$",
+    re.I,
+)
+# A header block whose subject carries a forward prefix is a forward too (Outlook has no marker).
+_FORWARD_SUBJECT = re.compile(
+    r"^\s*[*_]{0,2}(?:Subject|Betreff|Objet|Sujet|Asunto|Oggetto|Onderwerp|Assunto|Emne|Ämne"
+    r"|Temat|Předmět|Тема|件名|主题|主旨|제목)[*_]{0,2}\s*[:：]\s*"
+    r"(?:Fwd?|FW|WG|TR|RV|Doorst|VS|ENC|PD|Pfwd|Пересл|转发|轉寄|転送|전달)\s*[:：]",
+    re.I,
+)
+
+
+def _block_end(lines: Sequence[str], i: int) -> int:
+    """The index after the header block starting at `i` (its lines run to the first blank)."""
+    while i < len(lines) and lines[i].strip():
+        i += 1
+    return i
+
+
+def _is_forward_block(lines: Sequence[str], start: int) -> bool:
+    return any(_FORWARD_SUBJECT.match(line) for line in lines[start : _block_end(lines, start)])
+
+
+# --- quotes without a full attribution ------------------------------------------------------------
+
+_ADDRESS = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def _introduces(text: str) -> bool:
+    """Whether `text`, directly above a quoted block, is the line that introduces it even
+    without a "wrote:": a localised date with a name or address ("15.01.2024 14:30, Jan
+    <jan@x.pl>"), or an address with a colon or a verb ("Jan <jan@x.pl> wrote:")."""
+    if len(text) > 200 or text.rstrip().endswith((".", "?", "!")):
+        return False
+    tail = " " + " ".join(text[-60:].split()).lower().rstrip(" -:：")
+    ends = text.endswith((":", "：")) or tail.endswith(_END_VERBS)
+    address = bool(_ADDRESS.search(text))
+    if _DATE_HINT.search(text):
+        return address or ends or bool(_ON_PREFIX.match(text))
+    return address and ends
+
+
+def _introduction_span(lines: Sequence[str], i: int, quoted: Sequence[bool]) -> int:
+    """1 when line `i` introduces the quoted block right below it, else 0."""
+    after = _next_content(lines, i + 1)
+    if after >= len(lines) or not quoted[after] or quoted[i]:
+        return 0
+    return 1 if _introduces(lines[i].strip()) else 0
+
+
 # --- the scan ------------------------------------------------------------------------------------
 
 
@@ -282,7 +400,9 @@ def _next_content(lines: Sequence[str], i: int) -> int:
     return i
 
 
-def _scan(lines: list[str]) -> list[str]:
+def _scan(lines: list[str]) -> tuple[list[str], bool]:
+    """The kept lines, and whether everything dropped was quote (no cut at a marker)."""
+    quoted = _quotes(lines)
     kept: list[str] = []
     origin: list[int] = []  # the index in `lines` of each kept line
     quoted_before = False  # the previous line was quoted (or a wrapped quoted line)
@@ -292,7 +412,7 @@ def _scan(lines: list[str]) -> list[str]:
     n = len(lines)
     while i < n:
         line = lines[i]
-        if _QUOTED.match(line):
+        if quoted[i]:
             quoted_before, last_quoted_len, removed = True, len(line), True
             i += 1
             continue
@@ -308,27 +428,46 @@ def _scan(lines: list[str]) -> list[str]:
             i += 1
             continue
         quoted_before = False
+        if _FORWARD.match(line):
+            # The forward's marker and its header block go; the forwarded mail is content.
+            i, removed = _block_end(lines, _next_content(lines, i + 1)), True
+            continue
         if _is_stop(lines, i):
-            break
+            return _trim(kept), False
         block = _header_block_start(lines, i)
         if block is not None:
+            if _is_forward_block(lines, block) or not any(k.strip() for k in kept):
+                # A forward, or headers pasted above the text: drop the block, keep the rest.
+                while origin and origin[-1] >= block:
+                    origin.pop()
+                    kept.pop()
+                i, removed = _block_end(lines, i), True
+                continue
             # Lines of the block above `i` were kept already: take them back.
             while origin and origin[-1] >= block:
                 origin.pop()
                 kept.pop()
-            break
+            return _trim(kept), False
         span = _attribution_span(lines, i)
         if span:
+            own = _own_words(lines, i, span)
+            if own:
+                kept.append(own)
+                origin.append(i)
             after = _next_content(lines, i + span)
-            if after < n and _QUOTED.match(lines[after]):
+            if after < n and quoted[after]:
                 i, removed = after, True  # an attribution and its quote: drop, keep scanning
                 continue
-            break
+            return _trim(kept), False
+        span = _introduction_span(lines, i, quoted)
+        if span:
+            i, removed = i + span, True
+            continue
         kept.append(line)
         origin.append(i)
         removed = False
         i += 1
-    return _trim(kept)
+    return _trim(kept), True
 
 
 _RULE = re.compile(r"^\s*[-_=*~—–]{2,}\s*$")
@@ -379,17 +518,20 @@ def reply_text(text: str, *, languages: Sequence[str] | None = None) -> str:
     """The new text of the reply `text`: no quoted original, no signature; never raises.
 
     Returns the text with `\\n` line ends, each line and the whole stripped of trailing
-    whitespace. When nothing is left (the body is all quote or all signature) the whole
-    body is returned, stripped, rather than an empty string. Our own rules know every
-    language listed in the module docstring whatever `languages` says; `languages` only
-    narrows mail-parser-reply's patterns (default: all it knows, `LIBRARY_LANGUAGES`).
+    whitespace. A body that is all quote gives ""; when a marker (a signature, a header
+    block) cuts everything, the whole body is returned, stripped, rather than nothing. Our
+    own rules know every language listed in the module docstring whatever `languages` says;
+    `languages` only narrows mail-parser-reply's patterns (default: all it knows,
+    `LIBRARY_LANGUAGES`).
     """
     try:
         lines = _normalise(text)
         whole = "\n".join(lines).strip("\n")
         if not whole:
             return ""
-        kept = _scan(lines)
+        kept, only_quote = _scan(lines)
+        if not kept and only_quote:
+            return ""  # nothing but quoted text: the sender wrote nothing new
         if len(kept) == len(lines) and any(_MAYBE_HEADER.match(line) for line in kept[1:]):
             # The library is a safety net for header forms our rules miss, and its regexes cost
             # more than everything else here: it runs only when our rules cut nothing and a
