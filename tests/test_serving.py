@@ -200,7 +200,7 @@ def test_claims_in_process_azure_always_serves_and_renewal_never_shortens(
     )
     first = claim(stores, local, "a.yaml", now)
     assert first["Until"] == now + timedelta(seconds=90)
-    with pytest.raises(ConfigConflict, match="a.yaml"):
+    with pytest.raises(ConfigConflict, match=r"a\.yaml"):
         claim(stores, deployed, "b.yaml", now + timedelta(seconds=10))
     # A new deployment's app always takes the storage (it must never be locked out by the
     # instance it replaces) and holds it for ten minutes; a local renewal of the same
