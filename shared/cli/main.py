@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -366,6 +367,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     heartbeat.stop()
     if lost:
         print(f"mailfiler: stopping: another process took the storage over: {lost[0]}")
+    else:
+        from azure.core.exceptions import AzureError
+
+        from ..pipeline.serving import release
+
+        with contextlib.suppress(AzureError):  # unreachable storage: the claim expires anyway
+            release(ctx.stores, ctx.config, datetime.now(UTC))
     print("mailfiler: stopping", flush=True)
     if server:
         server.shutdown()

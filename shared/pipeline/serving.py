@@ -158,6 +158,20 @@ def claim(
     )
 
 
+def release(stores: Stores, config: Config, now: datetime, kind: str = "local") -> bool:
+    """On a clean stop: end this process's claim now if it registered it, so another
+    configuration need not wait for it to expire. A process of the same configuration still
+    running renews it at its next heartbeat. True if released."""
+    table = stores.table(MAILBOXES)
+    row = table.get(SERVING, CLAIM)
+    if row is None or row.get("Fingerprint") != fingerprint(config):
+        return False
+    if row.get("Holder") != _holder(kind):
+        return False
+    ended = {"PartitionKey": SERVING, "RowKey": CLAIM, "Until": now, "HeartbeatAt": now}
+    return table.update_if_unchanged(ended, row["_etag"])
+
+
 class Heartbeat:
     """Renews a local process's claim every LOCAL_BEAT seconds on a thread of its own; if
     another configuration took the storage over (--force, or the app in Azure), `on_lost` is
