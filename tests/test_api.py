@@ -215,6 +215,7 @@ def test_openapi_document(api: Api) -> None:
         "/records/{type}/{id}",
         "/records/{type}/{id}/messages",
         "/records/{type}/{id}/reply",
+        "/messages",
         "/messages/{key}",
     }
     assert "RecordWithTimeline" in doc["components"]["schemas"]

@@ -46,7 +46,7 @@ from .helpers import local_host
 
 pytestmark = pytest.mark.azurite
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-EXAMPLES = 25  # per operation and mode: 6 operations x 2 modes, about a minute here
+EXAMPLES = 25  # per operation and mode: 7 operations x 2 modes, about a minute here
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -161,4 +161,4 @@ def test_fuzzing_finds_no_server_error_and_no_schema_mismatch(api_schema: Any) -
     assert failures == [], "\n".join(sorted(set(failures)))
     # Every run made requests: the checks above had something to check.
     # (A GET of one fixed record has nothing left to vary: one request.)
-    assert len(calls) == 17 and all(calls.values()) and sum(calls.values()) >= 300, calls
+    assert len(calls) == 19 and all(calls.values()) and sum(calls.values()) >= 300, calls

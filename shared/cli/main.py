@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -18,9 +19,11 @@ from ..core.config import ConfigError
 
 if TYPE_CHECKING:
     from ..pipeline.context import AppContext
+    from ..sources.local import LocalSource
     from .host import LocalHost
 
 REPO = Path(__file__).resolve().parents[2]
+REFUSED = 3  # exit status: the storage serves another configuration (pipeline/serving.py)
 
 
 def _setup_logging(level: str) -> None:
@@ -81,10 +84,26 @@ def _host(ctx: AppContext) -> LocalHost:
     )
 
 
-def cmd_import(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _claim_storage(ctx: AppContext, force: bool) -> bool:
+    """Register this process's configuration as the one the storage serves (pipeline/
+    serving.py); False, with the reason on stderr, if another one is serving it."""
+    from ..pipeline.serving import ConfigConflict, claim
 
-    from ..pipeline.ingest import ingest_mailbox
+    try:
+        claim(ctx.stores, ctx.config, str(ctx.settings.config_path), datetime.now(UTC), force=force)
+    except ConfigConflict as exc:
+        print(f"mailfiler: refusing to start: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _beat_seconds() -> float:
+    from ..pipeline.serving import LOCAL_BEAT
+
+    return float(os.environ.get("MAILFILER_LOCAL_HEARTBEAT_SECONDS", LOCAL_BEAT))
+
+
+def cmd_import(args: argparse.Namespace) -> int:
     from ..settings import AppSettings, load_config
     from ..sources.local import LocalSource, LocalSourceError
 
@@ -103,6 +122,25 @@ def cmd_import(args: argparse.Namespace) -> int:
     except LocalSourceError as exc:
         print(exc, file=sys.stderr)
         return 1
+    # Even without --process: what it queues is read by whoever serves the storage.
+    if not _claim_storage(ctx, args.force):
+        return REFUSED
+    from ..pipeline.serving import Heartbeat
+
+    heartbeat = Heartbeat(
+        ctx.stores, ctx.config, str(ctx.settings.config_path), lambda _: None, _beat_seconds()
+    ).start()
+    try:
+        return _import(args, ctx, source)
+    finally:
+        heartbeat.stop()
+
+
+def _import(args: argparse.Namespace, ctx: AppContext, source: LocalSource) -> int:
+    from tqdm import tqdm
+
+    from ..pipeline.ingest import ingest_mailbox
+
     with tqdm(
         unit="msg",
         desc=f"import {source.kind}",
@@ -251,6 +289,22 @@ def cmd_messages(args: argparse.Namespace) -> int:
     from .operations import cmd_messages_show
 
     _prepare_env(args)
+    if (args.key is None) == (args.source is None):
+        print("give a message key or Message-ID, or --source ID (not both)", file=sys.stderr)
+        return 2
+    if args.source is not None:
+        from .operations import cmd_messages_by_source
+
+        ctx = _context()
+        if args.mailbox is not None and ctx.config.mailbox(args.mailbox) is None:
+            names = ", ".join(m.name for m in ctx.config.mailboxes)
+            print(
+                f"mailbox {args.mailbox!r} is not in the configuration (known: {names})",
+                file=sys.stderr,
+            )
+            return 1
+        mailboxes = [args.mailbox] if args.mailbox else [m.name for m in ctx.config.mailboxes]
+        return cmd_messages_by_source(ctx.stores, mailboxes, args.source, args.json)
     return cmd_messages_show(_context().stores, args.key, args.json)
 
 
@@ -275,10 +329,23 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ..pipeline.serving import Heartbeat
     from .local_http import LocalHttpServer
 
     _prepare_env(args)
     ctx = _context()
+    if not _claim_storage(ctx, args.force):
+        return REFUSED
+    stop = threading.Event()
+    lost: list[str] = []
+
+    def on_lost(reason: str) -> None:
+        lost.append(reason)
+        stop.set()
+
+    heartbeat = Heartbeat(
+        ctx.stores, ctx.config, str(ctx.settings.config_path), on_lost, every=_beat_seconds()
+    ).start()
     host = _host(ctx)
     server = None
     if not args.no_http:
@@ -294,16 +361,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"mailfiler: local host running ({len(host.functions)} functions)", flush=True)
     for route in routes if server else []:
         print(f"  {route}", flush=True)
-    stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
+    heartbeat.stop()
+    if lost:
+        print(f"mailfiler: stopping: another process took the storage over: {lost[0]}")
+    else:
+        from azure.core.exceptions import AzureError
+
+        from ..pipeline.serving import release
+
+        with contextlib.suppress(AzureError):  # unreachable storage: the claim expires anyway
+            release(ctx.stores, ctx.config, datetime.now(UTC))
     print("mailfiler: stopping", flush=True)
     if server:
         server.shutdown()
         server.server_close()
     host.stop()
-    return 0
+    return REFUSED if lost else 0
+
+
+def _force_option(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument(
+        "--force",
+        action="store_true",
+        help="start even if the storage is serving another configuration (its process is gone "
+        "but its claim has not expired yet); a live process with it stops at its next heartbeat",
+    )
 
 
 def _storage_options(cmd: argparse.ArgumentParser) -> None:
@@ -333,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also run the map and file stages here until the queues are empty",
     )
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    _force_option(imp)
     imp.set_defaults(func=cmd_import)
 
     explain = sub.add_parser(
@@ -398,7 +484,18 @@ def build_parser() -> argparse.ArgumentParser:
     msgs = sub.add_parser("messages", help="show a message's filing status and reasons")
     msgs_sub = msgs.add_subparsers(dest="messages_command", required=True)
     show = msgs_sub.add_parser("show", help="where a message was filed and why, or why not")
-    show.add_argument("key", help="a message key (hex of the Message-ID) or a Message-ID")
+    show.add_argument(
+        "key", nargs="?", help="a message key (hex of the Message-ID) or a Message-ID"
+    )
+    show.add_argument(
+        "--source",
+        metavar="ID",
+        help="instead of a key: the mail's id in its mailbox (file name, IMAP UID, Graph id), "
+        "as `mailfiler messages show` prints it; finds mail without a Message-ID",
+    )
+    show.add_argument(
+        "--mailbox", metavar="NAME", help="with --source: only this mailbox (default: all)"
+    )
     show.add_argument("--json", action="store_true", help="one JSON object")
     _storage_options(show)
     show.set_defaults(func=cmd_messages)
@@ -443,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="wait for the timers' schedules instead of polling at start",
     )
+    _force_option(run)
     run.set_defaults(func=cmd_run)
     return parser
 

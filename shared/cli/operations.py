@@ -17,10 +17,10 @@ import zlib
 from typing import Any
 
 from ..core.contracts import PoisonMessage
-from ..pipeline.messages import key_candidates, message_status
+from ..pipeline.messages import key_candidates, message_status, messages_by_source
 from ..store.errors import ContractError
 from ..store.queues import decode
-from ..store.stores import MESSAGES, QUEUES, Stores, poison
+from ..store.stores import INGEST, MESSAGES, QUEUES, Stores, poison
 
 PEEK_MAX = 32  # Queue Storage peeks at most 32 messages
 REPLAY_LEASE_SECONDS = 300  # a received poison message stays invisible while it is replayed
@@ -45,13 +45,55 @@ def cmd_messages_show(stores: Stores, key: str, as_json: bool) -> int:
         tried = ", ".join(key_candidates(key)) or "nothing"
         print(
             f"no message {key} in table {MESSAGES} (looked up key {tried}); "
-            "give a message key or a Message-ID",
+            "give a message key or a Message-ID, or --source ID",
             file=sys.stderr,
         )
         return 1
     if as_json:
         print(json.dumps(status, ensure_ascii=False, default=str))
         return 0
+    _print_status(status)
+    return 0
+
+
+def cmd_messages_by_source(
+    stores: Stores, mailboxes: list[str], source_id: str, as_json: bool
+) -> int:
+    """The mail each mailbox ingested under SOURCE_ID, and its story (mail without a
+    Message-ID has no other name an operator can give)."""
+    found = messages_by_source(stores, mailboxes, source_id)
+    if not found:
+        print(
+            f"no mail with source id {_safe(source_id)} was ingested by "
+            f"{', '.join(mailboxes) or 'any mailbox'} (table {INGEST})",
+            file=sys.stderr,
+        )
+        return 1
+    if as_json:
+        print(json.dumps(found, ensure_ascii=False, default=str))
+        return 0
+    for i, copy in enumerate(found):
+        if i:
+            print()
+        print(
+            f"source {_safe(copy['source_id'])} in mailbox {copy['mailbox']}, "
+            f"ingested at {copy['ingested_at']}, blob {copy['blob']}"
+        )
+        if copy["message"] is not None:
+            _print_status(copy["message"])
+        elif copy["key"] is not None:
+            print(f"message {copy['key']}: not mapped yet (queued, or see `mailfiler poison list`)")
+        else:
+            print("its raw mail is not in Blob Storage")
+    return 0
+
+
+def _safe(text: str) -> str:
+    """A source id as printed: ids come from mailboxes, so control characters are shown escaped."""
+    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+
+
+def _print_status(status: dict[str, Any]) -> None:
     print(f"message {status['key']}")
     print(f"  Message-ID: {status['message_id'] or '(none)'}")
     if status["filed"]:
@@ -75,7 +117,6 @@ def cmd_messages_show(stores: Stores, key: str, as_json: bool) -> int:
             f"  {sighting['seen_at']}  {sighting['mailbox']}  {sighting['folder'] or '-'}  "
             f"{sighting['source_id']}"
         )
-    return 0
 
 
 # --- poison queues ------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
+MAX_SOURCE_ID = 4096  # ids are short (a file name, a UID, a Graph id): longer is not one
 
 
 def _json(body: Any, status: int = 200) -> func.HttpResponse:
@@ -243,6 +244,31 @@ def messages_get(req: func.HttpRequest) -> func.HttpResponse:
         if found is None:
             raise RecordError(404, "unknown_message", "Mailfiler has no such message")
         return _json(found)
+
+    return _handle(req, work)
+
+
+@bp.route(route="messages", methods=["GET"])
+def messages_by_source(req: func.HttpRequest) -> func.HttpResponse:
+    """Mail named by its source id (mail without a Message-ID has no other name)."""
+    load()
+    from ..pipeline.messages import messages_by_source as by_source
+    from ..pipeline.records import RecordError
+
+    def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
+        source_id = req.params.get("source_id") or ""
+        mailbox = req.params.get("mailbox")
+        if not source_id:
+            raise RecordError(400, "bad_query", "give ?source_id= (the mail's id in its mailbox)")
+        if len(source_id) > MAX_SOURCE_ID:
+            raise RecordError(400, "bad_query", f"source_id is over {MAX_SOURCE_ID} characters")
+        if mailbox is not None and ctx.config.mailbox(mailbox) is None:
+            raise RecordError(404, "unknown_mailbox", f"no mailbox {mailbox[:100]!r}")
+        names = [mailbox] if mailbox is not None else [m.name for m in ctx.config.mailboxes]
+        found = by_source(ctx.stores, names, source_id)
+        if not found:
+            raise RecordError(404, "unknown_message", "no mailbox ingested a mail with this id")
+        return _json({"messages": found})
 
     return _handle(req, work)
 

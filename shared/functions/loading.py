@@ -39,6 +39,7 @@ MODULES = (
     "shared.pipeline.poll",
     "shared.pipeline.records",
     "shared.pipeline.retention",
+    "shared.pipeline.serving",
     "shared.pipeline.task_changes",
     "shared.sources.graph.state",
     "shared.sources.graph.subscriptions",

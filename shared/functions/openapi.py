@@ -118,6 +118,22 @@ class MessageStatus(BaseModel):
     sightings: list[dict[str, Any]]
 
 
+class SourceCopy(BaseModel):
+    mailbox: str
+    source_id: str
+    folder: str | None
+    ingested_at: str | None
+    blob: str | None = Field(description="the raw mail in Blob Storage")
+    key: str | None = Field(description="its message key (null if its raw mail is gone)")
+    message: MessageStatus | None = Field(
+        description="its filing status; null while it is queued, not yet mapped (or poisoned)"
+    )
+
+
+class SourceCopies(BaseModel):
+    messages: list[SourceCopy] = Field(description="one per mailbox that ingested the id")
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     Error,
     TimelineItem,
@@ -131,6 +147,8 @@ MODELS: tuple[type[BaseModel], ...] = (
     Reply,
     ReplyQueued,
     MessageStatus,
+    SourceCopy,
+    SourceCopies,
 )
 
 
@@ -302,6 +320,30 @@ def document() -> dict[str, Any]:
                         ),
                         **BODY_ERRORS,
                         **ERRORS,
+                    },
+                }
+            },
+            "/messages": {
+                "get": {
+                    "summary": "Mail named by its mailbox's id for it (mail without a Message-ID)",
+                    "parameters": [
+                        {
+                            **_query(
+                                "source_id",
+                                "the mail's id in its mailbox: file name, IMAP UID, Graph id",
+                                {"type": "string", "minLength": 1, "maxLength": 4096},
+                            ),
+                            "required": True,
+                        },
+                        _query("mailbox", "only this mailbox (default: every mailbox)"),
+                    ],
+                    "responses": {
+                        "200": _json(SourceCopies, "each mailbox's copy and its filing status"),
+                        "400": _json(Error, "no source_id, or one over 4096 characters"),
+                        "404": _json(
+                            Error, "no such mailbox, or no mailbox ingested this source id"
+                        ),
+                        "500": ERRORS["500"],
                     },
                 }
             },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,22 @@ def poll_mailboxes(timer: func.TimerRequest) -> None:
 
     if timer.past_due:
         log.info("poll: timer is past due; polling now")
-    outcome = schedule_polls(get_context(), datetime.now(UTC))
+    ctx = get_context()
+    if os.environ.get("WEBSITE_INSTANCE_ID"):  # set by App Service on every instance
+        from ..pipeline.serving import AZURE_TTL, claim
+
+        # In Azure the app always serves its storage (a deployment replaces the config): its
+        # claim keeps a local process with another configuration from reading the queues.
+        claim(
+            ctx.stores,
+            ctx.config,
+            str(ctx.settings.config_path),
+            datetime.now(UTC),
+            kind="azure",
+            ttl=AZURE_TTL,
+            force=True,
+        )
+    outcome = schedule_polls(ctx, datetime.now(UTC))
     log.info("poll: %s", outcome)
 
 

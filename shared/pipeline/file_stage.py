@@ -26,6 +26,7 @@ from ..store.keys import (
     number_of_row,
     number_row,
     participant_row,
+    short_hash,
 )
 from ..store.queues import decode
 from ..store.stores import (
@@ -230,16 +231,31 @@ def _file_unfiled(stores: Stores, plan: FilingPlan, now: datetime) -> None:
         "Reasons": "\n".join(plan.reasons)[:4000],
         "At": now,
     }
-    stores.table(MESSAGES).upsert(row)
+    _put_own_row(stores.table(MESSAGES), row, plan)
     if plan.action == "hold":
-        stores.table(HELD).upsert(
-            {
-                **row,
-                "PartitionKey": plan.mailbox,
-                "RowKey": plan.message_key[:400],
-                "Sender": plan.sender,
-            }
-        )
+        held = {**row, "PartitionKey": plan.mailbox, "RowKey": plan.message_key[:400]}
+        _put_own_row(stores.table(HELD), {**held, "Sender": plan.sender}, plan)
+
+
+def _put_own_row(table: Table, row: dict[str, Any], plan: FilingPlan) -> None:
+    """Write `row` so that each copy of a mail (its mailbox, source id and raw bytes) keeps a
+    row of its own: two different mails sharing a Message-ID, or one mail in two mailboxes,
+    never overwrite each other, and a redelivery of the same copy rewrites its own row.
+
+    The first copy takes the plain RowKey (an insert only one writer can win, so two workers
+    cannot both take it); any other copy gets the RowKey plus a hash of what it is."""
+    if table.insert(row) is not None:
+        return
+    taken = table.get(row["PartitionKey"], row["RowKey"])
+    if taken is None or _copy_of(taken) == _copy_of(row):
+        table.upsert(row)  # a redelivery of this copy (or a row deleted meanwhile)
+        return
+    own = short_hash(plan.mailbox, plan.source_id, plan.blob, length=24)
+    table.upsert({**row, "RowKey": f"{str(row['RowKey'])[:400]}-{own}"})
+
+
+def _copy_of(row: dict[str, Any]) -> tuple[object, object, object]:
+    return row.get("Mailbox"), row.get("SourceId"), row.get("Blob")
 
 
 def file_plan(

@@ -1,14 +1,19 @@
 """One message's story in table Messages: where it is filed and why, or why not, and every
-sighting. Read by `mailfiler messages show` and `GET /api/messages/{key}`."""
+sighting. Read by `mailfiler messages show` and `GET /api/messages/{key}`; a mail named by its
+mailbox and source id (it may have no Message-ID) by `mailfiler messages show --source ID` and
+`GET /api/messages?source_id=ID`."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from ..core.message import MAX_HEX_ID_BYTES, id_key
-from ..store.stores import MESSAGES, RECORDS, Stores
+from ..core.mime import parse_message
+from ..store.stores import INGEST, MESSAGES, RECORDS, Stores
+from .ingest import source_key
 
 UNFILED = ("drop", "reject", "hold")
 STATUS = {"drop": "dropped", "reject": "rejected", "hold": "held"}
@@ -88,10 +93,11 @@ def message_status(stores: Stores, key: str) -> dict[str, Any] | None:
                 out["message_id"] = row.get("MessageId") or out["message_id"]
             else:
                 out["also"].append(filed)
-        elif rk in UNFILED:
+        elif rk.split("-", 1)[0] in UNFILED:
+            # "drop", or "drop-<hash>" for a further copy sharing the key (file_stage.py)
             out["unfiled"].append(
                 {
-                    "action": rk,
+                    "action": rk.split("-", 1)[0],
                     "mailbox": row.get("Mailbox"),
                     "source_id": row.get("SourceId"),
                     "folder": row.get("Folder"),
@@ -112,7 +118,46 @@ def message_status(stores: Stores, key: str) -> dict[str, Any] | None:
                 }
             )
     out["sightings"].sort(key=lambda s: s["seen_at"] or "")
+    out["unfiled"].sort(key=lambda u: u["at"] or "")
     out["status"] = (
-        "filed" if out["filed"] else STATUS[out["unfiled"][0]["action"]] if out["unfiled"] else None
+        "filed"
+        if out["filed"]
+        else STATUS[out["unfiled"][-1]["action"]]
+        if out["unfiled"]
+        else None
     )
     return out
+
+
+def messages_by_source(
+    stores: Stores, mailboxes: Iterable[str], source_id: str
+) -> list[dict[str, Any]]:
+    """The mail each of `mailboxes` ingested under `source_id` (its IMAP UID, Graph id, file
+    name...), with its story in table Messages. The Ingest row names the raw mail's blob; the
+    message key is read from the mail itself, as the map stage reads it, so mail without a
+    Message-ID (keyed by its bytes' SHA-256) is found as surely as any other. `message` is None
+    while the mail is ingested but not yet mapped (or in a poison queue)."""
+    found: list[dict[str, Any]] = []
+    for mailbox in dict.fromkeys(mailboxes):
+        row = stores.table(INGEST).get(mailbox, source_key(source_id))
+        if row is None:
+            continue
+        blob = row.get("Blob")
+        raw = stores.blobs.get(str(blob)) if blob else None
+        key = (
+            parse_message(raw, mailbox=mailbox, source_id=source_id).key
+            if raw is not None
+            else None
+        )
+        found.append(
+            {
+                "mailbox": mailbox,
+                "source_id": row.get("SourceId") or source_id,
+                "folder": row.get("Folder"),
+                "ingested_at": _iso(row.get("IngestedAt")),
+                "blob": blob,
+                "key": key,
+                "message": message_status(stores, key) if key else None,
+            }
+        )
+    return found
