@@ -47,8 +47,11 @@ _PHRASE = frozenset({"atom", "qs", "sp", "comment", "."})
 # a hostile megabyte costs a bounded parse.
 MAX_VALUE_CHARS = 256 * 1024
 # Characters no unquoted local part or domain may hold (RFC 5322 specials, backslash, quote).
-_SPECIALS = frozenset('()<>[]:;@\\,."')
-_LOCAL_SPECIALS = _SPECIALS - {"."}
+# What no unquoted local part may hold (RFC 5322 specials but '.', backslash, quote, any
+# whitespace); a domain label may hold no '.' either, and a domain literal no brackets.
+_NOT_LOCAL = re.compile(r'[()<>\[\]:;@\\,"\s]')
+_NOT_LABEL = re.compile(r'[()<>\[\]:;@\\,."\s]')
+_NOT_LITERAL = re.compile(r"[\[\]\\\s]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +248,7 @@ def _addr_spec(tokens: list[Token], name: str) -> ParsedAddress | None:
         if kind in _WORDS or kind == "literal":
             if last in ("word", "literal"):
                 return None
-            if kind == "qs" and (not text or any(ch in _LOCAL_SPECIALS for ch in text)):
+            if kind == "qs" and (not text or _NOT_LOCAL.search(text)):
                 return None  # a quoted local part that cannot be written unquoted: refused
             pieces.append(text)
             last = "literal" if kind == "literal" else "word"
@@ -260,22 +263,19 @@ def _addr_spec(tokens: list[Token], name: str) -> ParsedAddress | None:
     return ParsedAddress(name=name, local=local, domain=domain.removesuffix("."))
 
 
-def _plain(text: str) -> bool:
-    """No whitespace, control or format characters (bidi overrides, zero-width ones)."""
-    return text.isprintable() and not any(ch.isspace() for ch in text)
-
-
 def _valid_local(local: str) -> bool:
-    return bool(local) and _plain(local) and not any(ch in _LOCAL_SPECIALS for ch in local)
+    # isprintable: no control or format characters (bidi overrides, zero-width ones).
+    return bool(local) and local.isprintable() and not _NOT_LOCAL.search(local)
 
 
 def _valid_domain(domain: str) -> bool:
     if domain.startswith("["):
         inner = domain[1:-1]
         return (
-            domain.endswith("]") and bool(inner) and _plain(inner) and not set(inner) & set("[]\\")
+            domain.endswith("]")
+            and bool(inner)
+            and inner.isprintable()
+            and not _NOT_LITERAL.search(inner)
         )
     labels = domain.removesuffix(".").split(".")
-    return all(
-        label and _plain(label) and not any(ch in _SPECIALS for ch in label) for label in labels
-    )
+    return all(label and label.isprintable() and not _NOT_LABEL.search(label) for label in labels)
