@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import (
+    bench_addresses,
     bench_classify,
     bench_ews,
     bench_explain,
@@ -17,6 +18,7 @@ from . import (
 bench_parse.main()
 bench_classify.main()
 bench_reply.main()
+bench_addresses.main()
 bench_explain.main()
 bench_storage.main()
 bench_memory.main([])

@@ -24,8 +24,9 @@ Field rules worth knowing:
   whose text is never merged into ours; a message/* size is its re-serialised length;
 * References are trimmed to the first one (the thread root) plus the last `MAX_REFERENCES`:
   threading only needs the root and the recent ancestors, and some lists send hundreds;
-* addresses are parsed from the raw header, names decoded afterwards, so an encoded comma
-  in a display name cannot split an address;
+* addresses are parsed from the raw values of every occurrence of their header (`addresses`:
+  RFC 5322 with its obsolete forms, RFC 6532 UTF-8, never a display name as the address),
+  names decoded afterwards, so an encoded comma in a display name cannot split an address;
 * what a hostile mail can make huge is cut to a size (subject, header values, names, counts of
   headers, addresses and ids) and noted in `defects`; the raw mail keeps it whole;
 * mail whose structure the parser cannot read (1,000 nested multiparts exhaust its recursion)
@@ -43,8 +44,9 @@ from datetime import UTC, datetime
 from email import policy
 from email.message import Message
 from email.parser import BytesParser
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 
+from shared.core.addresses import ParsedAddress, parse_address_list
 from shared.core.clip import clip
 from shared.core.hollow import Hollow, hollow
 from shared.core.html_text import html_to_text
@@ -126,8 +128,8 @@ _ANGLE_ID = re.compile(r"<([^<>]*)>")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _WHITESPACE = re.compile(r"\s+")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
-_BARE_ADDRESS = re.compile(r"[^\s<>,;:\"'()\[\]]+@[^\s<>,;:\"'()\[\]]+")
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/=]+")
+_OBSOLETE_NAME = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.M)
 
 
 class _Defects:
@@ -296,6 +298,10 @@ class _Headers:
                 return value
         return None
 
+    def raw_all(self, name: str) -> list[str]:
+        wanted = name.lower()
+        return [value for key, value in self.items if key.lower() == wanted]
+
     def decoded(self, name: str) -> str:
         value = self.raw(name)
         return "" if value is None else _decode_words(value, self._defects)
@@ -350,41 +356,38 @@ def _references(value: str | None) -> tuple[str, ...]:
     return (ids[0], *ids[-MAX_REFERENCES:])
 
 
-def _address(name: str, addr: str, defects: _Defects) -> Address | None:
-    email = _decode_words(addr, defects).strip().strip("<>").strip()
-    if not email:
-        return None
+def _address(parsed: ParsedAddress, defects: _Defects) -> Address | None:
+    email = f"{parsed.local}@{parsed.domain.lower()}"
     if len(email) > MAX_ADDRESS_CHARS:
         # Dropped, not cut: a cut address would be another address.
         defects.add("address-too-long")
         return None
-    local, at, domain = email.rpartition("@")
-    if at:
-        email = f"{local}@{domain.lower()}"
-    display = " ".join(_decode_words(name, defects).split()).strip("\"' ")
+    display = " ".join(_decode_words(parsed.name, defects).split()).strip("\"' ")
     return Address(email=email, name=clip(display, MAX_NAME_CHARS))
 
 
-def _addresses(value: str | None, defects: _Defects) -> tuple[Address, ...]:
-    """Addresses in a header; entries without '@' only when there is nothing better."""
-    if not value:
-        return ()
-    try:
-        pairs = getaddresses([value])
-    except Exception as exc:
-        defects.add(f"address-parse:{type(exc).__name__}")
-        pairs = []
-    if len(pairs) > MAX_ADDRESSES:
-        defects.add("too-many-addresses")
-        pairs = pairs[:MAX_ADDRESSES]
-    found = [a for a in (_address(n, e, defects) for n, e in pairs) if a is not None]
-    with_at = [a for a in found if "@" in a.email]
-    if not with_at and "@" in value:
-        # getaddresses gave up (or refuses, in strict mode): pick out anything address-like.
-        defects.add("address-fallback")
-        bare = _BARE_ADDRESS.findall(value)[:MAX_ADDRESSES]
-        with_at = [a for a in (_address("", e, defects) for e in bare) if a]
-    return tuple(with_at or found)
+def _addresses(values: Iterable[str], defects: _Defects) -> tuple[Address, ...]:
+    """The addresses of every occurrence of one header, in order (real mail repeats `To:`).
+
+    Only what `parse_address_list` accepts as an address counts: a display name is never
+    taken for one, and an entry that is not an address gives none (a defect says so).
+    """
+    found: list[Address] = []
+    for value in values:
+        if len(found) >= MAX_ADDRESSES:
+            defects.add("too-many-addresses")
+            break
+        parsed, notes = parse_address_list(value, MAX_ADDRESSES - len(found))
+        defects.extend(notes)
+        found.extend(a for a in (_address(p, defects) for p in parsed) if a is not None)
+    return tuple(found)
+
+
+def addresses_of(values: Iterable[str]) -> tuple[Address, ...]:
+    """The addresses in the values of one address header (`Resent-To:`, say), read as
+    `parse_message` reads `To:`. Pass values before RFC 2047 decoding: a decoded comma in a
+    display name would split it."""
+    return _addresses(values, _Defects())
 
 
 def _date(value: str | None, received_at: datetime | None, defects: _Defects) -> datetime | None:
@@ -425,6 +428,17 @@ def header_block(raw: bytes) -> bytes:
     """The top-level header block of `raw`: everything up to the first empty line."""
     end = _HEADER_END.search(raw)
     return raw[: end.end()] if end else raw
+
+
+def _modern_names(raw: bytes, defects: _Defects) -> bytes:
+    """`raw` with obsolete ``Name  :`` header fields (RFC 5322 4.5, Appendix A.6.3) written
+    ``Name:`` in the top-level header block, for the parser alone: the stdlib reads a first
+    ``From  :`` as an mbox From_ line and any other as the start of the body. `raw` is kept."""
+    block = header_block(raw)
+    if not _OBSOLETE_NAME.search(block):
+        return raw
+    defects.add("obsolete-header-name")
+    return _OBSOLETE_NAME.sub(rb"\1:", block) + raw[len(block) :]
 
 
 def _header_tree(raw: bytes) -> Message:
@@ -796,8 +810,9 @@ def _parse(
     conversation_id: str | None,
     received_at: datetime | None,
 ) -> MailMessage:
-    tree, shell = _parse_tree(raw, defects) if body else (None, None)
-    message = tree if tree is not None else _header_tree(raw)
+    parsed = _modern_names(raw, defects)
+    tree, shell = _parse_tree(parsed, defects) if body else (None, None)
+    message = tree if tree is not None else _header_tree(parsed)
     headers = _Headers(message, defects)
     subject = " ".join(headers.decoded("subject").split())
     if len(subject) > MAX_SUBJECT_CHARS:
@@ -814,8 +829,8 @@ def _parse(
         key = fallback_key(raw)
     else:
         key = id_key(message_id)
-    from_ = _addresses(headers.raw("from"), defects)
-    sender = _addresses(headers.raw("sender"), defects)
+    from_ = _addresses(headers.raw_all("from"), defects)
+    sender = _addresses(headers.raw_all("sender"), defects)
     return MailMessage(
         mailbox=mailbox,
         source_id=source_id,
@@ -828,9 +843,9 @@ def _parse(
         normalized_subject=_valid(normalize_subject(subject)),
         from_=from_[0] if from_ else None,
         sender=sender[0] if sender else None,
-        reply_to=_addresses(headers.raw("reply-to"), defects),
-        to=_addresses(headers.raw("to"), defects),
-        cc=_addresses(headers.raw("cc"), defects),
+        reply_to=_addresses(headers.raw_all("reply-to"), defects),
+        to=_addresses(headers.raw_all("to"), defects),
+        cc=_addresses(headers.raw_all("cc"), defects),
         date=_date(headers.raw("date"), received_at, defects),
         text=_valid(text),
         attachments=attachments,
