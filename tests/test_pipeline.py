@@ -27,7 +27,9 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 def test_sample_mail_is_filed_with_replies_threaded(context: AppContext) -> None:
     assert poll_all(context, NOW) == {"sample": "queued 8"}
     processed = local_host(context.stores.queues).drain()
-    assert processed == {INBOUND: 8, FILING: 8}
+    # A reply mapped before its parent is filed waits for it (put back on the queue): mapped
+    # more than once, filed once.
+    assert processed[FILING] == 8 and processed[INBOUND] >= 8
 
     recs = {r["Title"]: r for r in records(context.stores)}
     assert set(recs) == {
