@@ -421,7 +421,7 @@ def test_two_workers_racing_on_copies_of_one_mail_file_it_once(
 
     def worker(mailbox: str) -> list[str]:
         own = Stores.connect(settings)
-        actions = []
+        actions: list[str] = []
         for n, raw in mails.items():
             gate.wait()
             body = InboundMessage(
