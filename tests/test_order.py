@@ -622,10 +622,13 @@ def shuffled_first_sync(
 ) -> None:
     config = make_config(tmp_path)
     plan = scenario(seed, conversations, total, copies, TOKEN_TYPES)
-    # `explain` on the folder, in the order the mail came (file names sort as the dates do).
+    # `explain` on the folder, its files in an order of their own (names sort at random): a
+    # message that refers to a later one is explained after it, as the pipeline waits for it.
     folder = tmp_path / "explain"
     folder.mkdir()
-    for n, mail in enumerate(plan.mails):
+    order = list(plan.mails)
+    random.Random(seed + 2).shuffle(order)
+    for n, mail in enumerate(order):
         (folder / f"{n:05d}.eml").write_bytes(mail.raw)
     predicted = explained(config, folder)
 
