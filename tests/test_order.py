@@ -397,6 +397,35 @@ def test_the_wait_is_bounded_then_decided_as_before_and_said_so(
     no_poison(stores)
 
 
+def test_explain_answers_as_the_pipeline_whatever_the_order_of_the_files(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    folder = tmp_path / "mail-to-explain"
+    folder.mkdir()
+    root = human("e-root@cust.example", "k@cust.example", "Ключ не работает", 0)
+    # File names sort the replies, the bounce and the token-only reply before the root.
+    (folder / "a-reply.eml").write_bytes(
+        human(
+            "e-reply@cust.example", "k@cust.example", "Re: Ключ", 3,
+            in_reply_to="e-root@cust.example",
+        )
+    )  # fmt: skip
+    (folder / "b-bounce.eml").write_bytes(bounce("e-dsn@mx.example.net", root, 4))
+    (folder / "c-token.eml").write_bytes(
+        human("e-token@cust.example", "k@cust.example", "Re: [CASE-1] Ключ", 5)
+    )
+    (folder / "f-stranger.eml").write_bytes(
+        human("e-other@cust.example", "m@cust.example", "Re: [CASE-9] чужой", 6)
+    )
+    (folder / "e-root.eml").write_bytes(root)
+    decisions = explained(config, folder)
+    assert decisions["e-root@cust.example"]["action"] == "create"
+    assert decisions["e-root@cust.example"]["record"] == "CASE-1"
+    for mid in ("e-reply@cust.example", "e-dsn@mx.example.net", "e-token@cust.example"):
+        assert (decisions[mid]["action"], decisions[mid]["record"]) == ("attach", "CASE-1"), mid
+    # [CASE-9] cannot come from what is left: not waited for, a record of its own.
+    assert decisions["e-other@cust.example"]["action"] == "create"
+
+
 # --- point 2: one Message-ID, one filing ------------------------------------------------------
 
 
