@@ -479,8 +479,8 @@ def map_inbound(
     signing_keys: Sequence[bytes] = (),
     wait: OrderWait = ORDER_WAIT,
 ) -> list[FilingPlan]:
-    """The mail's filing plans, queued. None when it waits for mail it refers to: then it is
-    back on the inbound queue (see `OrderWait`)."""
+    """The mail's filing plans, queued; none when it waits for mail it refers to (then it is
+    back on the inbound queue, see `OrderWait`)."""
     inbound = decode(body, InboundMessage)
     message = parse_inbound(stores, inbound)
     classification = classify(message, own_mail(config))
