@@ -484,7 +484,9 @@ def map_inbound(
     inbound = decode(body, InboundMessage)
     message = parse_inbound(stores, inbound)
     classification = classify(message, own_mail(config))
-    may_wait = inbound.waits < wait.max_waits
+    # Mail of a mailbox the configuration does not know fails as before (and goes to the
+    # poison queue with that reason) instead of waiting for mail that cannot file either.
+    may_wait = inbound.waits < wait.max_waits and config.mailbox(inbound.mailbox) is not None
     known, slots, pending = gather(
         stores,
         config,
