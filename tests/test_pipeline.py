@@ -27,7 +27,9 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 def test_sample_mail_is_filed_with_replies_threaded(context: AppContext) -> None:
     assert poll_all(context, NOW) == {"sample": "queued 8"}
     processed = local_host(context.stores.queues).drain()
-    assert processed == {INBOUND: 8, FILING: 8}
+    # A reply mapped before its parent is filed waits for it (put back on the queue): mapped
+    # more than once, filed once.
+    assert processed[FILING] == 8 and processed[INBOUND] >= 8
 
     recs = {r["Title"]: r for r in records(context.stores)}
     assert set(recs) == {
@@ -157,7 +159,8 @@ def test_a_filed_message_seen_in_another_folder_is_a_move(context: AppContext) -
 def test_a_redelivered_plan_never_rewrites_the_timeline(context: AppContext) -> None:
     poll_all(context, NOW)
     host = local_host(context.stores.queues)
-    host.drain(only={INBOUND})
+    # Map only (the replies wait on `inbound` for their parents: the drain ends on its timeout).
+    host.drain(only={INBOUND}, timeout=3)
     plans = [decode(b, FilingPlan) for b in context.stores.queues.peek(FILING, 32)]
     host.drain()
     edited = plans[0].model_copy(

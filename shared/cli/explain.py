@@ -2,15 +2,19 @@
 
 Nothing is read from or written to storage. The messages of one call are decided in order as
 if each were filed: a reply explained after its parent attaches to the parent's record, a token
-`[CASE-n]` names a record created earlier in the same call. Senders count as unknown (guests)
-and rate limits as not reached; standing on a record (field changes by mail) comes from the
-addresses on the mail of this call filed on it.
+`[CASE-n]` names a record created earlier in the same call. As the map stage waits for mail it
+refers to that is ingested but not yet filed, a message that refers to one later in the call
+(its parent, the mail a bounce returns, a token no record has yet while messages remain) is
+explained after it, so the order of the files does not change the answer. Senders count as
+unknown (guests) and rate limits as not reached; standing on a record (field changes by mail)
+comes from the addresses on the mail of this call filed on it.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +25,7 @@ from ..core.config import Config
 from ..core.contracts import FilingPlan, RecordRef
 from ..core.decide import Known, decide, lookups, own_mail
 from ..core.message import MailMessage
-from ..core.mime import parse_message
+from ..core.mime import header_message_id, parse_message
 from ..core.reply_text import reply_text
 from ..sources.local import LocalSource, LocalSourceError
 
@@ -58,6 +62,43 @@ class Simulation:
             bounce_original=self.by_message_id.get(original) if original else None,
             on_thread={r: need.sender in self.participants.get(r, set()) for r in candidates},
         )
+
+    def waits_for(
+        self,
+        message: MailMessage,
+        config: Config,
+        classification: Classification,
+        coming: Counter[str],
+        remaining: int,
+    ) -> str | None:
+        """What the map stage would wait for among the messages of this call not explained
+        yet (`coming`: their Message-IDs; `remaining`: how many), as `gather` does: a
+        Message-ID, or a token's prefix (`[CASE-n]` before record n exists); None: nothing."""
+        kind = classification.kind
+        if message.message_id in self.by_message_id:
+            return None  # a duplicate: a sighting, whatever comes
+        if kind != "human" and getattr(config.classes, kind, "file") == "drop":
+            return None
+        need = lookups(message, config, classification)
+        for token in need.tokens:
+            if (token.prefix, token.number) in self.by_token:
+                break
+            numbered = sum(1 for t in self.by_token if t[0] == token.prefix)
+            if numbered < token.number <= numbered + remaining:
+                return f"[{token.prefix}"
+        else:
+            for mid in need.thread_ids:
+                if mid == message.message_id:
+                    continue
+                if mid in self.by_message_id:
+                    break
+                if coming[mid]:
+                    return mid
+        original = need.bounce_original
+        attaches = kind == "bounce" and config.classes.bounce == "attach_to_original"
+        if attaches and original and original not in self.by_message_id and coming[original]:
+            return original
+        return None
 
     def file(self, message: MailMessage, plans: list[FilingPlan], config: Config) -> None:
         for plan in plans:
@@ -163,18 +204,71 @@ def print_human(result: dict[str, Any], out: TextIO) -> None:
         out.write(f"    fields: {result['fields']}\n")
 
 
+@dataclass
+class _Waiting:
+    name: str
+    raw: bytes
+    message: MailMessage
+    classification: Classification
+    on: str  # what it waits for: a Message-ID, or `[PREFIX` (a record number)
+
+
 def run_explain(
     paths: list[str], mailbox: str, config: Config, as_json: bool, out: TextIO = sys.stdout
 ) -> int:
     sim = Simulation()
     failures = 0
     try:
-        for name, raw in iter_messages(paths):
+        # First the Message-IDs of the call (headers only), so a message can wait for a later one.
+        coming: Counter[str] = Counter()
+        remaining = 0
+        for _, raw in iter_messages(paths):
+            remaining += 1
+            mid = header_message_id(raw)
+            if mid:
+                coming[mid] += 1
+        waiting: list[_Waiting] = []
+
+        def emit(name: str, raw: bytes) -> dict[str, Any]:
+            nonlocal remaining
             result = explain_one(name, raw, mailbox, config, sim)
             if as_json:
                 out.write(json.dumps(result, ensure_ascii=False) + "\n")
             else:
                 print_human(result, out)
+            remaining -= 1
+            mid = header_message_id(raw)
+            if mid:
+                coming[mid] -= 1
+            return result
+
+        def release(result: dict[str, Any]) -> None:
+            """Explain what waited for the message just explained (or for a record number,
+            when one was created), in the order it came; each may release more."""
+            done = [result]
+            while done:
+                last = done.pop()
+                created = last["decision"]["action"] == "create"
+                for item in list(waiting):
+                    if item.on != last["message_id"] and not (created and item.on[0] == "["):
+                        continue
+                    on = sim.waits_for(item.message, config, item.classification, coming, remaining)
+                    if on is None:
+                        waiting.remove(item)
+                        done.append(emit(item.name, item.raw))
+                    else:
+                        item.on = on
+
+        for name, raw in iter_messages(paths):
+            message = parse_message(raw, mailbox=mailbox, source_id=name)
+            classification = classify(message, own_mail(config))
+            on = sim.waits_for(message, config, classification, coming, remaining)
+            if on is not None:
+                waiting.append(_Waiting(name, raw, message, classification, on))
+                continue
+            release(emit(name, raw))
+        for item in waiting:  # what waits for mail that never comes: decided without it
+            emit(item.name, item.raw)
     except LocalSourceError as exc:
         print(f"mailfiler explain: {exc}", file=sys.stderr)
         failures += 1

@@ -37,6 +37,9 @@ class InboundMessage(_Contract):
     categories: tuple[str, ...] = ()
     conversation_id: str | None = None
     received_at: datetime | None = None
+    # How often the map stage has put this mail back to wait for mail it refers to (ingested,
+    # not yet filed); bounded, so a referenced mail that never files cannot hold it for ever.
+    waits: int = Field(default=0, ge=0)
 
 
 class FlagChange(_Contract):

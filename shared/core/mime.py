@@ -447,6 +447,15 @@ def _header_tree(raw: bytes) -> Message:
     return BytesParser(policy=policy.compat32).parsebytes(header_block(raw), headersonly=True)
 
 
+def header_message_id(raw: bytes) -> str | None:
+    """The Message-ID `parse_message` would key `raw` by, read from the header block alone
+    (ingest notes it cheaply before the mail is queued); None when there is none."""
+    try:
+        return _message_id(_Headers(_header_tree(raw), _Defects()).raw("message-id"))
+    except Exception:  # unreadable headers: the map stage keys such mail by its bytes
+        return None
+
+
 class _Part:
     """One MIME part's metadata, read through a tolerant `compat32` view of its raw headers."""
 

@@ -2,7 +2,9 @@
 
 Order matters for "lose nothing": raw bytes first, then the queue message, then the note that
 this source id is done. A crash in between re-sends on the next run, and the map stage drops the
-duplicate by Message-ID.
+duplicate by Message-ID. Before the queue message, a row in the message's own partition of table
+Messages says that its Message-ID is on its way: mail that refers to it (a reply, a bounce) and
+is mapped first waits for it instead of opening a record of its own.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from datetime import datetime
 from azure.core.exceptions import AzureError
 
 from ..core.contracts import InboundMessage
+from ..core.message import id_key
+from ..core.mime import header_message_id
 from ..sources.base import MailboxSource, SourceMessage
-from ..store.stores import INBOUND, INGEST, Stores
+from ..store.keys import ingested_row
+from ..store.stores import INBOUND, INGEST, MESSAGES, Stores
 
 log = logging.getLogger(__name__)
 FLUSH_EVERY = 100  # one table transaction records up to 100 ingested ids
@@ -47,6 +52,21 @@ def queue_message(
     """Raw mail to Blob Storage, then its InboundMessage to the queue; returns the Ingest row
     that notes it (the caller writes it, alone or in a batch)."""
     blob = stores.blobs.put_raw(message.raw)
+    message_id = header_message_id(message.raw)
+    if message_id is not None:
+        # Before the queue message: once anything could be mapped after this mail, the map
+        # stage can tell that it is on its way (ingested, not yet filed).
+        stores.table(MESSAGES).upsert(
+            {
+                "PartitionKey": id_key(message_id),
+                "RowKey": ingested_row(mailbox, message.source_id),
+                "Mailbox": mailbox,
+                "SourceId": message.source_id[:1000],
+                "Folder": message.folder,
+                "Blob": blob,
+                "IngestedAt": now,
+            }
+        )
     stores.queues.send(
         INBOUND,
         InboundMessage(

@@ -6,7 +6,7 @@ import hashlib
 import itertools
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,9 +39,14 @@ from ..core.rules import match_routes
 from ..core.signing import REF_HEADER, verify_message_id, verify_ref_header
 from ..store.errors import ContractError
 from ..store.keys import (
+    CLAIM,
     CONTACT,
+    INGESTED_ROWS,
+    NUMBER_ROWS,
+    SETTLED_ROWS,
     contact_partition,
     conversation_row,
+    number_of_row,
     number_row,
     participant_row,
 )
@@ -51,6 +56,7 @@ from ..store.stores import (
     CONTACTS,
     CONVERSATIONS,
     FILING,
+    INBOUND,
     MESSAGES,
     RECORDS,
     TIMELINE,
@@ -61,11 +67,65 @@ log = logging.getLogger(__name__)
 SNIFF_BYTES = 4096  # what the attachment check reads of the content
 
 
-def _filed_record(stores: Stores, message_id: str) -> RecordRef | None:
-    entry = stores.table(MESSAGES).get(id_key(message_id), "msg")
-    if entry is None:
-        return None
-    return RecordRef(type=entry["RecordType"], key=entry["RecordKey"])
+@dataclass(frozen=True)
+class OrderWait:
+    """How long mail waits for the mail it refers to while that is ingested but not yet filed:
+    put back on the inbound queue with the queue's own visibility delay (never a sleep in the
+    worker), doubling from `delay_seconds` up to `max_delay_seconds`, at most `max_waits` times
+    (about 25 minutes by default); then it is decided without it, and its reasons say so."""
+
+    delay_seconds: int = 2
+    max_delay_seconds: int = 120
+    max_waits: int = 18
+
+    def delay(self, waits: int) -> int:
+        return int(min(self.delay_seconds * 2 ** min(waits, 20), self.max_delay_seconds))
+
+
+ORDER_WAIT = OrderWait()
+
+
+@dataclass(frozen=True)
+class _State:
+    """What table Messages says of one Message-ID."""
+
+    record: RecordRef | None  # filed on this record ("msg")
+    pending: bool  # ingested, but neither filed nor recorded as not filed yet
+
+
+def _message_state(stores: Stores, message_id: str) -> _State:
+    """One request: the Message-ID's partition (its rows are few: where it is filed, its
+    claim, a row per copy ingested and per sighting)."""
+    record, ingested, settled = None, False, False
+    rows = stores.table(MESSAGES).partition(
+        id_key(message_id), select=["RowKey", "RecordType", "RecordKey"]
+    )
+    for row in rows:
+        key = str(row["RowKey"])
+        if key == "msg":
+            record = RecordRef(type=row["RecordType"], key=row["RecordKey"])
+        if key.startswith(SETTLED_ROWS):
+            settled = True
+        elif key.startswith(INGESTED_ROWS):
+            ingested = True
+    return _State(record, ingested and not settled)
+
+
+def _in_flight(stores: Stores) -> int:
+    """Mail on its way through map and file (approximate counts, which include messages
+    leased, this one usually among them, or waiting out a delay)."""
+    return sum(stores.queues.depth(q) or 0 for q in (INBOUND, FILING))
+
+
+def _may_be_numbered(stores: Stores, record_type: str, number: int) -> bool:
+    """Whether mail on its way could still create record `number` of `record_type`: each mail
+    creates at most one record of a type, and numbers are handed out without gaps."""
+    row = next(
+        stores.table(RECORDS).partition(record_type, ["RowKey"], row_from=NUMBER_ROWS, first=1),
+        None,
+    )
+    highest = number_of_row(row["RowKey"]) if row else 0
+    return highest < number <= highest + _in_flight(stores)
 
 
 def gather(
@@ -75,11 +135,15 @@ def gather(
     classification: Classification,
     arrival: datetime,
     signing_keys: Sequence[bytes] = (),
-) -> tuple[Known, SenderSlots | None]:
-    """Read what the decision needs, and the sender's rate-limit slots around the mail's
-    arrival (None when its sender is not limited). Searches stop at the first hit where the
-    decision takes the first one (tokens, thread references newest first), so a reply usually
-    costs one read."""
+    *,
+    may_wait: bool = False,
+) -> tuple[Known, SenderSlots | None, tuple[str, ...]]:
+    """Read what the decision needs, the sender's rate-limit slots around the mail's arrival
+    (None when its sender is not limited), and what it refers to that is ingested but not yet
+    filed (a record token not yet numbered while mail is on its way). With `may_wait`, the
+    first such reference that could change the decision ends the search: the caller puts the
+    mail back to wait. Searches stop at the first hit where the decision takes the first one
+    (tokens, thread references newest first), so a reply usually costs one read."""
     messages = stores.table(MESSAGES)
     own = messages.get(message.key, "msg")
     if own is not None:
@@ -89,8 +153,12 @@ def gather(
             source_id=own["SourceId"],
             folder=own.get("Folder"),
         )
-        return Known(filed=filed), None
+        return Known(filed=filed), None, ()
     need = lookups(message, config, classification)
+    kind = classification.kind
+    # Mail its class drops is decided by its class alone: nothing to wait for.
+    wanted = kind == "human" or getattr(config.classes, kind, "file") != "drop"
+    pending: list[str] = []
     prefixes = {t.prefix: t.name for t in config.record_types}
     tokens: dict[tuple[str, int], RecordRef] = {}
     for token in need.tokens:
@@ -100,12 +168,34 @@ def gather(
                 type=row["PartitionKey"], key=row["RecordKey"]
             )
             break
+        if wanted and _may_be_numbered(stores, prefixes[token.prefix], token.number):
+            pending.append(f"record {token} (not numbered yet, mail on its way)")
+            if may_wait:
+                return Known(), None, tuple(pending)
+    # A token or our signed reference names the record before the thread does (decide's
+    # layers a and b): then the thread's mail need not be waited for.
+    named = bool(tokens) or bool(_signed_records(message, signing_keys))
     thread: dict[str, RecordRef] = {}
     for mid in need.thread_ids:
-        record = _filed_record(stores, mid)
-        if record is not None:
-            thread[mid] = record
+        if id_key(mid) == message.key:
+            continue  # a mail that names itself waits for no one
+        state = _message_state(stores, mid)
+        if state.record is not None:
+            thread[mid] = state.record
             break
+        if state.pending and wanted and not named:
+            pending.append(f"<{mid}> (ingested, not yet filed)")
+            if may_wait:
+                return Known(), None, tuple(pending)
+    bounce_original = None
+    if need.bounce_original:
+        state = _message_state(stores, need.bounce_original)
+        bounce_original = state.record
+        attaches = kind == "bounce" and config.classes.bounce == "attach_to_original"
+        if state.pending and bounce_original is None and attaches:
+            pending.append(f"bounced <{need.bounce_original}> (ingested, not yet filed)")
+            if may_wait:
+                return Known(), None, tuple(pending)
     conversation = None
     if need.conversation_id:
         row = stores.table(CONVERSATIONS).get(
@@ -136,7 +226,6 @@ def gather(
                 kind=row.get("Kind", "guest"),
                 allowed=bool(row.get("Allowed", True)),
             )
-    bounce_original = _filed_record(stores, need.bounce_original) if need.bounce_original else None
     on_thread: dict[RecordRef, bool] = {}
     contact = sender is not None and sender.kind == "contact" and sender.allowed
     for ref in dict.fromkeys([*candidates, *_signed_records(message, signing_keys)]):
@@ -158,7 +247,7 @@ def gather(
         bounce_original=bounce_original,
         on_thread=on_thread,
     )
-    return known, slots
+    return known, slots, tuple(pending)
 
 
 def _signed_records(message: MailMessage, keys: Sequence[bytes]) -> list[RecordRef]:
@@ -276,6 +365,13 @@ def _shape_notes(message: MailMessage) -> tuple[str, ...]:
     return tuple(f"{n}; the raw mail is kept whole" for n in dict.fromkeys(notes))
 
 
+def _waited(waits: int, pending: Sequence[str]) -> str:
+    times = "once" if waits == 1 else f"{waits} times"
+    if pending:
+        return f"waited {times} for {', '.join(pending)}: decided without it"
+    return f"waited {times} for the mail it refers to to be filed"
+
+
 def _fitted(stores: Stores, plan: FilingPlan, text: str) -> FilingPlan:
     """The plan cut to fit its queue message (an 8 MB subject, thousands of recipients); a
     reply text cut short stays whole in Blob Storage. Raises `PlanTooLarge` (poison at once)
@@ -297,6 +393,83 @@ def _fitted(stores: Stores, plan: FilingPlan, text: str) -> FilingPlan:
     return fitted.model_copy(update={"entry": entry, "reasons": (*fitted.reasons, note)})
 
 
+def _claimed(
+    stores: Stores, message: MailMessage, plans: list[FilingPlan], now: datetime
+) -> list[FilingPlan]:
+    """The plans if this copy of the mail may file it, else a sighting of the copy that does.
+
+    One mail reaches several watched mailboxes (To support@, Cc billing@), and their copies
+    may be mapped by several workers at once: reading the message index and then filing lets
+    both file it. Inserting the claim row is the decision, and only one insert can win. The
+    winner's own redelivery (same mailbox and source id) finds its claim and files again,
+    idempotently; every other copy becomes a sighting and opens no record."""
+    first = plans[0] if plans else None
+    if first is None or first.action not in ("create", "attach") or first.record is None:
+        return plans
+    claim = {
+        "PartitionKey": message.key,
+        "RowKey": CLAIM,
+        "Mailbox": message.mailbox,
+        "SourceId": message.source_id[:1000],
+        "RecordType": first.record.type,
+        "RecordKey": first.record.key,
+        "ClaimedAt": now,
+    }
+    messages = stores.table(MESSAGES)
+    if messages.insert(claim) is not None:
+        return plans
+    held = messages.get(message.key, CLAIM)
+    if held is None or (held["Mailbox"], held["SourceId"]) == (
+        message.mailbox,
+        message.source_id[:1000],
+    ):
+        return plans  # our own claim (a redelivery), or one withdrawn meanwhile
+    why = (
+        f"another copy of this Message-ID (mailbox {held['Mailbox']!r}) files it: "
+        "recorded as a sighting"
+    )
+    log.info(
+        "map: mailbox=%s key=%s sighting: the copy in mailbox %s files it",
+        message.mailbox,
+        message.key[:40],
+        held["Mailbox"],
+    )
+    sighting = FilingPlan(
+        action="sighting",
+        message_key=first.message_key,
+        mailbox=first.mailbox,
+        source_id=first.source_id,
+        blob=first.blob,
+        folder=first.folder,
+        record=RecordRef(type=held["RecordType"], key=held["RecordKey"]),
+        mailbox_actions=first.mailbox_actions,
+        kind=first.kind,
+        sender=first.sender,
+        conversation_id=first.conversation_id,
+        reasons=(*first.reasons[:1], why),
+    )
+    return [sighting]
+
+
+def _wait(
+    stores: Stores, inbound: InboundMessage, message: MailMessage, wait: OrderWait, why: str
+) -> None:
+    """Put the mail back on the inbound queue, visible again after the wait's delay."""
+    delay = wait.delay(inbound.waits)
+    stores.queues.send(
+        INBOUND, inbound.model_copy(update={"waits": inbound.waits + 1}), delay_seconds=delay
+    )
+    log.info(
+        "map: mailbox=%s key=%s waits %ds (%d/%d) for %s",
+        message.mailbox,
+        message.key[:40],
+        delay,
+        inbound.waits + 1,
+        wait.max_waits,
+        why,
+    )
+
+
 def map_inbound(
     stores: Stores,
     config: Config,
@@ -304,18 +477,28 @@ def map_inbound(
     *,
     now: datetime,
     signing_keys: Sequence[bytes] = (),
+    wait: OrderWait = ORDER_WAIT,
 ) -> list[FilingPlan]:
+    """The mail's filing plans, queued; none when it waits for mail it refers to (then it is
+    back on the inbound queue, see `OrderWait`)."""
     inbound = decode(body, InboundMessage)
     message = parse_inbound(stores, inbound)
     classification = classify(message, own_mail(config))
-    known, slots = gather(
+    # Mail of a mailbox the configuration does not know fails as before (and goes to the
+    # poison queue with that reason) instead of waiting for mail that cannot file either.
+    may_wait = inbound.waits < wait.max_waits and config.mailbox(inbound.mailbox) is not None
+    known, slots, pending = gather(
         stores,
         config,
         message,
         classification,
         arrival_time(inbound.received_at, now),
         signing_keys,
+        may_wait=may_wait,
     )
+    if pending and may_wait:
+        _wait(stores, inbound, message, wait, pending[0])
+        return []
     text = reply_text(message.text)
 
     def decided(known: Known) -> list[FilingPlan]:
@@ -342,6 +525,7 @@ def map_inbound(
                 slots.in_use(),
             )
             plans = limited
+    plans = _claimed(stores, message, plans, now)
     if any(p.entry and p.entry.attachments for p in plans):
         stored = store_attachments(stores, message.raw)
         plans = [
@@ -365,6 +549,8 @@ def map_inbound(
             for p in plans
         ]
     notes = _shape_notes(message)
+    if inbound.waits:
+        notes = (*notes, _waited(inbound.waits, pending))
     if notes:
         plans = [p.model_copy(update={"reasons": (*p.reasons, *notes)}) for p in plans]
     plans = [_fitted(stores, plan, text) for plan in plans]

@@ -60,3 +60,20 @@ def number_row(number: int) -> str:
 
 def number_of_row(row_key: str) -> int:
     return _NUMBER_SPAN - int(row_key.removeprefix(NUMBER_ROWS))
+
+
+# A message's partition in the Messages table (PartitionKey: the message key) holds, besides
+# "msg" (where it is filed), "also-..." (further records), its drop/reject/hold rows and its
+# sightings ("s-..."):
+# - "i-..." one row per copy ingested (mailbox and source id), written before the copy is
+#   queued: the Message-ID is known to be on its way, so mail that refers to it can wait for it;
+# - "claim": the one copy that files the message, inserted by the map stage (an insert only
+#   one worker can win); every other copy becomes a sighting.
+INGESTED_ROWS = "i-"
+CLAIM = "claim"
+# Rows that end a message's way through the pipeline: filed, or recorded as not filed.
+SETTLED_ROWS = ("msg", "also-", "drop", "reject", "hold")
+
+
+def ingested_row(mailbox: str, source_id: str) -> str:
+    return INGESTED_ROWS + short_hash(mailbox, source_id)
