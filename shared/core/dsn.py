@@ -385,10 +385,20 @@ def _part_text(part: Message) -> str:
 
 
 def _message_id_of(headers: Message) -> str | None:
-    value = headers.get("Message-ID")
-    if value is None:
-        return None
-    return _clean_id(str(value))
+    # The stored value, not get(): compat32 turns undecodable bytes into "?" there, and an
+    # RFC 6532 id (UTF-8 after the @) must read as the map stage keys the original.
+    for name, value in headers.raw_items():
+        if name.strip().lower() == "message-id":
+            return _clean_id(_utf8(str(value)))
+    return None
+
+
+def _utf8(value: str) -> str:
+    """A header value parsed from bytes holds its non-ASCII bytes as surrogates: UTF-8 again."""
+    try:
+        return value.encode("ascii", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        return value
 
 
 # --- field cleaning ----------------------------------------------------------------------------

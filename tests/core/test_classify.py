@@ -464,6 +464,21 @@ def test_original_id_from_headers() -> None:
     assert dsn.original_message_id == "orig-9@ours.example"
 
 
+@pytest.mark.parametrize("domain", ["почта.example", "例え.jp", "mx.example"])
+def test_the_returned_originals_utf8_message_id_is_read_whole(domain: str) -> None:
+    """RFC 6532 ids after the @ (in a message/rfc822 part and in text/rfc822-headers)."""
+    for kind in ("message/rfc822", "text/rfc822-headers"):
+        raw = (
+            "From: MAILER-DAEMON@mx.example\r\nTo: a@b.example\r\nSubject: Undelivered Mail\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status;"
+            " boundary=XX\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nfailed\r\n--XX\r\n"
+            f"Content-Type: {kind}\r\n\r\nMessage-ID: <c4.m4@{domain}>\r\nSubject: hi\r\n\r\n"
+            "body\r\n--XX--\r\n"
+        ).encode()
+        dsn = classify(parse_message(raw, mailbox="m", source_id="1"), OWN).dsn
+        assert dsn is not None and dsn.original_message_id == f"c4.m4@{domain}", kind
+
+
 def test_arf_feedback_report_is_not_a_bounce() -> None:
     raw = b"""\
 From: feedbackloop@isp.example
