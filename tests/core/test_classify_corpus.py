@@ -11,7 +11,6 @@ repo: a missing one fails the run (it is never skipped). Run with ``-s`` to see 
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -22,9 +21,7 @@ import pytest
 from shared.core.classify import Classification, classify
 from shared.core.mime import parse_message
 
-CORPORA = Path(
-    os.environ.get("MAILFILER_CORPORA", Path(__file__).resolve().parents[1] / "data" / "corpora")
-)
+CORPORA = Path(Path(__file__).resolve().parents[1] / "data" / "corpora")
 BOUNCES = sorted((CORPORA / "bounces").rglob("*.eml"))
 REPLIES = sorted(
     p for p in (CORPORA / "replies").rglob("*") if p.is_file() and p.suffix in {".eml", ".txt"}

@@ -1,13 +1,11 @@
 """Every real-world mail in the shared corpora parses, and a few parse to known values.
 
 The corpora live in the repo (tests/data/corpora, see its READMEs); a missing one fails the
-run. `MAILFILER_CORPORA` points elsewhere. The reply bodies (.txt) have no headers and are
-parsed as raw mail too.
+run. The reply bodies (.txt) have no headers and are parsed as raw mail too.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,9 +14,7 @@ import pytest
 from shared.core.message import Address, id_key
 from shared.core.mime import parse_message
 
-CORPORA = Path(
-    os.environ.get("MAILFILER_CORPORA", Path(__file__).resolve().parents[1] / "data" / "corpora")
-)
+CORPORA = Path(Path(__file__).resolve().parents[1] / "data" / "corpora")
 FILES = sorted(p for p in CORPORA.rglob("*") if p.is_file() and p.suffix in {".eml", ".txt"})
 
 

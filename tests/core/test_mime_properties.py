@@ -8,7 +8,6 @@ that break header parsers. Runs are derandomized so CI sees the same examples ev
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -17,9 +16,7 @@ from hypothesis import strategies as st
 from shared.core.message import MailMessage
 from shared.core.mime import parse_message
 
-CORPORA = Path(
-    os.environ.get("MAILFILER_CORPORA", Path(__file__).resolve().parents[1] / "data" / "corpora")
-)
+CORPORA = Path(Path(__file__).resolve().parents[1] / "data" / "corpora")
 SEEDS = [p.read_bytes() for p in sorted(CORPORA.rglob("*.eml"))]
 
 FUZZ = settings(
