@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Literal
 
@@ -228,17 +228,7 @@ class Table:
             )
         if not ops:
             return True
-        if len(ops) > MAX_BATCH_OPERATIONS or len({o[1]["PartitionKey"] for o in ops}) > 1:
-            raise StorageLimitError(
-                f"table {self.name}: a transaction is one partition, <= 100 rows"
-            )
-        try:
-            self.client.submit_transaction(ops)
-        except TableTransactionError as exc:
-            if getattr(exc, "error_code", None) == "EntityAlreadyExists":
-                return False
-            raise
-        return True
+        return self._submit(ops, ("EntityAlreadyExists",))
 
     def transact_if_unchanged(
         self, operations: Iterable[tuple[Mapping[str, Any], str | None]]
@@ -265,6 +255,13 @@ class Table:
                     },
                 )
             )
+        try:
+            return self._submit(ops, _LOST_RACE)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            return False
+
+    def _submit(self, ops: list[Any], lost: Container[str]) -> bool:
+        """One partition's transaction; False when it failed with one of the `lost` codes."""
         if len(ops) > MAX_BATCH_OPERATIONS or len({o[1]["PartitionKey"] for o in ops}) > 1:
             raise StorageLimitError(
                 f"table {self.name}: a transaction is one partition, <= 100 rows"
@@ -272,11 +269,9 @@ class Table:
         try:
             self.client.submit_transaction(ops)
         except TableTransactionError as exc:
-            if getattr(exc, "error_code", None) in _LOST_RACE:
+            if getattr(exc, "error_code", None) in lost:
                 return False
             raise
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-            return False
         return True
 
     def upsert_batch(self, entities: Iterable[Mapping[str, Any]]) -> int:
