@@ -15,7 +15,12 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 
 from .keys import short_hash
@@ -94,18 +99,35 @@ def take_lease(
     row = table.get(partition, name)
     entity = {"PartitionKey": partition, "RowKey": name, "Holder": holder, "Until": now + hold}
     if row is None:
-        return table.insert(entity) is not None
-    until = row.get("Until")
-    if isinstance(until, datetime) and until > now and row.get("Holder") != holder:
-        return False
-    return table.update_if_unchanged(entity, row["_etag"])
-
-
-def release_lease(table: Table, partition: str, name: str, holder: str) -> None:
+        won = table.insert(entity) is not None
+    else:
+        until = row.get("Until")
+        if isinstance(until, datetime) and until > now and row.get("Holder") != holder:
+            return False
+        won = table.update_if_unchanged(entity, row["_etag"])
+    if won:
+        return True
+    # A write that succeeded but whose answer was lost is retried by the SDK and then reported
+    # as a conflict with itself: read who holds it, or the lease is held by nobody until it
+    # lapses.
     row = table.get(partition, name)
-    if row is not None and row.get("Holder") == holder:
-        with contextlib.suppress(HttpResponseError):
+    return row is not None and row.get("Holder") == holder
+
+
+def release_lease(table: Table, partition: str, name: str, holder: str, attempts: int = 3) -> None:
+    """Give the lease back. Tried a few times (each with the SDK's own retries): a release lost
+    to a storage fault would keep every other poller out until the lease lapses (minutes)."""
+    for attempt in range(attempts):
+        try:
+            row = table.get(partition, name)
+            if row is None or row.get("Holder") != holder:
+                return
             table.update_if_unchanged(
                 {"PartitionKey": partition, "RowKey": name, "Holder": "", "Until": _EPOCH},
                 row["_etag"],
             )
+            return
+        except AzureError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
