@@ -33,6 +33,11 @@ class SourceBusy(Exception):
         self.retry_after = retry_after
 
 
+class SourceUnavailable(Exception):
+    """A transient failure talking to the server (connection lost, timeout, a 5xx answer): the
+    work is retried later as it is (idempotent), never dropped and never counted as done."""
+
+
 @dataclass(frozen=True)
 class ActionResult:
     action: MailboxAction
