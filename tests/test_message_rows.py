@@ -21,7 +21,7 @@ from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
 from shared.cli.azurite import Azurite, free_port
 from shared.cli.local_http import LocalHttpServer
-from shared.cli.operations import cmd_messages_by_source
+from shared.cli.operations import cmd_messages_by_source, cmd_messages_show
 from shared.core.config import parse_config
 from shared.core.contracts import InboundMessage
 from shared.core.message import id_key
@@ -212,6 +212,30 @@ def test_ingested_but_not_yet_mapped_mail_is_named_by_source_id(
     source = str(sample_dir / "08-no-message-id.eml")
     assert cmd_messages_by_source(context.stores, ["sample"], source, as_json=False) == 0
     assert "not mapped yet" in capsys.readouterr().out
+
+
+def test_ingested_mail_is_pending_until_it_is_filed(
+    context: AppContext, sample_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Between ingest and filing a Message-ID is known (its `i-` row): `messages show` says
+    pending and names the copy, instead of knowing nothing."""
+    (sample_dir / "30-pending.eml").write_text(
+        "From: Кира <kira@example.org>\nTo: support@mailfiler.example\nSubject: 待处理\n"
+        "Date: Tue, 24 Nov 2026 09:00:00 +0000\nMessage-ID: <pending-1@example.org>\n\nТекст\n",
+        encoding="utf-8",
+    )
+    poll_all(context, NOW)  # ingested and queued; nothing mapped
+    status = message_status(context.stores, "<pending-1@example.org>")
+    assert status is not None and status["status"] == "pending", status
+    (copy,) = status["ingested"]
+    assert copy["mailbox"] == "sample"
+    assert copy["source_id"] == str(sample_dir / "30-pending.eml")
+    assert cmd_messages_show(context.stores, "<pending-1@example.org>", as_json=False) == 0
+    assert "pending: ingested, not filed yet" in capsys.readouterr().out
+    local_host(context.stores.queues).drain()
+    status = message_status(context.stores, "<pending-1@example.org>")
+    assert status is not None and status["status"] == "filed"
+    assert [c["source_id"] for c in status["ingested"]] == [copy["source_id"]]
 
 
 class Api:

@@ -109,7 +109,15 @@ def _print_status(status: dict[str, Any]) -> None:
         print(f"  source {unfiled['source_id']}")
         for reason in unfiled["reasons"]:
             print(f"  - {reason}")
-    if not status["filed"] and not status["unfiled"]:
+    if status.get("status") == "pending":
+        print("pending: ingested, not filed yet (queued, waiting for mail it refers to, or see")
+        print("  `mailfiler poison list`)")
+        for copy in status.get("ingested", []):
+            print(
+                f"  ingested {copy['ingested_at']}  {copy['mailbox']}  {copy['folder'] or '-'}  "
+                f"{_safe(str(copy['source_id']))}"
+            )
+    elif not status["filed"] and not status["unfiled"]:
         print("not filed (only sightings are recorded)")
     print(f"sightings: {len(status['sightings'])}")
     for sighting in status["sightings"]:

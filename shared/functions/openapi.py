@@ -111,11 +111,16 @@ class ReplyQueued(BaseModel):
 class MessageStatus(BaseModel):
     key: str
     message_id: str | None
-    status: str | None = Field(description="filed, dropped, rejected or held")
+    status: str | None = Field(
+        description="filed, dropped, rejected or held; pending while ingested, not yet settled"
+    )
     filed: dict[str, Any] | None = Field(description="the record it is filed on, and why")
     also: list[dict[str, Any]] = Field(description="further records one mail opened")
     unfiled: list[dict[str, Any]] = Field(description="why it was dropped, rejected or held")
     sightings: list[dict[str, Any]]
+    ingested: list[dict[str, Any]] = Field(
+        default_factory=list, description="each copy ingested (mailbox, source id, folder, when)"
+    )
 
 
 class SourceCopy(BaseModel):

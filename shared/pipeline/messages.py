@@ -12,6 +12,7 @@ from typing import Any
 
 from ..core.message import MAX_HEX_ID_BYTES, id_key
 from ..core.mime import parse_message
+from ..store.keys import CLAIM, INGESTED_ROWS
 from ..store.stores import INGEST, MESSAGES, RECORDS, Stores
 from .ingest import source_key
 
@@ -71,7 +72,9 @@ def message_status(stores: Stores, key: str) -> dict[str, Any] | None:
         "also": [],
         "unfiled": [],
         "sightings": [],
+        "ingested": [],
     }
+    claimed = False
     for row in sorted(rows, key=lambda r: str(r["RowKey"])):
         rk = str(row["RowKey"])
         if rk == "msg" or rk.startswith("also-"):
@@ -107,6 +110,20 @@ def message_status(stores: Stores, key: str) -> dict[str, Any] | None:
                     "reasons": _reasons(row),
                 }
             )
+        elif rk.startswith(INGESTED_ROWS):
+            # A copy ingested (written before it was queued): on its way until a row above
+            # settles the message.
+            out["ingested"].append(
+                {
+                    "mailbox": row.get("Mailbox"),
+                    "source_id": row.get("SourceId"),
+                    "folder": row.get("Folder"),
+                    "ingested_at": _iso(row.get("IngestedAt")),
+                    "blob": row.get("Blob"),
+                }
+            )
+        elif rk == CLAIM:
+            claimed = True
         elif rk.startswith("s-"):
             out["sightings"].append(
                 {
@@ -119,13 +136,17 @@ def message_status(stores: Stores, key: str) -> dict[str, Any] | None:
             )
     out["sightings"].sort(key=lambda s: s["seen_at"] or "")
     out["unfiled"].sort(key=lambda u: u["at"] or "")
-    out["status"] = (
-        "filed"
-        if out["filed"]
-        else STATUS[out["unfiled"][-1]["action"]]
-        if out["unfiled"]
-        else None
-    )
+    out["ingested"].sort(key=lambda i: i["ingested_at"] or "")
+    if out["filed"]:
+        out["status"] = "filed"
+    elif out["unfiled"]:
+        out["status"] = STATUS[out["unfiled"][-1]["action"]]
+    elif out["ingested"] or claimed:
+        # Ingested (or being filed by the worker that claimed it), not settled yet: queued,
+        # waiting for mail it refers to, or in a poison queue.
+        out["status"] = "pending"
+    else:
+        out["status"] = None
     return out
 
 
