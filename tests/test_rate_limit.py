@@ -26,6 +26,7 @@ from shared.sources.base import MailboxSource, SourceMessage
 from shared.sources.registry import open_source
 from shared.store.account import StorageSettings
 from shared.store.keys import SLOT_ROWS, contact_partition
+from shared.store.sender_slots import keep_for, prune_slots
 from shared.store.stores import (
     CONTACTS,
     FILING,
@@ -251,3 +252,25 @@ def test_redelivery_takes_no_second_slot_and_a_held_mail_can_still_be_released(
     filed = stores.table(MESSAGES).get(key_of(STORM, 3), "msg")
     assert filed is not None and filed["RecordKey"] == record["RowKey"]
     assert slot_holders(stores, STORM) == 3  # a release takes no slot
+
+
+def test_slot_rows_nobody_wrote_for_two_windows_are_pruned_and_the_rest_kept(
+    stores: Stores, azurite: Azurite, tmp_path: Path
+) -> None:
+    """Slot rows only grow the Contacts table once no claim can read them: the daily sweep
+    deletes those the service has not seen written for two windows (at least two days), and
+    keeps contacts and fresh slots."""
+    config = make_config(tmp_path, per_sender=3, window=60)
+    ingest(stores, [(STORM, n, NOW, NOW) for n in range(2)])
+    run_workers(azurite, config, tmp_path)
+    contacts = stores.table(CONTACTS)
+    partition = contact_partition(STORM)
+    slots = [r for r in contacts.partition(partition) if r["RowKey"].startswith(SLOT_ROWS)]
+    assert len(slots) >= 2 and slot_holders(stores, STORM) == 2
+    real_now = datetime.now(UTC)  # the service stamps rows with its own clock
+    window = timedelta(minutes=60)
+    assert prune_slots(contacts, real_now, window) == 0  # written just now: kept
+    assert keep_for(window) == timedelta(days=2) and keep_for(timedelta(days=3)) == timedelta(6)
+    assert prune_slots(contacts, real_now + timedelta(days=2, minutes=1), window) == len(slots)
+    left = [r["RowKey"] for r in contacts.partition(partition)]
+    assert left and not [k for k in left if k.startswith(SLOT_ROWS)]  # the contact row stays

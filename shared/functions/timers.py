@@ -72,15 +72,17 @@ RETENTION_SCHEDULE = "0 15 3 * * *"  # daily at 03:15 UTC
 
 @bp.timer_trigger(schedule=RETENTION_SCHEDULE, arg_name="timer", run_on_startup=False)
 def apply_retention(timer: func.TimerRequest) -> None:
-    """Delete handled mail whose mailbox keeps it only `delete_after_days`."""
+    """Delete handled mail whose mailbox keeps it only `delete_after_days`, and rate-limit
+    slot rows no claim reads any more."""
     load()
     from ..pipeline.context import get_context
-    from ..pipeline.retention import run_retention
+    from ..pipeline.retention import prune_rate_limit_slots, run_retention
 
     if timer.past_due:
         log.info("retention: timer is past due; running now")
     summary = run_retention(get_context(), datetime.now(UTC))
     log.info("retention: %s", summary)
+    prune_rate_limit_slots(get_context(), datetime.now(UTC))
 
 
 TELEMETRY_SCHEDULE = "0 */5 * * * *"  # every five minutes

@@ -112,3 +112,16 @@ def run_retention(ctx: AppContext, now: datetime) -> RetentionSummary:
 def _forget(table: Table, row: dict[str, Any]) -> None:
     with contextlib.suppress(ResourceNotFoundError):
         table.delete(row["PartitionKey"], row["RowKey"])
+
+
+def prune_rate_limit_slots(ctx: AppContext, now: datetime) -> int:
+    """The daily sweep's second part: per-sender rate-limit slot rows no claim can read any
+    more (table Contacts, `shared/store/sender_slots.py`)."""
+    from ..store.sender_slots import prune_slots
+    from ..store.stores import CONTACTS
+
+    window = timedelta(minutes=ctx.config.rate_limit.window_minutes)
+    deleted = prune_slots(ctx.stores.table(CONTACTS), now, window)
+    if deleted:
+        log.info("retention: pruned %d rate-limit slot rows", deleted)
+    return deleted

@@ -20,12 +20,17 @@ that finds its own hash in a slot already holds it (a redelivered map): never a 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableTransactionError
+
 from .keys import CONTACT, SLOT_ROWS, short_hash, slot_row
-from .tables import Entity, Table
+from .tables import MAX_BATCH_OPERATIONS, Entity, Table
 
 # Each lost race means another claim was committed, so a claimer loses at most about
 # `per_sender` of them before every slot is taken; past this, the queue retries the mail.
@@ -130,3 +135,59 @@ def sender_rows(
         else:
             slots[row["RowKey"]] = row
     return contact, slots
+
+
+def prune_slots(table: Table, now: datetime, window: timedelta) -> int:
+    """Delete slot rows nobody wrote for `keep_for(window)`: a claim reads only the buckets a
+    window either side of a mail's arrival, so old rows only grow the table (one to three per
+    admitted mail). Selected by the service's own last-write time (`Timestamp`), so the slots
+    a backfill of old mail is claiming now are kept whatever their buckets. Returns how many
+    were deleted."""
+    cutoff = now - keep_for(window)
+    by_partition: dict[str, list[tuple[str, str]]] = {}
+    for row in table.client.query_entities(
+        "RowKey ge @low and RowKey lt @high and Timestamp lt @cutoff",
+        parameters={"low": SLOT_ROWS, "high": _after_prefix(SLOT_ROWS), "cutoff": cutoff},
+        select=["PartitionKey", "RowKey"],
+    ):
+        key = (str(row["RowKey"]), str(row.metadata.get("etag")))
+        by_partition.setdefault(str(row["PartitionKey"]), []).append(key)
+    deleted = 0
+    for partition, keys in by_partition.items():
+        for start in range(0, len(keys), MAX_BATCH_OPERATIONS):
+            deleted += _delete_unchanged(
+                table, partition, keys[start : start + MAX_BATCH_OPERATIONS]
+            )
+    return deleted
+
+
+def _delete_unchanged(table: Table, partition: str, keys: list[tuple[str, str]]) -> int:
+    """Delete these rows unless a claim wrote one since it was read (its ETag changed): one
+    transaction, or row by row when one of them changed or is gone."""
+    guard = {"match_condition": MatchConditions.IfNotModified}
+    try:
+        table.client.submit_transaction(
+            [
+                ("delete", {"PartitionKey": partition, "RowKey": rk}, {"etag": etag, **guard})
+                for rk, etag in keys
+            ]
+        )
+        return len(keys)
+    except TableTransactionError:
+        pass
+    deleted = 0
+    for rk, etag in keys:
+        with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+            table.client.delete_entity(partition, rk, etag=etag, **guard)
+            deleted += 1
+    return deleted
+
+
+def keep_for(window: timedelta) -> timedelta:
+    """How long an unwritten slot row is kept: two windows, and never less than two days."""
+    return max(2 * window, timedelta(days=2))
+
+
+def _after_prefix(prefix: str) -> str:
+    """The smallest string after every string that starts with `prefix`."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
