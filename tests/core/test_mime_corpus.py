@@ -31,6 +31,11 @@ def test_every_corpus_file_parses(path: Path) -> None:
     assert msg.raw == raw
     assert msg.size == len(raw)
     assert msg.date is None or msg.date.tzinfo is not None
+    # Real mail parses in full: the never-raise fallback (no body, no headers) must not be
+    # what satisfies the checks here.
+    assert not [d for d in msg.defects if d.startswith("parser-failed")], msg.defects
+    if path.suffix == ".eml":
+        assert msg.headers, "a mail file with a header block parses to its headers"
     # Everything we hand on must survive UTF-8 encoding (Table Storage, JSON).
     for value in (msg.subject, msg.text, *(v for _, v in msg.headers)):
         value.encode("utf-8")
