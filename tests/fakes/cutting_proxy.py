@@ -11,6 +11,8 @@ an IMAP command such as ``b" MOVE "``, a SOAP operation such as ``b"<m:MoveItem"
   survive).
 * ``answer(pattern, reply)``: the server never sees the request; the client gets
   ``reply(request)`` instead (an IMAP ``NO [UNAVAILABLE]``, a throttling message).
+* ``before(pattern, action)``: ``action()`` runs, then the request goes on (another client
+  acting at that very moment: creating the folder our CREATE names).
 
 Each rule fires ``times`` times (connections are matched in the order requests arrive).
 :attr:`matched` keeps every request a rule fired on. A chunk is what one ``recv`` returns: on
@@ -31,9 +33,10 @@ from types import TracebackType
 @dataclass
 class _Rule:
     pattern: bytes
-    kind: str  # "drop" | "lose-answer" | "answer"
+    kind: str  # "drop" | "lose-answer" | "answer" | "before"
     remaining: int
     reply: Callable[[bytes], bytes] | None = None
+    action: Callable[[], None] | None = None
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -69,6 +72,10 @@ class CuttingProxy:
     def answer(self, pattern: bytes, reply: Callable[[bytes], bytes], times: int = 1) -> None:
         with self._lock:
             self._rules.append(_Rule(pattern, "answer", times, reply))
+
+    def before(self, pattern: bytes, action: Callable[[], None], times: int = 1) -> None:
+        with self._lock:
+            self._rules.append(_Rule(pattern, "before", times, action=action))
 
     def _match(self, chunk: bytes) -> _Rule | None:
         with self._lock:
@@ -158,6 +165,10 @@ class CuttingProxy:
                     break
                 elif rule.kind == "lose-answer":
                     lose_answer.set()
+                    upstream.sendall(chunk)
+                elif rule.kind == "before":
+                    assert rule.action is not None
+                    rule.action()
                     upstream.sendall(chunk)
                 else:
                     assert rule.reply is not None
