@@ -113,14 +113,29 @@ def account_for(mailbox: EwsMailbox, environ: Any = None) -> Any:
         found = _accounts.get(key)
     if found is not None:
         return found
-    account = Account(
-        primary_smtp_address=mailbox.email,
-        config=config,
-        autodiscover=mailbox.autodiscover,
-        access_type=access,
-    )
+    with key_lock(key):  # workers starting at once build one account, not one each
+        with _lock:
+            found = _accounts.get(key)
+        if found is not None:
+            return found
+        account = Account(
+            primary_smtp_address=mailbox.email,
+            config=config,
+            autodiscover=mailbox.autodiscover,
+            access_type=access,
+        )
+        with _lock:
+            return _accounts.setdefault(key, account)
+
+
+_key_locks: dict[tuple[Any, ...], threading.Lock] = {}
+
+
+def key_lock(key: tuple[Any, ...]) -> threading.Lock:
+    """A lock per cache key: the first thread builds (an account, a folder), the others wait
+    for it instead of sending the same requests."""
     with _lock:
-        return _accounts.setdefault(key, account)
+        return _key_locks.setdefault(key, threading.Lock())
 
 
 def back_off_seconds(message_xml: Any) -> float | None:

@@ -62,7 +62,7 @@ from ...core.contracts import EventChange, FlagChange, MailboxAction
 from ...store.keys import short_hash
 from ...store.stores import EWS_STATE, TASK_CHANGES, Stores
 from ..base import ActionResult, SourceBusy, SourceMessage, SourceUnavailable
-from .connection import DEFAULT_BACK_OFF, account_for
+from .connection import DEFAULT_BACK_OFF, account_for, key_lock
 
 log = logging.getLogger(__name__)
 FETCH_CHUNK = 100  # items per GetItem
@@ -197,15 +197,20 @@ class EwsSource:
             found = _FOLDERS.get(key)
         if found is not None:
             return found
-        account = self.account
-        lowered = name.lower()
-        if lowered in DISTINGUISHED and "/" not in name:
-            self.calls += 1
-            folder = getattr(account, DISTINGUISHED[lowered])
-        else:
-            folder = self._walk(name, create=create)
-        with _FOLDERS_LOCK:
-            return _FOLDERS.setdefault(key, folder)
+        with key_lock(("folder", *key)):  # one worker resolves, the others wait for it
+            with _FOLDERS_LOCK:
+                found = _FOLDERS.get(key)
+            if found is not None:
+                return found
+            account = self.account
+            lowered = name.lower()
+            if lowered in DISTINGUISHED and "/" not in name:
+                self.calls += 1
+                folder = getattr(account, DISTINGUISHED[lowered])
+            else:
+                folder = self._walk(name, create=create)
+            with _FOLDERS_LOCK:
+                return _FOLDERS.setdefault(key, folder)
 
     def _folder_key(self, name: str) -> tuple[str, str, str]:
         return (self.mailbox.endpoint, self.mailbox.email.lower(), name.strip("/").lower())
