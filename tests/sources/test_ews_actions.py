@@ -99,7 +99,11 @@ def test_two_filings_racing_to_create_the_folder_both_move_into_one_folder(
     parent = "Mailfiler/Erledigt"
     fake.add_folder(ANN, "Mailfiler")
     fake.add_folder(ANN, "Erledigt", "Mailfiler")
-    fake.before("CreateFolder", lambda: fake.add_folder(ANN, "Δικαστήριο", parent))
+
+    def other_worker() -> None:
+        fake.add_folder(ANN, "Δικαστήριο", parent)
+
+    fake.before("CreateFolder", other_worker)
     results = source(fake, stores).apply(first, FILE)
     assert [r.done for r in results] == [True, True, True]
     assert fake.calls["CreateFolder"] == 1  # ours, answered ErrorFolderExists
@@ -244,9 +248,7 @@ def test_a_lost_answer_is_retried_without_a_second_move(fake: FakeEws, stores: S
     assert fake.calls["MoveItem"] == 1 and len(in_target(fake)) == 1
 
 
-def test_a_request_lost_on_the_way_is_retried_and_done_once(
-    fake: FakeEws, stores: Stores
-) -> None:
+def test_a_request_lost_on_the_way_is_retried_and_done_once(fake: FakeEws, stores: Stores) -> None:
     (item,) = fake.add_messages(ANN, "inbox", [mail(1)])
     with CuttingProxy(int(fake.url.split(":")[2].split("/")[0])) as proxy:
         url = f"http://127.0.0.1:{proxy.port}/EWS/Exchange.asmx"

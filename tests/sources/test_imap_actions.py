@@ -24,6 +24,7 @@ pytestmark = pytest.mark.azurite
 USER, PASSWORD = "support@example.test", "imap-password"
 TARGET = "Erledigt/Geprüft"  # UTF-7 on the wire; Dovecot nests with "."
 WIRE = "Erledigt.Geprüft"
+THROTTLED = "BAD Request is throttled. Suggested Backoff Time: 93542 milliseconds"  # Microsoft 365
 FILE = [
     MailboxAction(action="mark_read"),
     MailboxAction(action="categorize", category="Mailfiler"),
@@ -119,9 +120,7 @@ def test_two_filings_racing_to_create_the_folder_both_move_into_it(
     assert folder_state(dovecot, "INBOX") == []
 
 
-def test_filings_in_threads_all_move_into_one_new_folder(
-    dovecot: Dovecot, stores: Stores
-) -> None:
+def test_filings_in_threads_all_move_into_one_new_folder(dovecot: Dovecot, stores: Stores) -> None:
     ids = deliver(dovecot, 6)
     barrier = threading.Barrier(len(ids))
     errors: list[BaseException] = []
@@ -213,7 +212,7 @@ def test_a_command_lost_on_the_way_is_retried_and_done_once(
         (b" SELECT ", "NO [UNAVAILABLE] Mailbox is temporarily unavailable", 60.0),
         (b" LOGIN ", "NO [UNAVAILABLE] Temporary authentication failure", 60.0),
         (b" MOVE ", "NO [LIMIT] Too many commands", 120.0),
-        (b" STORE ", "BAD Request is throttled. Suggested Backoff Time: 93542 milliseconds", 93.542),
+        (b" STORE ", THROTTLED, 93.542),
     ],
     ids=["unavailable-select", "unavailable-login", "limit", "microsoft-365"],
 )
@@ -248,3 +247,29 @@ def test_a_wrong_password_is_neither_busy_nor_transient(dovecot: Dovecot, stores
         src.apply(item, FILE)
     assert not isinstance(caught.value, SourceUnavailable)
     assert "wrong" not in str(caught.value)
+
+
+@pytest.fixture
+def dovecot_without_move() -> Iterator[Dovecot]:
+    if not available():
+        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
+    server = Dovecot(capability="IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS")
+    server.add_user(USER, PASSWORD)
+    with server:
+        yield server
+
+
+@pytest.mark.parametrize("lost", [b" COPY ", b"FLAGS.SILENT (\\Deleted)", b" EXPUNGE"])
+def test_without_move_a_lost_answer_never_makes_a_second_copy(
+    dovecot_without_move: Dovecot, stores: Stores, lost: bytes
+) -> None:
+    dovecot = dovecot_without_move
+    (item,) = deliver(dovecot, 1)
+    with CuttingProxy(dovecot.port) as proxy:
+        proxy.cut(lost, deliver=True)  # Dovecot does it; the answer is lost
+        with pytest.raises(SourceUnavailable):
+            source(proxy.port, stores).apply(item, FILE)
+        assert len(proxy.matched) == 1
+        source(proxy.port, stores).apply(item, FILE)
+    assert folder_state(dovecot, WIRE) == [("Frage 0", True)]
+    assert folder_state(dovecot, "INBOX") == []

@@ -105,6 +105,7 @@ class ImapSource:
         self._cache: dict[str, SourceMessage] = {}
         self._delimiter: str | None = None
         self._gmail_ids: set[int] = set()  # X-GM-MSGIDs listed in this poll
+        self._message_id: str | None = None  # of the message `apply` works on (COPY servers)
 
     # -- connection --------------------------------------------------------------------------
 
@@ -424,8 +425,12 @@ class ImapSource:
                     for a in actions
                 ]
             client = self._connect()
+            items = [b"FLAGS"]
+            copying = any(a.action == "move" for a in actions) and not client.has_capability("MOVE")
+            if copying:  # COPY is not atomic: a retry looks for an earlier copy by Message-ID
+                items.append(b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]")
             self._count(1)
-            found = client.fetch([uid], [b"FLAGS"]).get(uid)
+            found = client.fetch([uid], items).get(uid)
             if found is None:
                 log.info(
                     "imap: mailbox=%s folder=%s uid=%d is gone: left alone",
@@ -435,6 +440,10 @@ class ImapSource:
                 )
                 return [ActionResult(a, False, GONE_DETAIL) for a in actions]
             flags = set(found.get(b"FLAGS", ()))
+            header = next((v for k, v in found.items() if k.startswith(b"BODY[HEADER")), b"")
+            self._message_id = (
+                BytesHeaderParser().parsebytes(bytes(header or b"")).get("Message-ID")
+            )
             return self._apply_all(client, info, folder, uid, flags, actions)
         except (ImapError, SourceBusy):
             raise
@@ -499,10 +508,31 @@ class ImapSource:
         if client.has_capability("MOVE"):
             self._with_folder(client, target, lambda: client.move([uid], target))
         else:
-            if DELETED not in flags:  # else an earlier attempt copied it already
+            # COPY + \\Deleted + EXPUNGE: an attempt that died after its COPY left a copy in the
+            # target (found by Message-ID) or the \\Deleted flag; a retry does not copy again.
+            if DELETED not in flags and not self._copied(client, folder, target):
                 self._with_folder(client, target, lambda: client.copy([uid], target))
             self._expunge(client, uid)
         return ActionResult(action, True, f"moved to {target_name}")
+
+    def _copied(self, client: IMAPClient, folder: str, target: str) -> bool:
+        """Whether `target` already holds a message with this one's Message-ID (EXAMINE,
+        SEARCH, then `folder` selected again); False when the target does not exist yet."""
+        message_id = str(self._message_id or "").strip()
+        if not message_id:
+            return False
+        try:
+            try:
+                self._count(1)
+                client.select_folder(target, readonly=True)
+            except IMAPClientError as exc:
+                if isinstance(exc, IMAPClientAbortError):
+                    raise
+                return False  # no such folder: nothing copied there
+            self._count(1)
+            return bool(client.search(["HEADER", "Message-ID", message_id]))
+        finally:  # a failed SELECT leaves no folder selected either (RFC 3501)
+            self._select(folder, readonly=False)
 
     def _with_folder(self, client: IMAPClient, target: str, command: Any) -> None:
         """Run a MOVE/COPY/APPEND into `target`; when the server says the folder is missing
