@@ -265,6 +265,8 @@ def test_without_move_a_lost_answer_never_makes_a_second_copy(
 ) -> None:
     dovecot = dovecot_without_move
     (item,) = deliver(dovecot, 1)
+    with client(dovecot) as c:  # so the first COPY lands (else it answers [TRYCREATE])
+        c.create_folder(WIRE)
     with CuttingProxy(dovecot.port) as proxy:
         proxy.cut(lost, deliver=True)  # Dovecot does it; the answer is lost
         with pytest.raises(SourceUnavailable):
