@@ -440,9 +440,7 @@ class FakeEws:
         None leaves the value out. Nothing is changed in the mailbox."""
         with self._lock:
             self._faults.append(
-                _Fault(
-                    operation, "ErrorServerBusy", times, not in_message, back_off_ms=back_off_ms
-                )
+                _Fault(operation, "ErrorServerBusy", times, not in_message, back_off_ms=back_off_ms)
             )
 
     def fail_next(

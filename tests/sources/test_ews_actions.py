@@ -281,3 +281,18 @@ def test_no_request_before_the_back_off_ends_through_the_poll(
         assert time.monotonic() >= busy_at + 3.0
     finally:
         set_context(None)
+
+
+def test_a_watched_folder_deleted_and_made_again_is_found_again(
+    fake: FakeEws, stores: Stores
+) -> None:
+    fake.add_folder(ANN, "Fälle", "inbox")
+    mailbox = parse_config(config_yaml(fake.url, "    folders: [Inbox/Fälle]\n")).mailbox("ews")
+    assert isinstance(mailbox, EwsMailbox)
+    assert list(EwsSource(mailbox, stores).refs()) == []
+    fake.delete_folder(ANN, "Inbox/Fälle")
+    with pytest.raises(OSError, match="ErrorFolderNotFound"):
+        EwsSource(mailbox, stores).refs()
+    fake.add_folder(ANN, "Fälle", "inbox")  # the user makes it again: a new id
+    fake.add_messages(ANN, "Inbox/Fälle", [mail(1)])
+    assert len(EwsSource(mailbox, stores).refs()) == 1

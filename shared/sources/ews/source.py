@@ -307,7 +307,11 @@ class EwsSource:
                 if budget <= 0:
                     self.more = True
                     break
-                ids.extend(self._sync(name, row.get("SyncState"), budget))
+                try:
+                    ids.extend(self._sync(name, row.get("SyncState"), budget))
+                except FOLDER_GONE:  # deleted or recreated: the next poll resolves it again
+                    self._forget(name)
+                    raise
         self._order = ids
         return ids
 
