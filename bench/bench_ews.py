@@ -10,6 +10,10 @@ every item arrived, so a figure is never one of a broken sync).
 2. Through the whole pipeline: polls (500 items each, the default cap) until caught up, then
    the map and file stages on the local host; items filed per second end to end, and every EWS
    request the fake saw (SyncFolderItems, GetItem, GetFolder) per item filed.
+3. Filed with after-filing actions (mark read, a category, move to `Mailfiler/Filed`, a path
+   created by the first mail): every request the fake saw, counted per mail filed and acted on
+   (issue 18's goal: at most 4, i.e. a share of the sync, GetItem, one UpdateItem, one
+   MoveItem; the folder is resolved once per mailbox and process, not per mail).
 """
 
 from __future__ import annotations
@@ -111,6 +115,37 @@ def pipeline(fake: FakeEws, azurite: Azurite, tmp: str) -> dict[str, Any]:
     }
 
 
+ACTED = 300  # mails filed with after-filing actions (part 3)
+GOAL_PER_MAIL = 4
+
+
+def with_actions(azurite: Azurite, tmp: str) -> dict[str, Any]:
+    """Part 3: a fresh fake and mailbox, every mail filed, marked read, categorised and moved."""
+    counter = RequestCounter()
+    stores = Stores.connect(StorageSettings(connection_string=azurite.connection_string), counter)
+    stores.ensure()
+    with FakeEws(read_flag_changes=True) as fake:
+        fake.add_user(USER, PASSWORD)
+        fake.add_messages(USER, "inbox", (mime(n) for n in range(ITEMS, ITEMS + ACTED)))
+        config = parse_config(
+            config_yaml(fake.url)
+            + "    after_filing: {mark_read: true, category: Mailfiler, move_to: Mailfiler/Filed}\n"
+        )
+        settings = AppSettings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+        ctx = AppContext(settings, config, Path(tmp), stores)
+        set_context(ctx)
+        host = local_host(stores.queues, visibility_timeout=0)
+        fake.calls.clear()
+        try:
+            poll_one(ctx, "ews", datetime.now(UTC))
+            host.drain(timeout=1800)  # every stage and queue, the actions' own included
+            moved = len(fake.folder_items(USER, "Mailfiler/Filed"))
+        finally:
+            set_context(None)
+            close_connections()
+        return {"moved": moved, "calls": dict(fake.calls)}
+
+
 def main() -> None:
     before = os.environ.get(SETTING)
     os.environ[SETTING] = PASSWORD
@@ -123,6 +158,8 @@ def main() -> None:
             stores = Stores.connect(StorageSettings(connection_string=azurite.connection_string))
             alone = [ews_alone(fake, stores, size) for size in PAGE_SIZES]
             whole = pipeline(fake, azurite, tmp)
+        with tempfile.TemporaryDirectory() as tmp:
+            acted = with_actions(azurite, tmp)
     finally:
         azurite.stop()
         if before is None:
@@ -134,10 +171,12 @@ def main() -> None:
             raise RuntimeError(f"page size {row['page']}: listed {row['items']}, not {ITEMS}")
     if whole["filed"] != ITEMS:
         raise RuntimeError(f"the pipeline filed {whole['filed']} items, not {ITEMS}")
-    report(alone, whole)
+    if acted["moved"] != ACTED:
+        raise RuntimeError(f"after filing, {acted['moved']} mails were moved, not {ACTED}")
+    report(alone, whole, acted)
 
 
-def report(alone: list[dict[str, Any]], whole: dict[str, Any]) -> None:
+def report(alone: list[dict[str, Any]], whole: dict[str, Any], acted: dict[str, Any]) -> None:
     size = alone[0]["bytes"] / ITEMS / 1024
     print(f"\nEWS: {ITEMS} items (~{size:.1f} KiB of MIME each), unmodified exchangelib against")
     print("the fake EWS server on loopback\n")
@@ -155,6 +194,16 @@ def report(alone: list[dict[str, Any]], whole: dict[str, Any]) -> None:
     )
     detail = ", ".join(f"{name} {count}" for name, count in sorted(calls.items()))
     print(f"EWS calls: {total} = {total / whole['filed']:.3f} per item filed ({detail})")
+    calls = acted["calls"]
+    total = sum(calls.values())
+    detail = ", ".join(
+        f"{name} {count / acted['moved']:.3f}" for name, count in sorted(calls.items())
+    )
+    print(
+        f"\nfiled with actions (mark read, category, move to Mailfiler/Filed): {acted['moved']} "
+        f"mails, EWS requests per filed mail: {total / acted['moved']:.2f} "
+        f"(goal <= {GOAL_PER_MAIL}; {detail})"
+    )
 
 
 if __name__ == "__main__":

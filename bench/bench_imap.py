@@ -17,6 +17,9 @@ checks that every message arrived, so a figure is never one of a broken sync).
 2. Idle poll: mailboxes of 100 and of 10,000 messages (own users of the same Dovecot), each
    synced once; then `ingest_mailbox` with nothing new, IMAP commands (`ImapSource.commands`),
    storage calls and wall time per poll (the issue's goal: at most 5 commands, whatever the size).
+3. After filing: IMAP commands per filed mail for mark read + keyword + move to a new folder
+   path (created on the first mail's [TRYCREATE]), one `ImapSource.apply` per mail as the
+   pipeline calls it (LOGIN, SELECT, FETCH FLAGS, STORE, MOVE, LOGOUT in the steady state).
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ from typing import Any
 from imapclient import IMAPClient
 
 from shared.cli.azurite import Azurite
-from shared.core.config import parse_config
+from shared.core.config import ImapMailbox, parse_config
+from shared.core.contracts import MailboxAction
 from shared.pipeline.context import AppContext, set_context
 from shared.pipeline.ingest import ingest_mailbox
 from shared.settings import AppSettings
-from shared.sources.imap.source import ImapSource
+from shared.sources.imap.source import ImapSource, source_id
 from shared.store.account import RequestCounter, StorageSettings
 from shared.store.stores import Stores
 from tests.fakes.dovecot import Dovecot
@@ -276,6 +280,39 @@ def idle(ctx: AppContext, counter: RequestCounter, name: str) -> dict[str, Any]:
 # --- main ---------------------------------------------------------------------------------------
 
 
+# --- 3. after filing -----------------------------------------------------------------------------
+
+ACTED, ACTED_USER = 100, "acted@mailfiler.example"
+
+
+def after_filing(port: int, stores: Stores) -> dict[str, Any]:
+    """Every message of a fresh user marked read, given a keyword and moved, one apply each."""
+    with IMAPClient("127.0.0.1", port=port, ssl=False, timeout=60) as client:
+        client.login(ACTED_USER, PASSWORD)
+        for raw in mailbox_of(ACTED, ACTED_USER, seed=7):
+            client.append("INBOX", raw)
+        validity = int(client.select_folder("INBOX")[b"UIDVALIDITY"])
+        ids = [source_id(validity, uid, "INBOX") for uid in sorted(client.search(["ALL"]))]
+    mailbox = parse_config(
+        "record_types: [{name: case, prefix: CASE}]\nmailboxes:\n"
+        f"  - {{name: acted, kind: imap, host: 127.0.0.1, port: {port}, tls: none,\n"
+        f"     username: {ACTED_USER}, password_setting: {PASSWORD_SETTING},"
+        " record_type: case}\n"
+    ).mailbox("acted")
+    assert isinstance(mailbox, ImapMailbox)
+    actions = [
+        MailboxAction(action="mark_read"),
+        MailboxAction(action="categorize", category="Mailfiler"),
+        MailboxAction(action="move", folder="Mailfiler/Filed"),
+    ]
+    commands, moved = 0, 0
+    for ident in ids:
+        source = ImapSource(mailbox, PASSWORD, stores)
+        moved += all(r.done for r in source.apply(ident, actions))
+        commands += source.commands
+    return {"mails": len(ids), "moved": moved, "commands": commands}
+
+
 def main() -> None:
     before = os.environ.get(PASSWORD_SETTING)
     os.environ[PASSWORD_SETTING] = PASSWORD
@@ -310,6 +347,8 @@ def main() -> None:
                 first = ingest(ctx, counter, "big")
                 small_first = ingest(ctx, counter, "small")
                 idles = {name: idle(ctx, counter, name) for name in ("small", "big")}
+                dovecot.add_user(ACTED_USER, PASSWORD)
+                acted = after_filing(dovecot.port, stores)
             finally:
                 set_context(None)
     finally:
@@ -324,7 +363,14 @@ def main() -> None:
             raise RuntimeError(f"{name} synced {row['messages']} messages, not {BIG}")
     if small_first["messages"] != SMALL:
         raise RuntimeError(f"the first sync of 'small' queued {small_first['messages']}")
+    if acted["moved"] != ACTED:
+        raise RuntimeError(f"after filing, {acted['moved']} messages were moved, not {ACTED}")
     report(alones, theirs, first, idles, generated)
+    print(
+        f"\nimap after filing (mark read, keyword, move to Mailfiler/Filed): {acted['mails']} "
+        f"mails, IMAP commands per filed mail: {acted['commands'] / acted['mails']:.2f} "
+        "(LOGIN, SELECT, FETCH FLAGS, STORE, MOVE, LOGOUT; the first also CREATE and LIST)"
+    )
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -49,9 +49,10 @@ import binascii
 import collections
 import datetime as dt
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from tests.fakes.ews_ntlm import ConnectionListener, NtlmAcceptor
@@ -117,6 +118,7 @@ class EwsRequest:
     api_version: str | None  # RequestServerVersion
     status: int
     ntlm_user: str | None = None  # the NTLM account as the client sent it (CONTOSO\ann)
+    at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,7 @@ class FakeEws:
         self.requests: list[EwsRequest] = []
         self.unauthorized = 0
         self._faults: list[_Fault] = []
+        self._before: list[tuple[str, Callable[[], None]]] = []
         self._tls = tls
         self._listener: ConnectionListener | None = None
         self.url = ""
@@ -394,6 +397,11 @@ class FakeEws:
         with self._lock:
             return self.store.move(self._item(user, item_id), self._folder(user, folder)).id
 
+    def delete_folder(self, user: str, folder: str) -> None:
+        """Delete a folder (and what it holds) as another client would: its id is gone."""
+        with self._lock:
+            self.store.delete_folder(self._folder(user, folder))
+
     def delete(self, user: str, item_id: str) -> None:
         with self._lock:
             self.store.delete(self._item(user, item_id))
@@ -416,13 +424,23 @@ class FakeEws:
 
     # --- faults and records -----------------------------------------------------------------------
 
-    def busy(self, times: int = 1, back_off_ms: int = 2000, operation: str | None = None) -> None:
+    def busy(
+        self,
+        times: int = 1,
+        back_off_ms: int | None = 2000,
+        operation: str | None = None,
+        *,
+        in_message: bool = False,
+    ) -> None:
         """The next ``times`` requests (of ``operation``, or any) answer ErrorServerBusy as
-        Exchange does when throttling: HTTP 500, a SOAP fault whose MessageXml carries
-        ``<t:Value Name="BackOffMilliseconds">``."""
+        Exchange does when throttling ("EWS throttling in Exchange"): HTTP 500, a SOAP fault
+        whose MessageXml carries ``<t:Value Name="BackOffMilliseconds">``; with
+        ``in_message``, HTTP 200 with every response message ``ResponseClass="Error"``,
+        ResponseCode ErrorServerBusy and the same value in its ``m:MessageXml``. ``back_off_ms``
+        None leaves the value out. Nothing is changed in the mailbox."""
         with self._lock:
             self._faults.append(
-                _Fault(operation, "ErrorServerBusy", times, True, back_off_ms=back_off_ms)
+                _Fault(operation, "ErrorServerBusy", times, not in_message, back_off_ms=back_off_ms)
             )
 
     def fail_next(
@@ -439,6 +457,13 @@ class FakeEws:
         Nothing is changed in the mailbox."""
         with self._lock:
             self._faults.append(_Fault(operation, code, times, fault, text))
+
+    def before(self, operation: str, action: Callable[[], None]) -> None:
+        """Run ``action`` once, just before the next ``operation`` request is carried out (as
+        another client acting at that moment would: e.g. creating the folder a CreateFolder
+        names)."""
+        with self._lock:
+            self._before.append((operation, action))
 
     def corrupt_sync_states(self) -> None:
         """Every sync state issued so far answers ErrorInvalidSyncStateData from now on."""
@@ -528,6 +553,7 @@ class FakeEws:
             if request is None or request.tag.split("}")[0].lstrip("{") != MNS:
                 raise SoapFault("ErrorSchemaValidation")
             self._check_faults(op)
+            self._run_before(op)
             if api_version is not None and api_version not in API_VERSIONS:
                 raise SoapFault("ErrorInvalidServerVersion")
             self._check_impersonation(user, bearer, impersonated)
@@ -559,6 +585,13 @@ class FakeEws:
                 return rule
         return None
 
+    def _run_before(self, op: str) -> None:
+        for i, (operation, action) in enumerate(self._before):
+            if operation == op:
+                del self._before[i]
+                action()
+                return
+
     def _check_faults(self, op: str) -> None:
         rule = self._take(op, as_fault=True)
         if rule is not None:
@@ -576,7 +609,10 @@ class FakeEws:
             extra = [el("m:SyncState"), el("m:IncludesLastItemInRange", "true")]
         elif op == "CreateItem":
             extra = [el("m:Items")]
-        return [error_message(op, rule.code, rule.text, extra) for _ in range(count)]
+        return [
+            error_message(op, rule.code, rule.text, extra, back_off_ms=rule.back_off_ms)
+            for _ in range(count)
+        ]
 
     def _check_impersonation(
         self, user: str | None, bearer: bool, impersonated: str | None

@@ -410,7 +410,12 @@ class Operations:
         for ref in id_elems(child(body, MNS, "ItemIds")):
             try:
                 with self.store.lock:
-                    target = self.folder(target_ref, caller)
+                    try:
+                        target = self.folder(target_ref, caller)
+                    except EwsError as e:  # MoveItem names its own code ("MoveItem")
+                        if e.code != "ErrorFolderNotFound":
+                            raise
+                        raise EwsError("ErrorToFolderNotFound") from None
                     moved = self.store.move(self.item(ref, caller), target)
                     items = el("m:Items")
                     if return_ids:

@@ -296,6 +296,20 @@ class EwsStore:
             parent.version += 1
             return self._new_folder(box, name, parent.id, folder_class or "IPF.Note")
 
+    def delete_folder(self, folder: Folder) -> None:
+        """Remove a folder, its subfolders and their items (their ids are gone)."""
+        with self.lock:
+            if folder.distinguished:
+                raise ValueError("the fake does not delete well-known folders")
+            for sub_folder in [folder, *self.descendants(folder)]:
+                for item_id in list(sub_folder.items):
+                    self.items.pop(item_id, None)
+                self.mailboxes[sub_folder.mailbox.lower()].folders.pop(sub_folder.id, None)
+                self.folders.pop(sub_folder.id, None)
+            parent = self.folders.get(folder.parent_id or "")
+            if parent is not None:
+                parent.version += 1
+
     def children(self, parent: Folder) -> list[Folder]:
         box = self.mailboxes[parent.mailbox.lower()]
         return [f for f in box.folders.values() if f.parent_id == parent.id]

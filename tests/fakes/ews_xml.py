@@ -85,6 +85,7 @@ MESSAGES = {
     "ErrorNonExistentMailbox": "The SMTP address has no mailbox associated with it.",
     "ErrorSchemaValidation": "The request failed schema validation.",
     "ErrorServerBusy": "The server cannot service this request right now. Try again later.",
+    "ErrorToFolderNotFound": "The destination folder could not be found.",
 }
 
 
@@ -268,12 +269,22 @@ def response_message(op: str, *children: ET.Element) -> ET.Element:
 
 
 def error_message(
-    op: str, code: str, text: str | None = None, extra: Iterable[ET.Element] = ()
+    op: str,
+    code: str,
+    text: str | None = None,
+    extra: Iterable[ET.Element] = (),
+    *,
+    back_off_ms: int | None = None,
 ) -> ET.Element:
+    """An error response message; ``back_off_ms`` adds ``m:MessageXml`` with
+    ``<t:Value Name="BackOffMilliseconds">`` (ErrorServerBusy, "EWS throttling in Exchange")."""
     msg = el(f"m:{op}ResponseMessage", ResponseClass="Error")
     sub(msg, "m:MessageText", text or MESSAGES.get(code, code))
     sub(msg, "m:ResponseCode", code)
     sub(msg, "m:DescriptiveLinkKey", "0")
+    if back_off_ms is not None:
+        xml = sub(msg, "m:MessageXml")
+        sub(xml, "t:Value", str(back_off_ms), Name="BackOffMilliseconds")
     msg.extend(extra)
     return msg
 

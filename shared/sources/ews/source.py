@@ -19,24 +19,40 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import requests.exceptions
 from exchangelib import (  # type: ignore[import-untyped]
     CalendarItem,
     ExtendedProperty,
     Folder,
     ItemId,
     Message,
+    Q,
 )
 from exchangelib.errors import (  # type: ignore[import-untyped]
+    ErrorConnectionFailed,
+    ErrorExceededConnectionCount,
     ErrorFolderExists,
+    ErrorFolderNotFound,
+    ErrorInternalServerTransientError,
+    ErrorInvalidIdMalformed,
     ErrorInvalidSyncStateData,
+    ErrorItemNotFound,
+    ErrorMailboxMoveInProgress,
+    ErrorMailboxStoreUnavailable,
     ErrorServerBusy,
+    ErrorTimeoutExpired,
+    ErrorToFolderNotFound,
+    ErrorTooManyObjectsOpened,
     EWSError,
+    MalformedResponseError,
 )
+from exchangelib.folders import SHALLOW, FolderCollection  # type: ignore[import-untyped]
 from exchangelib.items.base import ID_ONLY  # type: ignore[import-untyped]
 from exchangelib.properties import FieldPath  # type: ignore[import-untyped]
 from exchangelib.services import SyncFolderItems  # type: ignore[import-untyped]
@@ -45,18 +61,54 @@ from ...core.config import EwsMailbox
 from ...core.contracts import EventChange, FlagChange, MailboxAction
 from ...store.keys import short_hash
 from ...store.stores import EWS_STATE, TASK_CHANGES, Stores
-from ..base import ActionResult, SourceBusy, SourceMessage
-from .connection import account_for
+from ..base import ActionResult, SourceBusy, SourceMessage, SourceUnavailable
+from .connection import DEFAULT_BACK_OFF, account_for, key_lock
 
 log = logging.getLogger(__name__)
 FETCH_CHUNK = 100  # items per GetItem
 STATE_LIMIT = 30_000  # characters a table property holds (UTF-16, 64 KiB)
 CALENDAR = "calendar"
 TASK_MARKER = ("6c1d3f8e-2b4a-4f0e-9a57-3d2f1c8b7e10", "MailfilerTask")  # as for Graph
+DISTINGUISHED = {
+    "inbox": "inbox",
+    "sentitems": "sent",
+    "sent": "sent",
+    "calendar": "calendar",
+    "deleteditems": "trash",
+    "junkemail": "junk",
+    "drafts": "drafts",
+    "archive": "archive_inbox",
+}
+# Failures that pass: the same request later may well succeed.
+TRANSIENT = (
+    ErrorConnectionFailed,
+    ErrorInternalServerTransientError,
+    ErrorMailboxMoveInProgress,
+    ErrorMailboxStoreUnavailable,
+    ErrorTimeoutExpired,
+    MalformedResponseError,  # an unexpected HTTP answer (a proxy's 502 page, a cut response)
+    ConnectionError,
+    TimeoutError,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+)
+# exchangelib raises a connection lost (ErrorTimeoutExpired with more than one session) or
+# closed as ErrorServerBusy with its own 10 s wait: no back-off the server asked for.
+NOT_BUSY = ("Reraised from", "Caused by closed connection")
+GONE = (ErrorItemNotFound, ErrorInvalidIdMalformed)  # the id no longer names an item
+GONE_DETAIL = "the item is gone (moved or deleted): left where it is"
+FOLDER_GONE = (ErrorToFolderNotFound, ErrorFolderNotFound)
+# Resolved folders per (endpoint, mailbox, path), for every source of this process.
+_FOLDERS: dict[tuple[str, str, str], Any] = {}
+_FOLDERS_LOCK = threading.Lock()
 
 
 class EwsError(OSError):
     """The server refused or failed (not busy): the poll fails, nothing is lost."""
+
+
+class EwsUnavailable(EwsError, SourceUnavailable):
+    """A lost connection or a transient server failure: the work is retried as it is."""
 
 
 class FlagStatus(ExtendedProperty):  # type: ignore[misc]
@@ -121,7 +173,6 @@ class EwsSource:
         self.mailbox = mailbox
         self.stores = stores
         self._account = account
-        self._folders: dict[str, Any] = {}
         self._order: list[str] = []
         self._cache: dict[str, SourceMessage] = {}
         self._folder_of: dict[str, str] = {}
@@ -137,70 +188,109 @@ class EwsSource:
             self._account = account_for(self.mailbox)
         return self._account
 
-    def _folder(self, name: str) -> Any:
+    def _folder(self, name: str, *, create: bool = False) -> Any:
         """A folder by distinguished name ("inbox", "sentitems", "calendar") or by path below
-        the top of the mailbox ("Inbox/Cases"), looked up once per poll."""
-        if name in self._folders:
-            return self._folders[name]
-        account = self.account
-        lowered = name.lower()
-        distinguished = {
-            "inbox": "inbox",
-            "sentitems": "sent",
-            "sent": "sent",
-            "calendar": "calendar",
-            "deleteditems": "trash",
-            "junkemail": "junk",
-            "drafts": "drafts",
-            "archive": "archive_inbox",
-        }
-        if lowered in distinguished and "/" not in name:
-            self.calls += 1
-            folder = getattr(account, distinguished[lowered])
-        else:
-            folder = self._walk(name, create=False)
-        self._folders[name] = folder
-        return folder
+        the top of the mailbox ("Inbox/Cases", created with `create`), resolved once per
+        mailbox and process (cached until the server says it is gone: `_forget`)."""
+        key = self._folder_key(name)
+        with _FOLDERS_LOCK:
+            found = _FOLDERS.get(key)
+        if found is not None:
+            return found
+        with key_lock(("folder", *key)):  # one worker resolves, the others wait for it
+            with _FOLDERS_LOCK:
+                found = _FOLDERS.get(key)
+            if found is not None:
+                return found
+            account = self.account
+            lowered = name.lower()
+            if lowered in DISTINGUISHED and "/" not in name:
+                self.calls += 1
+                folder = getattr(account, DISTINGUISHED[lowered])
+            else:
+                folder = self._walk(name, create=create)
+            with _FOLDERS_LOCK:
+                return _FOLDERS.setdefault(key, folder)
+
+    def _folder_key(self, name: str) -> tuple[str, str, str]:
+        return (self.mailbox.endpoint, self.mailbox.email.lower(), name.strip("/").lower())
+
+    def _forget(self, name: str) -> None:
+        """The server no longer knows the cached folder (deleted, recreated): look again."""
+        with _FOLDERS_LOCK:
+            _FOLDERS.pop(self._folder_key(name), None)
 
     def _walk(self, path: str, *, create: bool) -> Any:
+        """One FindFolder (shallow, by display name) per path part; never the whole tree. A
+        part another worker creates at the same moment (ErrorFolderExists) is read back."""
         account = self.account
-        folder = account.msg_folder_root
-        for part in [p for p in path.split("/") if p]:
-            self.calls += 1
-            children = {c.name.lower(): c for c in folder.children}
-            found = children.get(part.lower())
-            if found is None and part.lower() == "inbox" and folder is account.msg_folder_root:
-                found = account.inbox
+        parts = [p for p in path.split("/") if p]
+        if not parts:
+            raise EwsError(f"ews: folder path {path!r} is empty")
+        folder = None
+        for i, part in enumerate(parts):
+            if i == 0 and part.lower() == "inbox":
+                folder = account.inbox  # by its well-known id: its name may be localised
+                continue
+            if folder is None:
+                folder = account.msg_folder_root
+            found = self._child(folder, part)
             if found is None:
                 if not create:
                     raise EwsError(f"ews: folder {path!r} does not exist in {self.mailbox.email}")
-                found = Folder(parent=folder, name=part)
-                self.calls += 1
-                try:
-                    found.save()
-                except ErrorFolderExists:  # another worker made it meanwhile
-                    self.calls += 1
-                    found = {c.name.lower(): c for c in folder.children}[part.lower()]
+                found = self._create(folder, part, path)
             folder = found
         return folder
 
+    def _child(self, parent: Any, name: str) -> Any:
+        self.calls += 1
+        children = FolderCollection(account=self.account, folders=[parent]).find_folders(
+            q=Q(name=name), depth=SHALLOW
+        )
+        wanted = name.casefold()
+        return next((c for c in children if (c.name or "").casefold() == wanted), None)
+
+    def _create(self, parent: Any, name: str, path: str) -> Any:
+        self.calls += 1
+        folder = Folder(parent=parent, name=name)
+        try:
+            folder.save()
+            return folder
+        except ErrorFolderExists:  # another worker made it meanwhile: theirs is ours
+            found = self._child(parent, name)
+            if found is None:
+                raise EwsError(f"ews: folder {path!r} exists but cannot be found") from None
+            return found
+
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
-        """exchangelib's errors as a poll knows them: ErrorServerBusy is `SourceBusy` (the
-        poll comes back after the server's back-off), any other is `EwsError` (the poll fails
-        with the reason, nothing is lost)."""
+        """exchangelib's errors as a poll or an action knows them: ErrorServerBusy is
+        `SourceBusy` (come back after the server's back-off), a lost connection or a
+        transient server failure is `EwsUnavailable` (a `SourceUnavailable`: retried as it
+        is), any other is `EwsError` (fails with the reason, nothing is lost)."""
         try:
             yield
         except EwsError:
             raise
         except ErrorServerBusy as exc:
-            raise SourceBusy(f"ews {self.mailbox.email}: server busy", exc.back_off or 60) from exc
+            if str(exc).startswith(NOT_BUSY):  # exchangelib's name for a lost connection
+                raise EwsUnavailable(f"ews {self.mailbox.email}: {_plain(exc)}") from exc
+            raise self._busy(exc) from exc
+        except (ErrorExceededConnectionCount, ErrorTooManyObjectsOpened) as exc:
+            raise SourceBusy(f"ews {self.mailbox.email}: {_plain(exc)}", DEFAULT_BACK_OFF) from exc
+        except TRANSIENT as exc:
+            raise EwsUnavailable(f"ews {self.mailbox.email}: {_plain(exc)}") from exc
         except (EWSError, OSError) as exc:
             raise EwsError(f"ews {self.mailbox.email}: {_plain(exc)}") from exc
 
+    def _busy(self, exc: Any) -> SourceBusy:
+        return SourceBusy(
+            f"ews {self.mailbox.email}: server busy", float(exc.back_off or DEFAULT_BACK_OFF)
+        )
+
     def close(self) -> None:
-        """exchangelib keeps its connection pool per configuration, shared by mailboxes."""
-        self._folders.clear()
+        """exchangelib keeps its connection pool per configuration, shared by mailboxes; the
+        account and the resolved folders stay cached for the next poll or action."""
 
     # -- MailboxSource -----------------------------------------------------------------------
 
@@ -217,7 +307,11 @@ class EwsSource:
                 if budget <= 0:
                     self.more = True
                     break
-                ids.extend(self._sync(name, row.get("SyncState"), budget))
+                try:
+                    ids.extend(self._sync(name, row.get("SyncState"), budget))
+                except FOLDER_GONE:  # deleted or recreated: the next poll resolves it again
+                    self._forget(name)
+                    raise
         self._order = ids
         return ids
 
@@ -377,43 +471,94 @@ class EwsSource:
         return "sent by EWS (SendAndSaveCopy)"
 
     def apply(self, item_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
-        """Mark read, categories, move (the item gets a new id there), delete (to Deleted
-        Items). Each is one UpdateItem/MoveItem/DeleteItem with the item's current change key."""
+        """Mark read and categories in one UpdateItem, then move (the item gets a new id there)
+        or delete (to Deleted Items): one GetItem first, so at most four requests.
+
+        Safe to retry: a busy server raises `SourceBusy`, a lost connection `EwsUnavailable`,
+        and a retry does only what is left. The item is found by its id alone, which a move
+        changes: once moved (by us or by the user) the old id is gone and nothing is done
+        again; a mail is never searched for and moved back."""
         with self._translated():
             self.calls += 1
             (item,) = list(
-                self.account.fetch(ids=[ItemId(id=item_id)], only_fields=["is_read", "categories"])
+                self.account.fetch(
+                    ids=[ItemId(id=item_id)],
+                    only_fields=["is_read", "categories", "parent_folder_id"],
+                )
             )
-            if isinstance(item, Exception):  # ErrorItemNotFound: moved or deleted
-                return [
-                    ActionResult(a, False, "the item is gone (moved or deleted)") for a in actions
-                ]
-            return [self._apply_one(item, action) for action in actions]
+            if isinstance(item, ErrorServerBusy):
+                raise item
+            if isinstance(item, GONE):
+                return self._gone(actions)
+            if isinstance(item, Exception):
+                raise item
+            return self._apply_all(item, actions)
 
-    def _apply_one(self, item: Any, action: MailboxAction) -> ActionResult:
-        if action.action == "mark_read":
-            item.is_read = True
+    def _gone(self, actions: Sequence[MailboxAction]) -> list[ActionResult]:
+        log.info("ews: mailbox=%s item is gone (moved or deleted): left alone", self.mailbox.name)
+        return [ActionResult(a, False, GONE_DETAIL) for a in actions]
+
+    def _apply_all(self, item: Any, actions: Sequence[MailboxAction]) -> list[ActionResult]:
+        results: dict[int, ActionResult] = {}
+        fields: list[str] = []
+        for i, action in enumerate(actions):
+            if action.action == "mark_read":
+                if not item.is_read:
+                    item.is_read = True
+                    fields.append("is_read")
+                results[i] = ActionResult(action, True, "marked read")
+            elif action.action == "categorize":
+                category = action.category or ""
+                if category not in (item.categories or []):
+                    item.categories = [*(item.categories or []), category]
+                    if "categories" not in fields:
+                        fields.append("categories")
+                results[i] = ActionResult(action, True, f"category {category}")
+            elif action.action not in ("move", "delete"):
+                raise ValueError(f"unknown mailbox action {action.action}")
+        if fields:
             self.calls += 1
-            item.save(update_fields=["is_read"])
-            return ActionResult(action, True, "marked read")
-        if action.action == "categorize":
-            category = action.category or ""
-            if category not in (item.categories or []):
-                item.categories = [*(item.categories or []), category]
+            try:
+                item.save(update_fields=fields)
+            except GONE:  # moved or deleted by the user since our GetItem
+                return self._gone(actions)
+        gone = False
+        for i, action in enumerate(actions):
+            if action.action not in ("move", "delete"):
+                continue
+            if gone:
+                results[i] = ActionResult(action, False, "the item was moved by an earlier action")
+            elif action.action == "move":
+                results[i] = self._move(item, action.folder or "Archive", action)
+                gone = True
+            else:
                 self.calls += 1
-                item.save(update_fields=["categories"])
-            return ActionResult(action, True, f"category {category}")
-        if action.action == "move":
-            target = action.folder or "Archive"
-            folder = self._walk(target, create=True)
-            self.calls += 1
-            item.move(to_folder=folder)
-            return ActionResult(action, True, f"moved to {target}")
-        if action.action == "delete":
-            self.calls += 1
-            item.move_to_trash()
-            return ActionResult(action, True, "moved to Deleted Items")
-        raise ValueError(f"unknown mailbox action {action.action}")
+                try:
+                    item.move_to_trash()
+                    results[i] = ActionResult(action, True, "moved to Deleted Items")
+                except GONE:
+                    results[i] = ActionResult(action, False, GONE_DETAIL)
+                gone = True
+        return [results[i] for i in range(len(actions))]
+
+    def _move(self, item: Any, target: str, action: MailboxAction) -> ActionResult:
+        folder = self._folder(target, create=True)
+        parent = getattr(item, "parent_folder_id", None)
+        if parent is not None and parent.id == folder.id:
+            return ActionResult(action, True, f"already in {target}")
+        try:
+            try:
+                self.calls += 1
+                item.move(to_folder=folder)
+            except FOLDER_GONE:  # deleted (or recreated) since we cached it: resolve it again
+                log.info("ews: mailbox=%s folder %r is gone: again", self.mailbox.name, target)
+                self._forget(target)
+                folder = self._folder(target, create=True)
+                self.calls += 1
+                item.move(to_folder=folder)
+        except GONE:  # moved or deleted by the user since our GetItem
+            return ActionResult(action, False, GONE_DETAIL)
+        return ActionResult(action, True, f"moved to {target}")
 
 
 def _received_since(item: Any, since: date | None) -> bool:

@@ -11,13 +11,20 @@ anew under new source ids, and the map stage recognises it by Message-ID (a sigh
 second filing).
 
 Source ids are `<uidvalidity>:<uid>:<folder>`.
+
+Failures: a server that asks for quiet (RFC 5530 `[UNAVAILABLE]`, `[LIMIT]`, Microsoft 365's
+"Request is throttled. Suggested Backoff Time: N milliseconds") raises `SourceBusy`; a dropped
+connection (BYE, EOF, reset, timeout) raises `ImapUnavailable`, a `SourceUnavailable`: the work
+is retried as it is. Anything else is `ImapError`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import ssl
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from ...core.config import ImapMailbox
 from ...core.contracts import FlagChange, MailboxAction
 from ...store.keys import short_hash
 from ...store.stores import IMAP_STATE, TASK_CHANGES, Stores
-from ..base import ActionResult, SourceMessage
+from ..base import ActionResult, SourceBusy, SourceMessage, SourceUnavailable
 
 log = logging.getLogger(__name__)
 FETCH_CHUNK = 100  # messages per FETCH
@@ -40,6 +47,7 @@ SEEN, DELETED, FLAGGED = b"\\Seen", b"\\Deleted", b"\\Flagged"
 
 
 MAX_TRACKED = 2000  # flagged UIDs remembered per folder (the newest); fits a table property
+GONE_DETAIL = "the message is gone from the folder (moved or deleted): left where it is"
 
 
 @dataclass
@@ -55,6 +63,21 @@ class _Cursor:
 
 class ImapError(OSError):
     """The server refused, went away or answered nonsense: the poll fails, nothing is lost."""
+
+
+class ImapUnavailable(ImapError, SourceUnavailable):
+    """The connection dropped (BYE, EOF, reset, timeout) or the server failed for a moment
+    ([INUSE]): the work is retried as it is."""
+
+
+# RFC 5530 response codes asking for quiet, with the pause we take when no number is given.
+BUSY_CODES = {"UNAVAILABLE": 60.0, "LIMIT": 120.0}
+MAX_BACK_OFF = 3600.0  # a server's number is trusted up to this
+_CODE = re.compile(r"\[([A-Z-]+)[\] ]")
+_SUGGESTED = re.compile(r"Suggested Backoff Time:\s*(\d{1,9})\s*milliseconds", re.IGNORECASE)
+# Hierarchy delimiters per server account, asked once per process (LIST "" "").
+_DELIMITERS: dict[tuple[str, int, str, str], str] = {}
+_DELIMITERS_LOCK = threading.Lock()
 
 
 def source_id(uidvalidity: int, uid: int, folder: str) -> str:
@@ -82,6 +105,7 @@ class ImapSource:
         self._cache: dict[str, SourceMessage] = {}
         self._delimiter: str | None = None
         self._gmail_ids: set[int] = set()  # X-GM-MSGIDs listed in this poll
+        self._message_id: str | None = None  # of the message `apply` works on (COPY servers)
 
     # -- connection --------------------------------------------------------------------------
 
@@ -124,9 +148,7 @@ class ImapSource:
             hint = ""
             if isinstance(exc, ssl.SSLCertVerificationError) and not mb.ca_bundle:
                 hint = " (an internal CA? set ca_bundle to its PEM file)"
-            raise ImapError(
-                f"imap {mb.host}:{mb.server_port} ({mb.tls}): {_plain(exc)}{hint}"
-            ) from exc
+            raise failure(exc, f"imap {mb.host}:{mb.server_port} ({mb.tls})", hint) from exc
         self._client = client
         return client
 
@@ -158,10 +180,17 @@ class ImapSource:
         if "/" not in folder:
             return folder
         if self._delimiter is None:
-            client = self._connect()
-            self._count(1)
-            found = client.list_folders("", "")  # LIST "" "": the delimiter alone
-            self._delimiter = _text(found[0][1]) if found and found[0][1] else "/"
+            mb = self.mailbox
+            key = (mb.host, mb.server_port, mb.username, mb.shared_mailbox or "")
+            with _DELIMITERS_LOCK:
+                self._delimiter = _DELIMITERS.get(key)
+            if self._delimiter is None:
+                client = self._connect()
+                self._count(1)
+                found = client.list_folders("", "")  # LIST "" "": the delimiter alone
+                self._delimiter = _text(found[0][1]) if found and found[0][1] else "/"
+                with _DELIMITERS_LOCK:
+                    _DELIMITERS[key] = self._delimiter
         return folder.replace("/", self._delimiter)
 
     def _select(self, folder: str, *, readonly: bool) -> dict[bytes, Any]:
@@ -181,12 +210,12 @@ class ImapSource:
             for folder in self.mailbox.folders:
                 state = table.get(self.mailbox.name, _folder_row(folder)) or {}
                 ids.extend(self._list_folder(client, folder, state))
-        except ImapError:
+        except (ImapError, SourceBusy):
             self.close()
             raise
         except (IMAPClientError, OSError) as exc:
             self.close()
-            raise ImapError(f"imap {self.mailbox.host}: {_plain(exc)}") from exc
+            raise failure(exc, f"imap {self.mailbox.host}") from exc
         self._order = ids
         return ids
 
@@ -319,12 +348,12 @@ class ImapSource:
                 items.append(b"X-GM-THRID")
             self._count(1)
             answers = client.fetch(sorted(uids), items)
-        except ImapError:
+        except (ImapError, SourceBusy):
             self.close()
             raise
         except (IMAPClientError, OSError) as exc:
             self.close()
-            raise ImapError(f"imap {self.mailbox.host}: {_plain(exc)}") from exc
+            raise failure(exc, f"imap {self.mailbox.host}") from exc
         for got_uid, data in answers.items():
             ident = uids.get(got_uid)
             raw = data.get(b"BODY[]")
@@ -378,10 +407,16 @@ class ImapSource:
         self.close()
 
     def apply(self, item: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
-        """\\Seen, MOVE (or COPY + \\Deleted + UID EXPUNGE), a keyword, delete; the target folder
-        is created when missing. A message whose folder changed UIDVALIDITY is reported gone."""
+        """\\Seen and a keyword in one STORE, then MOVE (or COPY + \\Deleted + UID EXPUNGE) or
+        delete. The target folder is created only when the server says it is missing
+        ([TRYCREATE]); a CREATE another worker won ([ALREADYEXISTS]) is success.
+
+        Safe to retry: a busy server raises `SourceBusy`, a dropped connection
+        `ImapUnavailable`, and a retry does only what is left. The message is found by its UID
+        alone: once moved (by us or by the user) it is gone from the folder and nothing is done
+        again; it is never searched for elsewhere and moved back. A folder that changed
+        UIDVALIDITY is reported as gone too."""
         validity, uid, folder = parse_source_id(item)
-        results: list[ActionResult] = []
         try:
             info = self._select(folder, readonly=False)
             if int(info[b"UIDVALIDITY"]) != validity:
@@ -390,75 +425,157 @@ class ImapSource:
                     for a in actions
                 ]
             client = self._connect()
-            for action in actions:
-                results.append(self._apply_one(client, info, uid, action))
-        except ImapError:
+            items = [b"FLAGS"]
+            copying = any(a.action == "move" for a in actions) and not client.has_capability("MOVE")
+            if copying:  # COPY is not atomic: a retry looks for an earlier copy by Message-ID
+                items.append(b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]")
+            self._count(1)
+            found = client.fetch([uid], items).get(uid)
+            if found is None:
+                log.info(
+                    "imap: mailbox=%s folder=%s uid=%d is gone: left alone",
+                    self.mailbox.name,
+                    folder,
+                    uid,
+                )
+                return [ActionResult(a, False, GONE_DETAIL) for a in actions]
+            flags = set(found.get(b"FLAGS", ()))
+            header = next((v for k, v in found.items() if k.startswith(b"BODY[HEADER")), b"")
+            self._message_id = (
+                BytesHeaderParser().parsebytes(bytes(header or b"")).get("Message-ID")
+            )
+            return self._apply_all(client, info, folder, uid, flags, actions)
+        except (ImapError, SourceBusy):
             raise
         except (IMAPClientError, OSError) as exc:
-            raise ImapError(f"imap {self.mailbox.host}: {_plain(exc)}") from exc
+            raise failure(exc, f"imap {self.mailbox.host}") from exc
         finally:
             self.close()
-        return results
 
-    def _apply_one(
-        self, client: IMAPClient, info: dict[bytes, Any], uid: int, action: MailboxAction
-    ) -> ActionResult:
-        self._count(1)
-        if not client.search(["UID", str(uid)]):
-            return ActionResult(action, False, "the message is gone from the folder")
-        if action.action == "mark_read":
+    def _apply_all(
+        self,
+        client: IMAPClient,
+        info: dict[bytes, Any],
+        folder: str,
+        uid: int,
+        flags: set[bytes],
+        actions: Sequence[MailboxAction],
+    ) -> list[ActionResult]:
+        results: dict[int, ActionResult] = {}
+        wanted: list[bytes] = []
+        for i, action in enumerate(actions):
+            if action.action == "mark_read":
+                wanted.append(SEEN)
+                results[i] = ActionResult(action, True, "\\Seen set")
+            elif action.action == "categorize":
+                permanent = info.get(b"PERMANENTFLAGS", ())
+                if b"\\*" not in permanent:
+                    results[i] = ActionResult(
+                        action, False, "the server keeps no keywords in this folder"
+                    )
+                    continue
+                keyword = "".join(c for c in (action.category or "") if c.isalnum() or c in "-_")
+                wanted.append(keyword.encode())
+                results[i] = ActionResult(action, True, f"keyword {keyword} set")
+            elif action.action not in ("move", "delete"):
+                raise ValueError(f"unknown mailbox action {action.action}")
+        missing = [f for f in wanted if f not in flags]
+        if missing:
             self._count(1)
-            client.add_flags([uid], [SEEN], silent=True)
-            return ActionResult(action, True, "\\Seen set")
-        if action.action == "categorize":
-            permanent = info.get(b"PERMANENTFLAGS", ())
-            if b"\\*" not in permanent:
-                return ActionResult(action, False, "the server keeps no keywords in this folder")
-            keyword = "".join(c for c in (action.category or "") if c.isalnum() or c in "-_")
-            self._count(1)
-            client.add_flags([uid], [keyword.encode()], silent=True)
-            return ActionResult(action, True, f"keyword {keyword} set")
-        if action.action == "move":
-            target = self._ensure_folder(client, action.folder or "Archive")
-            self._count(1)
-            if client.has_capability("MOVE"):
-                client.move([uid], target)
+            client.add_flags([uid], missing, silent=True)
+        gone = False
+        for i, action in enumerate(actions):
+            if action.action not in ("move", "delete"):
+                continue
+            if gone:
+                results[i] = ActionResult(action, False, "moved by an earlier action")
+            elif action.action == "move":
+                results[i] = self._move(client, folder, uid, flags, action)
+                gone = True
             else:
-                client.copy([uid], target)
                 self._expunge(client, uid)
-            return ActionResult(action, True, f"moved to {target}")
-        if action.action == "delete":
-            self._expunge(client, uid)
-            return ActionResult(action, True, "deleted")
-        raise ValueError(f"unknown mailbox action {action.action}")
+                results[i] = ActionResult(action, True, "deleted")
+                gone = True
+        return [results[i] for i in range(len(actions))]
 
-    def _ensure_folder(self, client: IMAPClient, folder: str) -> str:
-        """The folder's server name, created first when missing."""
-        target = self._server_name(folder)
-        self._count(1)
-        if not client.folder_exists(target):
-            self._count(1)
+    def _move(
+        self, client: IMAPClient, folder: str, uid: int, flags: set[bytes], action: MailboxAction
+    ) -> ActionResult:
+        target_name = action.folder or "Archive"
+        target = self._server_name(target_name)
+        if target == self._server_name(folder):
+            return ActionResult(action, True, f"already in {target_name}")
+        if client.has_capability("MOVE"):
+            self._with_folder(client, target, lambda: client.move([uid], target))
+        else:
+            # COPY + \\Deleted + EXPUNGE: an attempt that died after its COPY left a copy in the
+            # target (found by Message-ID) or the \\Deleted flag; a retry does not copy again.
+            if DELETED not in flags and not self._copied(client, folder, target):
+                self._with_folder(client, target, lambda: client.copy([uid], target))
+            self._expunge(client, uid)
+        return ActionResult(action, True, f"moved to {target_name}")
+
+    def _copied(self, client: IMAPClient, folder: str, target: str) -> bool:
+        """Whether `target` already holds a message with this one's Message-ID (EXAMINE,
+        SEARCH, then `folder` selected again); False when the target does not exist yet."""
+        message_id = str(self._message_id or "").strip()
+        if not message_id:
+            return False
+        try:
             try:
-                client.create_folder(target)
-            except IMAPClientError:
-                # Another worker created it meanwhile ([ALREADYEXISTS]); anything else
-                # shows when we look again.
                 self._count(1)
-                if not client.folder_exists(target):
+                client.select_folder(target, readonly=True)
+            except IMAPClientError as exc:
+                if isinstance(exc, IMAPClientAbortError):
                     raise
-        return target
+                return False  # no such folder: nothing copied there
+            self._count(1)
+            return bool(client.search(["HEADER", "Message-ID", message_id]))
+        finally:  # a failed SELECT leaves no folder selected either (RFC 3501)
+            self._select(folder, readonly=False)
+
+    def _with_folder(self, client: IMAPClient, target: str, command: Any) -> None:
+        """Run a MOVE/COPY/APPEND into `target`; when the server says the folder is missing
+        ([TRYCREATE], RFC 3501), create it and run the command once more."""
+        try:
+            self._count(1)
+            command()
+        except IMAPClientError as exc:
+            if "[TRYCREATE]" not in str(exc) or isinstance(exc, IMAPClientAbortError):
+                raise
+            self._create(client, target)
+            self._count(1)
+            command()
+
+    def _create(self, client: IMAPClient, target: str) -> None:
+        """CREATE, where another worker creating it first ([ALREADYEXISTS], RFC 5530) is
+        success; a server without that code is asked whether the folder exists."""
+        try:
+            self._count(1)
+            client.create_folder(target)
+        except IMAPClientError as exc:
+            if isinstance(exc, IMAPClientAbortError):
+                raise
+            if "[ALREADYEXISTS]" in str(exc):
+                return
+            self._count(1)
+            if not client.folder_exists(target):
+                raise
 
     def append(self, folder: str, raw: bytes) -> None:
         """A copy of mail we sent in `folder` (SMTP keeps none), marked \\Seen."""
         try:
             client = self._connect()
-            target = self._ensure_folder(client, folder)
-            self._count(1)
-            client.append(target, raw, flags=[SEEN], msg_time=datetime.now(UTC))
-        except ImapError:
+            target = self._server_name(folder)
+            self._with_folder(
+                client,
+                target,
+                lambda: client.append(target, raw, flags=[SEEN], msg_time=datetime.now(UTC)),
+            )
+        except (ImapError, SourceBusy):
             raise
         except (IMAPClientError, OSError) as exc:
-            raise ImapError(f"imap {self.mailbox.host}: append to {folder}: {_plain(exc)}") from exc
+            raise failure(exc, f"imap {self.mailbox.host}: append to {folder}") from exc
         finally:
             self.close()
 
@@ -469,6 +586,32 @@ class ImapSource:
             client.uid_expunge([uid])
         else:
             client.expunge()
+
+
+def failure(exc: BaseException, where: str, hint: str = "") -> Exception:
+    """An IMAP failure as the pipeline knows it: `SourceBusy` when the server asks for quiet,
+    `ImapUnavailable` when the connection dropped or the server failed for a moment, else
+    `ImapError`."""
+    message = f"{where}: {_plain(exc)}{hint}"
+    delay = busy_delay(str(exc))
+    if delay is not None:
+        return SourceBusy(message, delay)
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return ImapError(message)  # a certificate or TLS setting: not fixed by waiting
+    if isinstance(exc, IMAPClientAbortError | OSError) or "[INUSE]" in str(exc):
+        return ImapUnavailable(message)
+    return ImapError(message)
+
+
+def busy_delay(text: str) -> float | None:
+    """Seconds to keep quiet when a server's answer asks for it, else None."""
+    suggested = _SUGGESTED.search(text)
+    if suggested:
+        return min(int(suggested.group(1)) / 1000.0, MAX_BACK_OFF)
+    for code in _CODE.findall(text):
+        if code in BUSY_CODES:
+            return BUSY_CODES[code]
+    return None
 
 
 def _gmail_thread(data: dict[bytes, Any]) -> str | None:

@@ -1,0 +1,198 @@
+"""A TCP proxy on 127.0.0.1 that loses connections on purpose, in front of a real server (Dovecot)
+or a fake one (the fake EWS), to test what a client does when the network fails mid-request.
+
+Bytes pass through unchanged until a rule matches a chunk the client sent (a plain substring:
+an IMAP command such as ``b" MOVE "``, a SOAP operation such as ``b"<m:MoveItem"``):
+
+* ``cut(pattern, deliver=False)``: the request is lost; the connection closes before the server
+  sees it.
+* ``cut(pattern, deliver=True)``: the server gets the request and carries it out, but its answer
+  is lost: the connection closes when the answer starts (the half-done case a retry must
+  survive).
+* ``answer(pattern, reply)``: the server never sees the request; the client gets
+  ``reply(request)`` instead (an IMAP ``NO [UNAVAILABLE]``, a throttling message).
+* ``before(pattern, action)``: ``action()`` runs, then the request goes on (another client
+  acting at that very moment: creating the folder our CREATE names).
+
+Each rule fires ``times`` times (connections are matched in the order requests arrive).
+:attr:`matched` keeps every request a rule fired on. A chunk is what one ``recv`` returns: on
+loopback, a client's single command or HTTP body arrives in one piece.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import socketserver
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+
+@dataclass
+class _Rule:
+    pattern: bytes
+    kind: str  # "drop" | "lose-answer" | "answer" | "before"
+    remaining: int
+    reply: Callable[[bytes], bytes] | None = None
+    action: Callable[[], None] | None = None
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    block_on_close = False
+    proxy: CuttingProxy
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: _Server
+
+    def handle(self) -> None:
+        self.server.proxy._serve(self.request)
+
+
+class CuttingProxy:
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self._rules: list[_Rule] = []
+        self._lock = threading.Lock()
+        self.matched: list[bytes] = []
+        self.connections = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- rules ---------------------------------------------------------------------------------
+
+    def cut(self, pattern: bytes, *, deliver: bool, times: int = 1) -> None:
+        with self._lock:
+            self._rules.append(_Rule(pattern, "lose-answer" if deliver else "drop", times))
+
+    def answer(self, pattern: bytes, reply: Callable[[bytes], bytes], times: int = 1) -> None:
+        with self._lock:
+            self._rules.append(_Rule(pattern, "answer", times, reply))
+
+    def before(self, pattern: bytes, action: Callable[[], None], times: int = 1) -> None:
+        with self._lock:
+            self._rules.append(_Rule(pattern, "before", times, action=action))
+
+    def _match(self, chunk: bytes) -> _Rule | None:
+        with self._lock:
+            for rule in self._rules:
+                if rule.remaining > 0 and rule.pattern in chunk:
+                    rule.remaining -= 1
+                    self.matched.append(chunk)
+                    return rule
+        return None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() first"
+        return int(self._server.server_address[1])
+
+    def start(self) -> CuttingProxy:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.proxy = self
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def __enter__(self) -> CuttingProxy:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- one connection ------------------------------------------------------------------------
+
+    def _serve(self, client: socket.socket) -> None:
+        with self._lock:
+            self.connections += 1
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=30)
+        except OSError:
+            _close(client)
+            return
+        lose_answer = threading.Event()
+        done = threading.Event()
+
+        def shut() -> None:
+            done.set()
+            _close(client)
+            _close(upstream)
+
+        def responses() -> None:
+            try:
+                while not done.is_set():
+                    data = upstream.recv(65536)
+                    if not data or lose_answer.is_set():
+                        break
+                    client.sendall(data)
+            except OSError:
+                pass
+            shut()
+
+        reader = threading.Thread(target=responses, daemon=True)
+        reader.start()
+        try:
+            while not done.is_set():
+                chunk = client.recv(65536)
+                if not chunk:
+                    break
+                rule = self._match(chunk)
+                if rule is None:
+                    upstream.sendall(chunk)
+                elif rule.kind == "drop":
+                    break
+                elif rule.kind == "lose-answer":
+                    lose_answer.set()
+                    upstream.sendall(chunk)
+                elif rule.kind == "before":
+                    assert rule.action is not None
+                    rule.action()
+                    upstream.sendall(chunk)
+                else:
+                    assert rule.reply is not None
+                    client.sendall(rule.reply(chunk))
+        except OSError:
+            pass
+        if not lose_answer.is_set():
+            shut()
+        reader.join(timeout=30)  # with a lost answer: closes when the answer starts
+        shut()
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+def imap_reply(text: str) -> Callable[[bytes], bytes]:
+    """An IMAP tagged answer to the command in a chunk: ``<tag> <text>``."""
+
+    def reply(chunk: bytes) -> bytes:
+        tag = chunk.split(b" ", 1)[0]
+        return tag + b" " + text.encode() + b"\r\n"
+
+    return reply
