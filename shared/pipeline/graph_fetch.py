@@ -33,6 +33,7 @@ from .ingest import queue_message, source_key
 
 log = logging.getLogger(__name__)
 BUSY_DELAY = 2  # seconds before a job whose mailbox slots were all taken runs again
+MAX_ETAGS = 8  # versions a fetch job names; more (a busy message) and it simply fetches
 
 
 def process_notifications(ctx: AppContext, body: bytes, now: datetime) -> dict[str, int]:
@@ -71,11 +72,15 @@ def process_notifications(ctx: AppContext, body: bytes, now: datetime) -> dict[s
         change = str(item.get("changeType", "updated"))
         named = data.get("@odata.etag") if isinstance(data, dict) else None
         etag = named if isinstance(named, str) and len(named) <= 512 else None
-        # A created and an updated of one message in one POST: one fetch reads both. Two
-        # versions named: the job names none, so it fetches (unless both were ours, rare).
-        job = jobs.setdefault((mailbox.name, kind, str(item_id)), {"change": change, "etag": etag})
-        if job["etag"] != etag:
-            job["etag"] = None
+        # A created and an updated of one message in one POST: one fetch reads both. The job
+        # names every version announced (our PATCH and our move often come together): if all
+        # of them are ours, nothing is fetched. One without a version means a fetch.
+        job = jobs.setdefault((mailbox.name, kind, str(item_id)), {"change": change, "etags": []})
+        etags = job["etags"]
+        if etag is None or etags is None or len(etags) >= MAX_ETAGS:
+            job["etags"] = None
+        elif etag not in etags:
+            etags.append(etag)
     for (mailbox_name, kind, item_id), job in jobs.items():
         ctx.stores.queues.send_bytes(
             GRAPH_FETCH,
@@ -139,8 +144,9 @@ def _fetch_job(ctx: AppContext, body: bytes, now: datetime) -> str:
     known = ingest.get(mailbox.name, source_key(item_id))
     if known is not None and job.get("change") == "created":
         return f"{where}: duplicate"
-    if known is not None and job.get("change") == "updated" and job.get("etag"):
-        echo = _own_echo(ctx, mailbox, item_id, known, job["etag"])
+    etags = job.get("etags")
+    if known is not None and job.get("change") == "updated" and isinstance(etags, list) and etags:
+        echo = _own_echo(ctx, mailbox, item_id, known, [str(e) for e in etags])
         if echo:
             return f"{where}: {echo}"
     try:
@@ -151,13 +157,14 @@ def _fetch_job(ctx: AppContext, body: bytes, now: datetime) -> str:
 
 
 def _own_echo(
-    ctx: AppContext, mailbox: GraphMailbox, item_id: str, known: dict[str, Any], etag: str
+    ctx: AppContext, mailbox: GraphMailbox, item_id: str, known: dict[str, Any], etags: list[str]
 ) -> str | None:
-    """Our own PATCH or move coming back: nothing to fetch. The folder our move put the mail
-    in is kept on its ingest row, so a later move by the user is still seen as one."""
+    """Our own PATCH or move coming back (every version the job names is one we made):
+    nothing to fetch. The folder our move put the mail in is kept on its ingest row, so a
+    later move by the user is still seen as one."""
     from ..sources.graph.source import own_change
 
-    row = own_change(ctx.stores, mailbox.name, item_id, etag)
+    row = own_change(ctx.stores, mailbox.name, item_id, etags)
     if row is None:
         return None
     folder = row.get("Folder")

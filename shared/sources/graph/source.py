@@ -107,24 +107,19 @@ def message_row(source_id: str) -> str:
     return "msg-" + hashlib.sha256(source_id.encode()).hexdigest()[:32]
 
 
-def own_change(stores: Stores, mailbox: str, source_id: str, etag: Any) -> dict[str, Any] | None:
-    """Our row about `source_id` if the version a notification names (its `@odata.etag`) is
-    one our own PATCH or move made: nothing in it is news, no fetch needed. Else None."""
-    key = change_key(etag)
-    if key is None:
+def own_change(
+    stores: Stores, mailbox: str, source_id: str, etags: Sequence[Any]
+) -> dict[str, Any] | None:
+    """Our row about `source_id` if every version notifications named (their `@odata.etag`)
+    is one our own PATCH or move made: nothing in them is news, no fetch needed. Else None."""
+    keys = [change_key(etag) for etag in etags]
+    if not keys or any(key is None for key in keys):
         return None
-    row = stores.table(GRAPH_STATE).get(mailbox, message_row(source_id))
-    if row is None or key not in str(row.get("Own") or "").split():
-        return None
-    return row
     row = stores.table(GRAPH_STATE).get(mailbox, message_row(source_id))
     if row is None:
         return None
-    if key in str(row.get("Own") or "").split():
-        return "our own change"
-    if key == row.get("Seen"):
-        return "a version already read"
-    return None
+    own = str(row.get("Own") or "").split()
+    return row if all(key in own for key in keys) else None
 
 
 def _iso(value: Any) -> datetime | None:
