@@ -373,7 +373,20 @@ class GraphSource:
         own: Sequence[str] = (),
     ) -> None:
         """Remember the version of a message we saw (its changeKey, categories, folder) and
-        the changeKeys our own writes made. A lost write costs a fetch later, nothing more."""
+        the changeKeys our own writes made. A lost note costs a fetch later, nothing more, so
+        no failure here (storage, or Graph naming the folder) fails the caller."""
+        try:
+            self._write_note(source_id, state, seen, own)
+        except Exception as exc:
+            log.warning("graph: mailbox=%s could not note a message: %s", self.mailbox.name, exc)
+
+    def _write_note(
+        self,
+        source_id: str,
+        state: MessageState | None,
+        seen: dict[str, Any] | None,
+        own: Sequence[str],
+    ) -> None:
         row: dict[str, Any] = {
             "PartitionKey": self.mailbox.name,
             "RowKey": message_row(source_id),
@@ -399,11 +412,7 @@ class GraphSource:
             before = table.get(self.mailbox.name, message_row(source_id)) or {}
             keys = [k for k in str(before.get("Own") or "").split() if k not in own]
             row["Own"] = " ".join([*keys, *own][-OWN_KEYS:])
-        try:
-            table.upsert(row)
-        except Exception as exc:  # the note only saves calls: never fail an action for it
-            log.warning("graph: mailbox=%s could not note a message: %s", self.mailbox.name, exc)
-            return
+        table.upsert(row)
         self._noted.add(source_id)
 
     def send_mime(self, raw: bytes) -> str:
@@ -504,11 +513,11 @@ class GraphSource:
         if not body:
             return details, None
         with self.slots.hold():
-            answer = self.client.request("PATCH", path, json=body).json()
+            answer = _entity(self.client.request("PATCH", path, json=body))
         key = change_key(answer.get("changeKey") or answer.get("@odata.etag"))
         if key:
             own.append(key)
-        return details, answer if isinstance(answer, dict) else None
+        return details, answer or None
 
     def _known_categories(self, source_id: str, path: str) -> list[str]:
         row = self.stores.table(GRAPH_STATE).get(self.mailbox.name, message_row(source_id))
@@ -535,9 +544,9 @@ class GraphSource:
         target = self.move_target(folder)
         try:
             with self.slots.hold():
-                answer = self.client.request(
-                    "POST", f"{path}/move", json={"destinationId": target}
-                ).json()
+                answer = _entity(
+                    self.client.request("POST", f"{path}/move", json={"destinationId": target})
+                )
         except GraphNotFound:
             if target == folder.lower():
                 raise  # a well-known folder always exists: the message is gone
@@ -545,10 +554,20 @@ class GraphSource:
             self.forget_target(folder)
             target = self.move_target(folder)
             with self.slots.hold():
-                answer = self.client.request(
-                    "POST", f"{path}/move", json={"destinationId": target}
-                ).json()
+                answer = _entity(
+                    self.client.request("POST", f"{path}/move", json={"destinationId": target})
+                )
         key = change_key(answer.get("changeKey") or answer.get("@odata.etag"))
         if key:
             own.append(key)
-        return f"moved to {folder}", answer if isinstance(answer, dict) else None
+        return f"moved to {folder}", answer or None
+
+
+def _entity(response: Any) -> dict[str, Any]:
+    """The JSON object an answer carries; {} for an empty or unexpected body (the action
+    was done all the same: only its changeKey is not known)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
