@@ -19,7 +19,7 @@ from shared.sources.base import ActionResult, SourceBusy, SourceUnavailable
 from shared.sources.graph.auth import provider_for
 from shared.sources.graph.client import GraphClient, GraphThrottled
 from shared.sources.graph.clientstate import make, new_nonce
-from shared.sources.graph.source import GraphSource
+from shared.sources.graph.source import GraphSource, _target_cache
 from shared.sources.graph.state import SUBSCRIPTIONS, secret_id
 from shared.sources.graph.subscriptions import maintain
 from shared.store.backoff import backoff_until
@@ -85,6 +85,13 @@ def test_two_filings_racing_to_create_the_folder_both_move_into_one(
     )
     assert third.done and fake.count(r"/mailFolders") == 0
     assert fake.count(r"/move$", method="POST") == 1
+    # A new worker process (its memory empty) reads the id from GraphState, not from Graph.
+    _target_cache.clear()
+    fake.clear_requests()
+    (again_moved,) = graph_source(graph_world).apply(
+        ids[2], [MailboxAction(action="move", folder=TARGET)]
+    )
+    assert again_moved.done and fake.count(r"/mailFolders") == 0
 
     # A user deletes the folder: the cached id answers 404, it is resolved (made) again.
     box = fake.store.mailbox(USER)

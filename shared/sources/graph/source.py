@@ -102,6 +102,11 @@ def change_key(value: Any) -> str | None:
     return text
 
 
+def _target_row(path: str) -> str:
+    """Row key (GraphState, partition: the mailbox) of a move target's folder id."""
+    return "folder-" + hashlib.sha256(path.encode()).hexdigest()[:32]
+
+
 def message_row(source_id: str) -> str:
     """Row key (GraphState, partition: the mailbox) of what we know about one message."""
     return "msg-" + hashlib.sha256(source_id.encode()).hexdigest()[:32]
@@ -240,7 +245,8 @@ class GraphSource:
 
     def move_target(self, folder: str) -> str:
         """The destinationId of a move: a well-known name as it is, else the folder's id,
-        resolved (and created) once per process and mailbox."""
+        resolved (and created) once per mailbox: kept in the process and in `GraphState`
+        (row `folder-<hash of the path>`), so a new worker instance reads it from there."""
         if folder.lower() in WELL_KNOWN:
             return folder.lower()
         key = (self.mailbox.graph_endpoint, self.mailbox.tenant_id, self.mailbox.user)
@@ -248,15 +254,35 @@ class GraphSource:
             known = _target_cache.get(key, {}).get(folder)
         if known is not None:
             return known
-        resolved = self.folder_id(folder, create=True)
+        table = self.stores.table(GRAPH_STATE)
+        row = table.get(self.mailbox.name, _target_row(folder))
+        stored = row.get("FolderId") if row else None
+        if isinstance(stored, str) and stored and row and row.get("Path") == folder:
+            resolved = stored
+        else:
+            resolved = self.folder_id(folder, create=True)
+            table.upsert(
+                {
+                    "PartitionKey": self.mailbox.name,
+                    "RowKey": _target_row(folder),
+                    "Path": folder,
+                    "FolderId": resolved,
+                    "At": datetime.now(UTC),
+                }
+            )
         with _folder_lock:
             _target_cache.setdefault(key, {})[folder] = resolved
         return resolved
 
     def forget_target(self, folder: str) -> None:
+        """Graph said 404 for the kept id (the folder was deleted): resolve it afresh."""
         key = (self.mailbox.graph_endpoint, self.mailbox.tenant_id, self.mailbox.user)
         with _folder_lock:
             _target_cache.get(key, {}).pop(folder, None)
+        try:
+            self.stores.table(GRAPH_STATE).delete(self.mailbox.name, _target_row(folder))
+        except Exception as exc:  # already gone, or storage down: resolving overwrites it
+            log.info("graph: mailbox=%s could not forget a folder id: %s", self.mailbox.name, exc)
 
     def folder_name(self, folder_id: str) -> str:
         for name, fid in self.folders().items():
