@@ -124,7 +124,7 @@ def maintain(
     if only is None:
         _remove_unwanted(config, stores, wants, rows, summary)
         if key is not None:
-            _retire_strays(config, stores, key, summary)
+            _retire_strays(config, stores, key, rows, summary)
     log.info(
         "graph subscriptions: created=%d renewed=%d recreated=%d removed=%d retired=%d "
         "batches=%d failed=%d",
@@ -237,18 +237,17 @@ def _delete(client: GraphClient, subscription_id: str) -> bool:
     return True
 
 
-def _retire_strays(config: Config, stores: Stores, key: bytes, summary: Summary) -> None:
+def _retire_strays(
+    config: Config, stores: Stores, key: bytes, rows: dict[str, dict[str, Any]], summary: Summary
+) -> None:
     """Delete the app's subscriptions that call our webhook but are not ours now: their
     clientState is not signed by the current secret (a retired one made them), or it is but
     its nonce is forgotten (its row was lost or replaced). One listing per app and endpoint.
-    Subscriptions of the same app calling another URL (another deployment) are left alone."""
+    Subscriptions of the same app calling another URL (another deployment) are left alone.
+    `rows`: the subscription rows as the pass began; those it created have their nonce rows."""
     table = stores.table(GRAPH_STATE)
     url = f"{(config.graph.notification_url or '').rstrip('/')}/graph/notifications".lower()
-    ours = {
-        str(row.get("SubscriptionId"))
-        for row in table.partition(SUBSCRIPTIONS)
-        if row.get("SubscriptionId")
-    }
+    ours = {str(row.get("SubscriptionId")) for row in rows.values() if row.get("SubscriptionId")}
     apps: dict[tuple[str, str, str, str], GraphMailbox] = {}
     for mb in config.mailboxes:
         if isinstance(mb, GraphMailbox) and mb.enabled:
