@@ -712,7 +712,8 @@ def report(hooks: list[dict[str, Any]], runs: list[dict[str, Any]], renew: dict[
     )
     print(
         "$batch: top-level POST /$batch; inner: requests inside them; other: other top-level "
-        "requests (tokens); storage: Azurite calls of the pass"
+        "requests (tokens; the `GET /subscriptions` listing that finds strays); storage: Azurite "
+        "calls of the pass"
     )
     print(
         f"maintain counted {renew['counted_batches']} batches; renewed in the fake "
