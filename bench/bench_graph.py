@@ -19,7 +19,14 @@ calls. Run with ``python -m bench.bench_graph``; no figure is asserted.
 2. Cold validation: a fresh interpreter per run imports `function_app`, looks the function up as
    the worker's indexing does (`app.get_functions()`) and calls `graph_notifications` with a
    `validationToken`; timed from spawn until the answer reaches the parent.
-3. Renewal: 10,000 Graph mailboxes of one app and tenant. The first subscription is created by
+3. Actions (issue 18): one Graph mailbox with `after_filing` (mark read, a category, move to
+   `Mailfiler/Filed`), subscribed for real. After one mail to warm up (tokens, folder ids),
+   ACTION_MAILS mails arrive, their notifications are delivered (some twice), and the local host
+   runs every stage; the fake's request log gives Graph calls per filed mail (goal <= 4: state,
+   MIME, one PATCH, one move). Then the notifications our own PATCH and move raised (two
+   `updated` per change, some delivered twice) are delivered and run: goal 0 fetches per
+   notification.
+4. Renewal: 10,000 Graph mailboxes of one app and tenant. The first subscription is created by
    `maintain(only=...)` for real; the other 9,999 are copies of it (fake registry entries and
    GraphState rows as `_create` writes them), because 10,000 real creations would run 20,000
    handshakes. One `maintain()` pass then renews every one of them against the fake.
@@ -81,7 +88,9 @@ POSTS = 400
 WARM_UP = 100  # POSTs before the measured runs
 COLD_RUNS = 5
 MAILBOXES = 10_000
-GOALS = {"webhook_p99_ms": 200.0, "validation_s": 1.0, "batches": 500}
+GOALS = {"webhook_p99_ms": 200.0, "validation_s": 1.0, "batches": 500, "calls_per_mail": 4}
+ACTION_MAILS = 20
+AFTER_FILING = {"mark_read": True, "category": "Клиенты", "move_to": "Mailfiler/Filed"}
 
 
 # --- setup ------------------------------------------------------------------------------------
@@ -118,6 +127,67 @@ def config_data(users: dict[str, str], fake: FakeGraph, base: str) -> dict[str, 
         "mailboxes": [{"name": name, "user": user, **mailbox} for name, user in users.items()],
         "graph": {"notification_url": base},
     }
+
+
+def actions_cost(
+    stores: Stores, connection: str, base: str, file: Path, host: LocalHost
+) -> dict[str, Any]:
+    """Graph calls per filed mail with after-filing actions, and per notification of our own
+    change, counted from the fake's request log (issue 18, points 2 and 4)."""
+    with FakeGraph() as fake, environment(fake.ca_env()):
+        fake.add_app(TENANT, APP, APP_SECRET)
+        fake.add_user(USER, tenant=TENANT)
+        data = config_data({"m365": USER}, fake, base)
+        data["mailboxes"][0]["after_filing"] = AFTER_FILING
+        file.write_text(json.dumps(data, ensure_ascii=False))
+        settings = AppSettings.model_validate(
+            {"AzureWebJobsStorage": connection, "MAILFILER_CONFIG": str(file)}
+        )
+        ctx = AppContext(settings, load_config(file), file.parent, stores)
+        set_context(ctx)
+        fresh_state(stores)
+        made = maintain(ctx.config, stores, datetime.now(UTC))
+        if made.created != 1 or made.failed:
+            raise RuntimeError(f"subscribing failed: {made}")
+        fake.add_message(USER, "inbox", mime(10_000))  # warm-up: tokens and folder ids
+        for _ in range(2):
+            fake.deliver()
+            host.drain()
+        fake.clear_requests()
+        ids = [fake.add_message(USER, "inbox", mime(10_001 + i)) for i in range(ACTION_MAILS)]
+        arrived = fake.deliver(duplicate_rate=0.2, seed=11)
+        host.drain()
+        filing = [r for r in fake.requests if r.path.startswith("/v1.0/users/")]
+        moved = sum(
+            1
+            for i in ids
+            if fake.message(USER, i)["parentFolderId"] != fake.folder_id(USER, "inbox")
+        )
+        fake.clear_requests()
+        echoes = fake.deliver(duplicate_rate=0.2, seed=12)
+        host.drain()
+        idle = [r for r in fake.requests if r.path.startswith("/v1.0/users/")]
+    kinds = Counter(_kind(r.method, r.path) for r in filing)
+    return {
+        "mails": len(ids),
+        "moved": moved,
+        "arrived": arrived.delivered,
+        "calls": len(filing),
+        "kinds": dict(kinds),
+        "echoes": echoes.delivered,
+        "idle_calls": len(idle),
+        "idle_fetches": sum(1 for r in idle if r.method == "GET"),
+    }
+
+
+def _kind(method: str, path: str) -> str:
+    if path.endswith("/$value"):
+        return "MIME"
+    if path.endswith("/move"):
+        return "move"
+    if "/mailFolders" in path:
+        return "folders"
+    return {"GET": "state", "PATCH": "PATCH"}.get(method, method)
 
 
 def mime(n: int) -> bytes:
@@ -502,6 +572,7 @@ def main() -> None:
                     stores, connection, base_of(servers[0]), config_file, azurite.process.pid
                 )
                 runs = cold(connection, config_file)
+                acts = actions_cost(stores, connection, base_of(servers[0]), config_file, host)
                 renew = renewal(stores, counter, base_of(servers[0]))
             finally:
                 set_context(None)
@@ -511,6 +582,57 @@ def main() -> None:
     finally:
         azurite.stop()
     report(hooks, runs, renew)
+    report_actions(acts)
+
+
+def actions_only() -> None:
+    """`python -m bench.bench_graph --actions`: part 3 alone."""
+    settings = {"GRAPH_APP_SECRET": APP_SECRET, "GRAPH_CLIENT_STATE_SECRET": CLIENT_STATE_SECRET}
+    azurite = Azurite()
+    azurite.start()
+    try:
+        with environment(settings), tempfile.TemporaryDirectory() as tmp:
+            connection = azurite.connection_string
+            stores = Stores.connect(StorageSettings(connection_string=connection))
+            stores.ensure()
+            sys.path.insert(0, str(REPO))
+            app = importlib.import_module("function_app")
+            host = LocalHost(
+                registered_functions(app),
+                stores.queues,
+                QueueSettings.from_host_json(REPO / "host.json"),
+            )
+            server = serve(host, LocalHttpServer)
+            try:
+                acts = actions_cost(
+                    stores, connection, base_of(server), Path(tmp, "mailfiler.yaml"), host
+                )
+            finally:
+                set_context(None)
+                server.shutdown()
+                server.server_close()
+    finally:
+        azurite.stop()
+    report_actions(acts)
+
+
+def report_actions(acts: dict[str, Any]) -> None:
+    per_mail = acts["calls"] / acts["mails"]
+    print(
+        f"\ngraph after-filing actions: {acts['mails']} mails (mark read, category, move to "
+        f"{AFTER_FILING['move_to']}), notifications delivered {acts['arrived']} (20% twice)"
+    )
+    print(f"{'':<44}{'value':>8}{'goal':>8}")
+    print(f"{'Graph calls per filed mail':<44}{per_mail:>8.2f}{'<= 4':>8}")
+    print(
+        f"{'fetches per notification of our own change':<44}"
+        f"{acts['idle_fetches'] / max(acts['echoes'], 1):>8.2f}{'0':>8}"
+    )
+    print(
+        f"calls by kind: {dict(sorted(acts['kinds'].items()))}; moved {acts['moved']} of "
+        f"{acts['mails']}; our own changes came back as {acts['echoes']} notifications and "
+        f"cost {acts['idle_calls']} Graph calls"
+    )
 
 
 def report(hooks: list[dict[str, Any]], runs: list[dict[str, Any]], renew: dict[str, Any]) -> None:
@@ -590,7 +712,8 @@ def report(hooks: list[dict[str, Any]], runs: list[dict[str, Any]], renew: dict[
     )
     print(
         "$batch: top-level POST /$batch; inner: requests inside them; other: other top-level "
-        "requests (tokens); storage: Azurite calls of the pass"
+        "requests (tokens; the `GET /subscriptions` listing that finds strays); storage: Azurite "
+        "calls of the pass"
     )
     print(
         f"maintain counted {renew['counted_batches']} batches; renewed in the fake "
@@ -602,5 +725,7 @@ def report(hooks: list[dict[str, Any]], runs: list[dict[str, Any]], renew: dict[
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--load"]:
         load_child()
+    elif sys.argv[1:2] == ["--actions"]:
+        actions_only()
     else:
         main()

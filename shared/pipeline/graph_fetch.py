@@ -6,12 +6,18 @@ rest, and redelivered or duplicate notifications cost at most a table read. A fe
 message's state, ingests it if it is new and in a watched folder (same path as polling: raw
 mail to Blob Storage, then the `inbound` queue), or, for mail already ingested, turns a folder
 change into a sighting so the timeline shows where the mail is now.
+
+An `updated` notification whose version (`resourceData["@odata.etag"]`) our own PATCH or move
+made costs a table read and no Graph call. While Graph has asked for a pause (429/503 with
+Retry-After, noted with `note_backoff` for the whole mailbox), a fetch job calls nothing and
+runs again when the pause ends.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -19,6 +25,7 @@ from typing import Any
 from ..core.config import GraphMailbox
 from ..core.contracts import InboundMessage
 from ..sources.graph.clientstate import verified_nonce
+from ..store.backoff import note_backoff, seconds_left
 from ..store.stores import GRAPH_FETCH, GRAPH_STATE, INBOUND, INGEST
 from .context import AppContext
 from .graph_intake import unpack
@@ -26,6 +33,7 @@ from .ingest import queue_message, source_key
 
 log = logging.getLogger(__name__)
 BUSY_DELAY = 2  # seconds before a job whose mailbox slots were all taken runs again
+MAX_ETAGS = 8  # versions a fetch job names; more (a busy message) and it simply fetches
 
 
 def process_notifications(ctx: AppContext, body: bytes, now: datetime) -> dict[str, int]:
@@ -62,8 +70,17 @@ def process_notifications(ctx: AppContext, body: bytes, now: datetime) -> dict[s
             continue
         kind = "event" if row.get("Kind") == "events" else "message"
         change = str(item.get("changeType", "updated"))
-        # A created and an updated of one message in one POST: one fetch reads both.
-        jobs.setdefault((mailbox.name, kind, str(item_id)), {"change": change})
+        named = data.get("@odata.etag") if isinstance(data, dict) else None
+        etag = named if isinstance(named, str) and len(named) <= 512 else None
+        # A created and an updated of one message in one POST: one fetch reads both. The job
+        # names every version announced (our PATCH and our move often come together): if all
+        # of them are ours, nothing is fetched. One without a version means a fetch.
+        job = jobs.setdefault((mailbox.name, kind, str(item_id)), {"change": change, "etags": []})
+        etags = job["etags"]
+        if etag is None or etags is None or len(etags) >= MAX_ETAGS:
+            job["etags"] = None
+        elif etag not in etags:
+            etags.append(etag)
     for (mailbox_name, kind, item_id), job in jobs.items():
         ctx.stores.queues.send_bytes(
             GRAPH_FETCH,
@@ -127,23 +144,58 @@ def _fetch_job(ctx: AppContext, body: bytes, now: datetime) -> str:
     known = ingest.get(mailbox.name, source_key(item_id))
     if known is not None and job.get("change") == "created":
         return f"{where}: duplicate"
+    etags = job.get("etags")
+    if known is not None and job.get("change") == "updated" and isinstance(etags, list) and etags:
+        echo = _own_echo(ctx, mailbox, item_id, known, [str(e) for e in etags])
+        if echo:
+            return f"{where}: {echo}"
     try:
-        return f"{where}: {_guarded(ctx, body, lambda: _fetch(ctx, mailbox, job, known, now))}"
+        done = _guarded(ctx, mailbox, body, now, lambda: _fetch(ctx, mailbox, job, known, now))
+        return f"{where}: {done}"
     except GraphNotFound:
         return f"{where}: gone from the mailbox"
 
 
-def _guarded(ctx: AppContext, body: bytes, work: Callable[[], str]) -> str:
+def _own_echo(
+    ctx: AppContext, mailbox: GraphMailbox, item_id: str, known: dict[str, Any], etags: list[str]
+) -> str | None:
+    """Our own PATCH or move coming back (every version the job names is one we made):
+    nothing to fetch. The folder our move put the mail in is kept on its ingest row, so a
+    later move by the user is still seen as one."""
+    from ..sources.graph.source import own_change
+
+    row = own_change(ctx.stores, mailbox.name, item_id, etags)
+    if row is None:
+        return None
+    folder = row.get("Folder")
+    if isinstance(folder, str) and folder and known.get("Folder") != folder:
+        ctx.stores.table(INGEST).upsert(
+            {"PartitionKey": mailbox.name, "RowKey": known["RowKey"], "Folder": folder}
+        )
+    return "our own change, not fetched"
+
+
+def _guarded(
+    ctx: AppContext, mailbox: GraphMailbox, body: bytes, now: datetime, work: Callable[[], str]
+) -> str:
     """Throttled by Graph, or every slot of the mailbox taken: the job runs again later
-    (a delayed copy), and this delivery succeeds, so throttling never poisons a job."""
+    (a delayed copy), and this delivery succeeds, so throttling never poisons a job. Graph's
+    pause is noted for the mailbox: no job calls it before the pause ends."""
     from ..sources.graph.client import GraphThrottled
     from ..store.leases import SlotsBusy
 
+    wait = seconds_left(ctx.stores, mailbox.name, now)
+    if wait:
+        _later(ctx, body, wait)
+        return f"graph asked for a pause, again in {wait} s"
     try:
         return work()
     except GraphThrottled as exc:
-        _later(ctx, body, int(exc.retry_after) + 1)
-        return f"throttled, again in {exc.retry_after:.0f} s"
+        until = note_backoff(ctx.stores, mailbox.name, now, exc.retry_after, str(exc))
+        wait = max(1, math.ceil((until - now).total_seconds()))
+        log.warning("graph: mailbox=%s throttled: %s; again in %d s", mailbox.name, exc, wait)
+        _later(ctx, body, wait)
+        return f"throttled, again in {wait} s"
     except SlotsBusy:
         _later(ctx, body, BUSY_DELAY)
         return "mailbox busy, again shortly"
@@ -162,7 +214,9 @@ def _event_job(
     where = f"mailbox={mailbox.name} event={str(job['id'])[-12:]} change={job.get('change')}"
     done = _guarded(
         ctx,
+        mailbox,
         body,
+        now,
         lambda: on_event(
             ctx.stores, ctx.config, mailbox, source, str(job["id"]), str(job.get("change")), now
         ),

@@ -54,7 +54,8 @@ class FakeGraph:
     """Fake Graph + Entra ID on https://127.0.0.1:PORT, managed identity on http://127.0.0.1:PORT2.
 
     Attributes tests tune: ``concurrency_limit`` (None = only track; 4 = Outlook's limit),
-    ``concurrency_retry_after``, ``validation_timeout`` (10 s), ``faults``, ``token_lifetime``.
+    ``concurrency_retry_after``, ``validation_timeout`` (10 s), ``faults``, ``token_lifetime``,
+    ``subs.echoes`` (``updated`` notifications per change of a message, default 2).
     """
 
     def __init__(

@@ -9,6 +9,7 @@ Outlook's per-mailbox limit of 4 concurrent requests answers 429 ``ApplicationTh
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import threading
@@ -37,6 +38,9 @@ class Fault:
     code: str | None = None
     message: str | None = None
     hits: int = 0
+    # Hold matching requests until this many are waiting, then answer them all (a race made
+    # certain: e.g. two workers creating the same folder). Waits at most 10 s.
+    barrier: threading.Barrier | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method.upper() != method.upper():
@@ -125,6 +129,19 @@ class Faults:
         """Sleep ``seconds`` (inside the mailbox's in-flight window) before answering normally."""
         return self.add(Fault(delay=seconds, path=path, method=method, count=count, rate=rate))
 
+    def rendezvous(
+        self, parties: int, *, path: str | None = None, method: str | None = None
+    ) -> Fault:
+        """Hold the next ``parties`` matching requests until all of them have arrived."""
+        return self.add(
+            Fault(
+                path=path,
+                method=method,
+                count=parties,
+                barrier=threading.Barrier(parties, timeout=10),
+            )
+        )
+
     def clear(self) -> None:
         with self._lock:
             self._rules.clear()
@@ -138,6 +155,7 @@ class Faults:
         """Total delay and the first status fault hitting this request (consuming counts)."""
         total = 0.0
         status: Fault | None = None
+        barriers: list[threading.Barrier] = []
         with self._lock:
             for rule in self._rules:
                 if not rule.matches(method, path):
@@ -152,8 +170,13 @@ class Faults:
                     rule.count -= 1
                 rule.hits += 1
                 total += rule.delay
+                if rule.barrier is not None:
+                    barriers.append(rule.barrier)
                 if rule.status is not None:
                     status = rule
+        for barrier in barriers:  # outside the lock: the other parties must get in
+            with contextlib.suppress(threading.BrokenBarrierError):  # a party never came
+                barrier.wait()
         return total, status
 
 

@@ -5,9 +5,11 @@ Shapes follow:
   subscription" (api-reference/v1.0/api/subscription-post-subscriptions.md): 201 with id,
   resource, applicationId, changeType, clientState, notificationUrl, lifecycleNotificationUrl,
   expirationDateTime (7 fraction digits), creatorId, includeResourceData, latestSupportedTlsVersion,
-  encryptionCertificate(Id), notificationQueryOptions, notificationUrlAppId; a duplicate
-  changeType+resource answers 409 "Subscription Id <> already exists for the requested
-  combination" (docs PR microsoft-graph-docs-contrib#8573).
+  encryptionCertificate(Id), notificationQueryOptions, notificationUrlAppId. Creating the same
+  changeType+resource again gives another subscription with its own id, as the current docs
+  describe (an older docs PR, microsoft-graph-docs-contrib#8573, spoke of a 409); both deliver.
+- One change to a message raises several `updated` notifications with the same version
+  (`echoes`, default 2), as Outlook does for one user action or one PATCH/move.
 - changeNotification / changeNotificationCollection and resourceData
   (concepts/change-notifications-delivery-webhooks.md): {"value": [{subscriptionId,
   subscriptionExpirationDateTime, changeType, resource, resourceData {"@odata.type",
@@ -116,6 +118,7 @@ class SubscriptionRegistry:
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     outbox: list[Pending] = field(default_factory=list)
     per_mailbox_limit: int = 1000
+    echoes: int = 2  # `updated` notifications per change of a message
 
     # --- creation ---------------------------------------------------------------------------------
 
@@ -223,20 +226,9 @@ class SubscriptionRegistry:
         immutable_ids: bool,
     ) -> Subscription:
         with self.lock:
+            # A second subscription to the same resource and URL is created like the first, with
+            # its own id (no 409): both deliver until deleted or expired.
             live = self._live()
-            for sub in live:
-                same_types = set(sub.change_types) == set(fields["change_types"])
-                same_target = (sub.user_id, sub.kind, sub.folder_id) == (
-                    fields["user_id"],
-                    fields["kind"],
-                    fields["folder_id"],
-                )
-                if sub.application_id == application_id and same_types and same_target:
-                    raise GraphError(
-                        409,
-                        "ExtensionError",
-                        f"Subscription Id {sub.id} already exists for the requested combination",
-                    )
             if sum(1 for s in live if s.user_id == fields["user_id"]) >= self.per_mailbox_limit:
                 raise GraphError(
                     403,
@@ -308,16 +300,20 @@ class SubscriptionRegistry:
     # --- notifications ----------------------------------------------------------------------------
 
     def on_change(self, changes: list[Change]) -> None:
-        """Queue one change notification per matching live subscription and change."""
+        """Queue change notifications per matching live subscription and change: `echoes` of
+        each `updated` of a message (one per other change)."""
         with self.lock:
             live = self._live()
             for change in changes:
+                copies = self.echoes if change.change_type == "updated" else 1
+                copies = copies if change.kind == "message" else 1
                 for sub in live:
                     if not self._matches(sub, change):
                         continue
-                    self.outbox.append(
-                        Pending(sub.notification_url, sub.id, self.notification(sub, change))
-                    )
+                    for _ in range(max(1, copies)):
+                        self.outbox.append(
+                            Pending(sub.notification_url, sub.id, self.notification(sub, change))
+                        )
 
     @staticmethod
     def _matches(sub: Subscription, change: Change) -> bool:

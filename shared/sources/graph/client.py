@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import os
 import threading
 import time
@@ -19,12 +20,14 @@ from typing import Any
 
 import httpx
 
+from ..base import SourceBusy, SourceUnavailable
 from .auth import TokenProvider
 
 log = logging.getLogger(__name__)
 BATCH_MAX = 20  # Graph's limit per $batch
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 IMMUTABLE_IDS = 'IdType="ImmutableId"'
+MAX_RETRY_AFTER = 3600.0  # seconds; what a queue message can be delayed by
 
 _http: dict[tuple[str, str], httpx.Client] = {}
 _http_lock = threading.Lock()
@@ -56,12 +59,20 @@ class GraphNotFound(GraphError):
     pass
 
 
-class GraphThrottled(GraphError):
-    """Graph wants a pause longer than we wait in-process: re-queue after `retry_after`."""
+class GraphThrottled(GraphError, SourceBusy):
+    """Graph wants a pause longer than we wait in-process (429, or 503 with Retry-After):
+    re-queue after `retry_after`, the server's own number. A `SourceBusy` too, so every stage
+    that obeys a server's back-off obeys Graph's."""
 
     def __init__(self, retry_after: float, where: str, status: int = 429) -> None:
         self.retry_after = retry_after
-        super().__init__(status, "throttled", f"retry after {retry_after:.0f} s", where)
+        GraphError.__init__(self, status, "throttled", f"retry after {retry_after:.0f} s", where)
+
+
+class GraphUnavailable(GraphError, SourceUnavailable):
+    """A transient failure without a server-named pause: the connection failed or timed out
+    (status 0), or a 5xx without Retry-After outlasted the in-process retries. The work is
+    retried later as it is, never dropped."""
 
 
 def retry_after(headers: Mapping[str, str], attempt: int) -> float:
@@ -69,12 +80,25 @@ def retry_after(headers: Mapping[str, str], attempt: int) -> float:
     value = headers.get("Retry-After") or headers.get("retry-after")
     if value:
         try:
-            return max(0.0, float(value))
+            seconds = float(value)
         except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                when = None
             if when is not None:
-                return max(0.0, (when - datetime.now(UTC)).total_seconds())
+                if when.tzinfo is None:
+                    when = when.replace(tzinfo=UTC)
+                return _bounded((when - datetime.now(UTC)).total_seconds())
+        else:
+            if math.isfinite(seconds):
+                return _bounded(seconds)
     return min(2.0**attempt * 0.5, 30.0)
+
+
+def _bounded(seconds: float) -> float:
+    """A server's number, trusted between 0 and an hour (a hostile or broken header)."""
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
 def _error(response: httpx.Response, where: str) -> GraphError:
@@ -139,7 +163,7 @@ class GraphClient:
             except httpx.TransportError as exc:
                 wait = retry_after({}, attempt)
                 if waited + wait > self.max_wait or attempt == self.attempts - 1:
-                    raise GraphError(0, type(exc).__name__, str(exc)[:300], where) from exc
+                    raise GraphUnavailable(0, type(exc).__name__, str(exc)[:300], where) from exc
                 log.info("graph: %s: %s, retrying in %.1f s", where, type(exc).__name__, wait)
             else:
                 if response.status_code < 400:
@@ -152,11 +176,16 @@ class GraphClient:
                     raise _error(response, where)
                 wait = retry_after(response.headers, attempt)
                 if waited + wait > self.max_wait or attempt == self.attempts - 1:
-                    raise GraphThrottled(max(wait, 1.0), where, response.status_code)
+                    named = "retry-after" in {k.lower() for k in response.headers}
+                    if response.status_code == 429 or named:
+                        raise GraphThrottled(max(wait, 1.0), where, response.status_code)
+                    raise GraphUnavailable(
+                        response.status_code, "unavailable", f"after {attempt + 1} tries", where
+                    )
                 log.info("graph: %s: %d, retrying in %.1f s", where, response.status_code, wait)
             self._sleep(wait)
             waited += wait
-        raise GraphError(0, "retries", "no attempt left", where)
+        raise GraphUnavailable(0, "retries", "no attempt left", where)
 
     def get(self, path: str, params: Mapping[str, str] | None = None, **kw: Any) -> Any:
         return self.request("GET", path, params=params, **kw).json()

@@ -4,15 +4,25 @@ message (its state and its MIME), and mailbox actions are Graph PATCH / move / D
 Ids are immutable ids (`Prefer: IdType="ImmutableId"`), so a source id survives moves. Every
 call for one mailbox holds one of four slots shared by all workers (Graph's per-mailbox limit).
 Delta links are stored per folder once what they listed is safely queued (`commit`).
+
+Mailbox actions cost one PATCH (mark read and categories together) and one move per mail. Move
+targets are resolved once per process and mailbox (a folder another worker created at the same
+moment is taken as it is: Graph's 409 `ErrorFolderExists`), and forgotten when Graph says 404.
+A row per message in `GraphState` remembers the version we last saw and the changeKeys our own
+PATCH and move produced, so the `updated` notifications our own changes cause are recognised
+without asking Graph again (`own_change`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -36,9 +46,12 @@ WELL_KNOWN = {
 }
 MESSAGE_FIELDS = (
     "id,internetMessageId,conversationId,parentFolderId,receivedDateTime,isRead,flag,"
-    "categories,subject"
+    "categories,subject,changeKey"
 )
 DELTA_PAGE = 100
+PROPERTY_ACTIONS = ("mark_read", "categorize")  # one PATCH carries them all
+OWN_KEYS = 16  # changeKeys of our own writes remembered per message (a few per filing)
+MAX_KEY = 512  # a changeKey longer than this is not Graph's: not kept
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,7 @@ class MessageState:
     received: datetime | None
     internet_message_id: str | None
     conversation_id: str | None
+    change_key: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MessageState:
@@ -70,7 +84,47 @@ class MessageState:
             received=_iso(data.get("receivedDateTime")),
             internet_message_id=data.get("internetMessageId"),
             conversation_id=data.get("conversationId"),
+            change_key=change_key(data.get("changeKey") or data.get("@odata.etag")),
         )
+
+
+def change_key(value: Any) -> str | None:
+    """The changeKey in a message's `changeKey` or an `@odata.etag` (`W/"<changeKey>"`), the
+    form a notification's resourceData carries; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text or len(text) > MAX_KEY or any(ord(c) < 32 for c in text):
+        return None
+    return text
+
+
+def _target_row(path: str) -> str:
+    """Row key (GraphState, partition: the mailbox) of a move target's folder id."""
+    return "folder-" + hashlib.sha256(path.encode()).hexdigest()[:32]
+
+
+def message_row(source_id: str) -> str:
+    """Row key (GraphState, partition: the mailbox) of what we know about one message."""
+    return "msg-" + hashlib.sha256(source_id.encode()).hexdigest()[:32]
+
+
+def own_change(
+    stores: Stores, mailbox: str, source_id: str, etags: Sequence[Any]
+) -> dict[str, Any] | None:
+    """Our row about `source_id` if every version notifications named (their `@odata.etag`)
+    is one our own PATCH or move made: nothing in them is news, no fetch needed. Else None."""
+    keys = [change_key(etag) for etag in etags]
+    if not keys or any(key is None for key in keys):
+        return None
+    row = stores.table(GRAPH_STATE).get(mailbox, message_row(source_id))
+    if row is None:
+        return None
+    own = str(row.get("Own") or "").split()
+    return row if all(key in own for key in keys) else None
 
 
 def _iso(value: Any) -> datetime | None:
@@ -104,6 +158,7 @@ def graph_datetime(value: Any) -> datetime | None:
 
 
 _folder_cache: dict[tuple[str, str, str], dict[str, str]] = {}
+_target_cache: dict[tuple[str, str, str], dict[str, str]] = {}  # move targets: path -> id
 _folder_lock = threading.Lock()
 
 
@@ -118,6 +173,7 @@ class GraphSource:
         self.slots = stores.slots(f"graph:{mailbox.tenant_id}:{mailbox.user}", MAILBOX_SLOTS)
         self._pending_links: dict[str, str] = {}
         self._states: dict[str, MessageState] = {}
+        self._noted: set[str] = set()  # messages whose row this source wrote
 
     # -- folders -----------------------------------------------------------------------------
 
@@ -146,19 +202,87 @@ class GraphSource:
                 if parent
                 else f"{self.user}/mailFolders"
             )
-            escaped = part.replace("'", "''")
-            with self.slots.hold():
-                found = self.client.get(children, {"$filter": f"displayName eq '{escaped}'"})
-                if found.get("value"):
-                    parent = str(found["value"][0]["id"])
-                    continue
+            found = self._child(children, part)
+            if found is None:
                 if not create:
                     raise GraphNotFound(404, "ErrorFolderNotFound", f"no folder {name!r}", "")
-                made = self.client.request("POST", children, json={"displayName": part}).json()
-            parent = str(made["id"])
+                found = self._create_child(children, part)
+            parent = found
         if parent is None:
             raise GraphNotFound(404, "ErrorFolderNotFound", f"no folder {name!r}", "")
         return parent
+
+    def _child(self, children: str, part: str) -> str | None:
+        escaped = part.replace("'", "''")
+        with self.slots.hold():
+            found = self.client.get(children, {"$filter": f"displayName eq '{escaped}'"})
+        value = found.get("value") if isinstance(found, dict) else None
+        if value and isinstance(value[0], dict) and value[0].get("id"):
+            return str(value[0]["id"])
+        return None
+
+    def _create_child(self, children: str, part: str) -> str:
+        """Create one folder level. Another filing may create it at the same moment: Graph
+        then answers 409 ErrorFolderExists, which is success (its id is read back)."""
+        try:
+            with self.slots.hold():
+                made = self.client.request("POST", children, json={"displayName": part}).json()
+            return str(made["id"])
+        except GraphError as exc:
+            if exc.status != 409:
+                raise
+        log.info("graph: mailbox=%s folder %r created by someone else", self.mailbox.name, part)
+        found = self._child(children, part)
+        if found is not None:
+            return found
+        # Graph compares names without case when it refuses a duplicate; the filter does not.
+        with self.slots.hold():
+            for page in self.client.pages(children, {"$top": "100"}):
+                for folder in page.get("value", []):
+                    if str(folder.get("displayName", "")).casefold() == part.casefold():
+                        return str(folder["id"])
+        raise GraphError(409, "ErrorFolderExists", f"folder {part!r} exists but was not found")
+
+    def move_target(self, folder: str) -> str:
+        """The destinationId of a move: a well-known name as it is, else the folder's id,
+        resolved (and created) once per mailbox: kept in the process and in `GraphState`
+        (row `folder-<hash of the path>`), so a new worker instance reads it from there."""
+        if folder.lower() in WELL_KNOWN:
+            return folder.lower()
+        key = (self.mailbox.graph_endpoint, self.mailbox.tenant_id, self.mailbox.user)
+        with _folder_lock:
+            known = _target_cache.get(key, {}).get(folder)
+        if known is not None:
+            return known
+        table = self.stores.table(GRAPH_STATE)
+        row = table.get(self.mailbox.name, _target_row(folder))
+        stored = row.get("FolderId") if row else None
+        if isinstance(stored, str) and stored and row and row.get("Path") == folder:
+            resolved = stored
+        else:
+            resolved = self.folder_id(folder, create=True)
+            table.upsert(
+                {
+                    "PartitionKey": self.mailbox.name,
+                    "RowKey": _target_row(folder),
+                    "Path": folder,
+                    "FolderId": resolved,
+                    "At": datetime.now(UTC),
+                }
+            )
+        with _folder_lock:
+            _target_cache.setdefault(key, {})[folder] = resolved
+        return resolved
+
+    def forget_target(self, folder: str) -> None:
+        """Graph said 404 for the kept id (the folder was deleted): resolve it afresh."""
+        key = (self.mailbox.graph_endpoint, self.mailbox.tenant_id, self.mailbox.user)
+        with _folder_lock:
+            _target_cache.get(key, {}).pop(folder, None)
+        try:
+            self.stores.table(GRAPH_STATE).delete(self.mailbox.name, _target_row(folder))
+        except Exception as exc:  # already gone, or storage down: resolving overwrites it
+            log.info("graph: mailbox=%s could not forget a folder id: %s", self.mailbox.name, exc)
 
     def folder_name(self, folder_id: str) -> str:
         for name, fid in self.folders().items():
@@ -239,6 +363,7 @@ class GraphSource:
             )
         state = MessageState.from_json(data)
         self._states[source_id] = state
+        self._note(source_id, state)
         return state
 
     def read(self, source_id: str) -> SourceMessage:
@@ -251,6 +376,8 @@ class GraphSource:
                 )
                 state = MessageState.from_json(data)
             raw = self.client.request("GET", f"{self.user}/messages/{quoted}/$value").content
+        if source_id not in self._noted:  # state() notes what it read; a delta page did not
+            self._note(source_id, state)
         flags = (("\\Seen",) if state.is_read else ()) + (
             ("\\Flagged",) if state.flag_status == "flagged" else ()
         )
@@ -262,6 +389,57 @@ class GraphSource:
             received_at=state.received,
             conversation_id=state.conversation_id,
         )
+
+    def _note(
+        self,
+        source_id: str,
+        state: MessageState | None = None,
+        *,
+        seen: dict[str, Any] | None = None,
+        own: Sequence[str] = (),
+    ) -> None:
+        """Remember the version of a message we saw (its changeKey, categories, folder) and
+        the changeKeys our own writes made. A lost note costs a fetch later, nothing more, so
+        no failure here (storage, or Graph naming the folder) fails the caller."""
+        try:
+            self._write_note(source_id, state, seen, own)
+        except Exception as exc:
+            log.warning("graph: mailbox=%s could not note a message: %s", self.mailbox.name, exc)
+
+    def _write_note(
+        self,
+        source_id: str,
+        state: MessageState | None,
+        seen: dict[str, Any] | None,
+        own: Sequence[str],
+    ) -> None:
+        row: dict[str, Any] = {
+            "PartitionKey": self.mailbox.name,
+            "RowKey": message_row(source_id),
+            "At": datetime.now(UTC),
+        }
+        if state is not None:
+            row |= {
+                "Seen": state.change_key or "",
+                "Categories": json.dumps(list(state.categories), ensure_ascii=False)[:30000],
+                "FolderId": state.folder_id,
+            }
+        if seen is not None:
+            key = change_key(seen.get("changeKey") or seen.get("@odata.etag"))
+            row["Seen"] = key or ""
+            if isinstance(seen.get("categories"), list):
+                row["Categories"] = json.dumps(seen["categories"], ensure_ascii=False)[:30000]
+            if seen.get("parentFolderId"):
+                row["FolderId"] = str(seen["parentFolderId"])
+                # The folder as the fetch stage records it, for an echo that is not fetched.
+                row["Folder"] = self.folder_name(str(seen["parentFolderId"]))
+        table = self.stores.table(GRAPH_STATE)
+        if own:
+            before = table.get(self.mailbox.name, message_row(source_id)) or {}
+            keys = [k for k in str(before.get("Own") or "").split() if k not in own]
+            row["Own"] = " ".join([*keys, *own][-OWN_KEYS:])
+        table.upsert(row)
+        self._noted.add(source_id)
 
     def send_mime(self, raw: bytes) -> str:
         """sendMail in its MIME form (a copy is saved to Sent Items). Needs Mail.Send."""
@@ -277,51 +455,145 @@ class GraphSource:
         return "accepted by Graph sendMail"
 
     def apply(self, source_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
-        """Mark read, categorise, move, delete. Without Mail.ReadWrite Graph answers 403: the
-        result says so and filing stands (read-only permissions still file mail)."""
-        results = []
-        path = f"{self.user}/messages/{quote(source_id, safe='')}"
+        """Mark read and categorise (one PATCH), move, delete. Without Mail.ReadWrite Graph
+        answers 403: the result says so and filing stands (read-only permissions still file
+        mail). Throttling raises `GraphThrottled` (a `SourceBusy` with Graph's Retry-After), a
+        connection failure or a 5xx `GraphUnavailable` (a `SourceUnavailable`): the caller
+        retries the whole list, which is safe (the PATCH sets values, a move to the folder the
+        mail is in changes nothing)."""
         for action in actions:
-            try:
-                detail = self._apply_one(path, action)
-            except GraphNotFound:
-                results.append(ActionResult(action, False, "the message is gone from the mailbox"))
-                continue
-            except GraphError as exc:
-                if exc.status != 403:
-                    raise
-                results.append(
-                    ActionResult(action, False, f"not allowed (needs Mail.ReadWrite): {exc.code}")
-                )
-                continue
-            results.append(ActionResult(action, True, detail))
-        return results
+            if action.action not in (*PROPERTY_ACTIONS, "move", "delete"):
+                raise ValueError(f"unknown mailbox action {action.action}")
+        path = f"{self.user}/messages/{quote(source_id, safe='')}"
+        results: dict[int, ActionResult] = {}
+        own: list[str] = []
+        seen: dict[str, Any] | None = None
+        try:
+            props = [(i, a) for i, a in enumerate(actions) if a.action in PROPERTY_ACTIONS]
+            if props:
+                outcome = self._guard(lambda: self._patch(source_id, path, props, own))
+                if isinstance(outcome, str):
+                    results |= {i: ActionResult(a, False, outcome) for i, a in props}
+                else:
+                    seen = outcome[1] or seen
+                    results |= {i: ActionResult(a, True, outcome[0][i]) for i, a in props}
+            for i, action in enumerate(actions):
+                if action.action in PROPERTY_ACTIONS:
+                    continue
+                one = self._guard(partial(self._move_or_delete, path, action, own))
+                if isinstance(one, str):
+                    results[i] = ActionResult(action, False, one)
+                else:
+                    results[i] = ActionResult(action, True, one[0])
+                    seen = one[1] or seen
+        finally:
+            if own:
+                self._note(source_id, seen=seen, own=own)
+        return [results[i] for i in range(len(actions))]
 
-    def _apply_one(self, path: str, action: MailboxAction) -> str:
-        if action.action == "mark_read":
-            with self.slots.hold():
-                self.client.request("PATCH", path, json={"isRead": True})
-            return "marked read"
-        if action.action == "categorize":
-            with self.slots.hold():
-                current = self.client.get(path, {"$select": "categories"}).get("categories") or []
-                if action.category in current:
-                    return f"already in category {action.category}"
-                self.client.request("PATCH", path, json={"categories": [*current, action.category]})
-            return f"category {action.category} added"
-        if action.action == "move":
-            folder = action.folder or "archive"
-            target = (
-                folder.lower()
-                if folder.lower() in WELL_KNOWN
-                else self.folder_id(folder, create=True)
-            )
-            with self.slots.hold():
-                self.client.request("POST", f"{path}/move", json={"destinationId": target})
-            return f"moved to {folder}"
+    @staticmethod
+    def _guard(work: Any) -> Any:
+        """`work()`'s result, or why it was not done (a reason string) when Graph says the
+        mail is gone (404) or the app may not write (403). Everything else propagates."""
+        try:
+            return work()
+        except GraphNotFound:
+            return "the message is gone from the mailbox"
+        except GraphError as exc:
+            if exc.status != 403:
+                raise
+            return f"not allowed (needs Mail.ReadWrite): {exc.code}"
+
+    def _patch(
+        self,
+        source_id: str,
+        path: str,
+        props: list[tuple[int, MailboxAction]],
+        own: list[str],
+    ) -> tuple[dict[int, str], dict[str, Any] | None]:
+        """One PATCH for every property action. Categories are added to those of the version
+        we last read (kept in our row; a GET only when we never read it), so others stay."""
+        body: dict[str, Any] = {}
+        details: dict[int, str] = {}
+        wanted = [a.category for _, a in props if a.action == "categorize" and a.category]
+        if any(a.action == "mark_read" for _, a in props):
+            body["isRead"] = True
+        if wanted:
+            current = self._known_categories(source_id, path)
+            missing = [c for c in dict.fromkeys(wanted) if c not in current]
+            if missing:
+                body["categories"] = [*current, *missing]
+            for i, a in props:
+                if a.action == "categorize":
+                    already = a.category not in missing
+                    details[i] = (
+                        f"already in category {a.category}"
+                        if already
+                        else f"category {a.category} added"
+                    )
+        for i, a in props:
+            if a.action == "mark_read":
+                details[i] = "marked read"
+            elif a.action == "categorize" and not a.category:
+                details[i] = "no category named"
+        if not body:
+            return details, None
+        with self.slots.hold():
+            answer = _entity(self.client.request("PATCH", path, json=body))
+        key = change_key(answer.get("changeKey") or answer.get("@odata.etag"))
+        if key:
+            own.append(key)
+        return details, answer or None
+
+    def _known_categories(self, source_id: str, path: str) -> list[str]:
+        row = self.stores.table(GRAPH_STATE).get(self.mailbox.name, message_row(source_id))
+        if row is not None and isinstance(row.get("Categories"), str):
+            try:
+                known = json.loads(row["Categories"])
+            except ValueError:
+                known = None
+            if isinstance(known, list) and all(isinstance(c, str) for c in known):
+                return known
+        with self.slots.hold():
+            current = self.client.get(path, {"$select": "categories"}).get("categories") or []
+        return [str(c) for c in current]
+
+    def _move_or_delete(
+        self, path: str, action: MailboxAction, own: list[str]
+    ) -> tuple[str, dict[str, Any] | None]:
         if action.action == "delete":
             # Graph moves a deleted message to Deleted Items (recoverable), as Outlook does.
             with self.slots.hold():
                 self.client.request("DELETE", path)
-            return "deleted (to Deleted Items)"
-        raise ValueError(f"unknown mailbox action {action.action}")
+            return "deleted (to Deleted Items)", None
+        folder = action.folder or "archive"
+        target = self.move_target(folder)
+        try:
+            with self.slots.hold():
+                answer = _entity(
+                    self.client.request("POST", f"{path}/move", json={"destinationId": target})
+                )
+        except GraphNotFound:
+            if target == folder.lower():
+                raise  # a well-known folder always exists: the message is gone
+            # The cached folder may be gone (deleted by a user): resolve it again, once.
+            self.forget_target(folder)
+            target = self.move_target(folder)
+            with self.slots.hold():
+                answer = _entity(
+                    self.client.request("POST", f"{path}/move", json={"destinationId": target})
+                )
+        key = change_key(answer.get("changeKey") or answer.get("@odata.etag"))
+        if key:
+            own.append(key)
+        return f"moved to {folder}", answer or None
+
+
+def _entity(response: Any) -> dict[str, Any]:
+    """The JSON object an answer carries; {} for an empty or unexpected body (the action
+    was done all the same: only its changeKey is not known)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -6,6 +6,13 @@ nonce, expiry, status, last error), one partition so a pass reads them in pages 
 renewals 100 to a transaction; and PK `nonce`, RK the nonce, the index the webhook checks. The
 nonce row is written before the subscription is created: Graph may notify at once, and
 notifications of a subscription whose creation is still being answered must count as ours.
+
+Graph gives every create its own subscription id (no 409 for the same resource), and an old
+subscription keeps delivering until it is deleted or expires. So a subscription we replace
+(client state secret rotated, found failing or expired) is deleted at Graph, and each full pass
+lists the app's subscriptions (`GET /subscriptions`) and deletes those pointing at our webhook
+whose clientState the current secret does not sign (made with a retired secret) or whose nonce
+we no longer know (state lost).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from ...core.config import Config, GraphMailbox
 from ...store.stores import GRAPH_STATE, Stores
 from .auth import GraphAuthError, provider_for
 from .client import GraphClient, GraphError
-from .clientstate import make, new_nonce
+from .clientstate import make, new_nonce, verified_nonce
 from .state import NONCES, SUBSCRIPTIONS, secret, secret_id, subscription_row
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,7 @@ class Summary:
     renewed: int = 0
     recreated: int = 0
     removed: int = 0
+    retired: int = 0  # deleted at Graph: replaced, or made with a retired secret
     batches: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     resync: set[str] = field(default_factory=set)  # mailboxes whose mail must be caught up
@@ -115,12 +123,16 @@ def maintain(
         _renew(config, stores, client, items, key, now, summary)
     if only is None:
         _remove_unwanted(config, stores, wants, rows, summary)
+        if key is not None:
+            _retire_strays(config, stores, key, rows, summary)
     log.info(
-        "graph subscriptions: created=%d renewed=%d recreated=%d removed=%d batches=%d failed=%d",
+        "graph subscriptions: created=%d renewed=%d recreated=%d removed=%d retired=%d "
+        "batches=%d failed=%d",
         summary.created,
         summary.renewed,
         summary.recreated,
         summary.removed,
+        summary.retired,
         summary.batches,
         len(summary.failed),
     )
@@ -157,15 +169,7 @@ def _create(
         "latestSupportedTlsVersion": "v1_2",
     }
     try:
-        try:
-            made = client.request("POST", "subscriptions", json=body).json()
-        except GraphError as exc:
-            if exc.status != 409:
-                raise
-            # The same resource is subscribed already (state lost, or another deployment of
-            # this app): take it over by removing it, then subscribe afresh.
-            _delete_conflicting(client, want)
-            made = client.request("POST", "subscriptions", json=body).json()
+        made = client.request("POST", "subscriptions", json=body).json()
     except (GraphError, GraphAuthError) as exc:
         log.warning("graph: mailbox=%s subscribe %s failed: %s", want.mailbox.name, want.kind, exc)
         summary.failed.append((want.mailbox.name, str(exc)))
@@ -183,6 +187,10 @@ def _create(
     if row and row.get("SubscriptionId"):
         summary.recreated += 1
         _forget_nonce(stores, row)
+        # The one it replaces would go on delivering (Graph keeps both): delete it. If this
+        # fails, the next full pass finds it among the app's subscriptions.
+        if row["SubscriptionId"] != made.get("id") and _delete(client, str(row["SubscriptionId"])):
+            summary.retired += 1
     else:
         summary.created += 1
     table.upsert(
@@ -214,16 +222,61 @@ def _create(
     summary.resync.add(want.mailbox.name)
 
 
-def _delete_conflicting(client: GraphClient, want: Wanted) -> None:
-    for page in client.pages("subscriptions"):
-        for sub in page.get("value", []):
-            same = str(sub.get("resource", "")).lower() == want.resource.lower()
-            if same and sub.get("changeType") == want.change_type:
-                try:
-                    client.request("DELETE", f"subscriptions/{sub['id']}")
-                except GraphError as exc:
-                    if exc.status != 404:
-                        raise
+def _delete(client: GraphClient, subscription_id: str) -> bool:
+    """Delete one subscription at Graph; True if it is gone (404 counts), False on failure."""
+    try:
+        client.request("DELETE", f"subscriptions/{quote(subscription_id, safe='')}")
+    except GraphError as exc:
+        if exc.status == 404:
+            return True
+        log.warning("graph: could not delete subscription %s: %s", subscription_id, exc)
+        return False
+    except GraphAuthError as exc:
+        log.warning("graph: could not delete subscription %s: %s", subscription_id, exc)
+        return False
+    return True
+
+
+def _retire_strays(
+    config: Config, stores: Stores, key: bytes, rows: dict[str, dict[str, Any]], summary: Summary
+) -> None:
+    """Delete the app's subscriptions that call our webhook but are not ours now: their
+    clientState is not signed by the current secret (a retired one made them), or it is but
+    its nonce is forgotten (its row was lost or replaced). One listing per app and endpoint.
+    Subscriptions of the same app calling another URL (another deployment) are left alone.
+    `rows`: the subscription rows as the pass began; those it created have their nonce rows."""
+    table = stores.table(GRAPH_STATE)
+    url = f"{(config.graph.notification_url or '').rstrip('/')}/graph/notifications".lower()
+    ours = {str(row.get("SubscriptionId")) for row in rows.values() if row.get("SubscriptionId")}
+    apps: dict[tuple[str, str, str, str], GraphMailbox] = {}
+    for mb in config.mailboxes:
+        if isinstance(mb, GraphMailbox) and mb.enabled:
+            ident = (mb.graph_endpoint, mb.tenant_id, str(mb.client_id or ""), mb.auth)
+            apps.setdefault(ident, mb)
+    for mailbox in apps.values():
+        try:
+            client = client_for(mailbox)
+            listed = [
+                sub
+                for page in client.pages("subscriptions")
+                for sub in page.get("value", [])
+                if isinstance(sub, dict)
+            ]
+        except (GraphError, GraphAuthError) as exc:
+            summary.failed.append((mailbox.name, f"list subscriptions: {exc}"[:500]))
+            continue
+        for sub in listed:
+            sub_id = str(sub.get("id") or "")
+            if not sub_id or sub_id in ours:
+                continue
+            if str(sub.get("notificationUrl") or "").rstrip("/").lower() != url:
+                continue
+            nonce = verified_nonce(key, sub.get("clientState"))
+            if nonce is not None and table.get(NONCES, nonce) is not None:
+                continue  # being made by a concurrent pass: its row is not written yet
+            log.info("graph: deleting subscription %s (not ours with the current secret)", sub_id)
+            if _delete(client, sub_id):
+                summary.retired += 1
 
 
 def _renew(
