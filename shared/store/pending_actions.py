@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Literal
 
@@ -30,6 +30,7 @@ from .tables import Entity, Table
 
 WORK, OPEN, FAILED = "a-", "open-", "failed-"
 PENDING, DONE, FAILED_STATE = "pending", "done", "failed"
+NOT_RUNNING = datetime(2000, 1, 1, tzinfo=UTC)  # `RunningUntil` of a row no worker holds
 COUNT_CAP = 1000  # status counts stop here (a number an operator acts on, not a census)
 
 State = Literal["pending", "done", "failed"]
@@ -81,7 +82,7 @@ def create(
         "RecordKey": record.key if record else None,
         "Job": job,
         "NextAt": due,
-        "RunningUntil": now,
+        "RunningUntil": NOT_RUNNING,
         "Attempts": 0,
         "CreatedAt": now,
     }
@@ -116,7 +117,7 @@ def reschedule(
         "RowKey": row["RowKey"],
         "Job": job,
         "NextAt": due,
-        "RunningUntil": now,
+        "RunningUntil": NOT_RUNNING,
     }
     if error is not None:
         change.update(LastError=error[:2000], LastErrorAt=now)
@@ -131,7 +132,7 @@ def note_error(stores: Stores, row: Entity, error: str, now: datetime) -> bool:
     change = {
         "PartitionKey": row["PartitionKey"],
         "RowKey": row["RowKey"],
-        "RunningUntil": now,
+        "RunningUntil": NOT_RUNNING,
         "LastError": error[:2000],
         "LastErrorAt": now,
     }
@@ -144,7 +145,7 @@ def mark_done(stores: Stores, row: Entity, detail: str, now: datetime) -> bool:
         "RowKey": row["RowKey"],
         "State": DONE,
         "DoneAt": now,
-        "RunningUntil": now,
+        "RunningUntil": NOT_RUNNING,
         "Detail": detail[:2000],
     }
     marker = {"PartitionKey": row["PartitionKey"], "RowKey": _marker(row, OPEN)}
@@ -163,7 +164,7 @@ def mark_failed(stores: Stores, row: Entity, reason: str, now: datetime) -> bool
         "RowKey": row["RowKey"],
         "State": FAILED_STATE,
         "FailedAt": now,
-        "RunningUntil": now,
+        "RunningUntil": NOT_RUNNING,
         "Reason": reason[:2000],
     }
     open_marker = {"PartitionKey": row["PartitionKey"], "RowKey": _marker(row, OPEN)}
@@ -191,7 +192,7 @@ def reopen(stores: Stores, row: Entity, *, due: datetime, now: datetime) -> bool
         "State": PENDING,
         "Attempts": 0,
         "NextAt": due,
-        "RunningUntil": now,
+        "RunningUntil": NOT_RUNNING,
         "ReopenedAt": now,
     }
     failed_marker = {"PartitionKey": row["PartitionKey"], "RowKey": _marker(row, FAILED)}
