@@ -7,6 +7,7 @@ Dovecot, and local files; Azurite throughout."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import threading
@@ -262,10 +263,8 @@ def _copy(source: socket.socket, target: socket.socket) -> None:
     except OSError:
         pass
     finally:
-        try:
+        with contextlib.suppress(OSError):
             target.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
 
 
 class ImapWorld:
