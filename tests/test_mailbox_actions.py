@@ -27,6 +27,7 @@ from shared.pipeline.actions_stage import STALE, handle_actions, sweep
 from shared.pipeline.context import AppContext, set_context
 from shared.pipeline.health import health_report
 from shared.pipeline.poll import poll_all, schedule_polls
+from shared.pipeline.retention import run_retention
 from shared.settings import AppSettings, load_config
 from shared.sources.graph.subscriptions import maintain
 from shared.store import pending_actions
@@ -40,6 +41,7 @@ from shared.store.stores import (
     MESSAGES,
     OUTBOUND,
     POLLS,
+    RETENTION,
     Stores,
     poison,
 )
@@ -441,3 +443,36 @@ def test_a_lost_actions_message_is_sent_again_by_the_sweep_and_runs_once(
     noted = [a for a in stores.table(ACTIONS).all() if a["Action"] == "move"]
     assert len(noted) == queued  # one note per mail: run once each
     assert sweep(ctx, now() + STALE * 3) == 0
+
+
+def test_retention_leaves_a_mailbox_alone_inside_its_back_off(
+    stores: Stores, azurite: Azurite, tmp_path: Path, sample_dir: Path
+) -> None:
+    file = tmp_path / "mailfiler.yaml"
+    file.write_text(
+        "record_types: [{name: case, prefix: CASE}]\n"
+        "mailboxes:\n"
+        f"  - {{name: files, kind: local, path: '{sample_dir}', record_type: case,\n"
+        "      after_filing: {delete_after_days: 1}}\n"
+    )
+    settings = AppSettings.model_validate(
+        {"AzureWebJobsStorage": azurite.connection_string, "MAILFILER_CONFIG": str(file)}
+    )
+    ctx = AppContext(settings, load_config(file), tmp_path, stores)
+    set_context(ctx)
+    try:
+        poll_all(ctx, now())
+        local_host(stores.queues, visibility_timeout=0).drain()
+        notes = len(list(stores.table(RETENTION).all()))
+        assert notes > 0
+        later = now() + timedelta(days=2)
+        note_backoff(stores, "files", later, 30, "SourceBusy: busy")
+        waiting = run_retention(ctx, later)
+        assert waiting.recorded == 0 and waiting.failed == [
+            ("files", "the server asked for quiet (back-off)")
+        ]
+        assert len(list(stores.table(RETENTION).all())) == notes  # kept for the next run
+        done = run_retention(ctx, later + timedelta(minutes=1))
+        assert done.recorded == notes and done.failed == []
+    finally:
+        set_context(None)
