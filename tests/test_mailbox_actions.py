@@ -21,7 +21,7 @@ from imapclient import IMAPClient
 
 from shared.cli.azurite import Azurite, free_port
 from shared.cli.operations import cmd_poison_replay
-from shared.core.contracts import ActionsJob
+from shared.core.contracts import ActionsJob, InboundMessage
 from shared.core.message import id_key
 from shared.pipeline.actions_stage import STALE, handle_actions, sweep
 from shared.pipeline.context import AppContext, set_context
@@ -146,6 +146,16 @@ def test_the_users_move_back_and_unread_survive_duplicate_notifications(
     graph_world.host.drain()
     fake.deliver(duplicate_rate=1.0, seed=5)
     graph_world.host.drain()
+    # Two fetches of duplicate notifications that raced each saw the move: two sightings of
+    # the mail where it now is (the second one looks like a redelivery).
+    moved = ctx.stores.table(MESSAGES).get(key, "msg")
+    assert moved is not None
+    sighting = InboundMessage(
+        mailbox="m365", source_id=msg_id, blob=str(moved["Blob"]), folder=str(moved["Folder"])
+    )
+    for _ in range(2):
+        ctx.stores.queues.send(INBOUND, sighting)
+        graph_world.host.drain()
     assert folder_of(graph_world, msg_id) == "Inbox"
     assert fake.message(USER, msg_id)["isRead"] is False
     assert fake.count(MOVES, method="POST") == 1  # our own move ran once
