@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from shared.cli.azurite import REPO, Azurite, free_port
-from shared.store.stores import FILING, INBOUND, QUEUES, Stores
+from shared.store.stores import FILING, INBOUND, MAILBOX_ACTIONS, QUEUES, Stores
 
 from .helpers import filed_keys, records, timeline_counts
 
@@ -100,7 +100,9 @@ def test_run_serves_health_and_files_the_sample_mail_within_a_minute(
         status, health = get_json(f"{base}/api/health")
         queues = health.get("queues", {})
         assert isinstance(queues, dict)
-        if status == 200 and len(filed_keys(stores)) == 8 and not queues.get(FILING):
+        # Filed, and the after-filing actions run (their own queue, after filing).
+        settled = not queues.get(FILING) and not queues.get(MAILBOX_ACTIONS)
+        if status == 200 and len(filed_keys(stores)) == 8 and settled:
             break
         time.sleep(0.5)
     assert health["status"] == "ok", health

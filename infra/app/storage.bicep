@@ -45,6 +45,7 @@ var queueNames = [
   'polls'
   'task-changes'
   'outbound'
+  'mailbox-actions'
 ]
 var allQueueNames = concat(queueNames, map(queueNames, queue => '${queue}-poison'))
 
@@ -67,6 +68,7 @@ var tableNames = [
   'Audit'
   'EventDeliveries'
   'Outbox'
+  'PendingActions'
 ]
 
 // Blob containers: raw mail (blobs.RAW_CONTAINER), request slots (leases.LOCKS_CONTAINER), and

@@ -276,6 +276,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         if entry.get("consecutive_failures"):
             line += f", {entry['consecutive_failures']} failures: {why}"
         print(line[:300])
+        if entry.get("actions_pending") or entry.get("actions_failed"):
+            print(
+                f"  {'':<20} after-filing actions: {entry.get('actions_pending', 0)} pending, "
+                f"{entry.get('actions_failed', 0)} failed"
+            )
+        if entry.get("backoff_until"):
+            print(f"  {'':<20} server asked for quiet until {entry['backoff_until']}")
         for warning in entry.get("warnings") or []:
             print(f"  {'':<20} warning: {warning}")
         for kind, sub in (entry.get("subscriptions") or {}).items():

@@ -112,6 +112,17 @@ class MailboxAction(_Contract):
     category: str | None = None
 
 
+class ActionsJob(_Contract):
+    """Queue `mailbox-actions`: run one mail's after-filing actions in one mailbox. The work
+    itself is the mailbox's pending-actions row (store/pending_actions.py); `job` names the one
+    message allowed to run it now, so a stale or duplicate message changes nothing."""
+
+    v: Literal[1] = 1
+    mailbox: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    message_key: str = Field(min_length=1, max_length=400, pattern=r"^[0-9a-z]+$")
+    job: str = Field(min_length=1, max_length=64, pattern=r"^[0-9a-f]+$")
+
+
 Action = Literal["create", "attach", "sighting", "drop", "hold", "reject"]
 
 

@@ -324,15 +324,19 @@ def decide(
     if known.filed is not None:
         prior = known.filed
         same_place = (prior.mailbox, prior.source_id) == (message.mailbox, message.source_id)
-        # The mailbox actions run again (they are idempotent) unless the mail was moved: a crash
-        # after filing may have skipped them, but a move is someone's decision to respect.
-        actions = _mailbox_actions(config, message.mailbox)
+        # After-filing actions run once per mail and mailbox (the file stage's pending-actions
+        # row keeps them, a crash included): a later sighting in the mailbox that filed it (a
+        # redelivery, the user moving it back, our own move reported) plans none, so what the
+        # user did is never undone. Another mailbox gets its own, once (the row decides).
+        actions: tuple[MailboxAction, ...] = ()
         if same_place and prior.folder == message.folder:
             why = "already filed from this mailbox: a redelivery, nothing to change"
         elif same_place:
             why = f"already filed; moved from folder {prior.folder!r} to {message.folder!r}"
-            actions = ()
+        elif prior.mailbox == message.mailbox:
+            why = "already filed from this mailbox: another copy, recorded as a sighting"
         else:
+            actions = _mailbox_actions(config, message.mailbox)
             why = f"already filed from mailbox {prior.mailbox!r}: recorded as another sighting"
         return [
             plan(action="sighting", record=prior.record, mailbox_actions=actions, reasons=(why,))

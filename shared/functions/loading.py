@@ -23,6 +23,7 @@ import threading
 # that this list covers them).
 MODULES = (
     "shared.core.contracts",
+    "shared.pipeline.actions_stage",
     "shared.pipeline.audit",
     "shared.pipeline.context",
     "shared.pipeline.delivery",

@@ -1,11 +1,11 @@
-"""The queue-triggered stages: inbound -> map -> filing -> file. Thin: the work is in pipeline/,
-imported when a message comes (see function_app.py)."""
+"""The queue-triggered stages: inbound -> map -> filing -> file -> mailbox-actions. Thin: the
+work is in pipeline/, imported when a message comes (see function_app.py)."""
 
 from __future__ import annotations
 
 import azure.functions as func
 
-from ..store.names import FILING, INBOUND, OUTBOUND, TASK_CHANGES
+from ..store.names import FILING, INBOUND, MAILBOX_ACTIONS, OUTBOUND, TASK_CHANGES
 from .loading import load
 from .stage import now, run_stage
 
@@ -37,7 +37,7 @@ def file_stage(msg: func.QueueMessage) -> None:
         msg,
         FILING,
         "file",
-        lambda ctx, body: file_plan(ctx.stores, ctx.config, body, now=now(), source_for=ctx.source),
+        lambda ctx, body: file_plan(ctx.stores, ctx.config, body, now=now()),
         names_mail=True,
     )
 
@@ -58,3 +58,19 @@ def outbound(msg: func.QueueMessage) -> None:
     from ..pipeline.outbound import handle_outbound
 
     run_stage(msg, OUTBOUND, "outbound", lambda ctx, body: handle_outbound(ctx, body, now()))
+
+
+@bp.queue_trigger(arg_name="msg", queue_name=MAILBOX_ACTIONS, connection="AzureWebJobsStorage")
+def mailbox_actions(msg: func.QueueMessage) -> None:
+    """A filed mail's after-filing actions (mark read, categorise, move), once; retried after a
+    busy or failing server, then poison (its pending row says failed)."""
+    load()
+    from ..pipeline.actions_stage import STAGE, actions_poisoned, handle_actions
+
+    run_stage(
+        msg,
+        MAILBOX_ACTIONS,
+        STAGE,
+        lambda ctx, body: handle_actions(ctx, body, now()),
+        on_poison=actions_poisoned,
+    )

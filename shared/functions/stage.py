@@ -31,9 +31,11 @@ def run_stage(
     work: Callable[[AppContext, bytes], object],
     *,
     names_mail: bool = False,
+    on_poison: Callable[[AppContext, bytes, str, datetime], object] | None = None,
 ) -> None:
     """`names_mail`: the queue's messages name a mail (inbound, filing), which moves to its
-    mailbox's failure folder when it ends in the poison queue."""
+    mailbox's failure folder when it ends in the poison queue. `on_poison`: what else to do
+    when a message ends there (with its body and the reason)."""
     from ..pipeline.context import get_context
     from ..pipeline.failure_folder import move_failed
     from ..pipeline.poison import run_guarded
@@ -48,5 +50,11 @@ def run_stage(
         now=now,
         max_dequeue=_max_dequeue(),
         handler=lambda body: work(ctx, body),
-        on_poison=(lambda body, why: move_failed(ctx, body, why, now())) if names_mail else None,
+        on_poison=(
+            (lambda body, why: move_failed(ctx, body, why, now()))
+            if names_mail
+            else (lambda body, why: on_poison(ctx, body, why, now()))
+            if on_poison is not None
+            else None
+        ),
     )

@@ -25,7 +25,7 @@ MAX_PER_POLL = 500  # back-pressure: a huge backfill is spread over several poll
 
 @bp.timer_trigger(schedule=POLL_SCHEDULE, arg_name="timer", run_on_startup=False)
 def poll_mailboxes(timer: func.TimerRequest) -> None:
-    """Fan out: one `polls` message per mailbox that is due."""
+    """Fan out: one `polls` message per mailbox that is due; re-send lost mailbox actions."""
     load()
     from ..pipeline.context import get_context
     from ..pipeline.poll import schedule_polls
@@ -49,6 +49,10 @@ def poll_mailboxes(timer: func.TimerRequest) -> None:
         )
     outcome = schedule_polls(ctx, datetime.now(UTC))
     log.info("poll: %s", outcome)
+    from ..pipeline.actions_stage import sweep
+
+    # Pending mailbox actions whose message was lost (a crash after filing) are sent again.
+    sweep(ctx, datetime.now(UTC))
 
 
 @bp.queue_trigger(arg_name="msg", queue_name=POLLS, connection="AzureWebJobsStorage")

@@ -12,8 +12,10 @@ import logging
 from datetime import datetime
 
 from ..core.contracts import MailboxAction
+from ..store.backoff import seconds_left
 from .context import AppContext
 from .mailbox_actions import act
+from .server_busy import note_busy
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,9 @@ def move_failed(ctx: AppContext, body: bytes, reason: str, now: datetime) -> boo
     mailbox = ctx.config.mailbox(mailbox_name)
     if mailbox is None or not mailbox.failure_folder:
         return False
+    if seconds_left(ctx.stores, mailbox_name, now):
+        log.warning("failure folder: mailbox=%s server asked for quiet: not moved", mailbox_name)
+        return False
     try:
         act(
             ctx.stores,
@@ -43,6 +48,7 @@ def move_failed(ctx: AppContext, body: bytes, reason: str, now: datetime) -> boo
         )
     except Exception as exc:
         # The mail stays where it is; the poison message is what matters.
+        note_busy(ctx.stores, mailbox_name, exc, now)
         log.warning("failure folder: mailbox=%s could not move: %s", mailbox_name, exc)
         return False
     return True

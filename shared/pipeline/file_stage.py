@@ -1,8 +1,8 @@
-"""File: carry out a filing plan in Table Storage, then act on the mailbox.
+"""File: carry out a filing plan in Table Storage, then hand the mailbox actions on.
 
 Idempotent under redelivery: every write has a key derived from the plan, and the message index
-entry (what makes a message count as filed) is written last. Mailbox actions run only after the
-filing is committed.
+entry (what makes a message count as filed) is written last. Mailbox actions are requested only
+after the filing is committed, and run by their own step (actions_stage.py).
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ from ..store.stores import (
 from ..store.tables import Table
 from ..telemetry import instruments
 from . import events
+from .actions_stage import request_actions
 from .audit import audit_rows, record_partition
-from .mailbox_actions import MAILFILER, act, note_failed_actions, sighting_row
+from .mailbox_actions import MAILFILER, sighting_row
 from .outbound import queue_notices
 from .retention import schedule_deletion
 
@@ -264,8 +265,10 @@ def file_plan(
     body: bytes,
     *,
     now: datetime,
-    source_for: Callable[[str], MailboxSource],
+    source_for: Callable[[str], MailboxSource] | None = None,  # noqa: ARG001
 ) -> FilingPlan:
+    """`source_for` is no longer used (mailbox actions run in their own stage); kept so
+    callers that pass it keep working."""
     plan = decode(body, FilingPlan)
     messages = stores.table(MESSAGES)
     if plan.action in ("drop", "reject", "hold"):
@@ -273,7 +276,7 @@ def file_plan(
         _write_contacts(stores, plan, now)
         _record_notices(stores, plan, now)
         queue_notices(stores, plan, None)
-        _act_on_mailbox(stores, config, plan, now, source_for)
+        _act_on_mailbox(stores, config, plan, now)
         log.info(
             "file: mailbox=%s key=%s action=%s", plan.mailbox, plan.message_key[:40], plan.action
         )
@@ -380,7 +383,7 @@ def file_plan(
                 stores, events.filing_events(plan, created=created, display_id=display_id, now=now)
             )
     if plan.primary:
-        _act_on_mailbox(stores, config, plan, now, source_for)
+        _act_on_mailbox(stores, config, plan, now)
     metrics = instruments()
     if metrics is not None:
         metrics.filed.add(1, {"mailbox": plan.mailbox, "action": plan.action})
@@ -433,30 +436,9 @@ def _act_on_mailbox(
     config: Config,
     plan: FilingPlan,
     now: datetime,
-    source_for: Callable[[str], MailboxSource],
 ) -> None:
-    if plan.mailbox_actions:
-        try:
-            act(
-                stores,
-                source_for(plan.mailbox),
-                mailbox=plan.mailbox,
-                source_id=plan.source_id,
-                message_key=plan.message_key,
-                record=plan.record,
-                actions=plan.mailbox_actions,
-                why=f"after filing {plan.message_key[:80]}",
-                now=now,
-            )
-        except (OSError, RuntimeError, ValueError) as exc:
-            # The mail is filed; a mailbox that refuses the action keeps the mail as it was
-            # (never lost, at worst unread where it arrived). Noted, not retried.
-            log.warning(
-                "file: mailbox=%s key=%s actions failed: %s",
-                plan.mailbox,
-                plan.message_key[:40],
-                exc,
-            )
-            note_failed_actions(stores, plan, f"{type(exc).__name__}: {exc}", now)
+    """The mail is filed: its mailbox actions become a pending row and a `mailbox-actions`
+    message (actions_stage.py), run once per mail and mailbox, retried there, never lost."""
+    request_actions(stores, plan, now)
     if plan.action != "hold":
         schedule_deletion(stores, config, plan, now)

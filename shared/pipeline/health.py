@@ -1,6 +1,7 @@
 """One health report for `/api/health`, `mailfiler status` and the telemetry timer: storage,
-queue depths, poison counts, held mail, and per mailbox its polls, subscriptions and how long
-its credentials have left."""
+queue depths, poison counts, held mail, and per mailbox its polls, subscriptions, how long
+its credentials have left, its mail whose after-filing actions are pending or failed, and the
+server's back-off."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from itertools import islice
 from typing import Any
 
 from ..core.config import EwsMailbox, GraphMailbox, ImapMailbox, ImapOAuth, Mailbox
+from ..store import pending_actions
+from ..store.backoff import backoff_until
 from ..store.stores import HELD, QUEUES, poison
 from .context import AppContext
 from .poll import mailbox_status
@@ -36,7 +39,10 @@ def health_report(ctx: AppContext, now: datetime | None = None) -> dict[str, Any
         mailboxes = mailbox_status(ctx, now)
         for mailbox in ctx.config.mailboxes:
             entry = mailboxes.get(mailbox.name)
-            if entry is None or not mailbox.enabled:
+            if entry is None:
+                continue
+            _actions_and_backoff(ctx, mailbox.name, entry, now)
+            if not mailbox.enabled:
                 continue
             expires = certificate_expiry(mailbox)
             if expires is not None:
@@ -62,6 +68,21 @@ def health_report(ctx: AppContext, now: datetime | None = None) -> dict[str, Any
     if any(body["queues"][poison(q)] for q in QUEUES):
         body["status"] = "degraded"
     return body
+
+
+def _actions_and_backoff(ctx: AppContext, name: str, entry: dict[str, Any], now: datetime) -> None:
+    """Mail whose after-filing actions wait or failed (store/pending_actions.py), and the
+    server's back-off if one runs. Failed actions are a warning: the mail sits unmoved."""
+    actions = pending_actions.counts(ctx.stores, name)
+    entry["actions_pending"] = actions["pending"]
+    entry["actions_failed"] = actions["failed"]
+    if actions["failed"]:
+        entry["warnings"].append(
+            f"{actions['failed']} mails whose after-filing actions failed "
+            "(mailfiler poison list mailbox-actions)"
+        )
+    until = backoff_until(ctx.stores, name, now)
+    entry["backoff_until"] = until.isoformat() if until else None
 
 
 def certificate_expiry(mailbox: Mailbox) -> datetime | None:

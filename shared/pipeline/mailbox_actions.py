@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
-from ..core.contracts import FilingPlan, MailboxAction, RecordRef
+from ..core.contracts import MailboxAction, RecordRef
 from ..sources.base import ActionResult, MailboxSource
 from ..store.stores import ACTIONS, Stores
 from .audit import Actor, audit
@@ -54,31 +54,3 @@ def act(
         ]
     )
     return results
-
-
-def note_failed_actions(stores: Stores, plan: FilingPlan, error: str, now: datetime) -> None:
-    """The source refused or failed the after-filing actions: noted like done ones, `Done`
-    false with the error, and audited."""
-    audit(
-        stores,
-        MAILFILER,
-        "mailbox_action",
-        plan.record,
-        f"{plan.mailbox}: failed: {error}"[:2000],
-        now,
-    )
-    stores.table(ACTIONS).upsert_batch(
-        [
-            {
-                "PartitionKey": plan.message_key,
-                "RowKey": f"{sighting_row(plan.mailbox, plan.source_id)}-{a.action}-{i}",
-                "Mailbox": plan.mailbox,
-                "Action": a.action,
-                "Target": a.folder or a.category,
-                "Done": False,
-                "Detail": f"failed: {error}"[:1000],
-                "At": now,
-            }
-            for i, a in enumerate(plan.mailbox_actions)
-        ]
-    )

@@ -23,7 +23,10 @@ stage, for each:
    out) through the file stage.
 
 A send that fails raises: the queue retries it with back-off and, after five attempts, moves
-it to `outbound-poison` with the reason (`mailfiler poison list outbound`).
+it to `outbound-poison` with the reason (`mailfiler poison list outbound`). A mailbox whose
+server asked for quiet (its back-off, store/backoff.py, noted by any stage) sends nothing until
+it ends: the mail is re-queued for then, and a busy answer to the send itself notes the
+back-off and does the same.
 """
 
 from __future__ import annotations
@@ -63,11 +66,13 @@ from ..core.outbound import (
     render,
 )
 from ..core.signing import signed_message_id, signed_ref_header
+from ..store.backoff import seconds_left
 from ..store.keys import short_hash
 from ..store.queues import decode
 from ..store.stores import FILING, NOTICES, OUTBOUND, OUTBOX, Stores
 from .audit import Actor, audit
 from .context import AppContext
+from .server_busy import note_busy
 
 log = logging.getLogger(__name__)
 SENT, REFUSED = "sent", "refused"
@@ -149,6 +154,9 @@ def handle_outbound(ctx: AppContext, body: bytes, now: datetime) -> str:
         raw = compose(draft, config.outbound.max_bytes)
         _record_sent(ctx, mail, mailbox, draft, raw, str(sent.get("Answer", "")), when)
         return "sent before; its records completed now"
+    wait = seconds_left(stores, mailbox.name, now)
+    if wait:
+        return _later(ctx, mail, wait, "backing off")
     automatic = mail.kind != "reply"
     if automatic:  # RFC 3834
         own = own_addresses(config)
@@ -175,6 +183,12 @@ def handle_outbound(ctx: AppContext, body: bytes, now: datetime) -> str:
     except OutboundError as exc:
         _release(stores, taken, mail.id, now)
         return _refuse(ctx, mail, str(exc), now)
+    except Exception as exc:
+        busy = note_busy(stores, mailbox.name, exc, now)
+        if busy is None:
+            raise
+        _release(stores, taken, mail.id, now)  # taken again when it is sent
+        return _later(ctx, mail, busy, "server busy")
     # At once: from here on a redelivery finds it sent and only completes the records.
     _outbox_row(
         stores,
@@ -344,6 +358,15 @@ def reply_subject(subject: str, display_id: str | None) -> str:
     if token and token not in subject:
         return f"{subject} {token}".strip()
     return subject
+
+
+def _later(ctx: AppContext, mail: OutboundMail, seconds: int, why: str) -> str:
+    """The mailbox's server asked for quiet: the mail is sent after it (a delayed copy of this
+    message; its stable id still sends it once), never by sleeping here."""
+    ctx.stores.queues.send(OUTBOUND, mail, delay_seconds=seconds)
+    where = f"mailbox={mail.mailbox} id={mail.id[:40]}"
+    log.info("outbound: %s %s; again in %d s", where, why, seconds)
+    return f"{why}; again in {seconds} s"
 
 
 def cannot_send(mailbox: Mailbox) -> str | None:

@@ -108,6 +108,32 @@ def run_guarded(
             log.warning("%s: attempt %d of %d failed: %s", stage, dequeue_count, max_dequeue, exc)
             raise
         reason = f"failed {dequeue_count} times; last error: {type(exc).__name__}: {exc}"
+    send_to_poison(
+        stores,
+        queue=queue,
+        stage=stage,
+        body=body,
+        reason=reason,
+        dequeue_count=dequeue_count,
+        now=now(),
+    )
+    if on_poison is not None:
+        on_poison(body, reason)
+    return None
+
+
+def send_to_poison(
+    stores: Stores,
+    *,
+    queue: str,
+    stage: str,
+    body: bytes,
+    reason: str,
+    dequeue_count: int,
+    now: datetime,
+) -> None:
+    """`body` to `<queue>-poison` with the reason (also for a stage that gives up by its own
+    count, e.g. retries it scheduled itself as new delayed messages)."""
     log.error("%s: to %s: %s", stage, poison(queue), reason)
     stores.queues.send(
         poison(queue),
@@ -118,9 +144,6 @@ def run_guarded(
             dequeue_count=dequeue_count,
             **_body_fields(body),
             blob=_blob_of(body),
-            failed_at=now(),
+            failed_at=now,
         ),
     )
-    if on_poison is not None:
-        on_poison(body, reason)
-    return None

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..core.config import EwsMailbox, GraphMailbox, ImapMailbox, Mailbox
-from ..sources.base import SourceBusy
 from ..sources.graph.state import SUBSCRIPTIONS
+from ..store.backoff import seconds_left
 from ..store.leases import release_lease, take_lease
 from ..store.stores import GRAPH_FETCH, GRAPH_STATE, MAILBOXES, POLLS
 from .context import AppContext
 from .ingest import IngestSummary, ingest_mailbox
+from .server_busy import note_busy
 
 log = logging.getLogger(__name__)
 STATUS_PARTITION = "status"
@@ -77,6 +77,9 @@ def not_due(
         return "disabled"
     if status and status.get("Disabled"):
         return "disabled after failures"
+    wait = seconds_left(ctx.stores, mailbox.name, now)
+    if wait:  # the server asked for quiet: no request of any kind before it ends
+        return f"backing off ({wait} s left)"
     notified = isinstance(mailbox, GraphMailbox) and not mailbox.polling_only
     if notified and not _graph_sync_due(ctx, mailbox.name, status, now):
         return "notifications"
@@ -97,6 +100,9 @@ def poll_one(ctx: AppContext, name: str, now: datetime, *, limit: int | None = N
         return "not configured"
     cap = mailbox.max_per_poll if isinstance(mailbox, ImapMailbox | EwsMailbox) else None
     limit = min(x for x in (limit, cap) if x is not None) if (limit or cap) else None
+    wait = seconds_left(ctx.stores, name, now)
+    if wait:  # a delayed or duplicate poll inside the server's back-off
+        return f"backing off; {wait} s left"
     holder = uuid.uuid4().hex
     if not take_lease(ctx.stores.table(MAILBOXES), LEASES, name, holder, now, POLL_LEASE):
         return "busy (another poll runs)"
@@ -105,16 +111,17 @@ def poll_one(ctx: AppContext, name: str, now: datetime, *, limit: int | None = N
         try:
             source = ctx.source(name)
             summary = ingest_mailbox(ctx.stores, name, source, now=now, limit=limit)
-        except SourceBusy as exc:
-            # The server's back-off, honoured by a delayed poll: no sleeping in a function.
-            delay = max(1, math.ceil(exc.retry_after))
-            log.warning("poll: mailbox=%s server busy; again in %d s", name, delay)
-            send_poll(ctx, name, delay_seconds=delay)
-            ctx.stores.table(MAILBOXES).upsert(
-                {"PartitionKey": STATUS_PARTITION, "RowKey": name, "LastBusyAt": now}
-            )
-            return f"busy; again in {delay} s"
         except Exception as exc:
+            delay = note_busy(ctx.stores, name, exc, now)
+            if delay is not None:
+                # The server's back-off, recorded for every stage and honoured by a delayed
+                # poll: no sleeping in a function.
+                log.warning("poll: mailbox=%s server busy; again in %d s", name, delay)
+                send_poll(ctx, name, delay_seconds=delay)
+                ctx.stores.table(MAILBOXES).upsert(
+                    {"PartitionKey": STATUS_PARTITION, "RowKey": name, "LastBusyAt": now}
+                )
+                return f"busy; again in {delay} s"
             log.exception("poll: mailbox=%s failed", name)
             record_status(ctx, name, mailbox.kind, now, error=f"{type(exc).__name__}: {exc}")
             return "failed"

@@ -19,10 +19,12 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from ..core.config import Config
 from ..core.contracts import FilingPlan, MailboxAction, RecordRef
+from ..store.backoff import seconds_left
 from ..store.stores import RETENTION, Stores
 from ..store.tables import Table
 from .context import AppContext
 from .mailbox_actions import act, sighting_row
+from .server_busy import note_busy
 
 log = logging.getLogger(__name__)
 DELETE = (MailboxAction(action="delete"),)
@@ -71,6 +73,11 @@ def run_retention(ctx: AppContext, now: datetime) -> RetentionSummary:
             continue
         if name in broken:
             continue
+        if seconds_left(ctx.stores, name, now):
+            # The server asked for quiet: its mail waits for the next run, untouched.
+            summary.failed.append((name, "the server asked for quiet (back-off)"))
+            broken.add(name)
+            continue
         record = (
             RecordRef(type=row["RecordType"], key=row["RecordKey"])
             if row.get("RecordKey")
@@ -90,6 +97,7 @@ def run_retention(ctx: AppContext, now: datetime) -> RetentionSummary:
             )
         except Exception as exc:
             # One broken mailbox must not stop the others; its mail waits for the next run.
+            note_busy(ctx.stores, name, exc, now)
             log.warning("retention: mailbox=%s failed: %s", name, exc)
             summary.failed.append((name, f"{type(exc).__name__}: {exc}"))
             broken.add(name)

@@ -12,6 +12,7 @@ GRAPH_FETCH = "graph-fetch"  # one message or event to read from Graph
 POLLS = "polls"  # one mailbox to poll (the timer fans out, so no mailbox waits for another)
 OUTBOUND = "outbound"  # one mail to send (notices, replies from a record)
 TASK_CHANGES = "task-changes"  # a polled flag or calendar item changed: its task follows
+MAILBOX_ACTIONS = "mailbox-actions"  # one mail's after-filing actions to run (a PendingActions row)
 QUEUES = (
     INBOUND,
     FILING,
@@ -22,6 +23,7 @@ QUEUES = (
     POLLS,
     TASK_CHANGES,
     OUTBOUND,
+    MAILBOX_ACTIONS,
 )
 
 
@@ -46,6 +48,7 @@ EWS_STATE = "EwsState"
 NOTICES = "Notices"
 AUDIT = "Audit"
 DELIVERY_LOG = "EventDeliveries"
+PENDING_ACTIONS = "PendingActions"  # PK mailbox: after-filing actions, pending, done or failed
 OUTBOX = "Outbox"  # PK sent|refused, RK the mail id; PK r-<recipient hash>, RK slots: the limits
 TABLES = (
     MESSAGES,
@@ -65,4 +68,5 @@ TABLES = (
     AUDIT,
     DELIVERY_LOG,
     OUTBOX,
+    PENDING_ACTIONS,
 )

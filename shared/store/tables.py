@@ -260,6 +260,37 @@ class Table:
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
             return False
 
+    def transact_rows(
+        self,
+        operations: Iterable[
+            tuple[Literal["insert", "update", "delete"], Mapping[str, Any], str | None]
+        ],
+    ) -> bool:
+        """Inserts, merges and deletes in one partition, all or nothing, in one request: an
+        insert needs its row absent; an update (merge) or a delete needs it present, and
+        unchanged since the ETag when one is given. False when another writer got there first
+        (nothing was written): the caller reads again."""
+        ops: list[Any] = []
+        for kind, entity, etag in operations:
+            if kind == "delete":
+                pk, rk = entity["PartitionKey"], entity["RowKey"]
+                check_key("PartitionKey", pk)
+                check_key("RowKey", rk)
+                stored: Entity = {"PartitionKey": pk, "RowKey": rk}
+            else:
+                stored = to_storage(entity, self.name)
+            if kind == "insert":
+                ops.append(("create", stored))
+                continue
+            options: dict[str, Any] = {"mode": UpdateMode.MERGE} if kind == "update" else {}
+            if etag is not None:
+                options.update(etag=etag, match_condition=MatchConditions.IfNotModified)
+            ops.append((kind, stored, options))
+        try:
+            return self._submit(ops, _LOST_RACE)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+            return False
+
     def _submit(self, ops: list[Any], lost: Container[str]) -> bool:
         """One partition's transaction; False when it failed with one of the `lost` codes."""
         if len(ops) > MAX_BATCH_OPERATIONS or len({o[1]["PartitionKey"] for o in ops}) > 1:

@@ -314,8 +314,18 @@ def test_known_message_from_the_same_place_is_a_redelivery() -> None:
     plan = one(mail(ROOT), Known(filed=filed))
     assert (plan.action, plan.record, plan.entry) == ("sighting", CASE_1, None)
     assert "redelivery" in plan.reasons[-1]
-    # A crash after filing may have skipped the mailbox actions: a redelivery runs them again.
-    assert [a.action for a in plan.mailbox_actions] == ["mark_read", "move"]
+    # The first filing's pending-actions row runs them (a crash included): never planned again.
+    assert plan.mailbox_actions == ()
+
+
+def test_a_new_copy_in_the_mailbox_that_filed_it_plans_no_actions() -> None:
+    # IMAP gives a mail a new UID when the user moves it back to the inbox; Graph without
+    # immutable ids a new id: the after-filing actions must not move it again.
+    filed = FiledMessage(record=CASE_1, mailbox="support", source_id="src-0", folder="Done")
+    plan = one(mail(ROOT), Known(filed=filed))
+    assert plan.action == "sighting" and plan.folder == "INBOX"
+    assert "another copy" in plan.reasons[-1]
+    assert plan.mailbox_actions == ()
 
 
 def test_known_message_in_another_folder_is_a_move() -> None:
@@ -331,6 +341,11 @@ def test_known_message_in_another_mailbox_is_another_sighting() -> None:
     plan = one(mail(ROOT, mailbox="other"), Known(filed=filed))
     assert plan.action == "sighting" and plan.mailbox == "other"
     assert "already filed from mailbox 'support'" in plan.reasons[-1]
+    assert plan.mailbox_actions == ()  # `other` has no after_filing
+    # Filed from `other`, seen in `support`: support's own actions (run once, by the row).
+    elsewhere = FiledMessage(record=CASE_1, mailbox="other", source_id="src-9", folder="INBOX")
+    plan = one(mail(ROOT), Known(filed=elsewhere))
+    assert [a.action for a in plan.mailbox_actions] == ["mark_read", "move"]
 
 
 # --- classes -------------------------------------------------------------------------------
