@@ -45,6 +45,7 @@ from shared.store.stores import (
     Stores,
     poison,
 )
+from tests.fakes.cutting_proxy import CuttingProxy
 from tests.fakes.dovecot import Dovecot, available
 from tests.fakes.graph_faults import Fault
 from tests.sources.graph_setup import USER, GraphWorld, graph_world
@@ -283,6 +284,8 @@ class ImapWorld:
     def __init__(self, dovecot: Dovecot, stores: Stores, azurite: Azurite, tmp: Path) -> None:
         self.dovecot, self.stores = dovecot, stores
         self.proxy = CountingProxy(dovecot.port)
+        # In front of it, a proxy that can lose a command or its answer (the network failing).
+        self.cutter = CuttingProxy(self.proxy.port).start()
         file = tmp / "mailfiler.yaml"
         file.write_text(
             "record_types: [{name: case, prefix: CASE}]\n"
@@ -290,7 +293,7 @@ class ImapWorld:
             "  - name: imap\n"
             "    kind: imap\n"
             "    host: 127.0.0.1\n"
-            f"    port: {self.proxy.port}\n"
+            f"    port: {self.cutter.port}\n"
             "    tls: none\n"
             f"    username: {IMAP_USER}\n"
             "    password_setting: IMAP_TEST_PASSWORD\n"
@@ -335,6 +338,7 @@ def imap_world(
         try:
             yield world
         finally:
+            world.cutter.stop()
             world.proxy.close()
             set_context(None)
 
@@ -374,6 +378,27 @@ def test_imap_the_users_move_back_and_unread_are_never_undone(imap_world: ImapWo
     assert row["State"] == "done" and row["Attempts"] == 1
     moves = [a for a in world.stores.table(ACTIONS).all() if a["Action"] == "move"]
     assert len(moves) == 1 and len(records(world.stores)) == 1
+
+
+def test_imap_an_action_lost_with_the_connection_is_retried_and_completed(
+    imap_world: ImapWorld,
+) -> None:
+    """The MOVE never reaches Dovecot (the connection drops): the source raises a transient
+    error, the actions stage runs again after its delay, and the mail ends filed, read and
+    moved once; the row says done after two attempts."""
+    world, stores = imap_world, imap_world.stores
+    world.append(imap_mail(2))
+    assert poll_all(world.ctx, now())["imap"] == "queued 1"
+    world.cutter.cut(b" MOVE ", deliver=False)
+    world.host.drain(only={INBOUND, FILING})
+    assert the_row(stores, "imap")["State"] == "pending"
+    world.host.drain(timeout=120)  # the first run fails; the retry comes FIRST_RETRY s later
+    assert len(world.cutter.matched) == 1, "the MOVE was not lost"
+    row = the_row(stores, "imap")
+    assert row["State"] == "done" and row["Attempts"] == 2, row
+    assert world.uids("INBOX") == []
+    assert len(world.uids(IMAP_FILED, "SEEN")) == 1  # moved once: one copy, read
+    assert health_report(world.ctx)["mailboxes"]["imap"]["actions_failed"] == 0
 
 
 def test_imap_no_poll_or_action_reaches_a_server_inside_its_back_off(
