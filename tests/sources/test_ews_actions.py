@@ -19,11 +19,12 @@ from shared.cli.azurite import Azurite
 from shared.core.config import EwsMailbox, parse_config
 from shared.core.contracts import MailboxAction
 from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.poll import poll_one
+from shared.pipeline.poll import poll_one, schedule_polls
 from shared.settings import AppSettings
 from shared.sources.base import SourceBusy, SourceUnavailable
 from shared.sources.ews.connection import account_for
 from shared.sources.ews.source import EwsSource
+from shared.store.backoff import backoff_until
 from shared.store.stores import POLLS, Stores
 from tests.fakes.cutting_proxy import CuttingProxy
 from tests.fakes.ews import FakeEws
@@ -262,17 +263,21 @@ def test_a_request_lost_on_the_way_is_retried_and_done_once(fake: FakeEws, store
     assert moved.is_read and list(moved.categories) == ["Mailfiler"]
 
 
+@pytest.mark.parametrize("in_message", [False, True], ids=["soap-fault", "response-message"])
 def test_no_request_before_the_back_off_ends_through_the_poll(
-    fake: FakeEws, stores: Stores, azurite: Azurite, tmp_path: Path
+    fake: FakeEws, stores: Stores, azurite: Azurite, tmp_path: Path, in_message: bool
 ) -> None:
     fake.add_messages(ANN, "inbox", [mail(1), mail(2)])
     settings = AppSettings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
     ctx = AppContext(settings, parse_config(config_yaml(fake.url)), tmp_path, stores)
     set_context(ctx)
     try:
-        fake.busy(back_off_ms=3_000, operation="SyncFolderItems", in_message=True)
+        fake.busy(back_off_ms=3_000, operation="SyncFolderItems", in_message=in_message)
         assert poll_one(ctx, "ews", datetime.now(UTC)) == "busy; again in 3 s"
         busy_at = max(r.at for r in fake.requests)
+        # The back-off is the mailbox's, for every stage: a timer tick inside it polls nothing.
+        assert backoff_until(stores, "ews", datetime.now(UTC)) is not None
+        assert schedule_polls(ctx, datetime.now(UTC))["ews"].startswith("backing off")
         assert stores.queues.depth(POLLS) == 1  # the poll again, delayed by the back-off
         local_host(stores.queues, visibility_timeout=0).drain()
         after = [r for r in fake.requests if r.at > busy_at]
