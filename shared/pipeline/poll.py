@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -127,7 +128,7 @@ def poll_one(ctx: AppContext, name: str, now: datetime, *, limit: int | None = N
             return "failed"
         record_status(ctx, name, mailbox.kind, now, summary=summary)
         if isinstance(mailbox, GraphMailbox):
-            _after_delta(ctx, mailbox, summary)
+            _after_delta(ctx, mailbox, summary, getattr(source, "listed_version", None))
         if getattr(source, "more", False):
             send_poll(ctx, name)  # a backlog: the next page now, not at the next tick
             return f"queued {summary.queued}; more to come"
@@ -136,12 +137,19 @@ def poll_one(ctx: AppContext, name: str, now: datetime, *, limit: int | None = N
         release_lease(ctx.stores.table(MAILBOXES), LEASES, name, holder)
 
 
-def _after_delta(ctx: AppContext, mailbox: GraphMailbox, summary: IngestSummary) -> None:
+def _after_delta(
+    ctx: AppContext,
+    mailbox: GraphMailbox,
+    summary: IngestSummary,
+    version_of: Callable[[str], str | None] | None,
+) -> None:
     if summary.complete:  # else the next poll goes on where this one stopped
         _resync_done(ctx, mailbox.name)
     # Mail already ingested that delta lists again changed (moved, flagged): the fetch stage
-    # handles it as it handles an `updated` notification.
+    # handles it as it handles an `updated` notification, with the version delta listed, so
+    # our own PATCH or move coming back costs no fetch.
     for item_id in summary.changed:
+        version = version_of(item_id) if version_of is not None else None
         ctx.stores.queues.send_bytes(
             GRAPH_FETCH,
             json.dumps(
@@ -151,6 +159,7 @@ def _after_delta(ctx: AppContext, mailbox: GraphMailbox, summary: IngestSummary)
                     "kind": "message",
                     "id": item_id,
                     "change": "updated",
+                    "etags": [version] if version else None,
                 }
             ).encode(),
         )

@@ -309,3 +309,34 @@ def test_rotating_the_client_state_secret_leaves_only_new_subscriptions(
     # A second pass keeps everything as it is.
     assert maintain(ctx.config, ctx.stores, now()).retired == 0
     assert {s.id for s in fake.subscriptions} == live
+
+
+def test_a_polling_only_mailbox_sees_our_own_patch_in_delta_without_a_fetch(
+    graph_world: GraphWorld,
+) -> None:
+    """Without notifications, delta is what brings our own PATCH back (mark read and category,
+    no move: the mail stays in the watched folder). The version delta lists is ours: the poll's
+    fetch job names it and costs no Graph call; a change by the user still gets read."""
+    fake = graph_world.fake
+    graph_world.reconfigure("    polling_only: true\n    after_filing: {mark_read: true}\n")
+    ctx = graph_world.ctx
+    from shared.pipeline.poll import poll_all
+
+    ids = [fake.add_message(USER, "inbox", mime(200 + i)) for i in range(3)]
+    assert poll_all(ctx, now())["m365"] == "queued 3"
+    graph_world.host.drain()
+    assert all(fake.message(USER, i)["isRead"] for i in ids)
+
+    fake.clear_requests()
+    poll_all(ctx, now())  # delta lists the three again: our PATCH changed them
+    assert ctx.stores.queues.depth(GRAPH_FETCH) == 3
+    graph_world.host.drain()
+    per_message = [r for r in fake.requests if "/messages/" in r.path and "delta" not in r.path]
+    assert per_message == [], [(r.method, r.path) for r in per_message]
+
+    fake.update_message(USER, ids[0], is_read=False)  # the user marks one unread
+    fake.clear_requests()
+    poll_all(ctx, now())
+    graph_world.host.drain()
+    assert fake.count(rf"/messages/{ids[0]}$", method="GET") == 1
+    assert fake.message(USER, ids[0])["isRead"] is False  # and it stays unread

@@ -338,6 +338,13 @@ class GraphSource:
             self._pending_links[name] = str(page.get("@odata.deltaLink") or "")
             return ids
 
+    def listed_version(self, source_id: str) -> str | None:
+        """The changeKey delta listed `source_id` with (None: not listed, or without one): a
+        change the poll hands on names it, so our own PATCH or move seen again by delta is
+        recognised without a fetch, as a notification's `@odata.etag` is."""
+        state = self._states.get(source_id)
+        return state.change_key if state is not None else None
+
     def commit(self, now: datetime) -> None:
         """Store the delta links `refs` reached: everything they listed is queued."""
         table = self.stores.table(GRAPH_STATE)
