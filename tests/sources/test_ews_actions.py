@@ -25,11 +25,11 @@ from shared.sources.base import SourceBusy, SourceUnavailable
 from shared.sources.ews.connection import account_for
 from shared.sources.ews.source import EwsSource
 from shared.store.backoff import backoff_until
-from shared.store.stores import POLLS, Stores
+from shared.store.stores import MESSAGES, POLLS, Stores
 from tests.fakes.cutting_proxy import CuttingProxy
 from tests.fakes.ews import FakeEws
 
-from ..helpers import local_host, records
+from ..helpers import filed_keys, local_host, records
 
 pytestmark = pytest.mark.azurite
 ANN, PASSWORD, SETTING = "ann@contoso.com", "Sommer-2024!", "EWS_ACTIONS_PASSWORD"
@@ -301,3 +301,39 @@ def test_a_watched_folder_deleted_and_made_again_is_found_again(
     fake.add_folder(ANN, "Fälle", "inbox")  # the user makes it again: a new id
     fake.add_messages(ANN, "Inbox/Fälle", [mail(1)])
     assert len(EwsSource(mailbox, stores).refs()) == 1
+
+
+def test_through_the_pipeline_a_user_s_move_back_and_unread_are_never_undone(
+    fake: FakeEws, stores: Stores, azurite: Azurite, tmp_path: Path
+) -> None:
+    """Filed and moved once by the actions stage; the user moves the mail back to the inbox
+    and marks it unread; the next syncs list it there again (a new item id): a sighting of a
+    filed mail, and no action runs on it again."""
+    (item,) = fake.add_messages(ANN, "inbox", [mail(7)])
+    extra = f"    after_filing: {{mark_read: true, move_to: {TARGET}}}\n"
+    settings = AppSettings.model_validate({"AzureWebJobsStorage": azurite.connection_string})
+    ctx = AppContext(settings, parse_config(config_yaml(fake.url, extra)), tmp_path, stores)
+    set_context(ctx)
+    host = local_host(stores.queues, visibility_timeout=0)
+    try:
+        poll_one(ctx, "ews", datetime.now(UTC))
+        host.drain()
+        (moved,) = fake.folder_items(ANN, TARGET)
+        assert moved.is_read and fake.calls["MoveItem"] == 1
+        back = fake.move(ANN, moved.id, "inbox")  # the user, in Outlook
+        fake.mark_read(ANN, back, is_read=False)
+        for _ in range(2):
+            poll_one(ctx, "ews", datetime.now(UTC))
+            host.drain()
+        assert fake.calls["MoveItem"] == 1 and in_target(fake) == []
+        (inbox,) = fake.folder_items(ANN, "inbox")
+        assert inbox.is_read is False
+        assert len(records(stores)) == 1
+        (key,) = filed_keys(stores)
+        seen = [
+            r["Folder"] for r in stores.table(MESSAGES).partition(key) if r["RowKey"][:2] == "s-"
+        ]
+        assert "inbox" in [str(f).lower() for f in seen], seen  # the user's move is recorded
+    finally:
+        set_context(None)
+    assert item
