@@ -60,6 +60,7 @@ from .contracts import (
     TimelineEntry,
 )
 from .fieldparse import parse_fields
+from .identity import own_addresses
 from .message import MailMessage, id_key
 from .reply_text import reply_text
 from .rules import match_routes
@@ -122,9 +123,8 @@ class Known:
 
 
 def own_mail(config: Config) -> OwnMail:
-    addresses = frozenset(a.lower() for m in config.mailboxes for a in m.addresses)
     return OwnMail(
-        addresses=addresses,
+        addresses=own_addresses(config),
         message_id_domains=frozenset({config.signing.message_id_domain.lower()}),
     )
 

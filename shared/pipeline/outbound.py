@@ -49,6 +49,7 @@ from ..core.config import (
 )
 from ..core.contracts import FilingPlan, OutboundAttachment, OutboundMail, RecordRef
 from ..core.decide import timeline_entry
+from ..core.identity import own_addresses, sender_of
 from ..core.message import id_key
 from ..core.mime import parse_message
 from ..core.outbound import (
@@ -77,29 +78,6 @@ from .server_busy import note_busy
 log = logging.getLogger(__name__)
 SENT, REFUSED = "sent", "refused"
 MAX_ATTACHMENTS = 20
-
-
-def sender_of(mailbox: Mailbox) -> str | None:
-    """The address a mailbox sends from: its first listed address, else its own name."""
-    if mailbox.addresses:
-        return mailbox.addresses[0]
-    if isinstance(mailbox, GraphMailbox) and "@" in mailbox.user:
-        return mailbox.user
-    if isinstance(mailbox, EwsMailbox):
-        return mailbox.email
-    if isinstance(mailbox, ImapMailbox) and "@" in mailbox.username:
-        return mailbox.username
-    return None
-
-
-def own_addresses(config: Config) -> set[str]:
-    found: set[str] = set()
-    for mailbox in config.mailboxes:
-        found.update(a.lower() for a in mailbox.addresses)
-        sender = sender_of(mailbox)
-        if sender:
-            found.add(sender.lower())
-    return found
 
 
 def notices_of(plan: FilingPlan, display_id: str | None) -> list[OutboundMail]:
