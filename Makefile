@@ -9,6 +9,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 AZURITE := node_modules/.bin/azurite
+# pytest-xdist workers (`make unit WORKERS=0` runs in one process); each worker starts its own
+# Azurite on free ports. loadgroup: tests marked xdist_group(name) stay on one worker.
+WORKERS ?= auto
+XDIST := -n $(WORKERS) --dist loadgroup
 
 .PHONY: setup run test lint typecheck unit unit-py312 bench clean
 
@@ -39,15 +43,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-# The test session starts its own Azurite on free ports (tests/conftest.py).
+# Each test process (every xdist worker) starts its own Azurite on free ports (tests/conftest.py).
 unit: setup
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST)
 
 unit-py312: setup
 	@if [ -z "$(PYTHON312)" ]; then echo "python3.12 not found: skipping the 3.12 run"; exit 0; fi; \
 	set -e; test -x .venv312/bin/python || $(PYTHON312) -m venv .venv312; \
 	.venv312/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt; \
-	.venv312/bin/python -m pytest -q -m "not slow" -p no:cacheprovider
+	.venv312/bin/python -m pytest -q -m "not slow" -p no:cacheprovider $(XDIST)
 
 test: setup lint typecheck unit unit-py312
 

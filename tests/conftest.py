@@ -1,4 +1,5 @@
-"""Shared fixtures: one Azurite for the session, fresh storage for each test that asks."""
+"""Shared fixtures: one Azurite per test process (each xdist worker), fresh storage for each test
+that asks."""
 
 from __future__ import annotations
 
@@ -20,8 +21,18 @@ CORPORA = REPO / "tests" / "data" / "corpora"
 
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
-    server = Azurite()
-    server.start()
+    """One Azurite per test process: under pytest-xdist each worker has its own, on its own free
+    ports, so no test sees another worker's storage. A port taken between the pick and the
+    bind (another worker's server starting at that moment) fails the start: pick again."""
+    for attempt in range(3):
+        server = Azurite()
+        try:
+            server.start()
+            break
+        except RuntimeError:
+            server.stop()
+            if attempt == 2:
+                raise
     yield server
     server.stop()
 
@@ -67,3 +78,10 @@ def context(stores: Stores, azurite: Azurite, sample_dir: Path) -> Iterator[AppC
     set_context(ctx)
     yield ctx
     set_context(None)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow scenarios first (a stable sort: the rest keep their order). Under xdist they then
+    start at once on different workers while the short tests fill in around them, instead of
+    one of them starting last and running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -54,3 +54,10 @@ def records(stores: Stores) -> list[dict[str, Any]]:
 
 def filed_keys(stores: Stores) -> list[str]:
     return [e["PartitionKey"] for e in stores.table(MESSAGES).all() if e["RowKey"] == "msg"]
+
+
+def filed_count(stores: Stores) -> int:
+    """How many messages are filed: filtered and projected by storage, so a test can poll it
+    often without loading Azurite with every row of every message (claims, copies...)."""
+    client = stores.table(MESSAGES).client
+    return sum(1 for _ in client.query_entities("RowKey eq 'msg'", select=["PartitionKey"]))

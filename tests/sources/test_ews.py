@@ -86,20 +86,28 @@ def world(
     set_context(None)
 
 
-def test_2000_items_over_many_pages_file_once_even_when_the_sync_state_breaks(
+# Sized to prove it, not to be big (was 2,000 items at the defaults, 10 minutes): pages of 20
+# and a cap of 50 per poll (defaults 100 and 500: the same code with smaller numbers) are both
+# crossed before the sync state breaks and again after it (the resync lists all over 3 polls).
+ITEMS, CAP, PAGE = 120, 50, 20
+
+
+@pytest.mark.slow
+def test_items_over_many_pages_file_once_even_when_the_sync_state_breaks(
     world: EwsWorld,
 ) -> None:
-    world.fake.add_messages(ANN, "inbox", (mail(n) for n in range(2000)))
-    assert world.poll() == "queued 500; more to come"
+    world.configure(f"    max_per_poll: {CAP}\n    page_size: {PAGE}\n")
+    world.fake.add_messages(ANN, "inbox", (mail(n) for n in range(ITEMS)))
+    assert world.poll() == f"queued {CAP}; more to come"
     # The server forgets the sync state mid-way: the folder starts again from scratch.
     world.fake.corrupt_sync_states()
     world.host.drain(timeout=900)  # the `polls` messages carry on page after page
     keys = filed_keys(world.stores)
     entries = timeline_entries(world.stores, ["MessageKey"])
-    assert len(records(world.stores)) == 2000 and len(keys) == 2000
-    assert len(entries) == 2000 and len({e["MessageKey"] for e in entries}) == 2000
+    assert len(records(world.stores)) == ITEMS and len(keys) == ITEMS
+    assert len(entries) == ITEMS and len({e["MessageKey"] for e in entries}) == ITEMS
     pages = [c.changes for c in world.fake.sync_calls]
-    assert max(pages) == 100 and sum(pages) >= 2000 + 500  # the resync listed 500+ again
+    assert max(pages) == PAGE and sum(pages) >= ITEMS + CAP  # the resync listed all again
     assert world.poll() == "queued 0"  # caught up: one SyncFolderItems, nothing new
     assert world.fake.sync_calls[-1].changes == 0
 

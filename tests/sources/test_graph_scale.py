@@ -1,5 +1,10 @@
-"""Issue 5's acceptance run: 1,000 message notifications, 10% duplicated, shuffled, with 5% of
-Graph's answers 429, file exactly 1,000 messages; Graph's 4-request limit per mailbox holds."""
+"""Issue 5's acceptance property: message notifications, 10% duplicated, shuffled, with 5% of
+Graph's answers 429, file each message exactly once; Graph's 4-request limit per mailbox holds.
+
+Sized to prove it, not to be big: 200 messages (was 1,000, 6 minutes) are 4 delivery batches of
+50 from 4 concurrent senders, some 20 duplicates and some 10 throttled fetches, while workers
+contend for the mailbox's 4 slots; the floors below are the same shares of the size as before
+(duplicates >= 5%, 429s >= 2%)."""
 
 from __future__ import annotations
 
@@ -16,10 +21,10 @@ from .graph_setup import USER, GraphWorld, graph_world, mime
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow]
 __all__ = ["graph_world"]
-MESSAGES = 1000
+MESSAGES = 200
 
 
-def test_a_thousand_notifications_file_a_thousand_messages(graph_world: GraphWorld) -> None:
+def test_notifications_file_each_message_once_within_graphs_limits(graph_world: GraphWorld) -> None:
     fake, ctx = graph_world.fake, graph_world.ctx
     fake.concurrency_limit = 4  # Graph answers 429 ApplicationThrottled past 4 per mailbox
     assert maintain(ctx.config, ctx.stores, datetime.now(UTC)).created == 1
@@ -28,7 +33,7 @@ def test_a_thousand_notifications_file_a_thousand_messages(graph_world: GraphWor
     assert len(fake.outbox) == MESSAGES
     throttled = fake.faults.throttle(rate=0.05, retry_after=1, path=r"/messages/")
     report = fake.deliver(batch_size=50, duplicate_rate=0.1, shuffle=True, concurrency=4, seed=5)
-    assert report.failed == 0 and report.duplicated >= 50
+    assert report.failed == 0 and report.duplicated >= MESSAGES // 20
     assert set(report.statuses) == {202}
     graph_world.host.drain(timeout=900)
 
@@ -38,7 +43,7 @@ def test_a_thousand_notifications_file_a_thousand_messages(graph_world: GraphWor
     assert len(records(ctx.stores)) == MESSAGES
     assert len(filed_keys(ctx.stores)) == MESSAGES
     assert all(not ctx.stores.queues.depth(poison(q)) for q in QUEUES)
-    assert throttled.hits >= 20, "5% of the fetches were answered 429 and waited out"
+    assert throttled.hits >= MESSAGES // 50, "5% of the fetches were answered 429 and waited out"
     # Our slots kept the mailbox within Graph's limit: every 429 was an injected one, none
     # came from more than 4 requests at once (the fake counts a refused one in its peak).
     assert fake.count(None, status=429) == throttled.hits
