@@ -7,11 +7,6 @@ Dovecot, and local files; Azurite throughout."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import socketserver
-import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +14,7 @@ from pathlib import Path
 import pytest
 from imapclient import IMAPClient
 
-from shared.cli.azurite import Azurite, free_port
+from shared.cli.azurite import Azurite
 from shared.cli.operations import cmd_poison_replay
 from shared.core.contracts import ActionsJob, InboundMessage
 from shared.core.message import id_key
@@ -242,50 +237,12 @@ IMAP_USER, IMAP_PASSWORD = "support@example.test", "imap-password"
 IMAP_FILED = "Обработано"
 
 
-class CountingProxy:
-    """A TCP proxy in front of Dovecot that notes when each connection was opened: what
-    reached the server, and when."""
-
-    def __init__(self, target: int) -> None:
-        self.opened: list[float] = []
-        proxy = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                proxy.opened.append(time.time())
-                with socket.create_connection(("127.0.0.1", target)) as upstream:
-                    pipe = threading.Thread(target=_copy, args=(upstream, self.request))
-                    pipe.start()
-                    _copy(self.request, upstream)
-                    pipe.join()
-
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _copy(source: socket.socket, target: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            target.sendall(data)
-    except OSError:
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            target.shutdown(socket.SHUT_WR)
-
-
 class ImapWorld:
     def __init__(self, dovecot: Dovecot, stores: Stores, azurite: Azurite, tmp: Path) -> None:
         self.dovecot, self.stores = dovecot, stores
-        self.proxy = CountingProxy(dovecot.port)
-        # In front of it, a proxy that can lose a command or its answer (the network failing).
-        self.cutter = CuttingProxy(self.proxy.port).start()
+        # A proxy in front of Dovecot: when each connection came (what reached the server, and
+        # when), and a command or its answer lost on purpose (the network failing).
+        self.proxy = CuttingProxy(dovecot.port).start()
         file = tmp / "mailfiler.yaml"
         file.write_text(
             "record_types: [{name: case, prefix: CASE}]\n"
@@ -293,7 +250,7 @@ class ImapWorld:
             "  - name: imap\n"
             "    kind: imap\n"
             "    host: 127.0.0.1\n"
-            f"    port: {self.cutter.port}\n"
+            f"    port: {self.proxy.port}\n"
             "    tls: none\n"
             f"    username: {IMAP_USER}\n"
             "    password_setting: IMAP_TEST_PASSWORD\n"
@@ -338,8 +295,7 @@ def imap_world(
         try:
             yield world
         finally:
-            world.cutter.stop()
-            world.proxy.close()
+            world.proxy.stop()
             set_context(None)
 
 
@@ -389,11 +345,11 @@ def test_imap_an_action_lost_with_the_connection_is_retried_and_completed(
     world, stores = imap_world, imap_world.stores
     world.append(imap_mail(2))
     assert poll_all(world.ctx, now())["imap"] == "queued 1"
-    world.cutter.cut(b" MOVE ", deliver=False)
+    world.proxy.cut(b" MOVE ", deliver=False)
     world.host.drain(only={INBOUND, FILING})
     assert the_row(stores, "imap")["State"] == "pending"
     world.host.drain(timeout=120)  # the first run fails; the retry comes FIRST_RETRY s later
-    assert len(world.cutter.matched) == 1, "the MOVE was not lost"
+    assert len(world.proxy.matched) == 1, "the MOVE was not lost"
     row = the_row(stores, "imap")
     assert row["State"] == "done" and row["Attempts"] == 2, row
     assert world.uids("INBOX") == []

@@ -25,6 +25,7 @@ import contextlib
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -60,6 +61,7 @@ class CuttingProxy:
         self._lock = threading.Lock()
         self.matched: list[bytes] = []
         self.connections = 0
+        self.opened: list[float] = []  # when each connection came in (time.time())
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -127,6 +129,7 @@ class CuttingProxy:
     def _serve(self, client: socket.socket) -> None:
         with self._lock:
             self.connections += 1
+            self.opened.append(time.time())
         try:
             upstream = socket.create_connection(self.upstream, timeout=30)
         except OSError:
