@@ -111,6 +111,22 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def subscribed(file: Path, data: dict[str, Any], connection: str, stores: Stores) -> AppContext:
+    """The configuration written (JSON is YAML), the app's context set, state fresh, and the
+    one mailbox's subscription made."""
+    file.write_text(json.dumps(data, ensure_ascii=False))
+    settings = AppSettings.model_validate(
+        {"AzureWebJobsStorage": connection, "MAILFILER_CONFIG": str(file)}
+    )
+    ctx = AppContext(settings, load_config(file), file.parent, stores)
+    set_context(ctx)
+    fresh_state(stores)
+    made = maintain(ctx.config, stores, datetime.now(UTC))
+    if made.created != 1 or made.failed:
+        raise RuntimeError(f"subscribing failed: {made}")
+    return ctx
+
+
 def config_data(users: dict[str, str], fake: FakeGraph, base: str) -> dict[str, Any]:
     """A configuration of one Graph mailbox per (name, user), all of one app and tenant."""
     mailbox = {
@@ -139,16 +155,7 @@ def actions_cost(
         fake.add_user(USER, tenant=TENANT)
         data = config_data({"m365": USER}, fake, base)
         data["mailboxes"][0]["after_filing"] = AFTER_FILING
-        file.write_text(json.dumps(data, ensure_ascii=False))
-        settings = AppSettings.model_validate(
-            {"AzureWebJobsStorage": connection, "MAILFILER_CONFIG": str(file)}
-        )
-        ctx = AppContext(settings, load_config(file), file.parent, stores)
-        set_context(ctx)
-        fresh_state(stores)
-        made = maintain(ctx.config, stores, datetime.now(UTC))
-        if made.created != 1 or made.failed:
-            raise RuntimeError(f"subscribing failed: {made}")
+        subscribed(file, data, connection, stores)
         fake.add_message(USER, "inbox", mime(10_000))  # warm-up: tokens and folder ids
         for _ in range(2):
             fake.deliver()
@@ -309,16 +316,7 @@ def webhook(
     with FakeGraph() as fake, environment(fake.ca_env()):
         fake.add_app(TENANT, APP, APP_SECRET)
         fake.add_user(USER, tenant=TENANT)
-        file.write_text(json.dumps(config_data({"m365": USER}, fake, base)))  # JSON is YAML
-        settings = AppSettings.model_validate(
-            {"AzureWebJobsStorage": connection, "MAILFILER_CONFIG": str(file)}
-        )
-        ctx = AppContext(settings, load_config(file), file.parent, stores)
-        set_context(ctx)
-        fresh_state(stores)
-        made = maintain(ctx.config, stores, datetime.now(UTC))
-        if made.created != 1 or made.failed:
-            raise RuntimeError(f"subscribing failed: {made}")
+        subscribed(file, config_data({"m365": USER}, fake, base), connection, stores)
         for i in range(NOTIFICATIONS):
             fake.add_message(USER, "inbox", mime(i))
         notes = fake.outbox

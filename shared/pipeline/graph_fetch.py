@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -25,11 +24,12 @@ from typing import Any
 from ..core.config import GraphMailbox
 from ..core.contracts import InboundMessage
 from ..sources.graph.clientstate import verified_nonce
-from ..store.backoff import note_backoff, seconds_left
+from ..store.backoff import seconds_left
 from ..store.stores import GRAPH_FETCH, GRAPH_STATE, INBOUND, INGEST
 from .context import AppContext
 from .graph_intake import unpack
 from .ingest import queue_message, source_key
+from .server_busy import note_busy
 
 log = logging.getLogger(__name__)
 BUSY_DELAY = 2  # seconds before a job whose mailbox slots were all taken runs again
@@ -191,9 +191,7 @@ def _guarded(
     try:
         return work()
     except GraphThrottled as exc:
-        until = note_backoff(ctx.stores, mailbox.name, now, exc.retry_after, str(exc))
-        wait = max(1, math.ceil((until - now).total_seconds()))
-        log.warning("graph: mailbox=%s throttled: %s; again in %d s", mailbox.name, exc, wait)
+        wait = note_busy(ctx.stores, mailbox.name, exc, now) or 1
         _later(ctx, body, wait)
         return f"throttled, again in {wait} s"
     except SlotsBusy:

@@ -15,15 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def busy_seconds(exc: BaseException) -> float | None:
-    """The quiet `exc` asks for: EWS ErrorServerBusy and IMAP [UNAVAILABLE] (SourceBusy), Graph
-    429/503 with Retry-After (GraphThrottled); None for any other failure."""
-    if isinstance(exc, SourceBusy):
-        return float(exc.retry_after)
-    from ..sources.graph.client import GraphThrottled
-
-    if isinstance(exc, GraphThrottled):
-        return float(exc.retry_after)
-    return None
+    """The quiet `exc` asks for: EWS ErrorServerBusy, IMAP [UNAVAILABLE] and Graph 429/503 with
+    Retry-After (GraphThrottled) are all `SourceBusy`; None for any other failure."""
+    return float(exc.retry_after) if isinstance(exc, SourceBusy) else None
 
 
 def note_busy(stores: Stores, mailbox: str, exc: BaseException, now: datetime) -> int | None:

@@ -77,3 +77,9 @@ SETTLED_ROWS = ("msg", "also-", "drop", "reject", "hold")
 
 def ingested_row(mailbox: str, source_id: str) -> str:
     return INGESTED_ROWS + short_hash(mailbox, source_id)
+
+
+def after_prefix(prefix: str) -> str:
+    """The first RowKey past every key that starts with `prefix` ("s-" -> "s."): the end of a
+    prefix's range in a RowKey query."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)

@@ -24,6 +24,7 @@ from itertools import islice
 from typing import Literal
 
 from ..core.contracts import MailboxAction, RecordRef
+from .keys import after_prefix
 from .names import PENDING_ACTIONS
 from .stores import Stores
 from .tables import Entity, Table
@@ -212,7 +213,7 @@ def open_rows(stores: Stores, mailbox: str, due_before: datetime) -> Iterator[st
         mailbox,
         ["RowKey", "Due"],
         row_from=OPEN,
-        row_before=_after(OPEN),
+        row_before=after_prefix(OPEN),
         where="Due lt @due",
         parameters={"due": due_before},
     ):
@@ -225,7 +226,7 @@ def counts(stores: Stores, mailbox: str) -> dict[str, int]:
     out = {}
     for name, prefix in (("pending", OPEN), ("failed", FAILED)):
         rows = _table(stores).partition(
-            mailbox, ["RowKey"], row_from=prefix, row_before=_after(prefix)
+            mailbox, ["RowKey"], row_from=prefix, row_before=after_prefix(prefix)
         )
         out[name] = sum(1 for _ in islice(rows, COUNT_CAP))
     return out
@@ -247,8 +248,3 @@ def stale(row: Entity, now: datetime, grace: timedelta) -> bool:
 
 def _marker(row: Entity, prefix: str) -> str:
     return prefix + str(row["MessageKey"])
-
-
-def _after(prefix: str) -> str:
-    """The first RowKey past every key that starts with `prefix` ("-" + 1 is ".")."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)

@@ -29,7 +29,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableTransactionError
 
-from .keys import CONTACT, SLOT_ROWS, short_hash, slot_row
+from .keys import CONTACT, SLOT_ROWS, after_prefix, short_hash, slot_row
 from .tables import MAX_BATCH_OPERATIONS, Entity, Table
 
 # Each lost race means another claim was committed, so a claimer loses at most about
@@ -147,7 +147,7 @@ def prune_slots(table: Table, now: datetime, window: timedelta) -> int:
     by_partition: dict[str, list[tuple[str, str]]] = {}
     for row in table.client.query_entities(
         "RowKey ge @low and RowKey lt @high and Timestamp lt @cutoff",
-        parameters={"low": SLOT_ROWS, "high": _after_prefix(SLOT_ROWS), "cutoff": cutoff},
+        parameters={"low": SLOT_ROWS, "high": after_prefix(SLOT_ROWS), "cutoff": cutoff},
         select=["PartitionKey", "RowKey"],
     ):
         key = (str(row["RowKey"]), str(row.metadata.get("etag")))
@@ -186,8 +186,3 @@ def _delete_unchanged(table: Table, partition: str, keys: list[tuple[str, str]])
 def keep_for(window: timedelta) -> timedelta:
     """How long an unwritten slot row is kept: two windows, and never less than two days."""
     return max(2 * window, timedelta(days=2))
-
-
-def _after_prefix(prefix: str) -> str:
-    """The smallest string after every string that starts with `prefix`."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
