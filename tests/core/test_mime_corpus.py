@@ -1,4 +1,4 @@
-"""Every real-world mail in the corpora under tests/data/corpora parses, and a few parse to known values.
+"""Every real-world mail in tests/data/corpora parses, and a few parse to known values.
 
 The corpora live in the repo (tests/data/corpora, see its READMEs); a missing one fails the
 run. The reply bodies (.txt) have no headers and are parsed as raw mail too.
