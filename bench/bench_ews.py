@@ -29,10 +29,10 @@ from exchangelib import close_connections  # type: ignore[import-untyped]
 
 from shared.cli.azurite import Azurite
 from shared.core.config import EwsMailbox, parse_config
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.poll import poll_one
+from shared.services.context import AppContext, set_context
 from shared.settings import AppSettings
 from shared.sources.ews.source import EwsSource
+from shared.stages.polls import poll_one
 from shared.store.account import RequestCounter, StorageSettings
 from shared.store.stores import FILING, INBOUND, POLLS, Stores
 from tests.fakes.ews import FakeEws

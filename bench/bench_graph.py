@@ -63,12 +63,12 @@ from shared.cli.azurite import Azurite, free_port
 from shared.cli.host import LocalHost, QueueSettings, registered_functions
 from shared.cli.local_http import LocalHttpServer
 from shared.core.config import Config
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.graph_intake import unpack
+from shared.services.context import AppContext, set_context
 from shared.settings import AppSettings, load_config
 from shared.sources.graph.clientstate import make, new_nonce
 from shared.sources.graph.state import NONCES, SUBSCRIPTIONS, subscription_row
 from shared.sources.graph.subscriptions import maintain, wanted
+from shared.stages.graph_notifications import unpack
 from shared.store.account import RequestCounter, StorageSettings
 from shared.store.stores import GRAPH_NOTIFICATIONS, GRAPH_STATE, Stores
 from tests.fakes.graph import FakeGraph

@@ -40,8 +40,8 @@ from imapclient import IMAPClient
 from shared.cli.azurite import Azurite
 from shared.core.config import ImapMailbox, parse_config
 from shared.core.contracts import MailboxAction
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.ingest import ingest_mailbox
+from shared.services.context import AppContext, set_context
+from shared.services.ingest import ingest_mailbox
 from shared.settings import AppSettings
 from shared.sources.imap.source import ImapSource, source_id
 from shared.store.account import RequestCounter, StorageSettings

@@ -35,9 +35,9 @@ import json, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from shared.core.config import parse_config
-from shared.pipeline.file_stage import file_plan
-from shared.pipeline.ingest import ingest_mailbox
-from shared.pipeline.map_stage import map_inbound
+from shared.stages.file import file_plan
+from shared.services.ingest import ingest_mailbox
+from shared.stages.map import map_inbound
 from shared.sources.local import LocalSource
 from shared.store.account import StorageSettings
 from shared.store.stores import FILING, INBOUND, Stores

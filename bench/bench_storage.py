@@ -14,8 +14,8 @@ from pathlib import Path
 from shared.cli.azurite import Azurite
 from shared.cli.host import LocalHost, QueueSettings, registered_functions
 from shared.core.config import parse_config
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.ingest import ingest_mailbox
+from shared.services.context import AppContext, set_context
+from shared.services.ingest import ingest_mailbox
 from shared.settings import AppSettings
 from shared.sources.local import LocalSource
 from shared.store.account import RequestCounter, StorageSettings

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shared.cli.azurite import REPO, Azurite
-from shared.pipeline.context import AppContext, set_context
+from shared.services.context import AppContext, set_context
 from shared.settings import AppSettings
 from shared.store.account import RequestCounter, StorageSettings
 from shared.store.stores import QUEUES, TABLES, Stores, poison

@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.cli.azurite import REPO
 from shared.cli.host import LocalHost, QueueSettings, Registered, registered_functions
-from shared.pipeline.records import all_records
+from shared.services.records import all_records
 from shared.store.keys import SIDE_ROWS
 from shared.store.queues import Queues
 from shared.store.stores import MESSAGES, TIMELINE, Stores

@@ -10,9 +10,9 @@ import pytest
 
 from shared.cli.azurite import Azurite
 from shared.core.config import parse_config
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.poll import poll_all
+from shared.services.context import AppContext, set_context
 from shared.settings import AppSettings
+from shared.stages.polls import poll_all
 from shared.store.keys import CONTACT, contact_partition, participant_row
 from shared.store.stores import CONTACTS, MESSAGES, TIMELINE, Stores
 

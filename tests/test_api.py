@@ -19,9 +19,9 @@ from shared.cli.azurite import free_port
 from shared.cli.local_http import LocalHttpServer
 from shared.core.config import parse_config
 from shared.core.contracts import RecordRef
-from shared.pipeline.audit import record_trail
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.poll import poll_all
+from shared.services.audit import record_trail
+from shared.services.context import AppContext, set_context
+from shared.stages.polls import poll_all
 from shared.store.stores import AUDIT, EVENTS
 
 from .conftest import SAMPLES

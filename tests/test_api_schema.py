@@ -39,8 +39,8 @@ from schemathesis.specs.openapi.checks import (
 
 from shared.cli.azurite import free_port
 from shared.cli.local_http import LocalHttpServer
-from shared.pipeline.context import AppContext
-from shared.pipeline.poll import poll_all
+from shared.services.context import AppContext
+from shared.stages.polls import poll_all
 
 from .helpers import local_host
 

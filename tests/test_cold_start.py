@@ -28,7 +28,7 @@ HEAVY = (
     "exchangelib",
     "imapclient",
     "lxml",
-    "shared.pipeline.context",
+    "shared.services.context",
     "shared.store.account",
     "shared.core",
 )
@@ -68,9 +68,15 @@ def test_the_first_calls_load_every_module_the_functions_import_once_on_one_thre
 
     imported: set[str] = set()
     for path in (REPO / "shared" / "functions").glob("*.py"):
-        for dots, name in re.findall(r"^ +from (\.+)([\w.]+) import", path.read_text(), re.M):
+        text = path.read_text()
+        for dots, name, names in re.findall(r"^ +from (\.+)([\w.]+) import ([\w, ]+)$", text, re.M):
             base = "shared.functions" if dots == "." else "shared"
-            imported.add(f"{base}.{name}")
+            if name in ("stages", "services"):  # `from ..stages import map`: the modules named
+                imported.update(
+                    f"{base}.{name}.{n.split(' as ')[0].strip()}" for n in names.split(",")
+                )
+            else:
+                imported.add(f"{base}.{name}")
     assert imported and imported <= set(MODULES), imported - set(MODULES)
 
     # Sixteen first calls at once, in a fresh interpreter: each returns with all of it loaded,

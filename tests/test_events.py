@@ -26,12 +26,13 @@ from shared.cli.host import LocalHost, Registered, registered_functions
 from shared.core.config import parse_config
 from shared.core.contracts import Event, PoisonMessage, RecordRef
 from shared.functions import events as events_functions
-from shared.pipeline import delivery
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.delivery import DELIVERY_QUEUE, backoff_seconds, parse_retry_after
-from shared.pipeline.events import emit
-from shared.pipeline.poll import poll_all
+from shared.services.context import AppContext, set_context
+from shared.services.events import emit
+from shared.services.webhooks import DELIVERY_QUEUE, Delivery
 from shared.settings import AppSettings
+from shared.stages import deliveries as delivery
+from shared.stages.deliveries import backoff_seconds, parse_retry_after
+from shared.stages.polls import poll_all
 from shared.store.queues import decode
 from shared.store.stores import DELIVERY_LOG, Stores, poison
 
@@ -314,7 +315,7 @@ def test_dead_after_max_attempts_then_replayed(
     assert dead["Status"] == "dead"
     assert dead["Attempts"] == 3
     assert "gave up after 3 attempt(s); last: HTTP 500" in dead["Reason"]
-    assert decode(dead["Delivery"], delivery.Delivery).event == ev
+    assert decode(dead["Delivery"], Delivery).event == ev
 
     capsys.readouterr()
     assert cmd_list_dead(ctx.stores, as_json=True) == 0

@@ -49,10 +49,10 @@ from shared.cli.azurite import REPO, Azurite
 from shared.cli.operations import replay
 from shared.core.contracts import PoisonMessage
 from shared.core.message import id_key
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.poll import poll_all
-from shared.pipeline.records import all_records
+from shared.services.context import AppContext, set_context
+from shared.services.records import all_records
 from shared.settings import AppSettings, load_config
+from shared.stages.polls import poll_all
 from shared.store.account import RequestCounter, StorageSettings
 from shared.store.errors import ContractError
 from shared.store.keys import CLAIM, INGESTED_ROWS, NUMBER_ROWS, number_of_row

@@ -11,7 +11,8 @@ import zlib
 
 import pytest
 
-from shared.pipeline.graph_intake import (
+from shared.sources.graph.clientstate import make, new_nonce
+from shared.stages.graph_notifications import (
     FORMAT,
     MAX_BLOB,
     MAX_BODY,
@@ -24,7 +25,6 @@ from shared.pipeline.graph_intake import (
     persist,
     unpack,
 )
-from shared.sources.graph.clientstate import make, new_nonce
 from shared.store.errors import ContractError
 from shared.store.queues import MAX_MESSAGE_BYTES
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from shared.pipeline.group_commit import GroupCommit, GroupWriteError
+from shared.services.group_commit import GroupCommit, GroupWriteError
 
 T = TypeVar("T")
 

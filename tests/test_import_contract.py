@@ -49,16 +49,25 @@ def test_the_tree_keeps_the_contract() -> None:
 @pytest.mark.parametrize(
     ("module", "line", "broken"),
     [
-        # the core reaching up to the pipeline, relatively, inside a function
+        # the core reaching up to a stage, relatively, inside a function
         (
             "core/subject.py",
-            "def _x() -> None:\n    from ..pipeline import poll  # noqa\n",
+            "def _x() -> None:\n    from ..stages import polls  # noqa\n",
             "Layers",
         ),
         # the store importing a mailbox adapter, absolutely
         ("store/keys.py", "import shared.sources.imap.source  # noqa\n", "Layers"),
         # the core doing I/O
         ("core/subject.py", "import azure.data.tables  # noqa\n", "The core is pure"),
+        # a service reaching up to a stage (services never import stages)
+        (
+            "services/health.py",
+            "def _x() -> None:\n    from ..stages import polls  # noqa\n",
+            "Layers",
+        ),
+        # one stage importing another (stages share only services)
+        ("stages/file.py", "from . import outbound as _outbound  # noqa\n", "Stages do not"),
+        ("stages/map.py", "import shared.stages.file  # noqa\n", "Stages do not"),
         # one adapter importing another
         (
             "sources/ews/source.py",

@@ -21,9 +21,9 @@ from shared.core.config import parse_config
 from shared.core.contracts import FilingPlan, InboundMessage, PoisonMessage
 from shared.core.mime import MAX_SUBJECT_CHARS
 from shared.core.plan_fit import PLAN_JSON_BYTES
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.poll import poll_all
+from shared.services.context import AppContext, set_context
 from shared.settings import AppSettings
+from shared.stages.polls import poll_all
 from shared.store.account import RequestCounter
 from shared.store.blobs import RAW_CONTAINER, raw_blob_name
 from shared.store.queues import decode, encode

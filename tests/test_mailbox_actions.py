@@ -18,13 +18,14 @@ from shared.cli.azurite import Azurite
 from shared.cli.operations import cmd_poison_replay
 from shared.core.contracts import ActionsJob, InboundMessage
 from shared.core.message import id_key
-from shared.pipeline.actions_stage import STALE, handle_actions, sweep
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.health import health_report
-from shared.pipeline.poll import poll_all, schedule_polls
-from shared.pipeline.retention import run_retention
+from shared.services.actions import STALE
+from shared.services.context import AppContext, set_context
+from shared.services.health import health_report
+from shared.services.retention import run_retention
 from shared.settings import AppSettings, load_config
 from shared.sources.graph.subscriptions import maintain
+from shared.stages.mailbox_actions import handle_actions, sweep
+from shared.stages.polls import poll_all, schedule_polls
 from shared.store import pending_actions
 from shared.store.backoff import backoff_until, note_backoff
 from shared.store.queues import decode

@@ -25,10 +25,10 @@ from shared.cli.operations import cmd_messages_by_source, cmd_messages_show
 from shared.core.config import parse_config
 from shared.core.contracts import InboundMessage
 from shared.core.message import id_key
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.messages import message_status
-from shared.pipeline.poll import poll_all
+from shared.services.context import AppContext, set_context
+from shared.services.messages import message_status
 from shared.settings import AppSettings
+from shared.stages.polls import poll_all
 from shared.store.blobs import RAW_CONTAINER
 from shared.store.stores import HELD, INBOUND, MESSAGES, QUEUES, Stores, poison
 

@@ -16,9 +16,9 @@ from shared.cli.operations import (
 from shared.core.config import parse_config
 from shared.core.contracts import InboundMessage, PoisonMessage
 from shared.core.message import id_key
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.messages import key_candidates
-from shared.pipeline.poll import poll_all
+from shared.services.context import AppContext, set_context
+from shared.services.messages import key_candidates
+from shared.stages.polls import poll_all
 from shared.store.queues import decode
 from shared.store.stores import (
     EVENTS,

@@ -36,11 +36,11 @@ from shared.core.config import Config, parse_config
 from shared.core.contracts import FilingPlan, InboundMessage
 from shared.core.message import id_key
 from shared.core.mime import header_message_id, parse_message
-from shared.pipeline.file_stage import file_plan
-from shared.pipeline.ingest import queue_message
-from shared.pipeline.map_stage import OrderWait, map_inbound
+from shared.services.ingest import queue_message
 from shared.sources.base import MailboxSource, SourceMessage
 from shared.sources.registry import open_source
+from shared.stages.file import file_plan
+from shared.stages.map import OrderWait, map_inbound
 from shared.store.account import StorageSettings
 from shared.store.keys import CLAIM, INGESTED_ROWS
 from shared.store.queues import Received, decode

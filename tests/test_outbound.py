@@ -19,10 +19,10 @@ from aiosmtpd.controller import Controller
 
 from shared.cli.azurite import Azurite, free_port
 from shared.core.config import parse_config
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.messages import message_status
-from shared.pipeline.poll import poll_all
+from shared.services.context import AppContext, set_context
+from shared.services.messages import message_status
 from shared.settings import AppSettings
+from shared.stages.polls import poll_all
 from shared.store.account import StorageSettings
 from shared.store.stores import NOTICES, OUTBOX, Stores
 

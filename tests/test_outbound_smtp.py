@@ -19,7 +19,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from shared.cli.azurite import Azurite, free_port
 from shared.core.config import parse_config
 from shared.core.contracts import OutboundMail
-from shared.pipeline.context import AppContext, set_context
+from shared.services.context import AppContext, set_context
 from shared.settings import AppSettings
 from shared.store.stores import NOTICES, OUTBOUND, Stores, poison
 from tests.fakes.gmail import FakeGoogleOAuth

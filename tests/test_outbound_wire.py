@@ -24,8 +24,8 @@ from aiosmtpd.controller import Controller
 from shared.cli.azurite import Azurite, free_port
 from shared.cli.local_http import LocalHttpServer
 from shared.core.contracts import OutboundMail
-from shared.pipeline.context import set_context
-from shared.pipeline.outbound import handle_outbound
+from shared.services.context import set_context
+from shared.stages.outbound import handle_outbound
 from shared.store.keys import short_hash
 from shared.store.stores import OUTBOUND, OUTBOX, RECORDS, Stores, poison
 

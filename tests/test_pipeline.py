@@ -12,9 +12,10 @@ import pytest
 from shared.cli.azurite import Azurite
 from shared.core.config import parse_config
 from shared.core.contracts import FilingPlan, InboundMessage, PoisonMessage
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.poll import mailbox_status, poll_all
+from shared.services.context import AppContext, set_context
+from shared.services.mailboxes import mailbox_status
 from shared.settings import AppSettings
+from shared.stages.polls import poll_all
 from shared.store.queues import decode
 from shared.store.stores import ACTIONS, FILING, INBOUND, MESSAGES, TIMELINE, Stores, poison
 

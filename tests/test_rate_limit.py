@@ -17,13 +17,13 @@ import pytest
 from shared.cli.azurite import Azurite
 from shared.core.config import Config, parse_config
 from shared.core.message import id_key
-from shared.pipeline.audit import Actor
-from shared.pipeline.file_stage import file_plan
-from shared.pipeline.ingest import queue_message
-from shared.pipeline.map_stage import map_inbound
-from shared.pipeline.records import file_manually, resolve
+from shared.services.audit import Actor
+from shared.services.ingest import queue_message
+from shared.services.records import file_manually, resolve
 from shared.sources.base import MailboxSource, SourceMessage
 from shared.sources.registry import open_source
+from shared.stages.file import file_plan
+from shared.stages.map import map_inbound
 from shared.store.account import StorageSettings
 from shared.store.keys import SLOT_ROWS, contact_partition
 from shared.store.sender_slots import keep_for, prune_slots

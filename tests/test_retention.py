@@ -9,10 +9,10 @@ import pytest
 
 from shared.cli.azurite import Azurite
 from shared.core.contracts import InboundMessage, PoisonMessage
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.poll import poll_all
-from shared.pipeline.retention import run_retention
+from shared.services.context import AppContext, set_context
+from shared.services.retention import run_retention
 from shared.settings import AppSettings, load_config
+from shared.stages.polls import poll_all
 from shared.store.queues import decode
 from shared.store.stores import ACTIONS, INBOUND, RETENTION, Stores, poison
 

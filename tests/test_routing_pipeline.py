@@ -17,10 +17,10 @@ from shared.cli.records import print_record, show_record
 from shared.core.config import parse_config
 from shared.core.contracts import RecordRef
 from shared.core.signing import signed_message_id
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.poll import poll_all
-from shared.pipeline.records import timeline as api_timeline
+from shared.services.context import AppContext, set_context
+from shared.services.records import timeline as api_timeline
 from shared.settings import AppSettings
+from shared.stages.polls import poll_all
 from shared.store.keys import CONTACT, contact_partition, participant_row
 from shared.store.stores import CONTACTS, HELD, MESSAGES, NOTICES, RECORDS, TIMELINE, Stores
 

@@ -14,7 +14,7 @@ import pytest
 
 from shared.cli.azurite import REPO, Azurite
 from shared.core.config import parse_config
-from shared.pipeline.serving import (
+from shared.services.serving import (
     CLAIM,
     SERVING,
     ConfigConflict,

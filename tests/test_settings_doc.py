@@ -61,7 +61,7 @@ def test_every_setting_the_code_reads_is_documented() -> None:
 def test_an_unresolved_key_vault_reference_counts_as_not_set(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from shared.pipeline.context import _drop_unresolved_references
+    from shared.services.context import _drop_unresolved_references
 
     reference = "@Microsoft.KeyVault(VaultName=kv-mf;SecretName=graph-client-state-secret)"
     monkeypatch.setenv("GRAPH_CLIENT_STATE_SECRET", reference)

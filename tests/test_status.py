@@ -16,10 +16,10 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from shared import telemetry
 from shared.cli.azurite import Azurite
 from shared.cli.main import main
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.health import expiry_hours, health_report
-from shared.pipeline.poll import poll_all
+from shared.services.context import AppContext, set_context
+from shared.services.health import expiry_hours, health_report
 from shared.settings import AppSettings, load_config
+from shared.stages.polls import poll_all
 from shared.store.stores import Stores
 from tests.fakes.dovecot import Dovecot, available
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..core.contracts import RecordRef
-from ..pipeline.audit import day_trail, record_trail
+from ..services.audit import day_trail, record_trail
 from ..store.stores import Stores
 from .records import show_record
 

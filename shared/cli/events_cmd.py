@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from ..pipeline.delivery import dead_letters, replay
+from ..services.webhooks import dead_letters, replay
 from ..store.stores import Stores
 
 

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 from ..core.config import ConfigError
 
 if TYPE_CHECKING:
-    from ..pipeline.context import AppContext
+    from ..services.context import AppContext
     from ..sources.local import LocalSource
     from .host import LocalHost
 
 REPO = Path(__file__).resolve().parents[2]
-REFUSED = 3  # exit status: the storage serves another configuration (pipeline/serving.py)
+REFUSED = 3  # exit status: the storage serves another configuration (services/serving.py)
 
 
 def _setup_logging(level: str) -> None:
@@ -63,7 +63,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _context() -> AppContext:
-    from ..pipeline.context import build_context, set_context
+    from ..services.context import build_context, set_context
     from ..settings import AppSettings
 
     ctx = build_context(AppSettings())
@@ -85,9 +85,9 @@ def _host(ctx: AppContext) -> LocalHost:
 
 
 def _claim_storage(ctx: AppContext, force: bool) -> bool:
-    """Register this process's configuration as the one the storage serves (pipeline/
+    """Register this process's configuration as the one the storage serves (services/
     serving.py); False, with the reason on stderr, if another one is serving it."""
-    from ..pipeline.serving import ConfigConflict, claim
+    from ..services.serving import ConfigConflict, claim
 
     try:
         claim(ctx.stores, ctx.config, str(ctx.settings.config_path), datetime.now(UTC), force=force)
@@ -98,7 +98,7 @@ def _claim_storage(ctx: AppContext, force: bool) -> bool:
 
 
 def _beat_seconds() -> float:
-    from ..pipeline.serving import LOCAL_BEAT
+    from ..services.serving import LOCAL_BEAT
 
     return float(os.environ.get("MAILFILER_LOCAL_HEARTBEAT_SECONDS", LOCAL_BEAT))
 
@@ -125,7 +125,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     # Even without --process: what it queues is read by whoever serves the storage.
     if not _claim_storage(ctx, args.force):
         return REFUSED
-    from ..pipeline.serving import Heartbeat
+    from ..services.serving import Heartbeat
 
     heartbeat = Heartbeat(
         ctx.stores, ctx.config, str(ctx.settings.config_path), lambda _: None, _beat_seconds()
@@ -139,7 +139,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace, ctx: AppContext, source: LocalSource) -> int:
     from tqdm import tqdm
 
-    from ..pipeline.ingest import ingest_mailbox
+    from ..services.ingest import ingest_mailbox
 
     with tqdm(
         unit="msg",
@@ -204,7 +204,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_mailboxes(args: argparse.Namespace) -> int:
-    from ..pipeline.poll import enable, mailbox_status
+    from ..services.mailboxes import enable, mailbox_status
 
     _prepare_env(args)
     ctx = _context()
@@ -256,7 +256,7 @@ def cmd_auth(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """What `/api/health` says: storage, queues, poison, held mail, and each mailbox."""
-    from ..pipeline.health import health_report
+    from ..services.health import health_report
 
     _prepare_env(args)
     report = health_report(_context())
@@ -336,7 +336,7 @@ def cmd_events(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..pipeline.serving import Heartbeat
+    from ..services.serving import Heartbeat
     from .local_http import LocalHttpServer
 
     _prepare_env(args)
@@ -377,7 +377,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         from azure.core.exceptions import AzureError
 
-        from ..pipeline.serving import release
+        from ..services.serving import release
 
         with contextlib.suppress(AzureError):  # unreachable storage: the claim expires anyway
             release(ctx.stores, ctx.config, datetime.now(UTC))

@@ -17,7 +17,7 @@ import zlib
 from typing import Any
 
 from ..core.contracts import PoisonMessage
-from ..pipeline.messages import key_candidates, message_status, messages_by_source
+from ..services.messages import key_candidates, message_status, messages_by_source
 from ..store.errors import ContractError
 from ..store.queues import decode
 from ..store.stores import INGEST, MESSAGES, QUEUES, Stores, poison

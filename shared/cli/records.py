@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from ..pipeline.records import all_records, timeline, view
+from ..services.records import all_records, timeline, view
 from ..store.keys import SIDE_ROWS
 from ..store.stores import TIMELINE, Stores
 

@@ -1,6 +1,6 @@
 """The HTTP API: records, their timelines, manual filing, message status, and its OpenAPI.
 
-Thin: parsing, status codes and JSON here; the work is in `pipeline/records.py`, imported on
+Thin: parsing, status codes and JSON here; the work is in `services/records.py`, imported on
 the first call (see function_app.py). Every route uses function keys in Azure (`?code=` or
 `x-functions-key`); the local host does not check them.
 
@@ -23,8 +23,8 @@ import azure.functions as func
 from .loading import load
 
 if TYPE_CHECKING:
-    from ..pipeline.audit import Actor
-    from ..pipeline.context import AppContext
+    from ..services.audit import Actor
+    from ..services.context import AppContext
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def _actor(req: func.HttpRequest) -> Actor:
     App Service Authentication is in front, so it counts only then. Otherwise the Functions host
     has checked a function key in Azure (it does not tell a Python function which key), and
     nothing has been checked on the local host."""
-    from ..pipeline.audit import Actor
+    from ..services.audit import Actor
 
     principal = req.headers.get("x-ms-client-principal-name")
     if principal and easy_auth_enabled():
@@ -78,7 +78,7 @@ def _no_constants(name: str) -> Any:
 
 
 def _body(req: func.HttpRequest) -> Any:
-    from ..pipeline.records import RecordError
+    from ..services.records import RecordError
 
     raw = req.get_body()
     if len(raw) > MAX_BODY:
@@ -103,8 +103,8 @@ def _body(req: func.HttpRequest) -> Any:
 def _handle(
     req: func.HttpRequest, work: Callable[[AppContext, func.HttpRequest], func.HttpResponse]
 ) -> func.HttpResponse:
-    from ..pipeline.context import get_context
-    from ..pipeline.records import RecordError, StorageLimitError
+    from ..services.context import get_context
+    from ..services.records import RecordError, StorageLimitError
 
     try:
         return work(get_context(), req)
@@ -126,7 +126,7 @@ def _now() -> datetime:
 @bp.route(route="records", methods=["GET"])
 def records_list(req: func.HttpRequest) -> func.HttpResponse:
     load()
-    from ..pipeline.records import RecordError, list_records
+    from ..services.records import RecordError, list_records
 
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
         try:
@@ -152,8 +152,8 @@ def records_list(req: func.HttpRequest) -> func.HttpResponse:
 def records_get(req: func.HttpRequest) -> func.HttpResponse:
     load()
     from ..core.contracts import RecordRef
-    from ..pipeline.audit import audit
-    from ..pipeline.records import etag, representation, resolve
+    from ..services.audit import audit
+    from ..services.records import etag, representation, resolve
 
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
         record = resolve(ctx.stores, ctx.config, req.route_params["type"], req.route_params["id"])
@@ -170,7 +170,7 @@ def records_get(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="records/{type}/{id}", methods=["PATCH"])
 def records_update(req: func.HttpRequest) -> func.HttpResponse:
     load()
-    from ..pipeline.records import etag, resolve, update_record
+    from ..services.records import etag, resolve, update_record
 
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
         body = _body(req)
@@ -196,7 +196,7 @@ def records_update(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="records/{type}/{id}/messages", methods=["POST"])
 def records_file_message(req: func.HttpRequest) -> func.HttpResponse:
     load()
-    from ..pipeline.records import file_manually, resolve, view
+    from ..services.records import file_manually, resolve, view
 
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
         body = _body(req)
@@ -213,9 +213,9 @@ def records_file_message(req: func.HttpRequest) -> func.HttpResponse:
 def records_reply(req: func.HttpRequest) -> func.HttpResponse:
     """Answer from a record: queued, then sent through the record's mailbox."""
     load()
-    from ..pipeline.audit import audit
-    from ..pipeline.outbound import reply_from_record
-    from ..pipeline.records import resolve, view
+    from ..services.audit import audit
+    from ..services.records import resolve, view
+    from ..services.replies import reply_from_record
 
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
         body = _body(req)
@@ -236,8 +236,8 @@ def records_reply(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="messages/{key}", methods=["GET"])
 def messages_get(req: func.HttpRequest) -> func.HttpResponse:
     load()
-    from ..pipeline.messages import message_status
-    from ..pipeline.records import RecordError
+    from ..services.messages import message_status
+    from ..services.records import RecordError
 
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
         found = message_status(ctx.stores, req.route_params["key"])
@@ -252,8 +252,8 @@ def messages_get(req: func.HttpRequest) -> func.HttpResponse:
 def messages_by_source(req: func.HttpRequest) -> func.HttpResponse:
     """Mail named by its source id (mail without a Message-ID has no other name)."""
     load()
-    from ..pipeline.messages import messages_by_source as by_source
-    from ..pipeline.records import RecordError
+    from ..services.messages import messages_by_source as by_source
+    from ..services.records import RecordError
 
     def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
         source_id = req.params.get("source_id") or ""

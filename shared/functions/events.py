@@ -1,33 +1,27 @@
-"""The queue-triggered delivery stages: events -> deliveries -> webhooks. Thin: the work is in
-pipeline/delivery.py, imported when a message comes (see function_app.py)."""
+"""The queue-triggered delivery stages: events -> deliveries -> webhooks. Thin: each trigger
+names its stage module (shared/stages/), imported when a message comes (functions/stage.py)."""
 
 from __future__ import annotations
 
 import azure.functions as func
 
 from ..store.names import DELIVERIES, EVENTS
-from .loading import load
-from .stage import now, run_stage
+from .stage import Stage, stage
 
 bp = func.Blueprint()
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=EVENTS, connection="AzureWebJobsStorage")
-def fan_out_events(msg: func.QueueMessage) -> None:
-    load()
-    from ..pipeline.delivery import fan_out
+@stage(bp, queue=EVENTS)
+def fan_out_events() -> Stage:
+    """One event: one delivery per matching webhook, and the configured Storage queue."""
+    from ..stages import events
 
-    run_stage(msg, EVENTS, "events", lambda ctx, body: fan_out(ctx.stores, ctx.config, body))
+    return events
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=DELIVERIES, connection="AzureWebJobsStorage")
-def deliver_events(msg: func.QueueMessage) -> None:
-    load()
-    from ..pipeline.delivery import deliver
+@stage(bp, queue=DELIVERIES)
+def deliver_events() -> Stage:
+    """POST one delivery; retried with back-off, then dead-lettered."""
+    from ..stages import deliveries
 
-    run_stage(
-        msg,
-        DELIVERIES,
-        "deliver",
-        lambda ctx, body: deliver(ctx.stores, ctx.config, body, now=now()),
-    )
+    return deliveries

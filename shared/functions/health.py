@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def health(req: func.HttpRequest) -> func.HttpResponse:  # noqa: ARG001
     load()
-    from ..pipeline.context import get_context
-    from ..pipeline.health import health_report
+    from ..services.context import get_context
+    from ..services.health import health_report
 
     try:
         ctx = get_context()

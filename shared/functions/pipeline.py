@@ -1,76 +1,53 @@
-"""The queue-triggered stages: inbound -> map -> filing -> file -> mailbox-actions. Thin: the
-work is in pipeline/, imported when a message comes (see function_app.py)."""
+"""The queue-triggered stages of the mail itself: inbound -> map -> filing -> file ->
+mailbox-actions, and the task changes and outbound mail beside them. Thin: each trigger names
+its stage module (shared/stages/), imported when a message comes (see functions/stage.py)."""
 
 from __future__ import annotations
 
 import azure.functions as func
 
 from ..store.names import FILING, INBOUND, MAILBOX_ACTIONS, OUTBOUND, TASK_CHANGES
-from .loading import load
-from .stage import now, run_stage
+from .stage import Stage, stage
 
 bp = func.Blueprint()
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=INBOUND, connection="AzureWebJobsStorage")
-def map_stage(msg: func.QueueMessage) -> None:
-    load()
-    from ..pipeline.map_stage import map_inbound
+@stage(bp, queue=INBOUND, names_mail=True)
+def map_stage() -> Stage:
+    """Parse, gather, decide: the mail's filing plans go to `filing`."""
+    from ..stages import map
 
-    run_stage(
-        msg,
-        INBOUND,
-        "map",
-        lambda ctx, body: map_inbound(
-            ctx.stores, ctx.config, body, now=now(), signing_keys=ctx.signing_keys
-        ),
-        names_mail=True,
-    )
+    return map
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=FILING, connection="AzureWebJobsStorage")
-def file_stage(msg: func.QueueMessage) -> None:
-    load()
-    from ..pipeline.file_stage import file_plan
+@stage(bp, queue=FILING, names_mail=True)
+def file_stage() -> Stage:
+    """Carry a filing plan out in storage, then hand the mailbox actions on."""
+    from ..stages import file
 
-    run_stage(
-        msg,
-        FILING,
-        "file",
-        lambda ctx, body: file_plan(ctx.stores, ctx.config, body, now=now()),
-        names_mail=True,
-    )
+    return file
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=TASK_CHANGES, connection="AzureWebJobsStorage")
-def task_change(msg: func.QueueMessage) -> None:
+@stage(bp, queue=TASK_CHANGES)
+def task_change() -> Stage:
     """A polled flag or calendar item changed: its task follows (after the mail is filed)."""
-    load()
-    from ..pipeline.task_changes import handle_task_change
+    from ..stages import task_changes
 
-    run_stage(msg, TASK_CHANGES, "tasks", lambda ctx, body: handle_task_change(ctx, body, now()))
+    return task_changes
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=OUTBOUND, connection="AzureWebJobsStorage")
-def outbound(msg: func.QueueMessage) -> None:
+@stage(bp, queue=OUTBOUND)
+def outbound() -> Stage:
     """Send a notice or a reply through its mailbox, once; failures retry, then poison."""
-    load()
-    from ..pipeline.outbound import handle_outbound
+    from ..stages import outbound
 
-    run_stage(msg, OUTBOUND, "outbound", lambda ctx, body: handle_outbound(ctx, body, now()))
+    return outbound
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=MAILBOX_ACTIONS, connection="AzureWebJobsStorage")
-def mailbox_actions(msg: func.QueueMessage) -> None:
+@stage(bp, queue=MAILBOX_ACTIONS)
+def mailbox_actions() -> Stage:
     """A filed mail's after-filing actions (mark read, categorise, move), once; retried after a
     busy or failing server, then poison (its pending row says failed)."""
-    load()
-    from ..pipeline.actions_stage import STAGE, actions_poisoned, handle_actions
+    from ..stages import mailbox_actions
 
-    run_stage(
-        msg,
-        MAILBOX_ACTIONS,
-        STAGE,
-        lambda ctx, body: handle_actions(ctx, body, now()),
-        on_poison=actions_poisoned,
-    )
+    return mailbox_actions

@@ -1,21 +1,54 @@
-"""What every queue-triggered stage does around its work: context, clock, poison handling."""
+"""What every queue-triggered stage does around its work: context, clock, poison handling, and
+`stage`, the one way a blueprint declares a queue trigger.
+
+A blueprint is a table of triggers:
+
+    @stage(bp, queue=INBOUND, names_mail=True)
+    def map_stage() -> Stage:
+        from ..stages import map
+
+        return map
+
+The decorated function only names the stage module, imported on the first message (never when
+the worker indexes the app, so a cold start stays light); the trigger loads the app's modules,
+builds the context and runs the module's `handle` under the poison guard.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import azure.functions as func
 
+from .loading import load
+
 if TYPE_CHECKING:
-    from ..pipeline.context import AppContext
+    from ..services.context import AppContext
+
+CONNECTION = "AzureWebJobsStorage"
+
+
+class Stage(Protocol):
+    """A stage module (shared/stages/<queue>.py)."""
+
+    STAGE: str  # its name in logs, metrics and poison messages
+
+    def handle(self, ctx: AppContext, body: bytes, now: datetime) -> object: ...
+
+
+@runtime_checkable
+class PoisonAware(Protocol):
+    """A stage module with something to do when one of its messages goes to poison."""
+
+    def on_poison(self, ctx: AppContext, body: bytes, reason: str, now: datetime) -> None: ...
 
 
 @cache
 def _max_dequeue() -> int:
-    from ..pipeline.poison import max_dequeue_count
+    from ..services.poison import max_dequeue_count
 
     return max_dequeue_count()
 
@@ -36,9 +69,9 @@ def run_stage(
     """`names_mail`: the queue's messages name a mail (inbound, filing), which moves to its
     mailbox's failure folder when it ends in the poison queue. `on_poison`: what else to do
     when a message ends there (with its body and the reason)."""
-    from ..pipeline.context import get_context
-    from ..pipeline.failure_folder import move_failed
-    from ..pipeline.poison import run_guarded
+    from ..services.context import get_context
+    from ..services.failure_folder import move_failed
+    from ..services.poison import run_guarded
 
     ctx = get_context()
     run_guarded(
@@ -58,3 +91,33 @@ def run_stage(
             else None
         ),
     )
+
+
+def stage(
+    bp: func.Blueprint, *, queue: str, names_mail: bool = False
+) -> Callable[[Callable[[], Stage]], Callable[[func.QueueMessage], None]]:
+    """Register a queue trigger named after the decorated function that runs the stage module
+    it returns. `names_mail`: see `run_stage`."""
+
+    def register(module_of: Callable[[], Stage]) -> Callable[[func.QueueMessage], None]:
+        def trigger(msg: func.QueueMessage) -> None:
+            load()
+            module = module_of()
+            hook = module.on_poison if isinstance(module, PoisonAware) else None
+            run_stage(
+                msg,
+                queue,
+                module.STAGE,
+                lambda ctx, body: module.handle(ctx, body, now()),
+                names_mail=names_mail,
+                on_poison=hook,
+            )
+
+        # The worker names the function after the Python function and reads its bindings
+        # from the parameter names, so the trigger takes the decorated function's name.
+        trigger.__name__ = trigger.__qualname__ = module_of.__name__
+        trigger.__doc__ = module_of.__doc__
+        bp.queue_trigger(arg_name="msg", queue_name=queue, connection=CONNECTION)(trigger)
+        return trigger
+
+    return register

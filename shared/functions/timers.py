@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from datetime import UTC, datetime
@@ -12,29 +11,28 @@ import azure.functions as func
 
 from ..store.names import POLLS
 from .loading import load
-from .stage import run_stage
+from .stage import Stage, stage
 
 if TYPE_CHECKING:
-    from ..pipeline.context import AppContext
+    pass
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
 POLL_SCHEDULE = "0 */1 * * * *"  # NCRONTAB with seconds: every minute
-MAX_PER_POLL = 500  # back-pressure: a huge backfill is spread over several polls
 
 
 @bp.timer_trigger(schedule=POLL_SCHEDULE, arg_name="timer", run_on_startup=False)
 def poll_mailboxes(timer: func.TimerRequest) -> None:
     """Fan out: one `polls` message per mailbox that is due; re-send lost mailbox actions."""
     load()
-    from ..pipeline.context import get_context
-    from ..pipeline.poll import schedule_polls
+    from ..services.context import get_context
+    from ..stages.polls import schedule_polls
 
     if timer.past_due:
         log.info("poll: timer is past due; polling now")
     ctx = get_context()
     if os.environ.get("WEBSITE_INSTANCE_ID"):  # set by App Service on every instance
-        from ..pipeline.serving import AZURE_TTL, claim
+        from ..services.serving import AZURE_TTL, claim
 
         # In Azure the app always serves its storage (a deployment replaces the config): its
         # claim keeps a local process with another configuration from reading the queues.
@@ -49,26 +47,19 @@ def poll_mailboxes(timer: func.TimerRequest) -> None:
         )
     outcome = schedule_polls(ctx, datetime.now(UTC))
     log.info("poll: %s", outcome)
-    from ..pipeline.actions_stage import sweep
+    from ..stages.mailbox_actions import sweep
 
     # Pending mailbox actions whose message was lost (a crash after filing) are sent again.
     sweep(ctx, datetime.now(UTC))
 
 
-@bp.queue_trigger(arg_name="msg", queue_name=POLLS, connection="AzureWebJobsStorage")
-def poll_mailbox(msg: func.QueueMessage) -> None:
+@stage(bp, queue=POLLS)
+def poll_mailbox() -> Stage:
     """One mailbox's poll, under its lease; its failure is recorded, not retried here (the
     next timer tick schedules it again)."""
-    load()
-    from ..pipeline.poll import poll_one
+    from ..stages import polls
 
-    def work(ctx: AppContext, body: bytes) -> str:
-        name = str(json.loads(body)["mailbox"])
-        outcome = poll_one(ctx, name, datetime.now(UTC), limit=MAX_PER_POLL)
-        log.info("poll: mailbox=%s %s", name, outcome)
-        return outcome
-
-    run_stage(msg, POLLS, "poll", work)
+    return polls
 
 
 RETENTION_SCHEDULE = "0 15 3 * * *"  # daily at 03:15 UTC
@@ -79,8 +70,8 @@ def apply_retention(timer: func.TimerRequest) -> None:
     """Delete handled mail whose mailbox keeps it only `delete_after_days`, and rate-limit
     slot rows no claim reads any more."""
     load()
-    from ..pipeline.context import get_context
-    from ..pipeline.retention import prune_rate_limit_slots, run_retention
+    from ..services.context import get_context
+    from ..services.retention import prune_rate_limit_slots, run_retention
 
     if timer.past_due:
         log.info("retention: timer is past due; running now")
@@ -96,8 +87,8 @@ TELEMETRY_SCHEDULE = "0 */5 * * * *"  # every five minutes
 def health_snapshot(timer: func.TimerRequest) -> None:  # noqa: ARG001
     """The health report as metrics (what the alerts read) and one log line."""
     load()
-    from ..pipeline.context import get_context
-    from ..pipeline.health import expiry_hours, health_report
+    from ..services.context import get_context
+    from ..services.health import expiry_hours, health_report
     from ..telemetry import record_snapshot
 
     now = datetime.now(UTC)

@@ -83,3 +83,7 @@ def after_prefix(prefix: str) -> str:
     """The first RowKey past every key that starts with `prefix` ("s-" -> "s."): the end of a
     prefix's range in a RowKey query."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def source_key(source_id: str) -> str:
+    return hashlib.sha256(source_id.encode("utf-8", "surrogateescape")).hexdigest()[:40]

@@ -12,7 +12,7 @@ import pytest
 from shared.cli.azurite import Azurite, free_port
 from shared.cli.host import LocalHost
 from shared.cli.local_http import LocalHttpServer
-from shared.pipeline.context import AppContext, set_context
+from shared.services.context import AppContext, set_context
 from shared.settings import AppSettings, load_config
 from shared.store.stores import Stores
 from tests.fakes.graph import FakeGraph

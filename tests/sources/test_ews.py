@@ -13,11 +13,12 @@ from exchangelib import close_connections  # type: ignore[import-untyped]
 
 from shared.cli.azurite import Azurite
 from shared.core.config import EwsMailbox
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.outbound import reply_from_record
-from shared.pipeline.poll import mailbox_status, poll_one
+from shared.services.context import AppContext, set_context
+from shared.services.mailboxes import mailbox_status
+from shared.services.replies import reply_from_record
 from shared.settings import AppSettings, load_config
 from shared.sources.ews.connection import account_for
+from shared.stages.polls import poll_one
 from shared.store.stores import POLLS, Stores
 from tests.fakes.ews import FakeEws
 from tests.fakes.graph import FakeGraph

@@ -18,12 +18,12 @@ from exchangelib import close_connections  # type: ignore[import-untyped]
 from shared.cli.azurite import Azurite
 from shared.core.config import EwsMailbox, parse_config
 from shared.core.contracts import MailboxAction
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.poll import poll_one, schedule_polls
+from shared.services.context import AppContext, set_context
 from shared.settings import AppSettings
 from shared.sources.base import SourceBusy, SourceUnavailable
 from shared.sources.ews.connection import account_for
 from shared.sources.ews.source import EwsSource
+from shared.stages.polls import poll_one, schedule_polls
 from shared.store.backoff import backoff_until
 from shared.store.stores import MESSAGES, POLLS, Stores
 from tests.fakes.cutting_proxy import CuttingProxy

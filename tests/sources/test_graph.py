@@ -12,14 +12,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.core.contracts import MailboxAction
-from shared.pipeline.graph_intake import unpack
-from shared.pipeline.poll import poll_all
 from shared.sources.graph.auth import provider_for
 from shared.sources.graph.client import GraphClient, GraphThrottled
 from shared.sources.graph.clientstate import make
 from shared.sources.graph.source import GraphSource
 from shared.sources.graph.state import SUBSCRIPTIONS
 from shared.sources.graph.subscriptions import maintain
+from shared.stages.graph_notifications import unpack
+from shared.stages.polls import poll_all
 from shared.store.stores import GRAPH_NOTIFICATIONS, GRAPH_STATE
 
 from ..helpers import records, timeline_counts, timeline_entries

@@ -13,8 +13,6 @@ import pytest
 
 from shared.cli.azurite import free_port
 from shared.core.contracts import MailboxAction
-from shared.pipeline.graph_fetch import fetch
-from shared.pipeline.ingest import source_key
 from shared.sources.base import ActionResult, SourceBusy, SourceUnavailable
 from shared.sources.graph.auth import provider_for
 from shared.sources.graph.client import GraphClient, GraphThrottled
@@ -22,7 +20,9 @@ from shared.sources.graph.clientstate import make, new_nonce
 from shared.sources.graph.source import GraphSource, _target_cache
 from shared.sources.graph.state import SUBSCRIPTIONS, secret_id
 from shared.sources.graph.subscriptions import maintain
+from shared.stages.graph_fetch import fetch
 from shared.store.backoff import backoff_until
+from shared.store.keys import source_key
 from shared.store.stores import GRAPH_FETCH, GRAPH_NOTIFICATIONS, GRAPH_STATE, INGEST
 
 from ..helpers import records
@@ -320,7 +320,7 @@ def test_a_polling_only_mailbox_sees_our_own_patch_in_delta_without_a_fetch(
     fake = graph_world.fake
     graph_world.reconfigure("    polling_only: true\n    after_filing: {mark_read: true}\n")
     ctx = graph_world.ctx
-    from shared.pipeline.poll import poll_all
+    from shared.stages.polls import poll_all
 
     ids = [fake.add_message(USER, "inbox", mime(200 + i)) for i in range(3)]
     assert poll_all(ctx, now())["m365"] == "queued 3"

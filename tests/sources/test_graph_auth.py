@@ -8,9 +8,10 @@ from collections.abc import Iterator
 import pytest
 
 from shared.core.config import GraphMailbox
-from shared.pipeline.poll import mailbox_status, poll_all
+from shared.services.mailboxes import mailbox_status
 from shared.sources.graph.auth import GraphAuthError, provider_for
 from shared.sources.graph.client import GraphClient
+from shared.stages.polls import poll_all
 from tests.fakes.graph import FakeGraph
 from tests.fakes.tls import app_certificate
 

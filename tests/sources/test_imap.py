@@ -11,18 +11,12 @@ import pytest
 from imapclient import IMAPClient
 
 from shared.cli.azurite import Azurite
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.ingest import ingest_mailbox
-from shared.pipeline.poll import (
-    LEASES,
-    enable,
-    mailbox_status,
-    poll_all,
-    poll_one,
-    schedule_polls,
-)
+from shared.services.context import AppContext, set_context
+from shared.services.ingest import ingest_mailbox
+from shared.services.mailboxes import enable, mailbox_status
 from shared.settings import AppSettings, load_config
 from shared.sources.imap.source import ImapSource
+from shared.stages.polls import LEASES, poll_all, poll_one, schedule_polls
 from shared.store.leases import release_lease, take_lease
 from shared.store.stores import MAILBOXES, Stores
 from tests.fakes.dovecot import Dovecot, available

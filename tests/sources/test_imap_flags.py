@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from shared.cli.azurite import Azurite
-from shared.pipeline.context import set_context
-from shared.pipeline.ingest import ingest_mailbox
+from shared.services.context import set_context
+from shared.services.ingest import ingest_mailbox
 from shared.sources.imap.source import ImapSource
 from shared.store.stores import Stores
 from tests.fakes.dovecot import Dovecot, available

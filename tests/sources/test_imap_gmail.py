@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from shared.cli.azurite import Azurite
-from shared.pipeline.context import set_context
-from shared.pipeline.poll import mailbox_status
+from shared.services.context import set_context
+from shared.services.mailboxes import mailbox_status
 from shared.sources.imap.oauth import OAUTH_ROW
 from shared.store.stores import IMAP_STATE, Stores
 from tests.fakes.dovecot import Dovecot, available

@@ -14,8 +14,8 @@ from cryptography.fernet import Fernet
 from shared.cli.azurite import Azurite
 from shared.cli.main import main
 from shared.core.config import ImapMailbox
-from shared.pipeline.context import set_context
-from shared.pipeline.poll import mailbox_status
+from shared.services.context import set_context
+from shared.services.mailboxes import mailbox_status
 from shared.sources.imap.oauth import OAUTH_ROW, forget_token, new_key, sign_in
 from shared.store.stores import IMAP_STATE, Stores
 from tests.fakes.dovecot import Dovecot, available

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import pytest
 
 from shared.core.contracts import InboundMessage
-from shared.pipeline.ingest import ingest_mailbox
+from shared.services.ingest import ingest_mailbox
 from shared.sources.imap.source import ImapSource
 from shared.store.queues import decode
 from shared.store.stores import INBOUND, INGEST

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.cli.azurite import Azurite
-from shared.pipeline.context import AppContext, set_context
-from shared.pipeline.poll import mailbox_status
+from shared.services.context import AppContext, set_context
+from shared.services.mailboxes import mailbox_status
 from shared.settings import load_config
 from shared.store.stores import INBOUND, INGEST, Stores
 from tests.fakes.dovecot import Dovecot, available

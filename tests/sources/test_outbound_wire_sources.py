@@ -18,10 +18,10 @@ import pytest
 from exchangelib import close_connections  # type: ignore[import-untyped]
 
 from shared.cli.azurite import Azurite
-from shared.pipeline.context import set_context
-from shared.pipeline.outbound import reply_from_record
-from shared.pipeline.poll import poll_all
-from shared.pipeline.records import timeline
+from shared.services.context import set_context
+from shared.services.records import timeline
+from shared.services.replies import reply_from_record
+from shared.stages.polls import poll_all
 from shared.store.stores import Stores
 from tests.fakes.ews import FakeEws
 

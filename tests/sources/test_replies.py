@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from shared.cli.azurite import Azurite
-from shared.pipeline.context import set_context
-from shared.pipeline.outbound import reply_from_record
-from shared.pipeline.poll import poll_all
-from shared.pipeline.records import RecordError, timeline
+from shared.services.context import set_context
+from shared.services.records import RecordError, timeline
+from shared.services.replies import reply_from_record
+from shared.stages.polls import poll_all
 from shared.store.stores import OUTBOX, Stores
 from tests.fakes.dovecot import Dovecot, available
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from shared.pipeline.context import SDK_REQUEST_LOGGER, _quiet_sdk_request_logs
+from shared.services.context import SDK_REQUEST_LOGGER, _quiet_sdk_request_logs
 from shared.store.stores import INBOUND, Stores
 
 pytestmark = pytest.mark.azurite

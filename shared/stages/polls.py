@@ -6,20 +6,19 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..core.config import EwsMailbox, GraphMailbox, ImapMailbox, Mailbox
-from ..sources.graph.state import SUBSCRIPTIONS
+from ..services.context import AppContext
+from ..services.ingest import IngestSummary, ingest_mailbox
+from ..services.mailboxes import STATUS_PARTITION, record_status, resync_done, status_rows
+from ..services.server_busy import note_busy
 from ..store.backoff import seconds_left
 from ..store.leases import release_lease, take_lease
 from ..store.stores import GRAPH_FETCH, GRAPH_STATE, MAILBOXES, POLLS
-from .context import AppContext
-from .ingest import IngestSummary, ingest_mailbox
-from .server_busy import note_busy
 
 log = logging.getLogger(__name__)
-STATUS_PARTITION = "status"
 LEASES = "lease"  # Mailboxes PK of the poll leases: RK mailbox
 POLL_LEASE = timedelta(minutes=15)  # longer than any poll; a crashed poller's lease lapses
 
@@ -30,7 +29,7 @@ def poll_all(
     """Poll every enabled mailbox now, one after the other, whatever its interval (the CLI and
     tests; the timer fans out one `polls` message per mailbox that is due instead). One
     failure never stops the rest."""
-    statuses = _statuses(ctx)
+    statuses = status_rows(ctx)
     outcome: dict[str, str] = {}
     for mailbox in ctx.config.mailboxes:
         why_not = not_due(ctx, mailbox, statuses.get(mailbox.name), now, interval=False)
@@ -44,7 +43,7 @@ def poll_all(
 def schedule_polls(ctx: AppContext, now: datetime) -> dict[str, str]:
     """The timer's part: one `polls` message per mailbox that is due, so a slow or failing
     server delays no other mailbox (each poll runs on its own worker)."""
-    statuses = _statuses(ctx)
+    statuses = status_rows(ctx)
     outcome: dict[str, str] = {}
     for mailbox in ctx.config.mailboxes:
         why_not = not_due(ctx, mailbox, statuses.get(mailbox.name), now)
@@ -59,10 +58,6 @@ def schedule_polls(ctx: AppContext, now: datetime) -> dict[str, str]:
 def send_poll(ctx: AppContext, name: str, delay_seconds: int | None = None) -> None:
     body = json.dumps({"v": 1, "mailbox": name}).encode()
     ctx.stores.queues.send_bytes(POLLS, body, delay_seconds=delay_seconds)
-
-
-def _statuses(ctx: AppContext) -> dict[str, dict[str, Any]]:
-    return {e["RowKey"]: e for e in ctx.stores.table(MAILBOXES).partition(STATUS_PARTITION)}
 
 
 def not_due(
@@ -144,7 +139,7 @@ def _after_delta(
     version_of: Callable[[str], str | None] | None,
 ) -> None:
     if summary.complete:  # else the next poll goes on where this one stopped
-        _resync_done(ctx, mailbox.name)
+        resync_done(ctx, mailbox.name)
     # Mail already ingested that delta lists again changed (moved, flagged): the fetch stage
     # handles it as it handles an `updated` notification, with the version delta listed, so
     # our own PATCH or move coming back costs no fetch.
@@ -179,117 +174,14 @@ def _graph_sync_due(
     return bool(row and row.get("Requested"))
 
 
-def _resync_done(ctx: AppContext, name: str) -> None:
-    ctx.stores.table(GRAPH_STATE).upsert(
-        {"PartitionKey": name, "RowKey": "resync", "Requested": False}
-    )
+STAGE = "poll"  # in logs, metrics and poison messages
+MAX_PER_POLL = 500  # back-pressure: a huge backfill is spread over several polls
 
 
-def record_status(
-    ctx: AppContext,
-    name: str,
-    kind: str,
-    now: datetime,
-    *,
-    summary: IngestSummary | None = None,
-    error: str | None = None,
-) -> None:
-    table = ctx.stores.table(MAILBOXES)
-    previous = table.get(STATUS_PARTITION, name) or {}
-    entity: dict[str, Any] = {
-        "PartitionKey": STATUS_PARTITION,
-        "RowKey": name,
-        "Kind": kind,
-        "LastPoll": now,
-    }
-    if error is None and summary is not None:
-        entity.update(
-            LastSuccess=now,
-            ConsecutiveFailures=0,
-            LastError="",
-            LastQueued=summary.queued,
-            LastFailedItems=len(summary.failed),
-        )
-    else:
-        failures = int(previous.get("ConsecutiveFailures", 0)) + 1
-        entity.update(
-            ConsecutiveFailures=failures,
-            LastError=(error or "")[:2000],
-            LastErrorAt=now,
-        )
-        mailbox = ctx.config.mailbox(name)
-        limit = getattr(mailbox, "disable_after_failures", None)
-        if limit is not None and failures >= limit:
-            # Polling on would only hammer a server that refuses (and may lock the account).
-            log.error("poll: mailbox=%s disabled after %d failures", name, failures)
-            entity.update(
-                Disabled=True, DisabledReason=f"{failures} failed polls; last: {error}"[:2000]
-            )
-    table.upsert(entity)
-
-
-def enable(ctx: AppContext, name: str) -> None:
-    """Poll a mailbox that was disabled after failures again (after fixing the cause)."""
-    ctx.stores.table(MAILBOXES).upsert(
-        {
-            "PartitionKey": STATUS_PARTITION,
-            "RowKey": name,
-            "Disabled": False,
-            "DisabledReason": "",
-            "ConsecutiveFailures": 0,
-        }
-    )
-
-
-def mailbox_status(ctx: AppContext, now: datetime | None = None) -> dict[str, dict[str, Any]]:
-    now = now or datetime.now(UTC)
-    stored = {e["RowKey"]: e for e in ctx.stores.table(MAILBOXES).partition(STATUS_PARTITION)}
-    out: dict[str, dict[str, Any]] = {}
-    for mailbox in ctx.config.mailboxes:
-        entry = stored.get(mailbox.name, {})
-        failures = int(entry.get("ConsecutiveFailures", 0))
-        state = (
-            "disabled"
-            if not mailbox.enabled
-            else ("failing" if failures else ("ok" if entry.get("LastSuccess") else "pending"))
-        )
-        if entry.get("Disabled"):
-            state = "disabled"
-        out[mailbox.name] = {
-            "kind": mailbox.kind,
-            "status": state,
-            "disabled_reason": entry.get("DisabledReason") or None,
-            "last_poll": _iso(entry.get("LastPoll")),
-            "last_success": _iso(entry.get("LastSuccess")),
-            "consecutive_failures": failures,
-            "last_error": entry.get("LastError") or None,
-            "warnings": _warnings(ctx, mailbox, now),
-        }
-        if isinstance(mailbox, GraphMailbox) and mailbox.enabled and not mailbox.polling_only:
-            subs = {
-                row["RowKey"].partition("~")[2]: {
-                    "status": row.get("Status"),
-                    "expires": _iso(row.get("Expires")),
-                    "last_error": row.get("LastError") or None,
-                }
-                for row in ctx.stores.table(GRAPH_STATE).partition(
-                    SUBSCRIPTIONS, row_from=f"{mailbox.name}~", row_before=f"{mailbox.name}~~"
-                )
-            }
-            out[mailbox.name]["subscriptions"] = subs
-            if any(s["status"] != "active" for s in subs.values()):
-                out[mailbox.name]["status"] = "failing"
-    return out
-
-
-def _warnings(ctx: AppContext, mailbox: Mailbox, now: datetime) -> list[str]:
-    """What will fail soon if nobody acts (a refresh token about to lapse, no sign-in yet)."""
-    if isinstance(mailbox, ImapMailbox) and mailbox.enabled:
-        from ..sources.imap.oauth import credential_warnings
-
-        return credential_warnings(mailbox, ctx.stores, now)
-    return []
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if isinstance(value, datetime) else None
+def handle(ctx: AppContext, body: bytes, now: datetime) -> object:
+    """A message of queue `polls`: one mailbox's poll, under its lease. Its failure is recorded,
+    not retried here (the next timer tick schedules it again)."""
+    name = str(json.loads(body)["mailbox"])
+    outcome = poll_one(ctx, name, now, limit=MAX_PER_POLL)
+    log.info("poll: mailbox=%s %s", name, outcome)
+    return outcome

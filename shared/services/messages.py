@@ -12,9 +12,8 @@ from typing import Any
 
 from ..core.message import MAX_HEX_ID_BYTES, id_key
 from ..core.mime import parse_message
-from ..store.keys import CLAIM, INGESTED_ROWS
+from ..store.keys import CLAIM, INGESTED_ROWS, source_key
 from ..store.stores import INGEST, MESSAGES, RECORDS, Stores
-from .ingest import source_key
 
 UNFILED = ("drop", "reject", "hold")
 STATUS = {"drop": "dropped", "reject": "rejected", "hold": "held"}

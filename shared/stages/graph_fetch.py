@@ -23,103 +23,15 @@ from typing import Any
 
 from ..core.config import GraphMailbox
 from ..core.contracts import InboundMessage
-from ..sources.graph.clientstate import verified_nonce
+from ..services.context import AppContext
+from ..services.ingest import queue_message
+from ..services.server_busy import note_busy
 from ..store.backoff import seconds_left
-from ..store.stores import GRAPH_FETCH, GRAPH_STATE, INBOUND, INGEST
-from .context import AppContext
-from .graph_intake import unpack
-from .ingest import queue_message, source_key
-from .server_busy import note_busy
+from ..store.keys import source_key
+from ..store.stores import GRAPH_FETCH, INBOUND, INGEST
 
 log = logging.getLogger(__name__)
 BUSY_DELAY = 2  # seconds before a job whose mailbox slots were all taken runs again
-MAX_ETAGS = 8  # versions a fetch job names; more (a busy message) and it simply fetches
-
-
-def process_notifications(ctx: AppContext, body: bytes, now: datetime) -> dict[str, int]:
-    """One webhook POST's notifications: lifecycle events handled, changes queued as fetches."""
-    from ..sources.graph.state import NONCES, secret
-
-    key = secret(ctx.config)
-    if key is None:
-        raise RuntimeError("graph: the client state secret is not set")
-    counts = {"fetch": 0, "lifecycle": 0, "dropped": 0}
-    jobs: dict[tuple[str, str, str], dict[str, Any]] = {}
-    # A POST mostly carries one subscription's notifications: check and look up each
-    # clientState once, not once per notification.
-    rows: dict[object, dict[str, Any] | None] = {}
-    for item in unpack(body):
-        state = item.get("clientState")
-        if state not in rows:
-            nonce = verified_nonce(key, state)
-            rows[state] = ctx.stores.table(GRAPH_STATE).get(NONCES, nonce) if nonce else None
-        row = rows[state]
-        mailbox = ctx.config.mailbox(str(row["Mailbox"])) if row else None
-        if row is None or not isinstance(mailbox, GraphMailbox):
-            counts["dropped"] += 1
-            continue
-        event = item.get("lifecycleEvent")
-        if event:
-            counts["lifecycle"] += 1
-            _lifecycle(ctx, mailbox, str(event), str(item.get("subscriptionId", "")), now)
-            continue
-        data = item.get("resourceData") or {}
-        item_id = data.get("id") if isinstance(data, dict) else None
-        if not item_id:
-            counts["dropped"] += 1
-            continue
-        kind = "event" if row.get("Kind") == "events" else "message"
-        change = str(item.get("changeType", "updated"))
-        named = data.get("@odata.etag") if isinstance(data, dict) else None
-        etag = named if isinstance(named, str) and len(named) <= 512 else None
-        # A created and an updated of one message in one POST: one fetch reads both. The job
-        # names every version announced (our PATCH and our move often come together): if all
-        # of them are ours, nothing is fetched. One without a version means a fetch.
-        job = jobs.setdefault((mailbox.name, kind, str(item_id)), {"change": change, "etags": []})
-        etags = job["etags"]
-        if etag is None or etags is None or len(etags) >= MAX_ETAGS:
-            job["etags"] = None
-        elif etag not in etags:
-            etags.append(etag)
-    for (mailbox_name, kind, item_id), job in jobs.items():
-        ctx.stores.queues.send_bytes(
-            GRAPH_FETCH,
-            json.dumps(
-                {"v": 1, "mailbox": mailbox_name, "kind": kind, "id": item_id, **job}
-            ).encode(),
-        )
-        counts["fetch"] += 1
-    return counts
-
-
-def _lifecycle(
-    ctx: AppContext, mailbox: GraphMailbox, event: str, subscription_id: str, now: datetime
-) -> None:
-    from ..sources.graph import subscriptions
-
-    log.info("graph: mailbox=%s lifecycle %s", mailbox.name, event)
-    if event == "reauthorizationRequired":
-        subscriptions.reauthorize(mailbox, subscription_id)
-        return
-    if event == "subscriptionRemoved":
-        subscriptions.maintain(
-            ctx.config, ctx.stores, now, only=mailbox.name, recreate=[subscription_id]
-        )
-    # subscriptionRemoved and missed: notifications were lost; delta catches up.
-    request_resync(ctx, mailbox.name, now, reason=event)
-
-
-def request_resync(ctx: AppContext, mailbox: str, now: datetime, *, reason: str) -> None:
-    """The next poll runs delta for this mailbox, whatever its schedule."""
-    ctx.stores.table(GRAPH_STATE).upsert(
-        {
-            "PartitionKey": mailbox,
-            "RowKey": "resync",
-            "Requested": True,
-            "Reason": reason,
-            "At": now,
-        }
-    )
 
 
 def fetch(ctx: AppContext, body: bytes, now: datetime) -> str:
@@ -202,8 +114,8 @@ def _guarded(
 def _event_job(
     ctx: AppContext, mailbox: GraphMailbox, job: dict[str, Any], body: bytes, now: datetime
 ) -> str:
+    from ..services.calendar_links import on_event
     from ..sources.graph.source import GraphSource
-    from .calendar_links import on_event
 
     if mailbox.calendar is None:
         return "calendar links are off"
@@ -234,8 +146,8 @@ def _fetch(
     now: datetime,
 ) -> str:
     from ..core.tasks import Flag
+    from ..services.tasks import FILING_DELAY, MAX_FILING_WAITS, NotFiledYet, sync_flag
     from ..sources.graph.source import GraphSource
-    from .tasks import FILING_DELAY, MAX_FILING_WAITS, NotFiledYet, sync_flag
 
     item_id = str(job["id"])
     source = ctx.source(mailbox.name)
@@ -281,7 +193,7 @@ def _fetch(
             )
             done.append(outcome.text)
             if outcome.created and mailbox.calendar and mailbox.calendar.create_events:
-                from .calendar_links import create_event
+                from ..services.calendar_links import create_event
 
                 if create_event(source, ctx.stores, mailbox, outcome.created):
                     done.append("event created")
@@ -293,3 +205,11 @@ def _fetch(
             _later(ctx, json.dumps({**job, "attempt": attempt}).encode(), FILING_DELAY)
             done.append("task waits for the mail to be filed")
     return "; ".join(done) or "unchanged"
+
+
+STAGE = "graph-fetch"  # in logs, metrics and poison messages
+
+
+def handle(ctx: AppContext, body: bytes, now: datetime) -> object:
+    """A message of queue `graph-fetch` (called by its trigger: functions/stage.py)."""
+    return fetch(ctx, body, now)

@@ -32,12 +32,13 @@ from ..core.decide import (
     own_mail,
 )
 from ..core.message import MailMessage, id_key
-from ..core.mime import iter_attachments, parse_message
+from ..core.mime import iter_attachments
 from ..core.plan_fit import fit_plan, plan_bytes
 from ..core.reply_text import reply_text
 from ..core.rules import match_routes
 from ..core.signing import REF_HEADER, verify_message_id, verify_ref_header
-from ..store.errors import ContractError
+from ..services.context import AppContext
+from ..services.inbound import parse_inbound
 from ..store.keys import (
     CLAIM,
     CONTACT,
@@ -331,22 +332,6 @@ def store_attachments(stores: Stores, raw: bytes) -> tuple[AttachmentInfo, ...]:
     return tuple(out)
 
 
-def parse_inbound(stores: Stores, inbound: InboundMessage) -> MailMessage:
-    raw = stores.blobs.get(inbound.blob)
-    if raw is None:
-        raise ContractError(f"raw mail {inbound.blob} is not in Blob Storage")
-    return parse_message(
-        raw,
-        mailbox=inbound.mailbox,
-        source_id=inbound.source_id,
-        folder=inbound.folder,
-        flags=inbound.flags,
-        categories=inbound.categories,
-        conversation_id=inbound.conversation_id,
-        received_at=inbound.received_at,
-    )
-
-
 # Defects that change what was filed from the mail: said in the plan's reasons, so the
 # message index shows them next to the decision.
 _SHAPE_DEFECTS = {
@@ -565,3 +550,11 @@ def map_inbound(
             plan.record.key if plan.record else None,
         )
     return plans
+
+
+STAGE = "map"  # in logs, metrics and poison messages
+
+
+def handle(ctx: AppContext, body: bytes, now: datetime) -> object:
+    """A message of queue `inbound` (called by its trigger: functions/stage.py)."""
+    return map_inbound(ctx.stores, ctx.config, body, now=now, signing_keys=ctx.signing_keys)

@@ -10,7 +10,6 @@ is mapped first waits for it instead of opening a record of its own.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from ..core.contracts import InboundMessage
 from ..core.message import id_key
 from ..core.mime import header_message_id
 from ..sources.base import MailboxSource, SourceMessage
-from ..store.keys import ingested_row
+from ..store.keys import ingested_row, source_key
 from ..store.stores import INBOUND, INGEST, MESSAGES, Stores
 
 log = logging.getLogger(__name__)
@@ -40,10 +39,6 @@ class IngestSummary:
     changed: list[str] = field(default_factory=list)
     complete: bool = True  # False: a limit stopped the run, or a message could not be read
     failed: list[tuple[str, str]] = field(default_factory=list)
-
-
-def source_key(source_id: str) -> str:
-    return hashlib.sha256(source_id.encode("utf-8", "surrogateescape")).hexdigest()[:40]
 
 
 def queue_message(

@@ -23,7 +23,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from ..core.contracts import ActionsJob, FilingPlan
+from ..core.contracts import ActionsJob
+from ..services.actions import STALE, act, resend_actions, send_actions
+from ..services.context import AppContext
+from ..services.poison import send_to_poison
+from ..services.server_busy import note_busy
 from ..sources.base import SourceUnavailable
 from ..store import pending_actions as pending
 from ..store.backoff import seconds_left
@@ -31,10 +35,6 @@ from ..store.errors import ContractError
 from ..store.queues import decode
 from ..store.stores import MAILBOX_ACTIONS, Stores
 from ..store.tables import Entity
-from .context import AppContext
-from .mailbox_actions import act
-from .poison import send_to_poison
-from .server_busy import note_busy
 
 log = logging.getLogger(__name__)
 STAGE = "actions"
@@ -42,39 +42,6 @@ MAX_ATTEMPTS = 8  # runs of one mail's actions before they are given up (poison,
 FIRST_RETRY = 30  # seconds after a transient failure; doubles each time
 MAX_RETRY = 3600
 CLAIM = timedelta(minutes=5)  # a run takes seconds; a worker that died frees the row after this
-STALE = timedelta(minutes=5)  # a pending row whose message is this late is re-sent (the sweep)
-
-
-def request_actions(stores: Stores, plan: FilingPlan, now: datetime) -> str:
-    """Filing's part, after the mail is filed: the pending row, then the message that runs it.
-    Once per mail and mailbox: a row already there (done, failed or on its way) is left as it
-    is, so a later sighting never acts again. A row whose message was lost is sent again."""
-    if not plan.mailbox_actions:
-        return "no actions"
-    where = f"mailbox={plan.mailbox} key={plan.message_key[:40]}"
-    wait = seconds_left(stores, plan.mailbox, now)
-    job = pending.new_job()
-    due = now + timedelta(seconds=wait)
-    if pending.create(
-        stores,
-        mailbox=plan.mailbox,
-        message_key=plan.message_key,
-        source_id=plan.source_id,
-        actions=plan.mailbox_actions,
-        record=plan.record,
-        job=job,
-        due=due,
-        now=now,
-    ):
-        _send(stores, plan.mailbox, plan.message_key, job, wait)
-        log.info("actions: %s pending (%s)", where, _names(plan))
-        return "pending"
-    row = pending.get(stores, plan.mailbox, plan.message_key)
-    if row is not None and pending.stale(row, now, STALE):
-        return _resend(stores, row, now, why="filing again")
-    state = row.get("State") if row else "gone"
-    log.info("actions: %s already %s: not planned again", where, state)
-    return f"already {state}"
 
 
 def handle_actions(ctx: AppContext, body: bytes, now: datetime) -> str:
@@ -146,7 +113,7 @@ def _failed(
         delay = min(FIRST_RETRY * 2 ** (attempts - 1), MAX_RETRY)
         return _later(stores, row, delay, now, error=error, where=where, why="transient failure")
     # Not known to pass by itself: the queue retries this very message (its last try poisons
-    # it, and `actions_poisoned` marks the row failed).
+    # it, and `on_poison` marks the row failed).
     log.warning("actions: %s attempt %d failed: %s", where, attempts, error)
     pending.note_error(stores, row, error, now)
     raise exc
@@ -166,7 +133,7 @@ def _later(
     due = now + timedelta(seconds=seconds)
     if not pending.reschedule(stores, row, job=job, due=due, now=now, error=error):
         return f"{where}: changed meanwhile"
-    _send(stores, str(row["PartitionKey"]), str(row["MessageKey"]), job, seconds)
+    send_actions(stores, str(row["PartitionKey"]), str(row["MessageKey"]), job, seconds)
     log.info("actions: %s %s; again in %d s", where, why, seconds)
     return f"{where}: {why}; again in {seconds} s"
 
@@ -188,7 +155,7 @@ def _give_up(stores: Stores, row: Entity, body: bytes, reason: str, now: datetim
     return f"failed: {reason}"
 
 
-def actions_poisoned(ctx: AppContext, body: bytes, reason: str, now: datetime) -> None:
+def on_poison(ctx: AppContext, body: bytes, reason: str, now: datetime) -> None:
     """The queue gave the message up (its last try, or a malformed message): its row, if it
     still belongs to this message, says failed with the reason."""
     try:
@@ -209,33 +176,13 @@ def sweep(ctx: AppContext, now: datetime) -> int:
             row = pending.get(ctx.stores, mailbox.name, key)
             if row is None or not pending.stale(row, now, STALE):
                 continue
-            if _resend(ctx.stores, row, now, why="sweep") == "re-sent":
+            if resend_actions(ctx.stores, row, now, why="sweep") == "re-sent":
                 sent += 1
     if sent:
         log.warning("actions: %d pending actions re-sent by the sweep", sent)
     return sent
 
 
-def _resend(stores: Stores, row: Entity, now: datetime, *, why: str) -> str:
-    mailbox = str(row["PartitionKey"])
-    wait = seconds_left(stores, mailbox, now)
-    job = pending.new_job()
-    if not pending.reschedule(
-        stores, row, job=job, due=now + timedelta(seconds=wait), now=now, error=None
-    ):
-        return "changed meanwhile"
-    _send(stores, mailbox, str(row["MessageKey"]), job, wait)
-    log.warning("actions: mailbox=%s key=%s re-sent (%s)", mailbox, row["MessageKey"][:40], why)
-    return "re-sent"
-
-
-def _send(stores: Stores, mailbox: str, message_key: str, job: str, delay: int) -> None:
-    stores.queues.send(
-        MAILBOX_ACTIONS,
-        ActionsJob(mailbox=mailbox, message_key=message_key, job=job),
-        delay_seconds=delay or None,
-    )
-
-
-def _names(plan: FilingPlan) -> str:
-    return ", ".join(a.action for a in plan.mailbox_actions)
+def handle(ctx: AppContext, body: bytes, now: datetime) -> object:
+    """A message of queue `mailbox-actions` (called by its trigger: functions/stage.py)."""
+    return handle_actions(ctx, body, now)

@@ -23,7 +23,7 @@ from ..core.decide import timeline_entry
 from ..core.message import id_key
 from ..core.reply_text import reply_text
 from ..store.errors import StorageLimitError as StorageLimitError  # for the HTTP layer
-from ..store.keys import NUMBER_ROWS, conversation_row, number_row
+from ..store.keys import NUMBER_ROWS, conversation_row, number_row, source_key
 from ..store.stores import (
     CONVERSATIONS,
     FILING,
@@ -36,8 +36,7 @@ from ..store.stores import (
 from ..store.tables import check_key, from_storage
 from .audit import AUDIT_ROW, Actor, audit
 from .events import emit, enabled, event_id
-from .ingest import source_key
-from .map_stage import parse_inbound
+from .inbound import parse_inbound
 
 PAGE_MAX = 200
 # Record numbers are ASCII digits, at most 12 of them (store/keys.py numbers rows below 10**12).

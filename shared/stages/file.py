@@ -16,18 +16,22 @@ from typing import Any, Literal
 
 from ..core.config import Config
 from ..core.contracts import MAX_PARTICIPANTS, FilingPlan
+from ..services import events
+from ..services.actions import MAILFILER, request_actions, sighting_row
+from ..services.audit import audit_rows, record_partition
+from ..services.context import AppContext
+from ..services.replies import queue_notices
+from ..services.retention import schedule_deletion
 from ..sources.base import MailboxSource
 from ..store.errors import ContractError
 from ..store.keys import (
     CONTACT,
-    NUMBER_ROWS,
     contact_partition,
     conversation_row,
-    number_of_row,
-    number_row,
     participant_row,
     short_hash,
 )
+from ..store.numbers import create_numbered
 from ..store.queues import decode
 from ..store.stores import (
     AUDIT,
@@ -42,58 +46,13 @@ from ..store.stores import (
 )
 from ..store.tables import Table
 from ..telemetry import instruments
-from . import events
-from .actions_stage import request_actions
-from .audit import audit_rows, record_partition
-from .mailbox_actions import MAILFILER, sighting_row
-from .outbound import queue_notices
-from .retention import schedule_deletion
 
 log = logging.getLogger(__name__)
-MAX_NUMBER_ATTEMPTS = 40
 
 
 def timeline_row(plan: FilingPlan) -> str:
     stamp = plan.entry.date.strftime("%Y%m%dT%H%M%S") if plan.entry and plan.entry.date else "0"
     return f"{stamp}-{hashlib.sha256(plan.message_key.encode()).hexdigest()[:24]}"
-
-
-def create_numbered(
-    stores: Stores, record_type: str, prefix: str, entity: dict[str, Any]
-) -> tuple[int | None, dict[str, Any] | None]:
-    """Insert a record with the next number of its type, in one transaction with the number's
-    row: (number, None), or (None, the record) when the record exists already.
-
-    Table Storage makes the number's row unique and the transaction makes record and number one
-    write, so a number is never handed out twice, a record never lacks one, and a failed try
-    uses none up. Where to start is this process's last number (else the highest given out:
-    one read per process and type), so creating a record is usually one request; another
-    process's number costs a failed transaction and a fresh look at the highest. The process's
-    creators of one type take turns (a request each), so a try that finds its record already
-    there leaves its number to the next, and the sequence keeps no gaps.
-    """
-    records = stores.table(RECORDS)
-    key = entity["RowKey"]
-    with stores.number_lock(record_type):
-        last = stores.last_numbers.get(record_type)
-        number = (last if last is not None else _highest(stores, record_type)) + 1
-        for _ in range(MAX_NUMBER_ATTEMPTS):
-            numbered = {**entity, "Number": number, "DisplayId": f"{prefix}-{number}"}
-            index = {"PartitionKey": record_type, "RowKey": number_row(number), "RecordKey": key}
-            if records.transact([("insert", numbered), ("insert", index)]):
-                stores.last_numbers[record_type] = number
-                return number, None
-            existing = records.get(record_type, key)
-            if existing is not None:
-                return None, existing
-            number = max(_highest(stores, record_type), number) + 1
-    raise RuntimeError(f"numbers of {record_type}: too much contention, will retry")
-
-
-def _highest(stores: Stores, record_type: str) -> int:
-    rows = stores.table(RECORDS).partition(record_type, ["RowKey"], row_from=NUMBER_ROWS, first=1)
-    row = next(rows, None)
-    return number_of_row(row["RowKey"]) if row else 0
 
 
 def ensure_record(
@@ -442,3 +401,11 @@ def _act_on_mailbox(
     request_actions(stores, plan, now)
     if plan.action != "hold":
         schedule_deletion(stores, config, plan, now)
+
+
+STAGE = "file"  # in logs, metrics and poison messages
+
+
+def handle(ctx: AppContext, body: bytes, now: datetime) -> object:
+    """A message of queue `filing` (called by its trigger: functions/stage.py)."""
+    return file_plan(ctx.stores, ctx.config, body, now=now)

@@ -20,11 +20,11 @@ from ..core.decide import record_key
 from ..core.message import id_key
 from ..core.mime import message_id_of
 from ..core.tasks import Flag, TaskChange, TaskState, on_event_moved, on_flag
+from ..store.numbers import create_numbered
 from ..store.stores import MESSAGES, RECORDS, TIMELINE, Stores
 from . import events
+from .actions import MAILFILER
 from .audit import audit, record_partition
-from .file_stage import create_numbered
-from .mailbox_actions import MAILFILER
 
 log = logging.getLogger(__name__)
 

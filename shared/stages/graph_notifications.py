@@ -18,18 +18,30 @@ too large for one message is split into blobs that each fit.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import threading
+import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any
 
 import orjson
 from isal import isal_zlib
 
+from ..core.config import GraphMailbox
+from ..services.context import AppContext
+from ..services.group_commit import GroupCommit
+from ..services.mailboxes import request_resync
 from ..sources.graph.clientstate import verified_nonce
 from ..store.errors import ContractError
-from ..store.queues import MAX_MESSAGE_BYTES
-from .group_commit import GroupCommit
+from ..store.names import GRAPH_FETCH, GRAPH_NOTIFICATIONS, GRAPH_STATE
+from ..store.queues import MAX_MESSAGE_BYTES, Queues
+from ..telemetry import instruments
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024  # Graph batches a few hundred notifications at most
@@ -176,3 +188,176 @@ def unpack(message: bytes) -> list[dict[str, object]]:
             raise ContractError('graph notification batch: a blob is not {"value": [...]}')
         out += [n for n in items if isinstance(n, dict)]
     return out
+
+
+def process_notifications(ctx: AppContext, body: bytes, now: datetime) -> dict[str, int]:
+    """One webhook POST's notifications: lifecycle events handled, changes queued as fetches."""
+    from ..sources.graph.state import NONCES, secret
+
+    key = secret(ctx.config)
+    if key is None:
+        raise RuntimeError("graph: the client state secret is not set")
+    counts = {"fetch": 0, "lifecycle": 0, "dropped": 0}
+    jobs: dict[tuple[str, str, str], dict[str, Any]] = {}
+    # A POST mostly carries one subscription's notifications: check and look up each
+    # clientState once, not once per notification.
+    rows: dict[object, dict[str, Any] | None] = {}
+    for item in unpack(body):
+        state = item.get("clientState")
+        if state not in rows:
+            nonce = verified_nonce(key, state)
+            rows[state] = ctx.stores.table(GRAPH_STATE).get(NONCES, nonce) if nonce else None
+        row = rows[state]
+        mailbox = ctx.config.mailbox(str(row["Mailbox"])) if row else None
+        if row is None or not isinstance(mailbox, GraphMailbox):
+            counts["dropped"] += 1
+            continue
+        event = item.get("lifecycleEvent")
+        if event:
+            counts["lifecycle"] += 1
+            _lifecycle(ctx, mailbox, str(event), str(item.get("subscriptionId", "")), now)
+            continue
+        data = item.get("resourceData") or {}
+        item_id = data.get("id") if isinstance(data, dict) else None
+        if not item_id:
+            counts["dropped"] += 1
+            continue
+        kind = "event" if row.get("Kind") == "events" else "message"
+        change = str(item.get("changeType", "updated"))
+        named = data.get("@odata.etag") if isinstance(data, dict) else None
+        etag = named if isinstance(named, str) and len(named) <= 512 else None
+        # A created and an updated of one message in one POST: one fetch reads both. The job
+        # names every version announced (our PATCH and our move often come together): if all
+        # of them are ours, nothing is fetched. One without a version means a fetch.
+        job = jobs.setdefault((mailbox.name, kind, str(item_id)), {"change": change, "etags": []})
+        etags = job["etags"]
+        if etag is None or etags is None or len(etags) >= MAX_ETAGS:
+            job["etags"] = None
+        elif etag not in etags:
+            etags.append(etag)
+    for (mailbox_name, kind, item_id), job in jobs.items():
+        ctx.stores.queues.send_bytes(
+            GRAPH_FETCH,
+            json.dumps(
+                {"v": 1, "mailbox": mailbox_name, "kind": kind, "id": item_id, **job}
+            ).encode(),
+        )
+        counts["fetch"] += 1
+    return counts
+
+
+def _lifecycle(
+    ctx: AppContext, mailbox: GraphMailbox, event: str, subscription_id: str, now: datetime
+) -> None:
+    from ..sources.graph import subscriptions
+
+    log.info("graph: mailbox=%s lifecycle %s", mailbox.name, event)
+    if event == "reauthorizationRequired":
+        subscriptions.reauthorize(mailbox, subscription_id)
+        return
+    if event == "subscriptionRemoved":
+        subscriptions.maintain(
+            ctx.config, ctx.stores, now, only=mailbox.name, recreate=[subscription_id]
+        )
+    # subscriptionRemoved and missed: notifications were lost; delta catches up.
+    request_resync(ctx, mailbox.name, now, reason=event)
+
+
+MAX_ETAGS = 8  # versions a fetch job names; more (a busy message) and it simply fetches
+
+
+STAGE = "graph-notifications"  # in logs, metrics and poison messages
+
+
+def handle(ctx: AppContext, body: bytes, now: datetime) -> object:
+    """A message of queue `graph-notifications` (called by its trigger: functions/stage.py)."""
+    return process_notifications(ctx, body, now)
+
+
+KNOWN_FOR = 600.0  # seconds a known subscription nonce is trusted without a read
+
+
+UNKNOWN_FOR = 30.0
+
+
+_nonces: dict[str, tuple[bool, float]] = {}
+
+
+_nonces_lock = threading.Lock()
+
+
+_commits: tuple[Queues, asyncio.AbstractEventLoop, GroupCommit] | None = None
+
+
+class _MustBlock(Exception):
+    """Checking this POST needs a table read or a first import: not on the event loop."""
+
+
+def _known(ctx: AppContext, nonce: str, *, may_block: bool) -> bool:
+    """Is this one of our subscriptions? Cached: a warm worker answers without a read."""
+    from ..sources.graph.state import NONCES
+
+    clock = time.monotonic()
+    with _nonces_lock:
+        cached = _nonces.get(nonce)
+    if cached is not None and cached[1] > clock:
+        return cached[0]
+    if not may_block:
+        raise _MustBlock
+    found = ctx.stores.table(GRAPH_STATE).get(NONCES, nonce) is not None
+    with _nonces_lock:
+        _nonces[nonce] = (found, clock + (KNOWN_FOR if found else UNKNOWN_FOR))
+    return found
+
+
+def _committer(queues: Queues) -> GroupCommit:
+    """The worker's group commit onto the notification queue (one per event loop): POSTs that
+    arrive while one is being persisted share the next storage call."""
+    from ..stages.graph_notifications import group_commit
+
+    global _commits
+    loop = asyncio.get_running_loop()
+    if _commits is None or _commits[0] is not queues or _commits[1] is not loop:
+        commit = group_commit(lambda message: queues.send_bytes(GRAPH_NOTIFICATIONS, message))
+        _commits = (queues, loop, commit)
+    return _commits[2]
+
+
+def _check(body: bytes, *, may_block: bool) -> tuple[Answer | Checked, Queues]:
+    """Parse and verify a POST. Without `may_block` (on the event loop) it raises _MustBlock
+    where it would wait: before the context is built and for a nonce not seen lately (a table
+    read). A forged clientState fails its MAC before any read. The app's modules are loaded
+    already (functions/graph.py loads them on a thread before the first call)."""
+    from ..services.context import built_context, get_context
+    from ..sources.graph.state import secret
+
+    ctx = get_context(ensure=False) if may_block else built_context()
+    if ctx is None:
+        raise _MustBlock
+    checked = check(
+        body,
+        secret=secret(ctx.config),
+        known=lambda nonce: _known(ctx, nonce, may_block=may_block),
+    )
+    return checked, ctx.stores.queues
+
+
+async def receive(body: bytes) -> tuple[int, str]:
+    """One webhook POST (after the validation handshake and the first load): check it and
+    persist what passed; the answer's status and text."""
+    started = time.perf_counter()
+    try:
+        # On the loop: a thread hop per POST costs more than the check, and the group's
+        # write, on its own thread, would queue behind them. Where it would block it starts
+        # over on a thread: the first POST, and once per subscription every 10 minutes.
+        checked, queues = _check(body, may_block=False)
+    except _MustBlock:
+        loop = asyncio.get_running_loop()
+        checked, queues = await loop.run_in_executor(None, partial(_check, body, may_block=True))
+    if not isinstance(checked, Answer):
+        checked = await persist(checked, _committer(queues).submit)
+    metrics = instruments()
+    if metrics is not None:
+        elapsed = (time.perf_counter() - started) * 1000
+        metrics.webhook_ms.record(elapsed, {"status": checked.status})
+    return checked.status, checked.text

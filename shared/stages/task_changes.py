@@ -16,10 +16,10 @@ from datetime import datetime
 from ..core.config import EwsMailbox, GraphMailbox, ImapMailbox
 from ..core.contracts import EventChange, FlagChange
 from ..core.tasks import Flag
+from ..services.context import AppContext
+from ..services.tasks import FILING_DELAY, MAX_FILING_WAITS, NotFiledYet, sync_flag
 from ..store.queues import decode
 from ..store.stores import TASK_CHANGES, Stores
-from .context import AppContext
-from .tasks import FILING_DELAY, MAX_FILING_WAITS, NotFiledYet, sync_flag
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def handle_task_change(ctx: AppContext, body: bytes, now: datetime) -> str:
         box = ctx.config.mailbox(event.mailbox)
         if not isinstance(box, EwsMailbox) or box.tasks is None or box.calendar is None:
             return "no calendar links for this mailbox"
-        from .calendar_links import on_polled_event
+        from ..services.calendar_links import on_polled_event
 
         return on_polled_event(ctx.stores, ctx.config, box, event, now)
     change = decode(body, FlagChange)
@@ -68,3 +68,11 @@ def handle_task_change(ctx: AppContext, body: bytes, now: datetime) -> str:
         send_task_change(ctx.stores, retry, delay_seconds=FILING_DELAY)
         return "task waits for the mail to be filed"
     return outcome.text
+
+
+STAGE = "tasks"  # in logs, metrics and poison messages
+
+
+def handle(ctx: AppContext, body: bytes, now: datetime) -> object:
+    """A message of queue `task-changes` (called by its trigger: functions/stage.py)."""
+    return handle_task_change(ctx, body, now)

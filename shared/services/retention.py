@@ -22,8 +22,8 @@ from ..core.contracts import FilingPlan, MailboxAction, RecordRef
 from ..store.backoff import seconds_left
 from ..store.stores import RETENTION, Stores
 from ..store.tables import Table
+from .actions import act, sighting_row
 from .context import AppContext
-from .mailbox_actions import act, sighting_row
 from .server_busy import note_busy
 
 log = logging.getLogger(__name__)

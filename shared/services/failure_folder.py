@@ -13,8 +13,8 @@ from datetime import datetime
 
 from ..core.contracts import MailboxAction
 from ..store.backoff import seconds_left
+from .actions import act
 from .context import AppContext
-from .mailbox_actions import act
 from .server_busy import note_busy
 
 log = logging.getLogger(__name__)

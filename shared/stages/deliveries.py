@@ -15,29 +15,24 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-import threading
 import urllib.error
 import urllib.request
-import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http.client import HTTPException
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
-from ..core.config import Config, Webhook
-from ..core.contracts import Event
-from ..store.queues import Queues, decode, encode
-from ..store.stores import DELIVERIES as DELIVERY_QUEUE_NAME
-from ..store.stores import DELIVERY_LOG, Stores, poison
-from ..store.tables import Entity, check_key, from_storage
+from ..core.config import Config
+from ..services.context import AppContext
+from ..services.webhooks import DELIVERY_QUEUE, Delivery, ensure_queues
+from ..store.queues import decode, encode
+from ..store.stores import DELIVERY_LOG, Stores
+from ..store.tables import Entity
 
 log = logging.getLogger(__name__)
 
-DELIVERY_QUEUE = DELIVERY_QUEUE_NAME
 TIMEOUT_SECONDS = 10.0
 # The first retry waits this long, each later one twice as long. Tests shrink it (the queue
 # delays on Azurite are real).
@@ -50,17 +45,6 @@ Status = Literal["delivered", "retrying", "dead", "replayed"]
 Outcome = Literal["delivered", "retry", "dead", "skipped"]
 
 
-class Delivery(BaseModel):
-    """Queue `deliveries`: one event for one webhook, and which attempt this is (from 1)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    v: Literal[1] = 1
-    event: Event
-    webhook: str
-    attempt: int = 1
-
-
 @dataclass(frozen=True)
 class Result:
     outcome: Outcome
@@ -71,45 +55,8 @@ class Result:
 
 # --- queues -----------------------------------------------------------------------------------
 
-_ensured: weakref.WeakKeyDictionary[Queues, set[str]] = weakref.WeakKeyDictionary()
-_ensure_lock = threading.Lock()
-
-
-def ensure_queues(stores: Stores, *names: str | None) -> None:
-    """Create `deliveries` (and its poison queue) and `names`, once per process and account:
-    Stores.ensure does not know them, and infra may not declare an optional consumer queue."""
-    wanted = {DELIVERY_QUEUE, poison(DELIVERY_QUEUE), *(n for n in names if n)}
-    with _ensure_lock:
-        done = _ensured.setdefault(stores.queues, set())
-        for name in sorted(wanted - done):
-            stores.queues.create(name)
-            done.add(name)
-
 
 # --- fan-out ----------------------------------------------------------------------------------
-
-
-def matches(webhook: Webhook, event: Event) -> bool:
-    if webhook.events and event.type not in webhook.events:
-        return False
-    if webhook.record_types:
-        return event.record is not None and event.record.type in webhook.record_types
-    return True
-
-
-def fan_out(stores: Stores, config: Config, body: bytes) -> list[str]:
-    """Queue an `events` message for each matching webhook; the webhooks' names."""
-    event = decode(body, Event)
-    ensure_queues(stores, config.events.queue)
-    if config.events.queue:
-        stores.queues.send(config.events.queue, event)
-    names = []
-    for webhook in config.events.webhooks:
-        if matches(webhook, event):
-            stores.queues.send(DELIVERY_QUEUE, Delivery(event=event, webhook=webhook.name))
-            names.append(webhook.name)
-    log.info("events: %s %s to %d webhook(s)", event.type, event.id, len(names))
-    return names
 
 
 # --- delivery ---------------------------------------------------------------------------------
@@ -296,31 +243,9 @@ def _dead(
 # --- dead letters -----------------------------------------------------------------------------
 
 
-def dead_letters(stores: Stores, event_id: str | None = None) -> Iterable[Entity]:
-    """Rows of dead deliveries: of one event, or all."""
-    query, parameters = "Status eq @status", {"status": "dead"}
-    if event_id:
-        check_key("PartitionKey", event_id)
-        query, parameters = query + " and PartitionKey eq @pk", {**parameters, "pk": event_id}
-    client = stores.table(DELIVERY_LOG).client
-    return (from_storage(e) for e in client.query_entities(query, parameters=parameters))
+STAGE = "deliver"  # in logs, metrics and poison messages
 
 
-def replay(stores: Stores, rows: Iterable[Entity], *, now: datetime) -> int:
-    """Queue each dead delivery again from attempt 1; the number queued."""
-    ensure_queues(stores)
-    table, count = stores.table(DELIVERY_LOG), 0
-    for row in rows:
-        delivery = decode(str(row["Delivery"]), Delivery).model_copy(update={"attempt": 1})
-        # Sent before the row changes: a crash in between repeats the replay, never loses it.
-        stores.queues.send(DELIVERY_QUEUE, delivery)
-        table.upsert(
-            {
-                "PartitionKey": row["PartitionKey"],
-                "RowKey": row["RowKey"],
-                "Status": "replayed",
-                "ReplayedAt": now,
-            }
-        )
-        count += 1
-    return count
+def handle(ctx: AppContext, body: bytes, now: datetime) -> object:
+    """A message of queue `deliveries` (called by its trigger: functions/stage.py)."""
+    return deliver(ctx.stores, ctx.config, body, now=now)

@@ -16,7 +16,7 @@ from ..store import pending_actions
 from ..store.backoff import backoff_until
 from ..store.stores import HELD, QUEUES, poison
 from .context import AppContext
-from .poll import mailbox_status
+from .mailboxes import mailbox_status
 
 log = logging.getLogger(__name__)
 HELD_COUNT_CAP = 1000

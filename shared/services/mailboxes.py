@@ -1,0 +1,151 @@
+"""Mailboxes as operators see them: how each one's polls went, why one is failing or disabled, and
+enabling it again (rows in table Mailboxes, PK `status`)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from ..core.config import GraphMailbox, ImapMailbox, Mailbox
+from ..sources.graph.state import SUBSCRIPTIONS
+from ..store.stores import GRAPH_STATE, MAILBOXES
+from .context import AppContext
+from .ingest import IngestSummary
+
+log = logging.getLogger(__name__)
+
+STATUS_PARTITION = "status"
+
+
+def status_rows(ctx: AppContext) -> dict[str, dict[str, Any]]:
+    return {e["RowKey"]: e for e in ctx.stores.table(MAILBOXES).partition(STATUS_PARTITION)}
+
+
+def resync_done(ctx: AppContext, name: str) -> None:
+    ctx.stores.table(GRAPH_STATE).upsert(
+        {"PartitionKey": name, "RowKey": "resync", "Requested": False}
+    )
+
+
+def record_status(
+    ctx: AppContext,
+    name: str,
+    kind: str,
+    now: datetime,
+    *,
+    summary: IngestSummary | None = None,
+    error: str | None = None,
+) -> None:
+    table = ctx.stores.table(MAILBOXES)
+    previous = table.get(STATUS_PARTITION, name) or {}
+    entity: dict[str, Any] = {
+        "PartitionKey": STATUS_PARTITION,
+        "RowKey": name,
+        "Kind": kind,
+        "LastPoll": now,
+    }
+    if error is None and summary is not None:
+        entity.update(
+            LastSuccess=now,
+            ConsecutiveFailures=0,
+            LastError="",
+            LastQueued=summary.queued,
+            LastFailedItems=len(summary.failed),
+        )
+    else:
+        failures = int(previous.get("ConsecutiveFailures", 0)) + 1
+        entity.update(
+            ConsecutiveFailures=failures,
+            LastError=(error or "")[:2000],
+            LastErrorAt=now,
+        )
+        mailbox = ctx.config.mailbox(name)
+        limit = getattr(mailbox, "disable_after_failures", None)
+        if limit is not None and failures >= limit:
+            # Polling on would only hammer a server that refuses (and may lock the account).
+            log.error("poll: mailbox=%s disabled after %d failures", name, failures)
+            entity.update(
+                Disabled=True, DisabledReason=f"{failures} failed polls; last: {error}"[:2000]
+            )
+    table.upsert(entity)
+
+
+def enable(ctx: AppContext, name: str) -> None:
+    """Poll a mailbox that was disabled after failures again (after fixing the cause)."""
+    ctx.stores.table(MAILBOXES).upsert(
+        {
+            "PartitionKey": STATUS_PARTITION,
+            "RowKey": name,
+            "Disabled": False,
+            "DisabledReason": "",
+            "ConsecutiveFailures": 0,
+        }
+    )
+
+
+def mailbox_status(ctx: AppContext, now: datetime | None = None) -> dict[str, dict[str, Any]]:
+    now = now or datetime.now(UTC)
+    stored = {e["RowKey"]: e for e in ctx.stores.table(MAILBOXES).partition(STATUS_PARTITION)}
+    out: dict[str, dict[str, Any]] = {}
+    for mailbox in ctx.config.mailboxes:
+        entry = stored.get(mailbox.name, {})
+        failures = int(entry.get("ConsecutiveFailures", 0))
+        state = (
+            "disabled"
+            if not mailbox.enabled
+            else ("failing" if failures else ("ok" if entry.get("LastSuccess") else "pending"))
+        )
+        if entry.get("Disabled"):
+            state = "disabled"
+        out[mailbox.name] = {
+            "kind": mailbox.kind,
+            "status": state,
+            "disabled_reason": entry.get("DisabledReason") or None,
+            "last_poll": _iso(entry.get("LastPoll")),
+            "last_success": _iso(entry.get("LastSuccess")),
+            "consecutive_failures": failures,
+            "last_error": entry.get("LastError") or None,
+            "warnings": _warnings(ctx, mailbox, now),
+        }
+        if isinstance(mailbox, GraphMailbox) and mailbox.enabled and not mailbox.polling_only:
+            subs = {
+                row["RowKey"].partition("~")[2]: {
+                    "status": row.get("Status"),
+                    "expires": _iso(row.get("Expires")),
+                    "last_error": row.get("LastError") or None,
+                }
+                for row in ctx.stores.table(GRAPH_STATE).partition(
+                    SUBSCRIPTIONS, row_from=f"{mailbox.name}~", row_before=f"{mailbox.name}~~"
+                )
+            }
+            out[mailbox.name]["subscriptions"] = subs
+            if any(s["status"] != "active" for s in subs.values()):
+                out[mailbox.name]["status"] = "failing"
+    return out
+
+
+def _warnings(ctx: AppContext, mailbox: Mailbox, now: datetime) -> list[str]:
+    """What will fail soon if nobody acts (a refresh token about to lapse, no sign-in yet)."""
+    if isinstance(mailbox, ImapMailbox) and mailbox.enabled:
+        from ..sources.imap.oauth import credential_warnings
+
+        return credential_warnings(mailbox, ctx.stores, now)
+    return []
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else None
+
+
+def request_resync(ctx: AppContext, mailbox: str, now: datetime, *, reason: str) -> None:
+    """The next poll runs delta for this mailbox, whatever its schedule."""
+    ctx.stores.table(GRAPH_STATE).upsert(
+        {
+            "PartitionKey": mailbox,
+            "RowKey": "resync",
+            "Requested": True,
+            "Reason": reason,
+            "At": now,
+        }
+    )

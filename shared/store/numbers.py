@@ -1,0 +1,56 @@
+"""Record numbers: each record type counts from 1 with no gaps and no number given twice (a
+number's row in table Records, inserted in one transaction with its record)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .keys import (
+    NUMBER_ROWS,
+    number_of_row,
+    number_row,
+)
+from .stores import (
+    RECORDS,
+    Stores,
+)
+
+MAX_NUMBER_ATTEMPTS = 40
+
+
+def create_numbered(
+    stores: Stores, record_type: str, prefix: str, entity: dict[str, Any]
+) -> tuple[int | None, dict[str, Any] | None]:
+    """Insert a record with the next number of its type, in one transaction with the number's
+    row: (number, None), or (None, the record) when the record exists already.
+
+    Table Storage makes the number's row unique and the transaction makes record and number one
+    write, so a number is never handed out twice, a record never lacks one, and a failed try
+    uses none up. Where to start is this process's last number (else the highest given out:
+    one read per process and type), so creating a record is usually one request; another
+    process's number costs a failed transaction and a fresh look at the highest. The process's
+    creators of one type take turns (a request each), so a try that finds its record already
+    there leaves its number to the next, and the sequence keeps no gaps.
+    """
+    records = stores.table(RECORDS)
+    key = entity["RowKey"]
+    with stores.number_lock(record_type):
+        last = stores.last_numbers.get(record_type)
+        number = (last if last is not None else _highest(stores, record_type)) + 1
+        for _ in range(MAX_NUMBER_ATTEMPTS):
+            numbered = {**entity, "Number": number, "DisplayId": f"{prefix}-{number}"}
+            index = {"PartitionKey": record_type, "RowKey": number_row(number), "RecordKey": key}
+            if records.transact([("insert", numbered), ("insert", index)]):
+                stores.last_numbers[record_type] = number
+                return number, None
+            existing = records.get(record_type, key)
+            if existing is not None:
+                return None, existing
+            number = max(_highest(stores, record_type), number) + 1
+    raise RuntimeError(f"numbers of {record_type}: too much contention, will retry")
+
+
+def _highest(stores: Stores, record_type: str) -> int:
+    rows = stores.table(RECORDS).partition(record_type, ["RowKey"], row_from=NUMBER_ROWS, first=1)
+    row = next(rows, None)
+    return number_of_row(row["RowKey"]) if row else 0
