@@ -11,6 +11,7 @@ import zlib
 
 import pytest
 
+from shared.functions.graph import HTTP_STATUS
 from shared.sources.graph.clientstate import make, new_nonce
 from shared.stages.graph_notifications import (
     FORMAT,
@@ -65,9 +66,9 @@ def intake(body: bytes) -> tuple[int, list[bytes]]:
 
     checked = check(body, secret=SECRET, known=lambda nonce: nonce == NONCE)
     if isinstance(checked, Answer):
-        return checked.status, persisted
+        return HTTP_STATUS[checked.outcome], persisted
     answer = asyncio.run(persist(checked, submit))
-    return answer.status, persisted
+    return HTTP_STATUS[answer.outcome], persisted
 
 
 def test_a_post_is_one_blob_and_blobs_of_several_posts_share_a_message() -> None:
@@ -111,7 +112,7 @@ def test_a_failed_persist_answers_503_so_graph_delivers_again() -> None:
 
     checked = check(post([notification(1)]), secret=SECRET, known=lambda n: True)
     assert not isinstance(checked, Answer)
-    assert asyncio.run(persist(checked, fail)).status == 503
+    assert HTTP_STATUS[asyncio.run(persist(checked, fail)).outcome] == 503
 
 
 def test_refusals_answer_without_persisting() -> None:
@@ -122,9 +123,9 @@ def test_refusals_answer_without_persisting() -> None:
     }
     for body, status in refused.items():
         answer = check(body, secret=SECRET, known=lambda n: True)
-        assert isinstance(answer, Answer) and answer.status == status
+        assert isinstance(answer, Answer) and HTTP_STATUS[answer.outcome] == status
     unconfigured = check(post([notification(1)]), secret=None, known=lambda n: True)
-    assert isinstance(unconfigured, Answer) and unconfigured.status == 503
+    assert isinstance(unconfigured, Answer) and HTTP_STATUS[unconfigured.outcome] == 503
 
 
 def test_messages_of_the_earlier_single_blob_form_are_still_read() -> None:

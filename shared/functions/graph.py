@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 
 import azure.functions as func
@@ -20,6 +21,9 @@ bp = func.Blueprint()
 log = logging.getLogger(__name__)
 SUBSCRIPTIONS_SCHEDULE = "0 7,37 * * * *"  # twice an hour
 MAX_TOKEN = 1024
+# The stage's answer to a POST, as Graph must see it: 202 once persisted; 413 and 400 for what
+# Graph never sends; 503 when we cannot check or keep it, so that Graph delivers again.
+HTTP_STATUS = {"accepted": 202, "too_large": 413, "malformed": 400, "unavailable": 503}
 
 
 def _validation(req: func.HttpRequest) -> func.HttpResponse | None:
@@ -36,13 +40,20 @@ async def _intake(req: func.HttpRequest) -> func.HttpResponse:
     early = _validation(req)
     if early is not None:
         return early
+    started = time.perf_counter()
     if not loaded():
         # The first POST imports the app on a thread, under loading's lock, never on the loop.
         await asyncio.get_running_loop().run_in_executor(None, load)
     from ..stages.graph_notifications import receive
+    from ..telemetry import instruments
 
-    status, text = await receive(req.get_body())
-    return func.HttpResponse(text, status_code=status)
+    answer = await receive(req.get_body())
+    status = HTTP_STATUS[answer.outcome]
+    metrics = instruments()
+    if metrics is not None:
+        elapsed = (time.perf_counter() - started) * 1000
+        metrics.webhook_ms.record(elapsed, {"status": status})
+    return func.HttpResponse(answer.text, status_code=status)
 
 
 # Async, as the worker runs them on its event loop: a POST waiting for its group's write holds

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from isal import isal_zlib
@@ -41,7 +41,6 @@ from ..sources.graph.clientstate import verified_nonce
 from ..store.errors import ContractError
 from ..store.names import GRAPH_FETCH, GRAPH_NOTIFICATIONS, GRAPH_STATE
 from ..store.queues import MAX_MESSAGE_BYTES, Queues
-from ..telemetry import instruments
 
 log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024  # Graph batches a few hundred notifications at most
@@ -52,9 +51,13 @@ LENGTH = 4  # bytes of a blob's length prefix
 MAX_BLOB = MAX_MESSAGE - len(FORMAT) - LENGTH
 
 
+# What the webhook answers, in our words; functions/graph.py maps each to its HTTP status.
+Outcome = Literal["accepted", "too_large", "malformed", "unavailable"]
+
+
 @dataclass(frozen=True)
 class Answer:
-    status: int
+    outcome: Outcome
     text: str
 
 
@@ -68,21 +71,22 @@ class Checked:
 
 
 def check(body: bytes, *, secret: bytes | None, known: Callable[[str], bool]) -> Answer | Checked:
-    """The POST's answer if it is refused (413, 400, 503), else what to persist.
+    """The POST's answer if it is refused (too large, malformed, or we cannot check it),
+    else what to persist.
     `known(nonce)`: is this the nonce of one of our subscriptions (made or being made)?"""
     if len(body) > MAX_BODY:
-        return Answer(413, f"body over {MAX_BODY} bytes")
+        return Answer("too_large", f"body over {MAX_BODY} bytes")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return Answer(400, "body is not JSON")
+        return Answer("malformed", "body is not JSON")
     items = data.get("value") if isinstance(data, dict) else None
     if not isinstance(items, list):
-        return Answer(400, "expected a JSON object with a 'value' list")
+        return Answer("malformed", "expected a JSON object with a 'value' list")
     if secret is None:
         # Without the secret nothing can be checked; keeping it would let forgeries in.
         log.error("graph intake: the client state secret is not configured; refusing")
-        return Answer(503, "not configured")
+        return Answer("unavailable", "not configured")
     verdicts: dict[str, bool] = {}  # a POST mostly repeats one subscription's clientState
     kept = [n for n in items if _genuine(n, secret, known, verdicts)]
     if len(kept) < len(items):
@@ -96,8 +100,8 @@ def check(body: bytes, *, secret: bytes | None, known: Callable[[str], bool]) ->
 
 
 async def persist(checked: Checked, submit: Callable[[bytes], Awaitable[None]]) -> Answer:
-    """Write the blobs (`submit`, e.g. a group commit's), then 202; 503 if any write failed,
-    so Graph delivers again."""
+    """Write the blobs (`submit`, e.g. a group commit's), then accepted; unavailable if any
+    write failed, so Graph delivers again."""
     try:
         for blob in checked.blobs:
             await submit(blob)
@@ -105,8 +109,8 @@ async def persist(checked: Checked, submit: Callable[[bytes], Awaitable[None]]) 
         log.error(
             "graph intake: could not persist %d notifications: %s", checked.notifications, exc
         )
-        return Answer(503, "could not persist; deliver again")
-    return Answer(202, "")
+        return Answer("unavailable", "could not persist; deliver again")
+    return Answer("accepted", "")
 
 
 def _genuine(
@@ -342,10 +346,9 @@ def _check(body: bytes, *, may_block: bool) -> tuple[Answer | Checked, Queues]:
     return checked, ctx.stores.queues
 
 
-async def receive(body: bytes) -> tuple[int, str]:
+async def receive(body: bytes) -> Answer:
     """One webhook POST (after the validation handshake and the first load): check it and
-    persist what passed; the answer's status and text."""
-    started = time.perf_counter()
+    persist what passed."""
     try:
         # On the loop: a thread hop per POST costs more than the check, and the group's
         # write, on its own thread, would queue behind them. Where it would block it starts
@@ -354,10 +357,6 @@ async def receive(body: bytes) -> tuple[int, str]:
     except _MustBlock:
         loop = asyncio.get_running_loop()
         checked, queues = await loop.run_in_executor(None, partial(_check, body, may_block=True))
-    if not isinstance(checked, Answer):
-        checked = await persist(checked, _committer(queues).submit)
-    metrics = instruments()
-    if metrics is not None:
-        elapsed = (time.perf_counter() - started) * 1000
-        metrics.webhook_ms.record(elapsed, {"status": checked.status})
-    return checked.status, checked.text
+    if isinstance(checked, Answer):
+        return checked
+    return await persist(checked, _committer(queues).submit)
