@@ -15,9 +15,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from shared.cli.azurite import free_port
+from tests.fakes.harness import Serving
 
 CONFIG = """\
 protocols = imap
@@ -64,7 +65,7 @@ def available() -> bool:
     return shutil.which("dovecot") is not None
 
 
-class Dovecot:
+class Dovecot(Serving):
     def __init__(
         self,
         introspection_url: str | None = None,
@@ -130,7 +131,7 @@ class Dovecot:
             (new / f"{stamp}.M{i}P{os.getpid()}.mailfiler").write_bytes(raw)
         self._own()
 
-    def start(self) -> Dovecot:
+    def start(self) -> Self:
         for sub in ("run", "state", "mail", "home"):
             (self.dir / sub).mkdir(exist_ok=True)
         config = self.dir / "dovecot.conf"
@@ -216,17 +217,6 @@ class Dovecot:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Dovecot:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _tls_settings(self) -> dict[str, str]:
         """The config lines for `tls` and `plaintext_auth` (without `tls`: as before)."""

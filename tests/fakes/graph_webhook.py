@@ -12,12 +12,10 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from tests.fakes.graph_http import Listener
-from tests.fakes.graph_routes import Reply
-from tests.fakes.tls import TlsFiles, server_context
+from tests.fakes.harness import HttpServer, Reply, RequestLog, ServerTls, Serving
+from tests.fakes.tls import TlsFiles
 
 Validation = Literal["echo", "wrong-body", "json", "not-found", "slow", "encoded"]
 
@@ -30,7 +28,7 @@ class Received:
     body: Any
 
 
-class WebhookReceiver:
+class WebhookReceiver(Serving):
     def __init__(
         self,
         *,
@@ -44,31 +42,24 @@ class WebhookReceiver:
         self.validation: Validation = validation
         self.script: list[int] = []
         self._lock = threading.Lock()
-        self._received: list[Received] = []
-        self._tokens: list[str] = []
-        self._listener = Listener(self._serve, server_context(tls) if tls else None)
-        scheme = "https" if tls else "http"
-        self.base_url = f"{scheme}://127.0.0.1:{self._listener.port}"
+        self._received = RequestLog[Received]()
+        self._tokens = RequestLog[str]()
+        self._server = HttpServer(self._serve, ServerTls.of(tls) if tls else None)
+        self.base_url = self._server.base_url
 
     def url(self, path: str = "/notify") -> str:
         return self.base_url + path
 
-    def __enter__(self) -> WebhookReceiver:
-        self._listener.start()
+    def start(self) -> Self:
+        self._server.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._listener.stop()
+    def stop(self) -> None:
+        self._server.stop()
 
     @property
     def received(self) -> list[Received]:
-        with self._lock:
-            return list(self._received)
+        return self._received.all()
 
     @property
     def notifications(self) -> list[Any]:
@@ -78,16 +69,14 @@ class WebhookReceiver:
 
     @property
     def validation_tokens(self) -> list[str]:
-        with self._lock:
-            return list(self._tokens)
+        return self._tokens.all()
 
     def _serve(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
         path, _, raw_query = target.partition("?")
         query = {k: v[0] for k, v in urllib.parse.parse_qs(raw_query).items()}
         if "validationToken" in query:
             token = query["validationToken"]
-            with self._lock:
-                self._tokens.append(token)
+            self._tokens.add(token)
             mode = self.validation
             if mode == "slow":
                 time.sleep(self.delay)
@@ -105,8 +94,8 @@ class WebhookReceiver:
             parsed: Any = json.loads(body) if body else None
         except ValueError:
             parsed = body
-        with self._lock:
-            self._received.append(Received(path, query, headers, parsed))
+        with self._lock:  # a scripted answer belongs to the notification received with it
+            self._received.add(Received(path, query, headers, parsed))
             status = self.script.pop(0) if self.script else self.status
         if self.delay and self.validation != "slow":
             time.sleep(self.delay)
