@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import azure.functions as func
 import pytest
@@ -33,7 +33,7 @@ from shared.pipeline.poll import poll_all
 from shared.settings import AppSettings
 from shared.store.queues import decode
 from shared.store.stores import DELIVERY_LOG, Stores, poison
-from tests.fakes.harness import HttpServer, Serving
+from tests.fakes.harness import HttpServer, OneServer
 from tests.fakes.harness import Reply as Answer
 
 from .conftest import SAMPLES
@@ -64,7 +64,7 @@ class Hit:
     at: float
 
 
-class Receiver(Serving):
+class Receiver(OneServer[HttpServer]):
     """A webhook consumer on the fakes' HTTP harness: answers each POST from :attr:`script`
     (else 200) after the reply's delay, and keeps every hit."""
 
@@ -72,15 +72,13 @@ class Receiver(Serving):
         self.script: list[Reply] = []
         self.hits: list[Hit] = []
         self.lock = threading.Lock()
-        self.server = HttpServer(self._serve)
-        self.url = self.server.base_url
 
-    def start(self) -> Self:
-        self.server.start()
-        return self
+    def make_server(self) -> HttpServer:
+        return HttpServer(self._serve)
 
-    def stop(self) -> None:
-        self.server.stop()
+    @property
+    def url(self) -> str:
+        return self.running.base_url
 
     def _serve(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         reply = self.next_reply(Hit(path, headers, body, time.monotonic()))

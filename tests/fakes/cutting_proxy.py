@@ -26,9 +26,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Self
 
-from tests.fakes.harness import FaultPlan, Serving, TcpServer, close_socket
+from tests.fakes.harness import FaultPlan, OneServer, TcpServer, close_socket
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class _Rule:
     action: Callable[[], None] | None = None
 
 
-class CuttingProxy(Serving):
+class CuttingProxy(OneServer[TcpServer]):
     def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
         self.upstream = (upstream_host, upstream_port)
         self._rules = FaultPlan[_Rule]()
@@ -47,7 +46,6 @@ class CuttingProxy(Serving):
         self.matched: list[bytes] = []
         self.connections = 0
         self.opened: list[float] = []  # when each connection came in (time.time())
-        self._server: TcpServer | None = None
 
     # --- rules ---------------------------------------------------------------------------------
 
@@ -67,22 +65,8 @@ class CuttingProxy(Serving):
                 self.matched.append(chunk)
         return rule
 
-    # --- lifecycle -----------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "start() first"
-        return self._server.port
-
-    def start(self) -> Self:
-        self._server = TcpServer(self._serve)
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+    def make_server(self) -> TcpServer:
+        return TcpServer(self._serve)
 
     # --- one connection ------------------------------------------------------------------------
 

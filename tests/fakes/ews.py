@@ -84,7 +84,7 @@ from tests.fakes.ews_xml import (
     local,
     text_of,
 )
-from tests.fakes.harness import FaultPlan, Reply, RequestLog, ServerTls, Serving
+from tests.fakes.harness import FaultPlan, OneServer, Reply, RequestLog, ServerTls
 from tests.fakes.tls import TlsFiles
 
 PATH = "/ews/exchange.asmx"
@@ -139,7 +139,7 @@ class _Fault:
     back_off_ms: int | None = None
 
 
-class FakeEws(Serving):
+class FakeEws(OneServer[ConnectionListener]):
     """Fake EWS at :attr:`url` (``http(s)://127.0.0.1:PORT/EWS/Exchange.asmx``).
 
     ``tls=True`` (or a :class:`TlsFiles`) serves HTTPS with the fake CA (see :meth:`ca_env`).
@@ -186,41 +186,33 @@ class FakeEws(Serving):
         self._before = FaultPlan[tuple[str, Callable[[], None]]]()
         self._tls = tls
         self.tls: ServerTls | None = None
-        self._listener: ConnectionListener | None = None
         self.url = ""
         self.ca_file = ""
         self.ca_bundle = ""
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    def start(self) -> Self:
-        if self._listener is not None:
-            return self
+    def make_server(self) -> ConnectionListener:
         if self._tls:
             self.tls = ServerTls.of(self._tls if isinstance(self._tls, TlsFiles) else None)
             self.ca_file, self.ca_bundle = self.tls.ca_file, self.tls.ca_bundle
         if "ntlm" in self.auth_schemes:
             self.ntlm.start()  # NTLM_USER_FILE for pyspnego's acceptor
-        self._listener = ConnectionListener(self._serve, self.tls, self.ntlm.reset_connection)
-        self._listener.start()
-        self.url = f"{self._listener.base_url}/EWS/Exchange.asmx"
+        return ConnectionListener(self._serve, self.tls, self.ntlm.reset_connection)
+
+    def start(self) -> Self:
+        super().start()
+        self.url = f"{self.running.base_url}/EWS/Exchange.asmx"
         return self
 
     def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.stop()
-            self._listener = None
+        super().stop()
         self.ntlm.close()
-
-    @property
-    def port(self) -> int:
-        assert self._listener is not None, "start() first"
-        return self._listener.port
 
     @property
     def server_errors(self) -> list[Exception]:
         """Exceptions raised inside the fake while answering (should stay empty)."""
-        return [] if self._listener is None else list(self._listener.errors)
+        return [] if self.server is None else list(self.server.errors)
 
     def ca_env(self) -> dict[str, str]:
         """With ``tls``: the environment that makes requests (and so exchangelib, which has no

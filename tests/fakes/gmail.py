@@ -46,9 +46,9 @@ import time
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
-from tests.fakes.harness import HttpServer, Reply, Serving, TcpServer, close_socket, json_reply
+from tests.fakes.harness import HttpServer, OneServer, Reply, TcpServer, close_socket, json_reply
 
 GMAIL_SCOPE = "https://mail.google.com/"
 GM_CAPABILITY = b"X-GM-EXT-1"
@@ -248,7 +248,7 @@ def _copy(reader: io.BufferedReader, sock: socket.socket, size: int, keep: bool)
     return bytes(kept)
 
 
-class GmailImapProxy(Serving):
+class GmailImapProxy(OneServer[TcpServer]):
     """A Gmail-flavoured IMAP endpoint on 127.0.0.1:`port` in front of the IMAP server at
     `upstream_host`:`upstream_port` (a Dovecot), plain TCP, a thread pair per connection.
 
@@ -269,7 +269,6 @@ class GmailImapProxy(Serving):
         self.errors: list[Exception] = []
         self._labels: dict[tuple[str, int], tuple[int, int]] = {}
         self._lock = threading.Lock()
-        self._server: TcpServer | None = None
 
     def _source_address(self) -> tuple[str, int] | None:
         if not self.spread_sources:
@@ -289,25 +288,12 @@ class GmailImapProxy(Serving):
         with self._lock:
             return self.commands[name.upper()]
 
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("proxy not started")
-        return self._server.port
-
-    def start(self) -> Self:
-        self._server = TcpServer(self._serve)
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()  # closes the live connections too
-        self._server = None
+    def make_server(self) -> TcpServer:
+        return TcpServer(self._serve)  # its stop() closes the live connections too
 
     def _serve(self, client: socket.socket) -> None:
         """One client connection: a connection upstream and a pump thread each way."""
-        server = self._server
+        server = self.server
         try:
             upstream = socket.create_connection(
                 (self.upstream_host, self.upstream_port), 10, self._source_address()
@@ -528,7 +514,7 @@ def _google_json(status: int, payload: Any) -> Reply:
     return json_reply(status, payload, headers)
 
 
-class FakeGoogleOAuth(Serving):
+class FakeGoogleOAuth(OneServer[HttpServer]):
     """Google's token endpoint on http://127.0.0.1:PORT: ``token_uri`` (``POST /token``, the
     refresh_token grant), ``revoke_uri`` (``POST /revoke``) and ``introspection_url``
     (``GET /introspect?token=<token>``, for Dovecot's oauth2 passdb; not a Google endpoint).
@@ -544,15 +530,12 @@ class FakeGoogleOAuth(Serving):
         self._clients: dict[str, str] = {}
         self._refresh: dict[str, _RefreshToken] = {}
         self._access: dict[str, _AccessToken] = {}
-        self._server: HttpServer | None = None
 
     # --- test API -------------------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeGoogleOAuth not started")
-        return self._server.base_url
+        return self.running.base_url
 
     @property
     def token_uri(self) -> str:
@@ -570,7 +553,7 @@ class FakeGoogleOAuth(Serving):
 
     @property
     def errors(self) -> list[Exception]:
-        return self._server.errors if self._server else []
+        return self.server.errors if self.server else []
 
     def add_client(self, client_id: str, secret: str) -> None:
         with self._lock:
@@ -606,14 +589,8 @@ class FakeGoogleOAuth(Serving):
             token = self._access.get(access_token)
             return token.user if token and token.expires_at > time.time() else None
 
-    def start(self) -> Self:
-        self._server = HttpServer(self._serve)
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
+    def make_server(self) -> HttpServer:
+        return HttpServer(self._serve)
 
     # --- HTTP ----------------------------------------------------------------------------------
 

@@ -12,9 +12,9 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
-from tests.fakes.harness import HttpServer, Reply, RequestLog, ServerTls, Serving
+from tests.fakes.harness import HttpServer, OneServer, Reply, RequestLog, ServerTls
 from tests.fakes.tls import TlsFiles
 
 Validation = Literal["echo", "wrong-body", "json", "not-found", "slow", "encoded"]
@@ -28,7 +28,7 @@ class Received:
     body: Any
 
 
-class WebhookReceiver(Serving):
+class WebhookReceiver(OneServer[HttpServer]):
     def __init__(
         self,
         *,
@@ -44,18 +44,17 @@ class WebhookReceiver(Serving):
         self._lock = threading.Lock()
         self._received = RequestLog[Received]()
         self._tokens = RequestLog[str]()
-        self._server = HttpServer(self._serve, ServerTls.of(tls) if tls else None)
-        self.base_url = self._server.base_url
+        self._tls = ServerTls.of(tls) if tls else None
+
+    def make_server(self) -> HttpServer:
+        return HttpServer(self._serve, self._tls)
+
+    @property
+    def base_url(self) -> str:
+        return self.running.base_url
 
     def url(self, path: str = "/notify") -> str:
         return self.base_url + path
-
-    def start(self) -> Self:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
 
     @property
     def received(self) -> list[Received]:

@@ -6,7 +6,8 @@
 * :class:`TcpServer`: the same for raw TCP (the IMAP proxies): ``serve(socket)`` per connection.
 * :class:`ServerTls`: the process's one CA and server certificate (:func:`tests.fakes.tls.
   shared_tls`, made once) as a server context, a CA file and a CA bundle for clients.
-* :class:`Serving`: ``with fake:`` for anything with ``start()`` and ``stop()``.
+* :class:`Serving`: ``with fake:`` for anything with ``start()`` and ``stop()``;
+  :class:`OneServer`: a fake that is one such server, made by ``start()``, gone after ``stop()``.
 * :class:`RequestLog`: what a fake saw, thread-safe; :class:`FaultPlan`: rules that each fire a
   set number of times (the first that matches), for fault hooks.
 """
@@ -29,6 +30,7 @@ from tests.fakes.tls import TlsFiles, ca_bundle, server_context, shared_tls
 
 HOST = "127.0.0.1"
 T = TypeVar("T")
+S = TypeVar("S", bound="_LoopbackServer")
 
 
 # --- answers --------------------------------------------------------------------------------------
@@ -116,6 +118,38 @@ class _LoopbackServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         if self._thread is not None:
             self._thread.join(timeout=2)
             self._thread = None
+
+
+class OneServer(Serving, Generic[S]):
+    """A fake that is one server: :meth:`make_server` builds it when the fake starts (on a new
+    free port each time), :meth:`stop` stops it; starting a running fake changes nothing."""
+
+    server: S | None = None
+
+    def make_server(self) -> S:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        if self.server is None:
+            self.server = self.make_server()
+            self.server.start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    @property
+    def running(self) -> S:
+        """The server; RuntimeError before start() and after stop()."""
+        if self.server is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self.server
+
+    @property
+    def port(self) -> int:
+        return self.running.port
 
 
 # --- TLS ------------------------------------------------------------------------------------------
