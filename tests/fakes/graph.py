@@ -536,22 +536,7 @@ class FakeGraph(Serving):
         else:
             reply = json_reply(404, {"error": {"code": "NotFound", "message": f"No route {path}"}})
         reply.headers["Cache-Control"] = "no-store, no-cache"
-        self.log(
-            RequestRecord(
-                method,
-                path,
-                target.partition("?")[2],
-                reply.status,
-                None,
-                tenant,
-                None,
-                False,
-                None,
-                started,
-                time.perf_counter() - clock,
-            )
-        )
-        return reply
+        return self._logged(method, target, tenant, reply, started, clock)
 
     def grant_imap(self, client_id: str, user: str) -> None:
         """Let app `client_id`'s tokens open `user`'s mailbox over IMAP (what an Exchange
@@ -584,21 +569,24 @@ class FakeGraph(Serving):
         else:
             query = {k: v[0] for k, v in urllib.parse.parse_qs(raw_query).items()}
             reply = json_reply(*self.tokens.managed_identity(query, headers))
-        self.log(
-            RequestRecord(
-                method,
-                path,
-                raw_query,
-                reply.status,
-                None,
-                self.msi_tenant,
-                None,
-                False,
-                None,
-                started,
-                time.perf_counter() - clock,
-            )
+        return self._logged(method, target, self.msi_tenant, reply, started, clock)
+
+    def _logged(
+        self,
+        method: str,
+        target: str,
+        tenant: str | None,
+        reply: Reply,
+        started: float,
+        clock: float,
+    ) -> Reply:
+        """Log a request to the identity endpoints (no mailbox, no app, never in a batch)."""
+        path, _, query = target.partition("?")
+        elapsed = time.perf_counter() - clock
+        record = RequestRecord(
+            method, path, query, reply.status, None, tenant, None, False, None, started, elapsed
         )
+        self.log(record)
         return reply
 
 
