@@ -14,8 +14,11 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Self
+
+import pytest
 
 from shared.cli.azurite import free_port
 from tests.fakes.harness import Serving
@@ -65,6 +68,12 @@ def available() -> bool:
     return shutil.which("dovecot") is not None
 
 
+def require_dovecot() -> None:
+    """Fail the test when Dovecot is missing: CI installs it (a skip would hide a broken set-up)."""
+    if not available():
+        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
+
+
 class Dovecot(Serving):
     def __init__(
         self,
@@ -75,6 +84,7 @@ class Dovecot(Serving):
         plaintext_auth: bool = True,
         address: str = "127.0.0.1",
         master_users: dict[str, str] | None = None,
+        users: Mapping[str, str] | None = None,
     ) -> None:
         """`introspection_url`: also accept XOAUTH2, checking each bearer token there
         (Dovecot's oauth2 passdb, GET <url><token>, the user in its `username`).
@@ -90,7 +100,8 @@ class Dovecot(Serving):
         `address`: the loopback address both listeners bind.
         `master_users`: users (name -> password) who may log in as anyone: SASL PLAIN with
         another authorization identity, or `target*master` (how a delegate opens a shared
-        mailbox over IMAP)."""
+        mailbox over IMAP).
+        `users`: mailboxes (name -> password) to add at once, as add_user does."""
         self.introspection_url = introspection_url
         self.capability = capability
         self.tls = tls
@@ -107,6 +118,8 @@ class Dovecot(Serving):
         self._drop = (
             ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if root else []
         )
+        for user, password in (users or {}).items():
+            self.add_user(user, password)
 
     def add_user(self, user: str, password: str) -> None:
         self.users[user] = password
