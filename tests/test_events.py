@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,8 @@ from shared.stages.deliveries import backoff_seconds, parse_retry_after
 from shared.stages.polls import poll_all
 from shared.store.queues import decode
 from shared.store.stores import DELIVERY_LOG, Stores, poison
+from tests.fakes.harness import HttpServer, OneServer
+from tests.fakes.harness import Reply as Answer
 
 from .conftest import SAMPLES
 from .helpers import app_functions, local_host
@@ -64,18 +65,26 @@ class Hit:
     at: float
 
 
-class Receiver(ThreadingHTTPServer):
-    daemon_threads = True
+class Receiver(OneServer[HttpServer]):
+    """A webhook consumer on the fakes' HTTP harness: answers each POST from :attr:`script`
+    (else 200) after the reply's delay, and keeps every hit."""
 
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
         self.script: list[Reply] = []
         self.hits: list[Hit] = []
         self.lock = threading.Lock()
 
+    def make_server(self) -> HttpServer:
+        return HttpServer(self._serve)
+
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
+        return self.running.base_url
+
+    def _serve(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        reply = self.next_reply(Hit(path, headers, body, time.monotonic()))
+        time.sleep(reply.delay)  # a client that gave up by then: the harness drops the answer
+        return Answer(reply.status, b"ok", dict(reply.headers))
 
     def next_reply(self, hit: Hit) -> Reply:
         with self.lock:
@@ -86,37 +95,10 @@ class Receiver(ThreadingHTTPServer):
         return Counter(h.headers["x-mailfiler-event"] for h in self.hits)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: Receiver
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        hit = Hit(
-            self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()
-        )
-        reply = self.server.next_reply(hit)
-        time.sleep(reply.delay)
-        try:
-            self.send_response(reply.status)
-            for key, value in reply.headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-        except OSError:
-            pass  # the client gave up (timeout test)
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with Receiver() as server:
+        yield server
 
 
 # --- the app ----------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from shared.store.stores import (
     poison,
 )
 from tests.fakes.cutting_proxy import CuttingProxy
-from tests.fakes.dovecot import Dovecot, available
+from tests.fakes.dovecot import Dovecot, require_dovecot
 from tests.fakes.graph_faults import Fault
 from tests.sources.graph_setup import USER, GraphWorld, graph_world
 
@@ -286,12 +286,9 @@ class ImapWorld:
 def imap_world(
     stores: Stores, azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[ImapWorld]:
-    if not available():
-        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
+    require_dovecot()
     monkeypatch.setenv("IMAP_TEST_PASSWORD", IMAP_PASSWORD)
-    server = Dovecot()
-    server.add_user(IMAP_USER, IMAP_PASSWORD)
-    with server:
+    with Dovecot(users={IMAP_USER: IMAP_PASSWORD}) as server:
         world = ImapWorld(server, stores, azurite, tmp_path)
         try:
             yield world

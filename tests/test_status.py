@@ -21,7 +21,7 @@ from shared.services.health import expiry_hours, health_report
 from shared.settings import AppSettings, load_config
 from shared.stages.polls import poll_all
 from shared.store.stores import Stores
-from tests.fakes.dovecot import Dovecot, available
+from tests.fakes.dovecot import Dovecot, require_dovecot
 
 from .helpers import local_host, records
 
@@ -33,8 +33,7 @@ USER = "support@example.test"
 def two_mailboxes(
     stores: Stores, azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[AppContext]:
-    if not available():
-        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
+    require_dovecot()
     monkeypatch.setenv("AzureWebJobsStorage", azurite.connection_string)
     monkeypatch.setenv("IMAP_PASSWORD", "wrong-password")
     inbox = tmp_path / "inbox"
@@ -43,8 +42,7 @@ def two_mailboxes(
         b"From: ann@example.org\r\nTo: files@example.test\r\nSubject: Hello\r\n"
         b"Message-ID: <hello@example.org>\r\n\r\nHi.\r\n"
     )
-    with Dovecot() as server:
-        server.add_user(USER, "right-password")
+    with Dovecot(users={USER: "right-password"}) as server:
         config = tmp_path / "mailfiler.yaml"
         config.write_text(
             "record_types: [{name: case, prefix: CASE}]\n"

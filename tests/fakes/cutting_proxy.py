@@ -21,108 +21,52 @@ loopback, a client's single command or HTTP body arrives in one piece.
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import socketserver
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
+
+from tests.fakes.harness import FaultPlan, OneServer, TcpServer, close_socket
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Rule:
     pattern: bytes
     kind: str  # "drop" | "lose-answer" | "answer" | "before"
-    remaining: int
     reply: Callable[[bytes], bytes] | None = None
     action: Callable[[], None] | None = None
 
 
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    block_on_close = False
-    proxy: CuttingProxy
-
-
-class _Handler(socketserver.BaseRequestHandler):
-    server: _Server
-
-    def handle(self) -> None:
-        self.server.proxy._serve(self.request)
-
-
-class CuttingProxy:
+class CuttingProxy(OneServer[TcpServer]):
     def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
         self.upstream = (upstream_host, upstream_port)
-        self._rules: list[_Rule] = []
+        self._rules = FaultPlan[_Rule]()
         self._lock = threading.Lock()
         self.matched: list[bytes] = []
         self.connections = 0
         self.opened: list[float] = []  # when each connection came in (time.time())
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # --- rules ---------------------------------------------------------------------------------
 
     def cut(self, pattern: bytes, *, deliver: bool, times: int = 1) -> None:
-        with self._lock:
-            self._rules.append(_Rule(pattern, "lose-answer" if deliver else "drop", times))
+        self._rules.add(_Rule(pattern, "lose-answer" if deliver else "drop"), times)
 
     def answer(self, pattern: bytes, reply: Callable[[bytes], bytes], times: int = 1) -> None:
-        with self._lock:
-            self._rules.append(_Rule(pattern, "answer", times, reply))
+        self._rules.add(_Rule(pattern, "answer", reply), times)
 
     def before(self, pattern: bytes, action: Callable[[], None], times: int = 1) -> None:
-        with self._lock:
-            self._rules.append(_Rule(pattern, "before", times, action=action))
+        self._rules.add(_Rule(pattern, "before", action=action), times)
 
     def _match(self, chunk: bytes) -> _Rule | None:
-        with self._lock:
-            for rule in self._rules:
-                if rule.remaining > 0 and rule.pattern in chunk:
-                    rule.remaining -= 1
-                    self.matched.append(chunk)
-                    return rule
-        return None
+        rule = self._rules.take(lambda r: r.pattern in chunk)
+        if rule is not None:
+            with self._lock:
+                self.matched.append(chunk)
+        return rule
 
-    # --- lifecycle -----------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None, "start() first"
-        return int(self._server.server_address[1])
-
-    def start(self) -> CuttingProxy:
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.proxy = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-
-    def __enter__(self) -> CuttingProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def make_server(self) -> TcpServer:
+        return TcpServer(self._serve)
 
     # --- one connection ------------------------------------------------------------------------
 
@@ -133,15 +77,15 @@ class CuttingProxy:
         try:
             upstream = socket.create_connection(self.upstream, timeout=30)
         except OSError:
-            _close(client)
+            close_socket(client)
             return
         lose_answer = threading.Event()
         done = threading.Event()
 
         def shut() -> None:
             done.set()
-            _close(client)
-            _close(upstream)
+            close_socket(client)
+            close_socket(upstream)
 
         def responses() -> None:
             try:
@@ -182,13 +126,6 @@ class CuttingProxy:
             shut()
         reader.join(timeout=30)  # with a lost answer: closes when the answer starts
         shut()
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(OSError):
-        sock.close()
 
 
 def imap_reply(text: str) -> Callable[[bytes], bytes]:

@@ -14,10 +14,14 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
+from typing import Self
+
+import pytest
 
 from shared.cli.azurite import free_port
+from tests.fakes.harness import Serving
 
 CONFIG = """\
 protocols = imap
@@ -64,7 +68,13 @@ def available() -> bool:
     return shutil.which("dovecot") is not None
 
 
-class Dovecot:
+def require_dovecot() -> None:
+    """Fail the test when Dovecot is missing: CI installs it (a skip would hide a broken set-up)."""
+    if not available():
+        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
+
+
+class Dovecot(Serving):
     def __init__(
         self,
         introspection_url: str | None = None,
@@ -74,6 +84,7 @@ class Dovecot:
         plaintext_auth: bool = True,
         address: str = "127.0.0.1",
         master_users: dict[str, str] | None = None,
+        users: Mapping[str, str] | None = None,
     ) -> None:
         """`introspection_url`: also accept XOAUTH2, checking each bearer token there
         (Dovecot's oauth2 passdb, GET <url><token>, the user in its `username`).
@@ -89,7 +100,8 @@ class Dovecot:
         `address`: the loopback address both listeners bind.
         `master_users`: users (name -> password) who may log in as anyone: SASL PLAIN with
         another authorization identity, or `target*master` (how a delegate opens a shared
-        mailbox over IMAP)."""
+        mailbox over IMAP).
+        `users`: mailboxes (name -> password) to add at once, as add_user does."""
         self.introspection_url = introspection_url
         self.capability = capability
         self.tls = tls
@@ -106,6 +118,8 @@ class Dovecot:
         self._drop = (
             ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if root else []
         )
+        for user, password in (users or {}).items():
+            self.add_user(user, password)
 
     def add_user(self, user: str, password: str) -> None:
         self.users[user] = password
@@ -130,7 +144,7 @@ class Dovecot:
             (new / f"{stamp}.M{i}P{os.getpid()}.mailfiler").write_bytes(raw)
         self._own()
 
-    def start(self) -> Dovecot:
+    def start(self) -> Self:
         for sub in ("run", "state", "mail", "home"):
             (self.dir / sub).mkdir(exist_ok=True)
         config = self.dir / "dovecot.conf"
@@ -216,17 +230,6 @@ class Dovecot:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Dovecot:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _tls_settings(self) -> dict[str, str]:
         """The config lines for `tls` and `plaintext_auth` (without `tls`: as before)."""

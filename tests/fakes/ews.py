@@ -53,7 +53,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
+from typing import Self
 
 from tests.fakes.ews_ntlm import ConnectionListener, NtlmAcceptor
 from tests.fakes.ews_ops import Caller, Operations, SyncCall
@@ -84,8 +84,8 @@ from tests.fakes.ews_xml import (
     local,
     text_of,
 )
-from tests.fakes.graph_routes import Reply
-from tests.fakes.tls import TlsFiles, ca_bundle, server_context, shared_tls
+from tests.fakes.harness import FaultPlan, OneServer, Reply, RequestLog, ServerTls
+from tests.fakes.tls import TlsFiles
 
 PATH = "/ews/exchange.asmx"
 XML_TYPE = "text/xml; charset=utf-8"
@@ -130,17 +130,16 @@ class _Who:
     ntlm_user: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Fault:
     operation: str | None
     code: str
-    remaining: int
     as_fault: bool
     text: str | None = None
     back_off_ms: int | None = None
 
 
-class FakeEws:
+class FakeEws(OneServer[ConnectionListener]):
     """Fake EWS at :attr:`url` (``http(s)://127.0.0.1:PORT/EWS/Exchange.asmx``).
 
     ``tls=True`` (or a :class:`TlsFiles`) serves HTTPS with the fake CA (see :meth:`ca_env`).
@@ -181,61 +180,50 @@ class FakeEws:
         self.sent: list[SentMail] = self.ops.sent  # appended to under the lock
         self.check_bearer = check_bearer
         self.calls: collections.Counter[str] = collections.Counter()
-        self.requests: list[EwsRequest] = []
+        self._requests = RequestLog[EwsRequest]()
         self.unauthorized = 0
-        self._faults: list[_Fault] = []
-        self._before: list[tuple[str, Callable[[], None]]] = []
+        self._faults = FaultPlan[_Fault]()
+        self._before = FaultPlan[tuple[str, Callable[[], None]]]()
         self._tls = tls
-        self._listener: ConnectionListener | None = None
+        self.tls: ServerTls | None = None
         self.url = ""
         self.ca_file = ""
         self.ca_bundle = ""
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    def start(self) -> FakeEws:
-        if self._listener is not None:
-            return self
-        context = None
+    def make_server(self) -> ConnectionListener:
         if self._tls:
-            files = self._tls if isinstance(self._tls, TlsFiles) else shared_tls()
-            self.ca_file = files.ca_file
-            self.ca_bundle = ca_bundle(files)
-            context = server_context(files)
+            self.tls = ServerTls.of(self._tls if isinstance(self._tls, TlsFiles) else None)
+            self.ca_file, self.ca_bundle = self.tls.ca_file, self.tls.ca_bundle
         if "ntlm" in self.auth_schemes:
             self.ntlm.start()  # NTLM_USER_FILE for pyspnego's acceptor
-        self._listener = ConnectionListener(self._serve, context, self.ntlm.reset_connection)
-        self._listener.start()
-        scheme = "https" if context else "http"
-        self.url = f"{scheme}://127.0.0.1:{self._listener.port}/EWS/Exchange.asmx"
+        return ConnectionListener(self._serve, self.tls, self.ntlm.reset_connection)
+
+    def start(self) -> Self:
+        super().start()
+        self.url = f"{self.running.base_url}/EWS/Exchange.asmx"
         return self
 
-    def close(self) -> None:
-        if self._listener is not None:
-            self._listener.stop()
-            self._listener = None
+    def stop(self) -> None:
+        super().stop()
         self.ntlm.close()
-
-    def __enter__(self) -> FakeEws:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def server_errors(self) -> list[Exception]:
         """Exceptions raised inside the fake while answering (should stay empty)."""
-        return [] if self._listener is None else list(self._listener.errors)
+        return [] if self.server is None else list(self.server.errors)
 
     def ca_env(self) -> dict[str, str]:
-        """With ``tls``: the environment that makes requests (and so exchangelib) trust the fake
-        (requests reads REQUESTS_CA_BUNDLE; exchangelib has no ``verify`` option)."""
-        return {"REQUESTS_CA_BUNDLE": self.ca_bundle, "SSL_CERT_FILE": self.ca_bundle}
+        """With ``tls``: the environment that makes requests (and so exchangelib, which has no
+        ``verify`` option) trust the fake (see ServerTls.env)."""
+        assert self.tls is not None, "FakeEws(tls=...) and start() first"
+        return self.tls.env()
+
+    @property
+    def requests(self) -> list[EwsRequest]:
+        """Every authenticated SOAP request, in order."""
+        return self._requests.all()
 
     # --- users and folders ------------------------------------------------------------------------
 
@@ -438,10 +426,9 @@ class FakeEws:
         ``in_message``, HTTP 200 with every response message ``ResponseClass="Error"``,
         ResponseCode ErrorServerBusy and the same value in its ``m:MessageXml``. ``back_off_ms``
         None leaves the value out. Nothing is changed in the mailbox."""
-        with self._lock:
-            self._faults.append(
-                _Fault(operation, "ErrorServerBusy", times, not in_message, back_off_ms=back_off_ms)
-            )
+        self._faults.add(
+            _Fault(operation, "ErrorServerBusy", not in_message, back_off_ms=back_off_ms), times
+        )
 
     def fail_next(
         self,
@@ -455,15 +442,13 @@ class FakeEws:
         """The next ``times`` requests of ``operation`` answer ``code``: in every response
         message (``ResponseClass="Error"``), or with ``fault=True`` as an HTTP 500 SOAP fault.
         Nothing is changed in the mailbox."""
-        with self._lock:
-            self._faults.append(_Fault(operation, code, times, fault, text))
+        self._faults.add(_Fault(operation, code, fault, text), times)
 
     def before(self, operation: str, action: Callable[[], None]) -> None:
         """Run ``action`` once, just before the next ``operation`` request is carried out (as
         another client acting at that moment would: e.g. creating the folder a CreateFolder
         names)."""
-        with self._lock:
-            self._before.append((operation, action))
+        self._before.add((operation, action))
 
     def corrupt_sync_states(self) -> None:
         """Every sync state issued so far answers ErrorInvalidSyncStateData from now on."""
@@ -564,7 +549,7 @@ class FakeEws:
             payload = envelope(op, messages)
         except SoapFault as error:
             status, payload = 500, fault(error)
-        self.requests.append(
+        self._requests.add(
             EwsRequest(
                 op,
                 user,
@@ -579,18 +564,12 @@ class FakeEws:
         return Reply(status, payload, {"Content-Type": XML_TYPE})
 
     def _take(self, op: str, as_fault: bool) -> _Fault | None:
-        for rule in self._faults:
-            if rule.as_fault == as_fault and rule.operation in (None, op) and rule.remaining > 0:
-                rule.remaining -= 1
-                return rule
-        return None
+        return self._faults.take(lambda r: r.as_fault == as_fault and r.operation in (None, op))
 
     def _run_before(self, op: str) -> None:
-        for i, (operation, action) in enumerate(self._before):
-            if operation == op:
-                del self._before[i]
-                action()
-                return
+        hook = self._before.take(lambda h: h[0] == op)
+        if hook is not None:
+            hook[1]()
 
     def _check_faults(self, op: str) -> None:
         rule = self._take(op, as_fault=True)

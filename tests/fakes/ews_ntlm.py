@@ -8,9 +8,9 @@ The exchange on one keep-alive connection::
 
 NTLM authenticates the connection, not the request: later requests on that connection need no
 ``Authorization`` header (requests_ntlm sends none until it sees a 401). So the acceptor state and
-the signed-in user live per connection: :class:`ConnectionListener` (a
-:class:`~tests.fakes.graph_http.Listener` serving each connection in its own thread) gives every
-connection fresh thread-local state.
+the signed-in user live per connection: :class:`ConnectionListener` (the harness's
+:class:`~tests.fakes.harness.HttpServer`, which serves each connection in its own thread) gives
+every connection fresh thread-local state.
 
 pyspnego's NTLM acceptor (``spnego.server(protocol="ntlm")``, i.e. ``NTLMProxy`` with usage
 "accept") takes no credentials: it refuses to start unless the environment variable
@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import ssl
 import struct
 import tempfile
 import threading
@@ -39,7 +38,7 @@ from typing import Any
 import spnego
 from spnego.exceptions import SpnegoError
 
-from tests.fakes.graph_http import App, Listener
+from tests.fakes.harness import App, HttpServer, ServerTls
 
 ENV = "NTLM_USER_FILE"
 _SIGNATURE = b"NTLMSSP\x00"
@@ -52,14 +51,12 @@ def ntlm_key(name: str) -> str:
     return name.lower()
 
 
-class ConnectionListener(Listener):
-    """A Listener that calls ``on_connection`` in a connection's thread before its first request
+class ConnectionListener(HttpServer):
+    """An HttpServer that calls ``on_connection`` in a connection's thread before its first request
     and after its last one (so per-connection thread-local state starts and ends clean)."""
 
-    def __init__(
-        self, app: App, context: ssl.SSLContext | None, on_connection: Callable[[], None]
-    ) -> None:
-        super().__init__(app, context)
+    def __init__(self, app: App, tls: ServerTls | None, on_connection: Callable[[], None]) -> None:
+        super().__init__(app, tls)
         self._on_connection = on_connection
 
     def finish_request(self, request: Any, client_address: Any) -> None:

@@ -138,32 +138,41 @@ class Operations:
         self._access(caller, self.store.mailbox(found.mailbox))
         return found
 
-    def get_folder(self, body: ET.Element, caller: Caller) -> list[ET.Element]:
-        shape = parse_shape(child(body, MNS, "FolderShape"))
+    def _each_folder(
+        self,
+        op: str,
+        refs: ET.Element | None,
+        caller: Caller,
+        answer: Callable[[Folder], ET.Element],
+    ) -> list[ET.Element]:
+        """A response message per folder id in ``refs``: ``answer(folder)``, or the error."""
         out = []
-        for ref in id_elems(child(body, MNS, "FolderIds")):
+        for ref in id_elems(refs):
             try:
                 folder = self.folder(ref, caller)
             except EwsError as e:
-                out.append(error_message("GetFolder", e.code, e.text))
+                out.append(error_message(op, e.code, e.text))
                 continue
+            out.append(answer(folder))
+        return out
+
+    def get_folder(self, body: ET.Element, caller: Caller) -> list[ET.Element]:
+        shape = parse_shape(child(body, MNS, "FolderShape"))
+
+        def answer(folder: Folder) -> ET.Element:
             folders = el("m:Folders")
             folders.append(folder_xml(self.store, folder, shape))
-            out.append(response_message("GetFolder", folders))
-        return out
+            return response_message("GetFolder", folders)
+
+        return self._each_folder("GetFolder", child(body, MNS, "FolderIds"), caller, answer)
 
     def find_folder(self, body: ET.Element, caller: Caller) -> list[ET.Element]:
         shape = parse_shape(child(body, MNS, "FolderShape"))
         traversal = body.get("Traversal", "Shallow")
         view = child(body, MNS, "IndexedPageFolderView")
         restriction = child(body, MNS, "Restriction")
-        out = []
-        for ref in id_elems(child(body, MNS, "ParentFolderIds")):
-            try:
-                parent = self.folder(ref, caller)
-            except EwsError as e:
-                out.append(error_message("FindFolder", e.code, e.text))
-                continue
+
+        def answer(parent: Folder) -> ET.Element:
             if traversal == "Deep":
                 found = self.store.descendants(parent)
             elif traversal == "Shallow":
@@ -172,17 +181,12 @@ class Operations:
                 found = []
             if restriction is not None:
                 found = [f for f in found if _matches(restriction, _folder_value(f))]
-            page, offset, last = _page(found, view)
-            root = el(
-                "m:RootFolder",
-                IndexedPagingOffset=str(offset),
-                TotalItemsInView=str(len(found)),
-                IncludesLastItemInRange=bool_text(last),
-            )
+            root, page = _root_folder(found, view)
             folders = sub(root, "t:Folders")
             folders.extend(folder_xml(self.store, f, shape) for f in page)
-            out.append(response_message("FindFolder", root))
-        return out
+            return response_message("FindFolder", root)
+
+        return self._each_folder("FindFolder", child(body, MNS, "ParentFolderIds"), caller, answer)
 
     def create_folder(self, body: ET.Element, caller: Caller) -> list[ET.Element]:
         parent_ref = next(id_elems(child(body, MNS, "ParentFolderId")), None)
@@ -281,25 +285,15 @@ class Operations:
         if any(child(body, MNS, name) is not None for name in ("Restriction", "QueryString")):
             raise SoapFault("ErrorInvalidOperation", "The fake's FindItem does not filter.")
         view = child(body, MNS, "IndexedPageItemView")
-        out = []
-        for ref in id_elems(child(body, MNS, "ParentFolderIds")):
-            try:
-                folder = self.folder(ref, caller)
-            except EwsError as e:
-                out.append(error_message("FindItem", e.code, e.text))
-                continue
+
+        def answer(folder: Folder) -> ET.Element:
             with self.store.lock:
                 found = sorted(folder.items.values(), key=lambda i: i.received, reverse=True)
-                page, offset, last = _page(found, view)
-                root = el(
-                    "m:RootFolder",
-                    IndexedPagingOffset=str(offset),
-                    TotalItemsInView=str(len(found)),
-                    IncludesLastItemInRange=bool_text(last),
-                )
+                root, page = _root_folder(found, view)
                 sub(root, "t:Items").extend(item_xml(self.store, i, shape) for i in page)
-            out.append(response_message("FindItem", root))
-        return out
+            return response_message("FindItem", root)
+
+        return self._each_folder("FindItem", child(body, MNS, "ParentFolderIds"), caller, answer)
 
     def update_item(self, body: ET.Element, caller: Caller) -> list[ET.Element]:
         never_overwrite = body.get("ConflictResolution") == "NeverOverwrite"
@@ -580,6 +574,18 @@ def _page(found: list[T], view: ET.Element | None) -> tuple[list[T], int, bool]:
         page = found[offset : offset + size]
     end = offset + len(page)
     return page, end, end >= len(found)
+
+
+def _root_folder(found: list[T], view: ET.Element | None) -> tuple[ET.Element, list[T]]:
+    """``m:RootFolder`` with the paging attributes of ``view`` over ``found``, and the page."""
+    page, offset, last = _page(found, view)
+    root = el(
+        "m:RootFolder",
+        IndexedPagingOffset=str(offset),
+        TotalItemsInView=str(len(found)),
+        IncludesLastItemInRange=bool_text(last),
+    )
+    return root, page
 
 
 def _folder_value(folder: Folder) -> Callable[[str], str | None]:

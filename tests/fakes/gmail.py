@@ -34,7 +34,6 @@ and ``GET /introspect?token=<token>`` for Dovecot's oauth2 passdb::
 from __future__ import annotations
 
 import base64
-import contextlib
 import email.parser
 import email.policy
 import hashlib
@@ -42,17 +41,14 @@ import io
 import re
 import secrets
 import socket
-import socketserver
 import threading
 import time
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
-from tests.fakes.graph_http import Listener
-from tests.fakes.graph_routes import Reply, json_reply
+from tests.fakes.harness import HttpServer, OneServer, Reply, TcpServer, close_socket, json_reply
 
 GMAIL_SCOPE = "https://mail.google.com/"
 GM_CAPABILITY = b"X-GM-EXT-1"
@@ -238,54 +234,6 @@ class _Session:
     gm_tags: set[bytes] = field(default_factory=set)
 
 
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-    proxy: GmailImapProxy
-
-
-class _Handler(socketserver.BaseRequestHandler):
-    server: _Server
-    request: socket.socket
-
-    def handle(self) -> None:
-        proxy = self.server.proxy
-        try:
-            upstream = socket.create_connection(
-                (proxy.upstream_host, proxy.upstream_port), 10, proxy._source_address()
-            )
-        except OSError:
-            return
-        upstream.settimeout(None)
-        for sock in (self.request, upstream):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with proxy._lock:
-            proxy._sockets.update((self.request, upstream))
-            proxy.connections += 1
-        session = _Session()
-        down = threading.Thread(
-            target=proxy._pump_responses, args=(upstream, self.request, session), daemon=True
-        )
-        down.start()
-        try:
-            proxy._pump_commands(self.request, upstream, session)
-        except (OSError, ValueError):
-            pass
-        finally:
-            _close(upstream)
-            down.join(timeout=5)
-            _close(self.request)
-            with proxy._lock:
-                proxy._sockets.difference_update((self.request, upstream))
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    sock.close()
-
-
 def _copy(reader: io.BufferedReader, sock: socket.socket, size: int, keep: bool) -> bytes:
     """Forward `size` bytes as they arrive; return them if `keep`."""
     kept = bytearray()
@@ -300,7 +248,7 @@ def _copy(reader: io.BufferedReader, sock: socket.socket, size: int, keep: bool)
     return bytes(kept)
 
 
-class GmailImapProxy:
+class GmailImapProxy(OneServer[TcpServer]):
     """A Gmail-flavoured IMAP endpoint on 127.0.0.1:`port` in front of the IMAP server at
     `upstream_host`:`upstream_port` (a Dovecot), plain TCP, a thread pair per connection.
 
@@ -321,9 +269,6 @@ class GmailImapProxy:
         self.errors: list[Exception] = []
         self._labels: dict[tuple[str, int], tuple[int, int]] = {}
         self._lock = threading.Lock()
-        self._sockets: set[socket.socket] = set()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     def _source_address(self) -> tuple[str, int] | None:
         if not self.spread_sources:
@@ -343,43 +288,40 @@ class GmailImapProxy:
         with self._lock:
             return self.commands[name.upper()]
 
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("proxy not started")
-        return int(self._server.server_address[1])
+    def make_server(self) -> TcpServer:
+        return TcpServer(self._serve)  # its stop() closes the live connections too
 
-    def start(self) -> GmailImapProxy:
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.proxy = self
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+    def _serve(self, client: socket.socket) -> None:
+        """One client connection: a connection upstream and a pump thread each way."""
+        server = self.server
+        try:
+            upstream = socket.create_connection(
+                (self.upstream_host, self.upstream_port), 10, self._source_address()
+            )
+        except OSError:
+            return
+        upstream.settimeout(None)
+        for sock in (client, upstream):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if server is not None:
+            server.hold(client, upstream)
         with self._lock:
-            live = list(self._sockets)
-        for sock in live:
-            _close(sock)
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        self._server = self._thread = None
-
-    def __enter__(self) -> GmailImapProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+            self.connections += 1
+        session = _Session()
+        down = threading.Thread(
+            target=self._pump_responses, args=(upstream, client, session), daemon=True
+        )
+        down.start()
+        try:
+            self._pump_commands(client, upstream, session)
+        except (OSError, ValueError):
+            pass
+        finally:
+            close_socket(upstream)
+            down.join(timeout=5)
+            close_socket(client)
+            if server is not None:
+                server.release(client, upstream)
 
     # --- client -> server ------------------------------------------------------------------------
 
@@ -490,7 +432,7 @@ class GmailImapProxy:
         except (OSError, ValueError):
             pass
         finally:
-            _close(client)
+            close_socket(client)
 
     @staticmethod
     def _on_tagged(line: bytes, s: _Session) -> None:
@@ -565,18 +507,14 @@ def _google_error(status: int, error: str, description: str) -> Reply:
 
 
 def _google_json(status: int, payload: Any) -> Reply:
-    reply = json_reply(status, payload)
-    reply.headers.update(
-        {
-            "Content-Type": "application/json; charset=utf-8",
-            "Cache-Control": "no-cache, no-store, max-age=0, must-revalidate",
-            "Pragma": "no-cache",
-        }
-    )
-    return reply
+    headers = {
+        "Cache-Control": "no-cache, no-store, max-age=0, must-revalidate",
+        "Pragma": "no-cache",
+    }
+    return json_reply(status, payload, headers)
 
 
-class FakeGoogleOAuth:
+class FakeGoogleOAuth(OneServer[HttpServer]):
     """Google's token endpoint on http://127.0.0.1:PORT: ``token_uri`` (``POST /token``, the
     refresh_token grant), ``revoke_uri`` (``POST /revoke``) and ``introspection_url``
     (``GET /introspect?token=<token>``, for Dovecot's oauth2 passdb; not a Google endpoint).
@@ -592,15 +530,12 @@ class FakeGoogleOAuth:
         self._clients: dict[str, str] = {}
         self._refresh: dict[str, _RefreshToken] = {}
         self._access: dict[str, _AccessToken] = {}
-        self._listener: Listener | None = None
 
     # --- test API -------------------------------------------------------------------------------
 
     @property
     def base_url(self) -> str:
-        if self._listener is None:
-            raise RuntimeError("FakeGoogleOAuth not started")
-        return f"http://127.0.0.1:{self._listener.port}"
+        return self.running.base_url
 
     @property
     def token_uri(self) -> str:
@@ -618,7 +553,7 @@ class FakeGoogleOAuth:
 
     @property
     def errors(self) -> list[Exception]:
-        return self._listener.errors if self._listener else []
+        return self.server.errors if self.server else []
 
     def add_client(self, client_id: str, secret: str) -> None:
         with self._lock:
@@ -654,25 +589,8 @@ class FakeGoogleOAuth:
             token = self._access.get(access_token)
             return token.user if token and token.expires_at > time.time() else None
 
-    def start(self) -> FakeGoogleOAuth:
-        self._listener = Listener(self._serve)
-        self._listener.start()
-        return self
-
-    def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.stop()
-
-    def __enter__(self) -> FakeGoogleOAuth:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+    def make_server(self) -> HttpServer:
+        return HttpServer(self._serve)
 
     # --- HTTP ----------------------------------------------------------------------------------
 

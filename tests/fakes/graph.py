@@ -26,12 +26,10 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from tests.fakes.graph_auth import DEVICE_CODE, TokenService
 from tests.fakes.graph_faults import ConcurrencyTracker, Faults, RequestRecord
-from tests.fakes.graph_http import Listener
 from tests.fakes.graph_model import JSON, ROOT, GraphError, event_json, message_json
 from tests.fakes.graph_notify import (
     GRAPH_TIMEOUT,
@@ -42,15 +40,16 @@ from tests.fakes.graph_notify import (
     ValidationRecord,
     deliver,
 )
-from tests.fakes.graph_routes import GraphApi, Reply, flag_from_json, json_reply, make_flag
+from tests.fakes.graph_routes import GraphApi, flag_from_json, json_reply, make_flag
 from tests.fakes.graph_store import Change, Clock, MailStore
 from tests.fakes.graph_subscriptions import Subscription, SubscriptionRegistry
-from tests.fakes.tls import TlsFiles, ca_bundle, server_context, shared_tls
+from tests.fakes.harness import HttpServer, Reply, RequestLog, ServerTls, Serving
+from tests.fakes.tls import TlsFiles
 
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 
 
-class FakeGraph:
+class FakeGraph(Serving):
     """Fake Graph + Entra ID on https://127.0.0.1:PORT, managed identity on http://127.0.0.1:PORT2.
 
     Attributes tests tune: ``concurrency_limit`` (None = only track; 4 = Outlook's limit),
@@ -86,12 +85,13 @@ class FakeGraph:
         self._verify = notification_verify
         self.notifier = Notifier(notification_verify)
         self.api = GraphApi(self)
-        self._tls = tls
-        self._requests: list[RequestRecord] = []
-        self._validations: list[ValidationRecord] = []
-        self._posts: list[PostRecord] = []
-        self._https: Listener | None = None
-        self._http: Listener | None = None
+        self._tls_files = tls
+        self.tls: ServerTls | None = None
+        self._requests = RequestLog[RequestRecord]()
+        self._validations = RequestLog[ValidationRecord]()
+        self._posts = RequestLog[PostRecord]()
+        self._https: HttpServer | None = None
+        self._http: HttpServer | None = None
         self.base_url = ""
         self.graph_url = ""
         self.login_url = ""
@@ -101,21 +101,20 @@ class FakeGraph:
 
     # --- lifecycle --------------------------------------------------------------------------------
 
-    def start(self) -> FakeGraph:
+    def start(self) -> Self:
         if self._https is not None:
             return self
-        files = self._tls or shared_tls()
-        self.ca_file = files.ca_file
-        self.ca_bundle = ca_bundle(files)
-        self._https = Listener(self._serve_https, server_context(files))
-        self._http = Listener(self._serve_msi)
+        self.tls = ServerTls.of(self._tls_files)
+        self.ca_file, self.ca_bundle = self.tls.ca_file, self.tls.ca_bundle
+        self._https = HttpServer(self._serve_https, self.tls)
+        self._http = HttpServer(self._serve_msi)
         self._https.start()
         self._http.start()
-        self.base_url = f"https://127.0.0.1:{self._https.port}"
+        self.base_url = self._https.base_url
         self.graph_url = f"{self.base_url}/v1.0"
         self.login_url = self.base_url
         self.tokens.base_url = self.base_url
-        self.msi_endpoint = f"http://127.0.0.1:{self._http.port}/msi/token"
+        self.msi_endpoint = f"{self._http.base_url}/msi/token"
         return self
 
     def stop(self) -> None:
@@ -125,17 +124,6 @@ class FakeGraph:
         self._https = self._http = None
         self.notifier.close()
         self.notifier = Notifier(self._verify)
-
-    def __enter__(self) -> FakeGraph:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def server_errors(self) -> list[Exception]:
@@ -182,17 +170,14 @@ class FakeGraph:
 
     def ssl_context(self) -> ssl.SSLContext:
         """A client context trusting the fake (httpx 0.28 prefers it to ``verify=<path>``)."""
-        return ssl.create_default_context(cafile=self.ca_file)
+        assert self.tls is not None, "start() first"
+        return self.tls.client_context()
 
     def ca_env(self) -> dict[str, str]:
-        """Environment that makes requests (msal), httpx and ssl trust the fake and the public CAs.
-        Set it (e.g. with monkeypatch.setenv) when the code under test builds its own clients:
-        requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override ``verify=`` on a Session."""
-        return {
-            "SSL_CERT_FILE": self.ca_bundle,
-            "REQUESTS_CA_BUNDLE": self.ca_bundle,
-            "CURL_CA_BUNDLE": self.ca_bundle,
-        }
+        """Environment that makes the code under test trust the fake (see ServerTls.env); set
+        it (e.g. with monkeypatch.setenv) when that code builds its own clients."""
+        assert self.tls is not None, "start() first"
+        return self.tls.env()
 
     def advance(self, seconds: float) -> None:
         """Move the fake's clock forward (tokens and subscriptions expire by it)."""
@@ -440,8 +425,7 @@ class FakeGraph:
             self.subs.requeue(again)
         else:
             report.requeued = 0
-        with self._lock:
-            self._posts.extend(report.posts)
+        self._posts.extend(report.posts)
         return report
 
     def send_lifecycle(self, subscription_id: str, event: str) -> PostRecord:
@@ -460,42 +444,35 @@ class FakeGraph:
             with self._lock:
                 sub.reauthorization_required = True
         records = self.notifier.post(sub.lifecycle_url, body, attempts=3, count=1)
-        with self._lock:
-            self._posts.extend(records)
+        self._posts.extend(records)
         return records[-1]
 
     def forge(self, url: str, body: Any, *, timeout: float = GRAPH_TIMEOUT) -> PostRecord:
         """POST an arbitrary body (dict/list as JSON, bytes as is) to ``url`` once."""
         record = self.notifier.post(url, body, timeout=timeout, attempts=1)[0]
-        with self._lock:
-            self._posts.append(record)
+        self._posts.add(record)
         return record
 
     def record_validation(self, record: ValidationRecord) -> None:
-        with self._lock:
-            self._validations.append(record)
+        self._validations.add(record)
 
     @property
     def validations(self) -> list[ValidationRecord]:
-        with self._lock:
-            return list(self._validations)
+        return self._validations.all()
 
     @property
     def posts(self) -> list[PostRecord]:
         """Every notification POST made so far (deliveries, lifecycle, forged)."""
-        with self._lock:
-            return list(self._posts)
+        return self._posts.all()
 
     # --- request log and limits -------------------------------------------------------------------
 
     def log(self, record: RequestRecord) -> None:
-        with self._lock:
-            self._requests.append(record)
+        self._requests.add(record)
 
     @property
     def requests(self) -> list[RequestRecord]:
-        with self._lock:
-            return list(self._requests)
+        return self._requests.all()
 
     def count(
         self,
@@ -516,8 +493,7 @@ class FakeGraph:
         )
 
     def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
+        self._requests.clear()
         self.tracker.reset()
 
     @property
@@ -560,22 +536,7 @@ class FakeGraph:
         else:
             reply = json_reply(404, {"error": {"code": "NotFound", "message": f"No route {path}"}})
         reply.headers["Cache-Control"] = "no-store, no-cache"
-        self.log(
-            RequestRecord(
-                method,
-                path,
-                target.partition("?")[2],
-                reply.status,
-                None,
-                tenant,
-                None,
-                False,
-                None,
-                started,
-                time.perf_counter() - clock,
-            )
-        )
-        return reply
+        return self._logged(method, target, tenant, reply, started, clock)
 
     def grant_imap(self, client_id: str, user: str) -> None:
         """Let app `client_id`'s tokens open `user`'s mailbox over IMAP (what an Exchange
@@ -608,21 +569,24 @@ class FakeGraph:
         else:
             query = {k: v[0] for k, v in urllib.parse.parse_qs(raw_query).items()}
             reply = json_reply(*self.tokens.managed_identity(query, headers))
-        self.log(
-            RequestRecord(
-                method,
-                path,
-                raw_query,
-                reply.status,
-                None,
-                self.msi_tenant,
-                None,
-                False,
-                None,
-                started,
-                time.perf_counter() - clock,
-            )
+        return self._logged(method, target, self.msi_tenant, reply, started, clock)
+
+    def _logged(
+        self,
+        method: str,
+        target: str,
+        tenant: str | None,
+        reply: Reply,
+        started: float,
+        clock: float,
+    ) -> Reply:
+        """Log a request to the identity endpoints (no mailbox, no app, never in a batch)."""
+        path, _, query = target.partition("?")
+        elapsed = time.perf_counter() - clock
+        record = RequestRecord(
+            method, path, query, reply.status, None, tenant, None, False, None, started, elapsed
         )
+        self.log(record)
         return reply
 
 

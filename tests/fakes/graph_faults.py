@@ -77,20 +77,8 @@ class Faults:
         retry_after: int = 1,
     ) -> Fault:
         """429 TooManyRequests with Retry-After: ``retry_after`` seconds."""
-        if count is None and rate is None:
-            count = 1
-        return self.add(
-            Fault(
-                status=429,
-                retry_after=retry_after,
-                path=path,
-                method=method,
-                count=count,
-                rate=rate,
-                code="TooManyRequests",
-                message="Please retry again later.",
-            )
-        )
+        fault = Fault(429, code="TooManyRequests", message="Please retry again later.")
+        return self._status(fault, count, rate, path, method, retry_after)
 
     def unavailable(
         self,
@@ -102,20 +90,23 @@ class Faults:
         retry_after: int | None = None,
     ) -> Fault:
         """503 serviceNotAvailable (with Retry-After when given)."""
-        if count is None and rate is None:
-            count = 1
-        return self.add(
-            Fault(
-                status=503,
-                retry_after=retry_after,
-                path=path,
-                method=method,
-                count=count,
-                rate=rate,
-                code="serviceNotAvailable",
-                message="The service is temporarily unavailable. Retry after a delay.",
-            )
-        )
+        message = "The service is temporarily unavailable. Retry after a delay."
+        fault = Fault(503, code="serviceNotAvailable", message=message)
+        return self._status(fault, count, rate, path, method, retry_after)
+
+    def _status(
+        self,
+        fault: Fault,
+        count: int | None,
+        rate: float | None,
+        path: str | None,
+        method: str | None,
+        retry_after: int | None,
+    ) -> Fault:
+        """Add a status fault where it applies; once, unless ``count`` or ``rate`` say more."""
+        fault.count = 1 if count is None and rate is None else count
+        fault.rate, fault.path, fault.method, fault.retry_after = rate, path, method, retry_after
+        return self.add(fault)
 
     def delay(
         self,

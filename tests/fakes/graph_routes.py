@@ -15,9 +15,10 @@ import re
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from tests.fakes import harness
 from tests.fakes.graph_auth import Token
 from tests.fakes.graph_faults import RequestRecord, sleep
 from tests.fakes.graph_model import (
@@ -39,6 +40,7 @@ from tests.fakes.graph_model import (
     parse_select,
 )
 from tests.fakes.graph_store import DeltaState
+from tests.fakes.harness import Reply
 
 if TYPE_CHECKING:
     from tests.fakes.graph import FakeGraph
@@ -52,20 +54,9 @@ DEFAULT_DELTA_PAGE = 10
 DEFAULT_LIST_PAGE = 10
 
 
-@dataclass
-class Reply:
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
-
-
 def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
-    return Reply(
-        status, json.dumps(payload).encode(), {"Content-Type": JSON_TYPE, **(headers or {})}
-    )
+    """A JSON answer with Graph's OData content type."""
+    return harness.json_reply(status, payload, headers, content_type=JSON_TYPE)
 
 
 @dataclass

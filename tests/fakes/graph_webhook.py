@@ -12,12 +12,10 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal
 
-from tests.fakes.graph_http import Listener
-from tests.fakes.graph_routes import Reply
-from tests.fakes.tls import TlsFiles, server_context
+from tests.fakes.harness import HttpServer, OneServer, Reply, RequestLog, ServerTls
+from tests.fakes.tls import TlsFiles
 
 Validation = Literal["echo", "wrong-body", "json", "not-found", "slow", "encoded"]
 
@@ -30,7 +28,7 @@ class Received:
     body: Any
 
 
-class WebhookReceiver:
+class WebhookReceiver(OneServer[HttpServer]):
     def __init__(
         self,
         *,
@@ -44,31 +42,23 @@ class WebhookReceiver:
         self.validation: Validation = validation
         self.script: list[int] = []
         self._lock = threading.Lock()
-        self._received: list[Received] = []
-        self._tokens: list[str] = []
-        self._listener = Listener(self._serve, server_context(tls) if tls else None)
-        scheme = "https" if tls else "http"
-        self.base_url = f"{scheme}://127.0.0.1:{self._listener.port}"
+        self._received = RequestLog[Received]()
+        self._tokens = RequestLog[str]()
+        self._tls = ServerTls.of(tls) if tls else None
+
+    def make_server(self) -> HttpServer:
+        return HttpServer(self._serve, self._tls)
+
+    @property
+    def base_url(self) -> str:
+        return self.running.base_url
 
     def url(self, path: str = "/notify") -> str:
         return self.base_url + path
 
-    def __enter__(self) -> WebhookReceiver:
-        self._listener.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._listener.stop()
-
     @property
     def received(self) -> list[Received]:
-        with self._lock:
-            return list(self._received)
+        return self._received.all()
 
     @property
     def notifications(self) -> list[Any]:
@@ -78,16 +68,14 @@ class WebhookReceiver:
 
     @property
     def validation_tokens(self) -> list[str]:
-        with self._lock:
-            return list(self._tokens)
+        return self._tokens.all()
 
     def _serve(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply:
         path, _, raw_query = target.partition("?")
         query = {k: v[0] for k, v in urllib.parse.parse_qs(raw_query).items()}
         if "validationToken" in query:
             token = query["validationToken"]
-            with self._lock:
-                self._tokens.append(token)
+            self._tokens.add(token)
             mode = self.validation
             if mode == "slow":
                 time.sleep(self.delay)
@@ -105,8 +93,8 @@ class WebhookReceiver:
             parsed: Any = json.loads(body) if body else None
         except ValueError:
             parsed = body
-        with self._lock:
-            self._received.append(Received(path, query, headers, parsed))
+        with self._lock:  # a scripted answer belongs to the notification received with it
+            self._received.add(Received(path, query, headers, parsed))
             status = self.script.pop(0) if self.script else self.status
         if self.delay and self.validation != "slow":
             time.sleep(self.delay)

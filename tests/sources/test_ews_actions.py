@@ -236,7 +236,7 @@ def test_a_busy_sync_gives_the_server_s_back_off(
 
 def test_a_lost_answer_is_retried_without_a_second_move(fake: FakeEws, stores: Stores) -> None:
     (item,) = fake.add_messages(ANN, "inbox", [mail(1)])
-    with CuttingProxy(int(fake.url.split(":")[2].split("/")[0])) as proxy:
+    with CuttingProxy(fake.port) as proxy:
         url = f"http://127.0.0.1:{proxy.port}/EWS/Exchange.asmx"
         source(fake, stores, url)._folder(TARGET, create=True)
         # The server moves the mail, but the connection drops before its answer arrives.
@@ -251,7 +251,7 @@ def test_a_lost_answer_is_retried_without_a_second_move(fake: FakeEws, stores: S
 
 def test_a_request_lost_on_the_way_is_retried_and_done_once(fake: FakeEws, stores: Stores) -> None:
     (item,) = fake.add_messages(ANN, "inbox", [mail(1)])
-    with CuttingProxy(int(fake.url.split(":")[2].split("/")[0])) as proxy:
+    with CuttingProxy(fake.port) as proxy:
         url = f"http://127.0.0.1:{proxy.port}/EWS/Exchange.asmx"
         proxy.cut(b"UpdateItem", deliver=False)
         with pytest.raises(SourceUnavailable):

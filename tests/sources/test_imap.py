@@ -19,7 +19,7 @@ from shared.sources.imap.source import ImapSource
 from shared.stages.polls import LEASES, poll_all, poll_one, schedule_polls
 from shared.store.leases import release_lease, take_lease
 from shared.store.stores import MAILBOXES, Stores
-from tests.fakes.dovecot import Dovecot, available
+from tests.fakes.dovecot import Dovecot, require_dovecot
 from tests.fakes.graph import FakeGraph
 
 from ..helpers import filed_keys, local_host, records, timeline_entries
@@ -38,11 +38,8 @@ def mail(n: int, subject: str | None = None) -> bytes:
 
 @pytest.fixture
 def dovecot() -> Iterator[Dovecot]:
-    if not available():
-        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
-    server = Dovecot()
-    server.add_user(USER, PASSWORD)
-    with server:
+    require_dovecot()
+    with Dovecot(users={USER: PASSWORD}) as server:
         yield server
 
 
@@ -233,8 +230,7 @@ def test_xoauth2_with_an_app_token_from_entra(
         entra.grant_imap("imap-app", USER)  # the service principal's mailbox permission
         monkeypatch.setenv("IMAP_APP_SECRET", "app-secret")
         introspection = entra.msi_endpoint.replace("/msi/token", "/introspect?token=")
-        with Dovecot(introspection_url=introspection) as server:
-            server.add_user(USER, PASSWORD)
+        with Dovecot(introspection_url=introspection, users={USER: PASSWORD}) as server:
             world = World(server, stores, azurite, tmp_path)
             world.append([mail(1)])
             oauth = (
@@ -258,8 +254,7 @@ def test_xoauth2_with_an_app_token_from_entra(
 def test_a_shared_mailbox_opened_with_a_delegate_s_credentials(
     stores: Stores, azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not available():
-        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
+    require_dovecot()
     monkeypatch.setenv("IMAP_TEST_PASSWORD", "agent-password")
     with Dovecot(master_users={"agent@example.test": "agent-password"}) as server:
         server.add_user(USER, PASSWORD)  # the shared mailbox; its own password is not used

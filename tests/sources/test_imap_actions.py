@@ -18,7 +18,7 @@ from shared.sources.base import SourceBusy, SourceUnavailable
 from shared.sources.imap.source import ImapSource, source_id
 from shared.store.stores import Stores
 from tests.fakes.cutting_proxy import CuttingProxy, imap_reply
-from tests.fakes.dovecot import Dovecot, available
+from tests.fakes.dovecot import Dovecot, require_dovecot
 
 pytestmark = pytest.mark.azurite
 USER, PASSWORD = "support@example.test", "imap-password"
@@ -42,11 +42,8 @@ def mail(n: int) -> bytes:
 
 @pytest.fixture
 def dovecot() -> Iterator[Dovecot]:
-    if not available():
-        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
-    server = Dovecot()
-    server.add_user(USER, PASSWORD)
-    with server:
+    require_dovecot()
+    with Dovecot(users={USER: PASSWORD}) as server:
         yield server
 
 
@@ -251,11 +248,9 @@ def test_a_wrong_password_is_neither_busy_nor_transient(dovecot: Dovecot, stores
 
 @pytest.fixture
 def dovecot_without_move() -> Iterator[Dovecot]:
-    if not available():
-        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
-    server = Dovecot(capability="IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS")
-    server.add_user(USER, PASSWORD)
-    with server:
+    require_dovecot()
+    capability = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE NAMESPACE UIDPLUS"
+    with Dovecot(capability=capability, users={USER: PASSWORD}) as server:
         yield server
 
 

@@ -14,7 +14,7 @@ from shared.services.context import set_context
 from shared.services.ingest import ingest_mailbox
 from shared.sources.imap.source import ImapSource
 from shared.store.stores import Stores
-from tests.fakes.dovecot import Dovecot, available
+from tests.fakes.dovecot import Dovecot, require_dovecot
 
 from ..helpers import records
 from .test_imap import PASSWORD, USER, World, mail
@@ -39,11 +39,8 @@ def tasks(stores: Stores) -> dict[str, dict[str, object]]:
 
 
 def world_with(capability: str, stores: Stores, azurite: Azurite, tmp: Path) -> Iterator[World]:
-    if not available():
-        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
-    server = Dovecot(capability=capability)
-    server.add_user(USER, PASSWORD)
-    with server:
+    require_dovecot()
+    with Dovecot(capability=capability, users={USER: PASSWORD}) as server:
         yield World(server, stores, azurite, tmp)
     set_context(None)
 

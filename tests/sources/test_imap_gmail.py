@@ -15,7 +15,7 @@ from shared.services.context import set_context
 from shared.services.mailboxes import mailbox_status
 from shared.sources.imap.oauth import OAUTH_ROW
 from shared.store.stores import IMAP_STATE, Stores
-from tests.fakes.dovecot import Dovecot, available
+from tests.fakes.dovecot import Dovecot, require_dovecot
 from tests.fakes.gmail import FakeGoogleOAuth, GmailImapProxy, gm_id
 
 from ..helpers import records, timeline_entries
@@ -44,14 +44,12 @@ def gmail_oauth(world: GmailWorld) -> str:
 def gmail(
     stores: Stores, azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[GmailWorld]:
-    if not available():
-        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
+    require_dovecot()
     with FakeGoogleOAuth() as oauth:
         oauth.add_client(CLIENT_ID, CLIENT_SECRET)
         monkeypatch.setenv("GMAIL_CLIENT_SECRET", CLIENT_SECRET)
         monkeypatch.setenv("GMAIL_REFRESH_TOKEN", oauth.issue_refresh_token(CLIENT_ID, USER))
-        server = Dovecot(introspection_url=oauth.introspection_url)
-        server.add_user(USER, PASSWORD)
+        server = Dovecot(introspection_url=oauth.introspection_url, users={USER: PASSWORD})
         with server, GmailImapProxy(server.port) as proxy:
             world = GmailWorld(server, stores, azurite, tmp_path)
             world.oauth, world.proxy, world.port = oauth, proxy, proxy.port

@@ -18,7 +18,7 @@ from shared.services.context import set_context
 from shared.services.mailboxes import mailbox_status
 from shared.sources.imap.oauth import OAUTH_ROW, forget_token, new_key, sign_in
 from shared.store.stores import IMAP_STATE, Stores
-from tests.fakes.dovecot import Dovecot, available
+from tests.fakes.dovecot import Dovecot, require_dovecot
 from tests.fakes.graph import FakeGraph
 
 from ..helpers import records
@@ -68,8 +68,7 @@ class Delegated:
 def delegated(
     stores: Stores, azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Delegated]:
-    if not available():
-        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
+    require_dovecot()
     key = new_key()
     monkeypatch.setenv("MAILFILER_TOKEN_KEY", key)
     with FakeGraph() as entra:
@@ -77,8 +76,7 @@ def delegated(
             monkeypatch.setenv(name, value)
         entra.tokens.add_public_client("contoso", "imap-public")
         introspection = entra.msi_endpoint.replace("/msi/token", "/introspect?token=")
-        with Dovecot(introspection_url=introspection) as server:
-            server.add_user(USER, PASSWORD)
+        with Dovecot(introspection_url=introspection, users={USER: PASSWORD}) as server:
             yield Delegated(entra, World(server, stores, azurite, tmp_path), key)
     set_context(None)
 

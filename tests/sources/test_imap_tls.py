@@ -3,125 +3,25 @@ IMAPS, STARTTLS, and the certificate checks that are on unless configured otherw
 
 from __future__ import annotations
 
-import datetime as dt
 import imaplib
-import ipaddress
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.cli.azurite import Azurite
 from shared.services.context import AppContext, set_context
 from shared.services.mailboxes import mailbox_status
 from shared.settings import load_config
 from shared.store.stores import INBOUND, INGEST, Stores
-from tests.fakes.dovecot import Dovecot, available
-from tests.fakes.tls import shared_tls
+from tests.fakes.dovecot import Dovecot, require_dovecot
+from tests.fakes.tls import Authority, shared_tls
 
 from ..helpers import records, timeline_entries
 from .test_imap import PASSWORD, USER, World, mail
 
 pytestmark = pytest.mark.azurite
-
-
-class Authority:
-    """A CA of this module's own: tls.py keeps its CA key to itself, and these tests need
-    server certificates for names its certificate lacks (127.0.0.2, another host)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.name = _name("Mailfiler IMAP TLS test CA")
-        self.ski = x509.SubjectKeyIdentifier.from_public_key(self.key.public_key())
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(self.name)
-            .issuer_name(self.name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_usage(ca=True), critical=True)
-            .add_extension(self.ski, critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.ca_pem = cert.public_bytes(serialization.Encoding.PEM)
-        self.ca_file = str(directory / "ca.pem")
-        Path(self.ca_file).write_bytes(self.ca_pem)
-
-    def issue(self, *names: str) -> tuple[str, str]:
-        """A server certificate (chain) and key for `names` (IP addresses or DNS names)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        alt: list[x509.GeneralName] = []
-        for name in names:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-            except ValueError:
-                alt.append(x509.DNSName(name))
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(names[0]))
-            .issuer_name(self.name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_usage(ca=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(self.ski),
-                critical=False,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-        stem = self.dir / names[0]
-        cert_file, key_file = stem.with_suffix(".pem"), stem.with_suffix(".key")
-        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + self.ca_pem)
-        key_file.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        return str(cert_file), str(key_file)
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Mailfiler test fakes"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=not ca,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 class TlsWorld(World):
@@ -187,21 +87,23 @@ class TlsWorld(World):
 
 @pytest.fixture(scope="module")
 def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
-    return Authority(tmp_path_factory.mktemp("imap-tls-ca"))
+    """A CA of this module's own: tls.py's shared one has certificates for 127.0.0.1 and
+    localhost only, and these tests need some for 127.0.0.2 and another host."""
+    return Authority(tmp_path_factory.mktemp("imap-tls-ca"), "Mailfiler IMAP TLS test CA")
 
 
 @pytest.fixture
 def servers() -> Iterator[Callable[..., Dovecot]]:
     """Start a Dovecot with the given TLS arguments and USER; all are closed after the test."""
-    if not available():
-        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
+    require_dovecot()
     started: list[Dovecot] = []
 
     def start(
         tls: tuple[str, str], *, plaintext_auth: bool = True, address: str = "127.0.0.1"
     ) -> Dovecot:
-        server = Dovecot(tls=tls, plaintext_auth=plaintext_auth, address=address)
-        server.add_user(USER, PASSWORD)
+        server = Dovecot(
+            tls=tls, plaintext_auth=plaintext_auth, address=address, users={USER: PASSWORD}
+        )
         started.append(server)
         return server.start()
 

@@ -20,7 +20,7 @@ from shared.services.records import RecordError, timeline
 from shared.services.replies import reply_from_record
 from shared.stages.polls import poll_all
 from shared.store.stores import OUTBOX, Stores
-from tests.fakes.dovecot import Dovecot, available
+from tests.fakes.dovecot import Dovecot, require_dovecot
 
 from ..helpers import records, timeline_entries
 from ..test_outbound import Sink, sink
@@ -40,11 +40,9 @@ def imap_world(
     monkeypatch: pytest.MonkeyPatch,
     sink: Sink,
 ) -> Iterator[World]:
-    if not available():
-        pytest.fail("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does)")
+    require_dovecot()
     monkeypatch.setenv("IMAP_TEST_PASSWORD", PASSWORD)
-    with Dovecot() as server:
-        server.add_user(USER, PASSWORD)
+    with Dovecot(users={USER: PASSWORD}) as server:
         world = World(server, stores, azurite, tmp_path)
         world.configure(
             extra=f"    smtp: {{host: 127.0.0.1, port: {sink.port}, tls: none, auth: none}}\n"
