@@ -24,13 +24,15 @@ from pydantic import (
     model_validator,
 )
 
+from .errors import MailfilerError
+
 NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 SETTING = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # Keys that would put a secret in the file; each has a `<key>_setting` twin naming an app setting.
 SECRET_KEYS = ("password", "client_secret", "secret", "token", "refresh_token", "api_key", "key")
 
 
-class ConfigError(ValueError):
+class ConfigError(MailfilerError, ValueError):
     """A configuration that cannot be used, with every problem located in the file."""
 
     def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
