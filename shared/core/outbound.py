@@ -58,7 +58,7 @@ _FIELD_NAME = re.compile(rb"([!-9;-~]+):")
 _FOLD_AT = 78  # RFC 5322's "SHOULD": fold where we can
 
 
-class OutboundError(MailfilerError, ValueError):
+class OutboundError(ValueError, MailfilerError):
     """This mail is refused before it is sent: the reason says why (shown to API callers)."""
 
 

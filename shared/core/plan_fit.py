@@ -29,7 +29,7 @@ _STEPS = (
 )
 
 
-class PlanTooLarge(MailfilerError, ValueError):
+class PlanTooLarge(ValueError, MailfilerError):
     """A plan that does not fit even with everything a sender wrote cut short: retrying cannot
     help (the stage sends it to the poison queue at once)."""
 

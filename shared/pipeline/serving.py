@@ -49,7 +49,7 @@ def fingerprint(config: Config) -> str:
     return short_hash(text, length=16)
 
 
-class ConfigConflict(MailfilerError, RuntimeError):
+class ConfigConflict(RuntimeError, MailfilerError):
     """The storage serves another configuration: this process must not read its queues."""
 
 

@@ -36,7 +36,7 @@ class FlagOutcome:
     created: RecordRef | None = None
 
 
-class NotFiledYet(MailfilerError, RuntimeError):
+class NotFiledYet(RuntimeError, MailfilerError):
     """The flagged mail is still on its way through the pipeline: try again shortly."""
 
 

@@ -30,7 +30,7 @@ MAILDIR_FLAGS = {
 MAX_MESSAGE_BYTES = 150 * 1024 * 1024  # Exchange Online's ceiling; larger files are refused
 
 
-class LocalSourceError(MailfilerError, OSError):
+class LocalSourceError(OSError, MailfilerError):
     pass
 
 

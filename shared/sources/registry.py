@@ -13,7 +13,7 @@ from .base import MailboxSource
 from .local import LocalSource
 
 
-class SourceUnavailable(MailfilerError, RuntimeError):
+class SourceUnavailable(RuntimeError, MailfilerError):
     """The mailbox cannot be read now (not configured, not supported yet, unreachable)."""
 
 

@@ -18,7 +18,7 @@ from ..core.config import Smtp
 from ..core.errors import MailfilerError
 
 
-class SendError(MailfilerError, OSError):
+class SendError(OSError, MailfilerError):
     """The mail did not go out; safe to try again (nothing was accepted for delivery)."""
 
 

@@ -9,5 +9,5 @@ from ..core.errors import ContractError, MailfilerError
 __all__ = ["ContractError", "StorageLimitError"]
 
 
-class StorageLimitError(MailfilerError, ValueError):
+class StorageLimitError(ValueError, MailfilerError):
     """A write that Azure Storage would refuse (Azurite may accept it: we check ourselves)."""

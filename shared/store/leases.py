@@ -32,7 +32,7 @@ LEASE_SECONDS = 60  # Blob Storage allows 15 to 60 (or infinite)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class SlotsBusy(MailfilerError, TimeoutError):
+class SlotsBusy(TimeoutError, MailfilerError):
     """Every slot stayed taken for the whole wait: try again later (re-queue, not fail)."""
 
 

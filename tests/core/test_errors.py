@@ -69,6 +69,28 @@ def test_every_exception_of_shared_derives_from_mailfiler_error() -> None:
     assert strays == [], f"derive these from shared.core.errors.MailfilerError: {strays}"
 
 
+def test_mailfiler_error_sits_just_above_exception_in_every_mro() -> None:
+    # The builtin base comes first (`class X(ValueError, MailfilerError)`): the root then only
+    # adds itself above Exception, and super() in a class of two families (GraphThrottled is a
+    # GraphError and a SourceBusy) still reaches the __init__ it reached before.
+    tail = (MailfilerError, Exception, BaseException, object)
+    wrong = sorted(
+        name
+        for name, cls in exception_classes().items()
+        if name not in EXEMPT and cls.__mro__[-4:] != tail
+    )
+    assert wrong == [], f"put the builtin base first, MailfilerError last: {wrong}"
+
+
+def test_a_class_of_two_families_initialises_as_before() -> None:
+    from shared.sources.base import SourceBusy
+    from shared.sources.graph.client import GraphError, GraphThrottled
+
+    exc = GraphThrottled(7.0, "fetch", status=503)
+    assert isinstance(exc, GraphError) and isinstance(exc, SourceBusy)
+    assert (exc.status, exc.retry_after, exc.code) == (503, 7.0, "throttled")
+
+
 def test_exempt_names_still_exist() -> None:
     # An exemption outliving its class would hide the next class of that name.
     assert set(EXEMPT) <= set(exception_classes())

@@ -14,7 +14,7 @@ SETTING = r"^[A-Za-z_][A-Za-z0-9_]*$"
 SECRET_KEYS = ("password", "client_secret", "secret", "token", "refresh_token", "api_key", "key")
 
 
-class ConfigError(MailfilerError, ValueError):
+class ConfigError(ValueError, MailfilerError):
     """A configuration that cannot be used, with every problem located in the file."""
 
     def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:

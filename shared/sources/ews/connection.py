@@ -51,7 +51,7 @@ from ...core.config import EwsMailbox
 from ...core.errors import MailfilerError
 
 
-class EwsConfigError(MailfilerError, RuntimeError):
+class EwsConfigError(RuntimeError, MailfilerError):
     """The mailbox cannot be opened as configured (a missing setting, a bad CA file)."""
 
 

@@ -104,7 +104,7 @@ _FOLDERS: dict[tuple[str, str, str], Any] = {}
 _FOLDERS_LOCK = threading.Lock()
 
 
-class EwsError(MailfilerError, OSError):
+class EwsError(OSError, MailfilerError):
     """The server refused or failed (not busy): the poll fails, nothing is lost."""
 
 

@@ -30,7 +30,7 @@ KNOWN_AUTHORITIES = {
 }
 
 
-class GraphAuthError(MailfilerError, RuntimeError):
+class GraphAuthError(RuntimeError, MailfilerError):
     """No token: bad credentials, a missing app setting, consent not granted, Entra down."""
 
 

@@ -50,7 +50,7 @@ def shared_http() -> httpx.Client:
         return client
 
 
-class GraphError(MailfilerError, RuntimeError):
+class GraphError(RuntimeError, MailfilerError):
     def __init__(self, status: int, code: str, message: str, where: str = "") -> None:
         self.status, self.code, self.message = status, code, message
         super().__init__(f"graph {where}: {status} {code}: {message}".replace("  ", " "))

@@ -36,7 +36,7 @@ IDLE_LIFETIME = {"microsoft": timedelta(days=90), "google": timedelta(days=182)}
 WARN_BEFORE = timedelta(days=30)
 
 
-class ImapAuthError(MailfilerError, RuntimeError):
+class ImapAuthError(RuntimeError, MailfilerError):
     """No token: not signed in, a revoked or lapsed grant, a missing key or setting."""
 
 

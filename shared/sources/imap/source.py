@@ -62,7 +62,7 @@ class _Cursor:
     changes: list[tuple[str, str]] = field(default_factory=list)  # (Message-ID, flag)
 
 
-class ImapError(MailfilerError, OSError):
+class ImapError(OSError, MailfilerError):
     """The server refused, went away or answered nonsense: the poll fails, nothing is lost."""
 
 
