@@ -33,6 +33,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import azure.functions as func
 import h11
 
+from ..core.errors import MailfilerError
+
 if TYPE_CHECKING:
     from .host import LocalHost, Registered
 
@@ -45,7 +47,7 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 SAME_ORIGIN_FETCH = ("same-origin", "none")  # Sec-Fetch-Site values of our own pages or a user
 
 
-class _TooLarge(Exception):
+class _TooLarge(MailfilerError):
     """The request's body is over MAX_REQUEST."""
 
 

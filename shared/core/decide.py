@@ -59,6 +59,7 @@ from .contracts import (
     RecordRef,
     TimelineEntry,
 )
+from .dsn import Dsn
 from .fieldparse import parse_fields
 from .identity import own_addresses
 from .message import MailMessage, id_key
@@ -202,6 +203,11 @@ class _Ctx:
     kind: str
     class_action: str
     flag: str | None  # why the sender is suspect: no standing, no notice, no guest row
+    sender: str | None = None  # the From address, lower case
+    direction: Literal["in", "out"] = "in"
+    participants: tuple[str, ...] = ()  # who gains standing by this mail (none if flagged)
+    dsn: Dsn | None = None
+    reasons: list[str] = field(default_factory=list)  # the trail so far, added to by the steps
 
 
 @dataclass
@@ -281,18 +287,78 @@ def decide(
 ) -> list[FilingPlan]:
     """The filing plans for one message: usually one; one per record type when a mail to two
     aliases opens two records. `classification` and `reply` (the reply text) are computed
-    here unless the caller has them already."""
+    here unless the caller has them already. The steps are those of the module's docstring."""
     own = own_mail(config)
     if classification is None:
         classification = classify(message, own)
-    dsn = classification.dsn
     sender = message.from_.email.lower() if message.from_ else None
     direction, flag, provenance = _provenance(message, config, own, sender)
     text = reply_text(message.text) if reply is None else reply
-    on_mail = [*([message.from_] if message.from_ else []), *message.to, *message.cc]
     # A suspect sender's mail gives no one standing (its To/Cc could name an accomplice).
-    addresses = tuple(dict.fromkeys(a.email.lower() for a in on_mail))[:MAX_PARTICIPANTS]
-    participants = () if flag else addresses
+    participants = () if flag else _addresses_on(message)
+    plan = _planner(message, blob, classification, sender, participants, provenance)
+
+    # 1. dedupe: a Message-ID already filed is a sighting
+    if known.filed is not None:
+        return [_sighting(config, message, known.filed, plan)]
+
+    kind = classification.kind
+    ctx = _Ctx(
+        message=message,
+        known=known,
+        config=config,
+        plan=plan,
+        actions=_mailbox_actions(config, message.mailbox),
+        entry=timeline_entry(message, text, direction, kind, flag=flag),
+        text=text,
+        kind=kind,
+        class_action="file" if kind == "human" else getattr(config.classes, kind),
+        flag=flag,
+        sender=sender,
+        direction=direction,
+        participants=participants,
+        dsn=classification.dsn,
+    )
+    # 2. classify: the class's action
+    if ctx.class_action == "drop":
+        return [_dropped_class(ctx)]
+    if kind == "bounce" and ctx.class_action == "attach_to_original":
+        return [_bounce(ctx)]
+    # 2b. the per-sender rate limit holds excess inbound mail (replies included)
+    held = _held(ctx)
+    if held is not None:
+        return [held]
+
+    # 3. find the record
+    found = _find_record(message, config, known, signing_keys, ctx.reasons)
+    if found is None and ctx.class_action == "attach_to_original":
+        return [_no_original(ctx)]
+
+    # 4. update the record found
+    if found is not None:
+        return [_update(ctx, found)]
+
+    # 5. open a record for a new conversation
+    return _open(ctx)
+
+
+def _addresses_on(message: MailMessage) -> tuple[str, ...]:
+    """The addresses on the mail (From, To, Cc), each once, at most MAX_PARTICIPANTS."""
+    on_mail = [*([message.from_] if message.from_ else []), *message.to, *message.cc]
+    return tuple(dict.fromkeys(a.email.lower() for a in on_mail))[:MAX_PARTICIPANTS]
+
+
+def _planner(
+    message: MailMessage,
+    blob: str,
+    classification: Classification,
+    sender: str | None,
+    participants: tuple[str, ...],
+    provenance: tuple[str, ...],
+) -> Callable[..., FilingPlan]:
+    """A plan maker with the message's fixed values filled in; every plan's reasons start with
+    the classification and the provenance."""
+    dsn = classification.dsn
 
     def plan(**decision: Any) -> FilingPlan:
         values: dict[str, Any] = {
@@ -320,190 +386,212 @@ def decide(
         reasons = (classified, *provenance, *values.pop("reasons", ()))
         return FilingPlan(reasons=reasons, **values)
 
-    # 1. duplicates
-    if known.filed is not None:
-        prior = known.filed
-        same_place = (prior.mailbox, prior.source_id) == (message.mailbox, message.source_id)
-        # After-filing actions run once per mail and mailbox (the file stage's pending-actions
-        # row keeps them, a crash included): a later sighting in the mailbox that filed it (a
-        # redelivery, the user moving it back, our own move reported) plans none, so what the
-        # user did is never undone. Another mailbox gets its own, once (the row decides).
-        actions: tuple[MailboxAction, ...] = ()
-        if same_place and prior.folder == message.folder:
-            why = "already filed from this mailbox: a redelivery, nothing to change"
-        elif same_place:
-            why = f"already filed; moved from folder {prior.folder!r} to {message.folder!r}"
-        elif prior.mailbox == message.mailbox:
-            why = "already filed from this mailbox: another copy, recorded as a sighting"
+    return plan
+
+
+def _sighting(
+    config: Config, message: MailMessage, prior: FiledMessage, plan: Callable[..., FilingPlan]
+) -> FilingPlan:
+    """1. A Message-ID already filed is a sighting of its record, never a second filing.
+
+    After-filing actions run once per mail and mailbox (the file stage's pending-actions row
+    keeps them, a crash included): a later sighting in the mailbox that filed it (a
+    redelivery, the user moving it back, our own move reported) plans none, so what the user
+    did is never undone. Another mailbox gets its own, once (the row decides).
+    """
+    same_place = (prior.mailbox, prior.source_id) == (message.mailbox, message.source_id)
+    actions: tuple[MailboxAction, ...] = ()
+    if same_place and prior.folder == message.folder:
+        why = "already filed from this mailbox: a redelivery, nothing to change"
+    elif same_place:
+        why = f"already filed; moved from folder {prior.folder!r} to {message.folder!r}"
+    elif prior.mailbox == message.mailbox:
+        why = "already filed from this mailbox: another copy, recorded as a sighting"
+    else:
+        actions = _mailbox_actions(config, message.mailbox)
+        why = f"already filed from mailbox {prior.mailbox!r}: recorded as another sighting"
+    return plan(action="sighting", record=prior.record, mailbox_actions=actions, reasons=(why,))
+
+
+def _dropped_class(ctx: _Ctx) -> FilingPlan:
+    """2. A class configured `drop` is dropped: recorded, not filed (the raw mail is kept)."""
+    kind = ctx.kind
+    return ctx.plan(
+        action="drop",
+        mailbox_actions=ctx.actions,
+        reasons=(f"{kind} mail is dropped (classes.{kind}: drop); kept in raw mail",),
+    )
+
+
+def _bounce(ctx: _Ctx) -> FilingPlan:
+    """2. A bounce set to `attach_to_original` attaches to the record of the mail it bounces
+    (without field changes or standing), else it is dropped; a permanent failure (5.x.x)
+    marks the recipient undeliverable either way."""
+    dsn, reasons = ctx.dsn, ctx.reasons
+    contacts: tuple[ContactUpdate, ...] = ()
+    if dsn and dsn.permanent and dsn.final_recipient:
+        contacts = (
+            ContactUpdate(
+                address=dsn.final_recipient,
+                kind="undeliverable",
+                detail=f"{dsn.status or dsn.action} {dsn.diagnostic or ''}"[:200],
+            ),
+        )
+        reasons.append(
+            f"permanent failure {dsn.status or ''} for {dsn.final_recipient}: "
+            "contact marked undeliverable"
+        )
+    if ctx.known.bounce_original is not None:
+        record = ctx.known.bounce_original
+        reasons.insert(
+            0,
+            f"bounce of <{dsn.original_message_id if dsn else ''}>, "
+            f"filed on {record.type} {record.key}",
+        )
+        return ctx.plan(
+            action="attach",
+            record=record,
+            entry=ctx.entry,
+            mailbox_actions=ctx.actions,
+            contacts=contacts,
+            participants=(),  # a mail system's report gives no one standing
+            reasons=tuple(reasons),
+        )
+    original = dsn.original_message_id if dsn else None
+    why = (
+        f"bounce of <{original}>, which is not filed"
+        if original
+        else "bounce without the original Message-ID"
+    )
+    return ctx.plan(
+        action="drop",
+        mailbox_actions=ctx.actions,
+        contacts=contacts,
+        reasons=(f"{why}: recorded, not filed", *reasons),
+    )
+
+
+def _held(ctx: _Ctx) -> FilingPlan | None:
+    """2b. Inbound mail from a sender over the rate limit is held (not lost, no actions)."""
+    limited = _rate_limited(ctx.config, ctx.known, ctx.sender) if ctx.direction == "in" else None
+    if not limited:
+        return None
+    return ctx.plan(action="hold", mailbox_actions=(), reasons=(*ctx.reasons, limited))
+
+
+def _no_original(ctx: _Ctx) -> FilingPlan:
+    """3. Machine mail set to `attach_to_original` follows its original or is recorded (dropped),
+    never more: it opens no record."""
+    kind = ctx.kind
+    return ctx.plan(
+        action="drop",
+        mailbox_actions=ctx.actions,
+        reasons=(
+            *ctx.reasons,
+            f"{kind} to no filed mail: recorded, not filed "
+            f"(classes.{kind}: attach_to_original never opens a record)",
+        ),
+    )
+
+
+def _update(ctx: _Ctx, found: _Found) -> FilingPlan:
+    """4. Mail attaches to the record found, unless its type's `updates_from` refuses the
+    sender (rejected); its `Key: Value` lines change fields only with standing; a reply to a
+    closed record reopens it, opens a new record or just attaches (`reply_when_closed`)."""
+    record_type = ctx.config.record_type(found.record.type)
+    refused = (
+        _refuse_update(record_type, ctx.known, found.record, ctx.flag)
+        if ctx.direction == "in"
+        else None
+    )
+    if refused and record_type is not None:
+        return ctx.plan(
+            action="reject",
+            record=found.record,
+            mailbox_actions=(),
+            notices=_notice("reject", None if ctx.flag else ctx.sender, refused, ctx.kind),
+            reasons=(found.why, *ctx.reasons, f"{ctx.sender}: {refused}"),
+        )
+    fields, on_record = _field_changes(ctx, found, record_type)
+    info = ctx.known.records.get(found.record)
+    status = None
+    if (
+        record_type is not None
+        and info is not None
+        and info.status in record_type.closed_statuses
+        and ctx.class_action != "attach_to_original"  # a machine neither reopens nor opens
+    ):
+        policy = record_type.reply_when_closed
+        if policy == "new" and ctx.direction == "in":
+            return _new_record_for_reply(ctx, found, record_type, info)
+        if policy == "reopen" and ctx.direction == "in":
+            status = record_type.reopen_status
+            ctx.reasons.append(
+                f"{found.record.type} {found.record.key} was {info.status}: reopened as {status}"
+            )
+    return ctx.plan(
+        action="attach",
+        record=found.record,
+        entry=ctx.entry,
+        fields=fields,
+        status=status,
+        mailbox_actions=ctx.actions,
+        participants=on_record,
+        reasons=(found.why, *ctx.reasons),
+    )
+
+
+def _field_changes(
+    ctx: _Ctx, found: _Found, record_type: RecordType | None
+) -> tuple[dict[str, str | int], tuple[str, ...]]:
+    """4. The fields an inbound reply changes (`on_update` ones) and who gains standing: only
+    a sender with standing changes fields or gives standing; machine mail attached to its
+    original does neither."""
+    fields: dict[str, str | int] = {}
+    machine_attach = ctx.class_action == "attach_to_original"
+    on_record = () if machine_attach else ctx.participants
+    if machine_attach:
+        ctx.reasons.append(f"{ctx.kind} attached to its original: no field changes, no standing")
+    elif record_type is not None and ctx.direction == "in":
+        parsed = parse_fields(ctx.text, record_type, ctx.config.field_block, updating=True)
+        lacking = _no_standing(ctx.known, found.record, ctx.flag)
+        if lacking is None:
+            fields = parsed.values
         else:
-            actions = _mailbox_actions(config, message.mailbox)
-            why = f"already filed from mailbox {prior.mailbox!r}: recorded as another sighting"
-        return [
-            plan(action="sighting", record=prior.record, mailbox_actions=actions, reasons=(why,))
-        ]
-
-    actions = _mailbox_actions(config, message.mailbox)
-    entry = timeline_entry(message, text, direction, classification.kind, flag=flag)
-    reasons: list[str] = []
-
-    # 2. the class's action
-    kind = classification.kind
-    class_action = "file" if kind == "human" else getattr(config.classes, kind)
-    if class_action == "drop":
-        return [
-            plan(
-                action="drop",
-                mailbox_actions=actions,
-                reasons=(f"{kind} mail is dropped (classes.{kind}: drop); kept in raw mail",),
-            )
-        ]
-    if kind == "bounce" and class_action == "attach_to_original":
-        contacts: tuple[ContactUpdate, ...] = ()
-        if dsn and dsn.permanent and dsn.final_recipient:
-            contacts = (
-                ContactUpdate(
-                    address=dsn.final_recipient,
-                    kind="undeliverable",
-                    detail=f"{dsn.status or dsn.action} {dsn.diagnostic or ''}"[:200],
-                ),
-            )
-            reasons.append(
-                f"permanent failure {dsn.status or ''} for {dsn.final_recipient}: "
-                "contact marked undeliverable"
-            )
-        if known.bounce_original is not None:
-            record = known.bounce_original
-            reasons.insert(
-                0,
-                f"bounce of <{dsn.original_message_id if dsn else ''}>, "
-                f"filed on {record.type} {record.key}",
-            )
-            return [
-                plan(
-                    action="attach",
-                    record=record,
-                    entry=entry,
-                    mailbox_actions=actions,
-                    contacts=contacts,
-                    participants=(),  # a mail system's report gives no one standing
-                    reasons=tuple(reasons),
+            on_record = ()  # writing to a record gives no standing on it
+            if parsed.values:
+                names = ", ".join(parsed.values)
+                ctx.reasons.append(
+                    f"field changes ignored ({names}): {ctx.sender or 'the sender'} has no "
+                    f"standing on {_display(ctx.known, found.record)} ({lacking})"
                 )
-            ]
-        original = dsn.original_message_id if dsn else None
-        why = (
-            f"bounce of <{original}>, which is not filed"
-            if original
-            else "bounce without the original Message-ID"
-        )
-        return [
-            plan(
-                action="drop",
-                mailbox_actions=actions,
-                contacts=contacts,
-                reasons=(f"{why}: recorded, not filed", *reasons),
-            )
-        ]
+        ctx.reasons.extend(parsed.problems)
+    return fields, on_record
 
-    limited = _rate_limited(config, known, sender) if direction == "in" else None
-    if limited:
-        return [plan(action="hold", mailbox_actions=(), reasons=(*reasons, limited))]
 
-    # 3. an existing record
-    found = _find_record(message, config, known, signing_keys, reasons)
-    # Machine mail set to attach_to_original follows its original or is recorded, never more.
-    machine_attach = class_action == "attach_to_original"
-    if found is None and machine_attach:
-        return [
-            plan(
-                action="drop",
-                mailbox_actions=actions,
-                reasons=(
-                    *reasons,
-                    f"{kind} to no filed mail: recorded, not filed "
-                    f"(classes.{kind}: attach_to_original never opens a record)",
-                ),
-            )
-        ]
-    if found is not None:
-        record_type = config.record_type(found.record.type)
-        refused = (
-            _refuse_update(record_type, known, found.record, flag) if direction == "in" else None
-        )
-        if refused and record_type is not None:
-            return [
-                plan(
-                    action="reject",
-                    record=found.record,
-                    mailbox_actions=(),
-                    notices=_notice("reject", None if flag else sender, refused, kind),
-                    reasons=(found.why, *reasons, f"{sender}: {refused}"),
-                )
-            ]
-        fields: dict[str, str | int] = {}
-        on_record = () if machine_attach else participants
-        if machine_attach:
-            reasons.append(f"{kind} attached to its original: no field changes, no standing")
-        elif record_type is not None and direction == "in":
-            parsed = parse_fields(text, record_type, config.field_block, updating=True)
-            lacking = _no_standing(known, found.record, flag)
-            if lacking is None:
-                fields = parsed.values
-            else:
-                on_record = ()  # writing to a record gives no standing on it
-                if parsed.values:
-                    names = ", ".join(parsed.values)
-                    reasons.append(
-                        f"field changes ignored ({names}): {sender or 'the sender'} has no "
-                        f"standing on {_display(known, found.record)} ({lacking})"
-                    )
-            reasons.extend(parsed.problems)
-        info = known.records.get(found.record)
-        status = None
-        if (
-            record_type is not None
-            and info is not None
-            and info.status in record_type.closed_statuses
-            and not machine_attach  # an answering machine neither reopens nor opens records
-        ):
-            policy = record_type.reply_when_closed
-            if policy == "new" and direction == "in":
-                reasons.append(
-                    f"{found.record.type} {found.record.key} is {info.status}: "
-                    "a reply opens a new record"
-                )
-                ctx = _Ctx(
-                    message, known, config, plan, actions, entry, text, kind, class_action, flag
-                )
-                fresh = _create(ctx, record_type, {}, (), "reply to a closed record", None, reasons)
-                if fresh.action != "create":
-                    return [fresh]  # the sender policy refused, discarded or held it
-                # Keyed by this mail, not the conversation's root (which is the closed record's).
-                new_key = record_key(record_type.name, message.key)
-                new_ref = RecordRef(type=record_type.name, key=new_key)
-                return [fresh.model_copy(update={"record": new_ref, "root": True})]
-            if policy == "reopen" and direction == "in":
-                status = record_type.reopen_status
-                reasons.append(
-                    f"{found.record.type} {found.record.key} was {info.status}: "
-                    f"reopened as {status}"
-                )
-        return [
-            plan(
-                action="attach",
-                record=found.record,
-                entry=entry,
-                fields=fields,
-                status=status,
-                mailbox_actions=actions,
-                participants=on_record,
-                reasons=(found.why, *reasons),
-            )
-        ]
+def _new_record_for_reply(
+    ctx: _Ctx, found: _Found, record_type: RecordType, info: RecordInfo
+) -> FilingPlan:
+    """4. `reply_when_closed: new`: the reply opens a new record (through the sender policy),
+    keyed by this mail, not the conversation's root (which is the closed record's)."""
+    ctx.reasons.append(
+        f"{found.record.type} {found.record.key} is {info.status}: a reply opens a new record"
+    )
+    fresh = _create(ctx, record_type, {}, (), "reply to a closed record", None, ctx.reasons)
+    if fresh.action != "create":
+        return fresh  # the sender policy refused, discarded or held it
+    new_key = record_key(record_type.name, ctx.message.key)
+    new_ref = RecordRef(type=record_type.name, key=new_key)
+    return fresh.model_copy(update={"record": new_ref, "root": True})
 
-    # 4. a new conversation
-    if direction == "out":
+
+def _open(ctx: _Ctx) -> list[FilingPlan]:
+    """5. A new conversation: mail we sent opens nothing; otherwise the routes it matches (or
+    its mailbox's default record type) decide: ignore, discard, or a record per route."""
+    message, config, reasons = ctx.message, ctx.config, ctx.reasons
+    if ctx.direction == "out":
         return [
-            plan(
+            ctx.plan(
                 action="drop",
                 mailbox_actions=(),
                 reasons=(
@@ -512,7 +600,6 @@ def decide(
                 ),
             )
         ]
-    ctx = _Ctx(message, known, config, plan, actions, entry, text, kind, class_action, flag)
     matches = match_routes(config, message)
     if not matches:
         mailbox = config.mailbox(message.mailbox)
@@ -530,15 +617,15 @@ def decide(
         route = match.route
         if route.action == "ignore":
             return [
-                plan(
+                ctx.plan(
                     action="drop",
-                    mailbox_actions=actions,
+                    mailbox_actions=ctx.actions,
                     reasons=(*reasons, f"{match.why}: ignored"),
                 )
             ]
         if route.action == "discard":
             return [
-                plan(
+                ctx.plan(
                     action="drop", mailbox_actions=(), reasons=(*reasons, f"{match.why}: discarded")
                 )
             ]

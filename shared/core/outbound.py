@@ -38,6 +38,8 @@ from email.utils import format_datetime, parseaddr
 
 import idna
 
+from .errors import MailfilerError
+
 MAX_HEADER = 998  # RFC 5322's line limit, and a sane bound for one value
 MAX_ID = 900  # a msg-id longer than this cannot share a line with its header name
 NO_REPLY = re.compile(
@@ -56,7 +58,7 @@ _FIELD_NAME = re.compile(rb"([!-9;-~]+):")
 _FOLD_AT = 78  # RFC 5322's "SHOULD": fold where we can
 
 
-class OutboundError(ValueError):
+class OutboundError(ValueError, MailfilerError):
     """This mail is refused before it is sent: the reason says why (shown to API callers)."""
 
 

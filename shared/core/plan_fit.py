@@ -14,6 +14,7 @@ from typing import Any
 
 from .clip import clip
 from .contracts import FilingPlan
+from .errors import MailfilerError
 
 # 64 KiB of base64 is 48 KiB of JSON; the slack leaves room for a text blob's name added after.
 PLAN_JSON_BYTES = 48 * 1024 - 512
@@ -28,7 +29,7 @@ _STEPS = (
 )
 
 
-class PlanTooLarge(ValueError):
+class PlanTooLarge(ValueError, MailfilerError):
     """A plan that does not fit even with everything a sender wrote cut short: retrying cannot
     help (the stage sends it to the poison queue at once)."""
 

@@ -20,8 +20,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from ..core.errors import MailfilerError
 
-class GroupWriteError(Exception):
+
+class GroupWriteError(MailfilerError):
     """The shared write that carried this caller's item failed (the cause is chained)."""
 
 

@@ -20,6 +20,7 @@ from azure.core.exceptions import HttpResponseError
 from ..core.config import Config, RecordType
 from ..core.contracts import Event, FilingPlan, InboundMessage, RecordRef
 from ..core.decide import timeline_entry
+from ..core.errors import MailfilerError
 from ..core.message import id_key
 from ..core.reply_text import reply_text
 from ..store.errors import StorageLimitError as StorageLimitError  # for the HTTP layer
@@ -50,7 +51,7 @@ _TOKEN_KEYS = frozenset({"PartitionKey", "RowKey"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-class RecordError(Exception):
+class RecordError(MailfilerError):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message

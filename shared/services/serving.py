@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..core.config import Config
+from ..core.errors import MailfilerError
 from ..store.keys import short_hash
 from ..store.stores import MAILBOXES, Stores
 
@@ -48,7 +49,7 @@ def fingerprint(config: Config) -> str:
     return short_hash(text, length=16)
 
 
-class ConfigConflict(RuntimeError):
+class ConfigConflict(RuntimeError, MailfilerError):
     """The storage serves another configuration: this process must not read its queues."""
 
 

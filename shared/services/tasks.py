@@ -17,6 +17,7 @@ from typing import Any
 from ..core.config import Config, EwsMailbox, FlagTasks, GraphMailbox, ImapMailbox
 from ..core.contracts import Event, RecordRef
 from ..core.decide import record_key
+from ..core.errors import MailfilerError
 from ..core.message import id_key
 from ..core.mime import message_id_of
 from ..core.tasks import Flag, TaskChange, TaskState, on_event_moved, on_flag
@@ -35,7 +36,7 @@ class FlagOutcome:
     created: RecordRef | None = None
 
 
-class NotFiledYet(RuntimeError):
+class NotFiledYet(RuntimeError, MailfilerError):
     """The flagged mail is still on its way through the pipeline: try again shortly."""
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from ..core.contracts import MailboxAction
+from ..core.errors import MailfilerError
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class SourceMessage:
     conversation_id: str | None = None
 
 
-class SourceBusy(Exception):
+class SourceBusy(MailfilerError):
     """The server asked us to come back later (EWS ErrorServerBusy): the poll ends now and is
     scheduled again after `retry_after` seconds, never by sleeping inside the function."""
 
@@ -33,7 +34,7 @@ class SourceBusy(Exception):
         self.retry_after = retry_after
 
 
-class SourceUnavailable(Exception):
+class SourceUnavailable(MailfilerError):
     """A transient failure talking to the server (connection lost, timeout, a 5xx answer): the
     work is retried later as it is (idempotent), never dropped and never counted as done."""
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..core.contracts import MailboxAction
+from ..core.errors import MailfilerError
 from .base import ActionResult, SourceMessage
 
 MAILDIR_FLAGS = {
@@ -29,7 +30,7 @@ MAILDIR_FLAGS = {
 MAX_MESSAGE_BYTES = 150 * 1024 * 1024  # Exchange Online's ceiling; larger files are refused
 
 
-class LocalSourceError(OSError):
+class LocalSourceError(OSError, MailfilerError):
     pass
 
 

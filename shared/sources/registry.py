@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..core.config import Config, GmailOAuth, ImapMailbox
+from ..core.errors import MailfilerError
 from ..store.stores import Stores
 from .base import MailboxSource
 from .local import LocalSource
 
 
-class SourceUnavailable(RuntimeError):
+class SourceUnavailable(RuntimeError, MailfilerError):
     """The mailbox cannot be read now (not configured, not supported yet, unreachable)."""
 
 

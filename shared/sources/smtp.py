@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..core.config import Smtp
+from ..core.errors import MailfilerError
 
 
-class SendError(OSError):
+class SendError(OSError, MailfilerError):
     """The mail did not go out; safe to try again (nothing was accepted for delivery)."""
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+# ContractError lives in core (what a queue message must be is the contract's business); it is
+# re-exported here for the importers of `shared.store.errors` that predate it.
+from ..core.errors import ContractError, MailfilerError
 
-class StorageLimitError(ValueError):
+__all__ = ["ContractError", "StorageLimitError"]
+
+
+class StorageLimitError(ValueError, MailfilerError):
     """A write that Azure Storage would refuse (Azurite may accept it: we check ourselves)."""
-
-
-class ContractError(ValueError):
-    """A queue message that is not a valid contract. Retrying cannot fix it."""

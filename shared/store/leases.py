@@ -23,6 +23,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 
+from ..core.errors import MailfilerError
 from .keys import short_hash
 from .tables import Table
 
@@ -31,7 +32,7 @@ LEASE_SECONDS = 60  # Blob Storage allows 15 to 60 (or infinite)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class SlotsBusy(TimeoutError):
+class SlotsBusy(TimeoutError, MailfilerError):
     """Every slot stayed taken for the whole wait: try again later (re-queue, not fail)."""
 
 

@@ -21,7 +21,8 @@ from azure.storage.queue import (
 )
 from pydantic import BaseModel, ValidationError
 
-from .errors import ContractError, StorageLimitError
+from ..core.errors import ContractError
+from .errors import StorageLimitError
 
 MAX_MESSAGE_BYTES = 64 * 1024  # after base64
 M = TypeVar("M", bound=BaseModel)

@@ -48,9 +48,10 @@ from exchangelib.services.common import EWSService  # type: ignore[import-untype
 from exchangelib.util import ENS, MNS, TNS  # type: ignore[import-untyped]
 
 from ...core.config import EwsMailbox
+from ...core.errors import MailfilerError
 
 
-class EwsConfigError(RuntimeError):
+class EwsConfigError(RuntimeError, MailfilerError):
     """The mailbox cannot be opened as configured (a missing setting, a bad CA file)."""
 
 

@@ -59,6 +59,7 @@ from exchangelib.services import SyncFolderItems  # type: ignore[import-untyped]
 
 from ...core.config import EwsMailbox
 from ...core.contracts import EventChange, FlagChange, MailboxAction
+from ...core.errors import MailfilerError
 from ...store.keys import short_hash
 from ...store.stores import EWS_STATE, TASK_CHANGES, Stores
 from ..base import ActionResult, SourceBusy, SourceMessage, SourceUnavailable
@@ -103,7 +104,7 @@ _FOLDERS: dict[tuple[str, str, str], Any] = {}
 _FOLDERS_LOCK = threading.Lock()
 
 
-class EwsError(OSError):
+class EwsError(OSError, MailfilerError):
     """The server refused or failed (not busy): the poll fails, nothing is lost."""
 
 

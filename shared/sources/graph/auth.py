@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from ...core.config import AppCredentials
+from ...core.errors import MailfilerError
 
 REFRESH_MARGIN = 300  # seconds before expiry a cached token is replaced
 # Authorities msal can discover (the public and national clouds); others (a fake in tests, a
@@ -29,7 +30,7 @@ KNOWN_AUTHORITIES = {
 }
 
 
-class GraphAuthError(RuntimeError):
+class GraphAuthError(RuntimeError, MailfilerError):
     """No token: bad credentials, a missing app setting, consent not granted, Entra down."""
 
 

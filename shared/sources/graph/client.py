@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from ...core.errors import MailfilerError
 from ..base import SourceBusy, SourceUnavailable
 from .auth import TokenProvider
 
@@ -49,7 +50,7 @@ def shared_http() -> httpx.Client:
         return client
 
 
-class GraphError(RuntimeError):
+class GraphError(RuntimeError, MailfilerError):
     def __init__(self, status: int, code: str, message: str, where: str = "") -> None:
         self.status, self.code, self.message = status, code, message
         super().__init__(f"graph {where}: {status} {code}: {message}".replace("  ", " "))

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ...core.config import GmailOAuth, ImapMailbox, ImapOAuth
+from ...core.errors import MailfilerError
 from ...store.stores import IMAP_STATE, Stores
 from ..graph.auth import KNOWN_AUTHORITIES
 
@@ -35,7 +36,7 @@ IDLE_LIFETIME = {"microsoft": timedelta(days=90), "google": timedelta(days=182)}
 WARN_BEFORE = timedelta(days=30)
 
 
-class ImapAuthError(RuntimeError):
+class ImapAuthError(RuntimeError, MailfilerError):
     """No token: not signed in, a revoked or lapsed grant, a missing key or setting."""
 
 

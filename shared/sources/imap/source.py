@@ -37,6 +37,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from ...core.config import ImapMailbox
 from ...core.contracts import FlagChange, MailboxAction
+from ...core.errors import MailfilerError
 from ...store.keys import short_hash
 from ...store.stores import IMAP_STATE, TASK_CHANGES, Stores
 from ..base import ActionResult, SourceBusy, SourceMessage, SourceUnavailable
@@ -61,7 +62,7 @@ class _Cursor:
     changes: list[tuple[str, str]] = field(default_factory=list)  # (Message-ID, flag)
 
 
-class ImapError(OSError):
+class ImapError(OSError, MailfilerError):
     """The server refused, went away or answered nonsense: the poll fails, nothing is lost."""
 
 
