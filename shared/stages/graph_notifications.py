@@ -34,6 +34,7 @@ import orjson
 from isal import isal_zlib
 
 from ..core.config import GraphMailbox
+from ..core.errors import MailfilerError
 from ..services.context import AppContext
 from ..services.group_commit import GroupCommit
 from ..services.mailboxes import request_resync
@@ -293,7 +294,7 @@ _nonces_lock = threading.Lock()
 _commits: tuple[Queues, asyncio.AbstractEventLoop, GroupCommit] | None = None
 
 
-class _MustBlock(Exception):
+class _MustBlock(MailfilerError):
     """Checking this POST needs a table read or a first import: not on the event loop."""
 
 
