@@ -6,26 +6,23 @@ lands in `MailboxActions` and in the audit trail.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from ..core.contracts import ActionsJob, FilingPlan, MailboxAction, RecordRef
 from ..sources.base import ActionResult, MailboxSource
+from ..store import action_log
 from ..store import pending_actions as pending
 from ..store.backoff import seconds_left
-from ..store.stores import ACTIONS, MAILBOX_ACTIONS, Stores
+from ..store.keys import sighting_row as sighting_row  # retention.py's import of it
+from ..store.stores import MAILBOX_ACTIONS, Stores
 from ..store.tables import Entity
 from .audit import Actor, audit
 
 log = logging.getLogger(__name__)
 
 MAILFILER = Actor(name="mailfiler", source="pipeline")
-
-
-def sighting_row(mailbox: str, source_id: str) -> str:
-    return "s-" + hashlib.sha256(f"{mailbox}\x00{source_id}".encode()).hexdigest()[:32]
 
 
 def act(
@@ -44,21 +41,8 @@ def act(
     results = source.apply(source_id, actions)
     done = ", ".join(f"{r.action.action}{'' if r.done else ' (recorded)'}" for r in results)
     audit(stores, MAILFILER, "mailbox_action", record, f"{mailbox}: {done} {why}", now)
-    stores.table(ACTIONS).upsert_batch(
-        [
-            {
-                "PartitionKey": message_key,
-                "RowKey": f"{sighting_row(mailbox, source_id)}-{r.action.action}-{i}",
-                "Mailbox": mailbox,
-                "Action": r.action.action,
-                "Target": r.action.folder or r.action.category,
-                "Done": r.done,
-                "Detail": r.detail[:1000],
-                "At": now,
-            }
-            for i, r in enumerate(results)
-        ]
-    )
+    done_list = [(r.action, r.done, r.detail) for r in results]
+    action_log.note(stores, message_key, mailbox, source_id, done_list, now)
     return results
 
 

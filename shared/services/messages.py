@@ -10,12 +10,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from ..core.contracts import RecordRef
 from ..core.message import MAX_HEX_ID_BYTES, id_key
 from ..core.mime import parse_message
-from ..store.keys import CLAIM, INGESTED_ROWS, source_key
-from ..store.stores import INGEST, MESSAGES, RECORDS, Stores
+from ..store import messages as message_rows
+from ..store import records
+from ..store.keys import source_key
+from ..store.stores import INGEST, Stores
 
-UNFILED = ("drop", "reject", "hold")
 STATUS = {"drop": "dropped", "reject": "rejected", "hold": "held"}
 # A stored message key: the hex of a Message-ID, or `h`/`s` + SHA-256 (shared/core/message.py).
 # No stored hex key is longer than MAX_HEX_ID_BYTES bytes of Message-ID (longer ids are hashed).
@@ -30,6 +32,17 @@ def _reasons(row: dict[str, Any]) -> list[str]:
     return [r for r in str(row.get("Reasons") or "").split("\n") if r]
 
 
+def _copy(row: dict[str, Any], when: str, column: str) -> dict[str, Any]:
+    """One copy of the mail (its mailbox, source id, folder and raw mail) and when (`column`)."""
+    return {
+        "mailbox": row.get("Mailbox"),
+        "source_id": row.get("SourceId"),
+        "folder": row.get("Folder"),
+        when: _iso(row.get(column)),
+        "blob": row.get("Blob"),
+    }
+
+
 def key_candidates(key: str) -> list[str]:
     """The message keys KEY may stand for, most likely first."""
     text = key.strip()
@@ -39,11 +52,6 @@ def key_candidates(key: str) -> list[str]:
     if text:
         out.append(id_key(text))
     return list(dict.fromkeys(out))
-
-
-def _display_id(stores: Stores, record_type: str, record_key: str) -> str | None:
-    row = stores.table(RECORDS).get(record_type, record_key)
-    return str(row["DisplayId"]) if row and row.get("DisplayId") else None
 
 
 def _message_id_of(key: str) -> str | None:
@@ -59,7 +67,7 @@ def _message_id_of(key: str) -> str | None:
 def message_status(stores: Stores, key: str) -> dict[str, Any] | None:
     """Everything table Messages knows about one message, or None if it knows nothing."""
     for candidate in key_candidates(key):
-        rows = list(stores.table(MESSAGES).partition(candidate))
+        rows = list(message_rows.rows(stores, candidate))
         if rows:
             break
     else:
@@ -76,12 +84,13 @@ def message_status(stores: Stores, key: str) -> dict[str, Any] | None:
     claimed = False
     for row in sorted(rows, key=lambda r: str(r["RowKey"])):
         rk = str(row["RowKey"])
-        if rk == "msg" or rk.startswith("also-"):
-            record_type, record_key = str(row["RecordType"]), str(row["RecordKey"])
+        kind = message_rows.kind_of(rk)
+        if kind in ("filed", "also"):
+            ref = RecordRef(type=str(row["RecordType"]), key=str(row["RecordKey"]))
             filed = {
-                "record_type": record_type,
-                "record_key": record_key,
-                "display_id": _display_id(stores, record_type, record_key),
+                "record_type": ref.type,
+                "record_key": ref.key,
+                "display_id": records.display_id(stores, ref),
                 "mailbox": row.get("Mailbox"),
                 "source_id": row.get("SourceId"),
                 "folder": row.get("Folder"),
@@ -90,49 +99,29 @@ def message_status(stores: Stores, key: str) -> dict[str, Any] | None:
                 "blob": row.get("Blob"),
                 "reasons": _reasons(row),
             }
-            if rk == "msg":
+            if kind == "filed":
                 out["filed"] = filed
                 out["message_id"] = row.get("MessageId") or out["message_id"]
             else:
                 out["also"].append(filed)
-        elif rk.split("-", 1)[0] in UNFILED:
-            # "drop", or "drop-<hash>" for a further copy sharing the key (file_stage.py)
+        elif kind == "unfiled":
+            # "drop", or "drop-<hash>" for a further copy sharing the key
             out["unfiled"].append(
                 {
                     "action": rk.split("-", 1)[0],
-                    "mailbox": row.get("Mailbox"),
-                    "source_id": row.get("SourceId"),
-                    "folder": row.get("Folder"),
+                    **_copy(row, "at", "At"),
                     "kind": row.get("Kind"),
-                    "at": _iso(row.get("At")),
-                    "blob": row.get("Blob"),
                     "reasons": _reasons(row),
                 }
             )
-        elif rk.startswith(INGESTED_ROWS):
+        elif kind == "ingested":
             # A copy ingested (written before it was queued): on its way until a row above
             # settles the message.
-            out["ingested"].append(
-                {
-                    "mailbox": row.get("Mailbox"),
-                    "source_id": row.get("SourceId"),
-                    "folder": row.get("Folder"),
-                    "ingested_at": _iso(row.get("IngestedAt")),
-                    "blob": row.get("Blob"),
-                }
-            )
-        elif rk == CLAIM:
+            out["ingested"].append(_copy(row, "ingested_at", "IngestedAt"))
+        elif kind == "claim":
             claimed = True
-        elif rk.startswith("s-"):
-            out["sightings"].append(
-                {
-                    "mailbox": row.get("Mailbox"),
-                    "folder": row.get("Folder"),
-                    "source_id": row.get("SourceId"),
-                    "seen_at": _iso(row.get("SeenAt")),
-                    "blob": row.get("Blob"),
-                }
-            )
+        elif kind == "sighting":
+            out["sightings"].append(_copy(row, "seen_at", "SeenAt"))
     out["sightings"].sort(key=lambda s: s["seen_at"] or "")
     out["unfiled"].sort(key=lambda u: u["at"] or "")
     out["ingested"].sort(key=lambda i: i["ingested_at"] or "")

@@ -23,19 +23,18 @@ from ..core.decide import timeline_entry
 from ..core.errors import MailfilerError
 from ..core.message import id_key
 from ..core.reply_text import reply_text
+from ..store import conversations, numbers, records
+from ..store import messages as message_rows
+from ..store import timeline as timeline_rows
 from ..store.errors import StorageLimitError as StorageLimitError  # for the HTTP layer
-from ..store.keys import NUMBER_ROWS, conversation_row, number_row, source_key
+from ..store.keys import FILED, source_key
 from ..store.stores import (
-    CONVERSATIONS,
     FILING,
     INGEST,
-    MESSAGES,
-    RECORDS,
-    TIMELINE,
     Stores,
 )
 from ..store.tables import check_key, from_storage
-from .audit import AUDIT_ROW, Actor, audit
+from .audit import Actor, audit
 from .events import emit, enabled, event_id
 from .inbound import parse_inbound
 
@@ -71,15 +70,15 @@ def resolve(stores: Stores, config: Config, type_name: str, ident: str) -> dict[
     number = ident.upper().removeprefix(f"{rtype.prefix}-")
     key = ident
     if _NUMBER.fullmatch(number):
-        row = stores.table(RECORDS).get(rtype.name, number_row(int(number)))
-        if row is None:
+        numbered = numbers.numbered(stores, rtype.name, int(number))
+        if numbered is None:
             raise RecordError(404, "not_found", f"no {rtype.name} record number {number}")
-        key = row["RecordKey"]
+        key = numbered
     try:
         check_key("RowKey", key)
     except StorageLimitError:
         raise RecordError(404, "not_found", f"no {rtype.name} record {ident[:80]!r}") from None
-    record = stores.table(RECORDS).get(rtype.name, key) if key else None
+    record = records.get(stores, RecordRef(type=rtype.name, key=key)) if key else None
     if record is None:
         raise RecordError(404, "not_found", f"no {rtype.name} record {ident!r}")
     return record
@@ -96,7 +95,11 @@ def view(record: dict[str, Any]) -> dict[str, Any]:
         "contact": record.get("Contact"),
         "mailbox": record.get("Mailbox"),
         "tags": [t for t in str(record.get("Tags") or "").split(",") if t],
-        "fields": {k[2:]: v for k, v in record.items() if k.startswith("F_")},
+        "fields": {
+            k.removeprefix(records.FIELD): v
+            for k, v in record.items()
+            if k.startswith(records.FIELD)
+        },
         "created_at": _iso(record.get("CreatedAt")),
         "updated_at": _iso(record.get("UpdatedAt")),
     }
@@ -107,7 +110,6 @@ def _iso(value: Any) -> str | None:
 
 
 def timeline(stores: Stores, record: dict[str, Any]) -> list[dict[str, Any]]:
-    partition = f"{record['PartitionKey']}-{record['RowKey']}"
     return [
         {
             "message_key": e.get("MessageKey"),
@@ -128,7 +130,7 @@ def timeline(stores: Stores, record: dict[str, Any]) -> list[dict[str, Any]]:
             "raw": e.get("Blob"),
             "flag": e.get("Flag"),  # why the mail is suspect (a claim of our address), or null
         }
-        for e in stores.table(TIMELINE).partition(partition, row_before=AUDIT_ROW)
+        for e in timeline_rows.entries(stores, records.ref_of(record))
     ]
 
 
@@ -172,12 +174,7 @@ def _decode_token(token: str | None) -> dict[str, str | None] | None:
 
 def all_records(stores: Stores) -> Iterator[dict[str, Any]]:
     """Every record of every type (for the CLI and tests; the API pages)."""
-    yield from (
-        from_storage(e)
-        for e in stores.table(RECORDS).client.query_entities(
-            "RowKey lt @numbers", parameters={"numbers": NUMBER_ROWS}
-        )
-    )
+    yield from records.all_records(stores)
 
 
 def list_records(
@@ -194,21 +191,15 @@ def list_records(
     """One page of records, filtered; the token continues where the page stopped."""
     if not 1 <= limit <= PAGE_MAX:
         raise RecordError(400, "bad_limit", f"limit must be between 1 and {PAGE_MAX}")
-    # Records only: the number rows beside them in each type's partition sort after them.
-    clauses, params = ["RowKey lt @numbers"], {"numbers": NUMBER_ROWS}
     if type_name:
         record_type(config, type_name)
-        clauses.append("PartitionKey eq @type")
-        params["type"] = type_name
-    if status:
-        clauses.append("Status eq @status")
-        params["status"] = status
-    if contact:
-        clauses.append("Contact eq @contact")
-        params["contact"] = contact.lower()
-    client = stores.table(RECORDS).client
-    query = " and ".join(clauses)
-    pages = client.query_entities(query, parameters=params, results_per_page=limit).by_page(
+    pages = records.pages(
+        stores,
+        record_type=type_name,
+        status=status,
+        contact=contact.lower() if contact else None,
+        limit=limit,
+    ).by_page(
         continuation_token=_decode_token(continuation)  # type: ignore[arg-type]  # the SDK's own
     )
     try:
@@ -323,9 +314,8 @@ def update_record(
     changes = {k: v for k, v in changes.items() if record.get(k) != v}
     if not changes:
         return current
-    ref = RecordRef(type=record["PartitionKey"], key=record["RowKey"])
-    entity = {"PartitionKey": ref.type, "RowKey": ref.key, "UpdatedAt": now, **changes}
-    if not stores.table(RECORDS).update_if_unchanged(entity, record["_etag"]):
+    ref = records.ref_of(record)
+    if not records.merge_if_unchanged(stores, ref, {"UpdatedAt": now, **changes}, record["_etag"]):
         if if_match is not None:  # it changed after the check: the precondition no longer holds
             raise RecordError(
                 412, "precondition_failed", "the record changed since that ETag; read it again"
@@ -347,7 +337,7 @@ def update_record(
                 )
             ],
         )
-    updated = stores.table(RECORDS).get(ref.type, ref.key)
+    updated = records.get(stores, ref)
     assert updated is not None
     return representation(stores, updated)
 
@@ -362,7 +352,7 @@ def file_manually(
     blob, mailbox, source_id, folder = _locate(stores, config, body)
     inbound = InboundMessage(mailbox=mailbox, source_id=source_id, blob=blob, folder=folder)
     message = parse_inbound(stores, inbound)
-    ref = RecordRef(type=record["PartitionKey"], key=record["RowKey"])
+    ref = records.ref_of(record)
     text = reply_text(message.text)
     plan = FilingPlan(
         action="attach",
@@ -378,14 +368,7 @@ def file_manually(
     )
     stores.queues.send(FILING, plan)
     if message.conversation_id:
-        stores.table(CONVERSATIONS).upsert(
-            {
-                "PartitionKey": mailbox,
-                "RowKey": conversation_row(message.conversation_id),
-                "RecordType": ref.type,
-                "RecordKey": ref.key,
-            }
-        )
+        conversations.link(stores, mailbox, message.conversation_id, ref)
     audit(stores, actor, "file_message", ref, f"{message.key[:80]} from {mailbox}", now)
     return plan
 
@@ -400,11 +383,11 @@ def _locate(
         mid = body["message_id"].strip().strip("<>")
         if not mid:
             raise RecordError(400, "bad_body", "message_id is empty")
-        rows = list(stores.table(MESSAGES).partition(id_key(mid)))
+        rows = list(message_rows.rows(stores, id_key(mid)))
         seen = [r for r in rows if r.get("Blob") and r.get("Mailbox")]
         if not seen:
             raise RecordError(404, "unknown_message", f"Mailfiler has not seen <{mid}>")
-        row = next((r for r in seen if r["RowKey"] == "msg"), seen[0])
+        row = next((r for r in seen if r["RowKey"] == FILED), seen[0])
         return row["Blob"], row["Mailbox"], row["SourceId"], row.get("Folder")
     if set(body) == {"mailbox", "source_id"}:
         mailbox, source_id = body["mailbox"], body["source_id"]

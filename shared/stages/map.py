@@ -39,28 +39,15 @@ from ..core.rules import match_routes
 from ..core.signing import REF_HEADER, verify_message_id, verify_ref_header
 from ..services.context import AppContext
 from ..services.inbound import parse_inbound
-from ..store.keys import (
-    CLAIM,
-    CONTACT,
-    INGESTED_ROWS,
-    NUMBER_ROWS,
-    SETTLED_ROWS,
-    contact_partition,
-    conversation_row,
-    number_of_row,
-    number_row,
-    participant_row,
-)
+from ..store import contacts, conversations, numbers, records, timeline
+from ..store import messages as message_rows
+from ..store.keys import contact_partition
 from ..store.queues import decode
 from ..store.sender_slots import SenderSlots, sender_rows
 from ..store.stores import (
     CONTACTS,
-    CONVERSATIONS,
     FILING,
     INBOUND,
-    MESSAGES,
-    RECORDS,
-    TIMELINE,
     Stores,
 )
 
@@ -86,32 +73,6 @@ class OrderWait:
 ORDER_WAIT = OrderWait()
 
 
-@dataclass(frozen=True)
-class _State:
-    """What table Messages says of one Message-ID."""
-
-    record: RecordRef | None  # filed on this record ("msg")
-    pending: bool  # ingested, but neither filed nor recorded as not filed yet
-
-
-def _message_state(stores: Stores, message_id: str) -> _State:
-    """One request: the Message-ID's partition (its rows are few: where it is filed, its
-    claim, a row per copy ingested and per sighting)."""
-    record, ingested, settled = None, False, False
-    rows = stores.table(MESSAGES).partition(
-        id_key(message_id), select=["RowKey", "RecordType", "RecordKey"]
-    )
-    for row in rows:
-        key = str(row["RowKey"])
-        if key == "msg":
-            record = RecordRef(type=row["RecordType"], key=row["RecordKey"])
-        if key.startswith(SETTLED_ROWS):
-            settled = True
-        elif key.startswith(INGESTED_ROWS):
-            ingested = True
-    return _State(record, ingested and not settled)
-
-
 def _in_flight(stores: Stores) -> int:
     """Mail on its way through map and file (approximate counts, which include messages
     leased, this one usually among them, or waiting out a delay)."""
@@ -121,11 +82,7 @@ def _in_flight(stores: Stores) -> int:
 def _may_be_numbered(stores: Stores, record_type: str, number: int) -> bool:
     """Whether mail on its way could still create record `number` of `record_type`: each mail
     creates at most one record of a type, and numbers are handed out without gaps."""
-    row = next(
-        stores.table(RECORDS).partition(record_type, ["RowKey"], row_from=NUMBER_ROWS, first=1),
-        None,
-    )
-    highest = number_of_row(row["RowKey"]) if row else 0
+    highest = numbers.highest(stores, record_type)
     return highest < number <= highest + _in_flight(stores)
 
 
@@ -145,11 +102,10 @@ def gather(
     first such reference that could change the decision ends the search: the caller puts the
     mail back to wait. Searches stop at the first hit where the decision takes the first one
     (tokens, thread references newest first), so a reply usually costs one read."""
-    messages = stores.table(MESSAGES)
-    own = messages.get(message.key, "msg")
+    own = message_rows.filed(stores, message.key)
     if own is not None:
         filed = FiledMessage(
-            record=RecordRef(type=own["RecordType"], key=own["RecordKey"]),
+            record=message_rows.record_of(own),
             mailbox=own["Mailbox"],
             source_id=own["SourceId"],
             folder=own.get("Folder"),
@@ -163,11 +119,9 @@ def gather(
     prefixes = {t.prefix: t.name for t in config.record_types}
     tokens: dict[tuple[str, int], RecordRef] = {}
     for token in need.tokens:
-        row = stores.table(RECORDS).get(prefixes[token.prefix], number_row(token.number))
-        if row is not None:
-            tokens[(token.prefix, token.number)] = RecordRef(
-                type=row["PartitionKey"], key=row["RecordKey"]
-            )
+        key = numbers.numbered(stores, prefixes[token.prefix], token.number)
+        if key is not None:
+            tokens[(token.prefix, token.number)] = RecordRef(type=prefixes[token.prefix], key=key)
             break
         if wanted and _may_be_numbered(stores, prefixes[token.prefix], token.number):
             pending.append(f"record {token} (not numbered yet, mail on its way)")
@@ -180,31 +134,26 @@ def gather(
     for mid in need.thread_ids:
         if id_key(mid) == message.key:
             continue  # a mail that names itself waits for no one
-        state = _message_state(stores, mid)
-        if state.record is not None:
-            thread[mid] = state.record
+        record, on_its_way = message_rows.state(stores, id_key(mid))
+        if record is not None:
+            thread[mid] = record
             break
-        if state.pending and wanted and not named:
+        if on_its_way and wanted and not named:
             pending.append(f"<{mid}> (ingested, not yet filed)")
             if may_wait:
                 return Known(), None, tuple(pending)
     bounce_original = None
     if need.bounce_original:
-        state = _message_state(stores, need.bounce_original)
-        bounce_original = state.record
+        bounce_original, on_its_way = message_rows.state(stores, id_key(need.bounce_original))
         attaches = kind == "bounce" and config.classes.bounce == "attach_to_original"
-        if state.pending and bounce_original is None and attaches:
+        if on_its_way and bounce_original is None and attaches:
             pending.append(f"bounced <{need.bounce_original}> (ingested, not yet filed)")
             if may_wait:
                 return Known(), None, tuple(pending)
     conversation = None
     if need.conversation_id:
-        row = stores.table(CONVERSATIONS).get(
-            message.mailbox, conversation_row(need.conversation_id)
-        )
-        if row is not None:
-            conversation = RecordRef(type=row["RecordType"], key=row["RecordKey"])
-    records: dict[RecordRef, RecordInfo] = {}
+        conversation = conversations.record_of(stores, message.mailbox, need.conversation_id)
+    infos: dict[RecordRef, RecordInfo] = {}
     route_guard = any(m.route.subject_guard for m in match_routes(config, message))
     candidates = [*tokens.values(), *thread.values(), *([conversation] if conversation else [])]
     for ref in dict.fromkeys(candidates):
@@ -214,9 +163,9 @@ def gather(
             record_type is not None
             and (record_type.subject_guard or record_type.reply_when_closed != "attach")
         ):
-            row = stores.table(RECORDS).get(ref.type, ref.key)
+            row = records.get(stores, ref)
             if row is not None:
-                records[ref] = RecordInfo(title=row.get("Title", ""), status=row.get("Status", ""))
+                infos[ref] = RecordInfo(title=row.get("Title", ""), status=row.get("Status", ""))
     sender = None
     slots = None
     if need.sender:
@@ -237,13 +186,12 @@ def gather(
         # answers already.
         changeable = not contact and any(f.on_update for f in record_type.fields)
         if record_type.updates_from == "thread" or changeable:
-            row = stores.table(TIMELINE).get(f"{ref.type}-{ref.key}", participant_row(need.sender))
-            on_thread[ref] = row is not None
+            on_thread[ref] = timeline.on_thread(stores, ref, need.sender)
     known = Known(
         thread=thread,
         tokens=tokens,
         conversation=conversation,
-        records=records,
+        records=infos,
         sender=sender,
         bounce_original=bounce_original,
         on_thread=on_thread,
@@ -267,13 +215,13 @@ def _sender(
 ) -> tuple[dict[str, Any] | None, SenderSlots | None]:
     """The sender's contact row, and its rate-limit slots around the mail's arrival: both live
     in the sender's partition, so this is one request."""
-    contacts, partition = stores.table(CONTACTS), contact_partition(sender)
     limit = config.rate_limit
     if limit.allows(sender):
-        return contacts.get(partition, CONTACT), None
+        return contacts.contact(stores, sender), None
+    table, partition = stores.table(CONTACTS), contact_partition(sender)
     window = timedelta(minutes=limit.window_minutes)
-    contact, rows = sender_rows(contacts, partition, arrival, window)
-    return contact, SenderSlots(contacts, partition, limit.per_sender, window, arrival, rows)
+    contact, rows = sender_rows(table, partition, arrival, window)
+    return contact, SenderSlots(table, partition, limit.per_sender, window, arrival, rows)
 
 
 def arrival_time(received_at: datetime | None, now: datetime) -> datetime:
@@ -391,24 +339,11 @@ def _claimed(
     first = plans[0] if plans else None
     if first is None or first.action not in ("create", "attach") or first.record is None:
         return plans
-    claim = {
-        "PartitionKey": message.key,
-        "RowKey": CLAIM,
-        "Mailbox": message.mailbox,
-        "SourceId": message.source_id[:1000],
-        "RecordType": first.record.type,
-        "RecordKey": first.record.key,
-        "ClaimedAt": now,
-    }
-    messages = stores.table(MESSAGES)
-    if messages.insert(claim) is not None:
-        return plans
-    held = messages.get(message.key, CLAIM)
-    if held is None or (held["Mailbox"], held["SourceId"]) == (
-        message.mailbox,
-        message.source_id[:1000],
-    ):
-        return plans  # our own claim (a redelivery), or one withdrawn meanwhile
+    held = message_rows.claim(
+        stores, message.key, message.mailbox, message.source_id, first.record, now
+    )
+    if held is None:
+        return plans  # ours: won now, our own redelivery, or one withdrawn meanwhile
     why = (
         f"another copy of this Message-ID (mailbox {held['Mailbox']!r}) files it: "
         "recorded as a sighting"
@@ -426,7 +361,7 @@ def _claimed(
         source_id=first.source_id,
         blob=first.blob,
         folder=first.folder,
-        record=RecordRef(type=held["RecordType"], key=held["RecordKey"]),
+        record=message_rows.record_of(held),
         mailbox_actions=first.mailbox_actions,
         kind=first.kind,
         sender=first.sender,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
+
+from ..core.contracts import RecordRef
 
 
 def short_hash(*parts: str, length: int = 32) -> str:
@@ -45,6 +48,33 @@ def participant_row(address: str) -> str:
     return "~p-" + contact_row(address)
 
 
+def record_partition(record: RecordRef) -> str:
+    """A record's partition in the Timeline table (entries, audit rows, participants)."""
+    return f"{record.type}-{record.key}"
+
+
+def timeline_row(date: datetime | None, message_key: str) -> str:
+    """A mail's entry on a record's timeline: in date order, one per mail."""
+    stamp = date.strftime("%Y%m%dT%H%M%S") if date else "0"
+    return f"{stamp}-{short_hash(message_key, length=24)}"
+
+
+# The audit trail: one row in the day's partition of table Audit, and one beside the record's
+# timeline ("~audit-" sorts after every entry, whose RowKeys start with digits).
+AUDIT_ROWS = "~audit-"
+
+
+def audit_day(at: datetime) -> str:
+    return f"day-{at:%Y%m%d}"
+
+
+def audit_row(actor: str, action: str, detail: str, at: datetime, once: str | None) -> str:
+    """An act's RowKey in its day (after AUDIT_ROWS beside the record). With `once` (what makes
+    the act unique), the same act keeps its key whenever it is written again."""
+    tail = short_hash(actor, action, once or detail, "" if once else at.isoformat())[:12]
+    return f"{at:%Y%m%dT%H%M%S%f}-{tail}"
+
+
 # A record type's partition in the Records table holds its records (RowKeys are hex keys) and,
 # after them under "n-", one row per number handed out (number -> record key). The record and
 # its number's row are inserted in one transaction: a number is never given twice, and never
@@ -71,12 +101,41 @@ def number_of_row(row_key: str) -> int:
 #   one worker can win); every other copy becomes a sighting.
 INGESTED_ROWS = "i-"
 CLAIM = "claim"
+FILED = "msg"
+ALSO_ROWS = "also-"
+SIGHTING_ROWS = "s-"
 # Rows that end a message's way through the pipeline: filed, or recorded as not filed.
 SETTLED_ROWS = ("msg", "also-", "drop", "reject", "hold")
 
 
 def ingested_row(mailbox: str, source_id: str) -> str:
     return INGESTED_ROWS + short_hash(mailbox, source_id)
+
+
+def filed_row(record_type: str, primary: bool) -> str:
+    """Where a message is filed: "msg" (the message index), or beside it for a further record."""
+    return FILED if primary else ALSO_ROWS + record_type
+
+
+def sighting_row(mailbox: str, source_id: str) -> str:
+    """One copy of a mail (its mailbox and source id): its sighting in table Messages, and the
+    key of its rows in MailboxActions and Retention."""
+    return SIGHTING_ROWS + short_hash(mailbox, source_id)
+
+
+def action_row(mailbox: str, source_id: str, action: str, index: int) -> str:
+    return f"{sighting_row(mailbox, source_id)}-{action}-{index}"
+
+
+def copy_row(row_key: str, mailbox: str, source_id: str, blob: str) -> str:
+    """The RowKey a further copy of a mail (another mailbox, source id or raw bytes) takes when
+    the plain one is another copy's (store/messages.py put_own_row)."""
+    return f"{row_key[:400]}-{short_hash(mailbox, source_id, blob, length=24)}"
+
+
+# Table Held: a mailbox's partition, a row per held message.
+def held_row(message_key: str) -> str:
+    return message_key[:400]
 
 
 def after_prefix(prefix: str) -> str:

@@ -36,7 +36,7 @@ def create_numbered(
     key = entity["RowKey"]
     with stores.number_lock(record_type):
         last = stores.last_numbers.get(record_type)
-        number = (last if last is not None else _highest(stores, record_type)) + 1
+        number = (last if last is not None else highest(stores, record_type)) + 1
         for _ in range(MAX_NUMBER_ATTEMPTS):
             numbered = {**entity, "Number": number, "DisplayId": f"{prefix}-{number}"}
             index = {"PartitionKey": record_type, "RowKey": number_row(number), "RecordKey": key}
@@ -46,11 +46,18 @@ def create_numbered(
             existing = records.get(record_type, key)
             if existing is not None:
                 return None, existing
-            number = max(_highest(stores, record_type), number) + 1
+            number = max(highest(stores, record_type), number) + 1
     raise RuntimeError(f"numbers of {record_type}: too much contention, will retry")
 
 
-def _highest(stores: Stores, record_type: str) -> int:
+def highest(stores: Stores, record_type: str) -> int:
+    """The highest number given out to `record_type` (0 before the first): one request."""
     rows = stores.table(RECORDS).partition(record_type, ["RowKey"], row_from=NUMBER_ROWS, first=1)
     row = next(rows, None)
     return number_of_row(row["RowKey"]) if row else 0
+
+
+def numbered(stores: Stores, record_type: str, number: int) -> str | None:
+    """The key of record `number` of `record_type`, or None while no record has it."""
+    row = stores.table(RECORDS).get(record_type, number_row(number))
+    return str(row["RecordKey"]) if row is not None else None

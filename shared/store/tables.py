@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Container, Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -330,3 +330,18 @@ class Table:
                     raise
                 sent += 1
         return sent
+
+
+def transact_each(
+    table: Table, groups: Iterable[Sequence[tuple[Literal["insert", "upsert"], Mapping[str, Any]]]]
+) -> None:
+    """Each group in one transaction; where an insert finds its row there, the group's other
+    writes go one by one (the insert is already done: a redelivery or a concurrent writer)."""
+    for operations in groups:
+        if table.transact(operations):
+            continue
+        for op, entity in operations:
+            if op == "insert":
+                table.insert(entity)
+            else:
+                table.upsert(entity)
