@@ -20,9 +20,10 @@ from ..core.config import Config, EwsMailbox, GraphMailbox
 from ..core.contracts import EventChange, RecordRef
 from ..core.tasks import TaskChange
 from ..sources.graph.source import GraphSource, graph_datetime
-from ..store.keys import number_row, short_hash
+from ..store import tasks as task_rows
+from ..store.keys import number_row
 from ..store.stores import GRAPH_STATE, RECORDS, Stores
-from .tasks import apply_change, move_dates, parse_date
+from .tasks import apply_change, move_dates
 
 log = logging.getLogger(__name__)
 # Mailfiler's own named property (a fixed GUID for this app): "mailfiler:<type>:<key>".
@@ -30,23 +31,9 @@ TASK_PROPERTY = "String {6c1d3f8e-2b4a-4f0e-9a57-3d2f1c8b7e10} Name MailfilerTas
 DEFAULT_LENGTH = timedelta(minutes=30)
 
 
-def _link_partition(mailbox: str) -> str:
-    return f"evlink-{mailbox}"
-
-
 def link(stores: Stores, mailbox: str, event_id: str, ref: RecordRef) -> None:
-    stores.table(GRAPH_STATE).upsert(
-        {
-            "PartitionKey": _link_partition(mailbox),
-            "RowKey": short_hash(event_id),
-            "EventId": event_id[:1000],
-            "TaskType": ref.type,
-            "TaskKey": ref.key,
-        }
-    )
-    stores.table(RECORDS).upsert(
-        {"PartitionKey": ref.type, "RowKey": ref.key, "EventId": event_id[:1000]}
-    )
+    task_rows.link(stores.table(GRAPH_STATE), mailbox, event_id, ref)
+    task_rows.set_event(stores.table(RECORDS), ref, event_id)
 
 
 def create_event(
@@ -56,8 +43,8 @@ def create_event(
     row = stores.table(RECORDS).get(ref.type, ref.key)
     if row is None or row.get("EventId"):
         return None
-    start = parse_date(row.get("F_Start"))
-    due = parse_date(row.get("F_Due"))
+    dates = task_rows.state_of(row)
+    start, due = dates.start, dates.due
     begin = start or due
     if begin is None:
         return None  # no dates to put in a calendar
@@ -91,8 +78,7 @@ def on_event(
     """A change to a calendar event: follow it with its linked task, if it has one."""
     from ..sources.graph.client import GraphNotFound
 
-    links = stores.table(GRAPH_STATE)
-    linked = links.get(_link_partition(mailbox.name), short_hash(event_id))
+    linked = task_rows.linked(stores.table(GRAPH_STATE), mailbox.name, event_id)
     if change == "deleted":
         return _deleted(stores, config, mailbox, linked, now)
     try:
@@ -155,7 +141,7 @@ def task_of(
                 if row is not None:
                     return RecordRef(type=task_type.name, key=str(row["RecordKey"]))
     if linked is not None:
-        return RecordRef(type=str(linked["TaskType"]), key=str(linked["TaskKey"]))
+        return task_rows.linked_task(linked)
     return None
 
 
@@ -167,9 +153,7 @@ def on_polled_event(
     now: datetime,
 ) -> str:
     """A calendar item a poll saw change (EWS): its linked task follows, as for Graph."""
-    linked = stores.table(GRAPH_STATE).get(
-        _link_partition(mailbox.name), short_hash(change.event_id)
-    )
+    linked = task_rows.linked(stores.table(GRAPH_STATE), mailbox.name, change.event_id)
     if change.change == "deleted":
         return _deleted(stores, config, mailbox, linked, now)
     ref = task_of(stores, config, mailbox, change.subject or "", change.task_property, linked)
@@ -189,20 +173,21 @@ def _deleted(
 ) -> str:
     if linked is None:
         return "event not linked to a task"
-    ref = RecordRef(type=str(linked["TaskType"]), key=str(linked["TaskKey"]))
-    stores.table(GRAPH_STATE).delete(linked["PartitionKey"], linked["RowKey"])
+    ref = task_rows.linked_task(linked)
+    task_rows.unlink(stores.table(GRAPH_STATE), linked)
     row = stores.table(RECORDS).get(ref.type, ref.key)
     if row is None:
         return "linked task is gone"
-    stores.table(RECORDS).upsert({"PartitionKey": ref.type, "RowKey": ref.key, "EventId": ""})
+    task_rows.set_event(stores.table(RECORDS), ref, "")
     policy = mailbox.calendar
     tasks = mailbox.tasks
     if policy is not None and policy.on_event_deleted == "close" and tasks is not None:
+        dates = task_rows.state_of(row)
         change = TaskChange(
             False,
             tasks.completed_status,
-            parse_date(row.get("F_Start")),
-            parse_date(row.get("F_Due")),
+            dates.start,
+            dates.due,
             "task.updated",
             "linked event deleted",
         )

@@ -9,23 +9,22 @@ from typing import Any
 
 from ..core.config import GraphMailbox, ImapMailbox, Mailbox
 from ..sources.graph.state import SUBSCRIPTIONS
+from ..store import mailbox_status as status_store
 from ..store.stores import GRAPH_STATE, MAILBOXES
 from .context import AppContext
 from .ingest import IngestSummary
 
 log = logging.getLogger(__name__)
 
-STATUS_PARTITION = "status"
+STATUS_PARTITION = status_store.STATUS  # the poll stage writes LastBusyAt there too
 
 
 def status_rows(ctx: AppContext) -> dict[str, dict[str, Any]]:
-    return {e["RowKey"]: e for e in ctx.stores.table(MAILBOXES).partition(STATUS_PARTITION)}
+    return status_store.all_status(ctx.stores.table(MAILBOXES))
 
 
 def resync_done(ctx: AppContext, name: str) -> None:
-    ctx.stores.table(GRAPH_STATE).upsert(
-        {"PartitionKey": name, "RowKey": "resync", "Requested": False}
-    )
+    status_store.resync_done(ctx.stores.table(GRAPH_STATE), name)
 
 
 def record_status(
@@ -38,13 +37,8 @@ def record_status(
     error: str | None = None,
 ) -> None:
     table = ctx.stores.table(MAILBOXES)
-    previous = table.get(STATUS_PARTITION, name) or {}
-    entity: dict[str, Any] = {
-        "PartitionKey": STATUS_PARTITION,
-        "RowKey": name,
-        "Kind": kind,
-        "LastPoll": now,
-    }
+    previous = status_store.status(table, name) or {}
+    entity: dict[str, Any] = {"Kind": kind, "LastPoll": now}
     if error is None and summary is not None:
         entity.update(
             LastSuccess=now,
@@ -68,25 +62,17 @@ def record_status(
             entity.update(
                 Disabled=True, DisabledReason=f"{failures} failed polls; last: {error}"[:2000]
             )
-    table.upsert(entity)
+    status_store.put_status(table, name, **entity)
 
 
 def enable(ctx: AppContext, name: str) -> None:
     """Poll a mailbox that was disabled after failures again (after fixing the cause)."""
-    ctx.stores.table(MAILBOXES).upsert(
-        {
-            "PartitionKey": STATUS_PARTITION,
-            "RowKey": name,
-            "Disabled": False,
-            "DisabledReason": "",
-            "ConsecutiveFailures": 0,
-        }
-    )
+    status_store.enable(ctx.stores.table(MAILBOXES), name)
 
 
 def mailbox_status(ctx: AppContext, now: datetime | None = None) -> dict[str, dict[str, Any]]:
     now = now or datetime.now(UTC)
-    stored = {e["RowKey"]: e for e in ctx.stores.table(MAILBOXES).partition(STATUS_PARTITION)}
+    stored = status_rows(ctx)
     out: dict[str, dict[str, Any]] = {}
     for mailbox in ctx.config.mailboxes:
         entry = stored.get(mailbox.name, {})
@@ -140,12 +126,4 @@ def _iso(value: Any) -> str | None:
 
 def request_resync(ctx: AppContext, mailbox: str, now: datetime, *, reason: str) -> None:
     """The next poll runs delta for this mailbox, whatever its schedule."""
-    ctx.stores.table(GRAPH_STATE).upsert(
-        {
-            "PartitionKey": mailbox,
-            "RowKey": "resync",
-            "Requested": True,
-            "Reason": reason,
-            "At": now,
-        }
-    )
+    status_store.request_resync(ctx.stores.table(GRAPH_STATE), mailbox, now, reason)

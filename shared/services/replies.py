@@ -25,6 +25,7 @@ from ..core.outbound import (
     compose,
     one_line,
 )
+from ..store.keys import notice_row
 from ..store.stores import OUTBOUND, Stores
 
 MAX_ATTACHMENTS = 20
@@ -49,7 +50,7 @@ def notices_of(plan: FilingPlan, display_id: str | None) -> list[OutboundMail]:
             original_sender=plan.sender or "",
             original_blob=plan.blob,
             message_key=plan.message_key,
-            notice_row=f"{i}-{notice.kind}",
+            notice_row=notice_row(i, notice.kind),
         )
         for i, notice in enumerate(plan.notices)
     ]

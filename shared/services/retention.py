@@ -9,19 +9,15 @@ retention was switched off since keeps its mail: its notes are dropped unacted.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
-
-from azure.core.exceptions import ResourceNotFoundError
 
 from ..core.config import Config
-from ..core.contracts import FilingPlan, MailboxAction, RecordRef
+from ..core.contracts import FilingPlan, MailboxAction
+from ..store import retention
 from ..store.backoff import seconds_left
 from ..store.stores import RETENTION, Stores
-from ..store.tables import Table
 from .actions import act, sighting_row
 from .context import AppContext
 from .server_busy import note_busy
@@ -35,18 +31,15 @@ def schedule_deletion(stores: Stores, config: Config, plan: FilingPlan, now: dat
     days = mailbox.after_filing.delete_after_days if mailbox else None
     if not days:
         return
-    due = now + timedelta(days=days)
-    stores.table(RETENTION).upsert(
-        {
-            "PartitionKey": f"{due:%Y%m%d}",
-            "RowKey": sighting_row(plan.mailbox, plan.source_id),
-            "Mailbox": plan.mailbox,
-            "SourceId": plan.source_id[:1000],
-            "MessageKey": plan.message_key[:400],
-            "RecordType": plan.record.type if plan.record else None,
-            "RecordKey": plan.record.key if plan.record else None,
-            "HandledAt": now,
-        }
+    retention.note(
+        stores.table(RETENTION),
+        now + timedelta(days=days),
+        sighting_row(plan.mailbox, plan.source_id),
+        mailbox=plan.mailbox,
+        source_id=plan.source_id,
+        message_key=plan.message_key,
+        record=plan.record,
+        now=now,
     )
 
 
@@ -62,14 +55,14 @@ def run_retention(ctx: AppContext, now: datetime) -> RetentionSummary:
     """Delete every mail that is due; a failing mailbox keeps its notes for the next run."""
     summary = RetentionSummary()
     table = ctx.stores.table(RETENTION)
-    due = table.query("PartitionKey le @today", {"today": f"{now:%Y%m%d}"})
+    due = retention.due(table, now)
     broken: set[str] = set()
     for row in due:
         name = row["Mailbox"]
         mailbox = ctx.config.mailbox(name)
         if mailbox is None or not mailbox.after_filing.delete_after_days:
             summary.skipped += 1
-            _forget(table, row)
+            retention.forget(table, row)
             continue
         if name in broken:
             continue
@@ -78,11 +71,7 @@ def run_retention(ctx: AppContext, now: datetime) -> RetentionSummary:
             summary.failed.append((name, "the server asked for quiet (back-off)"))
             broken.add(name)
             continue
-        record = (
-            RecordRef(type=row["RecordType"], key=row["RecordKey"])
-            if row.get("RecordKey")
-            else None
-        )
+        record = retention.record_of(row)
         try:
             (result,) = act(
                 ctx.stores,
@@ -106,7 +95,7 @@ def run_retention(ctx: AppContext, now: datetime) -> RetentionSummary:
             summary.deleted += 1
         else:
             summary.recorded += 1
-        _forget(table, row)
+        retention.forget(table, row)
     log.info(
         "retention: deleted=%d recorded=%d skipped=%d failed mailboxes=%d",
         summary.deleted,
@@ -115,11 +104,6 @@ def run_retention(ctx: AppContext, now: datetime) -> RetentionSummary:
         len(summary.failed),
     )
     return summary
-
-
-def _forget(table: Table, row: dict[str, Any]) -> None:
-    with contextlib.suppress(ResourceNotFoundError):
-        table.delete(row["PartitionKey"], row["RowKey"])
 
 
 def prune_rate_limit_slots(ctx: AppContext, now: datetime) -> int:

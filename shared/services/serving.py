@@ -30,12 +30,12 @@ from typing import Any
 
 from ..core.config import Config
 from ..core.errors import MailfilerError
+from ..store import serving as claim_row
 from ..store.keys import short_hash
 from ..store.stores import MAILBOXES, Stores
 
 log = logging.getLogger(__name__)
-SERVING = "serving"  # Mailboxes PartitionKey of the claim (mailbox rows use other partitions)
-CLAIM = "config"
+SERVING, CLAIM = claim_row.SERVING, claim_row.CLAIM  # where the claim is (store/serving.py)
 LOCAL_TTL = timedelta(seconds=90)  # a local process renews every LOCAL_BEAT
 LOCAL_BEAT = 30.0
 AZURE_TTL = timedelta(minutes=10)  # the app's poll timer renews every minute
@@ -55,13 +55,6 @@ class ConfigConflict(RuntimeError, MailfilerError):
 
 def _holder(kind: str) -> str:
     return f"{kind} {socket.gethostname()[:100]} pid {os.getpid()}"
-
-
-def _names(config: Config) -> dict[str, str]:
-    return {
-        "Mailboxes": ", ".join(m.name for m in config.mailboxes)[:2000],
-        "RecordTypes": ", ".join(t.name for t in config.record_types)[:2000],
-    }
 
 
 def _iso(value: Any) -> str:
@@ -105,22 +98,20 @@ def claim(
     ETag-guarded: of two processes with different configurations starting at once, one wins."""
     table = stores.table(MAILBOXES)
     fp = fingerprint(config)
-    mine: dict[str, Any] = {
-        "PartitionKey": SERVING,
-        "RowKey": CLAIM,
-        "Fingerprint": fp,
-        "ConfigPath": config_path[:1000],
-        "Holder": _holder(kind),
-        "Kind": kind,
-        "Since": now,
-        "HeartbeatAt": now,
-        "Until": now + ttl,
-        **_names(config),
-    }
+    mine = claim_row.new_claim(
+        fingerprint=fp,
+        config_path=config_path,
+        holder=_holder(kind),
+        kind=kind,
+        now=now,
+        until=now + ttl,
+        mailboxes=", ".join(m.name for m in config.mailboxes),
+        record_types=", ".join(t.name for t in config.record_types),
+    )
     for _ in range(_ATTEMPTS):
-        row = table.get(SERVING, CLAIM)
+        row = claim_row.read(table)
         if row is None:
-            if table.insert(mine) is not None:
+            if claim_row.insert(table, mine):
                 log.info("serving: %s claims the storage for %s (%s)", kind, config_path, fp)
                 return mine
             continue
@@ -131,18 +122,14 @@ def claim(
         if row.get("Fingerprint") == fp:
             # Shared with a process of the same configuration: keep its registration, and
             # never shorten a longer claim (the app's) with a local one.
-            renewed = {
-                "PartitionKey": SERVING,
-                "RowKey": CLAIM,
-                "HeartbeatAt": now,
-                "Until": max(until, now + ttl) if alive else now + ttl,
-            }
-            if table.update_if_unchanged(renewed, row["_etag"]):
+            longest = max(until, now + ttl) if alive else now + ttl
+            renewed = claim_row.beat(table, row["_etag"], now, longest)
+            if renewed is not None:
                 return {**row, **renewed}
             continue
         if alive and not force:
             raise ConfigConflict(conflict_message(row, fp, config, config_path))
-        if table.update_if_unchanged(mine, row["_etag"]):
+        if claim_row.replace(table, mine, row["_etag"]):
             log.warning(
                 "serving: %s takes the storage over for %s (%s) from %s (%s, %s)",
                 kind,
@@ -164,13 +151,12 @@ def release(stores: Stores, config: Config, now: datetime, kind: str = "local") 
     configuration need not wait for it to expire. A process of the same configuration still
     running renews it at its next heartbeat. True if released."""
     table = stores.table(MAILBOXES)
-    row = table.get(SERVING, CLAIM)
+    row = claim_row.read(table)
     if row is None or row.get("Fingerprint") != fingerprint(config):
         return False
     if row.get("Holder") != _holder(kind):
         return False
-    ended = {"PartitionKey": SERVING, "RowKey": CLAIM, "Until": now, "HeartbeatAt": now}
-    return table.update_if_unchanged(ended, row["_etag"])
+    return claim_row.beat(table, row["_etag"], now, now) is not None
 
 
 class Heartbeat:

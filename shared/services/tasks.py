@@ -20,7 +20,8 @@ from ..core.decide import record_key
 from ..core.errors import MailfilerError
 from ..core.message import id_key
 from ..core.mime import message_id_of
-from ..core.tasks import Flag, TaskChange, TaskState, on_event_moved, on_flag
+from ..core.tasks import Flag, TaskChange, on_event_moved, on_flag
+from ..store import tasks as task_rows
 from ..store.numbers import create_numbered
 from ..store.stores import MESSAGES, RECORDS, TIMELINE, Stores
 from . import events
@@ -55,23 +56,6 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def parse_date(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
-def state_of(row: dict[str, Any]) -> TaskState:
-    return TaskState(
-        status=str(row.get("Status") or ""),
-        start=parse_date(row.get("F_Start")),
-        due=parse_date(row.get("F_Due")),
-    )
-
-
 def sync_flag(
     stores: Stores,
     config: Config,
@@ -89,7 +73,7 @@ def sync_flag(
     message_key = id_key(message_id)
     ref = task_ref(policy, mailbox.name, message_key)
     row = stores.table(RECORDS).get(ref.type, ref.key)
-    task = state_of(row) if row else None
+    task = task_rows.state_of(row) if row else None
     record_type = config.record_type(policy.record_type)
     open_status = record_type.statuses[0] if record_type else "new"
     change = on_flag(flag, task, policy, open_status)
@@ -119,16 +103,14 @@ def apply_change(
     *,
     message_key: str | None = None,
 ) -> None:
-    update: dict[str, Any] = {
-        "PartitionKey": ref.type,
-        "RowKey": ref.key,
-        "F_Start": _iso(change.start),
-        "F_Due": _iso(change.due),
-        "UpdatedAt": now,
-    }
-    if change.status:
-        update["Status"] = change.status
-    stores.table(RECORDS).upsert(update)
+    task_rows.update_task(
+        stores.table(RECORDS),
+        ref,
+        start=change.start,
+        due=change.due,
+        status=change.status,
+        now=now,
+    )
     detail = f"{change.why}: status {change.status or row.get('Status')}"
     audit(stores, MAILFILER, "update", ref, detail, now)
     _emit(stores, config, ref, row.get("DisplayId"), change, message_key, now)
@@ -150,30 +132,25 @@ def _create(
     subject = str((entry or {}).get("Subject") or parent_row.get("Title") or "")
     record_type = config.record_type(ref.type)
     prefix = record_type.prefix if record_type else ref.type.upper()
-    entity: dict[str, Any] = {
-        "PartitionKey": ref.type,
-        "RowKey": ref.key,
-        "Title": f"Follow up: {subject}"[:1000],
-        "Status": change.status,
-        "CreatedAt": now,
-        "CreatedFrom": message_key[:400],
-        "Mailbox": mailbox.name,
-        "Contact": parent_row.get("Contact"),
-        "F_Start": _iso(change.start),
-        "F_Due": _iso(change.due),
-        "F_Parent": parent_row.get("DisplayId"),
-        "ParentType": parent.type,
-        "ParentKey": parent.key,
-        "MessageKey": message_key[:400],
-        "SourceId": str(filed.get("SourceId") or "")[:1000],
-    }
+    entity = task_rows.new_task(
+        ref,
+        title=f"Follow up: {subject}",
+        status=change.status,
+        now=now,
+        mailbox=mailbox.name,
+        message_key=message_key,
+        source_id=str(filed.get("SourceId") or ""),
+        start=change.start,
+        due=change.due,
+        parent=parent,
+        parent_row=parent_row,
+    )
     number, existing = create_numbered(stores, ref.type, prefix, entity)
     if existing is not None:
         return None
     if entry is not None:
         # The flagged mail is on the task's timeline too (a copy: history is per record).
-        copy = {k: v for k, v in entry.items() if not k.startswith("_")}
-        stores.table(TIMELINE).insert({**copy, "PartitionKey": record_partition(ref)})
+        task_rows.copy_entry(stores.table(TIMELINE), entry, record_partition(ref))
     display = f"{prefix}-{number}"
     audit(
         stores,
@@ -232,7 +209,7 @@ def move_dates(
     row = stores.table(RECORDS).get(ref.type, ref.key)
     if row is None:
         return "linked task is gone"
-    change = on_event_moved(start, end, state_of(row))
+    change = on_event_moved(start, end, task_rows.state_of(row))
     if change is None:
         return "task dates unchanged"
     apply_change(stores, config, ref, row, change, now)

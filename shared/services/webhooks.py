@@ -12,10 +12,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from ..core.contracts import Event
+from ..store import delivery_log
 from ..store.queues import Queues, decode
 from ..store.stores import DELIVERIES as DELIVERY_QUEUE_NAME
 from ..store.stores import DELIVERY_LOG, Stores, poison
-from ..store.tables import Entity, check_key, from_storage
+from ..store.tables import Entity
 
 DELIVERY_QUEUE = DELIVERY_QUEUE_NAME
 
@@ -44,12 +45,7 @@ def ensure_queues(stores: Stores, *names: str | None) -> None:
 
 def dead_letters(stores: Stores, event_id: str | None = None) -> Iterable[Entity]:
     """Rows of dead deliveries: of one event, or all."""
-    query, parameters = "Status eq @status", {"status": "dead"}
-    if event_id:
-        check_key("PartitionKey", event_id)
-        query, parameters = query + " and PartitionKey eq @pk", {**parameters, "pk": event_id}
-    client = stores.table(DELIVERY_LOG).client
-    return (from_storage(e) for e in client.query_entities(query, parameters=parameters))
+    return delivery_log.dead(stores.table(DELIVERY_LOG), event_id)
 
 
 def replay(stores: Stores, rows: Iterable[Entity], *, now: datetime) -> int:
@@ -60,14 +56,7 @@ def replay(stores: Stores, rows: Iterable[Entity], *, now: datetime) -> int:
         delivery = decode(str(row["Delivery"]), Delivery).model_copy(update={"attempt": 1})
         # Sent before the row changes: a crash in between repeats the replay, never loses it.
         stores.queues.send(DELIVERY_QUEUE, delivery)
-        table.upsert(
-            {
-                "PartitionKey": row["PartitionKey"],
-                "RowKey": row["RowKey"],
-                "Status": "replayed",
-                "ReplayedAt": now,
-            }
-        )
+        delivery_log.replayed(table, row, now)
         count += 1
     return count
 

@@ -27,9 +27,10 @@ from typing import Any, Literal
 from ..core.config import Config
 from ..services.context import AppContext
 from ..services.webhooks import DELIVERY_QUEUE, Delivery, ensure_queues
+from ..store import delivery_log
 from ..store.queues import decode, encode
 from ..store.stores import DELIVERY_LOG, Stores
-from ..store.tables import Entity
+from ..store.tables import Table
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ def deliver(
     delivery = decode(body, Delivery)
     ensure_queues(stores)
     event, table = delivery.event, stores.table(DELIVERY_LOG)
-    row = table.get(event.id, delivery.webhook)
+    row = delivery_log.get(table, event.id, delivery.webhook)
     if row is not None and row.get("Status") == "delivered":
         log.info("deliver: %s to %s already delivered", event.id, delivery.webhook)
         return Result("skipped")
@@ -172,7 +173,7 @@ def deliver(
     status = response.status
     answer = f"HTTP {status}" if status is not None else response.error or "no response"
     if status is not None and 200 <= status < 300:
-        table.upsert(_row(delivery, "delivered", now, status, DeliveredAt=now), mode="replace")
+        _note(table, delivery, "delivered", now, status, DeliveredAt=now)
         log.info("deliver: %s to %s: %s", event.id, webhook.name, answer)
         return Result("delivered", status)
     if not _retryable(status):
@@ -190,9 +191,8 @@ def deliver(
     delay = backoff_seconds(delivery.attempt, parse_retry_after(response.retry_after, now))
     nxt = delivery.model_copy(update={"attempt": delivery.attempt + 1})
     stores.queues.send(DELIVERY_QUEUE, nxt, delay_seconds=delay)
-    table.upsert(
-        _row(delivery, "retrying", now, status, LastError=answer[:1000], RetryDelaySeconds=delay),
-        mode="replace",
+    _note(
+        table, delivery, "retrying", now, status, LastError=answer[:1000], RetryDelaySeconds=delay
     )
     log.warning(
         "deliver: %s to %s attempt %d: %s; retry in %d s",
@@ -205,36 +205,40 @@ def deliver(
     return Result("retry", status, delay, answer)
 
 
-def _row(
-    delivery: Delivery, status: Status, now: datetime, code: int | None, **extra: Any
-) -> Entity:
-    return {
-        "PartitionKey": delivery.event.id,
-        "RowKey": delivery.webhook,
-        "Status": status,
-        "EventType": delivery.event.type,
-        "Attempts": delivery.attempt,
-        "LastStatusCode": code,
-        "UpdatedAt": now,
+def _note(
+    table: Table,
+    delivery: Delivery,
+    status: Status,
+    now: datetime,
+    code: int | None,
+    **extra: Any,
+) -> None:
+    delivery_log.put(
+        table,
+        delivery.event.id,
+        delivery.webhook,
+        status=status,
+        event_type=delivery.event.type,
+        attempt=delivery.attempt,
+        code=code,
+        now=now,
         **extra,
-    }
+    )
 
 
 def _dead(
     stores: Stores, delivery: Delivery, now: datetime, code: int | None, reason: str
 ) -> Result:
     # The delivery message itself is kept so `replay` can send it again unchanged.
-    stores.table(DELIVERY_LOG).upsert(
-        _row(
-            delivery,
-            "dead",
-            now,
-            code,
-            Reason=reason[:4000],
-            DeadAt=now,
-            Delivery=encode(delivery).decode("utf-8"),
-        ),
-        mode="replace",
+    _note(
+        stores.table(DELIVERY_LOG),
+        delivery,
+        "dead",
+        now,
+        code,
+        Reason=reason[:4000],
+        DeadAt=now,
+        Delivery=encode(delivery).decode("utf-8"),
     )
     log.error("deliver: %s to %s dead: %s", delivery.event.id, delivery.webhook, reason)
     return Result("dead", code, None, reason)

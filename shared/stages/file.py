@@ -20,7 +20,7 @@ from ..services.context import AppContext
 from ..services.replies import queue_notices
 from ..services.retention import schedule_deletion
 from ..sources.base import MailboxSource
-from ..store import audit_trail, contacts, conversations, held, messages, records, timeline
+from ..store import audit_trail, contacts, conversations, held, messages, notices, records, timeline
 from ..store.errors import ContractError
 from ..store.queues import decode
 from ..store.stores import (
@@ -80,21 +80,7 @@ def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> None:
 def _record_notices(stores: Stores, plan: FilingPlan, now: datetime) -> None:
     if not plan.notices:
         return
-    stores.table(NOTICES).upsert_batch(
-        {
-            "PartitionKey": plan.message_key,
-            "RowKey": f"{i}-{n.kind}",
-            "Kind": n.kind,
-            "To": n.to,
-            "Reason": n.reason[:1000],
-            "Sent": n.sent,
-            "Mailbox": plan.mailbox,
-            "At": now,
-            "RecordType": plan.record.type if plan.record else None,
-            "RecordKey": plan.record.key if plan.record else None,
-        }
-        for i, n in enumerate(plan.notices)
-    )
+    notices.record(stores.table(NOTICES), plan, now)
 
 
 def _file_unfiled(stores: Stores, plan: FilingPlan, now: datetime) -> None:

@@ -26,8 +26,8 @@ from ..core.contracts import InboundMessage
 from ..services.context import AppContext
 from ..services.ingest import queue_message
 from ..services.server_busy import note_busy
+from ..store import ingest_notes
 from ..store.backoff import seconds_left
-from ..store.keys import source_key
 from ..store.stores import GRAPH_FETCH, INBOUND, INGEST
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def _fetch_job(ctx: AppContext, body: bytes, now: datetime) -> str:
         return _event_job(ctx, mailbox, job, body, now)
     where = f"mailbox={mailbox.name} id={item_id[-12:]} change={job.get('change')}"
     ingest = ctx.stores.table(INGEST)
-    known = ingest.get(mailbox.name, source_key(item_id))
+    known = ingest_notes.get(ingest, mailbox.name, item_id)
     if known is not None and job.get("change") == "created":
         return f"{where}: duplicate"
     etags = job.get("etags")
@@ -81,9 +81,7 @@ def _own_echo(
         return None
     folder = row.get("Folder")
     if isinstance(folder, str) and folder and known.get("Folder") != folder:
-        ctx.stores.table(INGEST).upsert(
-            {"PartitionKey": mailbox.name, "RowKey": known["RowKey"], "Folder": folder}
-        )
+        ingest_notes.set_folder(ctx.stores.table(INGEST), mailbox.name, known["RowKey"], folder)
     return "our own change, not fetched"
 
 
@@ -176,9 +174,7 @@ def _fetch(
                 received_at=state.received,
             ),
         )
-        ctx.stores.table(INGEST).upsert(
-            {"PartitionKey": mailbox.name, "RowKey": known["RowKey"], "Folder": folder}
-        )
+        ingest_notes.set_folder(ctx.stores.table(INGEST), mailbox.name, known["RowKey"], folder)
         done.append(f"moved to {folder}")
     if mailbox.tasks:
         flag = Flag(state.flag_status, state.flag_start, state.flag_due)

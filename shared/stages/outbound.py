@@ -12,9 +12,9 @@ stage, for each:
 3. composes the mail (`core/outbound.compose`: headers written by hand, header injection
    refused, size limited) with a signed Message-ID and `X-Mailfiler-Ref`, so replies thread
    back to the record;
-4. for automatic mail, takes one of the recipient's slots (`_reserve`: one row per recipient,
-   PK `r-<recipient hash>`, RK `slots`, written only if its ETag is unchanged, so two workers
-   can never both take the last one; a redelivered mail finds its own slot and takes no other);
+4. for automatic mail, takes one of the recipient's slots (`store/outbox.reserve`: one row per
+   recipient, written only if its ETag is unchanged, so two workers can never both take the
+   last one; a redelivered mail finds its own slot and takes no other);
 5. checks the bytes once more (`core/outbound.check_wire`) and sends them through the mailbox:
    Graph `sendMail` (MIME, saved to Sent Items), EWS SendAndSaveCopy, or SMTP plus an IMAP
    APPEND to the Sent folder;
@@ -31,11 +31,9 @@ back-off and does the same.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ..core.config import (
@@ -60,7 +58,6 @@ from ..core.outbound import (
     check_wire,
     compose,
     one_line,
-    over_limit,
     refusal,
     render,
 )
@@ -69,19 +66,18 @@ from ..services.audit import Actor, audit
 from ..services.context import AppContext
 from ..services.replies import reply_subject
 from ..services.server_busy import note_busy
+from ..store import notices, outbox
 from ..store.backoff import seconds_left
-from ..store.keys import short_hash
 from ..store.queues import decode
-from ..store.stores import FILING, NOTICES, OUTBOUND, OUTBOX, Stores
+from ..store.stores import FILING, NOTICES, OUTBOUND, OUTBOX
 
 log = logging.getLogger(__name__)
-SENT, REFUSED = "sent", "refused"
 
 
 def handle_outbound(ctx: AppContext, body: bytes, now: datetime) -> str:
     mail = decode(body, OutboundMail)
     stores, config = ctx.stores, ctx.config
-    sent = stores.table(OUTBOX).get(SENT, mail.id)
+    sent = outbox.sent(stores.table(OUTBOX), mail.id)
     if sent is not None and sent.get("Recorded", True):
         return "already sent"
     mailbox = config.mailbox(mail.mailbox)
@@ -119,34 +115,24 @@ def handle_outbound(ctx: AppContext, body: bytes, now: datetime) -> str:
     # slot) and before sending.
     taken: list[str] = []
     for to in [check_address(a, "to") for a in draft.to] if automatic else []:
-        why = _reserve(stores, to, mail.id, now, _limits(config))
+        why = outbox.reserve(stores.table(OUTBOX), to, mail.id, now, _limits(config))
         if why:
-            _release(stores, taken, mail.id, now)
+            outbox.release(stores.table(OUTBOX), taken, mail.id, now)
             return _refuse(ctx, mail, why, now)
         taken.append(to)
     try:
         answer = _transmit(ctx, mailbox, draft, raw)
     except OutboundError as exc:
-        _release(stores, taken, mail.id, now)
+        outbox.release(stores.table(OUTBOX), taken, mail.id, now)
         return _refuse(ctx, mail, str(exc), now)
     except Exception as exc:
         busy = note_busy(stores, mailbox.name, exc, now)
         if busy is None:
             raise
-        _release(stores, taken, mail.id, now)  # taken again when it is sent
+        outbox.release(stores.table(OUTBOX), taken, mail.id, now)  # taken again when sent
         return _later(ctx, mail, busy, "server busy")
     # At once: from here on a redelivery finds it sent and only completes the records.
-    _outbox_row(
-        stores,
-        SENT,
-        mail,
-        now,
-        MessageId=draft.message_id[:1000],
-        Answer=answer[:1000],
-        Recorded=False,
-        RecordType=mail.record.type if mail.record else None,
-        RecordKey=mail.record.key if mail.record else None,
-    )
+    outbox.note_sent(stores.table(OUTBOX), mail, now, message_id=draft.message_id, answer=answer)
     _record_sent(ctx, mail, mailbox, draft, raw, answer, now)
     log.info(
         "outbound: mailbox=%s id=%s kind=%s sent (%s)",
@@ -161,85 +147,6 @@ def handle_outbound(ctx: AppContext, body: bytes, now: datetime) -> str:
 def _limits(config: Config) -> Limits:
     limits = config.outbound.limits
     return Limits(limits.window_minutes, limits.per_window, limits.per_day)
-
-
-def _recipient_partition(address: str) -> str:
-    return "r-" + short_hash(address.strip().lower())
-
-
-SLOTS = "slots"
-_CONTENDED = 100  # ETag conflicts in a row before giving up (the queue then retries)
-
-
-def _slots(row: dict[str, Any] | None, now: datetime, keep: timedelta) -> dict[str, datetime]:
-    """The automatic mails a recipient got lately: mail-id hash -> when its slot was taken."""
-    if row is None:
-        return {}
-    try:
-        found = json.loads(str(row.get("Slots") or "{}"))
-    except ValueError:
-        found = {}
-    slots = {}
-    for tag, stamp in found.items() if isinstance(found, dict) else ():
-        with contextlib.suppress(TypeError, ValueError, OverflowError):
-            when = datetime.fromtimestamp(float(stamp), UTC)
-            if when > now - keep:
-                slots[str(tag)] = when
-    return slots
-
-
-def _write_slots(
-    stores: Stores, address: str, row: dict[str, Any] | None, slots: dict[str, datetime]
-) -> bool:
-    """Write the recipient's slots only if nobody changed them since `row` was read."""
-    entity = {
-        "PartitionKey": _recipient_partition(address),
-        "RowKey": SLOTS,
-        # Whole seconds and 12-hex tags: 1,000 slots (the most the limits allow) fit in a
-        # property's 64 KiB.
-        "Slots": json.dumps({t: int(w.timestamp()) for t, w in slots.items()}),
-    }
-    table = stores.table(OUTBOX)
-    if row is None:
-        return table.insert(entity) is not None
-    return table.update_if_unchanged(entity, str(row["_etag"]))
-
-
-def _reserve(
-    stores: Stores, address: str, mail_id: str, now: datetime, limits: Limits
-) -> str | None:
-    """Take one of `address`'s automatic-mail slots for `mail_id`: None when taken (or held by
-    this mail already: a redelivery), else why not. ETag-guarded: read, decide, write only if
-    unchanged, else read again, so concurrent workers cannot both take the last slot."""
-    keep = timedelta(minutes=max(limits.window_minutes, 24 * 60))
-    tag = short_hash(mail_id, length=12)
-    for _ in range(_CONTENDED):
-        row = stores.table(OUTBOX).get(_recipient_partition(address), SLOTS)
-        slots = _slots(row, now, keep)
-        if tag in slots:
-            return None
-        why = over_limit(list(slots.values()), now, limits)
-        if why:
-            return why
-        if _write_slots(stores, address, row, {**slots, tag: now}):
-            return None
-    raise RuntimeError(f"outbound: the slots of {short_hash(address)} stayed contended")
-
-
-def _release(stores: Stores, addresses: list[str], mail_id: str, now: datetime) -> None:
-    """Give back slots taken for a mail that was then refused (it never went out)."""
-    tag = short_hash(mail_id, length=12)
-    for address in addresses:
-        for _ in range(_CONTENDED):
-            row = stores.table(OUTBOX).get(_recipient_partition(address), SLOTS)
-            if row is None:
-                break
-            slots = _slots(row, now, timedelta(days=3650))
-            if tag not in slots:
-                break
-            del slots[tag]
-            if _write_slots(stores, address, row, slots):
-                break
 
 
 def _draft(
@@ -354,18 +261,12 @@ def _record_sent(
     detail = f"{mail.kind} to {', '.join(mail.to)}: <{draft.message_id}> ({answer})"
     audit(stores, actor, "send", mail.record, detail[:1500], now)
     if mail.message_key and mail.notice_row:
-        stores.table(NOTICES).upsert(
-            {
-                "PartitionKey": mail.message_key,
-                "RowKey": mail.notice_row,
-                "Sent": True,
-                "SentAt": now,
-                "SentMessageId": draft.message_id[:1000],
-            }
+        notices.sent(
+            stores.table(NOTICES), mail.message_key, mail.notice_row, now, draft.message_id
         )
     if mail.record is not None:
         _to_timeline(ctx, mail, mailbox, draft, raw)
-    stores.table(OUTBOX).upsert({"PartitionKey": SENT, "RowKey": mail.id[:500], "Recorded": True})
+    outbox.recorded(stores.table(OUTBOX), mail.id)
 
 
 def _to_timeline(
@@ -392,35 +293,12 @@ def _to_timeline(
     ctx.stores.queues.send(FILING, plan)
 
 
-def _outbox_row(
-    stores: Stores, outcome: str, mail: OutboundMail, now: datetime, **fields: Any
-) -> None:
-    stores.table(OUTBOX).upsert(
-        {
-            "PartitionKey": outcome,
-            "RowKey": mail.id[:500],
-            "Kind": mail.kind,
-            "Mailbox": mail.mailbox,
-            "To": ", ".join(mail.to)[:2000],
-            "At": now,
-            **fields,
-        }
-    )
-
-
 def _refuse(ctx: AppContext, mail: OutboundMail, why: str, now: datetime) -> str:
     stores = ctx.stores
     log.warning("outbound: mailbox=%s id=%s refused: %s", mail.mailbox, mail.id[:40], why)
-    _outbox_row(stores, REFUSED, mail, now, Reason=why[:2000])
+    outbox.note_refused(stores.table(OUTBOX), mail, now, why)
     if mail.message_key and mail.notice_row:
-        stores.table(NOTICES).upsert(
-            {
-                "PartitionKey": mail.message_key,
-                "RowKey": mail.notice_row,
-                "Sent": False,
-                "Refused": why[:1000],
-            }
-        )
+        notices.refused(stores.table(NOTICES), mail.message_key, mail.notice_row, why)
     audit(stores, Actor(mail.actor, "mailfiler"), "send refused", mail.record, why[:1500], now)
     return f"refused: {why}"
 

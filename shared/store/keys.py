@@ -38,6 +38,37 @@ def slot_row(bucket: int, index: int) -> str:
     return f"{SLOT_ROWS}{bucket:010d}-{index:05d}"
 
 
+# Outbox (store/outbox.py): PK "sent"/"refused" holds one row per mail id; a recipient's automatic
+# mail slots are one row (RK "slots") in a partition of its own, named by the address's hash.
+def recipient_partition(address: str) -> str:
+    return "r-" + short_hash(address.strip().lower())
+
+
+def slot_tag(mail_id: str) -> str:
+    """What marks a mail's slot among a recipient's slots: 12 hex (1,000 fit in a property)."""
+    return short_hash(mail_id, length=12)
+
+
+# Notices (store/notices.py): PK the message key, RK the notice's place in its plan and its kind.
+def notice_row(index: int, kind: str) -> str:
+    return f"{index}-{kind}"
+
+
+# Retention (store/retention.py): PK the day a mail's deletion falls due, so a run reads the
+# partitions up to today.
+def due_day(when: datetime) -> str:
+    return f"{when:%Y%m%d}"
+
+
+# Links of Outlook events to tasks (store/tasks.py), in GraphState: one partition per mailbox.
+def event_link_partition(mailbox: str) -> str:
+    return f"evlink-{mailbox}"
+
+
+def event_link_row(event_id: str) -> str:
+    return short_hash(event_id)
+
+
 # A record's partition in the Timeline table holds its entries (RowKeys start with a digit) and,
 # after them under "~", rows kept beside them: "~audit-..." (its audit trail) and "~p-..." (the
 # addresses on its thread), so filing a message writes all three in one transaction.

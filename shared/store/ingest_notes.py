@@ -1,0 +1,18 @@
+"""Table `Ingest`: one row per mail a mailbox handed over (PK the mailbox, RK
+`keys.source_key` of its source id), with its blob and the folder it was last seen in. The
+ingest service writes a row once the mail is queued; the Graph fetch stage reads it to tell a
+new mail from a known one and notes where a known one moved."""
+
+from __future__ import annotations
+
+from .keys import source_key
+from .tables import Entity, Table
+
+
+def get(table: Table, mailbox: str, source_id: str) -> Entity | None:
+    return table.get(mailbox, source_key(source_id))
+
+
+def set_folder(table: Table, mailbox: str, row_key: str, folder: str) -> None:
+    """Where a known mail is now (a move by the user, or one of ours)."""
+    table.upsert({"PartitionKey": mailbox, "RowKey": row_key, "Folder": folder})
