@@ -83,3 +83,16 @@ def after_prefix(prefix: str) -> str:
     """The first RowKey past every key that starts with `prefix` ("s-" -> "s."): the end of a
     prefix's range in a RowKey query."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+# Poll cursors (store/cursors.py), one row per watched folder in the mailbox's partition of its
+# kind's state table: IMAP and EWS under "folder-" (EWS folder names compare without case),
+# Graph's delta links under "delta-" (the same partition holds Graph's move targets under
+# "folder-" and its message notes under "msg-").
+CURSOR_ROWS = {"imap": "folder-", "ews": "folder-", "graph": "delta-"}
+
+
+def cursor_row(kind: str, folder: str) -> str:
+    if kind == "graph":
+        return CURSOR_ROWS[kind] + folder
+    return CURSOR_ROWS[kind] + short_hash(folder.lower() if kind == "ews" else folder)

@@ -3,7 +3,8 @@ message (its state and its MIME), and mailbox actions are Graph PATCH / move / D
 
 Ids are immutable ids (`Prefer: IdType="ImmutableId"`), so a source id survives moves. Every
 call for one mailbox holds one of four slots shared by all workers (Graph's per-mailbox limit).
-Delta links are stored per folder once what they listed is safely queued (`commit`).
+Delta links are the poll's cursor, one per folder: the poll stage stores them (store/cursors.py)
+once what they listed is safely queued.
 
 Mailbox actions cost one PATCH (mark read and categories together) and one move per mail. Move
 targets are resolved once per process and mailbox (a folder another worker created at the same
@@ -28,8 +29,9 @@ from urllib.parse import quote
 
 from ...core.config import GraphMailbox
 from ...core.contracts import MailboxAction
+from ...store.cursors import Cursor
 from ...store.stores import GRAPH_STATE, Stores
-from ..base import ActionResult, SourceMessage
+from ..base import ActionResult, NotSupported, Sighting, SourceMessage
 from .client import GraphClient, GraphError, GraphNotFound
 
 log = logging.getLogger(__name__)
@@ -163,8 +165,6 @@ _folder_lock = threading.Lock()
 
 
 class GraphSource:
-    incremental = True  # refs() lists what changed since the last delta link
-
     def __init__(self, mailbox: GraphMailbox, client: GraphClient, stores: Stores) -> None:
         self.mailbox = mailbox
         self.client = client
@@ -292,13 +292,14 @@ class GraphSource:
 
     # -- MailboxSource -----------------------------------------------------------------------
 
-    def refs(self) -> Sequence[str]:
-        """Ids of messages new or changed since the stored delta link of each watched folder."""
+    def poll(self, cursor: Cursor) -> Sighting:
+        """Ids of messages new or changed since each watched folder's delta link in `cursor`,
+        with the changeKey delta listed each with, and the delta links to go on from."""
         ids: list[str] = []
-        table = self.stores.table(GRAPH_STATE)
+        self._pending_links = {}
         for name, fid in self.folders().items():
-            row = table.get(self.mailbox.name, f"delta-{name}")
-            link = row.get("DeltaLink") if row else None
+            stored = (cursor.get(name) or {}).get("DeltaLink")
+            link = stored if isinstance(stored, str) and stored else None
             try:
                 ids.extend(self._delta(name, fid, link))
             except GraphError as exc:
@@ -309,7 +310,22 @@ class GraphSource:
                     "graph: mailbox=%s folder=%s delta reset: %s", self.mailbox.name, name, exc
                 )
                 ids.extend(self._delta(name, fid, None))
-        return list(dict.fromkeys(ids))
+        listed = list(dict.fromkeys(ids))
+        # The version delta listed: a change handed on names it, so our own PATCH or move seen
+        # again by delta is recognised without a fetch, as a notification's `@odata.etag` is.
+        versions = {
+            i: key
+            for i in listed
+            if (state := self._states.get(i)) is not None and (key := state.change_key)
+        }
+        return Sighting(
+            refs=listed,
+            incremental=True,
+            cursor={
+                name: {"DeltaLink": link} for name, link in self._pending_links.items() if link
+            },
+            versions=versions,
+        )
 
     def _delta(self, name: str, folder_id: str, link: str | None) -> list[str]:
         headers = {"Prefer": f'IdType="ImmutableId", odata.maxpagesize={DELTA_PAGE}'}
@@ -337,28 +353,6 @@ class GraphSource:
                 continue
             self._pending_links[name] = str(page.get("@odata.deltaLink") or "")
             return ids
-
-    def listed_version(self, source_id: str) -> str | None:
-        """The changeKey delta listed `source_id` with (None: not listed, or without one): a
-        change the poll hands on names it, so our own PATCH or move seen again by delta is
-        recognised without a fetch, as a notification's `@odata.etag` is."""
-        state = self._states.get(source_id)
-        return state.change_key if state is not None else None
-
-    def commit(self, now: datetime) -> None:
-        """Store the delta links `refs` reached: everything they listed is queued."""
-        table = self.stores.table(GRAPH_STATE)
-        for name, link in self._pending_links.items():
-            if link:
-                table.upsert(
-                    {
-                        "PartitionKey": self.mailbox.name,
-                        "RowKey": f"delta-{name}",
-                        "DeltaLink": link,
-                        "At": now,
-                    }
-                )
-        self._pending_links.clear()
 
     def close(self) -> None:
         """The HTTP connection pool is the process's, shared by every Graph mailbox."""
@@ -460,6 +454,9 @@ class GraphSource:
                 headers={"Content-Type": "text/plain"},
             )
         return "accepted by Graph sendMail"
+
+    def append(self, folder: str, raw: bytes) -> None:  # noqa: ARG002
+        raise NotSupported(f"graph {self.mailbox.name}: sendMail keeps its own copy in Sent")
 
     def apply(self, source_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
         """Mark read and categorise (one PATCH), move, delete. Without Mail.ReadWrite Graph
