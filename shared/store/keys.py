@@ -96,3 +96,13 @@ def cursor_row(kind: str, folder: str) -> str:
     if kind == "graph":
         return CURSOR_ROWS[kind] + folder
     return CURSOR_ROWS[kind] + short_hash(folder.lower() if kind == "ews" else folder)
+
+
+# What Graph remembers per mailbox in GraphState (store/graph_notes.py), in the mailbox's
+# partition: a move target's folder id, and per message the version last seen.
+def graph_target_row(path: str) -> str:
+    return "folder-" + short_hash(path)
+
+
+def graph_message_row(source_id: str) -> str:
+    return "msg-" + short_hash(source_id)

@@ -18,7 +18,7 @@ from exchangelib import close_connections  # type: ignore[import-untyped]
 from imapclient import IMAPClient
 
 from shared.cli.azurite import Azurite
-from shared.core.config import EwsMailbox, ImapMailbox, parse_config
+from shared.core.config import EwsMailbox, GraphMailbox, ImapMailbox, parse_config
 from shared.core.contracts import EventChange, FlagChange
 from shared.pipeline.context import AppContext, set_context
 from shared.pipeline.poll import poll_one
@@ -26,12 +26,18 @@ from shared.settings import AppSettings, load_config
 from shared.sources.base import Sighting
 from shared.sources.ews.source import EwsSource
 from shared.sources.imap.source import ImapSource
+from shared.sources.registry import graph_source
 from shared.store.account import RequestCounter, StorageSettings
 from shared.store.cursors import Cursors
 from shared.store.queues import decode
 from shared.store.stores import IMAP_STATE, QUEUES, TABLES, TASK_CHANGES, Stores
 from tests.fakes.dovecot import Dovecot, available
 from tests.fakes.ews import FakeEws
+
+from .graph_setup import USER as GRAPH_USER
+from .graph_setup import GraphWorld, graph_world
+
+__all__ = ["graph_world"]
 
 pytestmark = pytest.mark.azurite
 USER, PASSWORD = "support@example.test", "imap-password"
@@ -280,3 +286,25 @@ def test_a_worker_killed_between_the_changes_and_the_cursor_sends_them_again(
         assert task_changes(stores) == [flag(1, "flagged")] * 2  # the cursor moved: once is all
     finally:
         set_context(None)
+
+
+def test_a_graph_poll_returns_its_delta_links_and_versions_and_leaves_no_message_and_no_row(
+    graph_world: GraphWorld,
+) -> None:
+    fake, stores = graph_world.fake, graph_world.ctx.stores
+    mailbox = graph_world.ctx.config.mailbox("m365")
+    assert isinstance(mailbox, GraphMailbox)
+    first_ids = [fake.add_message(GRAPH_USER, "inbox", mail(n, "contoso.example")) for n in (1, 2)]
+    first = graph_source(mailbox, stores).poll({})
+    assert sorted(first.refs) == sorted(first_ids) and first.incremental
+    assert set(first.versions) == set(first_ids)  # the changeKey delta listed each with
+    assert list(first.cursor) == list(mailbox.folders)
+    assert all(str(c["DeltaLink"]).startswith("http") for c in first.cursor.values())
+    # The poll made Graph calls (holding Graph's slots, which are blob leases) and nothing else.
+    assert all(stores.queues.depth(q) == 0 for q in QUEUES)
+    assert all(list(stores.table(t).all()) == [] for t in TABLES)
+
+    (third,) = [fake.add_message(GRAPH_USER, "inbox", mail(3, "contoso.example"))]
+    later = graph_source(mailbox, stores).poll(first.cursor)
+    assert list(later.refs) == [third]
+    assert all(list(stores.table(t).all()) == [] for t in TABLES)

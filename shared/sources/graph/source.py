@@ -11,12 +11,12 @@ targets are resolved once per process and mailbox (a folder another worker creat
 moment is taken as it is: Graph's 409 `ErrorFolderExists`), and forgotten when Graph says 404.
 A row per message in `GraphState` remembers the version we last saw and the changeKeys our own
 PATCH and move produced, so the `updated` notifications our own changes cause are recognised
-without asking Graph again (`own_change`).
+without asking Graph again (`own_change`). Those rows and the move targets' are kept through
+store/graph_notes.py; the source never touches a table itself.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -30,7 +30,8 @@ from urllib.parse import quote
 from ...core.config import GraphMailbox
 from ...core.contracts import MailboxAction
 from ...store.cursors import Cursor
-from ...store.stores import GRAPH_STATE, Stores
+from ...store.graph_notes import GraphNotes
+from ...store.stores import Stores
 from ..base import ActionResult, NotSupported, Sighting, SourceMessage
 from .client import GraphClient, GraphError, GraphNotFound
 
@@ -104,16 +105,6 @@ def change_key(value: Any) -> str | None:
     return text
 
 
-def _target_row(path: str) -> str:
-    """Row key (GraphState, partition: the mailbox) of a move target's folder id."""
-    return "folder-" + hashlib.sha256(path.encode()).hexdigest()[:32]
-
-
-def message_row(source_id: str) -> str:
-    """Row key (GraphState, partition: the mailbox) of what we know about one message."""
-    return "msg-" + hashlib.sha256(source_id.encode()).hexdigest()[:32]
-
-
 def own_change(
     stores: Stores, mailbox: str, source_id: str, etags: Sequence[Any]
 ) -> dict[str, Any] | None:
@@ -122,7 +113,7 @@ def own_change(
     keys = [change_key(etag) for etag in etags]
     if not keys or any(key is None for key in keys):
         return None
-    row = stores.table(GRAPH_STATE).get(mailbox, message_row(source_id))
+    row = GraphNotes(stores, mailbox).message(source_id)
     if row is None:
         return None
     own = str(row.get("Own") or "").split()
@@ -168,9 +159,9 @@ class GraphSource:
     def __init__(self, mailbox: GraphMailbox, client: GraphClient, stores: Stores) -> None:
         self.mailbox = mailbox
         self.client = client
-        self.stores = stores
         self.user = f"users/{quote(mailbox.user, safe='@')}"
         self.slots = stores.slots(f"graph:{mailbox.tenant_id}:{mailbox.user}", MAILBOX_SLOTS)
+        self.notes = GraphNotes(stores, mailbox.name)  # its rows: never the table itself
         self._pending_links: dict[str, str] = {}
         self._states: dict[str, MessageState] = {}
         self._noted: set[str] = set()  # messages whose row this source wrote
@@ -254,22 +245,10 @@ class GraphSource:
             known = _target_cache.get(key, {}).get(folder)
         if known is not None:
             return known
-        table = self.stores.table(GRAPH_STATE)
-        row = table.get(self.mailbox.name, _target_row(folder))
-        stored = row.get("FolderId") if row else None
-        if isinstance(stored, str) and stored and row and row.get("Path") == folder:
-            resolved = stored
-        else:
+        resolved = self.notes.target(folder)
+        if resolved is None:
             resolved = self.folder_id(folder, create=True)
-            table.upsert(
-                {
-                    "PartitionKey": self.mailbox.name,
-                    "RowKey": _target_row(folder),
-                    "Path": folder,
-                    "FolderId": resolved,
-                    "At": datetime.now(UTC),
-                }
-            )
+            self.notes.keep_target(folder, resolved, datetime.now(UTC))
         with _folder_lock:
             _target_cache.setdefault(key, {})[folder] = resolved
         return resolved
@@ -280,7 +259,7 @@ class GraphSource:
         with _folder_lock:
             _target_cache.get(key, {}).pop(folder, None)
         try:
-            self.stores.table(GRAPH_STATE).delete(self.mailbox.name, _target_row(folder))
+            self.notes.forget_target(folder)
         except Exception as exc:  # already gone, or storage down: resolving overwrites it
             log.info("graph: mailbox=%s could not forget a folder id: %s", self.mailbox.name, exc)
 
@@ -414,11 +393,7 @@ class GraphSource:
         seen: dict[str, Any] | None,
         own: Sequence[str],
     ) -> None:
-        row: dict[str, Any] = {
-            "PartitionKey": self.mailbox.name,
-            "RowKey": message_row(source_id),
-            "At": datetime.now(UTC),
-        }
+        row: dict[str, Any] = {}
         if state is not None:
             row |= {
                 "Seen": state.change_key or "",
@@ -434,12 +409,7 @@ class GraphSource:
                 row["FolderId"] = str(seen["parentFolderId"])
                 # The folder as the fetch stage records it, for an echo that is not fetched.
                 row["Folder"] = self.folder_name(str(seen["parentFolderId"]))
-        table = self.stores.table(GRAPH_STATE)
-        if own:
-            before = table.get(self.mailbox.name, message_row(source_id)) or {}
-            keys = [k for k in str(before.get("Own") or "").split() if k not in own]
-            row["Own"] = " ".join([*keys, *own][-OWN_KEYS:])
-        table.upsert(row)
+        self.notes.note_message(source_id, row, own, datetime.now(UTC), keep_own=OWN_KEYS)
         self._noted.add(source_id)
 
     def send_mime(self, raw: bytes) -> str:
@@ -550,7 +520,7 @@ class GraphSource:
         return details, answer or None
 
     def _known_categories(self, source_id: str, path: str) -> list[str]:
-        row = self.stores.table(GRAPH_STATE).get(self.mailbox.name, message_row(source_id))
+        row = self.notes.message(source_id)
         if row is not None and isinstance(row.get("Categories"), str):
             try:
                 known = json.loads(row["Categories"])
