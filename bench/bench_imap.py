@@ -8,8 +8,8 @@ checks that every message arrived, so a figure is never one of a broken sync).
    multipart with an HTML part, some replies; distinct Message-IDs) are dropped into a user's
    Maildir, and one untimed pass lets Dovecot assign UIDs and warms its index and the page cache.
    Then, on the same mailbox, timed:
-   - ours, IMAP alone: a fresh `ImapSource`, `refs()` and `read()` of every id, nothing stored
-     and no cursor committed (what the IMAP side costs);
+   - ours, IMAP alone: a fresh `ImapSource`, `poll()` and `read()` of every id, nothing stored
+     and no cursor saved (what the IMAP side costs);
    - mbsync (isync) pulling INBOX into a fresh Maildir on tmpfs (/dev/shm when writable), with
      `FSync no`: Azurite keeps everything in memory too, so neither side waits on the disk;
    - ours, `ingest_mailbox` on Azurite: the IMAP side plus raw mail to Blob Storage, a queue
@@ -45,6 +45,7 @@ from shared.services.ingest import ingest_mailbox
 from shared.settings import AppSettings
 from shared.sources.imap.source import ImapSource, source_id
 from shared.store.account import RequestCounter, StorageSettings
+from shared.store.cursors import Cursors
 from shared.store.stores import Stores
 from tests.fakes.dovecot import Dovecot
 
@@ -188,10 +189,10 @@ def warm(port: int, user: str, expected: int) -> None:
 
 
 def imap_alone(ctx: AppContext, name: str) -> dict[str, Any]:
-    """refs() and read() of every message, nothing stored, no cursor committed."""
+    """poll() and read() of every message, nothing stored, no cursor saved."""
     source = imap_source(ctx, name)
     started = time.perf_counter()
-    ids = source.refs()
+    ids = source.poll({}).refs
     size = 0
     for ident in ids:
         size += len(source.read(ident).raw)
@@ -247,7 +248,8 @@ def ingest(ctx: AppContext, counter: RequestCounter, name: str) -> dict[str, Any
     source = imap_source(ctx, name)
     counter.reset()
     started = time.perf_counter()
-    summary = ingest_mailbox(ctx.stores, name, source, now=datetime.now(UTC))
+    cursors = Cursors(ctx.stores, name, "imap")
+    summary = ingest_mailbox(ctx.stores, name, source, now=datetime.now(UTC), cursors=cursors)
     seconds = time.perf_counter() - started
     if summary.failed or not summary.complete:
         raise RuntimeError(f"ingest of {name} incomplete: {summary}")
@@ -285,7 +287,7 @@ def idle(ctx: AppContext, counter: RequestCounter, name: str) -> dict[str, Any]:
 ACTED, ACTED_USER = 100, "acted@mailfiler.example"
 
 
-def after_filing(port: int, stores: Stores) -> dict[str, Any]:
+def after_filing(port: int) -> dict[str, Any]:
     """Every message of a fresh user marked read, given a keyword and moved, one apply each."""
     with IMAPClient("127.0.0.1", port=port, ssl=False, timeout=60) as client:
         client.login(ACTED_USER, PASSWORD)
@@ -307,7 +309,7 @@ def after_filing(port: int, stores: Stores) -> dict[str, Any]:
     ]
     commands, moved = 0, 0
     for ident in ids:
-        source = ImapSource(mailbox, PASSWORD, stores)
+        source = ImapSource(mailbox, PASSWORD)
         moved += all(r.done for r in source.apply(ident, actions))
         commands += source.commands
     return {"mails": len(ids), "moved": moved, "commands": commands}
@@ -348,7 +350,7 @@ def main() -> None:
                 small_first = ingest(ctx, counter, "small")
                 idles = {name: idle(ctx, counter, name) for name in ("small", "big")}
                 dovecot.add_user(ACTED_USER, PASSWORD)
-                acted = after_filing(dovecot.port, stores)
+                acted = after_filing(dovecot.port)
             finally:
                 set_context(None)
     finally:
@@ -395,7 +397,7 @@ def report(
     print(f"{'':<36}{'seconds':>9}{'msgs/s':>9}{'IMAP cmds':>11}{'storage':>9}{'vs mbsync':>11}")
     rows: list[tuple[str, dict[str, Any]]] = [
         ("mbsync -> Maildir" + (" (tmpfs)" if theirs["tmpfs"] else ""), theirs),
-        ("ours, IMAP alone (refs + read)", alone),
+        ("ours, IMAP alone (poll + read)", alone),
         ("ours, ingest_mailbox -> Azurite", first),
     ]
     for name, row in rows:
@@ -412,7 +414,7 @@ def report(
     lines = [
         "vs mbsync: seconds / mbsync's seconds. ingest_mailbox also writes each message to Blob",
         "Storage, queues it and notes it in the Ingest table (Azurite, in memory, one call at a",
-        "time): its ratio includes that storage work. 'IMAP alone' is the same source's refs()",
+        "time): its ratio includes that storage work. 'IMAP alone' is the same source's poll()",
         "and read() of every message with nothing stored or committed.",
         f"* median of {ROUNDS} runs, alternating; seconds: IMAP alone "
         f"{', '.join(f'{s:.2f}' for s in alone['all'])}; mbsync "

@@ -5,6 +5,11 @@ this source id is done. A crash in between re-sends on the next run, and the map
 duplicate by Message-ID. Before the queue message, a row in the message's own partition of table
 Messages says that its Message-ID is on its way: mail that refers to it (a reply, a bounce) and
 is mapped first waits for it instead of opening a record of its own.
+
+Sources read and return what they saw (`Sighting`); they store and send nothing. Once
+everything a poll listed is queued, the flag and calendar changes it saw go to `task-changes`,
+and only then is the mailbox's cursor saved (store/cursors.py): a crash in between sends the
+changes again (states, not transitions: harmless), never loses them.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from ..core.contracts import InboundMessage
 from ..core.message import id_key
 from ..core.mime import header_message_id
 from ..sources.base import MailboxSource, SourceMessage
+from ..store.cursors import Cursors
 from ..store.keys import ingested_row, source_key
-from ..store.stores import INBOUND, INGEST, MESSAGES, Stores
+from ..store.stores import INBOUND, INGEST, MESSAGES, TASK_CHANGES, Stores
 
 log = logging.getLogger(__name__)
 FLUSH_EVERY = 100  # one table transaction records up to 100 ingested ids
@@ -39,6 +45,9 @@ class IngestSummary:
     changed: list[str] = field(default_factory=list)
     complete: bool = True  # False: a limit stopped the run, or a message could not be read
     failed: list[tuple[str, str]] = field(default_factory=list)
+    changes: int = 0  # flag and calendar changes sent to `task-changes`
+    more: bool = False  # the source listed only part of what is there: poll again at once
+    versions: dict[str, str] = field(default_factory=dict)  # of `changed`, where listed
 
 
 def queue_message(
@@ -93,16 +102,24 @@ def ingest_mailbox(
     limit: int | None = None,
     progress: Callable[[int], object] | None = None,
     on_count: Callable[[int], object] | None = None,
+    cursors: Cursors | None = None,
 ) -> IngestSummary:
+    """Queue what `source` lists since the mailbox's cursor (`cursors`: where it is kept;
+    None for a source that keeps none, e.g. a local import)."""
     summary = IngestSummary(mailbox)
     table = stores.table(INGEST)
     pending: list[dict[str, object]] = []
-    refs = source.refs()
+    sighting = source.poll(cursors.load() if cursors is not None else {})
+    if sighting.cursor and cursors is None:
+        source.close()
+        raise ValueError(f"ingest: mailbox={mailbox} has a cursor and nowhere to keep it")
+    refs = sighting.refs
+    summary.more = sighting.more
     # A source that lists only what changed (a delta query) is checked id by id; one that
     # lists everything (a folder of files) against the whole partition, read once.
     done: set[str] | None = (
         None
-        if getattr(source, "incremental", False)
+        if sighting.incremental
         else {e["RowKey"] for e in table.partition(mailbox, select=["RowKey"])}
     )
     summary.seen = len(refs)
@@ -120,6 +137,8 @@ def ingest_mailbox(
             if done is None and table.get(mailbox, key) is not None:
                 summary.skipped += 1
                 summary.changed.append(source_id)
+                if source_id in sighting.versions:
+                    summary.versions[source_id] = sighting.versions[source_id]
                 continue
             if limit is not None and summary.queued >= limit:
                 complete = False
@@ -143,7 +162,12 @@ def ingest_mailbox(
             if pending:
                 table.upsert_batch(pending)
                 pending.clear()
-            source.commit(now)
+            # Changes first, then the cursor (see the module's docstring).
+            for change in sighting.changes:
+                stores.queues.send(TASK_CHANGES, change)
+            summary.changes = len(sighting.changes)
+            if cursors is not None:
+                cursors.save(sighting.cursor, now)
     finally:
         source.close()
         # Also when storage fails midway: what was queued is noted, so the next poll does not
@@ -152,11 +176,12 @@ def ingest_mailbox(
             with contextlib.suppress(AzureError):
                 table.upsert_batch(pending)
     log.info(
-        "ingest: mailbox=%s seen=%d queued=%d skipped=%d failed=%d",
+        "ingest: mailbox=%s seen=%d queued=%d skipped=%d failed=%d changes=%d",
         mailbox,
         summary.seen,
         summary.queued,
         summary.skipped,
         len(summary.failed),
+        summary.changes,
     )
     return summary

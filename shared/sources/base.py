@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from ..core.contracts import MailboxAction
+from ..core.contracts import EventChange, FlagChange, MailboxAction
 from ..core.errors import MailfilerError
+from ..store.cursors import Cursor
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,30 @@ class SourceUnavailable(MailfilerError):
     work is retried later as it is (idempotent), never dropped and never counted as done."""
 
 
+class NotSupported(Exception):
+    """The source cannot do this at all (a local folder cannot send, Graph keeps no APPENDed
+    copy): no retry will change it."""
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """What one poll of a source saw. The source stores and sends nothing: the poll stage
+    queues `refs`, sends `changes` to `task-changes`, then saves `cursor` (in that order)."""
+
+    refs: Sequence[str]  # source ids listed, oldest first where known
+    # True: `refs` lists only what changed since the cursor (ids already ingested that come
+    # again changed); False: everything there is (checked against the Ingest table at once).
+    incremental: bool = False
+    # Flag and calendar changes for the tasks stage: states, not transitions (harmless twice).
+    changes: Sequence[FlagChange | EventChange] = ()
+    # Where the next poll starts, per folder: opaque to stages, persisted by store/cursors.py.
+    # Only folders that moved are here.
+    cursor: Cursor = field(default_factory=dict)
+    more: bool = False  # a limit stopped the listing: poll again at once, not at the next tick
+    # The version (Graph changeKey) a listed id was seen with, for a change handed on.
+    versions: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class ActionResult:
     action: MailboxAction
@@ -49,15 +74,13 @@ class ActionResult:
 class MailboxSource(Protocol):
     """A mailbox the pipeline can read from and act on after filing."""
 
-    def refs(self) -> Sequence[str]:
-        """Source ids of every message now in the mailbox, oldest first where known."""
+    def poll(self, cursor: Cursor) -> Sighting:
+        """List what is new since `cursor` (as an earlier Sighting left it; {} the first
+        time). Reads the server only: no queue message, no table row."""
         ...
 
-    def read(self, source_id: str) -> SourceMessage: ...
-
-    def commit(self, now: datetime) -> None:
-        """Everything `refs` listed is queued: a source with a cursor (a delta link, a UID)
-        may move it on. Not called when a read failed or a limit stopped the run."""
+    def read(self, source_id: str) -> SourceMessage:
+        """One message `poll` listed (a message gone since raises an OSError)."""
         ...
 
     def close(self) -> None:
@@ -66,4 +89,15 @@ class MailboxSource(Protocol):
 
     def apply(self, source_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
         """Carry out mailbox actions for a message that is already safely filed."""
+        ...
+
+    def send_mime(self, raw: bytes) -> str:
+        """Send a finished message through the mailbox's own server (Graph sendMail, EWS
+        SendAndSaveCopy), keeping a copy in Sent; returns the server's answer in words.
+        `NotSupported` where the mailbox sends by SMTP instead."""
+        ...
+
+    def append(self, folder: str, raw: bytes) -> None:
+        """Keep a copy of mail sent by SMTP in `folder` (IMAP APPEND, marked seen).
+        `NotSupported` where the server keeps its own copy or there is no server."""
         ...

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ..core.contracts import MailboxAction
 from ..core.errors import MailfilerError
-from .base import ActionResult, SourceMessage
+from ..store.cursors import Cursor
+from .base import ActionResult, NotSupported, Sighting, SourceMessage
 
 MAILDIR_FLAGS = {
     "S": "\\Seen",
@@ -49,6 +50,10 @@ class LocalSource:
         self.path = path
         self.kind = detect_kind(path)
         self._mbox: dict[str, bytes] | None = None
+
+    def poll(self, cursor: Cursor) -> Sighting:  # noqa: ARG002
+        """Everything there is, every time: no cursor, the Ingest table says what was read."""
+        return Sighting(refs=self.refs(), incremental=False)
 
     def refs(self) -> Sequence[str]:
         root = self.path.resolve()
@@ -111,9 +116,6 @@ class LocalSource:
         received = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
         return SourceMessage(source_id=source_id, raw=raw, flags=flags, received_at=received)
 
-    def commit(self, now: datetime) -> None:
-        """No cursor: the Ingest table alone says what was read."""
-
     def close(self) -> None:
         """Nothing held open."""
 
@@ -128,3 +130,9 @@ class LocalSource:
             ActionResult(action=a, done=False, detail="recorded; local files are never modified")
             for a in actions
         ]
+
+    def send_mime(self, raw: bytes) -> str:  # noqa: ARG002
+        raise NotSupported(f"{self.path}: a local folder does not send; give it an smtp block")
+
+    def append(self, folder: str, raw: bytes) -> None:  # noqa: ARG002
+        raise NotSupported(f"{self.path}: local files are never modified")

@@ -113,12 +113,11 @@ def _event_job(
     ctx: AppContext, mailbox: GraphMailbox, job: dict[str, Any], body: bytes, now: datetime
 ) -> str:
     from ..services.calendar_links import on_event
-    from ..sources.graph.source import GraphSource
+    from ..sources.registry import graph_source
 
     if mailbox.calendar is None:
         return "calendar links are off"
-    source = ctx.source(mailbox.name)
-    assert isinstance(source, GraphSource)
+    source = graph_source(mailbox, ctx.stores)
     where = f"mailbox={mailbox.name} event={str(job['id'])[-12:]} change={job.get('change')}"
     done = _guarded(
         ctx,
@@ -145,11 +144,10 @@ def _fetch(
 ) -> str:
     from ..core.tasks import Flag
     from ..services.tasks import FILING_DELAY, MAX_FILING_WAITS, NotFiledYet, sync_flag
-    from ..sources.graph.source import GraphSource
+    from ..sources.registry import graph_source
 
     item_id = str(job["id"])
-    source = ctx.source(mailbox.name)
-    assert isinstance(source, GraphSource)
+    source = graph_source(mailbox, ctx.stores)
     state = source.state(item_id)
     folder = source.folder_name(state.folder_id)
     if known is None:

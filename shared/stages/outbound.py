@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import datetime
-from typing import Any
 
 from ..core.config import (
     Config,
@@ -221,8 +220,7 @@ def _transmit(ctx: AppContext, mailbox: Mailbox, draft: Draft, raw: bytes) -> st
     sender = check_address(draft.sender, "from")
     recipients = tuple(check_address(a, "to") for a in (*draft.to, *draft.cc))
     if isinstance(mailbox, GraphMailbox | EwsMailbox):
-        source: Any = ctx.source(mailbox.name)
-        return str(source.send_mime(raw))
+        return ctx.source(mailbox.name).send_mime(raw)
     if isinstance(mailbox, ImapMailbox | LocalMailbox) and mailbox.smtp is not None:
         from ..sources.smtp import send_smtp
 
@@ -238,8 +236,7 @@ def _transmit(ctx: AppContext, mailbox: Mailbox, draft: Draft, raw: bytes) -> st
         answer = send_smtp(mailbox.smtp, raw, sender, recipients, token=token)
         if isinstance(mailbox, ImapMailbox) and mailbox.smtp.sent_folder:
             try:
-                imap_source: Any = ctx.source(mailbox.name)
-                imap_source.append(mailbox.smtp.sent_folder, raw)
+                ctx.source(mailbox.name).append(mailbox.smtp.sent_folder, raw)
             except Exception as exc:  # sent is sent: a missing copy must not send it twice
                 log.warning("outbound: mailbox=%s no copy in Sent: %s", mailbox.name, exc)
                 answer += "; no copy in Sent"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +14,7 @@ from ..services.ingest import IngestSummary, ingest_mailbox
 from ..services.mailboxes import STATUS_PARTITION, record_status, resync_done, status_rows
 from ..services.server_busy import note_busy
 from ..store.backoff import seconds_left
+from ..store.cursors import Cursors
 from ..store.leases import release_lease, take_lease
 from ..store.stores import GRAPH_FETCH, GRAPH_STATE, MAILBOXES, POLLS
 
@@ -103,10 +103,12 @@ def poll_one(ctx: AppContext, name: str, now: datetime, *, limit: int | None = N
     if not take_lease(ctx.stores.table(MAILBOXES), LEASES, name, holder, now, POLL_LEASE):
         return "busy (another poll runs)"
     try:
-        source = None
         try:
             source = ctx.source(name)
-            summary = ingest_mailbox(ctx.stores, name, source, now=now, limit=limit)
+            cursors = Cursors(ctx.stores, name, mailbox.kind)
+            summary = ingest_mailbox(
+                ctx.stores, name, source, now=now, limit=limit, cursors=cursors
+            )
         except Exception as exc:
             delay = note_busy(ctx.stores, name, exc, now)
             if delay is not None:
@@ -123,8 +125,8 @@ def poll_one(ctx: AppContext, name: str, now: datetime, *, limit: int | None = N
             return "failed"
         record_status(ctx, name, mailbox.kind, now, summary=summary)
         if isinstance(mailbox, GraphMailbox):
-            _after_delta(ctx, mailbox, summary, getattr(source, "listed_version", None))
-        if getattr(source, "more", False):
+            _after_delta(ctx, mailbox, summary)
+        if summary.more:
             send_poll(ctx, name)  # a backlog: the next page now, not at the next tick
             return f"queued {summary.queued}; more to come"
         return f"queued {summary.queued}"
@@ -132,19 +134,14 @@ def poll_one(ctx: AppContext, name: str, now: datetime, *, limit: int | None = N
         release_lease(ctx.stores.table(MAILBOXES), LEASES, name, holder)
 
 
-def _after_delta(
-    ctx: AppContext,
-    mailbox: GraphMailbox,
-    summary: IngestSummary,
-    version_of: Callable[[str], str | None] | None,
-) -> None:
+def _after_delta(ctx: AppContext, mailbox: GraphMailbox, summary: IngestSummary) -> None:
     if summary.complete:  # else the next poll goes on where this one stopped
         resync_done(ctx, mailbox.name)
     # Mail already ingested that delta lists again changed (moved, flagged): the fetch stage
     # handles it as it handles an `updated` notification, with the version delta listed, so
     # our own PATCH or move coming back costs no fetch.
     for item_id in summary.changed:
-        version = version_of(item_id) if version_of is not None else None
+        version = summary.versions.get(item_id)
         ctx.stores.queues.send_bytes(
             GRAPH_FETCH,
             json.dumps(

@@ -177,3 +177,26 @@ def after_prefix(prefix: str) -> str:
 
 def source_key(source_id: str) -> str:
     return hashlib.sha256(source_id.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+
+
+# Poll cursors (store/cursors.py), one row per watched folder in the mailbox's partition of its
+# kind's state table: IMAP and EWS under "folder-" (EWS folder names compare without case),
+# Graph's delta links under "delta-" (the same partition holds Graph's move targets under
+# "folder-" and its message notes under "msg-").
+CURSOR_ROWS = {"imap": "folder-", "ews": "folder-", "graph": "delta-"}
+
+
+def cursor_row(kind: str, folder: str) -> str:
+    if kind == "graph":
+        return CURSOR_ROWS[kind] + folder
+    return CURSOR_ROWS[kind] + short_hash(folder.lower() if kind == "ews" else folder)
+
+
+# What Graph remembers per mailbox in GraphState (store/graph_notes.py), in the mailbox's
+# partition: a move target's folder id, and per message the version last seen.
+def graph_target_row(path: str) -> str:
+    return "folder-" + short_hash(path)
+
+
+def graph_message_row(source_id: str) -> str:
+    return "msg-" + short_hash(source_id)

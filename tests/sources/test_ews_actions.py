@@ -82,9 +82,9 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeEws]:
     close_connections()
 
 
-def source(fake: FakeEws, stores: Stores, url: str | None = None) -> EwsSource:
+def source(fake: FakeEws, url: str | None = None) -> EwsSource:
     """A new source, as each poll or action of a worker makes one."""
-    return EwsSource(mailbox_at(url or fake.url), stores)
+    return EwsSource(mailbox_at(url or fake.url))
 
 
 def in_target(fake: FakeEws) -> list[str]:
@@ -105,10 +105,10 @@ def test_two_filings_racing_to_create_the_folder_both_move_into_one_folder(
         fake.add_folder(ANN, "Δικαστήριο", parent)
 
     fake.before("CreateFolder", other_worker)
-    results = source(fake, stores).apply(first, FILE)
+    results = source(fake).apply(first, FILE)
     assert [r.done for r in results] == [True, True, True]
     assert fake.calls["CreateFolder"] == 1  # ours, answered ErrorFolderExists
-    results = source(fake, stores).apply(second, FILE)
+    results = source(fake).apply(second, FILE)
     assert all(r.done for r in results)
     assert sorted(in_target(fake)) == ["Frage 1", "Frage 2"]
     children = fake.store.children(fake.store.find_folder(ANN, parent))
@@ -123,7 +123,7 @@ def test_filings_in_threads_create_the_folder_once(fake: FakeEws, stores: Stores
     def file(item: str) -> None:
         try:
             barrier.wait()
-            assert all(r.done for r in source(fake, stores).apply(item, FILE))
+            assert all(r.done for r in source(fake).apply(item, FILE))
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -144,11 +144,11 @@ def test_a_path_is_resolved_once_and_a_filed_mail_costs_three_requests(
     fake: FakeEws, stores: Stores
 ) -> None:
     ids = fake.add_messages(ANN, "inbox", [mail(n) for n in range(4)])
-    source(fake, stores).apply(ids[0], FILE)  # resolves and creates the path
+    source(fake).apply(ids[0], FILE)  # resolves and creates the path
     assert fake.calls["CreateFolder"] == 3
     fake.calls.clear()
     for item in ids[1:]:
-        assert all(r.done for r in source(fake, stores).apply(item, FILE))
+        assert all(r.done for r in source(fake).apply(item, FILE))
     # Per mail: GetItem (state and folder), one UpdateItem (read + category), one MoveItem.
     assert dict(fake.calls) == {"GetItem": 3, "UpdateItem": 3, "MoveItem": 3}
     assert len(in_target(fake)) == 4
@@ -167,32 +167,32 @@ def test_a_deleted_target_folder_is_found_gone_and_made_again(
     fake: FakeEws, stores: Stores
 ) -> None:
     first, second = fake.add_messages(ANN, "inbox", [mail(1), mail(2)])
-    source(fake, stores).apply(first, FILE)
+    source(fake).apply(first, FILE)
     fake.delete_folder(ANN, "Mailfiler/Erledigt")  # by the user, with what it held
-    results = source(fake, stores).apply(second, FILE)
+    results = source(fake).apply(second, FILE)
     assert [r.done for r in results] == [True, True, True]
     assert in_target(fake) == ["Frage 2"]
 
 
 def test_a_mail_already_in_the_target_is_not_moved(fake: FakeEws, stores: Stores) -> None:
     (first,) = fake.add_messages(ANN, "inbox", [mail(1)])
-    source(fake, stores).apply(first, FILE)
+    source(fake).apply(first, FILE)
     (there,) = fake.folder_items(ANN, TARGET)
     fake.calls.clear()
-    results = source(fake, stores).apply(there.id, FILE)
+    results = source(fake).apply(there.id, FILE)
     assert [r.detail for r in results][-1] == f"already in {TARGET}"
     assert fake.calls["MoveItem"] == 0 and fake.exists(ANN, there.id)
 
 
 def test_a_user_s_move_back_is_never_reverted(fake: FakeEws, stores: Stores) -> None:
     (item,) = fake.add_messages(ANN, "inbox", [mail(1)])
-    assert all(r.done for r in source(fake, stores).apply(item, FILE))
+    assert all(r.done for r in source(fake).apply(item, FILE))
     (filed,) = fake.folder_items(ANN, TARGET)
     back = fake.move(ANN, filed.id, "inbox")  # the user puts it back, unread
     fake.mark_read(ANN, back, False)
     fake.calls.clear()
     for _ in range(3):  # duplicate deliveries of the same work, retries
-        results = source(fake, stores).apply(item, FILE)
+        results = source(fake).apply(item, FILE)
         assert not any(r.done for r in results)
         assert "left where it is" in results[0].detail
     state = fake.item(ANN, back)
@@ -207,12 +207,12 @@ def test_a_busy_server_s_back_off_is_read_and_the_retry_acts_once(
     fake: FakeEws, stores: Stores, in_message: bool, operation: str
 ) -> None:
     (item,) = fake.add_messages(ANN, "inbox", [mail(1)])
-    source(fake, stores)._folder(TARGET, create=True)  # resolved before: the busy call is ours
+    source(fake)._folder(TARGET, create=True)  # resolved before: the busy call is ours
     fake.busy(back_off_ms=62_500, operation=operation, in_message=in_message)
     with pytest.raises(SourceBusy) as caught:
-        source(fake, stores).apply(item, FILE)
+        source(fake).apply(item, FILE)
     assert caught.value.retry_after == 62.5  # the server's value, not exchangelib's 10 s
-    assert all(r.done for r in source(fake, stores).apply(item, FILE))
+    assert all(r.done for r in source(fake).apply(item, FILE))
     assert fake.calls["MoveItem"] == 1 + (operation == "MoveItem")  # the busy one did nothing
     (moved,) = fake.folder_items(ANN, TARGET)
     assert moved.is_read and list(moved.categories) == ["Mailfiler"]
@@ -225,26 +225,26 @@ def test_a_busy_sync_gives_the_server_s_back_off(
     fake.add_messages(ANN, "inbox", [mail(1)])
     fake.busy(back_off_ms=4_000, operation="SyncFolderItems", in_message=in_message)
     with pytest.raises(SourceBusy) as caught:
-        source(fake, stores).refs()
+        source(fake).poll({})
     assert caught.value.retry_after == 4.0
     fake.busy(back_off_ms=None, operation="SyncFolderItems", in_message=in_message)
     with pytest.raises(SourceBusy) as caught:
-        source(fake, stores).refs()
+        source(fake).poll({})
     assert caught.value.retry_after == 60.0  # named no value: our minute, not 10 s
-    assert len(source(fake, stores).refs()) == 1
+    assert len(source(fake).poll({}).refs) == 1
 
 
 def test_a_lost_answer_is_retried_without_a_second_move(fake: FakeEws, stores: Stores) -> None:
     (item,) = fake.add_messages(ANN, "inbox", [mail(1)])
     with CuttingProxy(fake.port) as proxy:
         url = f"http://127.0.0.1:{proxy.port}/EWS/Exchange.asmx"
-        source(fake, stores, url)._folder(TARGET, create=True)
+        source(fake, url)._folder(TARGET, create=True)
         # The server moves the mail, but the connection drops before its answer arrives.
         proxy.cut(b"MoveItem", deliver=True)
         with pytest.raises(SourceUnavailable):
-            source(fake, stores, url).apply(item, FILE)
+            source(fake, url).apply(item, FILE)
         assert len(proxy.matched) == 1
-        results = source(fake, stores, url).apply(item, FILE)  # the retry: nothing left to do
+        results = source(fake, url).apply(item, FILE)  # the retry: nothing left to do
     assert not any(r.done for r in results)
     assert fake.calls["MoveItem"] == 1 and len(in_target(fake)) == 1
 
@@ -255,9 +255,9 @@ def test_a_request_lost_on_the_way_is_retried_and_done_once(fake: FakeEws, store
         url = f"http://127.0.0.1:{proxy.port}/EWS/Exchange.asmx"
         proxy.cut(b"UpdateItem", deliver=False)
         with pytest.raises(SourceUnavailable):
-            source(fake, stores, url).apply(item, FILE)
+            source(fake, url).apply(item, FILE)
         assert fake.calls["UpdateItem"] == 0 and fake.item(ANN, item).folder == "inbox"
-        assert all(r.done for r in source(fake, stores, url).apply(item, FILE))
+        assert all(r.done for r in source(fake, url).apply(item, FILE))
     assert fake.calls["UpdateItem"] == 1 and fake.calls["MoveItem"] == 1
     (moved,) = fake.folder_items(ANN, TARGET)
     assert moved.is_read and list(moved.categories) == ["Mailfiler"]
@@ -294,13 +294,13 @@ def test_a_watched_folder_deleted_and_made_again_is_found_again(
     fake.add_folder(ANN, "Fälle", "inbox")
     mailbox = parse_config(config_yaml(fake.url, "    folders: [Inbox/Fälle]\n")).mailbox("ews")
     assert isinstance(mailbox, EwsMailbox)
-    assert list(EwsSource(mailbox, stores).refs()) == []
+    assert list(EwsSource(mailbox).poll({}).refs) == []
     fake.delete_folder(ANN, "Inbox/Fälle")
     with pytest.raises(OSError, match="ErrorFolderNotFound"):
-        EwsSource(mailbox, stores).refs()
+        EwsSource(mailbox).poll({})
     fake.add_folder(ANN, "Fälle", "inbox")  # the user makes it again: a new id
     fake.add_messages(ANN, "Inbox/Fälle", [mail(1)])
-    assert len(EwsSource(mailbox, stores).refs()) == 1
+    assert len(EwsSource(mailbox).poll({}).refs) == 1
 
 
 def test_through_the_pipeline_a_user_s_move_back_and_unread_are_never_undone(

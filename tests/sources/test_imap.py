@@ -17,6 +17,7 @@ from shared.services.mailboxes import enable, mailbox_status
 from shared.settings import AppSettings, load_config
 from shared.sources.imap.source import ImapSource
 from shared.stages.polls import LEASES, poll_all, poll_one, schedule_polls
+from shared.store.cursors import Cursors
 from shared.store.leases import release_lease, take_lease
 from shared.store.stores import MAILBOXES, Stores
 from tests.fakes.dovecot import Dovecot, require_dovecot
@@ -114,7 +115,13 @@ def test_first_sync_files_each_message_once_and_an_idle_poll_is_cheap(world: Wor
     assert len(records(world.stores)) == 30 and len(filed_keys(world.stores)) == 30
     source = world.ctx.source("imap")
     assert isinstance(source, ImapSource)
-    summary = ingest_mailbox(world.stores, "imap", source, now=datetime.now(UTC))
+    summary = ingest_mailbox(
+        world.stores,
+        "imap",
+        source,
+        now=datetime.now(UTC),
+        cursors=Cursors(world.stores, "imap", "imap"),
+    )
     assert summary.queued == 0
     assert source.commands <= 5, source.commands  # LOGIN, STATUS, LOGOUT
     world.append([mail(30)])
@@ -154,7 +161,12 @@ def test_a_server_killed_mid_fetch_loses_nothing(world: World) -> None:
 
     source = world.ctx.source("imap")
     summary = ingest_mailbox(
-        world.stores, "imap", source, now=datetime.now(UTC), progress=kill_midway
+        world.stores,
+        "imap",
+        source,
+        now=datetime.now(UTC),
+        progress=kill_midway,
+        cursors=Cursors(world.stores, "imap", "imap"),
     )
     assert 0 < summary.queued < 250 and summary.failed and not summary.complete
     world.dovecot.start()

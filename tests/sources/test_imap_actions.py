@@ -62,7 +62,7 @@ def deliver(dovecot: Dovecot, count: int) -> list[str]:
         return [source_id(validity, uid, "INBOX") for uid in sorted(c.search(["ALL"]))]
 
 
-def source(port: int, stores: Stores) -> ImapSource:
+def source(port: int) -> ImapSource:
     """A new source, as each action of a worker makes one."""
     config = parse_config(
         "record_types: [{name: case, prefix: CASE}]\n"
@@ -78,7 +78,7 @@ def source(port: int, stores: Stores) -> ImapSource:
     )
     mailbox = config.mailbox("imap")
     assert isinstance(mailbox, ImapMailbox)
-    return ImapSource(mailbox, PASSWORD, stores)
+    return ImapSource(mailbox, PASSWORD)
 
 
 def folder_state(dovecot: Dovecot, folder: str) -> list[tuple[str, bool]]:
@@ -109,10 +109,10 @@ def test_two_filings_racing_to_create_the_folder_both_move_into_it(
                 c.create_folder(WIRE)
 
         proxy.before(b" CREATE ", other_worker)
-        results = source(proxy.port, stores).apply(first, FILE)
+        results = source(proxy.port).apply(first, FILE)
         assert [r.done for r in results] == [True, True, True]
         assert len(proxy.matched) == 1  # our CREATE was sent, after theirs
-        assert all(r.done for r in source(proxy.port, stores).apply(second, FILE))
+        assert all(r.done for r in source(proxy.port).apply(second, FILE))
     assert folder_state(dovecot, WIRE) == [("Frage 0", True), ("Frage 1", True)]
     assert folder_state(dovecot, "INBOX") == []
 
@@ -125,7 +125,7 @@ def test_filings_in_threads_all_move_into_one_new_folder(dovecot: Dovecot, store
     def file(item: str) -> None:
         try:
             barrier.wait()
-            assert all(r.done for r in source(dovecot.port, stores).apply(item, FILE))
+            assert all(r.done for r in source(dovecot.port).apply(item, FILE))
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -145,9 +145,9 @@ def test_a_filed_mail_costs_six_commands_and_no_folder_lookups(
     dovecot: Dovecot, stores: Stores
 ) -> None:
     ids = deliver(dovecot, 3)
-    source(dovecot.port, stores).apply(ids[0], FILE)  # creates the folder
+    source(dovecot.port).apply(ids[0], FILE)  # creates the folder
     for item in ids[1:]:
-        src = source(dovecot.port, stores)
+        src = source(dovecot.port)
         assert all(r.done for r in src.apply(item, FILE))
         # LOGIN, SELECT, FETCH (flags), one STORE (\Seen and keyword), MOVE, LOGOUT
         assert src.commands == 6
@@ -159,14 +159,14 @@ def test_a_filed_mail_costs_six_commands_and_no_folder_lookups(
 
 def test_a_user_s_move_back_is_never_reverted(dovecot: Dovecot, stores: Stores) -> None:
     (item,) = deliver(dovecot, 1)
-    assert all(r.done for r in source(dovecot.port, stores).apply(item, FILE))
+    assert all(r.done for r in source(dovecot.port).apply(item, FILE))
     with client(dovecot) as c:  # the user puts it back in the inbox, unread
         c.select_folder(WIRE)
         c.move(c.search(["ALL"]), "INBOX")
         c.select_folder("INBOX")
         c.remove_flags(c.search(["ALL"]), [b"\\Seen"])
     for _ in range(3):  # duplicate deliveries of the same work, retries
-        results = source(dovecot.port, stores).apply(item, FILE)
+        results = source(dovecot.port).apply(item, FILE)
         assert not any(r.done for r in results)
         assert "left where it is" in results[0].detail
     assert folder_state(dovecot, "INBOX") == [("Frage 0", False)]
@@ -182,9 +182,9 @@ def test_a_lost_answer_to_move_is_retried_without_a_second_move(
     with CuttingProxy(dovecot.port) as proxy:
         proxy.cut(b" MOVE ", deliver=True)  # Dovecot moves it; the answer is lost
         with pytest.raises(SourceUnavailable):
-            source(proxy.port, stores).apply(item, FILE)
+            source(proxy.port).apply(item, FILE)
         assert len(proxy.matched) == 1
-        results = source(proxy.port, stores).apply(item, FILE)
+        results = source(proxy.port).apply(item, FILE)
     assert not any(r.done for r in results)
     assert folder_state(dovecot, WIRE) == [("Frage 0", True)]
     assert folder_state(dovecot, "INBOX") == []
@@ -197,9 +197,9 @@ def test_a_command_lost_on_the_way_is_retried_and_done_once(
     with CuttingProxy(dovecot.port) as proxy:
         proxy.cut(b" STORE ", deliver=False)
         with pytest.raises(SourceUnavailable):
-            source(proxy.port, stores).apply(item, FILE)
+            source(proxy.port).apply(item, FILE)
         assert folder_state(dovecot, "INBOX") == [("Frage 0", False)]
-        assert all(r.done for r in source(proxy.port, stores).apply(item, FILE))
+        assert all(r.done for r in source(proxy.port).apply(item, FILE))
     assert folder_state(dovecot, WIRE) == [("Frage 0", True)]
 
 
@@ -220,9 +220,9 @@ def test_a_server_asking_for_quiet_is_busy_and_the_retry_acts_once(
     with CuttingProxy(dovecot.port) as proxy:
         proxy.answer(command, imap_reply(answer))
         with pytest.raises(SourceBusy) as caught:
-            source(proxy.port, stores).apply(item, FILE)
+            source(proxy.port).apply(item, FILE)
         assert caught.value.retry_after == delay
-        assert all(r.done for r in source(proxy.port, stores).apply(item, FILE))
+        assert all(r.done for r in source(proxy.port).apply(item, FILE))
     assert folder_state(dovecot, WIRE) == [("Frage 0", True)]
 
 
@@ -231,14 +231,14 @@ def test_a_busy_poll_raises_source_busy(dovecot: Dovecot, stores: Stores) -> Non
     with CuttingProxy(dovecot.port) as proxy:
         proxy.answer(b" STATUS ", imap_reply("NO [UNAVAILABLE] Try again later"))
         with pytest.raises(SourceBusy) as caught:
-            source(proxy.port, stores).refs()
+            source(proxy.port).poll({})
         assert caught.value.retry_after == 60.0
-        assert len(source(proxy.port, stores).refs()) == 2
+        assert len(source(proxy.port).poll({}).refs) == 2
 
 
 def test_a_wrong_password_is_neither_busy_nor_transient(dovecot: Dovecot, stores: Stores) -> None:
     (item,) = deliver(dovecot, 1)
-    src = source(dovecot.port, stores)
+    src = source(dovecot.port)
     src.secret = "wrong"
     with pytest.raises(OSError) as caught:
         src.apply(item, FILE)
@@ -265,8 +265,8 @@ def test_without_move_a_lost_answer_never_makes_a_second_copy(
     with CuttingProxy(dovecot.port) as proxy:
         proxy.cut(lost, deliver=True)  # Dovecot does it; the answer is lost
         with pytest.raises(SourceUnavailable):
-            source(proxy.port, stores).apply(item, FILE)
+            source(proxy.port).apply(item, FILE)
         assert len(proxy.matched) == 1
-        source(proxy.port, stores).apply(item, FILE)
+        source(proxy.port).apply(item, FILE)
     assert folder_state(dovecot, WIRE) == [("Frage 0", True)]
     assert folder_state(dovecot, "INBOX") == []

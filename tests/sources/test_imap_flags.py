@@ -13,6 +13,7 @@ from shared.cli.azurite import Azurite
 from shared.services.context import set_context
 from shared.services.ingest import ingest_mailbox
 from shared.sources.imap.source import ImapSource
+from shared.store.cursors import Cursors
 from shared.store.stores import Stores
 from tests.fakes.dovecot import Dovecot, require_dovecot
 
@@ -78,8 +79,14 @@ def set_flag(world: World, n: int, on: bool) -> None:
 def idle_commands(world: World) -> int:
     source = world.ctx.source("imap")
     assert isinstance(source, ImapSource)
-    summary = ingest_mailbox(world.stores, "imap", source, now=datetime.now(UTC))
-    assert summary.queued == 0 and source.flag_changes == []
+    summary = ingest_mailbox(
+        world.stores,
+        "imap",
+        source,
+        now=datetime.now(UTC),
+        cursors=Cursors(world.stores, "imap", "imap"),
+    )
+    assert summary.queued == 0 and summary.changes == 0
     return source.commands
 
 

@@ -19,6 +19,7 @@ import pytest
 from shared.core.contracts import InboundMessage
 from shared.services.ingest import ingest_mailbox
 from shared.sources.imap.source import ImapSource
+from shared.store.cursors import Cursors
 from shared.store.queues import decode
 from shared.store.stores import INBOUND, INGEST
 
@@ -56,5 +57,14 @@ def test_a_big_mailbox_is_queued_exactly_once_over_several_polls(world: World) -
     assert len(rows) == MESSAGES
     source = world.ctx.source("imap")
     assert isinstance(source, ImapSource)
-    assert ingest_mailbox(world.stores, "imap", source, now=datetime.now(UTC)).queued == 0
+    assert (
+        ingest_mailbox(
+            world.stores,
+            "imap",
+            source,
+            now=datetime.now(UTC),
+            cursors=Cursors(world.stores, "imap", "imap"),
+        ).queued
+        == 0
+    )
     assert source.commands <= 5

@@ -1,18 +1,19 @@
 """An EWS mailbox (on-premises Exchange) as a `MailboxSource`, through exchangelib.
 
 Each watched folder is read with SyncFolderItems, page by page (`page_size` changes a call),
-from the sync state stored for it (table `EwsState`). A poll lists at most `max_per_poll`
-new items; `commit` stores the sync state of the last page listed, so the next poll goes on
-from there (and `more` tells the poller to come back at once). MIME is fetched with GetItem
-for up to 100 items a call. A sync state the server no longer accepts
-(ErrorInvalidSyncStateData) starts the folder again from scratch: the items are listed anew
-under the same ids, which the Ingest table skips, and anything else the map stage knows by
-Message-ID, so nothing is filed twice. ErrorServerBusy raises `SourceBusy` with the server's
-back-off: the poll ends at once and is scheduled again (never a sleep in the function).
+from the sync state the poll stage keeps for it (table `EwsState`, store/cursors.py). A poll
+lists at most `max_per_poll` new items; its Sighting's cursor is the sync state of the last page
+listed, so the next poll goes on from there (and `more` tells the poller to come back at
+once). MIME is fetched with GetItem for up to 100 items a call. A sync state the server no
+longer accepts (ErrorInvalidSyncStateData) starts the folder again from scratch: the items are
+listed anew under the same ids, which the Ingest table skips, and anything else the map stage
+knows by Message-ID, so nothing is filed twice. ErrorServerBusy raises `SourceBusy` with the
+server's back-off: the poll ends at once and is scheduled again (never a sleep in the function).
 
 Flag changes (the MAPI follow-up flag and its task dates: exchangelib has no Flag field) and
-calendar items (with `calendar:`) go to the `task-changes` queue. Source ids are EWS item ids;
-they change when an item is moved, so a moved item is a new sighting of the same mail.
+calendar items (with `calendar:`) are the Sighting's changes (the poll stage sends them to the
+`task-changes` queue). Source ids are EWS item ids; they change when an item is moved, so a
+moved item is a new sighting of the same mail.
 """
 
 from __future__ import annotations
@@ -60,9 +61,15 @@ from exchangelib.services import SyncFolderItems  # type: ignore[import-untyped]
 from ...core.config import EwsMailbox
 from ...core.contracts import EventChange, FlagChange, MailboxAction
 from ...core.errors import MailfilerError
-from ...store.keys import short_hash
-from ...store.stores import EWS_STATE, TASK_CHANGES, Stores
-from ..base import ActionResult, SourceBusy, SourceMessage, SourceUnavailable
+from ...store.cursors import Cursor
+from ..base import (
+    ActionResult,
+    NotSupported,
+    Sighting,
+    SourceBusy,
+    SourceMessage,
+    SourceUnavailable,
+)
 from .connection import DEFAULT_BACK_OFF, account_for, key_lock
 
 log = logging.getLogger(__name__)
@@ -168,11 +175,8 @@ class _Pending:
 
 
 class EwsSource:
-    incremental = True  # refs() lists what changed since the stored sync state
-
-    def __init__(self, mailbox: EwsMailbox, stores: Stores, account: Any = None) -> None:
+    def __init__(self, mailbox: EwsMailbox, *, account: Any = None) -> None:
         self.mailbox = mailbox
-        self.stores = stores
         self._account = account
         self._order: list[str] = []
         self._cache: dict[str, SourceMessage] = {}
@@ -295,26 +299,45 @@ class EwsSource:
 
     # -- MailboxSource -----------------------------------------------------------------------
 
-    def refs(self) -> Sequence[str]:
+    def poll(self, cursor: Cursor) -> Sighting:
+        """What changed in each watched folder (and the calendar) since its sync state in
+        `cursor`: new items, flag and event changes, and the sync states to go on from."""
         ids: list[str] = []
-        table = self.stores.table(EWS_STATE)
+        self._pending = {}
+        self.more = False
+        known = {folder.lower(): value for folder, value in cursor.items()}  # no case in EWS
         folders = list(self.mailbox.folders)
         if self.mailbox.calendar is not None and CALENDAR not in folders:
             folders.append(CALENDAR)
         with self._translated():
             for name in folders:
-                row = table.get(self.mailbox.name, _folder_row(name)) or {}
+                state = (known.get(name.lower()) or {}).get("SyncState")
                 budget = self.mailbox.max_per_poll - len(ids)
                 if budget <= 0:
                     self.more = True
                     break
                 try:
-                    ids.extend(self._sync(name, row.get("SyncState"), budget))
+                    ids.extend(self._sync(name, str(state) if state is not None else None, budget))
                 except FOLDER_GONE:  # deleted or recreated: the next poll resolves it again
                     self._forget(name)
                     raise
         self._order = ids
-        return ids
+        saved: dict[str, dict[str, str]] = {}
+        for name, pending in self._pending.items():
+            state = pending.state or ""
+            if len(state) > STATE_LIMIT:
+                raise EwsError(f"ews: the sync state of {name} is too large to keep")
+            saved[name] = {"SyncState": state}
+        changes: list[FlagChange | EventChange] = []
+        for pending in self._pending.values():
+            changes += [*pending.flags, *pending.events]
+        return Sighting(
+            refs=ids,
+            incremental=True,
+            changes=changes,
+            cursor=saved,
+            more=self.more,
+        )
 
     def _sync(self, name: str, state: str | None, budget: int) -> list[str]:
         folder = self._folder(name)
@@ -443,26 +466,6 @@ class EwsSource:
             raise EwsError(f"ews {self.mailbox.email}: item is gone")
         return found
 
-    def commit(self, now: datetime) -> None:
-        """Task changes go to the queue first, then the sync states move on."""
-        table = self.stores.table(EWS_STATE)
-        for name, pending in self._pending.items():
-            for change in [*pending.flags, *pending.events]:
-                self.stores.queues.send(TASK_CHANGES, change)
-            state = pending.state or ""
-            if len(state) > STATE_LIMIT:
-                raise EwsError(f"ews: the sync state of {name} is too large to keep")
-            table.upsert(
-                {
-                    "PartitionKey": self.mailbox.name,
-                    "RowKey": _folder_row(name),
-                    "Folder": name,
-                    "SyncState": state,
-                    "At": now,
-                }
-            )
-        self._pending.clear()
-
     def send_mime(self, raw: bytes) -> str:
         """CreateItem with MessageDisposition SendAndSaveCopy: sent, and kept in Sent Items."""
         with self._translated():
@@ -470,6 +473,9 @@ class EwsSource:
             message = Message(account=self.account, folder=self.account.sent, mime_content=raw)
             message.send_and_save()
         return "sent by EWS (SendAndSaveCopy)"
+
+    def append(self, folder: str, raw: bytes) -> None:  # noqa: ARG002
+        raise NotSupported(f"ews {self.mailbox.name}: EWS keeps its own copy of what it sends")
 
     def apply(self, item_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
         """Mark read and categories in one UpdateItem, then move (the item gets a new id there)
@@ -578,10 +584,6 @@ def _aware(value: Any) -> datetime | None:
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     return None
-
-
-def _folder_row(folder: str) -> str:
-    return "folder-" + short_hash(folder.lower())
 
 
 def _plain(exc: BaseException) -> str:

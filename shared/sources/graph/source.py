@@ -3,19 +3,20 @@ message (its state and its MIME), and mailbox actions are Graph PATCH / move / D
 
 Ids are immutable ids (`Prefer: IdType="ImmutableId"`), so a source id survives moves. Every
 call for one mailbox holds one of four slots shared by all workers (Graph's per-mailbox limit).
-Delta links are stored per folder once what they listed is safely queued (`commit`).
+Delta links are the poll's cursor, one per folder: the poll stage stores them (store/cursors.py)
+once what they listed is safely queued.
 
 Mailbox actions cost one PATCH (mark read and categories together) and one move per mail. Move
 targets are resolved once per process and mailbox (a folder another worker created at the same
 moment is taken as it is: Graph's 409 `ErrorFolderExists`), and forgotten when Graph says 404.
 A row per message in `GraphState` remembers the version we last saw and the changeKeys our own
 PATCH and move produced, so the `updated` notifications our own changes cause are recognised
-without asking Graph again (`own_change`).
+without asking Graph again (`own_change`). Those rows and the move targets' are kept through
+store/graph_notes.py; the source never touches a table itself.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -28,8 +29,10 @@ from urllib.parse import quote
 
 from ...core.config import GraphMailbox
 from ...core.contracts import MailboxAction
-from ...store.stores import GRAPH_STATE, Stores
-from ..base import ActionResult, SourceMessage
+from ...store.cursors import Cursor
+from ...store.graph_notes import GraphNotes
+from ...store.stores import Stores
+from ..base import ActionResult, NotSupported, Sighting, SourceMessage
 from .client import GraphClient, GraphError, GraphNotFound
 
 log = logging.getLogger(__name__)
@@ -102,16 +105,6 @@ def change_key(value: Any) -> str | None:
     return text
 
 
-def _target_row(path: str) -> str:
-    """Row key (GraphState, partition: the mailbox) of a move target's folder id."""
-    return "folder-" + hashlib.sha256(path.encode()).hexdigest()[:32]
-
-
-def message_row(source_id: str) -> str:
-    """Row key (GraphState, partition: the mailbox) of what we know about one message."""
-    return "msg-" + hashlib.sha256(source_id.encode()).hexdigest()[:32]
-
-
 def own_change(
     stores: Stores, mailbox: str, source_id: str, etags: Sequence[Any]
 ) -> dict[str, Any] | None:
@@ -120,7 +113,7 @@ def own_change(
     keys = [change_key(etag) for etag in etags]
     if not keys or any(key is None for key in keys):
         return None
-    row = stores.table(GRAPH_STATE).get(mailbox, message_row(source_id))
+    row = GraphNotes(stores, mailbox).message(source_id)
     if row is None:
         return None
     own = str(row.get("Own") or "").split()
@@ -163,14 +156,12 @@ _folder_lock = threading.Lock()
 
 
 class GraphSource:
-    incremental = True  # refs() lists what changed since the last delta link
-
     def __init__(self, mailbox: GraphMailbox, client: GraphClient, stores: Stores) -> None:
         self.mailbox = mailbox
         self.client = client
-        self.stores = stores
         self.user = f"users/{quote(mailbox.user, safe='@')}"
         self.slots = stores.slots(f"graph:{mailbox.tenant_id}:{mailbox.user}", MAILBOX_SLOTS)
+        self.notes = GraphNotes(stores, mailbox.name)  # its rows: never the table itself
         self._pending_links: dict[str, str] = {}
         self._states: dict[str, MessageState] = {}
         self._noted: set[str] = set()  # messages whose row this source wrote
@@ -254,22 +245,10 @@ class GraphSource:
             known = _target_cache.get(key, {}).get(folder)
         if known is not None:
             return known
-        table = self.stores.table(GRAPH_STATE)
-        row = table.get(self.mailbox.name, _target_row(folder))
-        stored = row.get("FolderId") if row else None
-        if isinstance(stored, str) and stored and row and row.get("Path") == folder:
-            resolved = stored
-        else:
+        resolved = self.notes.target(folder)
+        if resolved is None:
             resolved = self.folder_id(folder, create=True)
-            table.upsert(
-                {
-                    "PartitionKey": self.mailbox.name,
-                    "RowKey": _target_row(folder),
-                    "Path": folder,
-                    "FolderId": resolved,
-                    "At": datetime.now(UTC),
-                }
-            )
+            self.notes.keep_target(folder, resolved, datetime.now(UTC))
         with _folder_lock:
             _target_cache.setdefault(key, {})[folder] = resolved
         return resolved
@@ -280,7 +259,7 @@ class GraphSource:
         with _folder_lock:
             _target_cache.get(key, {}).pop(folder, None)
         try:
-            self.stores.table(GRAPH_STATE).delete(self.mailbox.name, _target_row(folder))
+            self.notes.forget_target(folder)
         except Exception as exc:  # already gone, or storage down: resolving overwrites it
             log.info("graph: mailbox=%s could not forget a folder id: %s", self.mailbox.name, exc)
 
@@ -292,13 +271,14 @@ class GraphSource:
 
     # -- MailboxSource -----------------------------------------------------------------------
 
-    def refs(self) -> Sequence[str]:
-        """Ids of messages new or changed since the stored delta link of each watched folder."""
+    def poll(self, cursor: Cursor) -> Sighting:
+        """Ids of messages new or changed since each watched folder's delta link in `cursor`,
+        with the changeKey delta listed each with, and the delta links to go on from."""
         ids: list[str] = []
-        table = self.stores.table(GRAPH_STATE)
+        self._pending_links = {}
         for name, fid in self.folders().items():
-            row = table.get(self.mailbox.name, f"delta-{name}")
-            link = row.get("DeltaLink") if row else None
+            stored = (cursor.get(name) or {}).get("DeltaLink")
+            link = stored if isinstance(stored, str) and stored else None
             try:
                 ids.extend(self._delta(name, fid, link))
             except GraphError as exc:
@@ -309,7 +289,22 @@ class GraphSource:
                     "graph: mailbox=%s folder=%s delta reset: %s", self.mailbox.name, name, exc
                 )
                 ids.extend(self._delta(name, fid, None))
-        return list(dict.fromkeys(ids))
+        listed = list(dict.fromkeys(ids))
+        # The version delta listed: a change handed on names it, so our own PATCH or move seen
+        # again by delta is recognised without a fetch, as a notification's `@odata.etag` is.
+        versions = {
+            i: key
+            for i in listed
+            if (state := self._states.get(i)) is not None and (key := state.change_key)
+        }
+        return Sighting(
+            refs=listed,
+            incremental=True,
+            cursor={
+                name: {"DeltaLink": link} for name, link in self._pending_links.items() if link
+            },
+            versions=versions,
+        )
 
     def _delta(self, name: str, folder_id: str, link: str | None) -> list[str]:
         headers = {"Prefer": f'IdType="ImmutableId", odata.maxpagesize={DELTA_PAGE}'}
@@ -337,28 +332,6 @@ class GraphSource:
                 continue
             self._pending_links[name] = str(page.get("@odata.deltaLink") or "")
             return ids
-
-    def listed_version(self, source_id: str) -> str | None:
-        """The changeKey delta listed `source_id` with (None: not listed, or without one): a
-        change the poll hands on names it, so our own PATCH or move seen again by delta is
-        recognised without a fetch, as a notification's `@odata.etag` is."""
-        state = self._states.get(source_id)
-        return state.change_key if state is not None else None
-
-    def commit(self, now: datetime) -> None:
-        """Store the delta links `refs` reached: everything they listed is queued."""
-        table = self.stores.table(GRAPH_STATE)
-        for name, link in self._pending_links.items():
-            if link:
-                table.upsert(
-                    {
-                        "PartitionKey": self.mailbox.name,
-                        "RowKey": f"delta-{name}",
-                        "DeltaLink": link,
-                        "At": now,
-                    }
-                )
-        self._pending_links.clear()
 
     def close(self) -> None:
         """The HTTP connection pool is the process's, shared by every Graph mailbox."""
@@ -420,11 +393,7 @@ class GraphSource:
         seen: dict[str, Any] | None,
         own: Sequence[str],
     ) -> None:
-        row: dict[str, Any] = {
-            "PartitionKey": self.mailbox.name,
-            "RowKey": message_row(source_id),
-            "At": datetime.now(UTC),
-        }
+        row: dict[str, Any] = {}
         if state is not None:
             row |= {
                 "Seen": state.change_key or "",
@@ -440,12 +409,7 @@ class GraphSource:
                 row["FolderId"] = str(seen["parentFolderId"])
                 # The folder as the fetch stage records it, for an echo that is not fetched.
                 row["Folder"] = self.folder_name(str(seen["parentFolderId"]))
-        table = self.stores.table(GRAPH_STATE)
-        if own:
-            before = table.get(self.mailbox.name, message_row(source_id)) or {}
-            keys = [k for k in str(before.get("Own") or "").split() if k not in own]
-            row["Own"] = " ".join([*keys, *own][-OWN_KEYS:])
-        table.upsert(row)
+        self.notes.note_message(source_id, row, own, datetime.now(UTC), keep_own=OWN_KEYS)
         self._noted.add(source_id)
 
     def send_mime(self, raw: bytes) -> str:
@@ -460,6 +424,9 @@ class GraphSource:
                 headers={"Content-Type": "text/plain"},
             )
         return "accepted by Graph sendMail"
+
+    def append(self, folder: str, raw: bytes) -> None:  # noqa: ARG002
+        raise NotSupported(f"graph {self.mailbox.name}: sendMail keeps its own copy in Sent")
 
     def apply(self, source_id: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
         """Mark read and categorise (one PATCH), move, delete. Without Mail.ReadWrite Graph
@@ -553,7 +520,7 @@ class GraphSource:
         return details, answer or None
 
     def _known_categories(self, source_id: str, path: str) -> list[str]:
-        row = self.stores.table(GRAPH_STATE).get(self.mailbox.name, message_row(source_id))
+        row = self.notes.message(source_id)
         if row is not None and isinstance(row.get("Categories"), str):
             try:
                 known = json.loads(row["Categories"])

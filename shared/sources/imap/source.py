@@ -1,14 +1,15 @@
 """An IMAP mailbox as a `MailboxSource`.
 
-The cursor is per folder: UIDVALIDITY and the highest UID queued (table `ImapState`). A poll
-asks each folder's STATUS first, so a mailbox with nothing new costs LOGIN, one STATUS per
-folder and LOGOUT, whatever its size. New mail is listed by `UID SEARCH UID n:*` (filtered
-here: servers answer the highest UID even when it is below n) and fetched in chunks with
-`BODY.PEEK[]`, which never sets \\Seen. The cursor moves only once everything listed is queued
-(`commit`); a poll that dies halfway lists the rest again next time, and what was queued is
-skipped by the Ingest table. A changed UIDVALIDITY starts the folder again: the mail is listed
-anew under new source ids, and the map stage recognises it by Message-ID (a sighting, never a
-second filing).
+The cursor is per folder: UIDVALIDITY and the highest UID queued (kept by the poll stage in
+table `ImapState`, store/cursors.py; this source only reads the server). A poll asks each
+folder's STATUS first, so a mailbox with nothing new costs LOGIN, one STATUS per folder and
+LOGOUT, whatever its size. New mail is listed by `UID SEARCH UID n:*` (filtered here: servers
+answer the highest UID even when it is below n) and fetched in chunks with `BODY.PEEK[]`,
+which never sets \\Seen. The cursor moves only once everything listed is queued (the poll
+stage saves the Sighting's cursor); a poll that dies halfway lists the rest again next time,
+and what was queued is skipped by the Ingest table. A changed UIDVALIDITY starts the folder
+again: the mail is listed anew under new source ids, and the map stage recognises it by
+Message-ID (a sighting, never a second filing).
 
 Source ids are `<uidvalidity>:<uid>:<folder>`.
 
@@ -38,9 +39,15 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from ...core.config import ImapMailbox
 from ...core.contracts import FlagChange, MailboxAction
 from ...core.errors import MailfilerError
-from ...store.keys import short_hash
-from ...store.stores import IMAP_STATE, TASK_CHANGES, Stores
-from ..base import ActionResult, SourceBusy, SourceMessage, SourceUnavailable
+from ...store.cursors import Cursor, CursorValue, FolderCursor
+from ..base import (
+    ActionResult,
+    NotSupported,
+    Sighting,
+    SourceBusy,
+    SourceMessage,
+    SourceUnavailable,
+)
 
 log = logging.getLogger(__name__)
 FETCH_CHUNK = 100  # messages per FETCH
@@ -53,7 +60,7 @@ GONE_DETAIL = "the message is gone from the folder (moved or deleted): left wher
 
 @dataclass
 class _Cursor:
-    """A folder's cursor as this poll leaves it, written by `commit`."""
+    """A folder's cursor as this poll leaves it (the Sighting's, saved by the poll stage)."""
 
     validity: int
     last: int
@@ -91,17 +98,13 @@ def parse_source_id(value: str) -> tuple[int, int, str]:
 
 
 class ImapSource:
-    incremental = True  # refs() lists what is new since the stored cursor
-
-    def __init__(self, mailbox: ImapMailbox, secret: str, stores: Stores) -> None:
+    def __init__(self, mailbox: ImapMailbox, secret: str) -> None:
         self.mailbox = mailbox
         self.secret = secret  # the password, or an OAuth2 access token for XOAUTH2
-        self.stores = stores
         self.commands = 0  # IMAP commands this source sent (the idle-poll figure)
         self._client: IMAPClient | None = None
         self._selected: tuple[str, bool] | None = None
         self._pending: dict[str, _Cursor] = {}  # folder -> where the next poll starts
-        self.flag_changes: list[tuple[str, str]] = []  # (Message-ID, flag) sent by commit()
         self._order: list[str] = []
         self._cache: dict[str, SourceMessage] = {}
         self._delimiter: str | None = None
@@ -203,14 +206,15 @@ class ImapSource:
 
     # -- MailboxSource -----------------------------------------------------------------------
 
-    def refs(self) -> Sequence[str]:
+    def poll(self, cursor: Cursor) -> Sighting:
+        """New mail of every watched folder since `cursor`, the \\Flagged changes (with
+        `tasks`), and where the next poll starts."""
         ids: list[str] = []
-        table = self.stores.table(IMAP_STATE)
+        self._pending = {}
         try:
             client = self._connect()
             for folder in self.mailbox.folders:
-                state = table.get(self.mailbox.name, _folder_row(folder)) or {}
-                ids.extend(self._list_folder(client, folder, state))
+                ids.extend(self._list_folder(client, folder, cursor.get(folder) or {}))
         except (ImapError, SourceBusy):
             self.close()
             raise
@@ -218,9 +222,30 @@ class ImapSource:
             self.close()
             raise failure(exc, f"imap {self.mailbox.host}") from exc
         self._order = ids
-        return ids
+        return Sighting(
+            refs=ids,
+            incremental=True,
+            changes=[
+                FlagChange(mailbox=self.mailbox.name, message_id=message_id, status=flag)
+                for pending in self._pending.values()
+                for message_id, flag in pending.changes
+            ],
+            cursor={folder: self._saved(pending) for folder, pending in self._pending.items()},
+        )
 
-    def _list_folder(self, client: IMAPClient, folder: str, state: dict[str, Any]) -> list[str]:
+    def _saved(self, cursor: _Cursor) -> dict[str, CursorValue]:
+        """A folder's cursor as table properties (the names the rows have always had)."""
+        row: dict[str, CursorValue] = {"UidValidity": cursor.validity, "LastUid": cursor.last}
+        if self.mailbox.tasks is not None:
+            newest = sorted(cursor.flagged)[-MAX_TRACKED:]
+            row.update(
+                FlagsTracked=True,
+                Flagged=" ".join(map(str, newest)),
+                HighestModSeq=cursor.modseq,
+            )
+        return row
+
+    def _list_folder(self, client: IMAPClient, folder: str, state: FolderCursor) -> list[str]:
         """New mail of one folder, and (with `tasks`) the \\Flagged changes since last time."""
         tracking = self.mailbox.tasks is not None
         condstore = tracking and client.has_capability("CONDSTORE")
@@ -233,7 +258,7 @@ class ImapSource:
             log.warning(
                 "imap: mailbox=%s folder=%s UIDVALIDITY changed: resync", self.mailbox.name, folder
             )
-        last = int(state.get("LastUid", 0)) if same else 0
+        last = int(state.get("LastUid") or 0) if same else 0
         cursor = _Cursor(validity, last)
         if condstore:
             cursor.modseq = int(status.get(b"HIGHESTMODSEQ") or 0) or None
@@ -376,36 +401,6 @@ class ImapSource:
             # Expunged between SEARCH and FETCH: nothing to file, and nothing lost.
             raise ImapError(f"imap: {folder} UID {uid} is gone")
         return found
-
-    def commit(self, now: datetime) -> None:
-        """Flag changes go to the `task-changes` queue first, then the cursor moves: a crash in
-        between reports them again, which the tasks stage takes in its stride."""
-        table = self.stores.table(IMAP_STATE)
-        for folder, cursor in self._pending.items():
-            for message_id, flag in cursor.changes:
-                self.flag_changes.append((message_id, flag))
-                self.stores.queues.send(
-                    TASK_CHANGES,
-                    FlagChange(mailbox=self.mailbox.name, message_id=message_id, status=flag),
-                )
-            row: dict[str, Any] = {
-                "PartitionKey": self.mailbox.name,
-                "RowKey": _folder_row(folder),
-                "Folder": folder,
-                "UidValidity": cursor.validity,
-                "LastUid": cursor.last,
-                "At": now,
-            }
-            if self.mailbox.tasks is not None:
-                newest = sorted(cursor.flagged)[-MAX_TRACKED:]
-                row.update(
-                    FlagsTracked=True,
-                    Flagged=" ".join(map(str, newest)),
-                    HighestModSeq=cursor.modseq,
-                )
-            table.upsert(row)
-        self._pending.clear()
-        self.close()
 
     def apply(self, item: str, actions: Sequence[MailboxAction]) -> list[ActionResult]:
         """\\Seen and a keyword in one STORE, then MOVE (or COPY + \\Deleted + UID EXPUNGE) or
@@ -580,6 +575,9 @@ class ImapSource:
         finally:
             self.close()
 
+    def send_mime(self, raw: bytes) -> str:  # noqa: ARG002
+        raise NotSupported(f"imap {self.mailbox.name}: IMAP does not send; mail goes by SMTP")
+
     def _expunge(self, client: IMAPClient, uid: int) -> None:
         self._count(2)
         client.add_flags([uid], [DELETED], silent=True)
@@ -618,10 +616,6 @@ def busy_delay(text: str) -> float | None:
 def _gmail_thread(data: dict[bytes, Any]) -> str | None:
     thread = data.get(b"X-GM-THRID")
     return f"gmail-thread:{int(thread)}" if thread is not None else None
-
-
-def _folder_row(folder: str) -> str:
-    return "folder-" + short_hash(folder)
 
 
 def _text(value: Any) -> str:
