@@ -212,7 +212,8 @@ def write_mail(folder: Path, messages: list[tuple[int, int]]) -> None:
             if ids
             else ""
         )
-        (folder / f"{c:04d}-{i}.eml").write_text(
+        # Round by round, as in test_local_host: a batch never maps a reply with its parent.
+        (folder / f"{i}-{c:04d}.eml").write_text(
             f"From: user{c}@load.example\nTo: support@mailfiler.example\n"
             f"Subject: {'Re: ' if ids else ''}Fault conversation {c}\n"
             f"Date: Tue, 24 Nov 2026 10:{i:02d}:00 +0000\nMessage-ID: <{message_id(c, i)}>\n"
@@ -270,7 +271,9 @@ def drain_with_faults(ctx: AppContext, clean: Stores, figures: Figures) -> None:
     release or delete ends a drain early: drain again. A message that failed all five attempts
     the stage allows (host.json, also with the host's 50) only because of injected faults is
     replayed, as an operator would; any other poison fails the test with its reason."""
-    host = local_host(ctx.stores.queues, batch_size=8, max_dequeue_count=50, visibility_timeout=0)
+    host = local_host(
+        ctx.stores.queues, in_order=False, batch_size=8, max_dequeue_count=50, visibility_timeout=0
+    )
     host.lease_seconds = 5  # a lease lost with a receive's response comes back soon
     deadline = time.monotonic() + 600  # a safety net for a stuck drain, not a timing goal
     while time.monotonic() < deadline:

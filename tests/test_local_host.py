@@ -137,7 +137,10 @@ def generate_mail(folder: Path, conversations: int, per_conversation: int) -> in
             refs = " ".join(f"<{x}>" for x in ids)
             thread = f"In-Reply-To: <{ids[-1]}>\nReferences: {refs}\n" if ids else ""
             prefix = "Re: " if ids else ""
-            (folder / f"{c:04d}-{i}.eml").write_text(
+            # Named round by round (every first mail, then every first reply...), as mail
+            # arrives over days: a batch of 8 then never holds a reply with its parent, which
+            # would wait for it on the queue (2 s, 4 s, 8 s: the map stage's delays).
+            (folder / f"{i}-{c:04d}.eml").write_text(
                 f"From: user{c}@load.example\nTo: support@mailfiler.example\n"
                 f"Subject: {prefix}Generated conversation {c}\n"
                 f"Date: Tue, 24 Nov 2026 10:{i:02d}:00 +0000\nMessage-ID: <{mid}>\n{thread}"

@@ -40,7 +40,7 @@ class SourceUnavailable(MailfilerError):
     work is retried later as it is (idempotent), never dropped and never counted as done."""
 
 
-class NotSupported(Exception):
+class NotSupported(MailfilerError):
     """The source cannot do this at all (a local folder cannot send, Graph keeps no APPENDed
     copy): no retry will change it."""
 
