@@ -44,9 +44,11 @@ class StorageSettings:
 class RequestCounter:
     """Counts storage requests per service; `make bench` reports calls per filed message."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, record: bool = False) -> None:
         self._lock = threading.Lock()
         self.counts: dict[str, int] = {}
+        # With `record`, each request's service, method and path (no query: it can hold a SAS).
+        self.calls: list[tuple[str, str, str]] | None = [] if record else None
 
     def transport(self, service: str, session: Any = None) -> RequestsTransport:
         """An HTTP transport that counts every request it sends (retries included)."""
@@ -56,6 +58,9 @@ class RequestCounter:
             def send(self, request: Any, **kwargs: Any) -> Any:
                 with counter._lock:
                     counter.counts[service] = counter.counts.get(service, 0) + 1
+                    if counter.calls is not None:
+                        path = str(request.url).split("?", 1)[0].split("/", 3)[-1]
+                        counter.calls.append((service, str(request.method), path))
                 return super().send(request, **kwargs)
 
         return _CountingTransport(session=session, session_owner=session is None)
@@ -72,6 +77,8 @@ class RequestCounter:
     def reset(self) -> None:
         with self._lock:
             self.counts.clear()
+            if self.calls is not None:
+                self.calls.clear()
 
 
 def _session() -> Any:

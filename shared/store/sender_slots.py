@@ -94,12 +94,14 @@ class SenderSlots:
         """Take a free slot for the message (or find the one it holds); False if none is free."""
         mine = short_hash(message_key)
         start = int(mine[:8], 16) % self.per_sender  # concurrent claimers start apart
-        order = [(start + k) % self.per_sender for k in range(self.per_sender)]
         for attempt in range(MAX_CLAIM_ATTEMPTS):
             if attempt:
                 self.read()
             if any(row.get("Holder") == mine for row in self.rows.values()):
                 return True
+            # Lazily: the first free slot is near the start unless the sender is busy, and a
+            # list of every index cost a large `per_sender` milliseconds per mail.
+            order = ((start + k) % self.per_sender for k in range(self.per_sender))
             free = next((i for i in order if self._free(i)), None)
             if free is None:
                 return False
