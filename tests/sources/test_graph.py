@@ -16,10 +16,10 @@ from shared.sources.graph.auth import provider_for
 from shared.sources.graph.client import GraphClient, GraphThrottled
 from shared.sources.graph.clientstate import make
 from shared.sources.graph.source import GraphSource
-from shared.sources.graph.state import SUBSCRIPTIONS
 from shared.sources.graph.subscriptions import maintain
 from shared.stages.graph_notifications import unpack
 from shared.stages.polls import poll_all
+from shared.store import subscriptions as subscription_rows
 from shared.store.stores import GRAPH_NOTIFICATIONS, GRAPH_STATE
 
 from ..helpers import records, timeline_counts, timeline_entries
@@ -193,7 +193,7 @@ def test_renewals_go_in_batches_and_a_vanished_subscription_is_recreated(
     fake.remove_subscription(sub.id)
     again = maintain(ctx.config, ctx.stores, later + timedelta(days=6))
     assert again.recreated == 1 and len(fake.subscriptions) == 1
-    row = ctx.stores.table(GRAPH_STATE).get(SUBSCRIPTIONS, "m365~mail")
+    row = subscription_rows.get(ctx.stores.table(GRAPH_STATE), "m365", "mail")
     assert row is not None and row["SubscriptionId"] == fake.subscriptions[0].id
 
 
