@@ -24,8 +24,9 @@ from shared.cli.azurite import Azurite, free_port
 from shared.core.contracts import OutboundMail
 from shared.services.context import set_context
 from shared.stages.outbound import handle_outbound
+from shared.store import records as record_rows
 from shared.store.keys import short_hash
-from shared.store.stores import OUTBOUND, OUTBOX, RECORDS, Stores, poison
+from shared.store.stores import OUTBOUND, OUTBOX, Stores, poison
 
 from .helpers import local_host, records
 from .serving import serve_api
@@ -241,9 +242,7 @@ def test_a_title_with_control_characters_needs_a_subject_of_the_callers(
     """Intake puts titles on one line; one that holds a control character all the same (an
     older record, an edit) is refused for the derived subject, with the reason, at once."""
     (row,) = [r for r in records(api.stores) if r["Title"] == "Scanner broken"]
-    api.stores.table(RECORDS).upsert(
-        {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "Title": "Scan\x0bner"}
-    )
+    record_rows.merge(api.stores, record_rows.ref_of(row), {"Title": "Scan\x0bner"})
     record = str(row["DisplayId"])
     status, answer = api.reply(record, {"body": "On it."})
     assert status == 422 and answer["error"]["code"] == "invalid_subject", answer

@@ -22,6 +22,7 @@ from shared.services.records import timeline as api_timeline
 from shared.settings import AppSettings
 from shared.stages.polls import poll_all
 from shared.store import contacts
+from shared.store import records as record_rows
 from shared.store.keys import participant_row
 from shared.store.stores import HELD, MESSAGES, NOTICES, RECORDS, TIMELINE, Stores
 
@@ -234,9 +235,7 @@ def test_a_reply_reopens_a_closed_record(box: Mailbox, stores: Stores) -> None:
         "Message-ID: <f1@example.org>\n\nThe door squeaks."
     )
     (record,) = records(stores)
-    stores.table(RECORDS).upsert(
-        {"PartitionKey": "case", "RowKey": record["RowKey"], "Status": "closed"}
-    )
+    record_rows.merge(stores, record_rows.ref_of(record), {"Status": "closed"})
     box.deliver(
         "From: fay@example.org\nTo: support@example.com\nSubject: Re: Door\n"
         "Message-ID: <f2@example.org>\nIn-Reply-To: <f1@example.org>\n\nIt squeaks again."
