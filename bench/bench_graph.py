@@ -66,10 +66,10 @@ from shared.core.config import Config
 from shared.services.context import AppContext, set_context
 from shared.settings import AppSettings, load_config
 from shared.sources.graph.clientstate import make, new_nonce
-from shared.sources.graph.state import NONCES, SUBSCRIPTIONS, subscription_row
 from shared.sources.graph.subscriptions import maintain, wanted
 from shared.stages.graph_notifications import unpack
 from shared.store.account import RequestCounter, StorageSettings
+from shared.store.keys import NONCES, SUBSCRIPTIONS, subscription_row
 from shared.store.stores import GRAPH_NOTIFICATIONS, GRAPH_STATE, Stores
 from tests.fakes.graph import FakeGraph
 from tests.fakes.graph_model import new_guid

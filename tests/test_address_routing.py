@@ -13,8 +13,9 @@ from shared.core.config import parse_config
 from shared.services.context import AppContext, set_context
 from shared.settings import AppSettings
 from shared.stages.polls import poll_all
-from shared.store.keys import CONTACT, contact_partition, participant_row
-from shared.store.stores import CONTACTS, MESSAGES, TIMELINE, Stores
+from shared.store import contacts
+from shared.store.keys import participant_row
+from shared.store.stores import MESSAGES, TIMELINE, Stores
 
 from .helpers import local_host, records
 
@@ -60,15 +61,7 @@ def row(stores: Stores, message_id: str, kind: str) -> dict[str, object] | None:
 def test_a_contacts_address_as_display_name_is_not_the_contact(
     deliver: Callable[[str], None], stores: Stores
 ) -> None:
-    stores.table(CONTACTS).upsert(
-        {
-            "PartitionKey": contact_partition("dan@example.org"),
-            "RowKey": CONTACT,
-            "Address": "dan@example.org",
-            "Kind": "contact",
-            "Allowed": True,
-        }
-    )
+    contacts.put(stores, "dan@example.org", Kind="contact", Allowed=True)
     deliver(
         "From: Дан <dan@example.org>\nTo: support@example.com\nSubject: Заявка\n"
         "Message-ID: <d1@example.org>\n\nThe printer is broken."
@@ -88,9 +81,9 @@ def test_a_contacts_address_as_display_name_is_not_the_contact(
         assert "not a contact; case takes updates from contacts only" in str(rejected["Reasons"])
         assert row(stores, f"m{n}@evil.example", "msg") is None
     # The sender is the address in brackets: a guest at most, never the contact.
-    dan = stores.table(CONTACTS).get(contact_partition("dan@example.org"), CONTACT)
+    dan = contacts.contact(stores, "dan@example.org")
     assert dan is not None and dan["Kind"] == "contact"
-    mallory = stores.table(CONTACTS).get(contact_partition("mallory@evil.example"), CONTACT)
+    mallory = contacts.contact(stores, "mallory@evil.example")
     assert mallory is None or mallory["Kind"] != "contact"
     participant = stores.table(TIMELINE).get(
         f"case-{record['RowKey']}", participant_row("mallory@evil.example")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,8 +14,6 @@ from typing import Any
 
 import pytest
 
-from shared.cli.azurite import free_port
-from shared.cli.local_http import LocalHttpServer
 from shared.core.config import parse_config
 from shared.core.contracts import RecordRef
 from shared.services.audit import record_trail
@@ -26,6 +23,7 @@ from shared.store.stores import AUDIT, EVENTS
 
 from .conftest import SAMPLES
 from .helpers import local_host
+from .serving import serve_api
 
 pytestmark = pytest.mark.azurite
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -72,13 +70,8 @@ def serving(context: AppContext) -> Iterator[Api]:
     poll_all(context, NOW)
     host = local_host(context.stores.queues)
     host.drain()
-    server = LocalHttpServer(("127.0.0.1", free_port()), host, route_prefix="api")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield Api(f"http://127.0.0.1:{server.server_address[1]}/api")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_api(host) as served:
+        yield Api(served.base)
 
 
 @pytest.fixture

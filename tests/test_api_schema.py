@@ -9,7 +9,6 @@ Bounded and repeatable: a fixed number of examples per operation and mode, deran
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -37,12 +36,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from shared.cli.azurite import free_port
-from shared.cli.local_http import LocalHttpServer
 from shared.services.context import AppContext
 from shared.stages.polls import poll_all
 
 from .helpers import local_host
+from .serving import serve_api
 
 pytestmark = pytest.mark.azurite
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -70,21 +68,17 @@ def api_schema(context: AppContext) -> Iterator[Any]:
     poll_all(context, NOW)
     host = local_host(context.stores.queues)
     host.drain()
-    server = LocalHttpServer(("127.0.0.1", free_port()), host, route_prefix="api")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    schema = schemathesis.openapi.from_url(f"{base}/api/openapi.json")
-    schema.config.update(base_url=f"{base}/api")
-    schema.config.checks.positive_data_acceptance = PositiveDataAcceptanceConfig(
-        expected_statuses=ACCEPTABLE
-    )
-    # Refusals of schema-invalid requests: schemathesis' own list, and 413 (a string over its
-    # maxLength can make the body larger than the 64 KiB the API reads).
-    refusals = schema.config.checks.negative_data_rejection
-    refusals.expected_statuses = [*refusals.expected_statuses, "413"]
-    yield schema
-    server.shutdown()
-    server.server_close()
+    with serve_api(host) as served:
+        schema = schemathesis.openapi.from_url(f"{served.base}/openapi.json")
+        schema.config.update(base_url=served.base)
+        schema.config.checks.positive_data_acceptance = PositiveDataAcceptanceConfig(
+            expected_statuses=ACCEPTABLE
+        )
+        # Refusals of schema-invalid requests: schemathesis' own list, and 413 (a string over
+        # its maxLength can make the body larger than the 64 KiB the API reads).
+        refusals = schema.config.checks.negative_data_rejection
+        refusals.expected_statuses = [*refusals.expected_statuses, "413"]
+        yield schema
 
 
 def fuzz(

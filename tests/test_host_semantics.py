@@ -18,7 +18,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
-from shared.cli.azurite import REPO, free_port
+from shared.cli.azurite import REPO
 from shared.cli.host import (
     LocalHost,
     QueueSettings,
@@ -26,8 +26,10 @@ from shared.cli.host import (
     _parse_timespan,
     registered_functions,
 )
-from shared.cli.local_http import LocalHttpServer, route_regex
+from shared.cli.local_http import route_regex
 from shared.store.stores import Stores
+
+from .serving import serve_api
 
 
 def test_host_json_queue_settings_are_read() -> None:
@@ -79,11 +81,8 @@ def test_http_functions_get_route_params_query_and_body() -> None:
     fn = Registered(
         "echo", {"type": "httpTrigger", "route": "things/{id}", "methods": ["POST"]}, echo
     )
-    host = LocalHost([fn], queues=None, settings=QueueSettings())  # type: ignore[arg-type]
-    server = LocalHttpServer(("127.0.0.1", free_port()), host, route_prefix="api")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/api/things/7?x=1"
+    with serving(fn) as port:
+        url = f"http://127.0.0.1:{port}/api/things/7?x=1"
         request = urllib.request.Request(url, data=b"hello", method="POST")
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 201
@@ -98,9 +97,6 @@ def test_http_functions_get_route_params_query_and_body() -> None:
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(url, timeout=5)  # GET is not among the methods
         assert info.value.code == 404
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_timers_fire_on_their_ncrontab_schedule() -> None:
@@ -167,16 +163,8 @@ def test_queue_function_that_succeeds_deletes_its_message(stores: Stores) -> Non
 def serving(*fns: Registered) -> Iterator[int]:
     """A LocalHttpServer for `fns` on a free port; stopped and closed afterwards."""
     host = LocalHost(list(fns), queues=None, settings=QueueSettings())  # type: ignore[arg-type]
-    server = LocalHttpServer(("127.0.0.1", free_port()), host, route_prefix="api")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
-    assert not thread.is_alive()
+    with serve_api(host) as served:
+        yield served.port
 
 
 def test_connections_are_kept_alive_and_functions_run_on_the_invocation_pool() -> None:

@@ -5,7 +5,6 @@ real HTTP."""
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,8 +18,7 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
-from shared.cli.azurite import Azurite, free_port
-from shared.cli.local_http import LocalHttpServer
+from shared.cli.azurite import Azurite
 from shared.cli.operations import cmd_messages_by_source, cmd_messages_show
 from shared.core.config import parse_config
 from shared.core.contracts import InboundMessage
@@ -33,6 +31,7 @@ from shared.store.blobs import RAW_CONTAINER
 from shared.store.stores import HELD, INBOUND, MESSAGES, QUEUES, Stores, poison
 
 from .helpers import local_host, timeline_entries
+from .serving import serve_api
 
 pytestmark = pytest.mark.azurite
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -254,12 +253,8 @@ class Api:
 @pytest.fixture
 def api(context: AppContext) -> Iterator[Api]:
     file_all(context)
-    host = local_host(context.stores.queues)
-    server = LocalHttpServer(("127.0.0.1", free_port()), host, route_prefix="api")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield Api(f"http://127.0.0.1:{server.server_address[1]}/api")
-    server.shutdown()
-    server.server_close()
+    with serve_api(local_host(context.stores.queues)) as served:
+        yield Api(served.base)
 
 
 def test_the_api_finds_mail_by_source_id(api: Api, sample_dir: Path) -> None:

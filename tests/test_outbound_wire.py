@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -22,18 +21,19 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from shared.cli.azurite import Azurite, free_port
-from shared.cli.local_http import LocalHttpServer
 from shared.core.contracts import OutboundMail
 from shared.services.context import set_context
 from shared.stages.outbound import handle_outbound
+from shared.store import records as record_rows
 from shared.store.keys import short_hash
-from shared.store.stores import OUTBOUND, OUTBOX, RECORDS, Stores, poison
+from shared.store.stores import OUTBOUND, OUTBOX, Stores, poison
 
 from .helpers import local_host, records
-from .test_outbound import SIGNING, Instance, Sink, config_text, sink
+from .serving import serve_api
+from .test_outbound import SIGNING, Instance, Sink, config_text, one, sink
 
 pytestmark = pytest.mark.azurite
-__all__ = ["sink"]
+__all__ = ["one", "sink"]  # fixtures of test_outbound.py, used here
 
 # What the stranger wants our acknowledgement to carry, once their encoded word is decoded.
 INNER = (
@@ -75,15 +75,6 @@ def stranger(n: int, subject: str, sender: str = "mallory@example.net") -> bytes
         f"Message-ID: <hostile-{n}@example.net>\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n"
         "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello.\r\n"
     ).encode()
-
-
-@pytest.fixture
-def one(
-    stores: Stores, azurite: Azurite, tmp_path: Path, sink: Sink, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Instance]:
-    monkeypatch.setenv(SIGNING, "a-signing-key-of-32-bytes-length")
-    yield Instance(stores, azurite, tmp_path, config_text(Path("{folder}"), sink.port))
-    set_context(None)
 
 
 def test_a_strangers_twice_encoded_subject_never_becomes_our_headers(
@@ -171,11 +162,7 @@ class ApiWorld:
         )
         self.one = Instance(stores, azurite, root, text)
         self.stores = stores
-        self.server = LocalHttpServer(
-            ("127.0.0.1", free_port()), local_host(stores.queues), route_prefix="api"
-        )
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/api"
+        self.base = ""  # the API's, once served (the fixture)
 
     def reply(self, record: str, body: dict[str, Any]) -> tuple[int, Any]:
         request = urllib.request.Request(
@@ -200,16 +187,16 @@ def api(
 ) -> Iterator[ApiWorld]:
     monkeypatch.setenv(SIGNING, "a-signing-key-of-32-bytes-length")
     world = ApiWorld(stores, azurite, tmp_path, sink.port)
-    world.one.deliver(stranger(1, "Printer broken", sender="ann@example.org"))
-    world.one.deliver(stranger(2, "Scanner broken"))
-    world.one.run()
-    sink.received.clear()
-    try:
-        yield world
-    finally:
-        world.server.shutdown()
-        world.server.server_close()
-        set_context(None)
+    with serve_api(local_host(stores.queues)) as served:
+        world.base = served.base
+        world.one.deliver(stranger(1, "Printer broken", sender="ann@example.org"))
+        world.one.deliver(stranger(2, "Scanner broken"))
+        world.one.run()
+        sink.received.clear()
+        try:
+            yield world
+        finally:
+            set_context(None)
 
 
 def title_of(stores: Stores, title: str) -> str:
@@ -255,9 +242,7 @@ def test_a_title_with_control_characters_needs_a_subject_of_the_callers(
     """Intake puts titles on one line; one that holds a control character all the same (an
     older record, an edit) is refused for the derived subject, with the reason, at once."""
     (row,) = [r for r in records(api.stores) if r["Title"] == "Scanner broken"]
-    api.stores.table(RECORDS).upsert(
-        {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "Title": "Scan\x0bner"}
-    )
+    record_rows.merge(api.stores, record_rows.ref_of(row), {"Title": "Scan\x0bner"})
     record = str(row["DisplayId"])
     status, answer = api.reply(record, {"body": "On it."})
     assert status == 422 and answer["error"]["code"] == "invalid_subject", answer

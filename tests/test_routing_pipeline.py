@@ -21,8 +21,10 @@ from shared.services.context import AppContext, set_context
 from shared.services.records import timeline as api_timeline
 from shared.settings import AppSettings
 from shared.stages.polls import poll_all
-from shared.store.keys import CONTACT, contact_partition, participant_row
-from shared.store.stores import CONTACTS, HELD, MESSAGES, NOTICES, RECORDS, TIMELINE, Stores
+from shared.store import contacts
+from shared.store import records as record_rows
+from shared.store.keys import participant_row
+from shared.store.stores import HELD, MESSAGES, NOTICES, RECORDS, TIMELINE, Stores
 
 from .helpers import app_functions, local_host, records, timeline_counts, timeline_entries
 
@@ -91,7 +93,7 @@ def test_scenario_mailbox(box: Mailbox, stores: Stores) -> None:
         "Message-ID: <a1@example.org>\n\nThe printer is broken."
     )
     assert record_of(stores, key("a1@example.org")) == "CASE-1"
-    guest = stores.table(CONTACTS).get(contact_partition("alice@example.org"), CONTACT)
+    guest = contacts.contact(stores, "alice@example.org")
     assert guest is not None and guest["Kind"] == "guest"
     notices = list(stores.table(NOTICES).all())
     assert [(n["Kind"], n["To"], n["Sent"]) for n in notices] == [
@@ -142,7 +144,7 @@ Message-ID: <s1@example.com>
 --r--"""
     )
     assert record_of(stores, key("b1@mx.example.net")) == "CASE-1"
-    bounced = stores.table(CONTACTS).get(contact_partition("gone@example.net"), CONTACT)
+    bounced = contacts.contact(stores, "gone@example.net")
     assert bounced is not None and bounced["UndeliverableSince"] is not None
 
     # An out-of-office answer is filed on the record but never answered.
@@ -233,9 +235,7 @@ def test_a_reply_reopens_a_closed_record(box: Mailbox, stores: Stores) -> None:
         "Message-ID: <f1@example.org>\n\nThe door squeaks."
     )
     (record,) = records(stores)
-    stores.table(RECORDS).upsert(
-        {"PartitionKey": "case", "RowKey": record["RowKey"], "Status": "closed"}
-    )
+    record_rows.merge(stores, record_rows.ref_of(record), {"Status": "closed"})
     box.deliver(
         "From: fay@example.org\nTo: support@example.com\nSubject: Re: Door\n"
         "Message-ID: <f2@example.org>\nIn-Reply-To: <f1@example.org>\n\nIt squeaks again."
@@ -369,15 +369,7 @@ def test_our_address_cannot_be_borrowed_and_field_changes_need_standing(
     )
     assert "signed reference" in reasons("a2@example.org")
     assert priority() == 2
-    stores.table(CONTACTS).upsert(
-        {
-            "PartitionKey": contact_partition("dan@example.org"),
-            "RowKey": CONTACT,
-            "Address": "dan@example.org",
-            "Kind": "contact",
-            "Allowed": True,
-        }
-    )
+    contacts.put(stores, "dan@example.org", Kind="contact", Allowed=True)
     box.deliver(
         "From: dan@example.org\nTo: support@example.com\nSubject: Re: [CASE-1]\n"
         "Message-ID: <d1@example.org>\n\nPriority: 1\n\nescalating"

@@ -10,12 +10,16 @@ import asyncio
 import logging
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import azure.functions as func
 
 from ..store.names import GRAPH_FETCH, GRAPH_NOTIFICATIONS
 from .loading import load, loaded
-from .stage import Stage, stage
+from .stage import Stage, stage, timer
+
+if TYPE_CHECKING:
+    from ..services.context import AppContext
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -84,17 +88,12 @@ def graph_fetch() -> Stage:
     return graph_fetch
 
 
-@bp.timer_trigger(schedule=SUBSCRIPTIONS_SCHEDULE, arg_name="timer", run_on_startup=False)
-def graph_subscriptions(timer: func.TimerRequest) -> None:
+@timer(bp, schedule=SUBSCRIPTIONS_SCHEDULE)
+def graph_subscriptions(ctx: AppContext) -> None:
     """Create missing subscriptions, renew those near expiry, recreate vanished ones."""
-    load()
-    from ..services.context import get_context
     from ..services.mailboxes import request_resync
     from ..sources.graph.subscriptions import maintain
 
-    if timer.past_due:
-        log.info("graph subscriptions: timer is past due; running now")
-    ctx = get_context()
     at = datetime.now(UTC)
     summary = maintain(ctx.config, ctx.stores, at)
     for mailbox in summary.resync:

@@ -1,5 +1,5 @@
 """What every queue-triggered stage does around its work: context, clock, poison handling, and
-`stage`, the one way a blueprint declares a queue trigger.
+`stage`, the one way a blueprint declares a queue trigger (`timer`: the same for timers).
 
 A blueprint is a table of triggers:
 
@@ -16,6 +16,7 @@ builds the context and runs the module's `handle` under the poison guard.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from ..services.context import AppContext
 
 CONNECTION = "AzureWebJobsStorage"
+log = logging.getLogger(__name__)
 
 
 class Stage(Protocol):
@@ -118,6 +120,30 @@ def stage(
         trigger.__name__ = trigger.__qualname__ = module_of.__name__
         trigger.__doc__ = module_of.__doc__
         bp.queue_trigger(arg_name="msg", queue_name=queue, connection=CONNECTION)(trigger)
+        return trigger
+
+    return register
+
+
+def timer(
+    bp: func.Blueprint, *, schedule: str
+) -> Callable[[Callable[[AppContext], None]], Callable[[func.TimerRequest], None]]:
+    """Register a timer trigger (NCRONTAB `schedule`) named after the decorated function, which
+    gets the context: the trigger loads the app's modules first and notes a late tick."""
+
+    def register(work: Callable[[AppContext], None]) -> Callable[[func.TimerRequest], None]:
+        def trigger(timer: func.TimerRequest) -> None:
+            load()
+            from ..services.context import get_context
+
+            if timer.past_due:
+                log.info("%s: timer is past due; running now", work.__name__)
+            work(get_context())
+
+        # As in `stage`: the worker names the function and its binding after these.
+        trigger.__name__ = trigger.__qualname__ = work.__name__
+        trigger.__doc__ = work.__doc__
+        bp.timer_trigger(schedule=schedule, arg_name="timer", run_on_startup=False)(trigger)
         return trigger
 
     return register

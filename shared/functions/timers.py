@@ -10,27 +10,21 @@ from typing import TYPE_CHECKING
 import azure.functions as func
 
 from ..store.names import POLLS
-from .loading import load
-from .stage import Stage, stage
+from .stage import Stage, stage, timer
 
 if TYPE_CHECKING:
-    pass
+    from ..services.context import AppContext
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
 POLL_SCHEDULE = "0 */1 * * * *"  # NCRONTAB with seconds: every minute
 
 
-@bp.timer_trigger(schedule=POLL_SCHEDULE, arg_name="timer", run_on_startup=False)
-def poll_mailboxes(timer: func.TimerRequest) -> None:
+@timer(bp, schedule=POLL_SCHEDULE)
+def poll_mailboxes(ctx: AppContext) -> None:
     """Fan out: one `polls` message per mailbox that is due; re-send lost mailbox actions."""
-    load()
-    from ..services.context import get_context
     from ..stages.polls import schedule_polls
 
-    if timer.past_due:
-        log.info("poll: timer is past due; polling now")
-    ctx = get_context()
     if os.environ.get("WEBSITE_INSTANCE_ID"):  # set by App Service on every instance
         from ..services.serving import AZURE_TTL, claim
 
@@ -65,34 +59,28 @@ def poll_mailbox() -> Stage:
 RETENTION_SCHEDULE = "0 15 3 * * *"  # daily at 03:15 UTC
 
 
-@bp.timer_trigger(schedule=RETENTION_SCHEDULE, arg_name="timer", run_on_startup=False)
-def apply_retention(timer: func.TimerRequest) -> None:
+@timer(bp, schedule=RETENTION_SCHEDULE)
+def apply_retention(ctx: AppContext) -> None:
     """Delete handled mail whose mailbox keeps it only `delete_after_days`, and rate-limit
     slot rows no claim reads any more."""
-    load()
-    from ..services.context import get_context
     from ..services.retention import prune_rate_limit_slots, run_retention
 
-    if timer.past_due:
-        log.info("retention: timer is past due; running now")
-    summary = run_retention(get_context(), datetime.now(UTC))
+    summary = run_retention(ctx, datetime.now(UTC))
     log.info("retention: %s", summary)
-    prune_rate_limit_slots(get_context(), datetime.now(UTC))
+    prune_rate_limit_slots(ctx, datetime.now(UTC))
 
 
 TELEMETRY_SCHEDULE = "0 */5 * * * *"  # every five minutes
 
 
-@bp.timer_trigger(schedule=TELEMETRY_SCHEDULE, arg_name="timer", run_on_startup=False)
-def health_snapshot(timer: func.TimerRequest) -> None:  # noqa: ARG001
+@timer(bp, schedule=TELEMETRY_SCHEDULE)
+def health_snapshot(ctx: AppContext) -> None:
     """The health report as metrics (what the alerts read) and one log line."""
-    load()
-    from ..services.context import get_context
     from ..services.health import expiry_hours, health_report
     from ..telemetry import record_snapshot
 
     now = datetime.now(UTC)
-    report = health_report(get_context(), now)
+    report = health_report(ctx, now)
     record_snapshot(report, expiry_hours(report, now))
     failing = [n for n, m in report["mailboxes"].items() if m["status"] == "failing"]
     log.info("health: status=%s failing=%s", report["status"], ",".join(failing) or "-")

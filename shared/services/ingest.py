@@ -26,9 +26,10 @@ from ..core.contracts import InboundMessage
 from ..core.message import id_key
 from ..core.mime import header_message_id
 from ..sources.base import MailboxSource, SourceMessage
+from ..store import ingest_notes, messages
 from ..store.cursors import Cursors
-from ..store.keys import ingested_row, source_key
-from ..store.stores import INBOUND, INGEST, MESSAGES, TASK_CHANGES, Stores
+from ..store.keys import source_key
+from ..store.stores import INBOUND, INGEST, TASK_CHANGES, Stores
 
 log = logging.getLogger(__name__)
 FLUSH_EVERY = 100  # one table transaction records up to 100 ingested ids
@@ -60,16 +61,14 @@ def queue_message(
     if message_id is not None:
         # Before the queue message: once anything could be mapped after this mail, the map
         # stage can tell that it is on its way (ingested, not yet filed).
-        stores.table(MESSAGES).upsert(
-            {
-                "PartitionKey": id_key(message_id),
-                "RowKey": ingested_row(mailbox, message.source_id),
-                "Mailbox": mailbox,
-                "SourceId": message.source_id[:1000],
-                "Folder": message.folder,
-                "Blob": blob,
-                "IngestedAt": now,
-            }
+        messages.note_ingested(
+            stores,
+            id_key(message_id),
+            mailbox,
+            message.source_id,
+            folder=message.folder,
+            blob=blob,
+            now=now,
         )
     stores.queues.send(
         INBOUND,
@@ -83,14 +82,7 @@ def queue_message(
             received_at=message.received_at,
         ),
     )
-    return {
-        "PartitionKey": mailbox,
-        "RowKey": source_key(message.source_id),
-        "SourceId": message.source_id[:1000],
-        "Blob": blob,
-        "Folder": message.folder,
-        "IngestedAt": now,
-    }
+    return ingest_notes.row(mailbox, message.source_id, blob, message.folder, now)
 
 
 def ingest_mailbox(
@@ -117,11 +109,7 @@ def ingest_mailbox(
     summary.more = sighting.more
     # A source that lists only what changed (a delta query) is checked id by id; one that
     # lists everything (a folder of files) against the whole partition, read once.
-    done: set[str] | None = (
-        None
-        if sighting.incremental
-        else {e["RowKey"] for e in table.partition(mailbox, select=["RowKey"])}
-    )
+    done: set[str] | None = None if sighting.incremental else ingest_notes.done(table, mailbox)
     summary.seen = len(refs)
     if on_count:
         on_count(summary.seen)
@@ -134,7 +122,7 @@ def ingest_mailbox(
             if done is not None and key in done:
                 summary.skipped += 1
                 continue
-            if done is None and table.get(mailbox, key) is not None:
+            if done is None and ingest_notes.get(table, mailbox, source_id) is not None:
                 summary.skipped += 1
                 summary.changed.append(source_id)
                 if source_id in sighting.versions:

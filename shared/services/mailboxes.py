@@ -8,15 +8,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..core.config import GraphMailbox, ImapMailbox, Mailbox
-from ..sources.graph.state import SUBSCRIPTIONS
 from ..store import mailbox_status as status_store
+from ..store import subscriptions
 from ..store.stores import GRAPH_STATE, MAILBOXES
 from .context import AppContext
 from .ingest import IngestSummary
 
 log = logging.getLogger(__name__)
-
-STATUS_PARTITION = status_store.STATUS  # the poll stage writes LastBusyAt there too
 
 
 def status_rows(ctx: AppContext) -> dict[str, dict[str, Any]]:
@@ -96,14 +94,14 @@ def mailbox_status(ctx: AppContext, now: datetime | None = None) -> dict[str, di
         }
         if isinstance(mailbox, GraphMailbox) and mailbox.enabled and not mailbox.polling_only:
             subs = {
-                row["RowKey"].partition("~")[2]: {
+                kind: {
                     "status": row.get("Status"),
                     "expires": _iso(row.get("Expires")),
                     "last_error": row.get("LastError") or None,
                 }
-                for row in ctx.stores.table(GRAPH_STATE).partition(
-                    SUBSCRIPTIONS, row_from=f"{mailbox.name}~", row_before=f"{mailbox.name}~~"
-                )
+                for kind, row in subscriptions.of_mailbox(
+                    ctx.stores.table(GRAPH_STATE), mailbox.name
+                ).items()
             }
             out[mailbox.name]["subscriptions"] = subs
             if any(s["status"] != "active" for s in subs.values()):

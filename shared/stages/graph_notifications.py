@@ -197,7 +197,8 @@ def unpack(message: bytes) -> list[dict[str, object]]:
 
 def process_notifications(ctx: AppContext, body: bytes, now: datetime) -> dict[str, int]:
     """One webhook POST's notifications: lifecycle events handled, changes queued as fetches."""
-    from ..sources.graph.state import NONCES, secret
+    from ..sources.graph.state import secret
+    from ..store import subscriptions as subscription_rows
 
     key = secret(ctx.config)
     if key is None:
@@ -211,7 +212,9 @@ def process_notifications(ctx: AppContext, body: bytes, now: datetime) -> dict[s
         state = item.get("clientState")
         if state not in rows:
             nonce = verified_nonce(key, state)
-            rows[state] = ctx.stores.table(GRAPH_STATE).get(NONCES, nonce) if nonce else None
+            rows[state] = (
+                subscription_rows.nonce(ctx.stores.table(GRAPH_STATE), nonce) if nonce else None
+            )
         row = rows[state]
         mailbox = ctx.config.mailbox(str(row["Mailbox"])) if row else None
         if row is None or not isinstance(mailbox, GraphMailbox):
@@ -300,8 +303,6 @@ class _MustBlock(MailfilerError):
 
 def _known(ctx: AppContext, nonce: str, *, may_block: bool) -> bool:
     """Is this one of our subscriptions? Cached: a warm worker answers without a read."""
-    from ..sources.graph.state import NONCES
-
     clock = time.monotonic()
     with _nonces_lock:
         cached = _nonces.get(nonce)
@@ -309,7 +310,10 @@ def _known(ctx: AppContext, nonce: str, *, may_block: bool) -> bool:
         return cached[0]
     if not may_block:
         raise _MustBlock
-    found = ctx.stores.table(GRAPH_STATE).get(NONCES, nonce) is not None
+    # Imported here, past the event loop's check: a first import blocks.
+    from ..store import subscriptions as subscription_rows
+
+    found = subscription_rows.nonce(ctx.stores.table(GRAPH_STATE), nonce) is not None
     with _nonces_lock:
         _nonces[nonce] = (found, clock + (KNOWN_FOR if found else UNKNOWN_FOR))
     return found

@@ -11,8 +11,9 @@ from typing import Any
 from ..core.config import EwsMailbox, GraphMailbox, ImapMailbox, Mailbox
 from ..services.context import AppContext
 from ..services.ingest import IngestSummary, ingest_mailbox
-from ..services.mailboxes import STATUS_PARTITION, record_status, resync_done, status_rows
+from ..services.mailboxes import record_status, resync_done, status_rows
 from ..services.server_busy import note_busy
+from ..store import mailbox_status
 from ..store.backoff import seconds_left
 from ..store.cursors import Cursors
 from ..store.leases import release_lease, take_lease
@@ -116,9 +117,7 @@ def poll_one(ctx: AppContext, name: str, now: datetime, *, limit: int | None = N
                 # poll: no sleeping in a function.
                 log.warning("poll: mailbox=%s server busy; again in %d s", name, delay)
                 send_poll(ctx, name, delay_seconds=delay)
-                ctx.stores.table(MAILBOXES).upsert(
-                    {"PartitionKey": STATUS_PARTITION, "RowKey": name, "LastBusyAt": now}
-                )
+                mailbox_status.note_busy(ctx.stores.table(MAILBOXES), name, now)
                 return f"busy; again in {delay} s"
             log.exception("poll: mailbox=%s failed", name)
             record_status(ctx, name, mailbox.kind, now, error=f"{type(exc).__name__}: {exc}")

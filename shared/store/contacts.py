@@ -21,6 +21,11 @@ def contact_row(address: str, columns: dict[str, Any]) -> Entity:
     return {"PartitionKey": contact_partition(address), "RowKey": CONTACT, **columns}
 
 
+def put(stores: Stores, address: str, **columns: Any) -> None:
+    """Merge `columns` into the address's contact (one an operator keeps: Kind "contact")."""
+    stores.table(CONTACTS).upsert(contact_row(address, {"Address": address, **columns}))
+
+
 def apply(stores: Stores, updates: Sequence[ContactUpdate], now: datetime) -> None:
     """Contact updates, one transaction per contact's partition: usually one request."""
     by_partition: dict[str, list[tuple[Literal["insert", "upsert"], Entity]]] = {}

@@ -5,8 +5,27 @@ new mail from a known one and notes where a known one moved."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from .keys import source_key
 from .tables import Entity, Table
+
+
+def row(mailbox: str, source_id: str, blob: str, folder: str | None, now: datetime) -> Entity:
+    """The row that notes a mail as queued (the caller writes it, alone or in a batch)."""
+    return {
+        "PartitionKey": mailbox,
+        "RowKey": source_key(source_id),
+        "SourceId": source_id[:1000],
+        "Blob": blob,
+        "Folder": folder,
+        "IngestedAt": now,
+    }
+
+
+def done(table: Table, mailbox: str) -> set[str]:
+    """The RowKeys (`keys.source_key`) of every mail the mailbox handed over: one read."""
+    return {e["RowKey"] for e in table.partition(mailbox, select=["RowKey"])}
 
 
 def get(table: Table, mailbox: str, source_id: str) -> Entity | None:

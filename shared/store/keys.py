@@ -200,3 +200,25 @@ def graph_target_row(path: str) -> str:
 
 def graph_message_row(source_id: str) -> str:
     return "msg-" + short_hash(source_id)
+
+
+# An IMAP mailbox's OAuth sign-in (store/imap_tokens.py): one row in its partition of ImapState,
+# beside its cursor rows ("folder-...").
+IMAP_OAUTH_ROW = "oauth"
+
+
+# Graph subscriptions (store/subscriptions.py) in GraphState: one partition holds them all (a
+# pass reads them in pages and renews 100 to a transaction), and another the nonces the
+# webhook checks (RK the nonce).
+SUBSCRIPTIONS = "subscription"
+NONCES = "nonce"
+
+
+def subscription_row(mailbox: str, kind: str) -> str:
+    """A mailbox's subscription of one kind (mail, folder-<name>, events)."""
+    return f"{mailbox}~{kind}"
+
+
+def subscription_rows(mailbox: str) -> tuple[str, str]:
+    """The RowKey range (from, before) of a mailbox's subscriptions."""
+    return f"{mailbox}~", f"{mailbox}~~"

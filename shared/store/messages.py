@@ -19,6 +19,7 @@ from .keys import (
     SIGHTING_ROWS,
     copy_row,
     filed_row,
+    ingested_row,
     sighting_row,
     timeline_row,
 )
@@ -74,6 +75,31 @@ def state(stores: Stores, message_key: str) -> tuple[RecordRef | None, bool]:
         elif key.startswith(INGESTED_ROWS):
             ingested = True
     return record, ingested and not settled
+
+
+def note_ingested(
+    stores: Stores,
+    message_key: str,
+    mailbox: str,
+    source_id: str,
+    *,
+    folder: str | None,
+    blob: str,
+    now: datetime,
+) -> None:
+    """A copy of the message (mailbox and source id) is ingested and on its way to the map
+    stage: mail that refers to it waits for it (`state`)."""
+    stores.table(MESSAGES).upsert(
+        {
+            "PartitionKey": message_key,
+            "RowKey": ingested_row(mailbox, source_id),
+            "Mailbox": mailbox,
+            "SourceId": source_id[:1000],
+            "Folder": folder,
+            "Blob": blob,
+            "IngestedAt": now,
+        }
+    )
 
 
 def claim(

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from shared.cli.azurite import Azurite, free_port
+from shared.cli.azurite import Azurite
 from shared.cli.host import LocalHost
-from shared.cli.local_http import LocalHttpServer
 from shared.services.context import AppContext, set_context
 from shared.settings import AppSettings, load_config
 from shared.store.stores import Stores
 from tests.fakes.graph import FakeGraph
 
 from ..helpers import local_host
+from ..serving import serve_api
 
 TENANT, APP, APP_SECRET = "contoso-tenant", "app-mailfiler", "app-secret-value"
 USER = "support@contoso.example"
@@ -79,22 +78,21 @@ def graph_world(
         fake.add_app(TENANT, APP, APP_SECRET)
         fake.add_user(USER, tenant=TENANT)
         host = local_host(stores.queues, visibility_timeout=0)
-        server = LocalHttpServer(("127.0.0.1", free_port()), host, route_prefix="api")
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        base = f"http://127.0.0.1:{server.server_address[1]}/api"
-        config_file = tmp_path / "mailfiler.yaml"
-        write_config(config_file, fake, base)
-        settings = AppSettings.model_validate(
-            {"AzureWebJobsStorage": azurite.connection_string, "MAILFILER_CONFIG": str(config_file)}
-        )
-        ctx = AppContext(settings, load_config(config_file), tmp_path, stores)
-        set_context(ctx)
-        try:
-            yield GraphWorld(fake, ctx, host, base, config_file)
-        finally:
-            set_context(None)
-            server.shutdown()
-            server.server_close()
+        with serve_api(host) as served:
+            config_file = tmp_path / "mailfiler.yaml"
+            write_config(config_file, fake, served.base)
+            settings = AppSettings.model_validate(
+                {
+                    "AzureWebJobsStorage": azurite.connection_string,
+                    "MAILFILER_CONFIG": str(config_file),
+                }
+            )
+            ctx = AppContext(settings, load_config(config_file), tmp_path, stores)
+            set_context(ctx)
+            try:
+                yield GraphWorld(fake, ctx, host, served.base, config_file)
+            finally:
+                set_context(None)
 
 
 def mime(n: int, *, reply_to: int | None = None, sender: str | None = None) -> bytes:

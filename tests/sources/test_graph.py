@@ -12,14 +12,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.core.contracts import MailboxAction
+from shared.services.mailboxes import mailbox_status
 from shared.sources.graph.auth import provider_for
 from shared.sources.graph.client import GraphClient, GraphThrottled
 from shared.sources.graph.clientstate import make
 from shared.sources.graph.source import GraphSource
-from shared.sources.graph.state import SUBSCRIPTIONS
 from shared.sources.graph.subscriptions import maintain
 from shared.stages.graph_notifications import unpack
 from shared.stages.polls import poll_all
+from shared.store import subscriptions as subscription_rows
 from shared.store.stores import GRAPH_NOTIFICATIONS, GRAPH_STATE
 
 from ..helpers import records, timeline_counts, timeline_entries
@@ -193,8 +194,24 @@ def test_renewals_go_in_batches_and_a_vanished_subscription_is_recreated(
     fake.remove_subscription(sub.id)
     again = maintain(ctx.config, ctx.stores, later + timedelta(days=6))
     assert again.recreated == 1 and len(fake.subscriptions) == 1
-    row = ctx.stores.table(GRAPH_STATE).get(SUBSCRIPTIONS, "m365~mail")
+    row = subscription_rows.get(ctx.stores.table(GRAPH_STATE), "m365", "mail")
     assert row is not None and row["SubscriptionId"] == fake.subscriptions[0].id
+
+
+def test_mailbox_status_shows_each_subscription_and_a_failing_one_fails_the_mailbox(
+    graph_world: GraphWorld,
+) -> None:
+    ctx = graph_world.ctx
+    maintain(ctx.config, ctx.stores, now())
+    status = mailbox_status(ctx)["m365"]
+    assert set(status["subscriptions"]) == {"mail"}
+    assert status["subscriptions"]["mail"]["status"] == "active"
+    assert status["status"] != "failing"
+    table = ctx.stores.table(GRAPH_STATE)
+    subscription_rows.note_failing(table, "m365", "mail", "Graph: 拒否されました", now())
+    status = mailbox_status(ctx)["m365"]
+    assert status["subscriptions"]["mail"]["last_error"] == "Graph: 拒否されました"
+    assert status["status"] == "failing"
 
 
 def test_lifecycle_subscription_removed_recreates_it(graph_world: GraphWorld) -> None:

@@ -18,9 +18,10 @@ from shared.sources.graph.auth import provider_for
 from shared.sources.graph.client import GraphClient, GraphThrottled
 from shared.sources.graph.clientstate import make, new_nonce
 from shared.sources.graph.source import GraphSource, _target_cache
-from shared.sources.graph.state import SUBSCRIPTIONS, secret_id
+from shared.sources.graph.state import secret_id
 from shared.sources.graph.subscriptions import maintain
 from shared.stages.graph_fetch import fetch
+from shared.store import subscriptions as subscription_rows
 from shared.store.backoff import backoff_until
 from shared.store.keys import source_key
 from shared.store.stores import GRAPH_FETCH, GRAPH_NOTIFICATIONS, GRAPH_STATE, INGEST
@@ -293,7 +294,7 @@ def test_rotating_the_client_state_secret_leaves_only_new_subscriptions(
     rotated = maintain(ctx.config, ctx.stores, now())
     assert (rotated.recreated, rotated.retired, rotated.failed) == (1, 2, [])
     live = {s.id for s in fake.subscriptions}
-    row = ctx.stores.table(GRAPH_STATE).get(SUBSCRIPTIONS, "m365~mail")
+    row = subscription_rows.get(ctx.stores.table(GRAPH_STATE), "m365", "mail")
     assert row is not None and row["SecretId"] == secret_id(new_secret.encode())
     assert live == {row["SubscriptionId"], other}
     assert old.id not in live and orphan not in live

@@ -13,7 +13,7 @@ import pytest
 from shared.cli.azurite import Azurite
 from shared.services.context import set_context
 from shared.services.mailboxes import mailbox_status
-from shared.sources.imap.oauth import OAUTH_ROW
+from shared.store import imap_tokens
 from shared.store.stores import IMAP_STATE, Stores
 from tests.fakes.dovecot import Dovecot, require_dovecot
 from tests.fakes.gmail import FakeGoogleOAuth, GmailImapProxy, gm_id
@@ -68,7 +68,7 @@ def test_a_refresh_token_opens_gmail_once_per_token_lifetime(gmail: GmailWorld) 
     assert gmail.proxy.command_count("AUTHENTICATE") == 2
     gmail.host.drain()
     assert len(records(gmail.stores)) == 2
-    row = gmail.stores.table(IMAP_STATE).get("imap", OAUTH_ROW)
+    row = imap_tokens.load(gmail.stores.table(IMAP_STATE), "imap")
     assert row is not None and "RefreshedAt" in row and "Cache" not in row
     assert mailbox_status(gmail.ctx)["imap"]["warnings"] == []
 

@@ -16,7 +16,8 @@ from shared.cli.main import main
 from shared.core.config import ImapMailbox
 from shared.services.context import set_context
 from shared.services.mailboxes import mailbox_status
-from shared.sources.imap.oauth import OAUTH_ROW, forget_token, new_key, sign_in
+from shared.sources.imap.oauth import forget_token, new_key, sign_in
+from shared.store import imap_tokens
 from shared.store.stores import IMAP_STATE, Stores
 from tests.fakes.dovecot import Dovecot, require_dovecot
 from tests.fakes.graph import FakeGraph
@@ -46,7 +47,7 @@ class Delegated:
         return mailbox
 
     def row(self) -> dict[str, object]:
-        row = self.world.stores.table(IMAP_STATE).get("imap", OAUTH_ROW)
+        row = imap_tokens.load(self.world.stores.table(IMAP_STATE), "imap")
         assert row is not None
         return row
 
@@ -130,13 +131,7 @@ def test_a_refresh_token_unused_for_long_warns_before_it_lapses(delegated: Deleg
     now = datetime.now(UTC)
     table = delegated.world.stores.table(IMAP_STATE)
     for idle_days, expect in ((30, None), (65, "lapses on"), (95, "has lapsed")):
-        table.upsert(
-            {
-                "PartitionKey": "imap",
-                "RowKey": OAUTH_ROW,
-                "RefreshedAt": now - timedelta(days=idle_days),
-            }
-        )
+        imap_tokens.save(table, "imap", RefreshedAt=now - timedelta(days=idle_days))
         warnings = mailbox_status(delegated.world.ctx, now)["imap"]["warnings"]
         if expect is None:
             assert warnings == []

@@ -1,5 +1,5 @@
-"""Where Graph state lives in `GraphState`, and the clientState secret: standard library only,
-since the webhook's fast path reads them.
+"""The clientState secret: standard library only, since the webhook's fast path reads it. (The
+subscription and nonce rows in `GraphState`: store/subscriptions.py.)
 """
 
 from __future__ import annotations
@@ -9,13 +9,6 @@ import hmac
 import os
 
 from ...core.config import Config
-
-NONCES = "nonce"  # PK of the index the webhook checks: RK a subscription's nonce
-SUBSCRIPTIONS = "subscription"  # PK of the subscriptions: RK `<mailbox>~<kind>`
-
-
-def subscription_row(mailbox: str, kind: str) -> str:
-    return f"{mailbox}~{kind}"
 
 
 def secret(config: Config) -> bytes | None:

@@ -1,9 +1,8 @@
 """Graph subscriptions: create what is missing, renew what is near expiry (in `$batch` calls of
 20), recreate what vanished, and remove what the configuration no longer wants.
 
-State in `GraphState`: PK `subscription`, RK `<mailbox>~<kind>` (subscription id, resource,
-nonce, expiry, status, last error), one partition so a pass reads them in pages and writes
-renewals 100 to a transaction; and PK `nonce`, RK the nonce, the index the webhook checks. The
+State in `GraphState` (store/subscriptions.py): a row per subscription (subscription id,
+resource, nonce, expiry, status, last error), and per nonce the index the webhook checks. The
 nonce row is written before the subscription is created: Graph may notify at once, and
 notifications of a subscription whose creation is still being answered must count as ours.
 
@@ -25,11 +24,13 @@ from typing import Any
 from urllib.parse import quote
 
 from ...core.config import Config, GraphMailbox
+from ...store import subscriptions as stored
+from ...store.keys import subscription_row
 from ...store.stores import GRAPH_STATE, Stores
 from .auth import GraphAuthError, provider_for
 from .client import GraphClient, GraphError
 from .clientstate import make, new_nonce, verified_nonce
-from .state import NONCES, SUBSCRIPTIONS, secret, secret_id, subscription_row
+from .state import secret, secret_id
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def maintain(
     gone = set(recreate)
     wants = [w for w in wanted(config) if only in (None, w.mailbox.name)]
     renewals: dict[int, tuple[GraphClient, list[tuple[Wanted, dict[str, Any]]]]] = {}
-    rows = {row["RowKey"]: row for row in table.partition(SUBSCRIPTIONS)}
+    rows = stored.all_rows(table)
     for want in wants:
         row = rows.get(subscription_row(want.mailbox.name, want.kind))
         expires = row.get("Expires") if row else None
@@ -156,9 +157,7 @@ def _create(
     table = stores.table(GRAPH_STATE)
     base = (config.graph.notification_url or "").rstrip("/")
     nonce = new_nonce()
-    table.upsert(
-        {"PartitionKey": NONCES, "RowKey": nonce, "Mailbox": want.mailbox.name, "Kind": want.kind}
-    )
+    stored.note_nonce(table, nonce, want.mailbox.name, want.kind)
     body = {
         "changeType": want.change_type,
         "notificationUrl": f"{base}/graph/notifications",
@@ -173,16 +172,7 @@ def _create(
     except (GraphError, GraphAuthError) as exc:
         log.warning("graph: mailbox=%s subscribe %s failed: %s", want.mailbox.name, want.kind, exc)
         summary.failed.append((want.mailbox.name, str(exc)))
-        table.upsert(
-            {
-                "PartitionKey": SUBSCRIPTIONS,
-                "RowKey": subscription_row(want.mailbox.name, want.kind),
-                "Mailbox": want.mailbox.name,
-                "Status": "failing",
-                "LastError": str(exc)[:2000],
-                "LastErrorAt": now,
-            }
-        )
+        stored.note_failing(table, want.mailbox.name, want.kind, str(exc), now)
         return
     if row and row.get("SubscriptionId"):
         summary.recreated += 1
@@ -193,30 +183,18 @@ def _create(
             summary.retired += 1
     else:
         summary.created += 1
-    table.upsert(
-        {
-            "PartitionKey": NONCES,
-            "RowKey": nonce,
-            "Mailbox": want.mailbox.name,
-            "Kind": want.kind,
-            "SubscriptionId": made["id"],
-        }
-    )
-    table.upsert(
-        {
-            "PartitionKey": SUBSCRIPTIONS,
-            "RowKey": subscription_row(want.mailbox.name, want.kind),
-            "Mailbox": want.mailbox.name,
-            "SubscriptionId": made["id"],
-            "Resource": want.resource,
-            "ChangeType": want.change_type,
-            "Nonce": nonce,
-            "Expires": _parse(made.get("expirationDateTime")) or _expiry(config, now),
-            "Status": "active",
-            "SecretId": secret_id(key),
-            "LastError": "",
-            "CreatedAt": now,
-        }
+    stored.note_nonce(table, nonce, want.mailbox.name, want.kind, made["id"])
+    stored.note_active(
+        table,
+        want.mailbox.name,
+        want.kind,
+        subscription_id=made["id"],
+        resource=want.resource,
+        change_type=want.change_type,
+        nonce=nonce,
+        expires=_parse(made.get("expirationDateTime")) or _expiry(config, now),
+        secret_id=secret_id(key),
+        now=now,
     )
     # Mail may have arrived while there was no subscription: catch up with delta.
     summary.resync.add(want.mailbox.name)
@@ -272,7 +250,7 @@ def _retire_strays(
             if str(sub.get("notificationUrl") or "").rstrip("/").lower() != url:
                 continue
             nonce = verified_nonce(key, sub.get("clientState"))
-            if nonce is not None and table.get(NONCES, nonce) is not None:
+            if nonce is not None and stored.nonce(table, nonce) is not None:
                 continue  # being made by a concurrent pass: its row is not written yet
             log.info("graph: deleting subscription %s (not ours with the current secret)", sub_id)
             if _delete(client, sub_id):
@@ -304,27 +282,20 @@ def _renew(
         summary.failed.extend((w.mailbox.name, str(exc)) for w, _ in items)
         return
     summary.batches += -(-len(requests) // 20)
-    renewed: list[dict[str, Any]] = []
+    renewed: list[tuple[str, datetime]] = []
     for (want, row), answer in zip(items, answers, strict=True):
         status = int(answer.get("status", 500))
         if status < 300:
             body = answer.get("body") or {}
-            renewed.append(
-                {
-                    "PartitionKey": SUBSCRIPTIONS,
-                    "RowKey": row["RowKey"],
-                    "Expires": _parse(body.get("expirationDateTime")) or _expiry(config, now),
-                    "RenewedAt": now,
-                    "LastError": "",
-                }
-            )
+            expires = _parse(body.get("expirationDateTime")) or _expiry(config, now)
+            renewed.append((str(row["RowKey"]), expires))
             summary.renewed += 1
         elif status == 404 and key is not None:
             _create(config, stores, client, want, row, key, now, summary)
         else:
             error = str((answer.get("body") or {}).get("error", {}).get("message", status))
             summary.failed.append((want.mailbox.name, f"renew: {status} {error}"[:500]))
-    table.upsert_batch(renewed)  # one partition: 100 renewals a request
+    stored.note_renewed(table, renewed, now)  # one partition: 100 renewals a request
 
 
 def _remove_unwanted(
@@ -353,19 +324,17 @@ def _remove_unwanted(
             except GraphAuthError as exc:
                 summary.failed.append((mailbox.name, f"unsubscribe: {exc}"))
                 continue
-        log.info(
-            "graph: removing subscription %s of %s", row.get("SubscriptionId"), row["PartitionKey"]
-        )
+        log.info("graph: removing subscription %s (%s)", row.get("SubscriptionId"), key)
         summary.removed += 1
         _forget_nonce(stores, row)
-        table.delete(row["PartitionKey"], row["RowKey"])
+        stored.remove(table, key)
 
 
 def _forget_nonce(stores: Stores, row: dict[str, Any]) -> None:
     nonce = row.get("Nonce")
     if nonce:
         try:
-            stores.table(GRAPH_STATE).delete(NONCES, str(nonce))
+            stored.forget_nonce(stores.table(GRAPH_STATE), str(nonce))
         except Exception as exc:  # a stale index row only lets a dead subscription's calls in
             log.info("graph: could not forget nonce: %s", exc)
 

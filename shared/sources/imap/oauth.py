@@ -24,12 +24,12 @@ from urllib.parse import urlparse
 
 from ...core.config import GmailOAuth, ImapMailbox, ImapOAuth
 from ...core.errors import MailfilerError
+from ...store import imap_tokens
 from ...store.stores import IMAP_STATE, Stores
 from ..graph.auth import KNOWN_AUTHORITIES
 
 log = logging.getLogger(__name__)
 TOKEN_KEY_SETTING = "MAILFILER_TOKEN_KEY"  # noqa: S105 (the setting's name)
-OAUTH_ROW = "oauth"
 REFRESH_MARGIN = 300  # seconds before expiry a cached access token is replaced
 # Microsoft: a refresh token unused for 90 days lapses; Google: one unused for six months.
 IDLE_LIFETIME = {"microsoft": timedelta(days=90), "google": timedelta(days=182)}
@@ -67,14 +67,13 @@ def new_key() -> str:
 
 
 def _load(stores: Stores, mailbox: str) -> dict[str, Any] | None:
-    return stores.table(IMAP_STATE).get(mailbox, OAUTH_ROW)
+    return imap_tokens.load(stores.table(IMAP_STATE), mailbox)
 
 
 def _save(stores: Stores, mailbox: str, cache: str | None, **fields: Any) -> None:
-    row: dict[str, Any] = {"PartitionKey": mailbox, "RowKey": OAUTH_ROW, **fields}
     if cache is not None:
-        row["Cache"] = _vault().encrypt(cache.encode()).decode()
-    stores.table(IMAP_STATE).upsert(row)
+        fields["Cache"] = _vault().encrypt(cache.encode()).decode()
+    imap_tokens.save(stores.table(IMAP_STATE), mailbox, **fields)
 
 
 # -- Microsoft delegated (device code) -------------------------------------------------------

@@ -26,7 +26,7 @@ import logging
 import re
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
@@ -204,6 +204,23 @@ class ImapSource:
         self._selected = (folder, readonly)
         return info
 
+    @contextlib.contextmanager
+    def _failures(self, doing: str = "", *, then_close: bool = False) -> Iterator[None]:
+        """A failure closes the connection (it may be left mid-command); a network or protocol
+        error becomes the source's own (`failure`, `doing` saying what failed), ours pass as
+        they are. `then_close`: close it in any case."""
+        try:
+            yield
+        except (ImapError, SourceBusy):
+            self.close()
+            raise
+        except (IMAPClientError, OSError) as exc:
+            self.close()
+            raise failure(exc, f"imap {self.mailbox.host}{doing}") from exc
+        finally:
+            if then_close:
+                self.close()
+
     # -- MailboxSource -----------------------------------------------------------------------
 
     def poll(self, cursor: Cursor) -> Sighting:
@@ -211,16 +228,10 @@ class ImapSource:
         `tasks`), and where the next poll starts."""
         ids: list[str] = []
         self._pending = {}
-        try:
+        with self._failures():
             client = self._connect()
             for folder in self.mailbox.folders:
                 ids.extend(self._list_folder(client, folder, cursor.get(folder) or {}))
-        except (ImapError, SourceBusy):
-            self.close()
-            raise
-        except (IMAPClientError, OSError) as exc:
-            self.close()
-            raise failure(exc, f"imap {self.mailbox.host}") from exc
         self._order = ids
         return Sighting(
             refs=ids,
@@ -362,7 +373,7 @@ class ImapSource:
             i for i in self._order[start : start + FETCH_CHUNK] if parse_source_id(i)[2] == folder
         ] or [item]
         uids = {parse_source_id(i)[1]: i for i in batch}
-        try:
+        with self._failures():
             if self._selected is None or self._selected[0] != folder:
                 info = self._select(folder, readonly=True)
                 if int(info[b"UIDVALIDITY"]) != validity:
@@ -374,12 +385,6 @@ class ImapSource:
                 items.append(b"X-GM-THRID")
             self._count(1)
             answers = client.fetch(sorted(uids), items)
-        except (ImapError, SourceBusy):
-            self.close()
-            raise
-        except (IMAPClientError, OSError) as exc:
-            self.close()
-            raise failure(exc, f"imap {self.mailbox.host}") from exc
         for got_uid, data in answers.items():
             ident = uids.get(got_uid)
             raw = data.get(b"BODY[]")
@@ -413,7 +418,7 @@ class ImapSource:
         again; it is never searched for elsewhere and moved back. A folder that changed
         UIDVALIDITY is reported as gone too."""
         validity, uid, folder = parse_source_id(item)
-        try:
+        with self._failures(then_close=True):
             info = self._select(folder, readonly=False)
             if int(info[b"UIDVALIDITY"]) != validity:
                 return [
@@ -441,12 +446,6 @@ class ImapSource:
                 BytesHeaderParser().parsebytes(bytes(header or b"")).get("Message-ID")
             )
             return self._apply_all(client, info, folder, uid, flags, actions)
-        except (ImapError, SourceBusy):
-            raise
-        except (IMAPClientError, OSError) as exc:
-            raise failure(exc, f"imap {self.mailbox.host}") from exc
-        finally:
-            self.close()
 
     def _apply_all(
         self,
@@ -560,7 +559,7 @@ class ImapSource:
 
     def append(self, folder: str, raw: bytes) -> None:
         """A copy of mail we sent in `folder` (SMTP keeps none), marked \\Seen."""
-        try:
+        with self._failures(f": append to {folder}", then_close=True):
             client = self._connect()
             target = self._server_name(folder)
             self._with_folder(
@@ -568,12 +567,6 @@ class ImapSource:
                 target,
                 lambda: client.append(target, raw, flags=[SEEN], msg_time=datetime.now(UTC)),
             )
-        except (ImapError, SourceBusy):
-            raise
-        except (IMAPClientError, OSError) as exc:
-            raise failure(exc, f"imap {self.mailbox.host}: append to {folder}") from exc
-        finally:
-            self.close()
 
     def send_mime(self, raw: bytes) -> str:  # noqa: ARG002
         raise NotSupported(f"imap {self.mailbox.name}: IMAP does not send; mail goes by SMTP")
