@@ -39,6 +39,9 @@ class Simulation:
     numbers: dict[RecordRef, str] = field(default_factory=dict)
     by_conversation: dict[tuple[str, str], RecordRef] = field(default_factory=dict)
     participants: dict[RecordRef, set[str]] = field(default_factory=dict)  # the `~p-` rows
+    # The last number given per record type: counting `numbers` on each create made explaining
+    # n mails quadratic (58% of its CPU at 10,000 mails).
+    last_number: dict[str, int] = field(default_factory=dict)
 
     def known(self, message: MailMessage, config: Config, classification: Classification) -> Known:
         need = lookups(message, config, classification)
@@ -108,7 +111,8 @@ class Simulation:
             if plan.action == "create" and plan.record not in self.numbers:
                 record_type = config.record_type(plan.record.type)
                 prefix = record_type.prefix if record_type else plan.record.type.upper()
-                number = 1 + sum(1 for r in self.numbers if r.type == plan.record.type)
+                number = self.last_number.get(plan.record.type, 0) + 1
+                self.last_number[plan.record.type] = number
                 self.numbers[plan.record] = f"{prefix}-{number}"
                 self.by_token[(prefix, number)] = plan.record
             if plan.primary and message.message_id:
