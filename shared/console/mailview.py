@@ -102,6 +102,7 @@ def sanitise(markup: str, remote_images: bool) -> str:
 
     tags = set(nh3.ALLOWED_TAGS) - {"area", "map"}
     attributes = {tag: set(names) for tag, names in nh3.ALLOWED_ATTRIBUTES.items()}
+    attributes.setdefault("*", set()).update({"style", "dir", "lang", "title"})
     attributes.setdefault("img", set()).update({"src", "alt", "width", "height"})
     for tag in ("table", "td", "th", "tr", "tbody", "thead"):
         attributes.setdefault(tag, set()).update({"align", "valign", "width", "bgcolor"})
