@@ -125,7 +125,7 @@ def test_a_change_needs_our_origin_our_token_and_the_role() -> None:
             check_change(headers, sent, who, AGENT)
         assert refused.value.status == 403, (headers, sent)
     reader = Principal("r", frozenset({READ}), "entra")
-    with pytest.raises(Refused, match="Mailfiler.Agent"):
+    with pytest.raises(Refused, match=r"Mailfiler\.Agent"):
         check_change(
             {"host": "x.example", "origin": "https://x.example"}, csrf_token(reader), reader, AGENT
         )
