@@ -408,6 +408,10 @@ def test_browser_read_the_whole_mail_and_download_attachment_and_raw(
 
 def test_the_api_serves_the_same_downloads(site: Site) -> None:
     api = f"{site.base}/api"
+    _, _, hostile = _get(f"{api}/records?mailbox=hostile&limit=50")
+    assert len(json.loads(hostile)["records"]) == len(HOSTILE)
+    status, _, nothing = _get(f"{api}/records?mailbox=nope")
+    assert (status, json.loads(nothing)["records"]) == (200, [])  # matches nothing
     _, _, page = _get(f"{api}/records?q=%E8%AB%8B%E6%B1%82%E6%9B%B8")
     (record,) = json.loads(page)["records"]
     _, _, body = _get(f"{api}/records/case/{record['id']}")

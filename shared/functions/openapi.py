@@ -270,6 +270,7 @@ def document() -> dict[str, Any]:
                         _query("type", "record type"),
                         _query("status", "status"),
                         _query("contact", "the address that opened the record"),
+                        _query("mailbox", "the mailbox the record was opened from"),
                         _query("q", "text in the title"),
                         _query(
                             "limit",
