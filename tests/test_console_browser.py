@@ -8,10 +8,12 @@ a fresh browser context that logs every request and aborts any that would leave 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 import shutil
+import socket
 import threading
 import time
 import urllib.error
@@ -28,6 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from shared.cli.azurite import REPO, Azurite, free_port
+from shared.cli.host import LocalHost
 from shared.cli.local_http import LocalHttpServer
 from shared.core.message import id_key
 from shared.services.context import AppContext, set_context
@@ -166,6 +169,7 @@ class Site:
     context: AppContext
     mail_dir: Path
     raw: dict[str, bytes] = field(default_factory=dict)  # subject -> the mail's bytes
+    host: LocalHost | None = None
 
     @property
     def console(self) -> str:
@@ -218,7 +222,7 @@ def site(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     server = LocalHttpServer(("127.0.0.1", free_port()), host, route_prefix="api")
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield Site(f"http://127.0.0.1:{server.server_address[1]}", context, mail_dir, raw)
+        yield Site(f"http://127.0.0.1:{server.server_address[1]}", context, mail_dir, raw, host)
     finally:
         server.shutdown()
         server.server_close()
@@ -589,3 +593,42 @@ def test_browser_pages_are_usable_at_360_px(site: Site, watched: Watched) -> Non
     page.keyboard.press("Tab")
     focused = page.evaluate("document.activeElement.tagName")
     assert re.fullmatch("A|SELECT|INPUT|BUTTON", focused)
+    # The console's home leads to the records.
+    page.goto(f"{site.base}/api/console")
+    assert page.url == f"{site.console}/records"
+
+
+def _own_address() -> str | None:
+    """This machine's address on its network (not loopback), if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # UDP: picks the route, sends nothing
+        except OSError:
+            return None
+        address = str(probe.getsockname()[0])
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+def test_the_console_answers_only_callers_on_this_machine(site: Site) -> None:
+    """Served on every interface, a caller from the network is refused even when it names
+    127.0.0.1 in Host (which the local host's own check accepts), while the API answers it."""
+    address = _own_address()
+    if address is None:
+        pytest.skip("this machine has no network address besides loopback")
+    assert site.host is not None
+    server = LocalHttpServer(("0.0.0.0", free_port()), site.host, route_prefix="api")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        spoofed = {"Host": f"127.0.0.1:{port}"}
+        status, headers, body = _get(f"http://{address}:{port}/api/console/records", spoofed)
+        assert status == 403 and "127.0.0.1" in body.decode()
+        assert headers["content-type"].startswith("text/html")
+        # The same for a caller who sends the peer header itself.
+        forged = {**spoofed, "X-Mailfiler-Peer": "127.0.0.1"}
+        assert _get(f"http://{address}:{port}/api/console/records", forged)[0] == 403
+        assert _get(f"http://{address}:{port}/api/records", spoofed)[0] == 200
+        assert _get(f"http://127.0.0.1:{port}/api/console/records")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
