@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import azure.functions as func
 import h11
 
+from ..console.access import PEER_HEADER
 from ..core.errors import MailfilerError
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ MAX_REQUEST = 100 * 1024 * 1024  # the Functions host's limit on an HTTP request
 NO_BODY = (204, 304)  # answers that carry neither a body nor Content-Length
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 SAME_ORIGIN_FETCH = ("same-origin", "none")  # Sec-Fetch-Site values of our own pages or a user
-PEER_HEADER = "x-mailfiler-peer"  # the connection's peer address (shared/console/access.py)
 
 
 class _TooLarge(MailfilerError):

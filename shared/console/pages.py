@@ -105,6 +105,11 @@ def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Pag
         record_type(ctx.config, chosen["type"])
     if "mailbox" in chosen and ctx.config.mailbox(chosen["mailbox"]) is None:
         raise RecordError(404, "unknown_mailbox", f"no mailbox {chosen['mailbox']!r}")
+    size = params.get("limit", "").strip()
+    if size:
+        if not size.isascii() or not size.isdigit() or len(size) > 6:
+            raise RecordError(400, "bad_limit", "limit must be a whole number")
+        chosen["limit"] = size
     rows, token = list_records(
         ctx.stores,
         ctx.config,
@@ -112,7 +117,7 @@ def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Pag
         status=chosen.get("status"),
         contact=chosen.get("contact"),
         text=chosen.get("q"),
-        limit=PAGE_SIZE,
+        limit=int(size) if size else PAGE_SIZE,
         continuation=params.get("continuation") or None,
         mailbox=chosen.get("mailbox"),
     )
