@@ -25,6 +25,7 @@ from .loading import load
 if TYPE_CHECKING:
     from ..services.audit import Actor
     from ..services.context import AppContext
+    from ..services.downloads import Download
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -234,7 +235,7 @@ def records_reply(req: func.HttpRequest) -> func.HttpResponse:
     return _handle(req, work)
 
 
-def _download(found: Any) -> func.HttpResponse:
+def _download(found: Download) -> func.HttpResponse:
     return func.HttpResponse(found.data, status_code=200, headers=found.headers())
 
 
