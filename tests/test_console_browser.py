@@ -357,9 +357,13 @@ def test_browser_find_a_record_by_filter_and_read_it(site: Site, watched: Watche
     page.select_option("select[name=mailbox]", "sample")
     page.click("form.filters button")
     assert page.locator("table.records tbody tr").count() == 5
+    assert page.locator(".counts .n").all_inner_texts() == ["5"]  # counted in that mailbox
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1000, "height": 560})
     page.screenshot(path=str(SHOTS / "console-records.png"))
+    page.click(".counts a")  # a status's count leads to its records, the mailbox kept
+    assert "mailbox=sample" in page.url and "status=new" in page.url
+    assert page.locator("table.records tbody tr").count() == 5
     page.fill("input[name=contact]", "olga@example.ru")
     page.click("form.filters button")
     titles = page.locator("table.records td.title").all_inner_texts()

@@ -86,13 +86,16 @@ def _filters(params: Mapping[str, str]) -> dict[str, str]:
     return {k: params[k].strip()[:MAX_FILTER] for k in FILTERS if params.get(k, "").strip()}
 
 
-def status_counts(ctx: AppContext, type_name: str | None) -> list[tuple[str, int]]:
-    """How many records have each status (of one type, or all). A scan of the records: fine
-    for thousands; an index of counts is the 10,000-record bench's business."""
+def status_counts(ctx: AppContext, chosen: Mapping[str, str]) -> list[tuple[str, int]]:
+    """How many records of the chosen type, mailbox and contact have each status. A scan of
+    the records: fine for thousands; an index of counts is the 10,000-record bench's business."""
+    contact = chosen.get("contact", "").lower()
     counts = Counter(
         str(r.get("Status") or "(none)")
         for r in all_records(ctx.stores)
-        if not type_name or r["PartitionKey"] == type_name
+        if r["PartitionKey"] == chosen.get("type", r["PartitionKey"])
+        and r.get("Mailbox") == chosen.get("mailbox", r.get("Mailbox"))
+        and (not contact or str(r.get("Contact") or "").lower() == contact)
     )
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
@@ -135,7 +138,13 @@ def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Pag
         types=[t.name for t in ctx.config.record_types],
         statuses=statuses,
         mailboxes=[m.name for m in ctx.config.mailboxes],
-        counts=status_counts(ctx, chosen.get("type")),
+        counts=status_counts(ctx, chosen),
+        # What a status count's link keeps of the filters (not the text, which counts ignore).
+        scope="".join(
+            f"{k}={quote(chosen[k], safe='')}&"
+            for k in ("type", "mailbox", "contact")
+            if k in chosen
+        ),
         next_url=next_url,
         first_url=f"{BASE}/records?{urlencode(chosen)}" if params.get("continuation") else None,
     )
