@@ -2,7 +2,7 @@
 
 import azure.functions as func
 
-from shared.functions import api, events, graph, health, pipeline, timers
+from shared.functions import api, console, events, graph, health, pipeline, timers
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(health.bp)
@@ -11,3 +11,4 @@ app.register_functions(timers.bp)
 app.register_functions(api.bp)
 app.register_functions(events.bp)
 app.register_functions(graph.bp)
+app.register_functions(console.bp)

@@ -210,6 +210,8 @@ def test_openapi_document(api: Api) -> None:
         "/records/{type}/{id}/reply",
         "/messages",
         "/messages/{key}",
+        "/records/{type}/{id}/messages/{key}/attachments/{index}",
+        "/messages/{key}/raw",
     }
     assert "RecordWithTimeline" in doc["components"]["schemas"]
 

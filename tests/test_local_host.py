@@ -121,10 +121,12 @@ def test_run_serves_health_and_files_the_sample_mail_within_a_minute(
     assert status_of(admin, {"Origin": "http://evil.example"}, "POST") == 403
     assert status_of(f"{base}/api/records/case/1", {"Sec-Fetch-Site": "cross-site"}) == 403
     assert status_of(f"{base}/api/health", {"Origin": base}) == 200
+    assert status_of(f"{base}/api/console/records", {}) == 200  # the console, on this machine
 
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=30)
     assert process.returncode == 0, out.decode()[-2000:]
+    assert f"mailfiler: console at {base}/api/console/records" in out.decode()
 
 
 def generate_mail(folder: Path, conversations: int, per_conversation: int) -> int:

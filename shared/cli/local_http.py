@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import azure.functions as func
 import h11
 
+from ..console.access import PEER_HEADER
 from ..core.errors import MailfilerError
 
 if TYPE_CHECKING:
@@ -164,13 +165,15 @@ class LocalHttpServer:
         if sock is not None:  # the answer leaves in one write; do not let Nagle hold it
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = h11.Connection(h11.SERVER)
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if isinstance(peername, tuple) and peername else ""
         try:
             while True:
                 request = await self._request(conn, reader, writer)
                 if request is None:
                     return
                 head, body = request
-                status, headers, payload = await self._answer(head, body)
+                status, headers, payload = await self._answer(head, body, peer)
                 self._send(conn, writer, head.method, status, headers, payload)
                 await writer.drain()
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
@@ -258,7 +261,7 @@ class LocalHttpServer:
             return _error(403, "cross_origin", "requests from other sites are refused")
         return None
 
-    async def _answer(self, head: h11.Request, body: bytes) -> Answer:
+    async def _answer(self, head: h11.Request, body: bytes, peer: str = "") -> Answer:
         method, target = head.method.decode("ascii"), head.target.decode("latin-1")
         split = urlsplit(target)
         headers: dict[str, str] = {}
@@ -266,6 +269,9 @@ class LocalHttpServer:
             key = name.decode("latin-1")
             text = value.decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        # Who is connected, for the console (shared/console/access.py); a caller's own copy of
+        # the header is replaced, never trusted.
+        headers[PEER_HEADER] = peer
         refused = self.refusal(headers)
         if refused is not None:
             log.warning(

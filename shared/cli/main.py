@@ -366,6 +366,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     base = f"http://{args.host}:{args.port}"
     routes = [f"{base}/api/{fn.trigger.get('route')}" for fn in host.of_type("httpTrigger")]
     print(f"mailfiler: local host running ({len(host.functions)} functions)", flush=True)
+    if server:
+        # The console answers only on this machine (shared/console/access.py).
+        console = f"http://127.0.0.1:{args.port}/api/console/records"
+        print(f"mailfiler: console at {console}", flush=True)
     for route in routes if server else []:
         print(f"  {route}", flush=True)
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -867,3 +867,22 @@ def _parse(
         folder=folder,
         defects=defects.items(),
     )
+
+
+def mail_bodies(raw: bytes) -> tuple[str | None, str | None]:
+    """The first text/plain and the first text/html body of `raw` (not attachments), decoded,
+    each None when the mail has none: what a reader of the whole mail is shown. Never raises."""
+    defects = _Defects()
+    message, shell = _parse_tree(bytes(raw), defects)
+    if message is None:
+        return None, None
+    plain: str | None = None
+    html: str | None = None
+    for info in _leaves(message, defects, shell):
+        if info.maintype == "message" or info.is_attachment:
+            continue
+        if info.content_type == "text/plain" and plain is None:
+            plain = _valid(_text_of(info, defects))
+        elif info.content_type == "text/html" and html is None:
+            html = _valid(_text_of(info, defects))
+    return plain, html

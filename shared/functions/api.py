@@ -25,6 +25,7 @@ from .loading import load
 if TYPE_CHECKING:
     from ..services.audit import Actor
     from ..services.context import AppContext
+    from ..services.downloads import Download
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ def records_list(req: func.HttpRequest) -> func.HttpResponse:
             text=req.params.get("q"),
             limit=limit,
             continuation=req.params.get("continuation"),
+            mailbox=req.params.get("mailbox"),
         )
         return _json({"records": rows, "continuation": token})
 
@@ -229,6 +231,37 @@ def records_reply(req: func.HttpRequest) -> func.HttpResponse:
             {"id": mail.id, "record": view(record)["id"], "to": list(mail.to), "status": "queued"},
             202,
         )
+
+    return _handle(req, work)
+
+
+def _download(found: Download) -> func.HttpResponse:
+    return func.HttpResponse(found.data, status_code=200, headers=found.headers())
+
+
+@bp.route(route="records/{type}/{id}/messages/{key}/attachments/{index}", methods=["GET"])
+def records_attachment(req: func.HttpRequest) -> func.HttpResponse:
+    """An attachment of a mail on a record, as a download (services/downloads.py)."""
+    load()
+    from ..services.downloads import attachment
+
+    def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
+        p = req.route_params
+        return _download(
+            attachment(ctx.stores, ctx.config, p["type"], p["id"], p["key"], p["index"])
+        )
+
+    return _handle(req, work)
+
+
+@bp.route(route="messages/{key}/raw", methods=["GET"])
+def messages_raw(req: func.HttpRequest) -> func.HttpResponse:
+    """A message's raw mail (.eml) as a download."""
+    load()
+    from ..services.downloads import message_raw
+
+    def work(ctx: AppContext, req: func.HttpRequest) -> func.HttpResponse:
+        return _download(message_raw(ctx.stores, req.route_params["key"]))
 
     return _handle(req, work)
 

@@ -22,10 +22,14 @@ import threading
 # Every module a function in this package imports when called (tests/test_cold_start.py checks
 # that this list covers them).
 MODULES = (
+    "shared.console.access",
+    "shared.console.pages",
+    "shared.console.render",
     "shared.core.contracts",
     "shared.services.actions",
     "shared.services.audit",
     "shared.services.context",
+    "shared.services.downloads",
     "shared.services.failure_folder",
     "shared.services.group_commit",
     "shared.services.health",

@@ -206,6 +206,30 @@ IF_MATCH = {
 }
 
 
+MESSAGE_KEY = {
+    "name": "key",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+    "description": "message key (hex) or Message-ID",
+}
+# An attachment goes as its own type only when a browser cannot run it (services/downloads.py).
+ATTACHMENT_TYPES = ("application/octet-stream", "application/pdf", "image/png", "text/plain", "*/*")
+
+
+def _download(types: tuple[str, ...], description: str) -> dict[str, Any]:
+    """A file answered as a download, never rendered."""
+    return {
+        "description": f"{description}, as `Content-Disposition: attachment` (RFC 6266; a name "
+        "in any script as `filename*`) with `X-Content-Type-Options: nosniff`",
+        "headers": {
+            "Content-Disposition": {"required": True, "schema": {"type": "string"}},
+            "X-Content-Type-Options": {"required": True, "schema": {"const": "nosniff"}},
+        },
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in types},
+    }
+
+
 def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "name": name,
@@ -246,6 +270,7 @@ def document() -> dict[str, Any]:
                         _query("type", "record type"),
                         _query("status", "status"),
                         _query("contact", "the address that opened the record"),
+                        _query("mailbox", "the mailbox the record was opened from"),
                         _query("q", "text in the title"),
                         _query(
                             "limit",
@@ -326,6 +351,31 @@ def document() -> dict[str, Any]:
                         **BODY_ERRORS,
                         **ERRORS,
                     },
+                }
+            },
+            "/records/{type}/{id}/messages/{key}/attachments/{index}": {
+                "get": {
+                    "summary": "Download an attachment of a mail on the record",
+                    "parameters": [
+                        TYPE,
+                        ID,
+                        {**MESSAGE_KEY, "description": "the timeline entry's message_key"},
+                        {
+                            "name": "index",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9]{1,3}$"},
+                            "description": "the attachment's place in the entry's list, from 0",
+                        },
+                    ],
+                    "responses": {"200": _download(ATTACHMENT_TYPES, "the attachment"), **ERRORS},
+                }
+            },
+            "/messages/{key}/raw": {
+                "get": {
+                    "summary": "Download a message's raw mail (.eml)",
+                    "parameters": [MESSAGE_KEY],
+                    "responses": {"200": _download(("message/rfc822",), "the raw mail"), **ERRORS},
                 }
             },
             "/messages": {

@@ -187,6 +187,7 @@ def list_records(
     text: str | None,
     limit: int,
     continuation: str | None,
+    mailbox: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of records, filtered; the token continues where the page stopped."""
     if not 1 <= limit <= PAGE_MAX:
@@ -199,6 +200,7 @@ def list_records(
         status=status,
         contact=contact.lower() if contact else None,
         limit=limit,
+        mailbox=mailbox,
     ).by_page(
         continuation_token=_decode_token(continuation)  # type: ignore[arg-type]  # the SDK's own
     )

@@ -79,6 +79,7 @@ def pages(
     status: str | None,
     contact: str | None,
     limit: int,
+    mailbox: str | None = None,
 ) -> ItemPaged[Any]:
     """The records matching the filters, `limit` a page (the SDK's pager: the caller pages it
     with its continuation token); rows come as the SDK gives them (`from_storage` them)."""
@@ -92,6 +93,9 @@ def pages(
     if contact:
         clauses.append("Contact eq @contact")
         params["contact"] = contact
+    if mailbox:
+        clauses.append("Mailbox eq @mailbox")
+        params["mailbox"] = mailbox
     query = " and ".join(clauses)
     return stores.table(RECORDS).client.query_entities(
         query, parameters=params, results_per_page=limit

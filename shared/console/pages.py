@@ -1,0 +1,283 @@
+"""The console's pages: what each shows, from the services the HTTP API uses.
+
+Each function returns a `Page` (status, HTML or bytes, headers); shared/functions/console.py
+turns it into an HTTP answer. Record reads, updates and downloads go through
+services/records.py and services/downloads.py, exactly as the API's do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from ..core.contracts import RecordRef
+from ..core.mime import mail_bodies
+from ..services.audit import Actor, audit, record_trail
+from ..services.context import AppContext
+from ..services.downloads import Download
+from ..services.records import (
+    RecordError,
+    all_records,
+    etag,
+    list_records,
+    record_type,
+    representation,
+    resolve,
+    update_record,
+)
+from .access import AGENT, Principal, check_change, csrf_token
+from .mailview import document, has_remote_images, policy
+from .render import render
+
+log = logging.getLogger(__name__)
+BASE = "/api/console"  # host.json's routePrefix ("api") and the blueprint's routes
+PAGE_SIZE = 50
+FILTERS = ("type", "status", "mailbox", "contact", "q")
+MAX_FILTER = 200
+
+# Console pages: no script at all, nothing from elsewhere, never framed.
+PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; frame-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Type": "text/html; charset=utf-8",
+    "Content-Security-Policy": PAGE_CSP,
+    "X-Frame-Options": "DENY",
+    # No referrer ever leaves for another site. Not `no-referrer`: under it a browser sends
+    # `Origin: null` with our own forms' POSTs, and the CSRF guard needs their real Origin.
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass
+class Page:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=lambda: dict(PAGE_HEADERS))
+
+
+def html_page(status: int, template: str, **values: Any) -> Page:
+    started = time.perf_counter()
+    body = render(template, base=BASE, **values).encode("utf-8")
+    page = Page(status, body)
+    page.headers["Server-Timing"] = f"render;dur={(time.perf_counter() - started) * 1000:.1f}"
+    return page
+
+
+def error_page(status: int, message: str) -> Page:
+    return html_page(status, "error.html", code=status, message=message)
+
+
+def record_url(view: Mapping[str, Any]) -> str:
+    ident = view.get("id") or view["key"]
+    return f"{BASE}/records/{quote(str(view['type']), safe='')}/{quote(str(ident), safe='')}"
+
+
+def _filters(params: Mapping[str, str]) -> dict[str, str]:
+    return {k: params[k].strip()[:MAX_FILTER] for k in FILTERS if params.get(k, "").strip()}
+
+
+def status_counts(ctx: AppContext, chosen: Mapping[str, str]) -> list[tuple[str, int]]:
+    """How many records of the chosen type, mailbox and contact have each status. A scan of
+    the records: fine for thousands; an index of counts is the 10,000-record bench's business."""
+    contact = chosen.get("contact", "").lower()
+    counts = Counter(
+        str(r.get("Status") or "(none)")
+        for r in all_records(ctx.stores)
+        if r["PartitionKey"] == chosen.get("type", r["PartitionKey"])
+        and r.get("Mailbox") == chosen.get("mailbox", r.get("Mailbox"))
+        and (not contact or str(r.get("Contact") or "").lower() == contact)
+    )
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Page:
+    """Records, filtered, newest activity first within each page, paged by the API's token."""
+    started = time.perf_counter()
+    chosen = _filters(params)
+    if "type" in chosen:
+        record_type(ctx.config, chosen["type"])
+    if "mailbox" in chosen and ctx.config.mailbox(chosen["mailbox"]) is None:
+        raise RecordError(404, "unknown_mailbox", f"no mailbox {chosen['mailbox']!r}")
+    size = params.get("limit", "").strip()
+    if size:
+        if not size.isascii() or not size.isdigit() or len(size) > 6:
+            raise RecordError(400, "bad_limit", "limit must be a whole number")
+        chosen["limit"] = size
+    rows, token = list_records(
+        ctx.stores,
+        ctx.config,
+        type_name=chosen.get("type"),
+        status=chosen.get("status"),
+        contact=chosen.get("contact"),
+        text=chosen.get("q"),
+        limit=int(size) if size else PAGE_SIZE,
+        continuation=params.get("continuation") or None,
+        mailbox=chosen.get("mailbox"),
+    )
+    rows.sort(key=lambda r: r.get("updated_at") or r.get("created_at") or "", reverse=True)
+    for row in rows:
+        row["url"] = record_url(row)
+    statuses = sorted({s for t in ctx.config.record_types for s in t.statuses})
+    next_url = f"{BASE}/records?{urlencode({**chosen, 'continuation': token})}" if token else None
+    page = html_page(
+        200,
+        "list.html",
+        who=who,
+        records=rows,
+        chosen=chosen,
+        types=[t.name for t in ctx.config.record_types],
+        statuses=statuses,
+        mailboxes=[m.name for m in ctx.config.mailboxes],
+        counts=status_counts(ctx, chosen),
+        # What a status count's link keeps of the filters (not the text, which counts ignore).
+        scope="".join(
+            f"{k}={quote(chosen[k], safe='')}&"
+            for k in ("type", "mailbox", "contact")
+            if k in chosen
+        ),
+        next_url=next_url,
+        first_url=f"{BASE}/records?{urlencode(chosen)}" if params.get("continuation") else None,
+    )
+    elapsed = (time.perf_counter() - started) * 1000
+    page.headers["Server-Timing"] = f"total;dur={elapsed:.1f}, " + page.headers["Server-Timing"]
+    log.info("console: list page (%d records) in %.1f ms", len(rows), elapsed)
+    return page
+
+
+def _actor(who: Principal) -> Actor:
+    return Actor(name=who.name, source="console")
+
+
+def record_page(
+    ctx: AppContext,
+    type_name: str,
+    ident: str,
+    who: Principal,
+    *,
+    notice: str | None = None,
+    status: int = 200,
+) -> Page:
+    record = resolve(ctx.stores, ctx.config, type_name, ident)
+    body = representation(ctx.stores, record)
+    ref = RecordRef(type=record["PartitionKey"], key=record["RowKey"])
+    rtype = record_type(ctx.config, ref.type)
+    if status == 200:
+        audit(ctx.stores, _actor(who), "read", ref, "console page", datetime.now(UTC))
+    tag = etag(body)  # of the representation as the API answers it, before links are added
+    url = record_url(body)
+    for entry in body["timeline"]:
+        entry["url"] = f"{url}/mail/{entry['message_key']}"
+    return html_page(
+        status,
+        "record.html",
+        who=who,
+        record=body,
+        url=url,
+        etag=tag,
+        statuses=rtype.statuses,
+        can_edit=who.can(AGENT),
+        csrf=csrf_token(who),
+        trail=list(record_trail(ctx.stores, ref)),
+        notice=notice,
+    )
+
+
+def _entry(ctx: AppContext, type_name: str, ident: str, key: str) -> tuple[dict[str, Any], Any]:
+    record = resolve(ctx.stores, ctx.config, type_name, ident)
+    body = representation(ctx.stores, record)
+    for entry in body["timeline"]:
+        if entry["message_key"] == key:
+            return body, entry
+    raise RecordError(404, "unknown_message", "no such message on this record")
+
+
+def _bodies(ctx: AppContext, entry: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    raw = ctx.stores.blobs.get(entry["raw"]) if entry.get("raw") else None
+    if raw is None:
+        return entry.get("text") or "", None  # the reply text is all Mailfiler kept
+    return mail_bodies(raw)
+
+
+def mail_page(
+    ctx: AppContext, type_name: str, ident: str, key: str, images: bool, who: Principal
+) -> Page:
+    """One mail of a record: its headers, attachments, raw mail and body (in the frame)."""
+    record, entry = _entry(ctx, type_name, ident, key)
+    url = record_url(record)
+    mail_url = f"{url}/mail/{key}"
+    _, markup = _bodies(ctx, entry)
+    return html_page(
+        200,
+        "mail.html",
+        who=who,
+        record=record,
+        url=url,
+        entry=entry,
+        mail_url=mail_url,
+        frame_url=f"{mail_url}/body" + ("?images=1" if images else ""),
+        images=images,
+        remote_images=markup is not None and has_remote_images(markup),
+    )
+
+
+def mail_body(ctx: AppContext, type_name: str, ident: str, key: str, images: bool) -> Page:
+    """The frame's document: the mail's body, sanitised, under a policy of its own."""
+    _, entry = _entry(ctx, type_name, ident, key)
+    plain, markup = _bodies(ctx, entry)
+    csp = policy(images)
+    return Page(
+        200,
+        document(plain, markup, images).encode("utf-8"),
+        {
+            "Content-Type": "text/html; charset=utf-8",
+            # `sandbox` here too: opened on its own (not in our frame) it still runs nothing.
+            "Content-Security-Policy": f"{csp}; sandbox",
+            "X-Frame-Options": "SAMEORIGIN",
+            "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def download_page(found: Download) -> Page:
+    return Page(200, found.data, found.headers())
+
+
+def change_status(
+    ctx: AppContext,
+    type_name: str,
+    ident: str,
+    form: Mapping[str, str],
+    headers: Mapping[str, str],
+    who: Principal,
+) -> Page:
+    """The status form: checked for CSRF, then PATCH's own update with the page's ETag."""
+    check_change(headers, form.get("csrf"), who, AGENT)
+    record = resolve(ctx.stores, ctx.config, type_name, ident)
+    try:
+        full = update_record(
+            ctx.stores,
+            ctx.config,
+            record,
+            {"status": form.get("status", "")},
+            _actor(who),
+            datetime.now(UTC),
+            if_match=form.get("etag") or None,
+        )
+    except RecordError as exc:
+        if exc.status in (409, 412, 422):
+            return record_page(ctx, type_name, ident, who, notice=exc.message, status=exc.status)
+        raise
+    log.info("console: %s set %s to %s", who.name, full.get("id"), full.get("status"))
+    return Page(303, b"", {"Location": record_url(full), "Cache-Control": "no-store"})

@@ -1,0 +1,231 @@
+"""The console's pieces without a browser: who may use it (the local peer, App Service
+Authentication's principal and its app roles), the CSRF guard, the mail sanitiser and the
+download headers."""
+
+from __future__ import annotations
+
+import base64
+import json
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from shared.console.access import (
+    ADMIN,
+    AGENT,
+    PEER_HEADER,
+    READ,
+    Principal,
+    Refused,
+    check_change,
+    csrf_token,
+    principal,
+)
+from shared.console.mailview import document, has_remote_images, sanitise
+from shared.core.mime import mail_bodies
+from shared.services.downloads import ascii_fallback, content_disposition, safe_type
+
+HOST = "127.0.0.1:7071"
+
+
+@pytest.fixture
+def local(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    monkeypatch.delenv("WEBSITE_INSTANCE_ID", raising=False)
+
+
+@pytest.fixture
+def easy_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBSITE_AUTH_ENABLED", "True")
+    monkeypatch.setenv("WEBSITE_INSTANCE_ID", "abc")
+
+
+def _principal(name: str, roles: list[str], **extra: Any) -> str:
+    claims = [{"typ": "name", "val": name}] + [{"typ": "roles", "val": r} for r in roles]
+    data = {"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles", **extra}
+    return base64.b64encode(json.dumps(data).encode()).decode()
+
+
+@pytest.mark.usefixtures("local")
+@pytest.mark.parametrize("peer", ["127.0.0.1", "::1", "127.0.0.53"])
+def test_locally_this_machine_is_a_user_with_every_role(peer: str) -> None:
+    who = principal({PEER_HEADER: peer, "host": HOST})
+    assert who.source == "local" and all(who.can(r) for r in (READ, AGENT, ADMIN))
+
+
+@pytest.mark.usefixtures("local")
+@pytest.mark.parametrize("peer", [None, "", "192.168.1.20", "10.0.0.1", "::ffff:8.8.8.8", "x"])
+def test_locally_any_other_peer_is_refused_whatever_its_host_header(peer: str | None) -> None:
+    headers = {"host": HOST, "x-ms-client-principal": _principal("Eve", [ADMIN])}
+    if peer is not None:
+        headers[PEER_HEADER] = peer
+    with pytest.raises(Refused) as refused:
+        principal(headers)
+    assert refused.value.status == 403 and "127.0.0.1" in refused.value.message
+
+
+def test_in_azure_without_app_service_authentication_everyone_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("WEBSITE_AUTH_ENABLED", raising=False)
+    monkeypatch.setenv("WEBSITE_INSTANCE_ID", "abc")
+    headers = {PEER_HEADER: "127.0.0.1", "x-ms-client-principal": _principal("Eve", [ADMIN])}
+    with pytest.raises(Refused) as refused:
+        principal(headers)
+    assert refused.value.status == 403 and "App Service Authentication" in refused.value.message
+
+
+@pytest.mark.usefixtures("easy_auth")
+def test_the_signed_in_principal_and_its_app_roles() -> None:
+    who = principal({"x-ms-client-principal": _principal("Анна Müller 山田", [AGENT, "Other"])})
+    assert who == Principal("Анна Müller 山田", frozenset({AGENT}), "entra")
+    assert who.can(READ) and who.can(AGENT) and not who.can(ADMIN)
+    reader = principal({"x-ms-client-principal": _principal("r", [READ])})
+    assert reader.can(READ) and not reader.can(AGENT)
+
+
+@pytest.mark.usefixtures("easy_auth")
+@pytest.mark.parametrize(
+    ("header", "status"),
+    [
+        (None, 401),
+        ("", 401),
+        ("not base64!", 400),
+        (base64.b64encode(b"[1, 2]").decode(), 400),
+        (base64.b64encode(b'{"claims": "x"}').decode(), 400),
+        (_principal("no roles", []), 403),
+        (_principal("unknown roles", ["Mailfiler.Root", "admin"]), 403),
+        ("A" * 20_000, 400),
+    ],
+)
+def test_a_missing_bad_or_roleless_principal_is_refused(header: str | None, status: int) -> None:
+    headers = {} if header is None else {"x-ms-client-principal": header}
+    with pytest.raises(Refused) as refused:
+        principal(headers)
+    assert refused.value.status == status
+
+
+def test_a_change_needs_our_origin_our_token_and_the_role() -> None:
+    who = Principal("local user", frozenset({READ, AGENT, ADMIN}), "local")
+    token = csrf_token(who)
+    ok = {"host": HOST, "origin": f"http://{HOST}"}
+    check_change(ok, token, who, AGENT)  # no exception
+    for headers, sent in [
+        ({"host": HOST}, token),
+        ({"host": HOST, "origin": "null"}, token),
+        ({"host": HOST, "origin": "http://evil.example"}, token),
+        ({"host": HOST, "origin": f"https://{HOST}"}, token),
+        (ok, None),
+        (ok, ""),
+        (ok, token[:-1] + ("0" if token[-1] != "0" else "1")),
+        (ok, csrf_token(Principal("someone else", who.roles, "local"))),
+    ]:
+        with pytest.raises(Refused) as refused:
+            check_change(headers, sent, who, AGENT)
+        assert refused.value.status == 403, (headers, sent)
+    reader = Principal("r", frozenset({READ}), "entra")
+    with pytest.raises(Refused, match=r"Mailfiler\.Agent"):
+        check_change(
+            {"host": "x.example", "origin": "https://x.example"}, csrf_token(reader), reader, AGENT
+        )
+
+
+HOSTILE_HTML = """<p style="color:red;background:url(http://evil.example/a)">Hi Ünal, 你好</p>
+<script>alert(1)</script><img src=x onerror=alert(2)><a href="javascript:alert(3)">j</a>
+<a href="https://example.org/ok">ok</a><img src="http://img.evil.example/t.png" alt="t">
+<img src="data:image/png;base64,iVBORw0KGgo="><img src="data:image/svg+xml;base64,PHN2Zz4=">
+<svg onload=alert(4)><script>alert(5)</script></svg><form action=/x><input name=a></form>
+<meta http-equiv=refresh content="0;url=http://evil.example"><base href="http://evil.example/">
+<object data="http://evil.example/o"></object><embed src="http://evil.example/e">
+<style>@import url(http://evil.example/s.css)</style><iframe src="http://evil.example/f"></iframe>
+<link rel=stylesheet href="http://evil.example/l.css"><table bgcolor=red><tr><td>cell</td></tr>"""
+
+
+def test_the_sanitiser_keeps_text_and_drops_everything_active() -> None:
+    clean = sanitise(HOSTILE_HTML, remote_images=False)
+    assert "Hi Ünal, 你好" in clean and "cell" in clean
+    assert 'href="https://example.org/ok"' in clean and 'rel="noopener noreferrer"' in clean
+    assert 'style="color:red"' in clean
+    assert '<img src="data:image/png;base64,iVBORw0KGgo=">' in clean
+    for word in (
+        "<script",
+        "alert",
+        "onerror",
+        "onload",
+        "javascript:",
+        "url(",
+        "<form",
+        "<input",
+        "<meta",
+        "<base",
+        "<object",
+        "<embed",
+        "<iframe",
+        "<link",
+        "<style",
+        "<svg",
+        "evil.example",
+        "svg+xml",
+    ):
+        assert word not in clean, word
+    assert has_remote_images(HOSTILE_HTML)
+    shown = sanitise(HOSTILE_HTML, remote_images=True)
+    assert 'src="http://img.evil.example/t.png"' in shown
+    assert shown.count("evil.example") == 1  # the image asked for, nothing else
+
+
+def test_the_frame_document_carries_its_policy_and_shows_text_mail_as_text() -> None:
+    doc = document("<b>not markup</b> Привет", None, remote_images=False)
+    assert "&lt;b&gt;not markup&lt;/b&gt; Привет" in doc
+    assert "default-src &#x27;none&#x27;; img-src data:;" in doc
+    assert "script-src" not in doc
+    with_images = document(None, "<p>x</p>", remote_images=True)
+    assert "img-src data: http: https:;" in with_images
+
+
+def test_mail_bodies_finds_the_text_and_the_html_not_an_attachment() -> None:
+    msg = EmailMessage()
+    msg["Subject"] = "x"
+    msg.set_content("plain: Grüße")
+    msg.add_alternative("<p>html: こんにちは</p>", subtype="html")
+    msg.add_attachment(b"<p>attached</p>", maintype="text", subtype="html", filename="a.html")
+    plain, html = mail_bodies(bytes(msg))
+    assert plain is not None and plain.strip() == "plain: Grüße"
+    assert html is not None and "こんにちは" in html and "attached" not in html
+    plain, html = mail_bodies(b"\xff\x00 not a mail")  # never raises
+    assert html is None and plain is not None and "not a mail" in plain
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("report.pdf", 'attachment; filename="report.pdf"'),
+        (
+            "Счёт №7.pdf",
+            "attachment; filename=\"____ No7.pdf\"; filename*=UTF-8''"
+            "%D0%A1%D1%87%D1%91%D1%82%20%E2%84%967.pdf",
+        ),
+        ("Crème brûlée.txt", None),
+        ('a"b\\c\r\nSet-Cookie: x.txt', None),
+        ("../../etc/passwd", None),
+        ("", 'attachment; filename="attachment"'),
+    ],
+)
+def test_content_disposition_is_ascii_safe_and_keeps_any_script(
+    name: str, expected: str | None
+) -> None:
+    value = content_disposition(name)
+    assert value.isascii() and "\r" not in value and "\n" not in value
+    assert value.startswith("attachment; filename=")
+    if expected is not None:
+        assert value == expected
+    assert "/" not in value.split("filename=", 1)[1].split(";", 1)[0]
+    assert ascii_fallback("Crème brûlée.txt") == "Creme brulee.txt"
+
+
+def test_only_types_a_browser_cannot_run_keep_their_type() -> None:
+    assert safe_type("application/pdf") == "application/pdf"
+    assert safe_type("IMAGE/PNG; name=x.png") == "image/png"
+    for risky in ("text/html", "image/svg+xml", "application/xhtml+xml", "text/xml", "", None):
+        assert safe_type(risky) == "application/octet-stream"
