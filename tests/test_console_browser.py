@@ -46,6 +46,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.azurite,
+    pytest.mark.browser,
     # One worker runs the module: one filing and one browser, not one per worker.
     pytest.mark.xdist_group("console-browser"),
     # CI (.ci/run installs chromium) fails without it rather than skip.
