@@ -46,20 +46,9 @@ def _prepare_env(args: argparse.Namespace) -> None:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from ..settings import load_config, missing_secrets
+    from .config_check import run_config_check
 
-    try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(
-        f"{args.file}: OK: {len(config.mailboxes)} mailbox(es), "
-        f"{len(config.record_types)} record type(s), {len(config.routes)} route(s)"
-    )
-    for warning in missing_secrets(config):
-        print(f"{args.file}: warning: {warning}", file=sys.stderr)
-    return 0
+    return run_config_check(args.file, args.json)
 
 
 def _context() -> AppContext:
@@ -413,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate FILE and report every problem")
     check.add_argument("file")
+    check.add_argument(
+        "--json", action="store_true", help="one JSON object: errors, warnings and notes"
+    )
     check.set_defaults(func=cmd_config_check)
 
     imp = sub.add_parser("import", help="import .eml files, a Maildir or an mbox into a mailbox")
