@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from email.header import decode_header, make_header
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,7 @@ routes:{routes}""",
     assert "  <- in   Юлия Петрова <julia@example.ru>\n" in text_view, text_view
     assert "attachment: schet-42.pdf (application/pdf, " in text_view
     missing = run("records", "show", "case-999")
-    assert missing.returncode == 1 and "no case record number 999" in missing.stderr
+    assert missing.returncode == 1 and missing.stderr == "mailfiler: no record CASE-999\n"
 
     # status: through the API's update service, audited from the cli.
     changed = run("records", "status", str(number), "pending")
@@ -157,6 +158,7 @@ routes:{routes}""",
     ((mail_from, recipients, _),) = sink.received
     assert mail_from == "intake@case.example" and recipients == ["julia@example.ru"]
     (sent,) = sink.messages()
+    assert isinstance(sent, EmailMessage)  # parsed with the default policy
     subject = str(make_header(decode_header(str(sent["Subject"]))))
     assert subject == f"Re: Счёт №42 не оплачен [{display}]"
     body = sent.get_body(("plain",))

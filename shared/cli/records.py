@@ -91,7 +91,13 @@ def find_record(stores: Stores, config: Config, ident: str) -> dict[str, Any]:
             raise RecordError(
                 404, "unknown_prefix", f"no record type has prefix {prefix} ({known})"
             )
-        return resolve(stores, config, rtype.name, match["number"])
+        try:
+            return resolve(stores, config, rtype.name, match["number"])
+        except RecordError as exc:
+            if exc.status != 404:
+                raise
+            # As the person wrote it, in the case records are shown in.
+            raise RecordError(404, "not_found", f"no record {prefix}-{match['number']}") from None
     found = []
     for rtype in config.record_types:
         try:
