@@ -126,3 +126,41 @@ def test_sent_folders_by_kind_and_authserv_ids() -> None:
         ":4: mailboxes.a.authserv_id[0]: 'mx; dmarc=pass' is not allowed: a host name as the "
         "server writes it in Authentication-Results, e.g. mx.example.com"
     ]
+
+
+def test_route_field_values_and_dates_in_our_words() -> None:
+    found = problems(
+        "record_types: [{name: case, prefix: CASE, fields: [{name: Due, type: date},"
+        " {name: Kind, type: choice, choices: [Счёт, Техника]}]}]\n"
+        "mailboxes: [{name: a, kind: local, path: p, record_type: case}]\n"
+        "routes:\n"
+        "  - {name: r, record_type: case, fields: {due: '2026-13-01', kind: счёт, Note: [1]}}\n"
+    )
+    # `kind: счёт` matches the choice Счёт (case-insensitive, as mail's fields do).
+    assert found == [
+        ":4: routes[0].fields.Note: text or a whole number, not [1]",
+    ]
+    found = problems(
+        "record_types: [{name: case, prefix: CASE, fields: [{name: Due, type: date}]}]\n"
+        "mailboxes: [{name: a, kind: local, path: p, record_type: case}]\n"
+        "routes: [{name: r, record_type: case, fields: {due: '2026-13-01', Kind: x}}]\n"
+    )
+    assert found == [
+        ":3: routes[0].fields.due: Due is a date field: '2026-13-01' is not a date as YYYY-MM-DD",
+        ":3: routes[0].fields.Kind: record type 'case' has no field 'Kind' (its fields: Due; "
+        "declare it under the record type's fields)",
+    ]
+
+
+def test_a_date_yaml_cannot_read_and_unknown_keys_in_templates() -> None:
+    assert problems("since: 2026-13-01\n") == [
+        ": a date that does not exist (month must be in 1..12); quote it if it is text"
+    ]
+    found = problems(
+        "record_types: [{name: case, prefix: CASE, templates: {acknowledge: {subject: s,"
+        " bdy: b}}}]\n" + "mailboxes: [{name: a, kind: local, path: p, record_type: case}]\n"
+    )
+    assert found == [
+        ":1: record_types.case.templates.acknowledge: 'body' is required here",
+        ":1: record_types.case.templates.acknowledge: unknown key 'bdy' (did you mean 'body'?)",
+    ]

@@ -135,6 +135,11 @@ def check_config(text: str, source: str = "<config>") -> ConfigReport:
     except yaml.YAMLError as exc:
         report.problems.append(_yaml_problem(exc, text))
         return report
+    except ValueError as exc:  # a plain value YAML reads as a date that does not exist
+        report.problems.append(
+            Problem((), "", None, f"a date that does not exist ({exc}); quote it if it is text")
+        )
+        return report
     data = report.data
     if not isinstance(data, dict):
         report.problems.append(
@@ -145,8 +150,15 @@ def check_config(text: str, source: str = "<config>") -> ConfigReport:
     try:
         config = Config.model_validate(data, context={"cross_checks": False})
     except ValidationError as exc:
+        seen: set[tuple[Loc, str]] = set()
         for err in exc.errors():
             loc, message = _words(err)
+            if loc and loc[-1] in ("str", "int") and len(loc) > 2 and loc[-3] == "fields":
+                # A route field's value: one message, not one per type it may have.
+                loc, message = loc[:-1], f"text or a whole number, not {err.get('input')!r}"
+            if (loc, message) in seen:
+                continue
+            seen.add((loc, message))
             report.add(loc, message, at=tuple(err["loc"]))
     parts = _parts(data, config)
     report.mailboxes = parts.mailboxes
