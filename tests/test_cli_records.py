@@ -174,7 +174,7 @@ routes:{routes}""",
     after = json.loads(run("records", "show", display, "--json").stdout)
     assert first["subject"] in [e["subject"] for e in after["timeline"]]
 
-    trail = run("audit", "--record", display, "--json")
+    trail = run("audit", "--record", display.lower(), "--json")
     acts = [json.loads(x) for x in trail.stdout.splitlines()]
     by_cli = {a["action"] for a in acts if a["source"] == "cli"}
     assert {"update", "reply", "file_message"} <= by_cli, acts

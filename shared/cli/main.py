@@ -233,7 +233,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .audit_cmd import cmd_audit as run_audit
 
     _prepare_env(args)
-    return run_audit(_context().stores, args.record, args.day, args.json)
+    ctx = _context()
+    return run_audit(ctx.stores, ctx.config, args.record, args.day, args.json)
 
 
 def cmd_mailboxes(args: argparse.Namespace) -> int:
@@ -523,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     aud = sub.add_parser("audit", help="who did what: a record's audit trail, or a day's")
     which_trail = aud.add_mutually_exclusive_group(required=True)
-    which_trail.add_argument("--record", metavar="ID", help="a display id such as CASE-3")
+    which_trail.add_argument("--record", metavar="ID", help="CASE-3, case-3 or 3")
     which_trail.add_argument("--day", metavar="YYYY-MM-DD", help="every act of that day (UTC)")
     aud.add_argument("--json", action="store_true", help="JSON (one object per line)")
     _storage_options(aud)
