@@ -173,6 +173,9 @@ def cmd_records(args: argparse.Namespace) -> int:
     from ..services.records import RecordError
     from . import records as cli
 
+    if args.records_command == "file-on" and args.source and not args.mailbox:
+        print("--source needs --mailbox NAME (the mailbox it came in)", file=sys.stderr)
+        return 2
     _prepare_env(args)
     ctx = _context()
     stores, config = ctx.stores, ctx.config
