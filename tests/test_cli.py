@@ -42,8 +42,11 @@ def test_config_check_reports_every_problem_and_missing_secrets(tmp_path: Path) 
     result = run("config", "check", str(bad))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert lines[0] == f"{bad}: mailboxes[0].path: Field required"
-    assert lines[1].startswith(f"{bad}: mailboxes[1]: 'password' would put a secret")
+    assert lines[:2] == [
+        f"{bad}:3: mailboxes.a: 'path' is required here",
+        f"{bad}:3: mailboxes.a.record_type: unknown record type 'nope' (known: case)",
+    ]
+    assert lines[2].startswith(f"{bad}:4: mailboxes.b: 'password' would put a secret")
 
     good = tmp_path / "good.yaml"
     good.write_text(

@@ -7,10 +7,12 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from ..core.config import Config
 from ..core.contracts import RecordRef
 from ..services.audit import day_trail, record_trail
+from ..services.records import RecordError
 from ..store.stores import Stores
-from .records import show_record
+from .records import find_record
 
 
 def _view(row: dict[str, Any]) -> dict[str, Any]:
@@ -26,13 +28,17 @@ def _view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def cmd_audit(stores: Stores, record: str | None, day: str | None, as_json: bool) -> int:
+def cmd_audit(
+    stores: Stores, config: Config, record: str | None, day: str | None, as_json: bool
+) -> int:
     if record:
-        found = show_record(stores, record)
-        if found is None:
-            print(f"no record {record}", file=sys.stderr)
+        try:  # CASE-12, case-12 or 12, as `records show` takes them
+            found = find_record(stores, config, record)
+        except RecordError as exc:
+            print(exc.message, file=sys.stderr)
             return 1
-        rows = list(record_trail(stores, RecordRef(type=found["type"], key=found["key"])))
+        ref = RecordRef(type=found["PartitionKey"], key=found["RowKey"])
+        rows = list(record_trail(stores, ref))
     else:
         try:
             when = datetime.strptime(day or "", "%Y-%m-%d").replace(tzinfo=UTC)

@@ -46,20 +46,9 @@ def _prepare_env(args: argparse.Namespace) -> None:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from ..settings import load_config, missing_secrets
+    from .config_check import run_config_check
 
-    try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(
-        f"{args.file}: OK: {len(config.mailboxes)} mailbox(es), "
-        f"{len(config.record_types)} record type(s), {len(config.routes)} route(s)"
-    )
-    for warning in missing_secrets(config):
-        print(f"{args.file}: warning: {warning}", file=sys.stderr)
-    return 0
+    return run_config_check(args.file, args.json)
 
 
 def _context() -> AppContext:
@@ -181,18 +170,65 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_records(args: argparse.Namespace) -> int:
-    from .records import list_records, print_record, print_records, show_record
+    from ..services.records import RecordError
+    from . import records as cli
 
+    if args.records_command == "file-on" and args.source and not args.mailbox:
+        print("--source needs --mailbox NAME (the mailbox it came in)", file=sys.stderr)
+        return 2
     _prepare_env(args)
     ctx = _context()
-    if args.records_command == "list":
-        print_records(list_records(ctx.stores), args.json)
-        return 0
-    row = show_record(ctx.stores, args.id)
-    if row is None:
-        print(f"no record {args.id}", file=sys.stderr)
-        return 1
-    print_record(row, args.json)
+    stores, config = ctx.stores, ctx.config
+    try:
+        if args.records_command == "list":
+            if args.mailbox and config.mailbox(args.mailbox) is None:
+                names = ", ".join(m.name for m in config.mailboxes)
+                print(f"no mailbox {args.mailbox!r} (known: {names})", file=sys.stderr)
+                return 1
+            rows = cli.list_records(
+                stores,
+                config,
+                status=args.status,
+                type_name=args.type,
+                mailbox=args.mailbox,
+                contact=args.contact,
+            )
+            cli.print_records(rows, args.json)
+            return 0
+        if args.records_command == "show":
+            record = cli.find_record(stores, config, args.id)
+            from ..services.records import representation
+
+            cli.print_record(representation(stores, record), args.json)
+            return 0
+        if args.records_command == "status":
+            row = cli.set_status(stores, config, args.id, args.status, cli.now())
+            print(f"{row['id']}: status {row['status']}")
+            return 0
+        if args.records_command == "reply":
+            text = Path(args.body_file).read_text("utf-8") if args.body_file else args.body
+            body: dict[str, object] = {"body": text}
+            for key in ("to", "cc"):
+                if getattr(args, key):
+                    body[key] = getattr(args, key)
+            if args.subject is not None:
+                body["subject"] = args.subject
+            record, mail = cli.reply(stores, config, args.id, body, cli.now())
+            print(f"{record['id']}: reply to {', '.join(mail.to)} queued ({mail.id})")
+        else:  # file-on
+            where: dict[str, object] = (
+                {"message_id": args.message_id}
+                if args.message_id
+                else {"mailbox": args.mailbox, "source_id": args.source}
+            )
+            record, key = cli.file_on(stores, config, args.id, where, cli.now())
+            print(f"{record['id']}: message {key} queued to be filed here")
+    except RecordError as exc:
+        return cli.fail(exc)
+    if args.process:
+        print(f"processed: {_host(ctx).drain()}")
+    else:
+        print("the running app sends/files it (`mailfiler run`), or add --process")
     return 0
 
 
@@ -200,7 +236,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from .audit_cmd import cmd_audit as run_audit
 
     _prepare_env(args)
-    return run_audit(_context().stores, args.record, args.day, args.json)
+    ctx = _context()
+    return run_audit(ctx.stores, ctx.config, args.record, args.day, args.json)
 
 
 def cmd_mailboxes(args: argparse.Namespace) -> int:
@@ -417,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", required=True)
     check = config_sub.add_parser("check", help="validate FILE and report every problem")
     check.add_argument("file")
+    check.add_argument(
+        "--json", action="store_true", help="one JSON object: errors, warnings and notes"
+    )
     check.set_defaults(func=cmd_config_check)
 
     imp = sub.add_parser("import", help="import .eml files, a Maildir or an mbox into a mailbox")
@@ -444,19 +484,54 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--json", action="store_true", help="one JSON object per message")
     explain.set_defaults(func=cmd_explain)
 
-    recs = sub.add_parser("records", help="list filed records, or show one with its timeline")
+    recs = sub.add_parser(
+        "records", help="list and show records; reply, set the status, file mail on one"
+    )
     recs_sub = recs.add_subparsers(dest="records_command", required=True)
-    for name in ("list", "show"):
-        cmd = recs_sub.add_parser(name)
-        if name == "show":
-            cmd.add_argument("id", help="a display id such as CASE-3")
+    ident_help = "CASE-12, case-12, or 12 (when one record type has that number)"
+    rec_list = recs_sub.add_parser("list", help="records, newest first, with their status")
+    rec_list.add_argument("--status", help="only records with this status")
+    rec_list.add_argument("--type", help="only records of this record type")
+    rec_list.add_argument("--mailbox", help="only records opened by mail to this mailbox")
+    rec_list.add_argument("--contact", help="only records of this contact's address")
+    rec_show = recs_sub.add_parser("show", help="a record with its timeline and attachments")
+    rec_show.add_argument("id", help=ident_help)
+    rec_status = recs_sub.add_parser("status", help="set a record's status")
+    rec_status.add_argument("id", help=ident_help)
+    rec_status.add_argument("status", help="one of the record type's statuses")
+    rec_reply = recs_sub.add_parser("reply", help="answer from a record through its mailbox")
+    rec_reply.add_argument("id", help=ident_help)
+    text = rec_reply.add_mutually_exclusive_group(required=True)
+    text.add_argument("--body", help="the reply's text")
+    text.add_argument("--body-file", metavar="PATH", help="read the reply's text from a file")
+    rec_reply.add_argument("--to", action="append", help="recipient (default: the contact)")
+    rec_reply.add_argument("--cc", action="append", help="copy to (repeatable)")
+    rec_reply.add_argument("--subject", help="default: Re: the record's title")
+    rec_file = recs_sub.add_parser(
+        "file-on", help="file a message Mailfiler has seen on this record (and its replies)"
+    )
+    rec_file.add_argument("id", help=ident_help)
+    which_mail = rec_file.add_mutually_exclusive_group(required=True)
+    which_mail.add_argument("--message-id", metavar="ID", help="the mail's Message-ID")
+    which_mail.add_argument(
+        "--source", metavar="ID", help="the mail's id in --mailbox (file name, IMAP UID...)"
+    )
+    rec_file.add_argument("--mailbox", help="with --source: the mailbox it came in")
+    for cmd in (rec_reply, rec_file):
+        cmd.add_argument(
+            "--process",
+            action="store_true",
+            help="also run the stages here until the queues are empty",
+        )
+    for cmd in (rec_list, rec_show):
         cmd.add_argument("--json", action="store_true", help="JSON (one object per line)")
+    for cmd in (rec_list, rec_show, rec_status, rec_reply, rec_file):
         _storage_options(cmd)
         cmd.set_defaults(func=cmd_records)
 
     aud = sub.add_parser("audit", help="who did what: a record's audit trail, or a day's")
     which_trail = aud.add_mutually_exclusive_group(required=True)
-    which_trail.add_argument("--record", metavar="ID", help="a display id such as CASE-3")
+    which_trail.add_argument("--record", metavar="ID", help="CASE-3, case-3 or 3")
     which_trail.add_argument("--day", metavar="YYYY-MM-DD", help="every act of that day (UTC)")
     aud.add_argument("--json", action="store_true", help="JSON (one object per line)")
     _storage_options(aud)

@@ -15,10 +15,12 @@ mailboxes:
 
 
 def problems(text: str) -> list[str]:
+    """What a person reads: `cfg.yaml:LINE: place: problem` per problem, less the file name."""
     with pytest.raises(ConfigError) as info:
         parse_config(text, "cfg.yaml")
-    assert str(info.value).startswith("cfg.yaml: ")
-    return [f"{path}: {problem}" for path, problem in info.value.problems]
+    lines = str(info.value).splitlines()
+    assert all(line.startswith("cfg.yaml") for line in lines)
+    return [line.removeprefix("cfg.yaml") for line in lines]
 
 
 def test_sample_config_is_valid() -> None:
@@ -30,15 +32,15 @@ def test_sample_config_is_valid() -> None:
 
 def test_missing_field_is_named_by_path() -> None:
     assert problems(BASE + "  - {name: a, kind: local, record_type: case}") == [
-        "mailboxes[0].path: Field required"
+        ":4: mailboxes.a: 'path' is required here"
     ]
 
 
 def test_unknown_kind_and_extra_keys_are_refused() -> None:
     found = problems(BASE + "  - {name: a, kind: pop3, record_type: case}")
-    assert found[0].startswith("mailboxes[0]: Input tag 'pop3'")
+    assert found == [":4: mailboxes.a: kind 'pop3' is not one of: local, imap, graph, ews"]
     found = problems(BASE + "  - {name: a, kind: local, path: p, record_type: case, colour: red}")
-    assert found == ["mailboxes[0].colour: Extra inputs are not permitted"]
+    assert found == [":4: mailboxes.a: unknown key 'colour'"]
 
 
 def test_inline_secrets_are_refused_with_the_way_to_do_it() -> None:
@@ -66,15 +68,18 @@ def test_cross_references_and_duplicates() -> None:
         + "  - {name: a, kind: local, path: p, record_type: case}\n"
         + "routes: [{name: r, mailbox: zz, record_type: case}]\n"
     )
+    # Duplicate names: the place is the index (the name says nothing); sorted by line.
     assert found == [
-        "mailboxes[1].name: duplicate name 'a'",
-        "mailboxes[0].record_type: unknown record type 'nope' (known: case)",
-        "routes[0].mailbox: unknown mailbox 'zz' (known: a)",
+        ":4: mailboxes[0].record_type: unknown record type 'nope' (known: case)",
+        ":5: mailboxes[1].name: duplicate name 'a'",
+        ":6: routes[0].mailbox: unknown mailbox 'zz' (known: a)",
     ]
 
 
 def test_yaml_syntax_errors_have_a_position() -> None:
-    assert problems("record_types: [\n")[0].startswith("line 2, column 1: YAML syntax error")
+    assert problems("record_types: [\n") == [
+        ":2: YAML syntax error at column 1: did not find expected node content"
+    ]
 
 
 def test_a_file_that_is_not_a_mapping() -> None:
@@ -117,4 +122,45 @@ def test_sent_folders_by_kind_and_authserv_ids() -> None:
         BASE + "  - {name: a, kind: local, path: p, record_type: case, "
         "authserv_id: 'mx; dmarc=pass'}"
     )
-    assert found[0].startswith("mailboxes[0].authserv_id[0]: String should match pattern")
+    assert found == [
+        ":4: mailboxes.a.authserv_id[0]: 'mx; dmarc=pass' is not allowed: a host name as the "
+        "server writes it in Authentication-Results, e.g. mx.example.com"
+    ]
+
+
+def test_route_field_values_and_dates_in_our_words() -> None:
+    found = problems(
+        "record_types: [{name: case, prefix: CASE, fields: [{name: Due, type: date},"
+        " {name: Kind, type: choice, choices: [Счёт, Техника]}]}]\n"
+        "mailboxes: [{name: a, kind: local, path: p, record_type: case}]\n"
+        "routes:\n"
+        "  - {name: r, record_type: case, fields: {due: '2026-13-01', kind: счёт, Note: [1]}}\n"
+    )
+    # `kind: счёт` matches the choice Счёт (case-insensitive, as mail's fields do).
+    assert found == [
+        ":4: routes[0].fields.Note: text or a whole number, not [1]",
+    ]
+    found = problems(
+        "record_types: [{name: case, prefix: CASE, fields: [{name: Due, type: date}]}]\n"
+        "mailboxes: [{name: a, kind: local, path: p, record_type: case}]\n"
+        "routes: [{name: r, record_type: case, fields: {due: '2026-13-01', Kind: x}}]\n"
+    )
+    assert found == [
+        ":3: routes[0].fields.due: Due is a date field: '2026-13-01' is not a date as YYYY-MM-DD",
+        ":3: routes[0].fields.Kind: record type 'case' has no field 'Kind' (its fields: Due; "
+        "declare it under the record type's fields)",
+    ]
+
+
+def test_a_date_yaml_cannot_read_and_unknown_keys_in_templates() -> None:
+    assert problems("since: 2026-13-01\n") == [
+        ": a date that does not exist (month must be in 1..12); quote it if it is text"
+    ]
+    found = problems(
+        "record_types: [{name: case, prefix: CASE, templates: {acknowledge: {subject: s,"
+        " bdy: b}}}]\n" + "mailboxes: [{name: a, kind: local, path: p, record_type: case}]\n"
+    )
+    assert found == [
+        ":1: record_types.case.templates.acknowledge: 'body' is required here",
+        ":1: record_types.case.templates.acknowledge: unknown key 'bdy' (did you mean 'body'?)",
+    ]

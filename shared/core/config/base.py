@@ -17,14 +17,22 @@ SECRET_KEYS = ("password", "client_secret", "secret", "token", "refresh_token", 
 class ConfigError(ValueError, MailfilerError):
     """A configuration that cannot be used, with every problem located in the file."""
 
-    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        source: str,
+        problems: list[tuple[str, str]],
+        lines: list[int | None] | None = None,
+    ) -> None:
         self.source = source
         self.problems = problems
-        lines = [
-            f"{source}: {path}: {problem}" if path else f"{source}: {problem}"
-            for path, problem in problems
-        ]
-        super().__init__("\n".join(lines))
+        # The line of the file each problem is on, where the file has it (a missing key: its
+        # parent's line), so an editor can jump there: `file:12: path: problem`.
+        self.lines: list[int | None] = lines if lines is not None else [None] * len(problems)
+        out = []
+        for (path, problem), line in zip(problems, self.lines, strict=True):
+            where = f"{source}:{line}" if line else source
+            out.append(f"{where}: {path}: {problem}" if path else f"{where}: {problem}")
+        super().__init__("\n".join(out))
 
 
 class _Strict(BaseModel):

@@ -9,6 +9,9 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import NAME, _Strict
 
+_ADDRESS = re.compile(r"[^@\s]+@[^@\s.][^@\s]*")
+_DOMAIN = re.compile(r"[^@\s.][^@\s]*")
+
 
 class SenderPolicy(_Strict):
     """What to do with mail that would create a record, by who sent it."""
@@ -56,6 +59,24 @@ class Route(_Strict):
     @classmethod
     def _lower(cls, value: str | None) -> str | None:
         return value.lower() if value else value
+
+    @field_validator("to", "sender")
+    @classmethod
+    def _an_address(cls, value: str | None) -> str | None:
+        # A value without local part and domain never matches a recipient: say so now.
+        if value is not None and not _ADDRESS.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an email address: write the whole address, "
+                "e.g. billing@example.com (billing+anything@example.com matches it too)"
+            )
+        return value
+
+    @field_validator("sender_domain")
+    @classmethod
+    def _a_domain(cls, value: str | None) -> str | None:
+        if value is not None and not _DOMAIN.fullmatch(value):
+            raise ValueError(f"{value!r} is not a domain: write it as example.com (no @)")
+        return value
 
     @field_validator("subject", "body")
     @classmethod
