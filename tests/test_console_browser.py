@@ -669,6 +669,8 @@ def test_browser_see_a_failing_mailbox_and_enable_it(site: Site, watched: Watche
     assert page.locator("tr.mailbox[data-mailbox=hostile] .enable-form").count() == 0
     depths = page.locator(".poison .depth").all_inner_texts()
     assert depths and all(d == "0" for d in depths), depths
+    page.set_viewport_size({"width": 1000, "height": 700})
+    page.screenshot(path=str(SHOTS / "console-operations.png"), full_page=True)
     with page.expect_navigation():
         row.locator(".enable-form button").click()
     assert "enabled" in page.locator(".notice").inner_text()
