@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlencode
 
+import azure.functions as func
 import pytest
 
 from shared.console.access import (
@@ -24,7 +27,15 @@ from shared.console.access import (
 )
 from shared.console.mailview import document, has_remote_images, sanitise
 from shared.core.mime import mail_bodies
+from shared.services.audit import record_trail
+from shared.services.context import AppContext
 from shared.services.downloads import ascii_fallback, content_disposition, safe_type
+from shared.services.records import all_records, representation
+from shared.stages.polls import poll_all
+from shared.store.records import ref_of
+from shared.store.stores import FILING, OUTBOUND
+
+from .helpers import app_functions, local_host
 
 HOST = "127.0.0.1:7071"
 
@@ -229,3 +240,73 @@ def test_only_types_a_browser_cannot_run_keep_their_type() -> None:
     assert safe_type("IMAGE/PNG; name=x.png") == "image/png"
     for risky in ("text/html", "image/svg+xml", "application/xhtml+xml", "text/xml", "", None):
         assert safe_type(risky) == "application/octet-stream"
+
+
+# --- roles over HTTP, as App Service Authentication hands them over -----------------------
+
+
+SITE = "mailfiler.azurewebsites.net"
+
+
+def _post(
+    function: str, route: dict[str, str], who: Principal, fields: dict[str, str]
+) -> tuple[int, str]:
+    """A console form as the Functions host hands it over behind App Service Authentication
+    (which terminates TLS and adds the principal): our Origin, the page's token."""
+    registered = next(f for f in app_functions() if f.name == function)
+    request = func.HttpRequest(
+        method="POST",
+        url=f"https://{SITE}/api/console/...",
+        headers={
+            "Host": SITE,
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Origin": f"https://{SITE}",
+            "X-MS-CLIENT-PRINCIPAL": _principal(who.name, sorted(who.roles)),
+        },
+        route_params=route,
+        body=urlencode({**fields, "csrf": csrf_token(who)}).encode(),
+    )
+    response = registered.invoke(request)
+    return int(response.status_code), response.get_body().decode()
+
+
+@pytest.mark.azurite
+@pytest.mark.usefixtures("easy_auth")
+def test_roles_reader_cannot_reply_or_refile_agent_cannot_enable_a_mailbox(
+    context: AppContext,
+) -> None:
+    poll_all(context, datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+    local_host(context.stores.queues).drain()
+    first, second = sorted(all_records(context.stores), key=lambda r: r["Number"])[:2]
+    entry = representation(context.stores, first)["timeline"][0]
+    reader = Principal("Рита Reader", frozenset({READ}), "entra")
+    agent = Principal("Agent 山田", frozenset({AGENT}), "entra")
+    record = {"type": "case", "id": first["DisplayId"]}
+    reply = ("console_record_reply", record, {"body": "Ответ", "to": "olga@example.ru"})
+    refile = (
+        "console_mail_file",
+        {**record, "key": entry["message_key"]},
+        {"target_type": "case", "target_id": second["DisplayId"]},
+    )
+    for function, route, fields in (reply, refile):
+        status, page = _post(function, route, reader, fields)
+        assert status == 403 and "Mailfiler.Agent" in page, (function, page[:500])
+    assert context.stores.queues.peek(OUTBOUND) == []
+    assert context.stores.queues.peek(FILING) == []
+    # An agent's same forms are taken (the sample's mailbox has no address: told so, as 422).
+    status, page = _post(reply[0], reply[1], agent, reply[2])
+    assert status == 422 and "has no address to send from" in page, page
+    assert _post(refile[0], refile[1], agent, refile[2])[0] == 303
+    (queued,) = context.stores.queues.peek(FILING)
+    assert entry["message_key"] in queued.decode()
+    # Enabling a mailbox is the Admin's: an agent is refused, an admin is not.
+    enable = "console_mailbox_enable"
+    status, page = _post(enable, {"name": "sample"}, agent, {})
+    assert status == 403 and "Mailfiler.Admin" in page
+    admin = Principal("Admin Ана", frozenset({ADMIN}), "entra")
+    assert _post(enable, {"name": "sample"}, admin, {})[0] == 303
+    assert _post(enable, {"name": "nope"}, admin, {})[0] == 404
+    trail = record_trail(context.stores, ref_of(second))
+    actions = [(a.get("Actor"), a.get("Action")) for a in trail]
+    assert ("Agent 山田", "file_message") in actions
+    assert all(name != "Рита Reader" for name, _ in actions)

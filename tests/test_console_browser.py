@@ -28,12 +28,16 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from shared.cli.azurite import REPO, Azurite, free_port
 from shared.cli.host import LocalHost
 from shared.cli.local_http import LocalHttpServer
 from shared.core.message import id_key
-from shared.services.context import AppContext, set_context
+from shared.core.mime import mail_bodies
+from shared.core.signing import verify_message_id
+from shared.services.context import AppContext, set_context, signing_keys
+from shared.services.records import resolve
 from shared.settings import AppSettings, load_config
 from shared.stages.polls import poll_all
 from shared.store.account import RequestCounter, StorageSettings
@@ -41,6 +45,7 @@ from shared.store.stores import QUEUES, TABLES, Stores, poison
 
 from .conftest import SAMPLES
 from .helpers import local_host
+from .test_outbound import Sink
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -110,10 +115,23 @@ HOSTILE = [
         "<iframe srcdoc=\"<script>alert('pwned{n}')</script>\"></iframe>",
     ),
 ]
+# It can send too (replies from the console), to an SMTP sink on loopback. Mailbox `broken`
+# is an IMAP server that is not there: its first poll fails and disables it.
 HOSTILE_MAILBOX = """  - name: hostile
     kind: local
     path: {path}
     record_type: case
+    addresses: [support@mailfiler.example]
+    smtp: {{host: 127.0.0.1, port: {port}, tls: none, auth: none}}
+  - name: broken
+    kind: imap
+    host: 127.0.0.1
+    port: {closed}
+    tls: none
+    username: support@broken.example
+    password_setting: CONSOLE_BROKEN_PASSWORD
+    record_type: case
+    disable_after_failures: 1
 """
 # What no sanitised mail may hold.
 HOSTILE_WORDS = (
@@ -173,6 +191,7 @@ class Site:
     mail_dir: Path
     raw: dict[str, bytes] = field(default_factory=dict)  # subject -> the mail's bytes
     host: LocalHost | None = None
+    sink: Sink | None = None
 
     @property
     def console(self) -> str:
@@ -193,7 +212,16 @@ def _fresh_stores(azurite: Azurite) -> Stores:
 
 
 @pytest.fixture(scope="module")
-def site(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def sink() -> Iterator[Sink]:
+    found = Sink(free_port())
+    controller = Controller(found, hostname="127.0.0.1", port=found.port)
+    controller.start()
+    yield found
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def site(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Site]:
     """The sample mail, the attachment mail and the hostile corpus, filed and served."""
     root = tmp_path_factory.mktemp("console")
     mail_dir, hostile_dir = root / "mail", root / "hostile"
@@ -212,12 +240,20 @@ def site(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         (SAMPLES / "mailfiler.yaml")
         .read_text()
         .replace("path: mail", f"path: {mail_dir}")
-        .replace("\nroutes:", HOSTILE_MAILBOX.format(path=hostile_dir) + "\nroutes:")
+        .replace(
+            "\nroutes:",
+            HOSTILE_MAILBOX.format(path=hostile_dir, port=sink.port, closed=free_port())
+            + "\nroutes:",
+        )
+        + "\nsigning: {key_settings: [CONSOLE_SIGNING_KEY]}\n"
     )
+    os.environ["CONSOLE_BROKEN_PASSWORD"] = "not-a-secret"
+    os.environ["CONSOLE_SIGNING_KEY"] = "a-signing-key-of-32-bytes-length"
     settings = AppSettings.model_validate(
         {"AzureWebJobsStorage": azurite.connection_string, "MAILFILER_CONFIG": str(config_file)}
     )
-    context = AppContext(settings, load_config(config_file), root, _fresh_stores(azurite))
+    config = load_config(config_file)
+    context = AppContext(settings, config, root, _fresh_stores(azurite), signing_keys(config))
     set_context(context)
     poll_all(context, NOW)
     host = local_host(context.stores.queues)
@@ -225,11 +261,14 @@ def site(azurite: Azurite, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     server = LocalHttpServer(("127.0.0.1", free_port()), host, route_prefix="api")
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield Site(f"http://127.0.0.1:{server.server_address[1]}", context, mail_dir, raw, host)
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        yield Site(base, context, mail_dir, raw, host, sink)
     finally:
         server.shutdown()
         server.server_close()
         set_context(None)
+        os.environ.pop("CONSOLE_BROKEN_PASSWORD", None)
+        os.environ.pop("CONSOLE_SIGNING_KEY", None)
 
 
 @pytest.fixture(scope="module")
@@ -489,7 +528,7 @@ def test_a_change_without_the_pages_token_or_origin_is_refused(
     _open_record(site, watched, "Hostile 1:")
     action = page.locator(".status-form").evaluate("f => f.action")
     etag = page.locator("input[name=etag]").input_value()
-    token = page.locator("input[name=csrf]").input_value()
+    token = page.locator(".status-form input[name=csrf]").input_value()
 
     def post(form: str, origin: str | None) -> int:
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -528,6 +567,117 @@ def test_a_change_without_the_pages_token_or_origin_is_refused(
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+def _record_href(site: Site, watched: Watched, title_part: str) -> str:
+    watched.page.goto(f"{site.console}/records?q={quote(title_part)}")
+    (href,) = watched.page.locator("table.records td.title a").evaluate_all(
+        "e => e.map(a => a.href)"
+    )
+    return str(href)
+
+
+def test_browser_reply_from_a_record(site: Site, watched: Watched) -> None:
+    assert site.sink is not None and site.host is not None
+    page = watched.page
+    _open_record(site, watched, "Hostile 4:")
+    url = page.url
+    display_id = page.locator(".rid").inner_text()
+    # To defaults to the record's contact, as the reply API's does.
+    assert page.locator("#reply-to").input_value() == "mallory4@evil.example"
+    # A recipient that is no address: refused with the reason, the text kept, nothing queued.
+    text = "Здравствуйте! 你好，我们已收到。 Γειά σας."
+    page.fill("#reply-to", "not an address")
+    page.fill("#reply-body", text)
+    with page.expect_response(re.compile(r"/reply$")) as refused:
+        page.click(".reply-form button")
+    assert refused.value.status == 422, page.content()[:2000]
+    assert "not an address" in page.locator(".notice").inner_text()
+    assert page.locator("#reply-body").input_value() == text
+    site.host.drain()
+    assert [m for m in site.sink.messages() if display_id in str(m["Subject"])] == []
+    # The reply as meant: queued, said so, then sent with the record's token in its subject.
+    page.fill("#reply-to", '"Mallory, 4" <mallory4@evil.example>')
+    page.fill("#reply-cc", "Ольга <olga@example.ru>")
+    with page.expect_navigation():
+        page.click(".reply-form button")
+    assert page.url.startswith(url) and "queued" in page.locator(".notice").inner_text()
+    site.host.drain()
+    (sent,) = [m for m in site.sink.messages() if f"[{display_id}]" in str(m["Subject"])]
+    assert str(sent["To"]) == "mallory4@evil.example"
+    assert "olga@example.ru" in str(sent["Cc"])
+    assert str(sent["Subject"]).startswith("Re: Hostile 4:")
+    assert sent["In-Reply-To"] == "<console-4@evil.example>"
+    # Our signed Message-ID: a reply to it finds this record even without the token.
+    signed = verify_message_id(str(sent["Message-ID"]).strip("<>"), site.context.signing_keys)
+    assert signed is not None and signed.type == "case"
+    assert (
+        signed.key
+        == resolve(site.context.stores, site.context.config, "case", display_id)["RowKey"]
+    )
+    (raw,) = [r for _, _, r in site.sink.received if f"[{display_id}]".encode() in r]
+    plain, _ = mail_bodies(raw)
+    assert plain is not None and text in plain
+    page.goto(url)
+    directions = page.locator(".timeline .dir").all_inner_texts()
+    assert directions.count("Out") == 1
+    out = page.locator(".timeline .entry.out")
+    assert text in out.locator(".text").inner_text()
+    assert "reply" in page.locator(".audit").inner_text()
+    assert watched.dialogs == [] and watched.foreign == []
+
+
+def test_browser_file_a_mail_on_another_record(site: Site, watched: Watched) -> None:
+    assert site.host is not None
+    page = watched.page
+    target = _record_href(site, watched, "Hostile 6:")
+    target_id = target.rsplit("/", 1)[1]
+    mail_url = _hostile_mail_url(site, watched, 5)
+    page.goto(mail_url)
+    # No such record, or this very record: told on the mail's page, nothing filed.
+    page.fill("#refile-id", "CASE-99999")
+    page.click(".refile-form button")
+    assert "99999" in page.locator(".notice").inner_text()
+    here = mail_url.split("/mail/", 1)[0].rsplit("/", 1)[1]
+    page.fill("#refile-id", here)
+    page.click(".refile-form button")
+    assert "already on this record" in page.locator(".notice").inner_text()
+    page.select_option("#refile-type", "case")
+    page.fill("#refile-id", target_id)
+    with page.expect_navigation():
+        page.click(".refile-form button")
+    assert page.url.startswith(target) and "filed here" in page.locator(".notice").inner_text()
+    site.host.drain()
+    page.goto(target)
+    subjects = page.locator(".timeline .subject").all_inner_texts()
+    assert any(s.startswith("Hostile 5:") for s in subjects), subjects
+    assert any(s.startswith("Hostile 6:") for s in subjects), subjects
+    assert "file_message" in page.locator(".audit").inner_text()
+    assert watched.dialogs == [] and watched.foreign == []
+
+
+def test_browser_see_a_failing_mailbox_and_enable_it(site: Site, watched: Watched) -> None:
+    page = watched.page
+    page.goto(f"{site.console}/records")
+    page.click("nav a:text('Operations')")
+    row = page.locator("tr.mailbox[data-mailbox=broken]")
+    assert row.locator(".mailbox-status").inner_text() == "disabled"
+    error = row.locator(".error").inner_text()
+    assert "Disabled: 1 failed polls" in error and "127.0.0.1" in error, error
+    ok = page.locator("tr.mailbox[data-mailbox=hostile] .mailbox-status").inner_text()
+    assert ok == "ok"
+    assert page.locator("tr.mailbox[data-mailbox=hostile] .enable-form").count() == 0
+    depths = page.locator(".poison .depth").all_inner_texts()
+    assert depths and all(d == "0" for d in depths), depths
+    page.set_viewport_size({"width": 1000, "height": 700})
+    page.screenshot(path=str(SHOTS / "console-operations.png"), full_page=True)
+    with page.expect_navigation():
+        row.locator(".enable-form button").click()
+    assert "enabled" in page.locator(".notice").inner_text()
+    row = page.locator("tr.mailbox[data-mailbox=broken]")
+    assert row.locator(".mailbox-status").inner_text() != "disabled"
+    assert row.locator(".enable-form").count() == 0
+    assert watched.dialogs == [] and watched.foreign == []
 
 
 # --- hostile mail -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ services/records.py and services/downloads.py, exactly as the API's do.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -25,12 +26,15 @@ from ..services.records import (
     RecordError,
     all_records,
     etag,
+    file_manually,
     list_records,
     record_type,
     representation,
     resolve,
     update_record,
+    view,
 )
+from ..services.replies import reply_from_record
 from .access import AGENT, Principal, check_change, csrf_token
 from .mailview import document, has_remote_images, policy
 from .render import render
@@ -40,6 +44,12 @@ BASE = "/api/console"  # host.json's routePrefix ("api") and the blueprint's rou
 PAGE_SIZE = 50
 FILTERS = ("type", "status", "mailbox", "contact", "q")
 MAX_FILTER = 200
+# What a change's redirect may ask the page to say: fixed words, never text from the request.
+_ADDRESS_PARTS = re.compile(r'(?:"[^"]*"|[^,])+')
+DONE = {
+    "reply": "Your reply is queued; it shows in the timeline once it is sent.",
+    "filed": "The mail is queued to be filed here; it shows in the timeline in a moment.",
+}
 
 # Console pages: no script at all, nothing from elsewhere, never framed.
 PAGE_CSP = (
@@ -166,6 +176,7 @@ def record_page(
     *,
     notice: str | None = None,
     status: int = 200,
+    draft: Mapping[str, str] | None = None,
 ) -> Page:
     record = resolve(ctx.stores, ctx.config, type_name, ident)
     body = representation(ctx.stores, record)
@@ -189,6 +200,14 @@ def record_page(
         csrf=csrf_token(who),
         trail=list(record_trail(ctx.stores, ref)),
         notice=notice,
+        # The reply form: what was typed (after a refusal), else the API's defaults.
+        draft={
+            "to": body.get("contact") or "",
+            "cc": "",
+            "subject": "",
+            "body": "",
+            **(draft or {}),
+        },
     )
 
 
@@ -209,7 +228,15 @@ def _bodies(ctx: AppContext, entry: Mapping[str, Any]) -> tuple[str | None, str 
 
 
 def mail_page(
-    ctx: AppContext, type_name: str, ident: str, key: str, images: bool, who: Principal
+    ctx: AppContext,
+    type_name: str,
+    ident: str,
+    key: str,
+    images: bool,
+    who: Principal,
+    *,
+    notice: str | None = None,
+    status: int = 200,
 ) -> Page:
     """One mail of a record: its headers, attachments, raw mail and body (in the frame)."""
     record, entry = _entry(ctx, type_name, ident, key)
@@ -217,7 +244,7 @@ def mail_page(
     mail_url = f"{url}/mail/{key}"
     _, markup = _bodies(ctx, entry)
     return html_page(
-        200,
+        status,
         "mail.html",
         who=who,
         record=record,
@@ -227,6 +254,10 @@ def mail_page(
         frame_url=f"{mail_url}/body" + ("?images=1" if images else ""),
         images=images,
         remote_images=markup is not None and has_remote_images(markup),
+        can_edit=who.can(AGENT),
+        csrf=csrf_token(who),
+        types=[t.name for t in ctx.config.record_types],
+        notice=notice,
     )
 
 
@@ -281,3 +312,96 @@ def change_status(
         raise
     log.info("console: %s set %s to %s", who.name, full.get("id"), full.get("status"))
     return Page(303, b"", {"Location": record_url(full), "Cache-Control": "no-store"})
+
+
+def _see_other(url: str, done: str) -> Page:
+    return Page(303, b"", {"Location": f"{url}?done={done}", "Cache-Control": "no-store"})
+
+
+def done_notice(params: Mapping[str, str]) -> str | None:
+    return DONE.get(params.get("done", ""))
+
+
+def _address_list(value: str) -> list[str]:
+    """Addresses as typed in one field, split at commas outside quotes ("Doe, Jo" <jo@x.org>);
+    each goes to the reply service as typed, which refuses what is not one address, naming it."""
+    return [part.strip() for part in _ADDRESS_PARTS.findall(value) if part.strip()]
+
+
+def reply(
+    ctx: AppContext,
+    type_name: str,
+    ident: str,
+    form: Mapping[str, str],
+    headers: Mapping[str, str],
+    who: Principal,
+) -> Page:
+    """The reply form: checked for CSRF, then the reply API's own service (the record's token
+    in the subject, our signed Message-ID when sent). Empty fields take the API's defaults."""
+    check_change(headers, form.get("csrf"), who, AGENT)
+    record = resolve(ctx.stores, ctx.config, type_name, ident)
+    draft = {k: form.get(k, "") for k in ("to", "cc", "subject", "body")}
+    body: dict[str, Any] = {"body": draft["body"]}
+    for name in ("to", "cc"):
+        if draft[name].strip():
+            body[name] = _address_list(draft[name])
+    if draft["subject"].strip():
+        body["subject"] = draft["subject"]
+    try:
+        mail = reply_from_record(ctx.stores, ctx.config, record, body, who.name)
+    except RecordError as exc:
+        if exc.status in (400, 413, 422):
+            return record_page(
+                ctx, type_name, ident, who, notice=exc.message, status=exc.status, draft=draft
+            )
+        raise
+    audit(ctx.stores, _actor(who), "reply", mail.record, f"reply {mail.id} queued", _now())
+    log.info("console: %s queued reply %s on %s", who.name, mail.id, record.get("DisplayId"))
+    return _see_other(record_url(view(record)), "reply")
+
+
+def file_elsewhere(
+    ctx: AppContext,
+    type_name: str,
+    ident: str,
+    key: str,
+    form: Mapping[str, str],
+    headers: Mapping[str, str],
+    who: Principal,
+) -> Page:
+    """File this mail on another record: the API's POST .../messages, by the mail's
+    Message-ID, onto the record the form names (type and id)."""
+    check_change(headers, form.get("csrf"), who, AGENT)
+    here, entry = _entry(ctx, type_name, ident, key)
+
+    def refused(status: int, message: str) -> Page:
+        return mail_page(ctx, type_name, ident, key, False, who, notice=message, status=status)
+
+    if not entry.get("message_id"):
+        return refused(422, "this mail has no Message-ID; file it by mailbox and source id")
+    target_type = form.get("target_type", "").strip()[:MAX_FILTER]
+    target_id = form.get("target_id", "").strip()[:MAX_FILTER]
+    if not target_type or not target_id:
+        return refused(400, "name the record: its type and its id")
+    try:
+        target = resolve(ctx.stores, ctx.config, target_type, target_id)
+        if (target["PartitionKey"], target["RowKey"]) == (here["type"], here["key"]):
+            return refused(422, "the mail is already on this record")
+        file_manually(
+            ctx.stores,
+            ctx.config,
+            target,
+            {"message_id": entry["message_id"]},
+            _actor(who),
+            _now(),
+        )
+    except RecordError as exc:
+        if exc.status in (400, 404, 422):
+            return refused(exc.status, exc.message)
+        raise
+    log.info("console: %s filed %s on %s", who.name, key[:80], target.get("DisplayId"))
+    return _see_other(record_url(view(target)), "filed")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

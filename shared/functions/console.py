@@ -29,6 +29,8 @@ ANON = func.AuthLevel.ANONYMOUS
 RECORD = "console/records/{type}/{id}"
 MAIL = RECORD + "/mail/{key}"
 MAX_FORM = 16 * 1024
+# A reply's text may be 1,000,000 characters (the reply API's limit), each up to 9 bytes encoded.
+MAX_REPLY_FORM = 10 * 1024 * 1024
 _STATIC = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
 
@@ -60,6 +62,21 @@ def _serve(req: func.HttpRequest, work: Work) -> func.HttpResponse:
         return _answer(error_page(500, "internal error; see the logs"))
 
 
+def _form(req: func.HttpRequest, headers: dict[str, str], limit: int = MAX_FORM) -> dict[str, str]:
+    """A console form's fields (urlencoded, bounded), or Refused."""
+    from ..console.access import Refused
+
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    raw = req.get_body()
+    if media != "application/x-www-form-urlencoded" or len(raw) > limit:
+        raise Refused(400, "send the console's form")
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), max_num_fields=10, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        raise Refused(400, "the form is not valid") from None
+    return dict(pairs)
+
+
 def _images(req: func.HttpRequest) -> bool:
     return bool(req.params.get("images") == "1")
 
@@ -86,9 +103,10 @@ def console_records(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route=RECORD, methods=["GET"], auth_level=ANON)
 def console_record(req: func.HttpRequest) -> func.HttpResponse:
     def work(ctx: AppContext, req: func.HttpRequest, _: dict[str, str], who: Principal) -> Page:
-        from ..console.pages import record_page
+        from ..console.pages import done_notice, record_page
 
-        return record_page(ctx, req.route_params["type"], req.route_params["id"], who)
+        p = req.route_params
+        return record_page(ctx, p["type"], p["id"], who, notice=done_notice(dict(req.params)))
 
     return _serve(req, work)
 
@@ -98,21 +116,25 @@ def console_record_status(req: func.HttpRequest) -> func.HttpResponse:
     def work(
         ctx: AppContext, req: func.HttpRequest, headers: dict[str, str], who: Principal
     ) -> Page:
-        from ..console.access import Refused
         from ..console.pages import change_status
 
-        media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        raw = req.get_body()
-        if media != "application/x-www-form-urlencoded" or len(raw) > MAX_FORM:
-            raise Refused(400, "send the console's form")
-        try:
-            pairs = parse_qsl(raw.decode("utf-8"), max_num_fields=10, strict_parsing=False)
-        except (UnicodeDecodeError, ValueError):
-            raise Refused(400, "the form is not valid") from None
-        form = dict(pairs)
+        form = _form(req, headers)
         return change_status(
             ctx, req.route_params["type"], req.route_params["id"], form, headers, who
         )
+
+    return _serve(req, work)
+
+
+@bp.route(route=RECORD + "/reply", methods=["POST"], auth_level=ANON)
+def console_record_reply(req: func.HttpRequest) -> func.HttpResponse:
+    def work(
+        ctx: AppContext, req: func.HttpRequest, headers: dict[str, str], who: Principal
+    ) -> Page:
+        from ..console.pages import reply
+
+        form = _form(req, headers, MAX_REPLY_FORM)
+        return reply(ctx, req.route_params["type"], req.route_params["id"], form, headers, who)
 
     return _serve(req, work)
 
@@ -124,6 +146,22 @@ def console_mail(req: func.HttpRequest) -> func.HttpResponse:
 
         p = req.route_params
         return mail_page(ctx, p["type"], p["id"], p["key"], _images(req), who)
+
+    return _serve(req, work)
+
+
+@bp.route(route=MAIL + "/file", methods=["POST"], auth_level=ANON)
+def console_mail_file(req: func.HttpRequest) -> func.HttpResponse:
+    """File this mail on another record, from the mail's page."""
+
+    def work(
+        ctx: AppContext, req: func.HttpRequest, headers: dict[str, str], who: Principal
+    ) -> Page:
+        from ..console.pages import file_elsewhere
+
+        p = req.route_params
+        form = _form(req, headers)
+        return file_elsewhere(ctx, p["type"], p["id"], p["key"], form, headers, who)
 
     return _serve(req, work)
 
@@ -160,6 +198,29 @@ def console_mail_attachment(req: func.HttpRequest) -> func.HttpResponse:
         p = req.route_params
         found = attachment(ctx.stores, ctx.config, p["type"], p["id"], p["key"], p["index"])
         return download_page(found)
+
+    return _serve(req, work)
+
+
+@bp.route(route="console/operations", methods=["GET"], auth_level=ANON)
+def console_operations(req: func.HttpRequest) -> func.HttpResponse:
+    def work(ctx: AppContext, req: func.HttpRequest, _: dict[str, str], who: Principal) -> Page:
+        from ..console.operations import operations_page
+
+        return operations_page(ctx, dict(req.params), who)
+
+    return _serve(req, work)
+
+
+@bp.route(route="console/operations/mailboxes/{name}/enable", methods=["POST"], auth_level=ANON)
+def console_mailbox_enable(req: func.HttpRequest) -> func.HttpResponse:
+    def work(
+        ctx: AppContext, req: func.HttpRequest, headers: dict[str, str], who: Principal
+    ) -> Page:
+        from ..console.operations import enable_mailbox
+
+        form = _form(req, headers)
+        return enable_mailbox(ctx, req.route_params["name"], form, headers, who)
 
     return _serve(req, work)
 

@@ -23,6 +23,7 @@ import threading
 # that this list covers them).
 MODULES = (
     "shared.console.access",
+    "shared.console.operations",
     "shared.console.pages",
     "shared.console.render",
     "shared.core.contracts",
