@@ -33,7 +33,7 @@ from shared.services.downloads import ascii_fallback, content_disposition, safe_
 from shared.services.records import all_records, representation
 from shared.stages.polls import poll_all
 from shared.store.records import ref_of
-from shared.store.stores import FILING, OUTBOUND
+from shared.store.stores import FILING, INBOUND, OUTBOUND, poison
 
 from .helpers import app_functions, local_host
 
@@ -272,7 +272,7 @@ def _post(
 
 @pytest.mark.azurite
 @pytest.mark.usefixtures("easy_auth")
-def test_roles_reader_cannot_reply_or_refile_agent_cannot_enable_a_mailbox(
+def test_roles_reader_cannot_reply_or_refile_agent_cannot_enable_or_replay(
     context: AppContext,
 ) -> None:
     poll_all(context, datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
@@ -306,6 +306,17 @@ def test_roles_reader_cannot_reply_or_refile_agent_cannot_enable_a_mailbox(
     admin = Principal("Admin Ана", frozenset({ADMIN}), "entra")
     assert _post(enable, {"name": "sample"}, admin, {})[0] == 303
     assert _post(enable, {"name": "nope"}, admin, {})[0] == 404
+    # Replaying a poison queue is the Admin's too; the message goes back to its queue as it was.
+    body = b'{"mailbox": "sample", "source_id": "\xd0\xbf\xd0\xb8\xd1\x81\xd1\x8c\xd0\xbc\xd0\xbe"}'
+    context.stores.queues.send_bytes(poison(INBOUND), body)
+    replay_queue = "console_poison_replay"
+    status, page = _post(replay_queue, {"queue": INBOUND}, agent, {})
+    assert status == 403 and "Mailfiler.Admin" in page
+    assert context.stores.queues.peek(poison(INBOUND)) == [body]
+    assert _post(replay_queue, {"queue": "no-such-queue"}, admin, {})[0] == 404
+    assert _post(replay_queue, {"queue": INBOUND}, admin, {})[0] == 303
+    assert context.stores.queues.peek(poison(INBOUND)) == []
+    assert body in context.stores.queues.peek(INBOUND, 32)
     trail = record_trail(context.stores, ref_of(second))
     actions = [(a.get("Actor"), a.get("Action")) for a in trail]
     assert ("Agent 山田", "file_message") in actions

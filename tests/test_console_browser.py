@@ -37,11 +37,12 @@ from shared.core.message import id_key
 from shared.core.mime import mail_bodies
 from shared.core.signing import verify_message_id
 from shared.services.context import AppContext, set_context, signing_keys
+from shared.services.poison import send_to_poison
 from shared.services.records import resolve
 from shared.settings import AppSettings, load_config
 from shared.stages.polls import poll_all
 from shared.store.account import RequestCounter, StorageSettings
-from shared.store.stores import QUEUES, TABLES, Stores, poison
+from shared.store.stores import DELIVERIES, QUEUES, TABLES, Stores, poison
 
 from .conftest import SAMPLES
 from .helpers import local_host
@@ -678,6 +679,36 @@ def test_browser_see_a_failing_mailbox_and_enable_it(site: Site, watched: Watche
     assert row.locator(".mailbox-status").inner_text() != "disabled"
     assert row.locator(".enable-form").count() == 0
     assert watched.dialogs == [] and watched.foreign == []
+
+
+def test_browser_replay_a_poison_message(site: Site, watched: Watched) -> None:
+    stores = site.context.stores
+    body = '{"event": "запись-1"}'.encode()
+    send_to_poison(
+        stores,
+        queue=DELIVERIES,
+        stage="deliveries",
+        body=body,
+        reason="вебхук не ответил: 503",
+        dequeue_count=5,
+        now=datetime(2026, 12, 7, 10, 0, tzinfo=UTC),
+    )
+    page = watched.page
+    page.goto(f"{site.console}/operations")
+    queue = page.locator(f"tr.poison-queue[data-queue={DELIVERIES}]")
+    assert queue.locator(".depth").inner_text() == "1"
+    assert "вебхук не ответил: 503" in page.locator(".poison-message .reason").all_inner_texts()
+    try:
+        with page.expect_navigation():
+            queue.locator(".replay-form button").click()
+        assert "went back to their queue" in page.locator(".notice").inner_text()
+        assert page.locator(".poison-message").count() == 0
+        assert stores.queues.peek(poison(DELIVERIES)) == []
+        assert stores.queues.peek(DELIVERIES) == [body]
+        assert watched.dialogs == [] and watched.foreign == []
+    finally:
+        stores.queues.clear(DELIVERIES)  # not for the other tests' drains
+        stores.queues.clear(poison(DELIVERIES))
 
 
 # --- hostile mail -----------------------------------------------------------------------------

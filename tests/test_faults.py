@@ -46,10 +46,10 @@ from azure.core.rest._requests_basic import RestRequestsTransportResponse
 from requests.structures import CaseInsensitiveDict
 
 from shared.cli.azurite import REPO, Azurite
-from shared.cli.operations import replay
 from shared.core.contracts import PoisonMessage
 from shared.core.message import id_key
 from shared.services.context import AppContext, set_context
+from shared.services.poison import replay
 from shared.services.records import all_records
 from shared.settings import AppSettings, load_config
 from shared.stages.polls import poll_all

@@ -16,12 +16,12 @@ import pytest
 
 from bench.bench_memory import measure
 from shared.cli.azurite import REPO, Azurite
-from shared.cli.operations import replay_body
 from shared.core.config import parse_config
 from shared.core.contracts import FilingPlan, InboundMessage, PoisonMessage
 from shared.core.mime import MAX_SUBJECT_CHARS
 from shared.core.plan_fit import PLAN_JSON_BYTES
 from shared.services.context import AppContext, set_context
+from shared.services.poison import replay_body
 from shared.settings import AppSettings
 from shared.stages.polls import poll_all
 from shared.store.account import RequestCounter

@@ -9,21 +9,15 @@ that meanwhile succeeded, files nothing twice.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import sys
-import zlib
 from typing import Any
 
-from ..core.contracts import PoisonMessage
 from ..services.messages import key_candidates, message_status, messages_by_source
-from ..store.errors import ContractError
-from ..store.queues import decode
+from ..services.poison import poison_entries, replay
 from ..store.stores import INGEST, MESSAGES, QUEUES, Stores, poison
 
-PEEK_MAX = 32  # Queue Storage peeks at most 32 messages
-REPLAY_LEASE_SECONDS = 300  # a received poison message stays invisible while it is replayed
 UNFILED = ("drop", "reject", "hold")
 # A stored message key: the hex of a Message-ID, or `h`/`s` + SHA-256 (shared/core/message.py).
 _KEY = re.compile(r"^(?:(?:[0-9a-f]{2})+|[hs][0-9a-f]{64})$")
@@ -137,33 +131,6 @@ def _check_queue(queue: str) -> bool:
     return False
 
 
-def _poison_entry(body: bytes) -> dict[str, Any]:
-    """A poison message as shown; the host's own poison moves carry the raw original body."""
-    try:
-        failure = decode(body, PoisonMessage)
-    except ContractError:
-        return {
-            "stage": None,
-            "reason": "moved by the host without a reason (the original message)",
-            "attempts": None,
-            "failed_at": None,
-            "blob": None,
-            "body": body.decode("utf-8", "replace"),
-        }
-    return {
-        "stage": failure.stage,
-        "reason": failure.reason,
-        "attempts": failure.dequeue_count,
-        "failed_at": failure.failed_at.isoformat(),
-        "blob": failure.blob,
-        "body": replay_body(body).decode("utf-8", "replace") if failure.body_zlib else failure.body,
-    }
-
-
-def poison_entries(stores: Stores, queue: str, count: int = PEEK_MAX) -> list[dict[str, Any]]:
-    return [_poison_entry(body) for body in stores.queues.peek(poison(queue), min(count, PEEK_MAX))]
-
-
 def cmd_poison_list(stores: Stores, queue: str, as_json: bool) -> int:
     if not _check_queue(queue):
         return 2
@@ -182,46 +149,6 @@ def cmd_poison_list(stores: Stores, queue: str, as_json: bool) -> int:
         )
         print(f"      {entry['reason']}")
     return 0
-
-
-def replay_body(body: bytes) -> bytes:
-    """What goes back to the queue: a PoisonMessage's original body, anything else as it is."""
-    try:
-        failure = decode(body, PoisonMessage)
-    except ContractError:
-        return body
-    if failure.body_zlib:
-        return zlib.decompress(base64.b64decode(failure.body))
-    if failure.body_base64:
-        return base64.b64decode(failure.body)
-    return failure.body.encode("utf-8")
-
-
-def replay(stores: Stores, queue: str, count: int | None) -> int:
-    """Move up to `count` (None: all) poison messages back to `queue`; how many moved.
-
-    Each is sent before it is deleted from the poison queue: a crash in between replays it twice,
-    which the stages absorb, rather than losing it.
-    """
-    moved = 0
-    seen: set[str] = set()
-    while count is None or moved < count:
-        want = PEEK_MAX if count is None else min(PEEK_MAX, count - moved)
-        batch = [
-            m
-            for m in stores.queues.receive(
-                poison(queue), max_messages=want, visibility_timeout=REPLAY_LEASE_SECONDS
-            )
-            if m.id not in seen
-        ]
-        if not batch:
-            break
-        for message in batch:
-            seen.add(message.id)
-            stores.queues.send_bytes(queue, replay_body(message.body))
-            stores.queues.delete(poison(queue), message)
-            moved += 1
-    return moved
 
 
 def cmd_poison_replay(stores: Stores, queue: str, count: int | None) -> int:

@@ -1,6 +1,7 @@
 """The operations page: each mailbox's polls (status, last poll, the error in plain words) and
 enabling one that was disabled after failures, through services/mailboxes.py as the CLI's
-`mailfiler status` and `mailfiler mailbox enable` do; the poison queues' depths."""
+`mailfiler status` and `mailfiler mailbox enable` do; the poison queues with each message's
+stage, reason and attempts, and replay, through services/poison.py as `mailfiler poison` does."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from ..services.audit import Actor, audit
 from ..services.context import AppContext
 from ..services.mailboxes import enable, mailbox_status
+from ..services.poison import poison_entries, replay
 from ..services.records import RecordError
 from ..store.stores import QUEUES, poison
 from .access import ADMIN, Principal, check_change, csrf_token
@@ -18,7 +20,11 @@ from .pages import BASE, Page, html_page
 
 log = logging.getLogger(__name__)
 URL = f"{BASE}/operations"
-DONE = {"enabled": "The mailbox is enabled; its next poll runs on schedule."}
+DONE = {
+    "enabled": "The mailbox is enabled; its next poll runs on schedule.",
+    "replayed": "The poison messages went back to their queue; they are processed again.",
+}
+SHOWN = 10  # poison messages listed per queue (the CLI lists up to 32)
 
 
 def operations_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Page:
@@ -29,12 +35,14 @@ def operations_page(ctx: AppContext, params: Mapping[str, str], who: Principal) 
         mailbox = ctx.config.mailbox(name)
         row["can_enable"] = bool(row["disabled_reason"]) and mailbox is not None and mailbox.enabled
     depths = {queue: ctx.stores.queues.depth(poison(queue)) for queue in QUEUES}
+    failures = {queue: poison_entries(ctx.stores, queue, SHOWN) for queue, n in depths.items() if n}
     return html_page(
         200,
         "operations.html",
         who=who,
         mailboxes=mailboxes,
         poison_depths=depths,
+        poison_failures=failures,
         can_admin=who.can(ADMIN),
         csrf=csrf_token(who),
         url=URL,
@@ -58,3 +66,29 @@ def enable_mailbox(
     audit(ctx.stores, Actor(name=who.name, source="console"), "enable_mailbox", None, name, now)
     log.info("console: %s enabled mailbox %s", who.name, name)
     return Page(303, b"", {"Location": f"{URL}?done=enabled", "Cache-Control": "no-store"})
+
+
+def replay_poison(
+    ctx: AppContext,
+    queue: str,
+    form: Mapping[str, str],
+    headers: Mapping[str, str],
+    who: Principal,
+) -> Page:
+    """Send a queue's poison messages back to it (Admin only, audited with the person). The
+    stages are idempotent, so a message replayed twice changes nothing the second time."""
+    check_change(headers, form.get("csrf"), who, ADMIN)
+    if queue not in QUEUES:
+        raise RecordError(404, "unknown_queue", f"no queue {queue[:80]!r}")
+    moved = replay(ctx.stores, queue, None)
+    now = datetime.now(UTC)
+    audit(
+        ctx.stores,
+        Actor(name=who.name, source="console"),
+        "replay_poison",
+        None,
+        f"{moved} message(s) of {queue}",
+        now,
+    )
+    log.info("console: %s replayed %d message(s) of %s", who.name, moved, queue)
+    return Page(303, b"", {"Location": f"{URL}?done=replayed", "Cache-Control": "no-store"})

@@ -225,6 +225,19 @@ def console_mailbox_enable(req: func.HttpRequest) -> func.HttpResponse:
     return _serve(req, work)
 
 
+@bp.route(route="console/operations/poison/{queue}/replay", methods=["POST"], auth_level=ANON)
+def console_poison_replay(req: func.HttpRequest) -> func.HttpResponse:
+    def work(
+        ctx: AppContext, req: func.HttpRequest, headers: dict[str, str], who: Principal
+    ) -> Page:
+        from ..console.operations import replay_poison
+
+        form = _form(req, headers)
+        return replay_poison(ctx, req.route_params["queue"], form, headers, who)
+
+    return _serve(req, work)
+
+
 @bp.route(route="console/static/{name}", methods=["GET"], auth_level=ANON)
 def console_static(req: func.HttpRequest) -> func.HttpResponse:
     """The console's own files (shared/console/static), by exact name: no path, no listing."""

@@ -17,13 +17,14 @@ import zlib
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from ..core.contracts import PoisonMessage
 from ..core.plan_fit import PlanTooLarge
 from ..store.errors import ContractError, StorageLimitError
+from ..store.queues import decode
 from ..store.stores import Stores, poison
 
 log = logging.getLogger(__name__)
@@ -147,3 +148,77 @@ def send_to_poison(
             failed_at=now,
         ),
     )
+
+
+# --- looking at and replaying poison queues (the CLI and the console) ---------------------------
+
+PEEK_MAX = 32  # Queue Storage peeks at most 32 messages
+REPLAY_LEASE_SECONDS = 300  # a received poison message stays invisible while it is replayed
+
+
+def poison_entry(body: bytes) -> dict[str, Any]:
+    """A poison message as shown; the host's own poison moves carry the raw original body."""
+    try:
+        failure = decode(body, PoisonMessage)
+    except ContractError:
+        return {
+            "stage": None,
+            "reason": "moved by the host without a reason (the original message)",
+            "attempts": None,
+            "failed_at": None,
+            "blob": None,
+            "body": body.decode("utf-8", "replace"),
+        }
+    return {
+        "stage": failure.stage,
+        "reason": failure.reason,
+        "attempts": failure.dequeue_count,
+        "failed_at": failure.failed_at.isoformat(),
+        "blob": failure.blob,
+        "body": replay_body(body).decode("utf-8", "replace") if failure.body_zlib else failure.body,
+    }
+
+
+def poison_entries(stores: Stores, queue: str, count: int = PEEK_MAX) -> list[dict[str, Any]]:
+    """The first `count` messages of `queue`'s poison queue, as shown (peeked, not taken)."""
+    return [poison_entry(body) for body in stores.queues.peek(poison(queue), min(count, PEEK_MAX))]
+
+
+def replay_body(body: bytes) -> bytes:
+    """What goes back to the queue: a PoisonMessage's original body, anything else as it is."""
+    try:
+        failure = decode(body, PoisonMessage)
+    except ContractError:
+        return body
+    if failure.body_zlib:
+        return zlib.decompress(base64.b64decode(failure.body))
+    if failure.body_base64:
+        return base64.b64decode(failure.body)
+    return failure.body.encode("utf-8")
+
+
+def replay(stores: Stores, queue: str, count: int | None) -> int:
+    """Move up to `count` (None: all) poison messages back to `queue`; how many moved.
+
+    Each is sent before it is deleted from the poison queue: a crash in between replays it twice,
+    which the stages absorb, rather than losing it.
+    """
+    moved = 0
+    seen: set[str] = set()
+    while count is None or moved < count:
+        want = PEEK_MAX if count is None else min(PEEK_MAX, count - moved)
+        batch = [
+            m
+            for m in stores.queues.receive(
+                poison(queue), max_messages=want, visibility_timeout=REPLAY_LEASE_SECONDS
+            )
+            if m.id not in seen
+        ]
+        if not batch:
+            break
+        for message in batch:
+            seen.add(message.id)
+            stores.queues.send_bytes(queue, replay_body(message.body))
+            stores.queues.delete(poison(queue), message)
+            moved += 1
+    return moved
