@@ -168,6 +168,13 @@ def test_update_fields_and_status_with_clear_errors(api: Api) -> None:
     status, updated = api.call("PATCH", "/records/case/CASE-2", {"status": "closed"})
     assert (status, updated["status"]) == (200, "closed")
     assert api.call("PATCH", "/records/case/CASE-2", {"status": "gone"})[0] == 422
+    # A list filtered by a status no record can have is a mistake named, not an empty page.
+    code, error = api.call("GET", "/records?status=bogus")
+    assert code == 422 and is_error(error, "bad_status"), error
+    assert "'bogus'" in error["error"]["message"] and "closed" in error["error"]["message"]
+    assert api.call("GET", "/records?type=case&status=%D0%BD%D0%BE%D0%B2%D1%8B%D0%B9")[0] == 422
+    code, page = api.call("GET", "/records?status=new")
+    assert code == 200 and page["records"], page
     assert api.call("PATCH", "/records/case/CASE-2", {"fields": {"Nope": 1}})[0] == 422
     assert api.call("PATCH", "/records/case/CASE-2", {"colour": "red"})[0] == 400
     assert api.call("PATCH", "/records/case/CASE-2", raw=b"{not json")[0] == 400

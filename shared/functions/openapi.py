@@ -279,7 +279,11 @@ def document() -> dict[str, Any]:
                         ),
                         _query("continuation", "token from the previous page"),
                     ],
-                    "responses": {"200": _json(RecordPage, "a page of records"), **ERRORS},
+                    "responses": {
+                        "200": _json(RecordPage, "a page of records"),
+                        **ERRORS,
+                        "422": _json(Error, "a status no record type has (or not the type's)"),
+                    },
                 }
             },
             "/records/{type}/{id}": {

@@ -192,8 +192,13 @@ def list_records(
     """One page of records, filtered; the token continues where the page stopped."""
     if not 1 <= limit <= PAGE_MAX:
         raise RecordError(400, "bad_limit", f"limit must be between 1 and {PAGE_MAX}")
-    if type_name:
-        record_type(config, type_name)
+    types = [record_type(config, type_name)] if type_name else list(config.record_types)
+    known = sorted({s for t in types for s in t.statuses})
+    if status and status not in known:
+        # A filter no record can match is a mistake to name, not an empty page.
+        raise RecordError(
+            422, "bad_status", f"unknown status {status[:80]!r}: one of {', '.join(known)}"
+        )
     pages = records.pages(
         stores,
         record_type=type_name,
