@@ -168,6 +168,10 @@ def test_update_fields_and_status_with_clear_errors(api: Api) -> None:
     status, updated = api.call("PATCH", "/records/case/CASE-2", {"status": "closed"})
     assert (status, updated["status"]) == (200, "closed")
     assert api.call("PATCH", "/records/case/CASE-2", {"status": "gone"})[0] == 422
+    # An unknown key is named, with the key meant.
+    code, error = api.call("PATCH", "/records/case/CASE-2", {"state": "closed"})
+    assert code == 400 and is_error(error, "bad_body"), error
+    assert error["error"]["message"].startswith("unknown key 'state' (did you mean 'status'?)")
     # A list filtered by a status no record can have is a mistake named, not an empty page.
     code, error = api.call("GET", "/records?status=bogus")
     assert code == 422 and is_error(error, "bad_status"), error

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import hashlib
 import json
 import re
@@ -250,8 +251,18 @@ def matches(if_match: str, current: str) -> bool:
 
 def _changes(rtype: RecordType, body: Any) -> dict[str, Any]:
     """The properties a PATCH body asks for, each checked against the record type."""
-    if not isinstance(body, dict) or not body or set(body) - {"fields", "status"}:
+    if not isinstance(body, dict) or not body:
         raise RecordError(400, "bad_body", "send a JSON object with 'fields' and/or 'status'")
+    unknown = sorted(str(k) for k in set(body) - {"fields", "status"})
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], ["fields", "status"], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RecordError(
+            400,
+            "bad_body",
+            f"unknown key {unknown[0][:80]!r}{hint}: send a JSON object with 'fields' and/or "
+            "'status'",
+        )
     changes: dict[str, Any] = {}
     status = body.get("status")
     if status is not None:
