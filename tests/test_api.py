@@ -223,8 +223,11 @@ def test_openapi_document(api: Api) -> None:
         "/messages/{key}",
         "/records/{type}/{id}/messages/{key}/attachments/{index}",
         "/messages/{key}/raw",
+        "/health",
     }
     assert "RecordWithTimeline" in doc["components"]["schemas"]
+    code, health = api.call("GET", "/health")
+    assert code == 200 and health["status"] in {"ok", "degraded"}, health
 
 
 def test_inputs_that_once_answered_500_get_a_documented_4xx(api: Api) -> None:

@@ -166,6 +166,13 @@ def _json(model: type[BaseModel] | dict[str, Any], description: str) -> dict[str
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+# The health report's stable part; its sections (storage, queues, mailboxes...) are described in
+# the README ("Operations") and may grow.
+HEALTH: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"type": "string", "enum": ["ok", "degraded", "unhealthy"]}},
+}
 ERRORS = {
     "400": _json(Error, "bad request: query, path, JSON or body"),
     "404": _json(Error, "no such record type, record or message"),
@@ -373,6 +380,21 @@ def document() -> dict[str, Any]:
                         },
                     ],
                     "responses": {"200": _download(ATTACHMENT_TYPES, "the attachment"), **ERRORS},
+                }
+            },
+            "/health": {
+                "get": {
+                    "summary": "Health: storage, queue depths, each mailbox's status",
+                    "responses": {
+                        "200": {
+                            "description": "ok, or degraded (a mailbox or queue needs a look)",
+                            "content": {"application/json": {"schema": HEALTH}},
+                        },
+                        "503": {
+                            "description": "unhealthy: storage unreachable or the app not loaded",
+                            "content": {"application/json": {"schema": HEALTH}},
+                        },
+                    },
                 }
             },
             "/messages/{key}/raw": {
