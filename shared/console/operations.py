@@ -9,14 +9,14 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from ..services.audit import Actor, audit
+from ..services.audit import audit
 from ..services.context import AppContext
 from ..services.mailboxes import enable, mailbox_status
 from ..services.poison import poison_entries, replay
 from ..services.records import RecordError
 from ..store.stores import QUEUES, poison
 from .access import ADMIN, Principal, check_change, csrf_token
-from .pages import BASE, Page, html_page
+from .pages import BASE, Page, console_actor, html_page, see_other
 
 log = logging.getLogger(__name__)
 URL = f"{BASE}/operations"
@@ -63,9 +63,9 @@ def enable_mailbox(
         raise RecordError(404, "unknown_mailbox", f"no mailbox {name[:80]!r}")
     enable(ctx, name)
     now = datetime.now(UTC)
-    audit(ctx.stores, Actor(name=who.name, source="console"), "enable_mailbox", None, name, now)
+    audit(ctx.stores, console_actor(who), "enable_mailbox", None, name, now)
     log.info("console: %s enabled mailbox %s", who.name, name)
-    return Page(303, b"", {"Location": f"{URL}?done=enabled", "Cache-Control": "no-store"})
+    return see_other(URL, "enabled")
 
 
 def replay_poison(
@@ -84,11 +84,11 @@ def replay_poison(
     now = datetime.now(UTC)
     audit(
         ctx.stores,
-        Actor(name=who.name, source="console"),
+        console_actor(who),
         "replay_poison",
         None,
         f"{moved} message(s) of {queue}",
         now,
     )
     log.info("console: %s replayed %d message(s) of %s", who.name, moved, queue)
-    return Page(303, b"", {"Location": f"{URL}?done=replayed", "Cache-Control": "no-store"})
+    return see_other(URL, "replayed")

@@ -164,7 +164,8 @@ def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Pag
     return page
 
 
-def _actor(who: Principal) -> Actor:
+def console_actor(who: Principal) -> Actor:
+    """The signed-in person, as the audit trail names them."""
     return Actor(name=who.name, source="console")
 
 
@@ -183,7 +184,7 @@ def record_page(
     ref = RecordRef(type=record["PartitionKey"], key=record["RowKey"])
     rtype = record_type(ctx.config, ref.type)
     if status == 200:
-        audit(ctx.stores, _actor(who), "read", ref, "console page", datetime.now(UTC))
+        audit(ctx.stores, console_actor(who), "read", ref, "console page", datetime.now(UTC))
     tag = etag(body)  # of the representation as the API answers it, before links are added
     url = record_url(body)
     for entry in body["timeline"]:
@@ -302,7 +303,7 @@ def change_status(
             ctx.config,
             record,
             {"status": form.get("status", "")},
-            _actor(who),
+            console_actor(who),
             datetime.now(UTC),
             if_match=form.get("etag") or None,
         )
@@ -311,11 +312,13 @@ def change_status(
             return record_page(ctx, type_name, ident, who, notice=exc.message, status=exc.status)
         raise
     log.info("console: %s set %s to %s", who.name, full.get("id"), full.get("status"))
-    return Page(303, b"", {"Location": record_url(full), "Cache-Control": "no-store"})
+    return see_other(record_url(full))
 
 
-def _see_other(url: str, done: str) -> Page:
-    return Page(303, b"", {"Location": f"{url}?done={done}", "Cache-Control": "no-store"})
+def see_other(url: str, done: str | None = None) -> Page:
+    """After a change: the page to show next (with `?done=` naming the notice), never cached."""
+    location = f"{url}?done={done}" if done else url
+    return Page(303, b"", {"Location": location, "Cache-Control": "no-store"})
 
 
 def done_notice(params: Mapping[str, str]) -> str | None:
@@ -355,9 +358,9 @@ def reply(
                 ctx, type_name, ident, who, notice=exc.message, status=exc.status, draft=draft
             )
         raise
-    audit(ctx.stores, _actor(who), "reply", mail.record, f"reply {mail.id} queued", _now())
+    audit(ctx.stores, console_actor(who), "reply", mail.record, f"reply {mail.id} queued", _now())
     log.info("console: %s queued reply %s on %s", who.name, mail.id, record.get("DisplayId"))
-    return _see_other(record_url(view(record)), "reply")
+    return see_other(record_url(view(record)), "reply")
 
 
 def file_elsewhere(
@@ -392,7 +395,7 @@ def file_elsewhere(
             ctx.config,
             target,
             {"message_id": entry["message_id"]},
-            _actor(who),
+            console_actor(who),
             _now(),
         )
     except RecordError as exc:
@@ -400,7 +403,7 @@ def file_elsewhere(
             return refused(exc.status, exc.message)
         raise
     log.info("console: %s filed %s on %s", who.name, key[:80], target.get("DisplayId"))
-    return _see_other(record_url(view(target)), "filed")
+    return see_other(record_url(view(target)), "filed")
 
 
 def _now() -> datetime:
