@@ -9,7 +9,8 @@ trap cleanup EXIT INT TERM
 
 if ! (exec 3<>/dev/tcp/127.0.0.1/10001) 2>/dev/null; then
   node_modules/.bin/azurite --inMemoryPersistence --silent --skipApiVersionCheck \
-    --disableTelemetry --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 >.azurite.log 2>&1 &
+    --disableTelemetry --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 \
+    --blobKeepAliveTimeout 600 --queueKeepAliveTimeout 600 --tableKeepAliveTimeout 600 >.azurite.log 2>&1 &
   azurite_pid=$!
   for _ in $(seq 1 50); do
     (exec 3<>/dev/tcp/127.0.0.1/10002) 2>/dev/null && break

@@ -29,6 +29,16 @@ def connection_string(blob: int, queue: int, table: int) -> str:
     )
 
 
+KEEP_ALIVE = (
+    "--blobKeepAliveTimeout",
+    "600",
+    "--queueKeepAliveTimeout",
+    "600",
+    "--tableKeepAliveTimeout",
+    "600",
+)
+
+
 class Azurite:
     def __init__(self) -> None:
         self.ports = (free_port(), free_port(), free_port())
@@ -50,6 +60,10 @@ class Azurite:
                 "--silent",
                 "--skipApiVersionCheck",
                 "--disableTelemetry",
+                # Node closes an idle keep-alive connection after 5 s; a request sent on it as
+                # it closes dies with "connection reset", and the SDK cannot retry a POST. Azure
+                # Storage keeps idle connections for minutes, so the emulator should too.
+                *KEEP_ALIVE,
                 "--blobHost",
                 "127.0.0.1",
                 "--queueHost",
