@@ -293,9 +293,9 @@ def test_roles_reader_cannot_reply_or_refile_agent_cannot_enable_or_replay(
         assert status == 403 and "Mailfiler.Agent" in page, (function, page[:500])
     assert context.stores.queues.peek(OUTBOUND) == []
     assert context.stores.queues.peek(FILING) == []
-    # An agent's same forms are taken (the sample's mailbox has no address: told so, as 422).
+    # An agent's same forms are taken (the sample's mailbox cannot send: told so, as 422).
     status, page = _post(reply[0], reply[1], agent, reply[2])
-    assert status == 422 and "has no address to send from" in page, page
+    assert status == 422 and "cannot send: give it an smtp block" in page, page
     assert _post(refile[0], refile[1], agent, refile[2])[0] == 303
     (queued,) = context.stores.queues.peek(FILING)
     assert entry["message_key"] in queued.decode()

@@ -420,7 +420,8 @@ def test_browser_find_a_record_by_filter_and_read_it(site: Site, watched: Watche
     # A conversation of the sample, in and out, for the README's screenshot.
     _open_record(site, watched, "printer")
     directions = page.locator(".timeline .dir").all_inner_texts()
-    assert directions == ["In", "In", "In"]  # the question, the support desk's answer, the reply
+    # The question, the support desk's answer (read from the sample's Sent folder), the reply.
+    assert directions == ["In", "Out", "In"]
     page.set_viewport_size({"width": 1000, "height": 900})
     page.screenshot(path=str(SHOTS / "console-record.png"), full_page=True)
     assert watched.dialogs == [] and watched.foreign == []

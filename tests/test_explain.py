@@ -47,24 +47,35 @@ def test_sample_mail_explained_with_stable_keys_and_threading() -> None:
     assert len(results) == 8
     assert all(set(r) == KEYS for r in results)
     decisions = [(r["decision"]["action"], r["decision"]["record"]) for r in results]
+    # The inbox first, then Sent; Alice's thanks waits for support's reply it answers.
     assert decisions == [
         ("create", "CASE-1"),
-        ("attach", "CASE-1"),
-        ("attach", "CASE-1"),
         ("create", "CASE-2"),
-        ("attach", "CASE-2"),
         ("create", "CASE-3"),
-        ("attach", "CASE-3"),
         ("create", "CASE-4"),
+        ("attach", "CASE-1"),
+        ("attach", "CASE-1"),
+        ("attach", "CASE-2"),
+        ("attach", "CASE-3"),
     ]
-    invoice = results[3]
+    files = [Path(r["file"]).relative_to(REPO / "samples" / "mail").as_posix() for r in results]
+    assert files[4:6] == ["Sent/02-printer-reply-support.eml", "03-printer-reply-alice.eml"]
+    # Support's replies were read from the Sent folder the sample declares: ours, outbound.
+    sent = [r for r in results if r["file"].split("/")[-2] == "Sent"]
+    assert len(sent) == 3
+    assert all(
+        "read from the mailbox's sent folder 'Sent': mail we sent (direction out)"
+        in r["decision"]["reasons"]
+        for r in sent
+    )
+    invoice = results[1]
     assert invoice["fields"] == {"ProblemType": "Billing"}
     assert invoice["attachments"] == [
         {"filename": "invoice-2291.pdf", "content_type": "application/pdf", "size": 78}
     ]
     assert invoice["date"] == "2026-11-17T14:20:00-05:00"
-    assert results[1]["reply_text"] == "Hi Alice, a technician is on the way."
-    assert results[1]["normalized_subject"] == "Printer on floor 3 is jammed"
+    assert results[4]["reply_text"] == "Hi Alice, a technician is on the way."
+    assert results[4]["normalized_subject"] == "Printer on floor 3 is jammed"
     assert results[0]["classification"] == {"kind": "human", "reasons": []}
 
 
@@ -78,7 +89,7 @@ def test_bounces_carry_their_dsn() -> None:
 
 def test_an_mbox_and_a_duplicate_in_one_call(tmp_path: Path) -> None:
     box = mailbox.mbox(tmp_path / "export.mbox")
-    for name in ("01-printer-jammed.eml", "02-printer-reply-support.eml"):
+    for name in ("01-printer-jammed.eml", "Sent/02-printer-reply-support.eml"):
         box.add((REPO / "samples" / "mail" / name).read_bytes())
     box.close()
     results = explain(

@@ -308,6 +308,7 @@ def run_killed_workers(
         "run",
         "--no-http",
         "--no-timers",
+        "--batches",  # leased a batch at a time, as Azure does: a kill strands a whole batch
         "--config",
         str(config),
         "--settings",

@@ -27,6 +27,7 @@ from ..core.decide import Known, decide, lookups, own_mail
 from ..core.message import MailMessage
 from ..core.mime import header_message_id, parse_message
 from ..core.reply_text import reply_text
+from ..sources.base import SourceMessage
 from ..sources.local import LocalSource, LocalSourceError
 
 
@@ -121,19 +122,24 @@ class Simulation:
                 self.by_conversation[(message.mailbox, message.conversation_id)] = plan.record
 
 
-def iter_messages(paths: list[str]) -> Iterator[tuple[str, bytes]]:
-    """(name, raw bytes) of every message in files, folders (recursively) and mbox files."""
+def iter_messages(paths: list[str]) -> Iterator[tuple[str, SourceMessage]]:
+    """(name, message) of every message in files, folders (recursively) and mbox files."""
     for path in paths:
         source = LocalSource(Path(path))
         for ref in source.refs():
             name = ref.replace(f"{Path(path).resolve()}#", f"{path}#")
-            yield name, source.read(ref).raw
+            yield name, source.read(ref)
 
 
 def explain_one(
-    name: str, raw: bytes, mailbox: str, config: Config, sim: Simulation
+    name: str,
+    raw: bytes,
+    mailbox: str,
+    config: Config,
+    sim: Simulation,
+    folder: str | None = None,
 ) -> dict[str, Any]:
-    message = parse_message(raw, mailbox=mailbox, source_id=name)
+    message = parse_message(raw, mailbox=mailbox, source_id=name, folder=folder)
     classification = classify(message, own_mail(config))
     new_text = reply_text(message.text)
     duplicate = bool(message.message_id and message.message_id in sim.by_message_id)
@@ -211,7 +217,7 @@ def print_human(result: dict[str, Any], out: TextIO) -> None:
 @dataclass
 class _Waiting:
     name: str
-    raw: bytes
+    got: SourceMessage
     message: MailMessage
     classification: Classification
     on: str  # what it waits for: a Message-ID, or `[PREFIX` (a record number)
@@ -226,22 +232,22 @@ def run_explain(
         # First the Message-IDs of the call (headers only), so a message can wait for a later one.
         coming: Counter[str] = Counter()
         remaining = 0
-        for _, raw in iter_messages(paths):
+        for _, got in iter_messages(paths):
             remaining += 1
-            mid = header_message_id(raw)
+            mid = header_message_id(got.raw)
             if mid:
                 coming[mid] += 1
         waiting: list[_Waiting] = []
 
-        def emit(name: str, raw: bytes) -> dict[str, Any]:
+        def emit(name: str, got: SourceMessage) -> dict[str, Any]:
             nonlocal remaining
-            result = explain_one(name, raw, mailbox, config, sim)
+            result = explain_one(name, got.raw, mailbox, config, sim, folder=got.folder)
             if as_json:
                 out.write(json.dumps(result, ensure_ascii=False) + "\n")
             else:
                 print_human(result, out)
             remaining -= 1
-            mid = header_message_id(raw)
+            mid = header_message_id(got.raw)
             if mid:
                 coming[mid] -= 1
             return result
@@ -259,20 +265,20 @@ def run_explain(
                     on = sim.waits_for(item.message, config, item.classification, coming, remaining)
                     if on is None:
                         waiting.remove(item)
-                        done.append(emit(item.name, item.raw))
+                        done.append(emit(item.name, item.got))
                     else:
                         item.on = on
 
-        for name, raw in iter_messages(paths):
-            message = parse_message(raw, mailbox=mailbox, source_id=name)
+        for name, got in iter_messages(paths):
+            message = parse_message(got.raw, mailbox=mailbox, source_id=name, folder=got.folder)
             classification = classify(message, own_mail(config))
             on = sim.waits_for(message, config, classification, coming, remaining)
             if on is not None:
-                waiting.append(_Waiting(name, raw, message, classification, on))
+                waiting.append(_Waiting(name, got, message, classification, on))
                 continue
-            release(emit(name, raw))
+            release(emit(name, got))
         for item in waiting:  # what waits for mail that never comes: decided without it
-            emit(item.name, item.raw)
+            emit(item.name, item.got)
     except LocalSourceError as exc:
         print(f"mailfiler explain: {exc}", file=sys.stderr)
         failures += 1

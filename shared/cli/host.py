@@ -29,6 +29,7 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from croniter import croniter
 
+from ..store.names import FILING, INBOUND
 from ..store.queues import Queues, Received
 
 log = logging.getLogger("mailfiler.host")
@@ -132,6 +133,12 @@ class LocalHost:
     queues: Queues
     settings: QueueSettings
     lease_seconds: int = 300
+    # Map one inbound message and file its plans before the next, in queue (arrival) order, as
+    # mail arriving over days is filed: records are numbered as `mailfiler explain` numbers
+    # them, and a reply never waits out the map delay for a parent of the same batch. False:
+    # batches at once, as the Functions host does (mail arriving together is numbered in the
+    # order it is filed).
+    in_order: bool = False
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     processed: dict[str, int] = field(default_factory=dict)
@@ -190,12 +197,35 @@ class LocalHost:
         list(pool.map(lambda m: self._run_one(fn, queue, m), batch))
         return len(batch)
 
-    def _queue_loop(self, fn: Registered) -> None:
+    def _in_order_pair(self) -> tuple[Registered, Registered] | None:
+        """The map and file functions, when this host takes inbound mail in order."""
+        by_queue = {fn.trigger["queueName"]: fn for fn in self.of_type("queueTrigger")}
+        if not self.in_order or INBOUND not in by_queue or FILING not in by_queue:
+            return None
+        return by_queue[INBOUND], by_queue[FILING]
+
+    def drain_in_order(
+        self, inbound: Registered, filing: Registered, pool: ThreadPoolExecutor
+    ) -> int:
+        """Map the next inbound message, then file until `filing` is empty; messages run.
+        (What must wait anyway, a reply whose parent comes later, waits on the queue.)"""
+        batch = self.queues.receive(INBOUND, max_messages=1, visibility_timeout=self.lease_seconds)
+        if not batch:
+            return self.drain_once(filing, pool)
+        self._run_one(inbound, INBOUND, batch[0])
+        got = 1
+        while filed := self.drain_once(filing, pool):
+            got += filed
+        return got
+
+    def _queue_loop(
+        self, fn: Registered, pair: tuple[Registered, Registered] | None = None
+    ) -> None:
         wait = 0.1
         with ThreadPoolExecutor(self.settings.batch_size, thread_name_prefix=fn.name) as pool:
             while not self.stop_event.is_set():
                 try:
-                    got = self.drain_once(fn, pool)
+                    got = self.drain_in_order(*pair, pool) if pair else self.drain_once(fn, pool)
                 except Exception:
                     log.exception("queue %s: receive failed", fn.trigger["queueName"])
                     got = 0
@@ -211,7 +241,11 @@ class LocalHost:
         fns = [
             f for f in self.of_type("queueTrigger") if not only or f.trigger["queueName"] in only
         ]
+        pair = self._in_order_pair()
         with ThreadPoolExecutor(self.settings.batch_size) as pool:
+            if pair and (not only or {INBOUND, FILING} <= only):
+                while time.monotonic() < deadline and self.drain_in_order(*pair, pool):
+                    pass
             while time.monotonic() < deadline:
                 if sum(self.drain_once(fn, pool) for fn in fns) == 0:
                     if all(not self.queues.depth(fn.trigger["queueName"]) for fn in fns):
@@ -253,7 +287,12 @@ class LocalHost:
     ) -> None:
         targets: list[tuple[Callable[..., None], Iterable[Any]]] = []
         if queues:
-            targets += [(self._queue_loop, (fn,)) for fn in self.of_type("queueTrigger")]
+            pair = self._in_order_pair()
+            for fn in self.of_type("queueTrigger"):
+                if pair is None or fn.trigger["queueName"] not in (INBOUND, FILING):
+                    targets.append((self._queue_loop, (fn,)))
+                elif fn is pair[0]:  # one loop takes inbound and filing in turn
+                    targets.append((self._queue_loop, (fn, pair)))
         if timers:
             targets += [
                 (self._timer_loop, (fn, fire_timers_now)) for fn in self.of_type("timerTrigger")

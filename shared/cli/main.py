@@ -60,7 +60,7 @@ def _context() -> AppContext:
     return ctx
 
 
-def _host(ctx: AppContext) -> LocalHost:
+def _host(ctx: AppContext, *, in_order: bool = False) -> LocalHost:
     from .host import LocalHost, QueueSettings, registered_functions
 
     sys.path.insert(0, str(REPO))
@@ -70,6 +70,7 @@ def _host(ctx: AppContext) -> LocalHost:
         queues=ctx.stores.queues,
         settings=QueueSettings.from_host_json(REPO / "host.json"),
         lease_seconds=int(os.environ.get("MAILFILER_LOCAL_LEASE_SECONDS", "300")),
+        in_order=in_order,
     )
 
 
@@ -390,7 +391,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     heartbeat = Heartbeat(
         ctx.stores, ctx.config, str(ctx.settings.config_path), on_lost, every=_beat_seconds()
     ).start()
-    host = _host(ctx)
+    host = _host(ctx, in_order=not args.batches)
     server = None
     if not args.no_http:
         server = LocalHttpServer((args.host, args.port), host, route_prefix="api")
@@ -621,6 +622,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-http", action="store_true")
     run.add_argument("--no-timers", action="store_true")
     run.add_argument("--no-queues", action="store_true")
+    run.add_argument(
+        "--batches",
+        action="store_true",
+        help="map and file queued mail a batch at a time, as Azure does; by default mail is "
+        "filed one message after another in arrival order, so records are numbered as "
+        "`mailfiler explain` numbers them",
+    )
     run.add_argument(
         "--no-initial-poll",
         action="store_true",

@@ -1,6 +1,8 @@
 """Local mail: a folder of .eml files, a Maildir, or an mbox file.
 
-The sample config's default mailbox, and the way to backfill exported mail. Source ids are
+The sample config's default mailbox, and the way to backfill exported mail. In a folder of .eml
+files, a subfolder is the mail's folder (`Sent/x.eml` was read from `Sent`), so a mailbox's
+`sent_folders` applies to an export that kept its folders. Source ids are
 stable across runs: the file's absolute path (for a Maildir, its folder and the message's unique
 name; for an mbox, the file and the message's content hash), so importing the same export twice
 adds nothing, and two exports with the same file names do not hide each other. An export that was
@@ -114,7 +116,21 @@ class LocalSource:
         except FileNotFoundError as exc:
             raise LocalSourceError(f"{file}: no such file") from exc
         received = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
-        return SourceMessage(source_id=source_id, raw=raw, flags=flags, received_at=received)
+        return SourceMessage(
+            source_id=source_id,
+            raw=raw,
+            folder=self._folder_of(file),
+            flags=flags,
+            received_at=received,
+        )
+
+    def _folder_of(self, file: Path) -> str | None:
+        """The subfolder of a folder of .eml files that holds `file` ("Sent", "Archive/2025"),
+        as a mailbox export keeps its folders; None at the top, and for other kinds."""
+        if self.kind != "eml-folder":
+            return None
+        parent = file.resolve().parent.relative_to(self.path.resolve())
+        return None if parent == Path() else parent.as_posix()
 
     def close(self) -> None:
         """Nothing held open."""

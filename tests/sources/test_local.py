@@ -26,6 +26,24 @@ def test_eml_folder_lists_recursively_in_name_order(tmp_path: Path) -> None:
     assert message.received_at is not None and message.received_at.tzinfo is not None
 
 
+def test_a_subfolder_is_the_mails_folder(tmp_path: Path) -> None:
+    # An export that kept its folders: `sent_folders: [Sent]` then applies to Sent/*.eml.
+    for folder in ("", "Sent", "Archiv/2025 Ärger"):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "m.eml").write_bytes(MAIL % (1, 1, 1))
+    source = LocalSource(tmp_path)
+    folders = {ref: source.read(ref).folder for ref in source.refs()}
+    assert folders == {
+        str(tmp_path / "m.eml"): None,
+        str(tmp_path / "Sent" / "m.eml"): "Sent",
+        str(tmp_path / "Archiv" / "2025 Ärger" / "m.eml"): "Archiv/2025 Ärger",
+    }
+    assert (
+        LocalSource(tmp_path / "Sent" / "m.eml").read(str(tmp_path / "Sent" / "m.eml")).folder
+        is None
+    )
+
+
 def test_single_eml_file(tmp_path: Path) -> None:
     file = tmp_path / "one.eml"
     file.write_bytes(MAIL % (1, 1, 1))

@@ -40,7 +40,7 @@ class _MailboxBase(_Strict):
         default=None,
         description="folders whose mail we sent (filed as direction out); unset: the kind's "
         "default (Graph sentitems; EWS sentitems; IMAP the smtp.sent_folder and the usual "
-        "names of a Sent folder; local none)",
+        "names of a Sent folder; local none: a subfolder of a folder of .eml files, e.g. Sent)",
     )
     authserv_id: tuple[Annotated[str, Field(pattern=AUTHSERV_ID)], ...] = Field(
         default=(),
@@ -84,7 +84,7 @@ class LocalMailbox(_MailboxBase):
     )
 
     def is_sent_folder(self, folder: str | None) -> bool:
-        # Local files carry no folder: the whole path is sent mail, or none of it is.
+        # The whole path is sent mail, or the file's subfolder is one of `sent_folders`.
         return self.sent or super().is_sent_folder(folder)
 
 
