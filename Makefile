@@ -21,7 +21,7 @@ AZURITE := node_modules/.bin/azurite
 WORKERS ?= auto
 XDIST := -n $(WORKERS) --dist loadgroup
 
-.PHONY: setup run test lint typecheck unit unit-py312 bench clean
+.PHONY: setup run demo-imap test lint typecheck unit unit-py312 bench clean
 
 setup: $(STAMP) $(AZURITE) local.settings.json
 
@@ -41,6 +41,9 @@ local.settings.json: local.settings.example.json
 # Azurite in memory on its usual ports, then the local host with the sample config.
 run: setup
 	./scripts/run-local.sh
+
+demo-imap: setup
+	$(PY) scripts/demo_imap.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

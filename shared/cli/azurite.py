@@ -80,6 +80,9 @@ class Azurite:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env={**os.environ},
+            # Not in the caller's process group: a Ctrl-C stops the caller, which stops
+            # Azurite after what still uses it.
+            start_new_session=True,
         )
         deadline = time.monotonic() + 30
         for port in self.ports:
