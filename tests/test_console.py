@@ -26,14 +26,20 @@ from shared.console.access import (
     principal,
 )
 from shared.console.mailview import document, has_remote_images, sanitise
+from shared.core.config.events import Events, Webhook
+from shared.core.contracts import Event
 from shared.core.mime import mail_bodies
 from shared.services.audit import record_trail
 from shared.services.context import AppContext
 from shared.services.downloads import ascii_fallback, content_disposition, safe_type
 from shared.services.records import all_records, representation
+from shared.services.webhooks import Delivery
+from shared.stages.deliveries import deliver
 from shared.stages.polls import poll_all
+from shared.store import delivery_log
+from shared.store.queues import encode
 from shared.store.records import ref_of
-from shared.store.stores import FILING, INBOUND, OUTBOUND, poison
+from shared.store.stores import DELIVERIES, DELIVERY_LOG, FILING, INBOUND, OUTBOUND, poison
 
 from .helpers import app_functions, local_host
 
@@ -321,3 +327,52 @@ def test_roles_reader_cannot_reply_or_refile_agent_cannot_enable_or_replay(
     actions = [(a.get("Actor"), a.get("Action")) for a in trail]
     assert ("Agent 山田", "file_message") in actions
     assert all(name != "Рита Reader" for name, _ in actions)
+
+
+@pytest.mark.azurite
+@pytest.mark.usefixtures("easy_auth")
+def test_replaying_a_dead_delivery_is_the_admins_and_names_a_real_one(
+    context: AppContext,
+) -> None:
+    hook = Webhook(name="crm", url="https://crm.example/hook", secret_setting="NO_SUCH_SECRET")
+    config = context.config.model_copy(update={"events": Events(webhooks=(hook,))})
+    event = Event(
+        id="0123456789abcdef0123456789abcdef",
+        type="message.filed",
+        occurred_at=datetime(2026, 11, 24, 12, 0, tzinfo=UTC),
+        data={"subject": "Тема 件名"},
+    )
+    body = encode(Delivery(event=event, webhook="crm"))
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    assert deliver(context.stores, config, body, now=now, environ={}).outcome == "dead"
+    replay = "console_delivery_replay"
+    fields = {"event": event.id, "webhook": "crm"}
+    for who in (
+        Principal("Рита Reader", frozenset({READ}), "entra"),
+        Principal("Agent 山田", frozenset({AGENT}), "entra"),
+    ):
+        status, page = _post(replay, {}, who, fields)
+        assert status == 403 and "Mailfiler.Admin" in page, page[:500]
+    table = context.stores.table(DELIVERY_LOG)
+    row = delivery_log.get(table, event.id, "crm")
+    assert row is not None and row["Status"] == "dead"
+    assert context.stores.queues.peek(DELIVERIES) == []
+    admin = Principal("Admin Ана", frozenset({ADMIN}), "entra")
+    # A delivery that is not there, or not named as one, changes nothing.
+    for bad, status in (
+        ({"event": event.id, "webhook": "other"}, 404),
+        ({"event": "f" * 32, "webhook": "crm"}, 404),
+        ({"event": "' or Status ne '", "webhook": "crm"}, 400),
+        ({"event": event.id, "webhook": "crm' or ''='"}, 400),
+        ({"webhook": "crm"}, 400),
+    ):
+        assert _post(replay, {}, admin, bad)[0] == status, bad
+    assert context.stores.queues.peek(DELIVERIES) == []
+    assert _post(replay, {}, admin, fields)[0] == 303
+    row = delivery_log.get(table, event.id, "crm")
+    assert row is not None and row["Status"] == "replayed"
+    (queued,) = context.stores.queues.peek(DELIVERIES)
+    assert b"0123456789abcdef0123456789abcdef" in queued
+    # Replayed, it is no longer dead: a second replay of it finds nothing.
+    assert _post(replay, {}, admin, fields)[0] == 404
+    assert len(context.stores.queues.peek(DELIVERIES)) == 1

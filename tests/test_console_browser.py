@@ -33,16 +33,25 @@ from aiosmtpd.controller import Controller
 from shared.cli.azurite import REPO, Azurite, free_port
 from shared.cli.host import LocalHost
 from shared.cli.local_http import LocalHttpServer
+from shared.core.config.events import Events, Webhook
+from shared.core.contracts import Event
 from shared.core.message import id_key
 from shared.core.mime import mail_bodies
 from shared.core.signing import verify_message_id
+from shared.services.audit import day_trail
 from shared.services.context import AppContext, set_context, signing_keys
+from shared.services.events import event_id
+from shared.services.messages import message_status
 from shared.services.poison import send_to_poison
 from shared.services.records import resolve
+from shared.services.webhooks import Delivery
 from shared.settings import AppSettings, load_config
+from shared.stages.deliveries import deliver
 from shared.stages.polls import poll_all
+from shared.store import delivery_log
 from shared.store.account import RequestCounter, StorageSettings
-from shared.store.stores import DELIVERIES, QUEUES, TABLES, Stores, poison
+from shared.store.queues import decode, encode
+from shared.store.stores import DELIVERIES, DELIVERY_LOG, QUEUES, TABLES, Stores, poison
 
 from .conftest import SAMPLES
 from .helpers import local_host
@@ -709,6 +718,109 @@ def test_browser_replay_a_poison_message(site: Site, watched: Watched) -> None:
     finally:
         stores.queues.clear(DELIVERIES)  # not for the other tests' drains
         stores.queues.clear(poison(DELIVERIES))
+
+
+def _dead_delivery(site: Site, title: str) -> Delivery:
+    """A delivery the real deliver stage dead-letters: a webhook whose secret is not set."""
+    hook = Webhook(name="crm", url="https://crm.example/hook", secret_setting="CONSOLE_CRM_SECRET")
+    config = site.context.config.model_copy(update={"events": Events(webhooks=(hook,))})
+    event = Event(
+        id=event_id("console-test", title),
+        type="record.created",
+        occurred_at=NOW,
+        display_id="CASE-Ж7",
+        data={"title": title},
+    )
+    delivery = Delivery(event=event, webhook="crm")
+    result = deliver(site.context.stores, config, encode(delivery), now=NOW, environ={})
+    assert result.outcome == "dead", result
+    return delivery
+
+
+def test_browser_replay_a_dead_lettered_webhook_delivery(site: Site, watched: Watched) -> None:
+    stores = site.context.stores
+    first = _dead_delivery(site, "Заявка №7")
+    other = _dead_delivery(site, "請求書 8")
+    page = watched.page
+    try:
+        page.goto(f"{site.console}/operations")
+        row = page.locator(f"tr.dead-delivery[data-event='{first.event.id}']")
+        assert row.locator("td").nth(1).inner_text() == "crm"
+        reason = row.locator(".reason").inner_text()
+        assert "app setting CONSOLE_CRM_SECRET (secret) is not set" in reason, reason
+        assert page.locator("tr.dead-delivery").count() == 2
+        with page.expect_navigation():
+            row.locator(".delivery-replay-form button").click()
+        assert "queued again" in page.locator(".notice").inner_text()
+        # Only the one replayed: it left the list, the other stays dead.
+        assert page.locator(f"tr.dead-delivery[data-event='{first.event.id}']").count() == 0
+        assert page.locator(f"tr.dead-delivery[data-event='{other.event.id}']").count() == 1
+        table = stores.table(DELIVERY_LOG)
+        replayed = delivery_log.get(table, first.event.id, "crm")
+        assert replayed is not None and replayed["Status"] == "replayed"
+        still = delivery_log.get(table, other.event.id, "crm")
+        assert still is not None and still["Status"] == "dead"
+        (queued,) = stores.queues.peek(DELIVERIES, 32)
+        again = decode(queued, Delivery)
+        assert again.event == first.event and again.webhook == "crm" and again.attempt == 1
+        acts = [a for a in day_trail(stores, datetime.now(UTC)) if a["Action"] == "replay_delivery"]
+        assert any(first.event.id in str(a["Detail"]) for a in acts), acts
+        assert watched.dialogs == [] and watched.foreign == []
+    finally:
+        stores.queues.clear(DELIVERIES)  # not for the other tests' drains
+        for delivery in (first, other):
+            table = stores.table(DELIVERY_LOG)
+            table.delete(delivery.event.id, "crm")
+
+
+def test_browser_look_up_a_message_by_message_id_and_by_source_id(
+    site: Site, watched: Watched
+) -> None:
+    page = watched.page
+    stores = site.context.stores
+    known = message_status(stores, "<invoice-ru@example.ru>")
+    assert known is not None and known["filed"] is not None
+    page.goto(f"{site.console}/operations")
+    page.fill(".lookup-form input[name=message_id]", "<invoice-ru@example.ru>")
+    page.click(".lookup-form button")
+    found = page.locator(".message-found")
+    assert found.count() == 1
+    assert found.locator(".message-status").inner_text() == "filed"
+    assert found.locator(".filed-on").inner_text() == known["filed"]["display_id"]
+    trail = found.locator(".trail li").all_inner_texts()
+    assert trail and trail == known["filed"]["reasons"]
+    page.set_viewport_size({"width": 1000, "height": 700})
+    page.screenshot(path=str(SHOTS / "console-message-lookup.png"))
+    found.locator(".filed-on").click()
+    assert page.locator("h1").inner_text().endswith(ATTACHMENT_SUBJECT)
+
+    # By its source id in its mailbox (here a file's path), as typed.
+    source_id = known["filed"]["source_id"]
+    page.goto(f"{site.console}/operations")
+    page.fill(".lookup-form input[name=source_id]", source_id)
+    page.select_option(".lookup-form select[name=mailbox]", known["filed"]["mailbox"])
+    page.click(".lookup-form button")
+    found = page.locator(".message-found")
+    assert found.count() == 1
+    assert found.locator(".message-status").inner_text() == "filed"
+    assert found.locator(".filed-on").inner_text() == known["filed"]["display_id"]
+
+    # What is typed is data: quotes, filter syntax, markup and other scripts find nothing.
+    for typed in (
+        "' or PartitionKey ne '",
+        "<x@y> <script>alert('pwned-lookup')</script>",
+        "<счёт-№7@пример.рф>",
+    ):
+        page.goto(f"{site.console}/operations")
+        page.fill(".lookup-form input[name=message_id]", typed)
+        page.click(".lookup-form button")
+        assert page.locator(".lookup-none").count() == 1, typed
+        assert page.locator(".lookup-form input[name=message_id]").input_value() == typed
+    page.goto(f"{site.console}/operations")
+    page.fill(".lookup-form input[name=source_id]", "../../etc/passwd' or ''='")
+    page.click(".lookup-form button")
+    assert page.locator(".lookup-none").count() == 1
+    assert watched.dialogs == [] and watched.foreign == []
 
 
 # --- hostile mail -----------------------------------------------------------------------------
