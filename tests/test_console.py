@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import secrets
+import subprocess
+import sys
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -17,6 +21,7 @@ import pytest
 from shared.console.access import (
     ADMIN,
     AGENT,
+    CSRF_SETTING,
     PEER_HEADER,
     READ,
     Principal,
@@ -146,6 +151,46 @@ def test_a_change_needs_our_origin_our_token_and_the_role() -> None:
         check_change(
             {"host": "x.example", "origin": "https://x.example"}, csrf_token(reader), reader, AGENT
         )
+
+
+def _token_elsewhere(setting: str | None) -> str:
+    """The CSRF token another process (another instance of the app) gives Анна."""
+    env = {k: v for k, v in os.environ.items() if k != CSRF_SETTING}
+    if setting is not None:
+        env[CSRF_SETTING] = setting
+    code = (
+        "from shared.console.access import Principal, csrf_token\n"
+        "print(csrf_token(Principal('Анна', frozenset({'Mailfiler.Agent'}), 'entra')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_instances_sharing_the_csrf_setting_take_each_others_forms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shared = secrets.token_hex(32)
+    monkeypatch.setenv(CSRF_SETTING, shared)
+    who = Principal("Анна", frozenset({AGENT}), "entra")
+    here = csrf_token(who)
+    assert _token_elsewhere(shared) == here
+    site = {"host": "x.example", "origin": "https://x.example"}
+    check_change(site, _token_elsewhere(shared), who, AGENT)  # no exception
+    with pytest.raises(Refused):
+        check_change(site, _token_elsewhere(secrets.token_hex(32)), who, AGENT)
+    # Without a usable setting each process has its own key: missing, short, or a Key Vault
+    # reference the platform left unresolved (its text is public).
+    unresolved = "@Microsoft.KeyVault(VaultName=kv-x;SecretName=mailfiler-console-csrf-secret)"
+    for setting in (None, "short", unresolved):
+        first, second = _token_elsewhere(setting), _token_elsewhere(setting)
+        assert first != second and here not in (first, second), setting
 
 
 HOSTILE_HTML = """<p style="color:red;background:url(http://evil.example/a)">Hi Ünal, 你好</p>
