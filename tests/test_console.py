@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 import sys
+from collections import Counter
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -18,6 +19,7 @@ from urllib.parse import urlencode
 import azure.functions as func
 import pytest
 
+from shared.console import counts
 from shared.console.access import (
     ADMIN,
     AGENT,
@@ -34,10 +36,10 @@ from shared.console.mailview import document, has_remote_images, sanitise
 from shared.core.config.events import Events, Webhook
 from shared.core.contracts import Event
 from shared.core.mime import mail_bodies
-from shared.services.audit import record_trail
+from shared.services.audit import Actor, record_trail
 from shared.services.context import AppContext
 from shared.services.downloads import ascii_fallback, content_disposition, safe_type
-from shared.services.records import all_records, representation
+from shared.services.records import all_records, representation, update_record
 from shared.services.webhooks import Delivery
 from shared.stages.deliveries import deliver
 from shared.stages.polls import poll_all
@@ -421,3 +423,49 @@ def test_replaying_a_dead_delivery_is_the_admins_and_names_a_real_one(
     # Replayed, it is no longer dead: a second replay of it finds nothing.
     assert _post(replay, {}, admin, fields)[0] == 404
     assert len(context.stores.queues.peek(DELIVERIES)) == 1
+
+
+@pytest.mark.azurite
+@pytest.mark.usefixtures("easy_auth")
+def test_counts_per_status_are_kept_and_recounted_after_a_change_here(
+    context: AppContext,
+) -> None:
+    poll_all(context, datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+    local_host(context.stores.queues).drain()
+    stores = context.stores
+
+    def truth(mailbox: str = "") -> list[tuple[str, int]]:
+        found = Counter(
+            str(r.get("Status")) for r in all_records(stores) if mailbox in ("", r.get("Mailbox"))
+        )
+        return sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    everything = counts.scope_of({})
+    found, age = counts.status_counts(stores, everything)
+    assert (found, age) == (truth(), 0.0)
+    assert counts.status_counts(stores, counts.scope_of({"mailbox": "sample"}))[0] == truth(
+        "sample"
+    )
+    assert counts.status_counts(stores, counts.scope_of({"mailbox": "nowhere"}))[0] == []
+    # A change made elsewhere (the API, another instance) shows once the counts are recounted;
+    # until then the kept counts answer, without a scan.
+    first, second = sorted(all_records(stores), key=lambda r: r["Number"])[:2]
+    before = truth()
+    update_record(
+        stores,
+        context.config,
+        first,
+        {"status": "closed"},
+        Actor(name="API", source="api"),
+        datetime.now(UTC),
+    )
+    assert truth() != before
+    assert counts.status_counts(stores, everything)[0] == before
+    # A change made here is counted on the next view.
+    agent = Principal("Агент", frozenset({AGENT}), "entra")
+    route = {"type": "case", "id": str(second["DisplayId"])}
+    status, page = _post("console_record_status", route, agent, {"status": "pending"})
+    assert status == 303, page[:500]
+    found, age = counts.status_counts(stores, everything)
+    assert (found, age) == (truth(), 0.0)
+    assert dict(found)["closed"] >= 1 and dict(found)["pending"] >= 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +23,6 @@ from ..services.context import AppContext
 from ..services.downloads import Download
 from ..services.records import (
     RecordError,
-    all_records,
     etag,
     file_manually,
     list_records,
@@ -35,6 +33,7 @@ from ..services.records import (
     view,
 )
 from ..services.replies import reply_from_record
+from . import counts
 from .access import AGENT, Principal, check_change, csrf_token
 from .mailview import document, has_remote_images, policy
 from .render import render
@@ -96,18 +95,11 @@ def _filters(params: Mapping[str, str]) -> dict[str, str]:
     return {k: params[k].strip()[:MAX_FILTER] for k in FILTERS if params.get(k, "").strip()}
 
 
-def status_counts(ctx: AppContext, chosen: Mapping[str, str]) -> list[tuple[str, int]]:
-    """How many records of the chosen type, mailbox and contact have each status. A scan of
-    the records: fine for thousands; an index of counts is the 10,000-record bench's business."""
-    contact = chosen.get("contact", "").lower()
-    counts = Counter(
-        str(r.get("Status") or "(none)")
-        for r in all_records(ctx.stores)
-        if r["PartitionKey"] == chosen.get("type", r["PartitionKey"])
-        and r.get("Mailbox") == chosen.get("mailbox", r.get("Mailbox"))
-        and (not contact or str(r.get("Contact") or "").lower() == contact)
-    )
-    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+def status_counts(ctx: AppContext, chosen: Mapping[str, str]) -> tuple[list[tuple[str, int]], int]:
+    """How many records of the chosen type, mailbox and contact have each status, and how
+    many seconds ago they were counted (console/counts.py: a scan, kept a while)."""
+    found, age = counts.status_counts(ctx.stores, counts.scope_of(chosen))
+    return found, int(age)
 
 
 def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Page:
@@ -138,6 +130,7 @@ def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Pag
     for row in rows:
         row["url"] = record_url(row)
     statuses = sorted({s for t in ctx.config.record_types for s in t.statuses})
+    per_status, counted_ago = status_counts(ctx, chosen)
     next_url = f"{BASE}/records?{urlencode({**chosen, 'continuation': token})}" if token else None
     page = html_page(
         200,
@@ -148,7 +141,8 @@ def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Pag
         types=[t.name for t in ctx.config.record_types],
         statuses=statuses,
         mailboxes=[m.name for m in ctx.config.mailboxes],
-        counts=status_counts(ctx, chosen),
+        counts=per_status,
+        counted_ago=counted_ago,
         # What a status count's link keeps of the filters (not the text, which counts ignore).
         scope="".join(
             f"{k}={quote(chosen[k], safe='')}&"
@@ -311,6 +305,7 @@ def change_status(
         if exc.status in (409, 412, 422):
             return record_page(ctx, type_name, ident, who, notice=exc.message, status=exc.status)
         raise
+    counts.forget(ctx.stores)
     log.info("console: %s set %s to %s", who.name, full.get("id"), full.get("status"))
     return see_other(record_url(full))
 
