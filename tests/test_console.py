@@ -32,7 +32,13 @@ from shared.console.access import (
     csrf_token,
     principal,
 )
-from shared.console.mailview import document, has_remote_images, sanitise
+from shared.console.mailview import (
+    MAX_INLINE_IMAGE,
+    document,
+    has_remote_images,
+    inline_images,
+    sanitise,
+)
 from shared.core.config.events import Events, Webhook
 from shared.core.contracts import Event
 from shared.core.mime import mail_bodies
@@ -246,6 +252,34 @@ def test_the_frame_document_carries_its_policy_and_shows_text_mail_as_text() -> 
     assert "script-src" not in doc
     with_images = document(None, "<p>x</p>", remote_images=True)
     assert "img-src data: http: https:;" in with_images
+
+
+def test_cid_images_are_the_mails_own_image_parts_as_data_urls() -> None:
+    logo = b"\x89PNG\r\n\x1a\n" + bytes(range(200))
+    # Outlook's kind of Content-ID, referred to URL-encoded (RFC 2392) and in another case.
+    markup = (
+        '<p>Привет, 你好</p><img src="cid:image001%2Epng@01D9E3A1.5B5C4F60" alt=a>'
+        '<img src="CID:IMAGE001.PNG@01d9e3a1.5b5c4f60" alt=b><img src="cid:svg@x" alt=c>'
+        '<img src="cid:big@x" alt=d><img src="cid:nowhere@x" alt=e><a href="cid:svg@x">l</a>'
+    )
+    msg = EmailMessage()
+    msg["Subject"] = "cid"
+    msg.set_content("text")
+    msg.add_alternative(markup, subtype="html")
+    html_part = msg.get_body(("html",))
+    assert html_part is not None
+    html_part.add_related(logo, "image", "png", cid="<image001.png@01D9E3A1.5B5C4F60>")
+    svg = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"
+    html_part.add_related(svg, "image", "svg+xml", cid="<svg@x>")
+    html_part.add_related(b"\0" * (MAX_INLINE_IMAGE + 1), "image", "gif", cid="<big@x>")
+    inline = inline_images(bytes(msg))
+    uri = "data:image/png;base64," + base64.b64encode(logo).decode()
+    assert inline == {"image001.png@01D9E3A1.5B5C4F60": uri}
+    shown = document(None, markup, False, inline)
+    assert shown.count(f'src="{uri}"') == 2  # URL-encoded and in other case, both found
+    assert "cid:" not in shown.lower() and "<svg" not in shown and "<script" not in shown
+    # Without the mail's parts (or with remote images on), a cid: image has no source at all.
+    assert "src=" not in sanitise(markup, True)
 
 
 def test_mail_bodies_finds_the_text_and_the_html_not_an_attachment() -> None:

@@ -14,10 +14,12 @@ import os
 import re
 import shutil
 import socket
+import struct
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -124,6 +126,15 @@ HOSTILE = [
         '<img srcset="http://evil.example/pwned{n}s.png 2x">'
         "<iframe srcdoc=\"<script>alert('pwned{n}')</script>\"></iframe>",
     ),
+    # Its own images (multipart/related, see _mail): the PNG is shown from the mail; the SVG
+    # (with script) and an id the mail does not have are not, and a cid: link goes nowhere.
+    (
+        "cid images",
+        '<p>Logo:</p><img src="cid:logo-{n}@mail.example" alt=logo>'
+        '<img src="cid:svg-{n}@mail.example" alt=svg>'
+        '<img src="cid:missing-{n}@mail.example" alt=missing>'
+        '<a href="cid:logo-{n}@mail.example">cid link</a>',
+    ),
 ]
 # It can send too (replies from the console), to an SMTP sink on loopback. Mailbox `broken`
 # is an IMAP server that is not there: its first poll fails and disables it.
@@ -162,6 +173,27 @@ HOSTILE_WORDS = (
     "evil.example",
 )
 REMOTE_IMAGE = next(i for i, (name, _) in enumerate(HOSTILE) if name == "remote image")
+CID_IMAGES = next(i for i, (name, _) in enumerate(HOSTILE) if name == "cid images")
+
+
+def _png(width: int, height: int) -> bytes:
+    """A real PNG of one colour (the browser must be able to draw it)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\xd0\x30\x30" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+LOGO = _png(12, 8)
 
 
 def _mail(n: int, subject: str, html: str | None, text: str) -> bytes:
@@ -174,6 +206,12 @@ def _mail(n: int, subject: str, html: str | None, text: str) -> bytes:
     msg.set_content(text)
     if html is not None:
         msg.add_alternative(html, subtype="html")
+        if "cid:" in html:
+            markup = msg.get_body(("html",))
+            assert markup is not None
+            markup.add_related(LOGO, "image", "png", cid=f"<logo-{n}@mail.example>")
+            svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+            markup.add_related(svg, "image", "svg+xml", cid=f"<svg-{n}@mail.example>")
     return bytes(msg)
 
 
@@ -881,6 +919,23 @@ def test_browser_remote_images_load_only_after_the_click(site: Site, watched: Wa
     # Per mail: another mail (the CSS url() one) still loads nothing from elsewhere.
     watched.foreign.clear()
     page.goto(_hostile_mail_url(site, watched, 3))
+    assert watched.foreign == [] and watched.dialogs == []
+
+
+def test_browser_shows_the_mails_own_cid_images_and_nothing_else(
+    site: Site, watched: Watched
+) -> None:
+    page = watched.page
+    page.goto(_hostile_mail_url(site, watched, CID_IMAGES))
+    frame = page.frame_locator("iframe.mail")
+    own = frame.locator("img[alt=logo]")  # nh3 keeps no id, the alt text is there
+    assert (own.get_attribute("src") or "").startswith("data:image/png;base64,")
+    # Drawn from the mail's own bytes, at their size.
+    assert own.evaluate("i => [i.complete, i.naturalWidth, i.naturalHeight]") == [True, 12, 8]
+    assert frame.locator("img[alt=svg]").get_attribute("src") is None
+    assert frame.locator("img[alt=missing]").get_attribute("src") is None
+    assert frame.locator("a:text('cid link')").get_attribute("href") is None
+    assert [u for u in watched.requests if u.lower().startswith("cid:")] == []
     assert watched.foreign == [] and watched.dialogs == []
 
 

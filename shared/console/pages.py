@@ -35,7 +35,7 @@ from ..services.records import (
 from ..services.replies import reply_from_record
 from . import counts
 from .access import AGENT, Principal, check_change, csrf_token
-from .mailview import document, has_remote_images, policy
+from .mailview import document, has_remote_images, inline_images, policy
 from .render import render
 
 log = logging.getLogger(__name__)
@@ -260,10 +260,14 @@ def mail_body(ctx: AppContext, type_name: str, ident: str, key: str, images: boo
     """The frame's document: the mail's body, sanitised, under a policy of its own."""
     _, entry = _entry(ctx, type_name, ident, key)
     plain, markup = _bodies(ctx, entry)
+    inline: dict[str, str] = {}
+    if markup is not None and "cid:" in markup.lower():
+        raw = ctx.stores.blobs.get(entry["raw"]) if entry.get("raw") else None
+        inline = inline_images(raw) if raw is not None else {}
     csp = policy(images)
     return Page(
         200,
-        document(plain, markup, images).encode("utf-8"),
+        document(plain, markup, images, inline).encode("utf-8"),
         {
             "Content-Type": "text/html; charset=utf-8",
             # `sandbox` here too: opened on its own (not in our frame) it still runs nothing.
