@@ -427,17 +427,22 @@ def test_browser_find_a_record_by_filter_and_read_it(site: Site, watched: Watche
     timing = again.headers["server-timing"]
     print(f"\nconsole list page, {total} records: {elapsed_ms:.0f} ms in the browser; {timing}")
 
-    # Pages of 5, by the API's continuation token: every record once.
+    # Pages of 5: every record once, newest activity first across the pages.
     page.goto(f"{site.console}/records?mailbox=hostile&limit=5")
     seen: list[str] = []
+    times: list[str] = []
     for _ in range(10):
         titles = page.locator("table.records td.title").all_inner_texts()
         assert 0 < len(titles) <= 5
         seen += titles
+        times += page.locator("table.records time").evaluate_all(
+            "els => els.map(e => e.getAttribute('datetime'))"
+        )
         if not page.locator("a[rel=next]").count():
             break
         page.click("a[rel=next]")
     assert len(seen) == len(set(seen)) == len(HOSTILE)
+    assert times == sorted(times, reverse=True) and len(set(times)) > 1
     assert all(t.startswith("Hostile ") for t in seen)
 
     # Filters: the mailbox (the sample's, for the README's screenshot), the contact, and text

@@ -2,7 +2,9 @@
 
 Each function returns a `Page` (status, HTML or bytes, headers); shared/functions/console.py
 turns it into an HTTP answer. Record reads, updates and downloads go through
-services/records.py and services/downloads.py, exactly as the API's do.
+services/records.py and services/downloads.py, exactly as the API's do; the records list
+pages through console/counts.py's index of the records instead (newest activity first across
+pages, which the API's key-ordered pages cannot give; up to 30 s old).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from ..services.audit import Actor, audit, record_trail
 from ..services.context import AppContext
 from ..services.downloads import Download
 from ..services.records import (
+    PAGE_MAX,
     RecordError,
     etag,
     file_manually,
-    list_records,
     record_type,
     representation,
     resolve,
@@ -95,15 +97,19 @@ def _filters(params: Mapping[str, str]) -> dict[str, str]:
     return {k: params[k].strip()[:MAX_FILTER] for k in FILTERS if params.get(k, "").strip()}
 
 
-def status_counts(ctx: AppContext, chosen: Mapping[str, str]) -> tuple[list[tuple[str, int]], int]:
-    """How many records of the chosen type, mailbox and contact have each status, and how
-    many seconds ago they were counted (console/counts.py: a scan, kept a while)."""
-    found, age = counts.status_counts(ctx.stores, counts.scope_of(chosen))
-    return found, int(age)
+def scope_index(
+    ctx: AppContext, chosen: Mapping[str, str]
+) -> tuple[list[tuple[str, int]], list[counts.Brief], int]:
+    """How many records of the chosen type, mailbox and contact have each status, those
+    records newest activity first, and how many seconds ago they were read (console/counts.py:
+    a scan, kept a while)."""
+    found, index, age = counts.scope_index(ctx.stores, counts.scope_of(chosen))
+    return found, index, int(age)
 
 
 def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Page:
-    """Records, filtered, newest activity first within each page, paged by the API's token."""
+    """Records, filtered, newest activity first across pages (console/counts.py's index),
+    paged by number."""
     started = time.perf_counter()
     chosen = _filters(params)
     if "type" in chosen:
@@ -115,23 +121,35 @@ def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Pag
         if not size.isascii() or not size.isdigit() or len(size) > 6:
             raise RecordError(400, "bad_limit", "limit must be a whole number")
         chosen["limit"] = size
-    rows, token = list_records(
-        ctx.stores,
-        ctx.config,
-        type_name=chosen.get("type"),
-        status=chosen.get("status"),
-        contact=chosen.get("contact"),
-        text=chosen.get("q"),
-        limit=int(size) if size else PAGE_SIZE,
-        continuation=params.get("continuation") or None,
-        mailbox=chosen.get("mailbox"),
-    )
-    rows.sort(key=lambda r: r.get("updated_at") or r.get("created_at") or "", reverse=True)
+    limit = int(size) if size else PAGE_SIZE
+    if not 1 <= limit <= PAGE_MAX:
+        raise RecordError(400, "bad_limit", f"limit must be between 1 and {PAGE_MAX}")
+    types = [record_type(ctx.config, chosen["type"])] if "type" in chosen else None
+    known = sorted({s for t in types or ctx.config.record_types for s in t.statuses})
+    status = chosen.get("status")
+    if status and status not in known:
+        # As the API answers: a filter no record can match is a mistake, not an empty page.
+        raise RecordError(
+            422, "bad_status", f"unknown status {status[:80]!r}: one of {', '.join(known)}"
+        )
+    number = params.get("page", "1").strip() or "1"
+    if not number.isascii() or not number.isdigit() or len(number) > 6 or int(number) < 1:
+        raise RecordError(400, "bad_page", "page must be a whole number from 1")
+    per_status, index, counted_ago = scope_index(ctx, chosen)
+    needle = chosen.get("q", "").casefold()
+    matching = [
+        brief
+        for brief in index
+        if (not status or brief.status == status)
+        and (not needle or needle in brief.title.casefold())
+    ]
+    start = (int(number) - 1) * limit
+    rows = [brief.row() for brief in matching[start : start + limit]]
     for row in rows:
         row["url"] = record_url(row)
     statuses = sorted({s for t in ctx.config.record_types for s in t.statuses})
-    per_status, counted_ago = status_counts(ctx, chosen)
-    next_url = f"{BASE}/records?{urlencode({**chosen, 'continuation': token})}" if token else None
+    more = start + limit < len(matching)
+    next_url = f"{BASE}/records?{urlencode({**chosen, 'page': int(number) + 1})}" if more else None
     page = html_page(
         200,
         "list.html",
@@ -150,7 +168,7 @@ def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Pag
             if k in chosen
         ),
         next_url=next_url,
-        first_url=f"{BASE}/records?{urlencode(chosen)}" if params.get("continuation") else None,
+        first_url=f"{BASE}/records?{urlencode(chosen)}" if int(number) > 1 else None,
     )
     elapsed = (time.perf_counter() - started) * 1000
     page.headers["Server-Timing"] = f"total;dur={elapsed:.1f}, " + page.headers["Server-Timing"]
