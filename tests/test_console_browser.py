@@ -863,6 +863,11 @@ def test_browser_look_up_a_message_by_message_id_and_by_source_id(
     page.fill(".lookup-form input[name=source_id]", "../../etc/passwd' or ''='")
     page.click(".lookup-form button")
     assert page.locator(".lookup-none").count() == 1
+    page.fill(".lookup-form input[name=message_id]", "<invoice-ru@example.ru>")
+    page.fill(".lookup-form input[name=source_id]", source_id)
+    page.click(".lookup-form button")
+    assert "not both" in page.locator(".lookup-error").inner_text()
+    assert page.locator(".message-found").count() == 0
     assert watched.dialogs == [] and watched.foreign == []
 
 
