@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import (
     bench_addresses,
     bench_classify,
+    bench_console,
     bench_ews,
     bench_explain,
     bench_graph,
@@ -25,3 +26,4 @@ bench_memory.main([])
 bench_graph.main()
 bench_imap.main()
 bench_ews.main()
+bench_console.main()

@@ -89,6 +89,15 @@ param vnetAddressPrefix string = '10.60.0.0/16'
 @description('Address range of the subnet the app integrates with (vnetEnabled); a /24 leaves room to scale.')
 param appSubnetPrefix string = '10.60.1.0/24'
 
+@description('Application (client) id of an existing Microsoft Entra app registration that declares the app roles of infra/entra/app-roles.json; App Service Authentication signs people in to the console and API with it. Empty: no sign-in, and the console refuses everyone in Azure.')
+param authClientId string = ''
+
+@description('Tenant of that app registration; empty: the tenant of the subscription.')
+param authTenantId string = ''
+
+@description('Name of the app setting that holds the app registration\'s client secret, set in Key Vault like the other secret settings; empty: sign-in by ID token only (the registration issues ID tokens).')
+param authClientSecretSetting string = ''
+
 @description('Email address alerts are sent to. Empty: no action group; the alerts still fire and show in the portal.')
 param alertEmail string = ''
 
@@ -100,7 +109,14 @@ var tags = {
 }
 var deploymentContainerName = 'app-package'
 // ' A, B ,' -> ['A', 'B']: tolerant of the spaces and stray commas of a hand-typed list.
-var secretSettings = filter(map(split(secretSettingNames, ','), name => trim(name)), name => !empty(name))
+// The console's CSRF key is always among them: every instance must sign and check its forms'
+// tokens with the same key (shared/console/access.py reads it).
+var consoleCsrfSetting = 'MAILFILER_CONSOLE_CSRF_SECRET'
+var secretSettings = union(
+  filter(map(split(secretSettingNames, ','), name => trim(name)), name => !empty(name)),
+  [consoleCsrfSetting],
+  empty(authClientSecretSetting) ? [] : [authClientSecretSetting]
+)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
@@ -199,6 +215,9 @@ module app 'app/function.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     alwaysReadyInstances: alwaysReadyInstances
     subnetId: vnetEnabled ? network.outputs.appSubnetId : ''
+    authClientId: authClientId
+    authTenantId: authTenantId
+    authClientSecretSetting: authClientSecretSetting
   }
   // The host starts as soon as the site exists: its identity must already reach storage and
   // the vault, or the first start fails and Key Vault references stay unresolved.
@@ -230,5 +249,10 @@ output GRAPH_NOTIFICATION_URL string = 'https://${app.outputs.defaultHostName}/a
 output GRAPH_LIFECYCLE_URL string = 'https://${app.outputs.defaultHostName}/api/graph/lifecycle'
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+// The console, printed by `azd up` (azure.yaml's postdeploy hook), and the redirect URI the app
+// registration must list for App Service Authentication's sign-in.
+output MAILFILER_CONSOLE_URL string = 'https://${app.outputs.defaultHostName}/api/console'
+output AUTH_REDIRECT_URI string = 'https://${app.outputs.defaultHostName}/.auth/login/aad/callback'
+output AUTH_ENABLED bool = app.outputs.authEnabled
 // The client id of the app's identity: `client_id` of a mailbox with `auth: managed_identity`.
 output AZURE_IDENTITY_CLIENT_ID string = identity.outputs.clientId

@@ -6,6 +6,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections import Counter
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -14,9 +20,11 @@ from urllib.parse import urlencode
 import azure.functions as func
 import pytest
 
+from shared.console import counts
 from shared.console.access import (
     ADMIN,
     AGENT,
+    CSRF_SETTING,
     PEER_HEADER,
     READ,
     Principal,
@@ -25,15 +33,27 @@ from shared.console.access import (
     csrf_token,
     principal,
 )
-from shared.console.mailview import document, has_remote_images, sanitise
+from shared.console.mailview import (
+    MAX_INLINE_IMAGE,
+    document,
+    has_remote_images,
+    inline_images,
+    sanitise,
+)
+from shared.core.config.events import Events, Webhook
+from shared.core.contracts import Event
 from shared.core.mime import mail_bodies
-from shared.services.audit import record_trail
+from shared.services.audit import Actor, record_trail
 from shared.services.context import AppContext
 from shared.services.downloads import ascii_fallback, content_disposition, safe_type
-from shared.services.records import all_records, representation
+from shared.services.records import all_records, representation, update_record
+from shared.services.webhooks import Delivery
+from shared.stages.deliveries import deliver
 from shared.stages.polls import poll_all
+from shared.store import delivery_log
+from shared.store.queues import encode
 from shared.store.records import ref_of
-from shared.store.stores import FILING, INBOUND, OUTBOUND, poison
+from shared.store.stores import DELIVERIES, DELIVERY_LOG, FILING, INBOUND, OUTBOUND, poison
 
 from .helpers import app_functions, local_host
 
@@ -142,6 +162,46 @@ def test_a_change_needs_our_origin_our_token_and_the_role() -> None:
         )
 
 
+def _token_elsewhere(setting: str | None) -> str:
+    """The CSRF token another process (another instance of the app) gives Анна."""
+    env = {k: v for k, v in os.environ.items() if k != CSRF_SETTING}
+    if setting is not None:
+        env[CSRF_SETTING] = setting
+    code = (
+        "from shared.console.access import Principal, csrf_token\n"
+        "print(csrf_token(Principal('Анна', frozenset({'Mailfiler.Agent'}), 'entra')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def test_instances_sharing_the_csrf_setting_take_each_others_forms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shared = secrets.token_hex(32)
+    monkeypatch.setenv(CSRF_SETTING, shared)
+    who = Principal("Анна", frozenset({AGENT}), "entra")
+    here = csrf_token(who)
+    assert _token_elsewhere(shared) == here
+    site = {"host": "x.example", "origin": "https://x.example"}
+    check_change(site, _token_elsewhere(shared), who, AGENT)  # no exception
+    with pytest.raises(Refused):
+        check_change(site, _token_elsewhere(secrets.token_hex(32)), who, AGENT)
+    # Without a usable setting each process has its own key: missing, short, or a Key Vault
+    # reference the platform left unresolved (its text is public).
+    unresolved = "@Microsoft.KeyVault(VaultName=kv-x;SecretName=mailfiler-console-csrf-secret)"
+    for setting in (None, "short", unresolved):
+        first, second = _token_elsewhere(setting), _token_elsewhere(setting)
+        assert first != second and here not in (first, second), setting
+
+
 HOSTILE_HTML = """<p style="color:red;background:url(http://evil.example/a)">Hi Ünal, 你好</p>
 <script>alert(1)</script><img src=x onerror=alert(2)><a href="javascript:alert(3)">j</a>
 <a href="https://example.org/ok">ok</a><img src="http://img.evil.example/t.png" alt="t">
@@ -193,6 +253,34 @@ def test_the_frame_document_carries_its_policy_and_shows_text_mail_as_text() -> 
     assert "script-src" not in doc
     with_images = document(None, "<p>x</p>", remote_images=True)
     assert "img-src data: http: https:;" in with_images
+
+
+def test_cid_images_are_the_mails_own_image_parts_as_data_urls() -> None:
+    logo = b"\x89PNG\r\n\x1a\n" + bytes(range(200))
+    # Outlook's kind of Content-ID, referred to URL-encoded (RFC 2392) and in another case.
+    markup = (
+        '<p>Привет, 你好</p><img src="cid:image001%2Epng@01D9E3A1.5B5C4F60" alt=a>'
+        '<img src="CID:IMAGE001.PNG@01d9e3a1.5b5c4f60" alt=b><img src="cid:svg@x" alt=c>'
+        '<img src="cid:big@x" alt=d><img src="cid:nowhere@x" alt=e><a href="cid:svg@x">l</a>'
+    )
+    msg = EmailMessage()
+    msg["Subject"] = "cid"
+    msg.set_content("text")
+    msg.add_alternative(markup, subtype="html")
+    html_part = msg.get_body(("html",))
+    assert html_part is not None
+    html_part.add_related(logo, "image", "png", cid="<image001.png@01D9E3A1.5B5C4F60>")
+    svg = b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"
+    html_part.add_related(svg, "image", "svg+xml", cid="<svg@x>")
+    html_part.add_related(b"\0" * (MAX_INLINE_IMAGE + 1), "image", "gif", cid="<big@x>")
+    inline = inline_images(bytes(msg))
+    uri = "data:image/png;base64," + base64.b64encode(logo).decode()
+    assert inline == {"image001.png@01D9E3A1.5B5C4F60": uri}
+    shown = document(None, markup, False, inline)
+    assert shown.count(f'src="{uri}"') == 2  # URL-encoded and in other case, both found
+    assert "cid:" not in shown.lower() and "<svg" not in shown and "<script" not in shown
+    # Without the mail's parts (or with remote images on), a cid: image has no source at all.
+    assert "src=" not in sanitise(markup, True)
 
 
 def test_mail_bodies_finds_the_text_and_the_html_not_an_attachment() -> None:
@@ -321,3 +409,151 @@ def test_roles_reader_cannot_reply_or_refile_agent_cannot_enable_or_replay(
     actions = [(a.get("Actor"), a.get("Action")) for a in trail]
     assert ("Agent 山田", "file_message") in actions
     assert all(name != "Рита Reader" for name, _ in actions)
+
+
+@pytest.mark.azurite
+@pytest.mark.usefixtures("easy_auth")
+def test_replaying_a_dead_delivery_is_the_admins_and_names_a_real_one(
+    context: AppContext,
+) -> None:
+    hook = Webhook(name="crm", url="https://crm.example/hook", secret_setting="NO_SUCH_SECRET")
+    config = context.config.model_copy(update={"events": Events(webhooks=(hook,))})
+    event = Event(
+        id="0123456789abcdef0123456789abcdef",
+        type="message.filed",
+        occurred_at=datetime(2026, 11, 24, 12, 0, tzinfo=UTC),
+        data={"subject": "Тема 件名"},
+    )
+    body = encode(Delivery(event=event, webhook="crm"))
+    now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+    assert deliver(context.stores, config, body, now=now, environ={}).outcome == "dead"
+    replay = "console_delivery_replay"
+    fields = {"event": event.id, "webhook": "crm"}
+    for who in (
+        Principal("Рита Reader", frozenset({READ}), "entra"),
+        Principal("Agent 山田", frozenset({AGENT}), "entra"),
+    ):
+        status, page = _post(replay, {}, who, fields)
+        assert status == 403 and "Mailfiler.Admin" in page, page[:500]
+    table = context.stores.table(DELIVERY_LOG)
+    row = delivery_log.get(table, event.id, "crm")
+    assert row is not None and row["Status"] == "dead"
+    assert context.stores.queues.peek(DELIVERIES) == []
+    admin = Principal("Admin Ана", frozenset({ADMIN}), "entra")
+    # A delivery that is not there, or not named as one, changes nothing.
+    for bad, status in (
+        ({"event": event.id, "webhook": "other"}, 404),
+        ({"event": "f" * 32, "webhook": "crm"}, 404),
+        ({"event": "' or Status ne '", "webhook": "crm"}, 400),
+        ({"event": event.id, "webhook": "crm' or ''='"}, 400),
+        ({"webhook": "crm"}, 400),
+    ):
+        assert _post(replay, {}, admin, bad)[0] == status, bad
+    assert context.stores.queues.peek(DELIVERIES) == []
+    assert _post(replay, {}, admin, fields)[0] == 303
+    row = delivery_log.get(table, event.id, "crm")
+    assert row is not None and row["Status"] == "replayed"
+    (queued,) = context.stores.queues.peek(DELIVERIES)
+    assert b"0123456789abcdef0123456789abcdef" in queued
+    # Replayed, it is no longer dead: a second replay of it finds nothing.
+    assert _post(replay, {}, admin, fields)[0] == 404
+    assert len(context.stores.queues.peek(DELIVERIES)) == 1
+
+
+@pytest.mark.azurite
+@pytest.mark.usefixtures("easy_auth")
+def test_counts_per_status_are_kept_and_recounted_after_a_change_here(
+    context: AppContext,
+) -> None:
+    poll_all(context, datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+    local_host(context.stores.queues).drain()
+    stores = context.stores
+
+    def truth(mailbox: str = "") -> list[tuple[str, int]]:
+        found = Counter(
+            str(r.get("Status")) for r in all_records(stores) if mailbox in ("", r.get("Mailbox"))
+        )
+        return sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    everything = counts.scope_of({})
+    found, age = counts.status_counts(stores, everything)
+    assert (found, age) == (truth(), 0.0)
+    assert counts.status_counts(stores, counts.scope_of({"mailbox": "sample"}))[0] == truth(
+        "sample"
+    )
+    assert counts.status_counts(stores, counts.scope_of({"mailbox": "nowhere"}))[0] == []
+    # A change made elsewhere (the API, another instance) shows once the counts are recounted;
+    # until then the kept counts answer, without a scan.
+    first, second = sorted(all_records(stores), key=lambda r: r["Number"])[:2]
+    before = truth()
+    update_record(
+        stores,
+        context.config,
+        first,
+        {"status": "closed"},
+        Actor(name="API", source="api"),
+        datetime.now(UTC),
+    )
+    assert truth() != before
+    assert counts.status_counts(stores, everything)[0] == before
+    # A change made here is counted on the next view.
+    agent = Principal("Агент", frozenset({AGENT}), "entra")
+    route = {"type": "case", "id": str(second["DisplayId"])}
+    status, page = _post("console_record_status", route, agent, {"status": "pending"})
+    assert status == 303, page[:500]
+    found, age = counts.status_counts(stores, everything)
+    assert (found, age) == (truth(), 0.0)
+    assert dict(found)["closed"] >= 1 and dict(found)["pending"] >= 1
+
+
+def _list(who: Principal, query: dict[str, str]) -> tuple[int, str]:
+    """The records list as the Functions host hands a GET over behind App Service
+    Authentication."""
+    registered = next(f for f in app_functions() if f.name == "console_records")
+    request = func.HttpRequest(
+        method="GET",
+        url=f"https://{SITE}/api/console/records",
+        headers={"Host": SITE, "X-MS-CLIENT-PRINCIPAL": _principal(who.name, sorted(who.roles))},
+        params=query,
+        body=b"",
+    )
+    response = registered.invoke(request)
+    return int(response.status_code), response.get_body().decode()
+
+
+@pytest.mark.azurite
+@pytest.mark.usefixtures("easy_auth")
+def test_the_records_list_is_newest_activity_first_across_pages(context: AppContext) -> None:
+    poll_all(context, datetime(2026, 11, 24, 12, 0, tzinfo=UTC))
+    local_host(context.stores.queues).drain()
+    stores = context.stores
+    records = sorted(all_records(stores), key=lambda r: r["Number"])
+    assert len(records) >= 4
+    # Activity in an order unlike the keys' or the numbers': the middle ones last.
+    order = [*records[1:-1][::-1], records[0], records[-1]]
+    for minutes, record in enumerate(order):
+        update_record(
+            stores,
+            context.config,
+            record,
+            {"status": "open"},
+            Actor(name="Оператор", source="api"),
+            datetime(2026, 11, 25, 9, minutes, tzinfo=UTC),
+        )
+    newest_first = [str(r["DisplayId"]) for r in reversed(order)]
+    reader = Principal("Рита Reader", frozenset({READ}), "entra")
+    shown: list[str] = []
+    for number in range(1, len(records) + 2):
+        status, page = _list(reader, {"limit": "2", "page": str(number)})
+        assert status == 200, page[:500]
+        shown += re.findall(r'<td><a href="[^"]+">([^<]+)</a></td>', page)
+        if 'rel="next"' not in page:
+            break
+    assert shown == newest_first
+    # Filters keep the order; a page past the end is empty; a bad page or status is refused.
+    status, page = _list(reader, {"status": "open", "limit": "50"})
+    assert re.findall(r'<td><a href="[^"]+">([^<]+)</a></td>', page) == newest_first
+    status, page = _list(reader, {"page": "99"})
+    assert status == 200 and "No record matches" in page
+    for query, code in (({"page": "0"}, 400), ({"page": "٣"}, 400), ({"status": "bogus"}, 422)):
+        assert _list(reader, query)[0] == code, query

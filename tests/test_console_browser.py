@@ -14,10 +14,12 @@ import os
 import re
 import shutil
 import socket
+import struct
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,16 +35,25 @@ from aiosmtpd.controller import Controller
 from shared.cli.azurite import REPO, Azurite, free_port
 from shared.cli.host import LocalHost
 from shared.cli.local_http import LocalHttpServer
+from shared.core.config.events import Events, Webhook
+from shared.core.contracts import Event
 from shared.core.message import id_key
 from shared.core.mime import mail_bodies
 from shared.core.signing import verify_message_id
+from shared.services.audit import day_trail
 from shared.services.context import AppContext, set_context, signing_keys
+from shared.services.events import event_id
+from shared.services.messages import message_status
 from shared.services.poison import send_to_poison
 from shared.services.records import resolve
+from shared.services.webhooks import Delivery
 from shared.settings import AppSettings, load_config
+from shared.stages.deliveries import deliver
 from shared.stages.polls import poll_all
+from shared.store import delivery_log
 from shared.store.account import RequestCounter, StorageSettings
-from shared.store.stores import DELIVERIES, QUEUES, TABLES, Stores, poison
+from shared.store.queues import decode, encode
+from shared.store.stores import DELIVERIES, DELIVERY_LOG, QUEUES, TABLES, Stores, poison
 
 from .conftest import SAMPLES
 from .helpers import local_host
@@ -115,6 +126,15 @@ HOSTILE = [
         '<img srcset="http://evil.example/pwned{n}s.png 2x">'
         "<iframe srcdoc=\"<script>alert('pwned{n}')</script>\"></iframe>",
     ),
+    # Its own images (multipart/related, see _mail): the PNG is shown from the mail; the SVG
+    # (with script) and an id the mail does not have are not, and a cid: link goes nowhere.
+    (
+        "cid images",
+        '<p>Logo:</p><img src="cid:logo-{n}@mail.example" alt=logo>'
+        '<img src="cid:svg-{n}@mail.example" alt=svg>'
+        '<img src="cid:missing-{n}@mail.example" alt=missing>'
+        '<a href="cid:logo-{n}@mail.example">cid link</a>',
+    ),
 ]
 # It can send too (replies from the console), to an SMTP sink on loopback. Mailbox `broken`
 # is an IMAP server that is not there: its first poll fails and disables it.
@@ -153,6 +173,27 @@ HOSTILE_WORDS = (
     "evil.example",
 )
 REMOTE_IMAGE = next(i for i, (name, _) in enumerate(HOSTILE) if name == "remote image")
+CID_IMAGES = next(i for i, (name, _) in enumerate(HOSTILE) if name == "cid images")
+
+
+def _png(width: int, height: int) -> bytes:
+    """A real PNG of one colour (the browser must be able to draw it)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\xd0\x30\x30" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+LOGO = _png(12, 8)
 
 
 def _mail(n: int, subject: str, html: str | None, text: str) -> bytes:
@@ -165,6 +206,12 @@ def _mail(n: int, subject: str, html: str | None, text: str) -> bytes:
     msg.set_content(text)
     if html is not None:
         msg.add_alternative(html, subtype="html")
+        if "cid:" in html:
+            markup = msg.get_body(("html",))
+            assert markup is not None
+            markup.add_related(LOGO, "image", "png", cid=f"<logo-{n}@mail.example>")
+            svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+            markup.add_related(svg, "image", "svg+xml", cid=f"<svg-{n}@mail.example>")
     return bytes(msg)
 
 
@@ -380,17 +427,22 @@ def test_browser_find_a_record_by_filter_and_read_it(site: Site, watched: Watche
     timing = again.headers["server-timing"]
     print(f"\nconsole list page, {total} records: {elapsed_ms:.0f} ms in the browser; {timing}")
 
-    # Pages of 5, by the API's continuation token: every record once.
+    # Pages of 5: every record once, newest activity first across the pages.
     page.goto(f"{site.console}/records?mailbox=hostile&limit=5")
     seen: list[str] = []
+    times: list[str] = []
     for _ in range(10):
         titles = page.locator("table.records td.title").all_inner_texts()
         assert 0 < len(titles) <= 5
         seen += titles
+        times += page.locator("table.records time").evaluate_all(
+            "els => els.map(e => e.getAttribute('datetime'))"
+        )
         if not page.locator("a[rel=next]").count():
             break
         page.click("a[rel=next]")
     assert len(seen) == len(set(seen)) == len(HOSTILE)
+    assert times == sorted(times, reverse=True) and len(set(times)) > 1
     assert all(t.startswith("Hostile ") for t in seen)
 
     # Filters: the mailbox (the sample's, for the README's screenshot), the contact, and text
@@ -712,6 +764,114 @@ def test_browser_replay_a_poison_message(site: Site, watched: Watched) -> None:
         stores.queues.clear(poison(DELIVERIES))
 
 
+def _dead_delivery(site: Site, title: str) -> Delivery:
+    """A delivery the real deliver stage dead-letters: a webhook whose secret is not set."""
+    hook = Webhook(name="crm", url="https://crm.example/hook", secret_setting="CONSOLE_CRM_SECRET")
+    config = site.context.config.model_copy(update={"events": Events(webhooks=(hook,))})
+    event = Event(
+        id=event_id("console-test", title),
+        type="record.created",
+        occurred_at=NOW,
+        display_id="CASE-Ж7",
+        data={"title": title},
+    )
+    delivery = Delivery(event=event, webhook="crm")
+    result = deliver(site.context.stores, config, encode(delivery), now=NOW, environ={})
+    assert result.outcome == "dead", result
+    return delivery
+
+
+def test_browser_replay_a_dead_lettered_webhook_delivery(site: Site, watched: Watched) -> None:
+    stores = site.context.stores
+    first = _dead_delivery(site, "Заявка №7")
+    other = _dead_delivery(site, "請求書 8")
+    page = watched.page
+    try:
+        page.goto(f"{site.console}/operations")
+        row = page.locator(f"tr.dead-delivery[data-event='{first.event.id}']")
+        assert row.locator("td").nth(1).inner_text() == "crm"
+        reason = row.locator(".reason").inner_text()
+        assert "app setting CONSOLE_CRM_SECRET (secret) is not set" in reason, reason
+        assert page.locator("tr.dead-delivery").count() == 2
+        with page.expect_navigation():
+            row.locator(".delivery-replay-form button").click()
+        assert "queued again" in page.locator(".notice").inner_text()
+        # Only the one replayed: it left the list, the other stays dead.
+        assert page.locator(f"tr.dead-delivery[data-event='{first.event.id}']").count() == 0
+        assert page.locator(f"tr.dead-delivery[data-event='{other.event.id}']").count() == 1
+        table = stores.table(DELIVERY_LOG)
+        replayed = delivery_log.get(table, first.event.id, "crm")
+        assert replayed is not None and replayed["Status"] == "replayed"
+        still = delivery_log.get(table, other.event.id, "crm")
+        assert still is not None and still["Status"] == "dead"
+        (queued,) = stores.queues.peek(DELIVERIES, 32)
+        again = decode(queued, Delivery)
+        assert again.event == first.event and again.webhook == "crm" and again.attempt == 1
+        acts = [a for a in day_trail(stores, datetime.now(UTC)) if a["Action"] == "replay_delivery"]
+        assert any(first.event.id in str(a["Detail"]) for a in acts), acts
+        assert watched.dialogs == [] and watched.foreign == []
+    finally:
+        stores.queues.clear(DELIVERIES)  # not for the other tests' drains
+        for delivery in (first, other):
+            table = stores.table(DELIVERY_LOG)
+            table.delete(delivery.event.id, "crm")
+
+
+def test_browser_look_up_a_message_by_message_id_and_by_source_id(
+    site: Site, watched: Watched
+) -> None:
+    page = watched.page
+    stores = site.context.stores
+    known = message_status(stores, "<invoice-ru@example.ru>")
+    assert known is not None and known["filed"] is not None
+    page.goto(f"{site.console}/operations")
+    page.fill(".lookup-form input[name=message_id]", "<invoice-ru@example.ru>")
+    page.click(".lookup-form button")
+    found = page.locator(".message-found")
+    assert found.count() == 1
+    assert found.locator(".message-status").inner_text() == "filed"
+    assert found.locator(".filed-on").inner_text() == known["filed"]["display_id"]
+    trail = found.locator(".trail li").all_inner_texts()
+    assert trail and trail == known["filed"]["reasons"]
+    page.set_viewport_size({"width": 1000, "height": 700})
+    page.screenshot(path=str(SHOTS / "console-message-lookup.png"))
+    found.locator(".filed-on").click()
+    assert page.locator("h1").inner_text().endswith(ATTACHMENT_SUBJECT)
+
+    # By its source id in its mailbox (here a file's path), as typed.
+    source_id = known["filed"]["source_id"]
+    page.goto(f"{site.console}/operations")
+    page.fill(".lookup-form input[name=source_id]", source_id)
+    page.select_option(".lookup-form select[name=mailbox]", known["filed"]["mailbox"])
+    page.click(".lookup-form button")
+    found = page.locator(".message-found")
+    assert found.count() == 1
+    assert found.locator(".message-status").inner_text() == "filed"
+    assert found.locator(".filed-on").inner_text() == known["filed"]["display_id"]
+
+    # What is typed is data: quotes, filter syntax, markup and other scripts find nothing.
+    for typed in (
+        "' or PartitionKey ne '",
+        "<x@y> <script>alert('pwned-lookup')</script>",
+        "<счёт-№7@пример.рф>",
+    ):
+        page.goto(f"{site.console}/operations")
+        page.fill(".lookup-form input[name=message_id]", typed)
+        page.click(".lookup-form button")
+        assert page.locator(".lookup-none").count() == 1, typed
+        assert page.locator(".lookup-form input[name=message_id]").input_value() == typed
+    page.goto(f"{site.console}/operations")
+    page.fill(".lookup-form input[name=source_id]", "../../etc/passwd' or ''='")
+    page.click(".lookup-form button")
+    assert page.locator(".lookup-none").count() == 1
+    page.fill(".lookup-form input[name=message_id]", "<invoice-ru@example.ru>")
+    page.fill(".lookup-form input[name=source_id]", source_id)
+    page.click(".lookup-form button")
+    assert "not both" in page.locator(".lookup-error").inner_text()
+    assert page.locator(".message-found").count() == 0
+    assert watched.dialogs == [] and watched.foreign == []
+
+
 # --- hostile mail -----------------------------------------------------------------------------
 
 
@@ -770,6 +930,23 @@ def test_browser_remote_images_load_only_after_the_click(site: Site, watched: Wa
     # Per mail: another mail (the CSS url() one) still loads nothing from elsewhere.
     watched.foreign.clear()
     page.goto(_hostile_mail_url(site, watched, 3))
+    assert watched.foreign == [] and watched.dialogs == []
+
+
+def test_browser_shows_the_mails_own_cid_images_and_nothing_else(
+    site: Site, watched: Watched
+) -> None:
+    page = watched.page
+    page.goto(_hostile_mail_url(site, watched, CID_IMAGES))
+    frame = page.frame_locator("iframe.mail")
+    own = frame.locator("img[alt=logo]")  # nh3 keeps no id, the alt text is there
+    assert (own.get_attribute("src") or "").startswith("data:image/png;base64,")
+    # Drawn from the mail's own bytes, at their size.
+    assert own.evaluate("i => [i.complete, i.naturalWidth, i.naturalHeight]") == [True, 12, 8]
+    assert frame.locator("img[alt=svg]").get_attribute("src") is None
+    assert frame.locator("img[alt=missing]").get_attribute("src") is None
+    assert frame.locator("a:text('cid link')").get_attribute("href") is None
+    assert [u for u in watched.requests if u.lower().startswith("cid:")] == []
     assert watched.foreign == [] and watched.dialogs == []
 
 

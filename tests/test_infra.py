@@ -19,6 +19,8 @@ import pytest
 import yaml
 from pycep import BicepParser
 
+from shared.console.access import ADMIN, AGENT, CSRF_SETTING, READ
+from shared.console.pages import BASE
 from shared.core.config import GraphSettings
 from shared.sources.imap.oauth import TOKEN_KEY_SETTING
 from shared.store.blobs import RAW_CONTAINER
@@ -504,3 +506,111 @@ def test_alerts_read_the_documented_metrics() -> None:
     assert "Alerts and the metrics they read" in guide
     for metric in ALERT_METRICS:
         assert f"`{metric}`" in guide, f"docs/deploy.md does not name {metric}"
+
+
+# --- access: App Service Authentication, app roles, the console's URL -------------------------
+
+
+def _auth_settings() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The authsettingsV2 resource of function.bicep (as declared) and its body."""
+    doc = bicep("app/function.bicep")
+    (res,) = [
+        res
+        for res in resources(doc, "Microsoft.Web/sites/config").values()
+        if body(res)["name"] == "authsettingsV2"
+    ]
+    return res, body(res)
+
+
+def _routes(level: str) -> set[str]:
+    """The HTTP routes of shared/functions/ registered with auth level `level` (console
+    routes name it ANON)."""
+    found = set()
+    pattern = re.compile(
+        r'@bp\.route\(route=(?:"([^"]+)"|([A-Z_]+)[^,]*),[^\n]*auth_level=([\w.]+)'
+    )
+    for path in (REPO / "shared" / "functions").glob("*.py"):
+        for match in pattern.finditer(path.read_text(encoding="utf-8")):
+            route, constant, auth = match.groups()
+            if auth.rsplit(".", 1)[-1] in (level, "ANON" if level == "ANONYMOUS" else level):
+                found.add(route or constant)
+    return found
+
+
+def test_app_service_authentication_signs_people_in_with_entra_id() -> None:
+    res, auth = _auth_settings()
+    # Deployed when an app registration is given (main.bicep's authClientId).
+    condition = res["config"]["condition"]
+    assert "authClientId" in walk(condition)
+    props = auth["properties"]
+    assert props["platform"]["enabled"] is True
+    validation = props["globalValidation"]
+    assert validation["requireAuthentication"] is True
+    assert validation["unauthenticatedClientAction"] == "RedirectToLoginPage"
+    assert validation["redirectToProvider"] == "azureactivedirectory"
+    assert props["httpSettings"]["requireHttps"] is True
+    entra = props["identityProviders"]["azureActiveDirectory"]
+    assert entra["enabled"] is True
+    assert entra["registration"]["clientId"] == "authClientId"
+    issuer = variable(bicep("app/function.bicep"), "authIssuer")
+    assert issuer.startswith("${environment().authentication.loginEndpoint}")
+    assert issuer.endswith("/v2.0")
+    assert entra["validation"]["allowedAudiences"] == ["api://${authClientId}", "authClientId"]
+    # No token store: the app reads only the principal header.
+    assert props["login"]["tokenStore"]["enabled"] is False
+
+
+def test_only_what_graph_and_the_health_probe_call_is_left_anonymous() -> None:
+    _, auth = _auth_settings()
+    doc = bicep("app/function.bicep")
+    excluded = evaluate(doc, auth["properties"]["globalValidation"]["excludedPaths"])
+    assert excluded == variable(doc, "anonymousPaths")
+    routes = {f"/api/{route}" for route in _routes("ANONYMOUS")}
+    # Graph's two endpoints are anonymous in code (they check clientState) and excluded here.
+    graph = {"/api/graph/notifications", "/api/graph/lifecycle"}
+    assert graph <= routes and graph <= set(excluded)
+    # The health probe keeps its function key; nothing else is left open.
+    assert "health" in _routes("FUNCTION")
+    assert set(excluded) == graph | {"/api/health"}
+    assert not [p for p in excluded if p.startswith(("/api/console", "/api/records"))]
+
+
+def test_main_passes_the_app_registration_and_keeps_the_csrf_key_in_key_vault() -> None:
+    main = bicep("main.bicep")
+    params = body(main["modules"]["app"])["params"]
+    for name in ("authClientId", "authTenantId", "authClientSecretSetting"):
+        assert params[name] == name
+        assert param(main, name)["default"] == ""
+        assert param(bicep("app/function.bicep"), name)["default"] == ""
+    # The CSRF key is always a Key Vault reference, under the name the console reads.
+    assert variable(main, "consoleCsrfSetting") == CSRF_SETTING
+    merged = at(variable(main, "secretSettings"), "function")
+    assert merged["type"] == "union"
+    assert "consoleCsrfSetting" in walk(merged["parameters"])
+    assert "authClientSecretSetting" in walk(merged["parameters"])
+    assert params["secretSettings"] == "secretSettings"
+
+
+def test_the_app_roles_are_the_consoles() -> None:
+    roles = json.loads((INFRA / "entra" / "app-roles.json").read_text(encoding="utf-8"))
+    assert [r["value"] for r in roles] == [READ, AGENT, ADMIN]
+    ids = [r["id"] for r in roles]
+    assert len(set(ids)) == 3
+    assert all(re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", i) for i in ids)
+    for role in roles:
+        assert role["isEnabled"] is True and role["description"] and role["displayName"]
+        assert set(role["allowedMemberTypes"]) == {"User", "Application"}
+
+
+def test_azd_prints_the_consoles_url() -> None:
+    outputs = bicep("main.bicep")["outputs"]
+    assert (
+        outputs["MAILFILER_CONSOLE_URL"]["value"] == "https://${app.outputs.defaultHostName}" + BASE
+    )
+    assert outputs["AUTH_REDIRECT_URI"]["value"].endswith("/.auth/login/aad/callback")
+    project = yaml.safe_load((REPO / "azure.yaml").read_text(encoding="utf-8"))
+    hook = project["hooks"]["postdeploy"]
+    assert "${MAILFILER_CONSOLE_URL}" in hook["posix"]["run"]
+    assert "$env:MAILFILER_CONSOLE_URL" in hook["windows"]["run"]
+    given = json.loads((INFRA / "main.parameters.json").read_text(encoding="utf-8"))["parameters"]
+    assert given["authClientId"]["value"] == "${MAILFILER_AUTH_CLIENT_ID}"

@@ -64,6 +64,15 @@ param alwaysReadyInstances int = 0
 @description('Resource id of the subnet to integrate with; empty: no virtual network.')
 param subnetId string = ''
 
+@description('Application (client) id of the Microsoft Entra app registration people sign in to the console and API with (App Service Authentication). Empty: no sign-in in front of the app.')
+param authClientId string = ''
+
+@description('Tenant of that app registration; empty: the tenant of the subscription.')
+param authTenantId string = ''
+
+@description('Name of the app setting (a Key Vault reference) holding the app registration\'s client secret; empty: sign-in by ID token only.')
+param authClientSecretSetting string = ''
+
 resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' existing = {
   name: storageAccountName
 }
@@ -173,6 +182,70 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
+// App Service Authentication ("Easy Auth") in front of the whole app: the console and the API
+// answer only people (or clients) signed in with Microsoft Entra ID, and the platform hands the
+// app the principal and its app roles (Mailfiler.Read, .Agent, .Admin) in X-MS-CLIENT-PRINCIPAL,
+// stripping any copy a caller sent (shared/console/access.py reads it).
+// Left open: what Graph calls (it cannot sign in; the functions check its clientState) and the
+// health probe (still behind its function key; an uptime monitor cannot sign in either).
+var anonymousPaths = [
+  '/api/graph/notifications'
+  '/api/graph/lifecycle'
+  '/api/health'
+]
+var authIssuer = '${environment().authentication.loginEndpoint}${empty(authTenantId) ? tenant().tenantId : authTenantId}/v2.0'
+
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(authClientId)) {
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+      runtimeVersion: '~1'
+    }
+    globalValidation: {
+      requireAuthentication: true
+      // A browser goes to the sign-in page; a client without a token gets 401.
+      unauthenticatedClientAction: 'RedirectToLoginPage'
+      redirectToProvider: 'azureactivedirectory'
+      excludedPaths: anonymousPaths
+    }
+    httpSettings: {
+      requireHttps: true
+      routes: {
+        apiPrefix: '/.auth'
+      }
+      forwardProxy: {
+        convention: 'NoProxy'
+      }
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          openIdIssuer: authIssuer
+          clientId: authClientId
+          clientSecretSettingName: empty(authClientSecretSetting) ? null : authClientSecretSetting
+        }
+        validation: {
+          // Browsers sign in for the app itself; API clients ask for a token for api://<id>.
+          allowedAudiences: [
+            'api://${authClientId}'
+            authClientId
+          ]
+        }
+      }
+    }
+    login: {
+      // Flex Consumption keeps no token store; the app needs only the principal header.
+      tokenStore: {
+        enabled: false
+      }
+      preserveUrlFragmentsForLogins: true
+    }
+  }
+}
+
 resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   parent: site
   name: 'appsettings'
@@ -200,3 +273,4 @@ resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@
 output name string = site.name
 output id string = site.id
 output defaultHostName string = site.properties.defaultHostName
+output authEnabled bool = !empty(authClientId)

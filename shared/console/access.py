@@ -8,8 +8,11 @@ and hands the app the principal in X-MS-CLIENT-PRINCIPAL (stripping any copy a c
 without it on, the console refuses everyone. `principal` is the one place that reads either.
 
 Every state-changing request must come from our own page: its Origin must be this host, and
-its form must carry `csrf_token(principal)`, an HMAC of a per-process secret (a page from
-another site can neither read it nor compute it).
+its form must carry `csrf_token(principal)`, an HMAC keyed by app setting CSRF_SETTING (a page
+from another site can neither read it nor compute it). In Azure the setting is a Key Vault
+reference (infra/), the same on every instance, so a form one instance served is taken by
+any other; without it (locally: one process) each process keys its tokens with its own random
+key.
 """
 
 from __future__ import annotations
@@ -20,15 +23,21 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 
 from ..core.errors import MailfilerError
 
+log = logging.getLogger(__name__)
 PEER_HEADER = "x-mailfiler-peer"
+CSRF_SETTING = "MAILFILER_CONSOLE_CSRF_SECRET"
+MIN_CSRF_SECRET = 32  # characters: `openssl rand -hex 32` gives 64
+_KEY_VAULT_REFERENCE = "@Microsoft.KeyVault("
 READ, AGENT, ADMIN = "Mailfiler.Read", "Mailfiler.Agent", "Mailfiler.Admin"
 # Each role includes those before it.
 _RANKS = {READ: 1, AGENT: 2, ADMIN: 3}
@@ -118,8 +127,29 @@ def principal(headers: Mapping[str, str]) -> Principal:
     return Principal("local user", frozenset(_RANKS), "local")
 
 
+@cache
+def _csrf_key(setting: str) -> bytes:
+    """The tokens' key from the setting's value; this process's own key when the value is
+    missing, too short, or a Key Vault reference the platform could not resolve (its text is
+    public, never a key)."""
+    if len(setting) >= MIN_CSRF_SECRET and not setting.startswith(_KEY_VAULT_REFERENCE):
+        return hashlib.sha256(
+            b"mailfiler-console-csrf\x00" + setting.encode("utf-8", "surrogateescape")
+        ).digest()
+    if setting or in_azure():
+        problem = "unresolved or shorter than 32 characters" if setting else "not set"
+        log.warning(
+            "console: app setting %s is %s: each instance keys its own CSRF tokens, so a form "
+            "may be refused by another instance",
+            CSRF_SETTING,
+            problem,
+        )
+    return _SECRET
+
+
 def csrf_token(who: Principal) -> str:
-    mac = hmac.new(_SECRET, f"csrf\x00{who.source}\x00{who.name}".encode(), hashlib.sha256)
+    key = _csrf_key(os.environ.get(CSRF_SETTING, ""))
+    mac = hmac.new(key, f"csrf\x00{who.source}\x00{who.name}".encode(), hashlib.sha256)
     return mac.hexdigest()
 
 

@@ -2,7 +2,9 @@
 
 Each function returns a `Page` (status, HTML or bytes, headers); shared/functions/console.py
 turns it into an HTTP answer. Record reads, updates and downloads go through
-services/records.py and services/downloads.py, exactly as the API's do.
+services/records.py and services/downloads.py, exactly as the API's do; the records list
+pages through console/counts.py's index of the records instead (newest activity first across
+pages, which the API's key-ordered pages cannot give; up to 30 s old).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,11 +24,10 @@ from ..services.audit import Actor, audit, record_trail
 from ..services.context import AppContext
 from ..services.downloads import Download
 from ..services.records import (
+    PAGE_MAX,
     RecordError,
-    all_records,
     etag,
     file_manually,
-    list_records,
     record_type,
     representation,
     resolve,
@@ -35,8 +35,9 @@ from ..services.records import (
     view,
 )
 from ..services.replies import reply_from_record
+from . import counts
 from .access import AGENT, Principal, check_change, csrf_token
-from .mailview import document, has_remote_images, policy
+from .mailview import document, has_remote_images, inline_images, policy
 from .render import render
 
 log = logging.getLogger(__name__)
@@ -96,22 +97,19 @@ def _filters(params: Mapping[str, str]) -> dict[str, str]:
     return {k: params[k].strip()[:MAX_FILTER] for k in FILTERS if params.get(k, "").strip()}
 
 
-def status_counts(ctx: AppContext, chosen: Mapping[str, str]) -> list[tuple[str, int]]:
-    """How many records of the chosen type, mailbox and contact have each status. A scan of
-    the records: fine for thousands; an index of counts is the 10,000-record bench's business."""
-    contact = chosen.get("contact", "").lower()
-    counts = Counter(
-        str(r.get("Status") or "(none)")
-        for r in all_records(ctx.stores)
-        if r["PartitionKey"] == chosen.get("type", r["PartitionKey"])
-        and r.get("Mailbox") == chosen.get("mailbox", r.get("Mailbox"))
-        and (not contact or str(r.get("Contact") or "").lower() == contact)
-    )
-    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+def scope_index(
+    ctx: AppContext, chosen: Mapping[str, str]
+) -> tuple[list[tuple[str, int]], list[counts.Brief], int]:
+    """How many records of the chosen type, mailbox and contact have each status, those
+    records newest activity first, and how many seconds ago they were read (console/counts.py:
+    a scan, kept a while)."""
+    found, index, age = counts.scope_index(ctx.stores, counts.scope_of(chosen))
+    return found, index, int(age)
 
 
 def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Page:
-    """Records, filtered, newest activity first within each page, paged by the API's token."""
+    """Records, filtered, newest activity first across pages (console/counts.py's index),
+    paged by number."""
     started = time.perf_counter()
     chosen = _filters(params)
     if "type" in chosen:
@@ -123,22 +121,35 @@ def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Pag
         if not size.isascii() or not size.isdigit() or len(size) > 6:
             raise RecordError(400, "bad_limit", "limit must be a whole number")
         chosen["limit"] = size
-    rows, token = list_records(
-        ctx.stores,
-        ctx.config,
-        type_name=chosen.get("type"),
-        status=chosen.get("status"),
-        contact=chosen.get("contact"),
-        text=chosen.get("q"),
-        limit=int(size) if size else PAGE_SIZE,
-        continuation=params.get("continuation") or None,
-        mailbox=chosen.get("mailbox"),
-    )
-    rows.sort(key=lambda r: r.get("updated_at") or r.get("created_at") or "", reverse=True)
+    limit = int(size) if size else PAGE_SIZE
+    if not 1 <= limit <= PAGE_MAX:
+        raise RecordError(400, "bad_limit", f"limit must be between 1 and {PAGE_MAX}")
+    types = [record_type(ctx.config, chosen["type"])] if "type" in chosen else None
+    known = sorted({s for t in types or ctx.config.record_types for s in t.statuses})
+    status = chosen.get("status")
+    if status and status not in known:
+        # As the API answers: a filter no record can match is a mistake, not an empty page.
+        raise RecordError(
+            422, "bad_status", f"unknown status {status[:80]!r}: one of {', '.join(known)}"
+        )
+    number = params.get("page", "1").strip() or "1"
+    if not number.isascii() or not number.isdigit() or len(number) > 6 or int(number) < 1:
+        raise RecordError(400, "bad_page", "page must be a whole number from 1")
+    per_status, index, counted_ago = scope_index(ctx, chosen)
+    needle = chosen.get("q", "").casefold()
+    matching = [
+        brief
+        for brief in index
+        if (not status or brief.status == status)
+        and (not needle or needle in brief.title.casefold())
+    ]
+    start = (int(number) - 1) * limit
+    rows = [brief.row() for brief in matching[start : start + limit]]
     for row in rows:
         row["url"] = record_url(row)
     statuses = sorted({s for t in ctx.config.record_types for s in t.statuses})
-    next_url = f"{BASE}/records?{urlencode({**chosen, 'continuation': token})}" if token else None
+    more = start + limit < len(matching)
+    next_url = f"{BASE}/records?{urlencode({**chosen, 'page': int(number) + 1})}" if more else None
     page = html_page(
         200,
         "list.html",
@@ -148,7 +159,8 @@ def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Pag
         types=[t.name for t in ctx.config.record_types],
         statuses=statuses,
         mailboxes=[m.name for m in ctx.config.mailboxes],
-        counts=status_counts(ctx, chosen),
+        counts=per_status,
+        counted_ago=counted_ago,
         # What a status count's link keeps of the filters (not the text, which counts ignore).
         scope="".join(
             f"{k}={quote(chosen[k], safe='')}&"
@@ -156,7 +168,7 @@ def list_page(ctx: AppContext, params: Mapping[str, str], who: Principal) -> Pag
             if k in chosen
         ),
         next_url=next_url,
-        first_url=f"{BASE}/records?{urlencode(chosen)}" if params.get("continuation") else None,
+        first_url=f"{BASE}/records?{urlencode(chosen)}" if int(number) > 1 else None,
     )
     elapsed = (time.perf_counter() - started) * 1000
     page.headers["Server-Timing"] = f"total;dur={elapsed:.1f}, " + page.headers["Server-Timing"]
@@ -266,10 +278,14 @@ def mail_body(ctx: AppContext, type_name: str, ident: str, key: str, images: boo
     """The frame's document: the mail's body, sanitised, under a policy of its own."""
     _, entry = _entry(ctx, type_name, ident, key)
     plain, markup = _bodies(ctx, entry)
+    inline: dict[str, str] = {}
+    if markup is not None and "cid:" in markup.lower():
+        raw = ctx.stores.blobs.get(entry["raw"]) if entry.get("raw") else None
+        inline = inline_images(raw) if raw is not None else {}
     csp = policy(images)
     return Page(
         200,
-        document(plain, markup, images).encode("utf-8"),
+        document(plain, markup, images, inline).encode("utf-8"),
         {
             "Content-Type": "text/html; charset=utf-8",
             # `sandbox` here too: opened on its own (not in our frame) it still runs nothing.
@@ -311,6 +327,7 @@ def change_status(
         if exc.status in (409, 412, 422):
             return record_page(ctx, type_name, ident, who, notice=exc.message, status=exc.status)
         raise
+    counts.forget(ctx.stores)
     log.info("console: %s set %s to %s", who.name, full.get("id"), full.get("status"))
     return see_other(record_url(full))
 

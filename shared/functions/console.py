@@ -238,6 +238,18 @@ def console_poison_replay(req: func.HttpRequest) -> func.HttpResponse:
     return _serve(req, work)
 
 
+@bp.route(route="console/operations/deliveries/replay", methods=["POST"], auth_level=ANON)
+def console_delivery_replay(req: func.HttpRequest) -> func.HttpResponse:
+    def work(
+        ctx: AppContext, req: func.HttpRequest, headers: dict[str, str], who: Principal
+    ) -> Page:
+        from ..console.operations import replay_delivery
+
+        return replay_delivery(ctx, _form(req, headers), headers, who)
+
+    return _serve(req, work)
+
+
 @bp.route(route="console/static/{name}", methods=["GET"], auth_level=ANON)
 def console_static(req: func.HttpRequest) -> func.HttpResponse:
     """The console's own files (shared/console/static), by exact name: no path, no listing."""
