@@ -42,8 +42,9 @@ local.settings.json: local.settings.example.json
 run: setup
 	./scripts/run-local.sh
 
+# A throwaway Dovecot with the sample mail, filed over IMAP (`make demo-imap PORT=7072`).
 demo-imap: setup
-	$(PY) scripts/demo_imap.py
+	$(PY) scripts/demo_imap.py $(if $(PORT),--port $(PORT))
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -100,9 +100,18 @@ def main() -> int:
         config = folder / "mailfiler.yaml"
         config.write_text(CONFIG.format(port=server.port, user=USER), encoding="utf-8")
         storage = _storage()
-        print(f"demo-imap: Dovecot on 127.0.0.1:{server.port}, user {USER}, 8 sample mails")
-        print(f"demo-imap: config {config.relative_to(REPO)} (IMAP_SUPPORT_PASSWORD is set)")
-        print(f"demo-imap: Azurite in memory on 127.0.0.1:{storage.ports[0]}-{storage.ports[2]}")
+        print(
+            f"demo-imap: Dovecot on 127.0.0.1:{server.port}, user {USER}, 8 sample mails",
+            flush=True,
+        )
+        print(
+            f"demo-imap: config {config.relative_to(REPO)} (IMAP_SUPPORT_PASSWORD is set)",
+            flush=True,
+        )
+        print(
+            f"demo-imap: Azurite in memory on 127.0.0.1:{storage.ports[0]}-{storage.ports[2]}",
+            flush=True,
+        )
         if storage.ports[0] != 10000:
             print(f"  export AzureWebJobsStorage='{storage.connection_string}'")
         env = {
