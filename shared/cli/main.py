@@ -53,10 +53,19 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _context() -> AppContext:
-    from ..services.context import build_context, set_context
-    from ..settings import AppSettings
+    from azure.core.exceptions import ServiceRequestError
 
-    ctx = build_context(AppSettings())
+    from ..services.context import build_context, set_context
+    from ..services.health import storage_answers
+    from ..settings import AppSettings
+    from ..store.stores import Stores
+
+    settings = AppSettings()
+    if not storage_answers(Stores.connect(settings.storage())):
+        # Said now (main() prints where and how to start it), not after the SDK's minutes of
+        # retries.
+        raise ServiceRequestError("storage unreachable")
+    ctx = build_context(settings)
     set_context(ctx)
     return ctx
 
@@ -296,20 +305,17 @@ def cmd_auth(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """What `/api/health` says: storage, queues, poison, held mail, and each mailbox."""
-    from azure.core.exceptions import AzureError, ServiceRequestError
+    from azure.core.exceptions import AzureError
 
-    from ..services.health import health_report, storage_answers, unreachable_report
+    from ..services.health import health_report, unreachable_report
     from ..settings import AppSettings
     from ..store.stores import Stores
 
     _prepare_env(args)
-    stores = Stores.connect(AppSettings().storage())
     try:
-        if not storage_answers(stores):  # say so now, not after minutes of the SDK's retries
-            raise ServiceRequestError("connection refused")
         report = health_report(_context())
-    except AzureError as exc:  # creating the tables and queues at start failed
-        report = unreachable_report(stores, exc)
+    except AzureError as exc:  # unreachable, or creating the tables and queues failed
+        report = unreachable_report(Stores.connect(AppSettings().storage()), exc)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0 if report["status"] != "unhealthy" else 1
