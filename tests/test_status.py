@@ -17,7 +17,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from shared import telemetry
 from shared.cli.azurite import Azurite
 from shared.cli.main import main
-from shared.core.config import ImapMailbox
+from shared.core.config import ImapMailbox, LocalMailbox
 from shared.services.context import AppContext, set_context
 from shared.services.health import expiry_hours, health_report
 from shared.settings import AppSettings, load_config
@@ -120,8 +120,29 @@ def test_a_wrong_password_says_which_setting_to_fix_in_one_log_line(
     support = ctx.config.mailbox("support")
     assert isinstance(support, ImapMailbox)
     server = f"IMAP server 127.0.0.1:{support.server_port}"
+    files = ctx.config.mailbox("files")
+    assert isinstance(files, LocalMailbox)
+    (Path(files.path) / "2.eml").write_bytes(
+        "From: olga@example.org\r\nTo: files@example.test\r\nSubject: Счёт №7\r\n"
+        "Message-ID: <schet-7@example.org>\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "\r\nДобрый день.\r\n".encode()
+    )
     with caplog.at_level(logging.INFO):
         assert poll_all(ctx, datetime.now(UTC))["support"] == "failed"
+        local_host(ctx.stores.queues, visibility_timeout=0).drain()
+    # Records by their number, mail by Message-ID and subject, not by hex keys.
+    filed = sorted(r.getMessage() for r in caplog.records if r.name == "shared.stages.file")
+    assert filed == [
+        "file: mailbox=files record=CASE-1 action=create message-id='<hello@example.org>' "
+        "subject='Hello'",
+        "file: mailbox=files record=CASE-2 action=create message-id='<schet-7@example.org>' "
+        "subject='Счёт №7'",
+    ] or filed == [
+        "file: mailbox=files record=CASE-1 action=create message-id='<schet-7@example.org>' "
+        "subject='Счёт №7'",
+        "file: mailbox=files record=CASE-2 action=create message-id='<hello@example.org>' "
+        "subject='Hello'",
+    ]
     # One line naming the mailbox and the setting; no traceback for an expected failure.
     assert "Traceback" not in caplog.text
     assert all(r.exc_info is None for r in caplog.records)

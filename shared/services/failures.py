@@ -53,10 +53,10 @@ def split_stored(text: str | None) -> tuple[str | None, str | None]:
     return error, fix or None
 
 
-def plain(text: str) -> str:
+def plain(text: str, limit: int = 300) -> str:
     """A library's message without Python's spelling of bytes (b'...'), on one line."""
     text = _BYTES.sub(lambda m: m.group(2), text)
-    return " ".join(text.split())[:300]
+    return " ".join(text.split())[:limit]
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -94,6 +94,16 @@ def _unreachable_reason(chain: list[BaseException]) -> str | None:
     return None
 
 
+def _cert_detail(chain: list[BaseException]) -> str | None:
+    """The TLS library's words when a server's certificate was refused (wrapped by requests
+    or httpx as a connection error, so looked for before "unreachable")."""
+    for exc in chain:
+        text = str(exc)
+        if isinstance(exc, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+            return plain(text)
+    return None
+
+
 def _missing_setting(name: str | None) -> str | None:
     return name if name and not os.environ.get(name) else None
 
@@ -113,12 +123,11 @@ def describe_failure(mailbox: Mailbox, exc: BaseException) -> MailboxFailure:
     if found is not None:
         return found
     first = (str(exc) or type(exc).__name__).splitlines()[0]
-    # An error of ours says what it is; anything else is a surprise worth its traceback.
-    return MailboxFailure(
-        f"{mailbox.kind} mailbox {mailbox.name}: {plain(first)}",
-        None,
-        expected=isinstance(exc, MailfilerError),
-    )
+    # An error of ours is in our words already; anything else is a surprise, said with its
+    # type, and worth its traceback in the log.
+    if isinstance(exc, MailfilerError):
+        return MailboxFailure(plain(first, 1000), None)
+    return MailboxFailure(f"{type(exc).__name__}: {plain(first, 1000)}", None, expected=False)
 
 
 def _imap(mb: ImapMailbox, chain: list[BaseException]) -> MailboxFailure | None:
@@ -153,11 +162,10 @@ def _imap(mb: ImapMailbox, chain: list[BaseException]) -> MailboxFailure | None:
             f"check the password in app setting {mb.password_setting} "
             f"({where}.password_setting) and the user name ({where}.username)",
         )
-    cert = _of(chain, ssl.SSLCertVerificationError)
+    cert = _cert_detail(chain)
     if cert is not None:
-        reason = getattr(cert, "verify_message", None) or plain(str(cert))
         return MailboxFailure(
-            f"{server}: its TLS certificate is not trusted ({reason})",
+            f"{server}: its TLS certificate is not trusted ({cert})",
             f"set {where}.ca_bundle to the PEM file of the CA that signed it, or check "
             f"{where}.host is the name on the certificate",
         )
@@ -209,6 +217,12 @@ def _graph(mb: GraphMailbox, chain: list[BaseException]) -> MailboxFailure | Non
             f"Graph has no mailbox {mb.user} (404)",
             f"check {where}.user (the mailbox's address or object id) and {where}.tenant_id",
         )
+    cert = _cert_detail(chain)
+    if cert is not None:
+        return MailboxFailure(
+            f"Graph at {mb.graph_endpoint}: its TLS certificate is not trusted ({cert})",
+            "if a proxy inspects TLS, point SSL_CERT_FILE at its CA's PEM file",
+        )
     reason = _unreachable_reason(chain)
     if reason is not None or status == 0:
         return MailboxFailure(
@@ -235,6 +249,13 @@ def _ews(mb: EwsMailbox, chain: list[BaseException]) -> MailboxFailure | None:
             f"({where}.password_setting) and the user name ({where}.username)"
         )
         return MailboxFailure(f"Exchange at {mb.endpoint} refused the login (401)", fix)
+    cert = _cert_detail(chain)
+    if cert is not None:
+        return MailboxFailure(
+            f"Exchange at {mb.endpoint}: its TLS certificate is not trusted ({cert})",
+            f"set {where}.ca_bundle to the PEM file of the CA that signed it, or check "
+            f"{where}.endpoint names the host on the certificate",
+        )
     reason = _unreachable_reason(chain)
     if reason is None and _named(chain, "ErrorConnectionFailed", "TransportError"):
         reason = "connection failed"

@@ -31,6 +31,7 @@ from ..core.decide import (
     lookups,
     own_mail,
 )
+from ..core.logtext import log_mail
 from ..core.message import MailMessage, id_key
 from ..core.mime import iter_attachments
 from ..core.plan_fit import fit_plan, plan_bytes
@@ -476,13 +477,14 @@ def map_inbound(
     plans = [_fitted(stores, plan, text) for plan in plans]
     for plan in plans:
         stores.queues.send(FILING, plan)
+        # The record is named (CASE-12) by the file stage's line, once it is numbered.
         log.info(
-            "map: mailbox=%s key=%s kind=%s action=%s record=%s",
+            "map: mailbox=%s %s kind=%s action=%s type=%s",
             message.mailbox,
-            message.key[:40],
+            log_mail(message.message_id, message.subject),
             plan.kind,
             plan.action,
-            plan.record.key if plan.record else None,
+            plan.record.type if plan.record else "-",
         )
     return plans
 
