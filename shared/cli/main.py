@@ -433,7 +433,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         fire_timers_now=not args.no_initial_poll,
     )
     base = f"http://{args.host}:{args.port}"
-    routes = [f"{base}/api/{fn.trigger.get('route')}" for fn in host.of_type("httpTrigger")]
+    routes = [
+        f"{base}/api/{fn.trigger.get('route')}"
+        for fn in host.of_type("httpTrigger")
+        if "{*" not in (fn.trigger.get("route") or "")  # the catch-all answers 404/405
+    ]
     print(f"mailfiler: local host running ({len(host.functions)} functions)", flush=True)
     if server:
         # The console answers only on this machine (shared/console/access.py).
