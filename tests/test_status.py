@@ -15,11 +15,12 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from shared import telemetry
-from shared.cli.azurite import Azurite
+from shared.cli.azurite import Azurite, free_port
 from shared.cli.main import main
 from shared.core.config import ImapMailbox, LocalMailbox
 from shared.services.context import AppContext, set_context
 from shared.services.health import expiry_hours, health_report
+from shared.services.mailboxes import mailbox_status
 from shared.settings import AppSettings, load_config
 from shared.stages.polls import poll_all, schedule_polls
 from shared.store.stores import Stores
@@ -188,3 +189,33 @@ def test_a_mailbox_whose_password_changed_is_polled_at_once(
     monkeypatch.setenv("IMAP_PASSWORD", "right-password")
     assert schedule_polls(ctx, later)["support"] == "scheduled"
     assert poll_all(ctx, later)["support"] == "queued 0"
+
+
+def test_a_missing_folder_and_a_server_away_say_what_to_fix(
+    stores: Stores, azurite: Azurite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()  # nothing listens: the IMAP server is not running
+    missing = tmp_path / "почта"  # never created
+    monkeypatch.setenv("IMAP_PASSWORD", "secret")
+    config = tmp_path / "mailfiler.yaml"
+    config.write_text(
+        "record_types: [{name: case, prefix: CASE}]\n"
+        "mailboxes:\n"
+        f"  - {{name: files, kind: local, path: '{missing}', record_type: case}}\n"
+        f"  - {{name: support, kind: imap, host: 127.0.0.1, port: {port}, tls: none,\n"
+        f"      username: {USER}, password_setting: IMAP_PASSWORD, record_type: case}}\n"
+    )
+    settings = AppSettings.model_validate(
+        {"AzureWebJobsStorage": azurite.connection_string, "MAILFILER_CONFIG": str(config)}
+    )
+    ctx = AppContext(settings, load_config(config), tmp_path, stores)
+    assert poll_all(ctx, datetime.now(UTC)) == {"files": "failed", "support": "failed"}
+    status = mailbox_status(ctx)
+    assert (status["files"]["error"], status["files"]["fix"]) == (
+        f"local mailbox files: {missing} does not exist",
+        "create the folder, or set mailboxes.files.path (relative to the config file)",
+    )
+    assert (status["support"]["error"], status["support"]["fix"]) == (
+        f"cannot reach IMAP server 127.0.0.1:{port} (connection refused)",
+        "check mailboxes.support.host and mailboxes.support.port, and that the server is running",
+    )

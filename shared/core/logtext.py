@@ -23,3 +23,13 @@ def log_mail(message_id: str | None, subject: str | None) -> str:
     """A mail as people name it in a log line: `message-id='<id>' subject='...'`."""
     mid = f"<{message_id.strip('<>')}>" if message_id else None
     return f"message-id={log_text(mid)} subject={log_text(subject)}"
+
+
+def log_key(key: str) -> str:
+    """A message key as people name the mail: its Message-ID when the key holds it (the hex of
+    a short Message-ID, shared/core/message.py), else the key (a long or missing Message-ID)."""
+    try:
+        message_id = bytes.fromhex(key).decode("utf-8")
+    except ValueError:  # `h`/`s` + SHA-256, or not hex at all
+        return f"key={key[:40]}"
+    return f"message-id={log_text(f'<{message_id}>')}"
