@@ -38,7 +38,9 @@ $(AZURITE): package.json package-lock.json
 local.settings.json: local.settings.example.json
 	test -f $@ || cp $< $@
 
-# Azurite in memory on its usual ports, then the local host with the sample config.
+# Azurite in memory (unless a storage answers on its ports), then the local host with the
+# configuration local.settings.json names. Ports: `make run PORT=7072 AZURITE_PORTS=20000`
+# (or BLOB_PORT/QUEUE_PORT/TABLE_PORT); command-line variables reach the script's environment.
 run: setup
 	./scripts/run-local.sh
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from azure.core.exceptions import ServiceRequestError
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 from croniter import croniter
@@ -222,13 +223,25 @@ class LocalHost:
         self, fn: Registered, pair: tuple[Registered, Registered] | None = None
     ) -> None:
         wait = 0.1
+        away = False  # the storage did not answer the last receive
+        queue = fn.trigger["queueName"]
         with ThreadPoolExecutor(self.settings.batch_size, thread_name_prefix=fn.name) as pool:
             while not self.stop_event.is_set():
                 try:
                     got = self.drain_in_order(*pair, pool) if pair else self.drain_once(fn, pool)
+                except ServiceRequestError:
+                    # Expected while the storage is down: one line when it goes, one when it
+                    # is back, not a traceback per receive.
+                    if not away:
+                        log.warning("queue %s: storage unreachable; receiving again", queue)
+                    away, got = True, 0
                 except Exception:
-                    log.exception("queue %s: receive failed", fn.trigger["queueName"])
+                    log.exception("queue %s: receive failed", queue)
                     got = 0
+                else:
+                    if away:
+                        log.info("queue %s: storage reachable again", queue)
+                    away = False
                 if got:
                     wait = 0.1
                     continue
@@ -258,6 +271,8 @@ class LocalHost:
     def fire_timer(self, fn: Registered, past_due: bool = False) -> None:
         try:
             fn.invoke(TimerRequest(past_due=past_due))
+        except ServiceRequestError:  # storage down: expected, one line
+            log.warning("timer %s: storage unreachable; it runs again at its next time", fn.name)
         except Exception:
             log.exception("timer %s raised", fn.name)
 

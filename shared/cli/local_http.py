@@ -27,6 +27,7 @@ import re
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -56,7 +57,9 @@ def route_regex(route: str) -> re.Pattern[str]:
     """A Functions route template (`records/{type}/{id}`) as a regex of named groups."""
     pattern = ""
     for part in re.split(r"(\{[^}]+\})", route.strip("/")):
-        if part.startswith("{"):
+        if part.startswith("{*"):  # a catch-all: the rest of the path, slashes and all
+            pattern += f"(?P<{part[2:-1]}>.*)"
+        elif part.startswith("{"):
             name = part[1:-1].split(":", 1)[0].rstrip("?")
             pattern += f"(?P<{name}>[^/]+)"
         else:
@@ -108,11 +111,16 @@ class LocalHttpServer:
     def __init__(self, address: tuple[str, int], host: LocalHost, route_prefix: str) -> None:
         self.host = host
         self.route_prefix = route_prefix
-        self.routes: list[tuple[Registered, re.Pattern[str]]] = [
-            (fn, route_regex(fn.trigger.get("route") or fn.name))
-            for fn in host.functions
-            if fn.trigger["type"] == "httpTrigger"
-        ]
+        # As the Functions host orders them: a catch-all route (`{*path}`) only when no other
+        # route has the path (ASP.NET route precedence).
+        self.routes: list[tuple[Registered, re.Pattern[str]]] = sorted(
+            (
+                (fn, route_regex(fn.trigger.get("route") or fn.name))
+                for fn in host.functions
+                if fn.trigger["type"] == "httpTrigger"
+            ),
+            key=lambda pair: _catch_all(pair[0]),
+        )
         self.invocations = ThreadPoolExecutor(invocation_threads(), thread_name_prefix="invoke")
         self.socket = socket.create_server(address, backlog=128)
         self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
@@ -237,7 +245,11 @@ class LocalHttpServer:
             payload = b""  # HTTP forbids one; a function's stray body is dropped
         else:
             fields.append(("Content-Length", str(len(payload))))
-        out = conn.send(h11.Response(status_code=status, headers=fields)) or b""
+        try:  # the reason phrase in the status line, as the Functions host sends it
+            reason = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            reason = b""
+        out = conn.send(h11.Response(status_code=status, headers=fields, reason=reason)) or b""
         if payload and method != b"HEAD":
             out += conn.send(h11.Data(data=payload)) or b""
         out += conn.send(h11.EndOfMessage()) or b""
@@ -288,12 +300,17 @@ class LocalHttpServer:
             return _text(status, text)
         prefix = f"/{self.route_prefix}/" if self.route_prefix else "/"
         if not split.path.startswith(prefix):
-            return _error(404, "not_found", "no such route")
+            return _error(404, "not_found", f"no route {split.path[:200]!r}")
         rel = split.path[len(prefix) :]
+        allowed: set[str] = set()  # methods of the routes that have this path
         for fn, regex in self.routes:
             match = regex.match(rel)
             methods = [m.upper() for m in fn.trigger.get("methods") or []]
+            if match and allowed and _catch_all(fn):
+                break  # the path is a route's, only not for this method: 405 below
             if not match or (methods and method not in methods):
+                if match:
+                    allowed.update(methods)
                 continue
             request = func.HttpRequest(
                 method,
@@ -318,4 +335,15 @@ class LocalHttpServer:
             if not any(key.lower() == "content-type" for key in out):
                 out["Content-Type"] = response.mimetype or "text/plain"
             return response.status_code, out, response.get_body()
-        return _error(404, "not_found", "no such route")
+        if allowed:
+            status, headers, payload = _error(
+                405,
+                "method_not_allowed",
+                f"{method} is not allowed here: {', '.join(sorted(allowed))}",
+            )
+            return status, {**headers, "Allow": ", ".join(sorted(allowed))}, payload
+        return _error(404, "not_found", f"no route {split.path[:200]!r}")
+
+
+def _catch_all(fn: Registered) -> bool:
+    return "{*" in (fn.trigger.get("route") or "")

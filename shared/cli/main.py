@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import json
 import logging
@@ -52,10 +53,19 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _context() -> AppContext:
-    from ..services.context import build_context, set_context
-    from ..settings import AppSettings
+    from azure.core.exceptions import ServiceRequestError
 
-    ctx = build_context(AppSettings())
+    from ..services.context import build_context, set_context
+    from ..services.health import storage_answers
+    from ..settings import AppSettings
+    from ..store.stores import Stores
+
+    settings = AppSettings()
+    if not storage_answers(Stores.connect(settings.storage())):
+        # Said now (main() prints where and how to start it), not after the SDK's minutes of
+        # retries.
+        raise ServiceRequestError("storage unreachable")
+    ctx = build_context(settings)
     set_context(ctx)
     return ctx
 
@@ -258,8 +268,10 @@ def cmd_mailboxes(args: argparse.Namespace) -> int:
             print(json.dumps({"name": name, **status}))
         else:
             warned = "; ".join(status.get("warnings") or [])
-            why = status.get("disabled_reason") or status.get("last_error") or warned
+            why = status.get("disabled_reason") or status.get("error") or warned
             print(f"{name:<24} {status['kind']:<6} {status['status']:<9} {why}"[:200])
+            if status.get("fix"):
+                print(f"{'':<24} fix: {status['fix']}"[:200])
     return 0
 
 
@@ -294,26 +306,39 @@ def cmd_auth(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """What `/api/health` says: storage, queues, poison, held mail, and each mailbox."""
-    from ..services.health import health_report
+    from azure.core.exceptions import AzureError
+
+    from ..services.health import health_report, unreachable_report
+    from ..settings import AppSettings
+    from ..store.stores import Stores
 
     _prepare_env(args)
-    report = health_report(_context())
+    try:
+        report = health_report(_context())
+    except AzureError as exc:  # unreachable, or creating the tables and queues failed
+        report = unreachable_report(Stores.connect(AppSettings().storage()), exc)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0 if report["status"] != "unhealthy" else 1
-    print(f"status: {report['status']}")
     storage = report["storage"]
-    print(f"storage: {'reachable' if storage.get('reachable') else storage.get('error')}")
+    if not storage.get("reachable"):
+        print(f"unhealthy: {storage.get('error')}")
+        print("  start the local storage with `make run` (or check AzureWebJobsStorage)")
+        return 1
+    print(f"status: {report['status']}")
+    print("storage: reachable")
     busy = {q: n for q, n in report.get("queues", {}).items() if n}
     print("queues: " + (", ".join(f"{q} {n}" for q, n in sorted(busy.items())) or "all empty"))
     print(f"held: {report.get('held', 0)}")
     for name, entry in report.get("mailboxes", {}).items():
-        why = entry.get("disabled_reason") or entry.get("last_error") or ""
+        why = entry.get("disabled_reason") or entry.get("error") or ""
         line = f"  {name:<20} {entry['kind']:<6} {entry['status']:<9}"
         line += f" last success {entry.get('last_success') or '-'}"
         if entry.get("consecutive_failures"):
             line += f", {entry['consecutive_failures']} failures: {why}"
         print(line[:300])
+        if entry.get("fix") and (entry.get("consecutive_failures") or entry.get("disabled_reason")):
+            print(f"  {'':<20} fix: {entry['fix']}"[:300])
         if entry.get("actions_pending") or entry.get("actions_failed"):
             print(
                 f"  {'':<20} after-filing actions: {entry.get('actions_pending', 0)} pending, "
@@ -379,7 +404,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     _prepare_env(args)
     ctx = _context()
+    host = _host(ctx, in_order=not args.batches)
+    server = None
+    if not args.no_http:
+        try:  # before claiming the storage: a taken port leaves it to whoever serves it
+            server = LocalHttpServer((args.host, args.port), host, route_prefix="api")
+        except OSError as exc:
+            print(port_error(args.host, args.port, exc), file=sys.stderr)
+            return 1
     if not _claim_storage(ctx, args.force):
+        if server:
+            server.server_close()
         return REFUSED
     stop = threading.Event()
     lost: list[str] = []
@@ -391,10 +426,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     heartbeat = Heartbeat(
         ctx.stores, ctx.config, str(ctx.settings.config_path), on_lost, every=_beat_seconds()
     ).start()
-    host = _host(ctx, in_order=not args.batches)
-    server = None
-    if not args.no_http:
-        server = LocalHttpServer((args.host, args.port), host, route_prefix="api")
+    if server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
     host.start(
         queues=not args.no_queues,
@@ -402,7 +434,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         fire_timers_now=not args.no_initial_poll,
     )
     base = f"http://{args.host}:{args.port}"
-    routes = [f"{base}/api/{fn.trigger.get('route')}" for fn in host.of_type("httpTrigger")]
+    routes = [
+        f"{base}/api/{fn.trigger.get('route')}"
+        for fn in host.of_type("httpTrigger")
+        if "{*" not in (fn.trigger.get("route") or "")  # the catch-all answers 404/405
+    ]
     print(f"mailfiler: local host running ({len(host.functions)} functions)", flush=True)
     if server:
         # The console answers only on this machine (shared/console/access.py).
@@ -429,6 +465,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         server.server_close()
     host.stop()
     return REFUSED if lost else 0
+
+
+def port_error(host: str, port: int, exc: OSError) -> str:
+    """One line for a port the local host cannot listen on (taken, or not ours to bind)."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"mailfiler: port {port} on {host} is already in use (another `mailfiler run`?): "
+            f"stop it, or choose another port: --port {port + 1} (make run PORT={port + 1})"
+        )
+    return f"mailfiler: cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
 def _force_option(cmd: argparse.ArgumentParser) -> None:
@@ -645,8 +691,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _storage_endpoint() -> str:
+    from ..services.health import storage_endpoint
+    from ..settings import AppSettings
+    from ..store.stores import Stores
+
+    return storage_endpoint(Stores.connect(AppSettings().storage()))
+
+
 def main(argv: list[str] | None = None) -> int:
-    from azure.core.exceptions import AzureError
+    from azure.core.exceptions import AzureError, ServiceRequestError
 
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
@@ -655,8 +709,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    except ServiceRequestError:
+        # Storage unreachable: where, and how to start it; no traceback.
+        print(f"mailfiler: storage unreachable at {_storage_endpoint()}", file=sys.stderr)
+        print(
+            "  start the local storage with `make run` (or check AzureWebJobsStorage)",
+            file=sys.stderr,
+        )
+        return 2
     except AzureError as exc:
-        # Storage unreachable or refusing: one clear line, not a traceback.
+        # Storage refusing: one clear line, not a traceback.
         first_line = str(exc).splitlines()[0] if str(exc) else ""
         print(f"mailfiler: storage error: {type(exc).__name__}: {first_line}", file=sys.stderr)
         return 2

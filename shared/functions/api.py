@@ -312,3 +312,36 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:  # noqa: ARG001
     from .openapi import document
 
     return _json(document())
+
+
+_TEMPLATE_PART = re.compile(r"\{[^}]+\}")
+
+
+def allowed_methods(path: str) -> list[str]:
+    """The methods the API's documented routes take at `path` (under /api); [] if none has it."""
+    from .openapi import document
+
+    allowed: set[str] = set()
+    for template, operations in document()["paths"].items():
+        pattern = "".join(
+            "[^/]+" if _TEMPLATE_PART.fullmatch(part) else re.escape(part)
+            for part in re.split(r"(\{[^}]+\})", template)
+        )
+        if re.fullmatch(pattern, path):
+            allowed.update(m.upper() for m in operations if m != "parameters")
+    return sorted(allowed)
+
+
+# Last in route precedence (a catch-all): a JSON error for a path no function has (404) or a
+# method its route does not take (405 with Allow), not the host's empty answer.
+@bp.route(route="{*path}", auth_level=func.AuthLevel.ANONYMOUS)
+def not_found(req: func.HttpRequest) -> func.HttpResponse:
+    path = "/" + (req.route_params.get("path") or "")
+    allowed = allowed_methods(path)
+    if allowed:
+        response = _error(
+            405, "method_not_allowed", f"{req.method} is not allowed here: {', '.join(allowed)}"
+        )
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+    return _error(404, "not_found", f"no route {('/api' + path)[:200]!r}")

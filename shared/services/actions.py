@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from ..core.contracts import ActionsJob, FilingPlan, MailboxAction, RecordRef
+from ..core.logtext import log_key
 from ..sources.base import ActionResult, MailboxSource
 from ..store import action_log
 from ..store import pending_actions as pending
@@ -52,7 +53,7 @@ def request_actions(stores: Stores, plan: FilingPlan, now: datetime) -> str:
     is, so a later sighting never acts again. A row whose message was lost is sent again."""
     if not plan.mailbox_actions:
         return "no actions"
-    where = f"mailbox={plan.mailbox} key={plan.message_key[:40]}"
+    where = f"mailbox={plan.mailbox} {log_key(plan.message_key)}"
     wait = seconds_left(stores, plan.mailbox, now)
     job = pending.new_job()
     due = now + timedelta(seconds=wait)
@@ -90,7 +91,9 @@ def resend_actions(stores: Stores, row: Entity, now: datetime, *, why: str) -> s
     ):
         return "changed meanwhile"
     send_actions(stores, mailbox, str(row["MessageKey"]), job, wait)
-    log.warning("actions: mailbox=%s key=%s re-sent (%s)", mailbox, row["MessageKey"][:40], why)
+    log.warning(
+        "actions: mailbox=%s %s re-sent (%s)", mailbox, log_key(str(row["MessageKey"])), why
+    )
     return "re-sent"
 
 

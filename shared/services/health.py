@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
+from urllib.parse import urlsplit
+
+from azure.core.exceptions import ServiceRequestError
 
 from ..core.config import EwsMailbox, GraphMailbox, ImapMailbox, ImapOAuth, Mailbox
 from ..store import pending_actions
 from ..store.backoff import backoff_until
-from ..store.stores import HELD, QUEUES, poison
+from ..store.stores import HELD, QUEUES, Stores, poison
 from .context import AppContext
 from .mailboxes import mailbox_status
 
@@ -32,6 +36,8 @@ def health_report(ctx: AppContext, now: datetime | None = None) -> dict[str, Any
         "queues": {},
         "mailboxes": {},
     }
+    if not storage_answers(ctx.stores):  # at once, not after the SDK's minutes of retries
+        return unreachable_report(ctx.stores, ServiceRequestError("connection refused"))
     try:
         for name in QUEUES:
             body["queues"][name] = ctx.stores.queues.depth(name)
@@ -59,15 +65,55 @@ def health_report(ctx: AppContext, now: datetime | None = None) -> dict[str, Any
         held = ctx.stores.table(HELD).all(select=["PartitionKey"])
         body["held"] = sum(1 for _ in islice(held, HELD_COUNT_CAP))
     except Exception as exc:
-        log.exception("health: check failed")
-        body["status"] = "unhealthy"
-        body["storage"] = {"reachable": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
-        return body
+        return unreachable_report(ctx.stores, exc)
     if any(m["status"] == "failing" or m["warnings"] for m in body["mailboxes"].values()):
         body["status"] = "degraded"
     if any(body["queues"][poison(q)] for q in QUEUES):
         body["status"] = "degraded"
     return body
+
+
+def storage_endpoint(stores: Stores) -> str:
+    """The storage account as an operator names it (its table service's URL, no secrets)."""
+    try:
+        return str(stores.account.tables.url).split("?", 1)[0].rstrip("/")
+    except ValueError:  # a connection string the SDK cannot read
+        return "the configured storage account"
+
+
+def storage_answers(stores: Stores, timeout: float = 3.0) -> bool:
+    """Whether the storage's table service accepts a connection: one TCP connect, no retry, so
+    a stopped emulator is said in seconds."""
+    parts = urlsplit(storage_endpoint(stores))
+    if not parts.hostname:
+        return True  # cannot tell: let the real requests say
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def unreachable_report(stores: Stores, exc: BaseException) -> dict[str, Any]:
+    """The report when the storage cannot be read. A connection that fails is expected (the
+    emulator is not running, the network is down): one log line. Anything else is a bug or a
+    refusal worth its traceback."""
+    endpoint = storage_endpoint(stores)
+    if isinstance(exc, ServiceRequestError):
+        error = f"storage unreachable at {endpoint}"
+        log.warning("health: %s", error)
+    else:
+        first = (str(exc) or type(exc).__name__).splitlines()[0][:300]
+        error = f"storage at {endpoint} failed: {type(exc).__name__}: {first}"
+        log.exception("health: %s", error)
+    return {
+        "status": "unhealthy",
+        "held": 0,
+        "storage": {"reachable": False, "endpoint": endpoint, "error": error},
+        "queues": {},
+        "mailboxes": {},
+    }
 
 
 def _actions_and_backoff(ctx: AppContext, name: str, entry: dict[str, Any], now: datetime) -> None:

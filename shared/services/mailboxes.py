@@ -12,6 +12,7 @@ from ..store import mailbox_status as status_store
 from ..store import subscriptions
 from ..store.stores import GRAPH_STATE, MAILBOXES
 from .context import AppContext
+from .failures import split_stored
 from .ingest import IngestSummary
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,9 @@ def record_status(
         if limit is not None and failures >= limit:
             # Polling on would only hammer a server that refuses (and may lock the account).
             log.error("poll: mailbox=%s disabled after %d failures", name, failures)
+            last, _ = split_stored(error)
             entity.update(
-                Disabled=True, DisabledReason=f"{failures} failed polls; last: {error}"[:2000]
+                Disabled=True, DisabledReason=f"{failures} failed polls; last: {last}"[:2000]
             )
     status_store.put_status(table, name, **entity)
 
@@ -75,6 +77,7 @@ def mailbox_status(ctx: AppContext, now: datetime | None = None) -> dict[str, di
     for mailbox in ctx.config.mailboxes:
         entry = stored.get(mailbox.name, {})
         failures = int(entry.get("ConsecutiveFailures", 0))
+        error, fix = split_stored(entry.get("LastError"))
         state = (
             "disabled"
             if not mailbox.enabled
@@ -90,6 +93,10 @@ def mailbox_status(ctx: AppContext, now: datetime | None = None) -> dict[str, di
             "last_success": _iso(entry.get("LastSuccess")),
             "consecutive_failures": failures,
             "last_error": entry.get("LastError") or None,
+            # The last failure in plain words and the setting to fix (services/failures.py),
+            # for a page or a command to print apart.
+            "error": error if failures or entry.get("Disabled") else None,
+            "fix": fix if failures or entry.get("Disabled") else None,
             "warnings": _warnings(ctx, mailbox, now),
         }
         if isinstance(mailbox, GraphMailbox) and mailbox.enabled and not mailbox.polling_only:

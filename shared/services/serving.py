@@ -28,6 +28,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from azure.core.exceptions import ServiceRequestError
+
 from ..core.config import Config
 from ..core.errors import MailfilerError
 from ..store import serving as claim_row
@@ -194,5 +196,11 @@ class Heartbeat:
                 log.error("serving: lost the storage: %s", exc)
                 self._on_lost(str(exc))
                 return
+            except ServiceRequestError as exc:  # storage away: expected, one line
+                log.warning("serving: heartbeat failed: storage unreachable (%s)", _first(exc))
             except Exception:  # a storage hiccup: the next beat tries again before expiry
                 log.exception("serving: heartbeat failed")
+
+
+def _first(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__).splitlines()[0][:200]

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..core.config import Config
 from ..core.contracts import MAX_PARTICIPANTS, FilingPlan
+from ..core.logtext import log_mail
 from ..services import events
 from ..services.actions import MAILFILER, request_actions
 from ..services.context import AppContext
@@ -109,11 +110,12 @@ def file_plan(
         queue_notices(stores, plan, None)
         _act_on_mailbox(stores, config, plan, now)
         log.info(
-            "file: mailbox=%s key=%s action=%s", plan.mailbox, plan.message_key[:40], plan.action
+            "file: mailbox=%s %s action=%s (not filed)", plan.mailbox, _mail(plan), plan.action
         )
         return plan
     if plan.record is None:
         raise ContractError(f"plan {plan.action} for {plan.message_key[:40]} names no record")
+    display_id: str | None = None
     if plan.action == "sighting":
         own = messages.filed(stores, plan.message_key) or {}
         # The copy the message index points at: the index and the timeline follow its folder.
@@ -125,7 +127,7 @@ def file_plan(
     else:
         if plan.entry is None:
             raise ContractError(f"plan {plan.action} for {plan.message_key[:40]} has no entry")
-        created, display_id = False, None
+        created = False
         side: list[dict[str, Any]] = []  # rows beside the record's timeline entry
         if plan.action == "create":
             created, display_id, created_at = ensure_record(stores, config, plan, now)
@@ -175,14 +177,26 @@ def file_plan(
     metrics = instruments()
     if metrics is not None:
         metrics.filed.add(1, {"mailbox": plan.mailbox, "action": plan.action})
-    log.info(
-        "file: mailbox=%s key=%s action=%s record=%s",
-        plan.mailbox,
-        plan.message_key[:40],
-        plan.action,
-        plan.record.key,
-    )
+    if log.isEnabledFor(logging.INFO):
+        # Records by the name people use (CASE-12): one read when this filing did not learn it.
+        if display_id is None:
+            display_id = records.display_id(stores, plan.record)
+        log.info(
+            "file: mailbox=%s record=%s action=%s %s",
+            plan.mailbox,
+            display_id or f"{plan.record.type} (not numbered yet)",
+            plan.action,
+            _mail(plan),
+        )
     return plan
+
+
+def _mail(plan: FilingPlan) -> str:
+    """The mail as people name it: its Message-ID and subject (the key when it has neither)."""
+    entry = plan.entry
+    if entry is None or not (entry.message_id or entry.subject):
+        return f"key={plan.message_key[:40]}"
+    return log_mail(entry.message_id, entry.subject)
 
 
 def _act_on_mailbox(

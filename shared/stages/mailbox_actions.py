@@ -24,6 +24,7 @@ import logging
 from datetime import datetime, timedelta
 
 from ..core.contracts import ActionsJob
+from ..core.logtext import log_key
 from ..services.actions import STALE, act, resend_actions, send_actions
 from ..services.context import AppContext
 from ..services.poison import send_to_poison
@@ -48,7 +49,7 @@ def handle_actions(ctx: AppContext, body: bytes, now: datetime) -> str:
     """Run one mail's actions in one mailbox, if this message is the one that may."""
     job = decode(body, ActionsJob)
     stores = ctx.stores
-    where = f"mailbox={job.mailbox} key={job.message_key[:40]}"
+    where = f"mailbox={job.mailbox} {log_key(job.message_key)}"
     row = pending.get(stores, job.mailbox, job.message_key)
     if row is None:
         return f"{where}: no such pending actions"
@@ -150,7 +151,7 @@ def _give_up(stores: Stores, row: Entity, body: bytes, reason: str, now: datetim
         now=now,
     )
     pending.mark_failed(stores, row, reason, now)
-    where = f"mailbox={row['PartitionKey']} key={str(row['MessageKey'])[:40]}"
+    where = f"mailbox={row['PartitionKey']} {log_key(str(row['MessageKey']))}"
     log.error("actions: %s failed: %s", where, reason)
     return f"failed: {reason}"
 

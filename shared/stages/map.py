@@ -31,6 +31,7 @@ from ..core.decide import (
     lookups,
     own_mail,
 )
+from ..core.logtext import log_key, log_mail
 from ..core.message import MailMessage, id_key
 from ..core.mime import iter_attachments
 from ..core.plan_fit import fit_plan, plan_bytes
@@ -313,9 +314,9 @@ def _fitted(stores: Stores, plan: FilingPlan, text: str) -> FilingPlan:
     if fitted is plan:
         return plan
     log.warning(
-        "map: mailbox=%s key=%s plan of %d bytes cut to fit its queue message",
+        "map: mailbox=%s %s plan of %d bytes cut to fit its queue message",
         plan.mailbox,
-        plan.message_key[:40],
+        log_key(plan.message_key),
         plan_bytes(plan),
     )
     entry = fitted.entry
@@ -349,9 +350,9 @@ def _claimed(
         "recorded as a sighting"
     )
     log.info(
-        "map: mailbox=%s key=%s sighting: the copy in mailbox %s files it",
+        "map: mailbox=%s %s sighting: the copy in mailbox %s files it",
         message.mailbox,
-        message.key[:40],
+        log_key(message.key),
         held["Mailbox"],
     )
     sighting = FilingPlan(
@@ -380,9 +381,9 @@ def _wait(
         INBOUND, inbound.model_copy(update={"waits": inbound.waits + 1}), delay_seconds=delay
     )
     log.info(
-        "map: mailbox=%s key=%s waits %ds (%d/%d) for %s",
+        "map: mailbox=%s %s waits %ds (%d/%d) for %s",
         message.mailbox,
-        message.key[:40],
+        log_key(message.key),
         delay,
         inbound.waits + 1,
         wait.max_waits,
@@ -439,9 +440,9 @@ def map_inbound(
         limited = decided(replace(known, sender_recent=config.rate_limit.per_sender))
         if limited[0].action == "hold" and not slots.claim(message.key):
             log.info(
-                "map: mailbox=%s key=%s held: %d admitted mails from its sender within a window",
+                "map: mailbox=%s %s held: %d admitted mails from its sender within a window",
                 message.mailbox,
-                message.key[:40],
+                log_key(message.key),
                 slots.in_use(),
             )
             plans = limited
@@ -476,13 +477,14 @@ def map_inbound(
     plans = [_fitted(stores, plan, text) for plan in plans]
     for plan in plans:
         stores.queues.send(FILING, plan)
+        # The record is named (CASE-12) by the file stage's line, once it is numbered.
         log.info(
-            "map: mailbox=%s key=%s kind=%s action=%s record=%s",
+            "map: mailbox=%s %s kind=%s action=%s type=%s",
             message.mailbox,
-            message.key[:40],
+            log_mail(message.message_id, message.subject),
             plan.kind,
             plan.action,
-            plan.record.key if plan.record else None,
+            plan.record.type if plan.record else "-",
         )
     return plans
 

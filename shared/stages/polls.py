@@ -10,6 +10,7 @@ from typing import Any
 
 from ..core.config import EwsMailbox, GraphMailbox, ImapMailbox, Mailbox
 from ..services.context import AppContext
+from ..services.failures import describe_failure, fingerprint
 from ..services.ingest import IngestSummary, ingest_mailbox
 from ..services.mailboxes import record_status, resync_done, status_rows
 from ..services.server_busy import note_busy
@@ -22,6 +23,10 @@ from ..store.stores import GRAPH_FETCH, GRAPH_STATE, MAILBOXES, POLLS
 log = logging.getLogger(__name__)
 LEASES = "lease"  # Mailboxes PK of the poll leases: RK mailbox
 POLL_LEASE = timedelta(minutes=15)  # longer than any poll; a crashed poller's lease lapses
+# Per mailbox, the fingerprint of the configuration and secrets its last failed poll in this
+# process ran with (services/failures.py). Config and app settings are read at start, so a
+# fix means a new process or a new fingerprint: either way the mailbox is polled at once.
+_FAILED_WITH: dict[str, str] = {}
 
 
 def poll_all(
@@ -81,6 +86,13 @@ def not_due(
     if notified and not _graph_sync_due(ctx, mailbox.name, status, now):
         return "notifications"
     if interval and isinstance(mailbox, ImapMailbox | EwsMailbox) and status:
+        if status.get("ConsecutiveFailures"):
+            settings = fingerprint(mailbox)
+            if _FAILED_WITH.get(mailbox.name) != settings:
+                # Failing, and its settings changed since (or this process has not tried
+                # them yet): try the fix now, once, not at the end of the interval.
+                _FAILED_WITH[mailbox.name] = settings
+                return None
         last = status.get("LastPoll")
         # A little slack: a poll that took a few seconds must not push the next one a minute.
         if isinstance(last, datetime) and now - last < timedelta(
@@ -119,9 +131,15 @@ def poll_one(ctx: AppContext, name: str, now: datetime, *, limit: int | None = N
                 send_poll(ctx, name, delay_seconds=delay)
                 mailbox_status.note_busy(ctx.stores.table(MAILBOXES), name, now)
                 return f"busy; again in {delay} s"
-            log.exception("poll: mailbox=%s failed", name)
-            record_status(ctx, name, mailbox.kind, now, error=f"{type(exc).__name__}: {exc}")
+            failure = describe_failure(mailbox, exc)
+            _FAILED_WITH[name] = fingerprint(mailbox)
+            if failure.expected:  # a wrong password or a server away: one line, no traceback
+                log.warning("poll: mailbox=%s failed: %s", name, failure.line())
+            else:
+                log.exception("poll: mailbox=%s failed: %s", name, failure.line())
+            record_status(ctx, name, mailbox.kind, now, error=failure.text())
             return "failed"
+        _FAILED_WITH.pop(name, None)
         record_status(ctx, name, mailbox.kind, now, summary=summary)
         if isinstance(mailbox, GraphMailbox):
             _after_delta(ctx, mailbox, summary)

@@ -135,7 +135,8 @@ def test_bad_credentials_are_a_failure_not_busy(
     world.fake.add_messages(ANN, "inbox", [mail(1)])
     assert world.poll() == "failed"
     status = mailbox_status(world.ctx)["ews"]
-    assert status["status"] == "failing" and "Unauthorized" in str(status["last_error"])
+    assert status["status"] == "failing" and "refused the login (401)" in str(status["last_error"])
+    assert "EWS_TEST_PASSWORD" in str(status["fix"])
     assert "wrong" not in str(status["last_error"])
     assert world.stores.queues.depth(POLLS) == 0  # not retried as if busy
 

@@ -201,7 +201,7 @@ def test_a_wrong_password_fails_this_mailbox_only(
     monkeypatch.setenv("IMAP_TEST_PASSWORD", "wrong")
     assert world.poll() == "failed"
     status = mailbox_status(world.ctx)["imap"]
-    assert status["status"] == "failing" and "imap 127.0.0.1" in str(status["last_error"])
+    assert status["status"] == "failing" and "IMAP server 127.0.0.1" in str(status["last_error"])
     assert "wrong" not in str(status["last_error"])
     assert threading.active_count() >= 1
 
@@ -258,7 +258,9 @@ def test_xoauth2_with_an_app_token_from_entra(
                 assert len(records(stores)) == 1
                 entra.grant_imap("imap-app", "someone-else@example.test")
                 assert world.poll() == "failed"  # the token no longer opens this mailbox
-                assert "imap 127.0.0.1" in str(mailbox_status(world.ctx)["imap"]["last_error"])
+                assert "IMAP server 127.0.0.1" in str(
+                    mailbox_status(world.ctx)["imap"]["last_error"]
+                )
             finally:
                 set_context(None)
 

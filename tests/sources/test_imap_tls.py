@@ -185,7 +185,7 @@ def test_certificates_are_checked_against_the_system_cas_by_default(
     error = str(status["last_error"])
     assert status["status"] == "failing"
     assert "CERTIFICATE_VERIFY_FAILED" in error and "certificate verify failed" in error, error
-    assert "imap 127.0.0.1" in error
+    assert "IMAP server 127.0.0.1" in error
     assert PASSWORD not in error
     world.assert_nothing_queued()
     assert not world.mentions_user()  # no LOGIN was sent: the handshake failed first
