@@ -65,7 +65,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def _storage() -> Azurite:
     """Azurite in memory, on its usual ports when they are free (so `mailfiler records list`
     in another shell finds it), else on free ones (printed)."""
-    storage = Azurite()
+    storage = Azurite(own_session=True)
     usual = (10000, 10001, 10002)
     if all(_free(port) for port in usual):
         storage.ports = usual

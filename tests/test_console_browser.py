@@ -718,6 +718,9 @@ def test_browser_see_a_failing_mailbox_and_enable_it(site: Site, watched: Watche
     assert row.locator(".mailbox-status").inner_text() == "disabled"
     error = row.locator(".error").inner_text()
     assert "Disabled: 1 failed polls" in error and "127.0.0.1" in error, error
+    # Beside the error, the setting to fix (services/failures.py words it).
+    fix = row.locator(".fix").inner_text()
+    assert fix.startswith("To fix: check mailboxes.broken.host and mailboxes.broken.port"), fix
     ok = page.locator("tr.mailbox[data-mailbox=hostile] .mailbox-status").inner_text()
     assert ok == "ok"
     assert page.locator("tr.mailbox[data-mailbox=hostile] .enable-form").count() == 0

@@ -40,8 +40,9 @@ KEEP_ALIVE = (
 
 
 class Azurite:
-    def __init__(self) -> None:
+    def __init__(self, *, own_session: bool = False) -> None:
         self.ports = (free_port(), free_port(), free_port())
+        self.own_session = own_session
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -80,9 +81,9 @@ class Azurite:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env={**os.environ},
-            # Not in the caller's process group: a Ctrl-C stops the caller, which stops
-            # Azurite after what still uses it.
-            start_new_session=True,
+            # own_session: not in the caller's process group, so a Ctrl-C stops the caller,
+            # which stops Azurite after what still uses it (make demo-imap).
+            start_new_session=self.own_session,
         )
         deadline = time.monotonic() + 30
         for port in self.ports:

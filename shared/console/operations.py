@@ -17,7 +17,7 @@ from typing import Any
 
 from ..services.audit import audit
 from ..services.context import AppContext
-from ..services.mailboxes import enable, mailbox_status
+from ..services.mailboxes import cursor_lines, enable, mailbox_status
 from ..services.messages import message_status, messages_by_source
 from ..services.poison import poison_entries, replay
 from ..services.records import RecordError
@@ -109,6 +109,7 @@ def operations_page(ctx: AppContext, params: Mapping[str, str], who: Principal) 
     for name, row in mailboxes.items():
         mailbox = ctx.config.mailbox(name)
         row["can_enable"] = bool(row["disabled_reason"]) and mailbox is not None and mailbox.enabled
+        row["cursor"] = cursor_lines(ctx, mailbox) if mailbox is not None else []
     depths = {queue: ctx.stores.queues.depth(poison(queue)) for queue in QUEUES}
     failures = {queue: poison_entries(ctx.stores, queue, SHOWN) for queue, n in depths.items() if n}
     dead, dead_total = dead_deliveries(ctx)

@@ -10,6 +10,7 @@ from typing import Any
 from ..core.config import GraphMailbox, ImapMailbox, Mailbox
 from ..store import mailbox_status as status_store
 from ..store import subscriptions
+from ..store.cursors import Cursors
 from ..store.stores import GRAPH_STATE, MAILBOXES
 from .context import AppContext
 from .failures import split_stored
@@ -132,3 +133,22 @@ def _iso(value: Any) -> str | None:
 def request_resync(ctx: AppContext, mailbox: str, now: datetime, *, reason: str) -> None:
     """The next poll runs delta for this mailbox, whatever its schedule."""
     status_store.request_resync(ctx.stores.table(GRAPH_STATE), mailbox, now, reason)
+
+
+CURSOR_VALUE_CHARS = 24  # longer values (delta links, sync states) are named, not shown
+
+
+def cursor_lines(ctx: AppContext, mailbox: Mailbox) -> list[str]:
+    """Where each watched folder's next poll starts, one line per folder, for people: short
+    values as they are (`LastUid 1234`), long opaque ones (a delta link, a sync state) named
+    with their length. Local folders keep no cursor: an empty list."""
+    lines = []
+    for folder, values in sorted(Cursors(ctx.stores, mailbox.name, mailbox.kind).load().items()):
+        shown = []
+        for key, value in sorted(values.items()):
+            text = str(value)
+            if len(text) > CURSOR_VALUE_CHARS:
+                text = f"({len(text)} characters)"
+            shown.append(f"{key} {text}")
+        lines.append(f"{folder}: {', '.join(shown) or 'started'}")
+    return lines
