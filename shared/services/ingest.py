@@ -22,7 +22,7 @@ from datetime import datetime
 
 from azure.core.exceptions import AzureError
 
-from ..core.contracts import InboundMessage
+from ..core.contracts import INLINE_RAW_BYTES, InboundMessage
 from ..core.message import id_key
 from ..core.mime import header_message_id
 from ..sources.base import MailboxSource, SourceMessage
@@ -80,6 +80,7 @@ def queue_message(
             flags=message.flags,
             conversation_id=message.conversation_id,
             received_at=message.received_at,
+            raw=message.raw if len(message.raw) <= INLINE_RAW_BYTES else None,
         ),
     )
     return ingest_notes.row(mailbox, message.source_id, blob, message.folder, now)
