@@ -17,7 +17,8 @@ from azure.core.exceptions import ServiceRequestError
 from shared.core.config import Config, parse_config
 from shared.core.contracts import INLINE_RAW_BYTES, InboundMessage
 from shared.core.message import id_key
-from shared.services.ingest import ingest_mailbox
+from shared.services.ingest import ingest_mailbox, queue_message
+from shared.sources.base import SourceMessage
 from shared.sources.local import LocalSource
 from shared.stages.file import file_plan
 from shared.stages.map import map_inbound
@@ -148,3 +149,25 @@ def test_a_plan_whose_filing_fails_in_map_is_filed_from_the_filing_queue_once(
     assert reply["RecordKey"] == root["RecordKey"]
     assert sorted(e["Subject"] for e in timeline_entries(stores)) == ["Re: Принтер", "Принтер"]
     assert not stores.queues.depth(FILING)
+
+
+def test_a_long_folder_name_leaves_the_raw_mail_in_blob_storage_only(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """Inline raw mail never pushes an inbound message over the queue's 64 KiB: a source's
+    folder name is the source's to choose (here 20,000 Cyrillic letters, 40 KB of JSON)."""
+    config = config_for(tmp_path)
+    body = "Письмо в длинной папке. " * 400  # 18 KB: small enough to go inline alone
+    raw = write(tmp_path, "1.eml", "folder@example.ru", "Папка", body)
+    assert 16 * 1024 < len(raw) <= INLINE_RAW_BYTES
+    for source_id, folder in (("short", "Входящие"), ("long", "Ф" * 20_000)):
+        queue_message(stores, "support", SourceMessage(source_id, raw, folder=folder), NOW)
+    inbound = {
+        m.source_id: m for m in (decode(b, InboundMessage) for b in stores.queues.peek(INBOUND))
+    }
+    assert inbound["short"].raw == raw
+    assert inbound["long"].raw is None and inbound["long"].folder == "Ф" * 20_000
+    map_and_file(stores, config, filer(stores, config))
+    row = messages.filed(stores, id_key("folder@example.ru"))
+    assert row is not None
+    assert stores.blobs.get(row["Blob"]) == raw
