@@ -120,6 +120,7 @@ def main() -> None:
             f"{total:>8.2f}{row['per_second']:>9.1f}{row['cpu_ms']:>8.1f}"
         )
     print("map and file include the local host's queue calls (receive, delete, empty polls);")
+    print("map files its plans in the same invocation: file counts what the filing queue had left")
     print("CPU: this process's CPU time per filed message, ingest to file (Azurite excluded)")
 
 
