@@ -18,6 +18,7 @@ from shared.core.contracts import InboundMessage, PoisonMessage
 from shared.core.message import id_key
 from shared.services.context import AppContext, set_context
 from shared.services.messages import key_candidates
+from shared.stages.map import map_inbound
 from shared.stages.polls import poll_all
 from shared.store.queues import decode
 from shared.store.stores import (
@@ -277,9 +278,11 @@ def test_replay_of_a_plan_poisoned_in_the_file_stage(
 ) -> None:
     stores = context.stores
     poll_all(context, NOW)
-    # Map only: the 4 conversations' first mails' plans wait on `filing`; their 4 replies wait
-    # on `inbound` for them to be filed (so this drain ends on its timeout, after one batch).
-    local_host(stores.queues).drain(only={INBOUND}, timeout=3)
+    # Map only (map_inbound without `file` queues the plans): the 4 conversations' first
+    # mails' plans wait on `filing`; their 4 replies wait on `inbound` for them to be filed.
+    for message in stores.queues.receive(INBOUND, max_messages=32, visibility_timeout=60):
+        map_inbound(stores, context.config, message.body, now=NOW)
+        stores.queues.delete(INBOUND, message)
     plans = stores.queues.peek(FILING, 32)
     assert len(plans) == 4
     stores.queues.clear(FILING)

@@ -19,6 +19,9 @@ FLAG_CHARS = 1000
 # Addresses of one mail kept as the record's participants: with the entry and its audit row they
 # fit one 100-operation transaction.
 MAX_PARTICIPANTS = 50
+# Raw mail up to this size rides in its `inbound` message as well as in Blob Storage: base64
+# twice (the field, then the queue's encoding) it stays well inside a queue message's 64 KiB.
+INLINE_RAW_BYTES = 24 * 1024
 
 
 class _Contract(BaseModel):
@@ -27,6 +30,11 @@ class _Contract(BaseModel):
 
 class InboundMessage(_Contract):
     """Queue `inbound`: one message a source has seen, its raw bytes already in Blob Storage."""
+
+    # `raw` is base64 in JSON (any bytes, not only UTF-8).
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, ser_json_bytes="base64", val_json_bytes="base64"
+    )
 
     v: Literal[1] = 1
     mailbox: str
@@ -40,6 +48,9 @@ class InboundMessage(_Contract):
     # How often the map stage has put this mail back to wait for mail it refers to (ingested,
     # not yet filed); bounded, so a referenced mail that never files cannot hold it for ever.
     waits: int = Field(default=0, ge=0)
+    # Small mail travels inline too (the same bytes as `blob`, which is still written: the
+    # record's raw mail): the map stage reads it from here and saves a Blob Storage read.
+    raw: bytes | None = Field(default=None, max_length=INLINE_RAW_BYTES)
 
 
 class FlagChange(_Contract):

@@ -15,7 +15,8 @@ from ..store.stores import (
 
 
 def parse_inbound(stores: Stores, inbound: InboundMessage) -> MailMessage:
-    raw = stores.blobs.get(inbound.blob)
+    """The mail as it came inline (small mail: contracts.INLINE_RAW_BYTES), else as stored."""
+    raw = inbound.raw if inbound.raw is not None else stores.blobs.get(inbound.blob)
     if raw is None:
         raise ContractError(f"raw mail {inbound.blob} is not in Blob Storage")
     return parse_message(

@@ -22,13 +22,14 @@ from datetime import datetime
 
 from azure.core.exceptions import AzureError
 
-from ..core.contracts import InboundMessage
+from ..core.contracts import INLINE_RAW_BYTES, InboundMessage
 from ..core.message import id_key
 from ..core.mime import header_message_id
 from ..sources.base import MailboxSource, SourceMessage
 from ..store import ingest_notes, messages
 from ..store.cursors import Cursors
 from ..store.keys import source_key
+from ..store.queues import encode
 from ..store.stores import INBOUND, INGEST, TASK_CHANGES, Stores
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,20 @@ class IngestSummary:
     versions: dict[str, str] = field(default_factory=dict)  # of `changed`, where listed
 
 
+# An inbound message with its raw mail inline stays under this (JSON bytes; base64 on the
+# queue makes it 4/3 of it, under the 64 KiB limit with room for the map stage's `waits`).
+INLINE_MESSAGE_BYTES = 46 * 1024
+
+
+def _with_raw(inbound: InboundMessage, raw: bytes) -> InboundMessage:
+    """`inbound` carrying small raw mail too (the map stage then reads no blob), unless the
+    rest of the message (a long folder name, many flags) leaves no room for it."""
+    if len(raw) > INLINE_RAW_BYTES:
+        return inbound
+    with_raw = inbound.model_copy(update={"raw": raw})
+    return with_raw if len(encode(with_raw)) <= INLINE_MESSAGE_BYTES else inbound
+
+
 def queue_message(
     stores: Stores, mailbox: str, message: SourceMessage, now: datetime
 ) -> dict[str, object]:
@@ -70,18 +85,16 @@ def queue_message(
             blob=blob,
             now=now,
         )
-    stores.queues.send(
-        INBOUND,
-        InboundMessage(
-            mailbox=mailbox,
-            source_id=message.source_id,
-            blob=blob,
-            folder=message.folder,
-            flags=message.flags,
-            conversation_id=message.conversation_id,
-            received_at=message.received_at,
-        ),
+    inbound = InboundMessage(
+        mailbox=mailbox,
+        source_id=message.source_id,
+        blob=blob,
+        folder=message.folder,
+        flags=message.flags,
+        conversation_id=message.conversation_id,
+        received_at=message.received_at,
     )
+    stores.queues.send(INBOUND, _with_raw(inbound, message.raw))
     return ingest_notes.row(mailbox, message.source_id, blob, message.folder, now)
 
 

@@ -31,6 +31,7 @@ from azure.data.tables import (
 )
 
 from .errors import StorageLimitError
+from .transactions import submit_transaction
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +307,7 @@ class Table:
         if len(ops) == 1 and ops[0][0] != "delete":
             return self._single(ops[0], lost)
         try:
-            self.client.submit_transaction(ops)
+            submit_transaction(self.client, ops)
         except TableTransactionError as exc:
             if getattr(exc, "error_code", None) in lost:
                 return False
@@ -358,7 +359,7 @@ class Table:
                     continue
                 ops: list[Any] = [("upsert", e, {"mode": UpdateMode.MERGE}) for e in chunk]
                 try:
-                    self.client.submit_transaction(ops)
+                    submit_transaction(self.client, ops)
                 except TableTransactionError:
                     log.exception("table %s: transaction failed", self.name)
                     raise

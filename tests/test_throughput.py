@@ -1,0 +1,173 @@
+"""Issue 22: fewer storage calls per filed mail, every mail still filed once.
+
+Small raw mail rides in its `inbound` message (no Blob Storage read in map); the map
+invocation files its plans itself, and a plan whose filing fails there goes to the `filing`
+queue and is filed by the file stage as before. Against Azurite, counted by its requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from azure.core.exceptions import ServiceRequestError
+
+from shared.core.config import Config, parse_config
+from shared.core.contracts import INLINE_RAW_BYTES, InboundMessage
+from shared.core.message import id_key
+from shared.services.ingest import ingest_mailbox, queue_message
+from shared.sources.base import SourceMessage
+from shared.sources.local import LocalSource
+from shared.stages.file import file_plan
+from shared.stages.map import map_inbound
+from shared.store import messages
+from shared.store.account import RequestCounter
+from shared.store.blobs import RAW_CONTAINER
+from shared.store.queues import decode
+from shared.store.stores import FILING, INBOUND, Stores
+
+from .helpers import timeline_entries
+
+pytestmark = pytest.mark.azurite
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def counter() -> RequestCounter:
+    """The `stores` fixture's counter, recording each call (conftest.py)."""
+    return RequestCounter(record=True)
+
+
+def config_for(folder: Path) -> Config:
+    return parse_config(
+        "record_types: [{name: case, prefix: CASE}]\n"
+        f"mailboxes: [{{name: support, kind: local, path: '{folder}', record_type: case}}]\n"
+    )
+
+
+def write(
+    folder: Path, name: str, mid: str, subject: str, body: str, reply_to: str | None = None
+) -> bytes:
+    thread = f"In-Reply-To: <{reply_to}>\nReferences: <{reply_to}>\n" if reply_to else ""
+    raw = (
+        "From: =?utf-8?b?5p2O6Zu3?= <li.lei@example.cn>\nTo: support@mailfiler.example\n"
+        f"Subject: {subject}\nDate: Tue, 24 Nov 2026 10:00:00 +0000\nMessage-ID: <{mid}>\n"
+        f"{thread}MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
+        f"Content-Transfer-Encoding: 8bit\n\n{body}\n"
+    ).encode()
+    (folder / name).write_bytes(raw)
+    return raw
+
+
+def ingested(stores: Stores, folder: Path) -> list[InboundMessage]:
+    ingest_mailbox(stores, "support", LocalSource(folder), now=NOW)
+    return [decode(body, InboundMessage) for body in stores.queues.peek(INBOUND, 32)]
+
+
+def map_and_file(stores: Stores, config: Config, file: Callable[[bytes], object] | None) -> None:
+    """Map every visible inbound message, as the `inbound` trigger does (functions/pipeline.py)."""
+    for message in stores.queues.receive(INBOUND, max_messages=32, visibility_timeout=60):
+        map_inbound(stores, config, message.body, now=NOW, file=file)
+        stores.queues.delete(INBOUND, message)
+
+
+def filer(stores: Stores, config: Config) -> Callable[[bytes], object]:
+    return lambda body: file_plan(stores, config, body, now=NOW)
+
+
+def test_small_mail_travels_inline_and_is_filed_without_reading_its_blob(
+    stores: Stores, counter: RequestCounter, tmp_path: Path
+) -> None:
+    config = config_for(tmp_path)
+    raw = write(tmp_path, "1.eml", "root@example.cn", "打印机卡纸", "三楼的打印机又卡纸了。")
+    (inbound,) = ingested(stores, tmp_path)
+    assert inbound.raw == raw
+    assert stores.blobs.get(inbound.blob) == raw  # the record's raw mail is stored all the same
+    counter.reset()
+    map_and_file(stores, config, filer(stores, config))
+    assert counter.calls is not None
+    calls = list(counter.calls)
+    assert not [p for _, m, p in calls if m == "GET" and f"/{RAW_CONTAINER}/" in f"/{p}"]
+    # Filed in the map invocation: nothing went through the `filing` queue.
+    assert not [p for _, m, p in calls if p.endswith(f"/{FILING}/messages")]
+    assert not stores.queues.depth(FILING)
+    row = messages.filed(stores, id_key("root@example.cn"))
+    assert row is not None and row["Blob"] == inbound.blob
+    (entry,) = timeline_entries(stores)
+    assert entry["Subject"] == "打印机卡纸" and "三楼的打印机" in entry["Text"]
+    # A new record: 12 calls from receiving the inbound message to deleting it, filed (16
+    # before: the blob read, the filing send, the file stage's receive and delete). One of them
+    # is the process's first look at the highest record number (store/numbers.py).
+    assert len(calls) <= 12
+
+
+def test_big_mail_is_read_from_blob_storage(stores: Stores, tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    body = "Ο εκτυπωτής στον τρίτο όροφο μπλοκάρει ξανά. " * 600  # over INLINE_RAW_BYTES
+    raw = write(tmp_path, "1.eml", "big@example.gr", "Εκτυπωτής", body)
+    assert len(raw) > INLINE_RAW_BYTES
+    (inbound,) = ingested(stores, tmp_path)
+    assert inbound.raw is None
+    map_and_file(stores, config, filer(stores, config))
+    (entry,) = timeline_entries(stores)
+    assert entry["Subject"] == "Εκτυπωτής"
+    assert messages.filed(stores, id_key("big@example.gr")) is not None
+
+
+def test_a_plan_whose_filing_fails_in_map_is_filed_from_the_filing_queue_once(
+    stores: Stores, tmp_path: Path
+) -> None:
+    config = config_for(tmp_path)
+    write(tmp_path, "1.eml", "root@example.ua", "Принтер", "Принтер на третьому поверсі.")
+    write(tmp_path, "2.eml", "reply@example.ua", "Re: Принтер", "Знову.", "root@example.ua")
+    ingested(stores, tmp_path)
+    tried: list[bytes] = []
+
+    def refused(body: bytes) -> object:
+        tried.append(body)
+        raise ServiceRequestError("connection refused")
+
+    map_and_file(stores, config, refused)
+    # The root was tried at once and queued for retry; the reply waits for its parent.
+    assert len(tried) == 1
+    assert stores.queues.depth(FILING) == 1
+    assert messages.filed(stores, id_key("root@example.ua")) is None
+    (queued,) = stores.queues.receive(FILING, max_messages=1, visibility_timeout=60)
+    assert queued.body == tried[0]
+    file_plan(stores, config, queued.body, now=NOW)
+    stores.queues.delete(FILING, queued)
+    # The waiting reply (visible again after its delay) attaches to the root's record.
+    deadline = datetime.now(UTC).timestamp() + 15
+    while messages.filed(stores, id_key("reply@example.ua")) is None:
+        assert datetime.now(UTC).timestamp() < deadline, "the reply was never filed"
+        map_and_file(stores, config, filer(stores, config))
+    root = messages.filed(stores, id_key("root@example.ua"))
+    reply = messages.filed(stores, id_key("reply@example.ua"))
+    assert root is not None and reply is not None
+    assert reply["RecordKey"] == root["RecordKey"]
+    assert sorted(e["Subject"] for e in timeline_entries(stores)) == ["Re: Принтер", "Принтер"]
+    assert not stores.queues.depth(FILING)
+
+
+def test_a_long_folder_name_leaves_the_raw_mail_in_blob_storage_only(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """Inline raw mail never pushes an inbound message over the queue's 64 KiB: a source's
+    folder name is the source's to choose (here 20,000 Cyrillic letters, 40 KB of JSON)."""
+    config = config_for(tmp_path)
+    body = "Письмо в длинной папке. " * 400  # 18 KB: small enough to go inline alone
+    raw = write(tmp_path, "1.eml", "folder@example.ru", "Папка", body)
+    assert 16 * 1024 < len(raw) <= INLINE_RAW_BYTES
+    for source_id, folder in (("short", "Входящие"), ("long", "Ф" * 20_000)):
+        queue_message(stores, "support", SourceMessage(source_id, raw, folder=folder), NOW)
+    inbound = {
+        m.source_id: m for m in (decode(b, InboundMessage) for b in stores.queues.peek(INBOUND))
+    }
+    assert inbound["short"].raw == raw
+    assert inbound["long"].raw is None and inbound["long"].folder == "Ф" * 20_000
+    map_and_file(stores, config, filer(stores, config))
+    row = messages.filed(stores, id_key("folder@example.ru"))
+    assert row is not None
+    assert stores.blobs.get(row["Blob"]) == raw
