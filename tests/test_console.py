@@ -496,11 +496,21 @@ def test_counts_per_status_are_kept_and_recounted_after_a_change_here(
     )
     assert truth() != before
     assert counts.status_counts(stores, everything)[0] == before
-    # A change made here is counted on the next view.
+    # A change made here is counted at once, in the kept index (no new scan of every record:
+    # the change made elsewhere waits for the next one), and its record comes first.
     agent = Principal("Агент", frozenset({AGENT}), "entra")
     route = {"type": "case", "id": str(second["DisplayId"])}
     status, page = _post("console_record_status", route, agent, {"status": "pending"})
     assert status == 303, page[:500]
+    expected = Counter(dict(before))
+    expected[str(second["Status"])] -= 1
+    expected["pending"] += 1
+    found, age = counts.status_counts(stores, everything)
+    assert dict(found) == {k: n for k, n in expected.items() if n} and age > 0
+    _, rows, _ = counts.scope_index(stores, counts.scope_of({"mailbox": "sample"}))
+    assert (rows[0].key, rows[0].status) == (second["RowKey"], "pending")
+    # The next scan brings both.
+    counts.forget(stores)
     found, age = counts.status_counts(stores, everything)
     assert (found, age) == (truth(), 0.0)
     assert dict(found)["closed"] >= 1 and dict(found)["pending"] >= 1

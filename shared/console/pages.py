@@ -313,6 +313,7 @@ def change_status(
     """The status form: checked for CSRF, then PATCH's own update with the page's ETag."""
     check_change(headers, form.get("csrf"), who, AGENT)
     record = resolve(ctx.stores, ctx.config, type_name, ident)
+    now = datetime.now(UTC)
     try:
         full = update_record(
             ctx.stores,
@@ -320,14 +321,14 @@ def change_status(
             record,
             {"status": form.get("status", "")},
             console_actor(who),
-            datetime.now(UTC),
+            now,
             if_match=form.get("etag") or None,
         )
     except RecordError as exc:
         if exc.status in (409, 412, 422):
             return record_page(ctx, type_name, ident, who, notice=exc.message, status=exc.status)
         raise
-    counts.forget(ctx.stores)
+    counts.changed(ctx.stores, str(full["type"]), str(full["key"]), str(full["status"]), now)
     log.info("console: %s set %s to %s", who.name, full.get("id"), full.get("status"))
     return see_other(record_url(full))
 
