@@ -45,11 +45,16 @@ def test_the_local_steps_as_written(stores: Stores, azurite: Azurite) -> None:
     env = {**os.environ, "AzureWebJobsStorage": azurite.connection_string}
     lines = walkthrough("local")
     assert len(lines) >= 3 and any(" import " in line for line in lines)
-    outputs = {}
+    outputs, errors = {}, {}
     for line in lines:
         done = shell(line, env)
         assert done.returncode == 0, (line, done.stdout[-2000:], done.stderr[-2000:])
         outputs[line.split()[1]] = done.stdout
+        errors[line.split()[1]] = done.stderr
+    # The import says what it did in a summary, not in two log lines per mail.
+    assert "8 found, 8 queued, 0 already imported, 0 failed" in outputs["import"]
+    assert "processed: " in outputs["import"]
+    assert " map: " not in errors["import"] and " file: " not in errors["import"], errors["import"]
     # explain's record numbers (subject, then "human: create CASE-n") are the ones filed.
     explained = dict(
         re.findall(r"^  '(.+)' from .*\n  \w+: create (CASE-\d+)$", outputs["explain"], re.M)

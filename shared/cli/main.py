@@ -161,9 +161,43 @@ def _import(args: argparse.Namespace, ctx: AppContext, source: LocalSource) -> i
     for source_id, reason in summary.failed[:20]:
         print(f"  failed: {source_id}: {reason}", file=sys.stderr)
     if args.process:
-        processed = _host(ctx, in_order=not args.batches).drain()
+        host = _host(ctx, in_order=not args.batches)
+        processed = _drain_with_progress(host, summary.queued, shown=not args.quiet)
         print(f"processed: {processed}")
     return 1 if summary.failed else 0
+
+
+# The stages' per-mail INFO lines (map, file, mailbox actions): a bar replaces them on a terminal.
+PER_MAIL_LOGGERS = ("shared.stages", "shared.services.actions")
+
+
+def _drain_with_progress(host: LocalHost, queued: int, *, shown: bool) -> dict[str, int]:
+    """Run the queues empty; with `shown`, one progress bar of the mail mapped (rate, ETA) in
+    place of two log lines per mail, which stay for --log-level DEBUG."""
+    from tqdm import tqdm
+
+    from ..store.names import INBOUND
+
+    if not shown or queued == 0 or logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        return host.drain()
+    quiet = [logging.getLogger(name) for name in PER_MAIL_LOGGERS]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.WARNING)
+    result: dict[str, int] = {}
+    worker = threading.Thread(target=lambda: result.update(host.drain()), daemon=True)
+    try:
+        with tqdm(total=queued, unit="msg", desc="file", disable=None) as bar:
+            worker.start()
+            while worker.is_alive():
+                worker.join(0.2)
+                bar.n = min(host.processed.get(INBOUND, 0), queued)
+                bar.refresh()
+    finally:
+        worker.join()
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+    return result
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
