@@ -68,6 +68,11 @@ def test_sample_mail_explained_with_stable_keys_and_threading() -> None:
         in r["decision"]["reasons"]
         for r in sent
     )
+    # Records are named by number in the reasons, as people name them.
+    assert (
+        "In-Reply-To <printer-1@contoso.example> is filed on CASE-1"
+        in results[4]["decision"]["reasons"]
+    )
     invoice = results[1]
     assert invoice["fields"] == {"ProblemType": "Billing"}
     assert invoice["attachments"] == [

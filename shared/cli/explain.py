@@ -26,6 +26,7 @@ from ..core.contracts import FilingPlan, RecordRef
 from ..core.decide import Known, decide, lookups, own_mail
 from ..core.message import MailMessage
 from ..core.mime import header_message_id, parse_message
+from ..core.record_names import name_records
 from ..core.reply_text import reply_text
 from ..sources.base import SourceMessage
 from ..sources.local import LocalSource, LocalSourceError
@@ -187,7 +188,7 @@ def explain_one(
             "action": first.action if first else "sighting",
             "record_type": first.record.type if first and first.record else None,
             "record": sim.numbers.get(first.record) if first and first.record else None,
-            "reasons": list(first.reasons)
+            "reasons": [name_records(r, sim.numbers.get) for r in first.reasons]
             if first
             else ["the same Message-ID was explained earlier in this call: a duplicate"],
             "also": [

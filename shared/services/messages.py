@@ -13,6 +13,7 @@ from typing import Any
 from ..core.contracts import RecordRef
 from ..core.message import MAX_HEX_ID_BYTES, id_key
 from ..core.mime import parse_message
+from ..core.record_names import name_records
 from ..store import messages as message_rows
 from ..store import records
 from ..store.keys import source_key
@@ -28,8 +29,17 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else None
 
 
-def _reasons(row: dict[str, Any]) -> list[str]:
-    return [r for r in str(row.get("Reasons") or "").split("\n") if r]
+def _reasons(stores: Stores, row: dict[str, Any]) -> list[str]:
+    """The stored reasons, with records named as people name them (CASE-12, not a key)."""
+    numbers: dict[RecordRef, str | None] = {}
+
+    def display_id(ref: RecordRef) -> str | None:
+        if ref not in numbers:
+            numbers[ref] = records.display_id(stores, ref)
+        return numbers[ref]
+
+    text = str(row.get("Reasons") or "")
+    return [name_records(r, display_id) for r in text.split("\n") if r]
 
 
 def _copy(row: dict[str, Any], when: str, column: str) -> dict[str, Any]:
@@ -97,7 +107,7 @@ def message_status(stores: Stores, key: str) -> dict[str, Any] | None:
                 "kind": row.get("Kind"),
                 "filed_at": _iso(row.get("FiledAt")),
                 "blob": row.get("Blob"),
-                "reasons": _reasons(row),
+                "reasons": _reasons(stores, row),
             }
             if kind == "filed":
                 out["filed"] = filed
@@ -111,7 +121,7 @@ def message_status(stores: Stores, key: str) -> dict[str, Any] | None:
                     "action": rk.split("-", 1)[0],
                     **_copy(row, "at", "At"),
                     "kind": row.get("Kind"),
-                    "reasons": _reasons(row),
+                    "reasons": _reasons(stores, row),
                 }
             )
         elif kind == "ingested":

@@ -88,7 +88,7 @@ def handle_actions(ctx: AppContext, body: bytes, now: datetime) -> str:
             message_key=job.message_key,
             record=pending.record_of(claimed),
             actions=actions,
-            why=f"after filing {job.message_key[:80]}",
+            why=f"after filing {log_key(job.message_key).removeprefix('message-id=')[:200]}",
             now=now,
         )
     except Exception as exc:
