@@ -76,15 +76,10 @@ ORDER_WAIT = OrderWait()
 
 def _in_flight(stores: Stores) -> int:
     """Mail on its way through map and file (approximate counts, which include messages
-    leased, this one usually among them, or waiting out a delay)."""
+    leased, this one usually among them, or waiting out a delay): each mail creates at most
+    one record of a type, and numbers are handed out without gaps, so a token's number above
+    the highest one given out may still come from one of them."""
     return sum(stores.queues.depth(q) or 0 for q in (INBOUND, FILING))
-
-
-def _may_be_numbered(stores: Stores, record_type: str, number: int) -> bool:
-    """Whether mail on its way could still create record `number` of `record_type`: each mail
-    creates at most one record of a type, and numbers are handed out without gaps."""
-    highest = numbers.highest(stores, record_type)
-    return highest < number <= highest + _in_flight(stores)
 
 
 def gather(
@@ -120,14 +115,21 @@ def gather(
     prefixes = {t.prefix: t.name for t in config.record_types}
     tokens: dict[tuple[str, int], RecordRef] = {}
     for token in need.tokens:
-        key = numbers.numbered(stores, prefixes[token.prefix], token.number)
+        type_name = prefixes[token.prefix]
+        key = numbers.numbered(stores, type_name, token.number)
+        if key is None and wanted:
+            highest = numbers.highest(stores, type_name)
+            if token.number <= highest:
+                # Numbered between the two reads (its record and number are written in one
+                # transaction): read it again, or this mail would open a record of its own.
+                key = numbers.numbered(stores, type_name, token.number)
+            elif token.number <= highest + _in_flight(stores):
+                pending.append(f"record {token} (not numbered yet, mail on its way)")
+                if may_wait:
+                    return Known(), None, tuple(pending)
         if key is not None:
-            tokens[(token.prefix, token.number)] = RecordRef(type=prefixes[token.prefix], key=key)
+            tokens[(token.prefix, token.number)] = RecordRef(type=type_name, key=key)
             break
-        if wanted and _may_be_numbered(stores, prefixes[token.prefix], token.number):
-            pending.append(f"record {token} (not numbered yet, mail on its way)")
-            if may_wait:
-                return Known(), None, tuple(pending)
     # A token or our signed reference names the record before the thread does (decide's
     # layers a and b): then the thread's mail need not be waited for.
     named = bool(tokens) or bool(_signed_records(message, signing_keys))
