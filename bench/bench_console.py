@@ -10,10 +10,8 @@ take the bench longer than everything else together.
 
 from __future__ import annotations
 
-import importlib
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -22,13 +20,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.local_app import local_app
 from shared.cli.azurite import Azurite, free_port
-from shared.cli.host import LocalHost, QueueSettings, registered_functions
 from shared.cli.local_http import LocalHttpServer
-from shared.core.config import parse_config
-from shared.services.context import AppContext, set_context
+from shared.services.context import set_context
 from shared.services.records import all_records
-from shared.settings import AppSettings
 from shared.stages.polls import poll_all
 from shared.store.account import RequestCounter, StorageSettings
 from shared.store.stores import RECORDS, Stores
@@ -114,20 +110,7 @@ def main() -> None:
             mail.mkdir()
             for i in range(SEEDED):
                 _write_mail(mail, i)
-            config = parse_config(
-                "record_types: [{name: case, prefix: CASE}]\n"
-                f"mailboxes: [{{name: bench, kind: local, path: {mail}, record_type: case}}]\n"
-            )
-            settings = AppSettings.model_validate(
-                {"AzureWebJobsStorage": azurite.connection_string}
-            )
-            ctx = AppContext(settings, config, Path(tmp), stores)
-            set_context(ctx)
-            sys.path.insert(0, str(REPO))
-            functions = registered_functions(importlib.import_module("function_app"))
-            host = LocalHost(
-                functions, stores.queues, QueueSettings.from_host_json(REPO / "host.json")
-            )
+            ctx, host = local_app(azurite, stores, mail)
             started = time.perf_counter()
             poll_all(ctx, NOW)
             host.drain()

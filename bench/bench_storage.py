@@ -13,12 +13,11 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.local_app import local_app
 from shared.cli.azurite import Azurite
-from shared.cli.host import LocalHost, QueueSettings, registered_functions
-from shared.core.config import parse_config
-from shared.services.context import AppContext, set_context
+from shared.cli.host import LocalHost
+from shared.services.context import AppContext
 from shared.services.ingest import ingest_mailbox
-from shared.settings import AppSettings
 from shared.sources.local import LocalSource
 from shared.store.account import RequestCounter, StorageSettings
 from shared.store.stores import FILING, INBOUND, Stores
@@ -64,8 +63,6 @@ def run_scenario(
 
 
 def main() -> None:
-    import importlib
-    import sys
 
     azurite = Azurite()
     azurite.start()
@@ -91,20 +88,7 @@ def main() -> None:
                     sender,
                     reply_to=f"root-{i}@bench.example",
                 )
-            config = parse_config(
-                f"record_types: [{{name: case, prefix: CASE}}]\n"
-                f"mailboxes: [{{name: bench, kind: local, path: {tmp}, record_type: case}}]\n"
-            )
-            settings = AppSettings.model_validate(
-                {"AzureWebJobsStorage": azurite.connection_string}
-            )
-            ctx = AppContext(settings, config, Path(tmp), stores)
-            set_context(ctx)
-            sys.path.insert(0, str(REPO))
-            functions = registered_functions(importlib.import_module("function_app"))
-            host = LocalHost(
-                functions, stores.queues, QueueSettings.from_host_json(REPO / "host.json")
-            )
+            ctx, host = local_app(azurite, stores, Path(tmp))
             first = run_scenario(ctx, host, counter, new)
             second = run_scenario(ctx, host, counter, replies)
     finally:
