@@ -185,7 +185,15 @@ def _drain_with_progress(host: LocalHost, queued: int, *, shown: bool) -> dict[s
     for logger in quiet:
         logger.setLevel(logging.WARNING)
     result: dict[str, int] = {}
-    worker = threading.Thread(target=lambda: result.update(host.drain()), daemon=True)
+    failed: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            result.update(host.drain())
+        except BaseException as exc:  # raised again below, as a drain without the bar would
+            failed.append(exc)
+
+    worker = threading.Thread(target=drain, daemon=True)
     try:
         with tqdm(total=queued, unit="msg", desc="file", disable=None) as bar:
             worker.start()
@@ -197,6 +205,8 @@ def _drain_with_progress(host: LocalHost, queued: int, *, shown: bool) -> dict[s
         worker.join()
         for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
+    if failed:
+        raise failed[0]
     return result
 
 
