@@ -49,8 +49,9 @@ def stores(azurite: Azurite, counter: RequestCounter) -> Iterator[Stores]:
     (some 60 requests) go out together rather than one after another: one after another they
     were most of a short test's setup."""
     s = Stores.connect(StorageSettings(connection_string=azurite.connection_string), counter)
+    tables = [s.table(name).client for name in TABLES]  # built one after another (see create)
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(s.account.tables.delete_table, TABLES))
+        list(pool.map(lambda table: table.delete_table(), tables))
         s.ensure()  # the tables again, all at once (and the queues on a worker's first test)
         list(pool.map(s.queues.clear, [q for queue in QUEUES for q in (queue, poison(queue))]))
     counter.reset()

@@ -132,8 +132,11 @@ class Table:
         self.client: TableClient = service.get_table_client(name)
 
     def create(self) -> None:
+        # Through this table's own client: the service's create_table builds a client (and
+        # relinks the shared pipeline policies) per call, which races other threads' requests
+        # ("'_SansIOHTTPPolicyRunner' object has no attribute 'next'").
         with contextlib.suppress(ResourceExistsError):
-            self._service.create_table(self.name)
+            self.client.create_table()
 
     def get(self, pk: str, rk: str) -> Entity | None:
         check_key("PartitionKey", pk)
