@@ -105,15 +105,24 @@ class Stores:
     def __post_init__(self) -> None:
         self.queues = Queues(self.account.queues)
         self.blobs = Blobs(self.account.blobs)
+        # Every table client is built here, before any thread sends: building one relinks the
+        # service client's shared pipeline policies (azure-data-tables 12.7 get_table_client), and a
+        # request going through them meanwhile fails ("... has no attribute 'next'").
+        for name in TABLES:
+            self._tables[name] = Table(self.account.tables, name)
 
     @classmethod
     def connect(cls, settings: StorageSettings, counter: RequestCounter | None = None) -> Stores:
         return cls(StorageAccount(settings, counter=counter))
 
     def table(self, name: str) -> Table:
-        if name not in self._tables:
-            self._tables[name] = Table(self.account.tables, name)
-        return self._tables[name]
+        table = self._tables.get(name)
+        if table is None:  # a name outside TABLES (tests): built once, under the lock
+            with self._lock:
+                table = self._tables.get(name)
+                if table is None:
+                    table = self._tables[name] = Table(self.account.tables, name)
+        return table
 
     def slots(self, name: str, size: int) -> Slots:
         """A semaphore of `size` across every worker (see leases.py)."""
