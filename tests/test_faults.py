@@ -55,7 +55,14 @@ from shared.settings import AppSettings, load_config
 from shared.stages.polls import poll_all
 from shared.store.account import RequestCounter, StorageSettings
 from shared.store.errors import ContractError
-from shared.store.keys import CLAIM, INGESTED_ROWS, NUMBER_ROWS, number_of_row
+from shared.store.keys import (
+    CLAIM,
+    INDEX_ROWS,
+    INGESTED_ROWS,
+    NUMBER_ROWS,
+    after_prefix,
+    number_of_row,
+)
 from shared.store.leases import release_lease, take_lease
 from shared.store.queues import decode
 from shared.store.stores import (
@@ -468,9 +475,17 @@ def test_1000_messages_survive_storage_faults_and_killed_workers(
     assert all(r["DisplayId"] == f"CASE-{r['Number']}" for r in records)
     by_number = {
         number_of_row(e["RowKey"]): e["RecordKey"]
-        for e in clean.table(RECORDS).partition("case", row_from=NUMBER_ROWS)
+        for e in clean.table(RECORDS).partition(
+            "case", row_from=NUMBER_ROWS, row_before=after_prefix(NUMBER_ROWS)
+        )
     }
     assert by_number == {r["Number"]: r["RowKey"] for r in records}
+    # Each record has one newest-first index row, as the record is (store/record_index.py).
+    index = list(clean.table(RECORDS).partition("case", row_from=INDEX_ROWS))
+    assert sorted(e["RecordKey"] for e in index) == sorted(r["RowKey"] for r in records)
+    assert {e["RecordKey"]: e["Status"] for e in index} == {
+        r["RowKey"]: r["Status"] for r in records
+    }
     assert queues_empty(clean)
     assert poisoned(clean) == []
 

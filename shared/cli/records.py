@@ -50,7 +50,7 @@ def list_records(
     mailbox: str | None = None,
     contact: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Every record matching the filters (the API's query, page after page), newest first,
+    """Every record matching the filters (the API's query, page after page: newest first),
     each with its number of messages."""
     rows: list[dict[str, Any]] = []
     token: str | None = None
@@ -64,8 +64,9 @@ def list_records(
             text=None,
             limit=PAGE_MAX,
             continuation=token,
+            mailbox=mailbox,
         )
-        rows += [r for r in page if mailbox is None or r["mailbox"] == mailbox]
+        rows += page
         if not token:
             break
     counts = Counter(
@@ -75,7 +76,7 @@ def list_records(
     )
     for row in rows:
         row["messages"] = counts[f"{row['type']}-{row['key']}"]
-    return sorted(rows, key=lambda r: (r["created_at"] or "", r["number"] or 0), reverse=True)
+    return rows
 
 
 def find_record(stores: Stores, config: Config, ident: str) -> dict[str, Any]:

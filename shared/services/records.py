@@ -10,9 +10,10 @@ import base64
 import binascii
 import difflib
 import hashlib
+import heapq
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -28,13 +29,14 @@ from ..store import conversations, numbers, records
 from ..store import messages as message_rows
 from ..store import timeline as timeline_rows
 from ..store.errors import StorageLimitError as StorageLimitError  # for the HTTP layer
-from ..store.keys import FILED, source_key
+from ..store.keys import FILED, INDEX_ROWS, source_key
+from ..store.record_index import RECORD_KEY
 from ..store.stores import (
     FILING,
     INGEST,
     Stores,
 )
-from ..store.tables import check_key, from_storage
+from ..store.tables import check_key
 from .audit import Actor, audit
 from .events import emit, enabled, event_id
 from .inbound import parse_inbound
@@ -46,8 +48,9 @@ _NUMBER = re.compile(r"[0-9]{1,12}")
 INT64 = range(-(2**63), 2**63)  # what Table Storage holds in an Edm.Int64
 MAX_TEXT_BYTES = 64 * 1024  # Table Storage's limit on one string property, counted in UTF-16
 MAX_TOKEN = 4096  # characters of a continuation token; ours are a few hundred
-# A token is the SDK's own: {"PartitionKey": ..., "RowKey": ...} (the next row to read).
-_TOKEN_KEYS = frozenset({"PartitionKey", "RowKey"})
+# A token is ours: {record type: the index RowKey its last listed record had ("" before the
+# first), or null once its records are all listed}, one entry per type the list reads.
+MAX_ROW_KEY = 1024  # Table Storage's limit on a RowKey
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -143,17 +146,18 @@ def _attachments(value: Any) -> list[dict[str, Any]]:
     return items if isinstance(items, list) else []
 
 
-def _encode_token(token: Any) -> str | None:
-    if not token:
-        return None
-    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+def _encode_token(token: dict[str, str | None]) -> str | None:
+    if all(after is None for after in token.values()):
+        return None  # every type is listed to its end
+    return base64.urlsafe_b64encode(json.dumps(token, sort_keys=True).encode()).decode()
 
 
-def _decode_token(token: str | None) -> dict[str, str | None] | None:
-    """The SDK's continuation token from ours, checked: the client wrote it, so any shape but
-    the one we handed out is refused here rather than in the SDK or the service."""
+def _decode_token(token: str | None, types: list[str]) -> dict[str, str | None]:
+    """Where each type's list goes on, from our token, checked: the client wrote it, so any
+    shape but the one we handed out (for these types) is refused here rather than in the
+    service."""
     if not token:
-        return None
+        return dict.fromkeys(types, "")
     bad = RecordError(400, "bad_continuation", "continuation token is not valid")
     if len(token) > MAX_TOKEN or not token.isascii():
         raise bad
@@ -161,15 +165,24 @@ def _decode_token(token: str | None) -> dict[str, str | None] | None:
         value = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
     except (binascii.Error, ValueError, RecursionError) as exc:
         raise bad from exc
-    if (
-        not isinstance(value, dict)
-        or not value
-        or set(value) - _TOKEN_KEYS
-        or not all(
-            v is None or (isinstance(v, str) and not _CONTROL.search(v)) for v in value.values()
-        )
-    ):
+    if not isinstance(value, dict) or set(value) != set(types):
         raise bad
+    if all(after is None for after in value.values()):
+        raise bad  # we hand out no token once every list has ended
+    for after in value.values():
+        if after is None or after == "":
+            continue
+        if (
+            not isinstance(after, str)
+            or len(after) > MAX_ROW_KEY
+            or not after.startswith(INDEX_ROWS)
+            or _CONTROL.search(after)
+        ):
+            raise bad
+        try:
+            check_key("RowKey", after)
+        except StorageLimitError as exc:
+            raise bad from exc
     return value
 
 
@@ -190,7 +203,9 @@ def list_records(
     continuation: str | None,
     mailbox: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page of records, filtered; the token continues where the page stopped."""
+    """One page of records, filtered, newest first (by creation, then number) across the types
+    asked for; the token continues where the page stopped. Read from the records' index rows
+    (store/record_index.py): a record shows as soon as it is written."""
     if not 1 <= limit <= PAGE_MAX:
         raise RecordError(400, "bad_limit", f"limit must be between 1 and {PAGE_MAX}")
     types = [record_type(config, type_name)] if type_name else list(config.record_types)
@@ -200,19 +215,26 @@ def list_records(
         raise RecordError(
             422, "bad_status", f"unknown status {status[:80]!r}: one of {', '.join(known)}"
         )
-    pages = records.pages(
-        stores,
-        record_type=type_name,
-        status=status,
-        contact=contact.lower() if contact else None,
-        limit=limit,
-        mailbox=mailbox,
-    ).by_page(
-        continuation_token=_decode_token(continuation)  # type: ignore[arg-type]  # the SDK's own
-    )
+    records.ensure_index(stores)
+    names = [t.name for t in types]
+    after = _decode_token(continuation, names)
+    # Each type's index rows come newest first: read one more than a page of each (the extra
+    # one says whether the type goes on), merge them newest first, keep a page.
+    fetched: dict[str, list[dict[str, Any]]] = {}
     try:
-        page: Iterable[Any] = next(pages, [])
-        rows = [view(from_storage(e)) for e in page]
+        for name in names:
+            start = after[name]
+            if start is None:
+                continue
+            fetched[name] = records.newest(
+                stores,
+                name,
+                after=start or None,
+                status=status,
+                contact=contact.lower() if contact else None,
+                mailbox=mailbox,
+                limit=limit + 1,
+            )
     except HttpResponseError as exc:
         if exc.status_code != 400:
             raise
@@ -220,12 +242,23 @@ def list_records(
         raise RecordError(
             400, "bad_query", "the filters or continuation token are not valid"
         ) from exc
+    page = heapq.nsmallest(
+        limit,
+        ((row["RowKey"], name, row) for name, rows in fetched.items() for row in rows),
+        key=lambda item: (item[0], item[1]),
+    )
+    token: dict[str, str | None] = dict(after)
+    for name, rows in fetched.items():
+        shown = [row_key for row_key, of, _ in page if of == name]
+        ended = len(rows) <= limit and len(shown) == len(rows)
+        token[name] = None if ended else (shown[-1] if shown else after[name])
+    rows = [view({**row, "RowKey": row[RECORD_KEY]}) for _, _, row in page]
     if text:
         # Table Storage has no text search: the page is filtered here, so a page may hold fewer
         # than `limit` records while the token still leads on.
         needle = text.casefold()
         rows = [r for r in rows if needle in r["title"].casefold()]
-    return rows, _encode_token(getattr(pages, "continuation_token", None))
+    return rows, _encode_token(token)
 
 
 def representation(stores: Stores, record: dict[str, Any]) -> dict[str, Any]:
@@ -333,7 +366,9 @@ def update_record(
     if not changes:
         return current
     ref = records.ref_of(record)
-    if not records.merge_if_unchanged(stores, ref, {"UpdatedAt": now, **changes}, record["_etag"]):
+    if not records.merge_if_unchanged(
+        stores, ref, {"UpdatedAt": now, **changes}, record["_etag"], current=record
+    ):
         if if_match is not None:  # it changed after the check: the precondition no longer holds
             raise RecordError(
                 412, "precondition_failed", "the record changed since that ETag; read it again"

@@ -21,6 +21,7 @@ from ..core.errors import MailfilerError
 from ..core.message import id_key
 from ..core.mime import message_id_of
 from ..core.tasks import Flag, TaskChange, on_event_moved, on_flag
+from ..store import records
 from ..store import tasks as task_rows
 from ..store.numbers import create_numbered
 from ..store.stores import MESSAGES, RECORDS, TIMELINE, Stores
@@ -103,14 +104,10 @@ def apply_change(
     *,
     message_key: str | None = None,
 ) -> None:
-    task_rows.update_task(
-        stores.table(RECORDS),
-        ref,
-        start=change.start,
-        due=change.due,
-        status=change.status,
-        now=now,
+    columns = task_rows.task_update(
+        start=change.start, due=change.due, status=change.status, now=now
     )
+    records.merge(stores, ref, columns, current=row)  # with its index row
     detail = f"{change.why}: status {change.status or row.get('Status')}"
     audit(stores, MAILFILER, "update", ref, detail, now)
     _emit(stores, config, ref, row.get("DisplayId"), change, message_key, now)

@@ -61,21 +61,26 @@ def ensure_record(
     if plan.root:
         # A reply mapped first created the record; the conversation's first mail names it.
         keep = ("CreatedAt", "CreatedFrom", "Status")
-        records.merge(stores, plan.record, {k: v for k, v in columns.items() if k not in keep})
+        changes = {k: v for k, v in columns.items() if k not in keep}
+        records.merge(stores, plan.record, changes, current=existing)
     creator = existing.get("CreatedFrom") == plan.message_key[:400]
     return creator, existing.get("DisplayId"), existing.get("CreatedAt", now)
 
 
-def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> None:
+def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> str | None:
+    """The plan's fields, tags and status onto its record (and the record's index row, which
+    the record as read names); returns the record's display id, learnt on the way."""
     assert plan.record is not None
     if not plan.fields and not plan.tags and not plan.status:
-        return
+        return None
     columns: dict[str, Any] = {"UpdatedAt": now, **records.field_columns(plan.fields)}
     if plan.tags:
         columns["Tags"] = ",".join(plan.tags)[:1000]
     if plan.status:
         columns["Status"] = plan.status
-    records.merge(stores, plan.record, columns)
+    current = records.get(stores, plan.record)
+    records.merge(stores, plan.record, columns, current=current)
+    return str(current["DisplayId"]) if current and current.get("DisplayId") else None
 
 
 def _record_notices(stores: Stores, plan: FilingPlan, now: datetime) -> None:
@@ -144,7 +149,7 @@ def file_plan(
                 audit_trail.write_day(stores, day)
                 side.append(on_record or {})
         else:
-            _update_fields(stores, plan, now)
+            display_id = _update_fields(stores, plan, now)
         side.extend(timeline.participant_rows(plan.record, plan.participants[:MAX_PARTICIPANTS]))
         timeline.write_entry(
             stores,

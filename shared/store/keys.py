@@ -123,6 +123,15 @@ def number_of_row(row_key: str) -> int:
     return _NUMBER_SPAN - int(row_key.removeprefix(NUMBER_ROWS))
 
 
+# After the number rows, under "t-", the newest-first index (store/record_index.py): one row per
+# record, RowKey its creation time and number counted down, then its key. Rows before "n-" are
+# the records themselves, so `RowKey lt "n-"` still reads records only.
+INDEX_ROWS = "t-"
+# Where the index's one-off fill for records written before it is noted as done (table Records;
+# "~" sorts after every RowKey a reader of records asks for).
+INDEX_MARKER = ("~index", "~filled")
+
+
 # A message's partition in the Messages table (PartitionKey: the message key) holds, besides
 # "msg" (where it is filed), "also-..." (further records), its drop/reject/hold rows and its
 # sightings ("s-..."):

@@ -7,9 +7,11 @@ from typing import Any
 
 from .keys import (
     NUMBER_ROWS,
+    after_prefix,
     number_of_row,
     number_row,
 )
+from .record_index import index_entity
 from .stores import (
     RECORDS,
     Stores,
@@ -22,7 +24,7 @@ def create_numbered(
     stores: Stores, record_type: str, prefix: str, entity: dict[str, Any]
 ) -> tuple[int | None, dict[str, Any] | None]:
     """Insert a record with the next number of its type, in one transaction with the number's
-    row: (number, None), or (None, the record) when the record exists already.
+    row and its index row: (number, None), or (None, the record) when the record exists already.
 
     Table Storage makes the number's row unique and the transaction makes record and number one
     write, so a number is never handed out twice, a record never lacks one, and a failed try
@@ -39,8 +41,15 @@ def create_numbered(
         number = (last if last is not None else highest(stores, record_type)) + 1
         for _ in range(MAX_NUMBER_ATTEMPTS):
             numbered = {**entity, "Number": number, "DisplayId": f"{prefix}-{number}"}
-            index = {"PartitionKey": record_type, "RowKey": number_row(number), "RecordKey": key}
-            if records.transact([("insert", numbered), ("insert", index)]):
+            number_of = {
+                "PartitionKey": record_type,
+                "RowKey": number_row(number),
+                "RecordKey": key,
+            }
+            # The newest-first index row rides in the same transaction (store/record_index.py);
+            # an upsert, so a row left by the one-off fill cannot block the insert.
+            newest = index_entity(record_type, key, numbered, numbered)
+            if records.transact([("insert", numbered), ("insert", number_of), ("upsert", newest)]):
                 stores.last_numbers[record_type] = number
                 return number, None
             existing = records.get(record_type, key)
@@ -52,7 +61,13 @@ def create_numbered(
 
 def highest(stores: Stores, record_type: str) -> int:
     """The highest number given out to `record_type` (0 before the first): one request."""
-    rows = stores.table(RECORDS).partition(record_type, ["RowKey"], row_from=NUMBER_ROWS, first=1)
+    rows = stores.table(RECORDS).partition(
+        record_type,
+        ["RowKey"],
+        row_from=NUMBER_ROWS,
+        row_before=after_prefix(NUMBER_ROWS),  # not the index rows after them
+        first=1,
+    )
     row = next(rows, None)
     return number_of_row(row["RowKey"]) if row else 0
 

@@ -1,20 +1,24 @@
-"""Table Records: a record type's partition holds its records (RowKey: the record's key) and,
-after them, its number rows (store/numbers.py). A record's columns: Title, Status, Contact,
-Mailbox, CreatedAt, CreatedFrom, UpdatedAt, Tags, DisplayId, Number and one `F_<name>` per
-field of its type."""
+"""Table Records: a record type's partition holds its records (RowKey: the record's key), after
+them its number rows (store/numbers.py), and after those its newest-first index rows
+(store/record_index.py). A record's columns: Title, Status, Contact, Mailbox, CreatedAt,
+CreatedFrom, UpdatedAt, Tags, DisplayId, Number and one `F_<name>` per field of its type."""
 
 from __future__ import annotations
 
+import itertools
+import logging
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from azure.core.paging import ItemPaged
-
 from ..core.contracts import RecordRef
-from .keys import NUMBER_ROWS
+from .keys import INDEX_MARKER, INDEX_ROWS, NUMBER_ROWS, after_prefix
 from .numbers import create_numbered
+from .record_index import index_entity, listed
 from .stores import RECORDS, Stores
-from .tables import Entity, from_storage
+from .tables import MAX_BATCH_OPERATIONS, Entity, Table, from_storage
+
+log = logging.getLogger(__name__)
 
 FIELD = "F_"  # a field's column: F_<name>
 
@@ -44,15 +48,39 @@ def create(
     return create_numbered(stores, record.type, prefix, _row(record, columns))
 
 
-def merge(stores: Stores, record: RecordRef, columns: Mapping[str, Any]) -> None:
-    stores.table(RECORDS).upsert(_row(record, columns))
+def merge(
+    stores: Stores,
+    record: RecordRef,
+    columns: Mapping[str, Any],
+    current: Mapping[str, Any] | None = None,
+) -> None:
+    """Merge `columns` into the record, and the listed ones into its index row in the same
+    transaction. `current` is the record as read (its CreatedAt and number name its index row):
+    without it (a record not created yet) the record row alone is written."""
+    row = _row(record, columns)
+    newest = listed(columns)
+    if current is None or "CreatedAt" not in current or not newest:
+        stores.table(RECORDS).upsert(row)
+        return
+    index = index_entity(record.type, record.key, current, columns)
+    stores.table(RECORDS).transact([("upsert", row), ("upsert", index)])
 
 
 def merge_if_unchanged(
-    stores: Stores, record: RecordRef, columns: Mapping[str, Any], etag: str
+    stores: Stores,
+    record: RecordRef,
+    columns: Mapping[str, Any],
+    etag: str,
+    current: Mapping[str, Any] | None = None,
 ) -> bool:
-    """Merge `columns` only if nobody changed the record since `etag`; False on a conflict."""
-    return stores.table(RECORDS).update_if_unchanged(_row(record, columns), etag)
+    """Merge `columns` only if nobody changed the record since `etag` (the index row follows in
+    the same transaction, as in `merge`); False on a conflict."""
+    if current is None or "CreatedAt" not in current or not listed(columns):
+        return stores.table(RECORDS).update_if_unchanged(_row(record, columns), etag)
+    index = index_entity(record.type, record.key, current, columns)
+    return stores.table(RECORDS).transact_rows(
+        [("update", _row(record, columns), etag), ("upsert", index, None)]
+    )
 
 
 def ref_of(row: Mapping[str, Any]) -> RecordRef:
@@ -72,31 +100,90 @@ def all_records(stores: Stores) -> Iterator[Entity]:
         yield from_storage(entity)
 
 
-def pages(
+def newest(
     stores: Stores,
+    record_type: str,
     *,
-    record_type: str | None,
+    after: str | None,
     status: str | None,
     contact: str | None,
+    mailbox: str | None,
     limit: int,
-    mailbox: str | None = None,
-) -> ItemPaged[Any]:
-    """The records matching the filters, `limit` a page (the SDK's pager: the caller pages it
-    with its continuation token); rows come as the SDK gives them (`from_storage` them)."""
-    clauses, params = [_RECORDS_ONLY], {"numbers": NUMBER_ROWS}
-    if record_type:
-        clauses.append("PartitionKey eq @type")
-        params["type"] = record_type
-    if status:
-        clauses.append("Status eq @status")
-        params["status"] = status
-    if contact:
-        clauses.append("Contact eq @contact")
-        params["contact"] = contact
-    if mailbox:
-        clauses.append("Mailbox eq @mailbox")
-        params["mailbox"] = mailbox
-    query = " and ".join(clauses)
-    return stores.table(RECORDS).client.query_entities(
-        query, parameters=params, results_per_page=limit
+) -> list[Entity]:
+    """Up to `limit` index rows of a record type matching the filters, newest first, after the
+    index RowKey `after` (from the first when None). The SDK follows the service's
+    continuations until `limit` rows came (a filtered page may come back short)."""
+    clauses = ["PartitionKey eq @type", "RowKey gt @after", "RowKey lt @end"]
+    params: dict[str, Any] = {
+        "type": record_type,
+        "after": after or INDEX_ROWS,
+        "end": after_prefix(INDEX_ROWS),
+    }
+    for column, value in (("Status", status), ("Contact", contact), ("Mailbox", mailbox)):
+        if value:
+            clauses.append(f"{column} eq @{column.lower()}")
+            params[column.lower()] = value
+    found = stores.table(RECORDS).client.query_entities(
+        " and ".join(clauses), parameters=params, results_per_page=limit
     )
+    return [from_storage(e) for e in itertools.islice(found, limit)]
+
+
+# The Records tables (one per storage account a process uses) whose index is known filled.
+_filled: weakref.WeakSet[Table] = weakref.WeakSet()
+
+
+def ensure_index(stores: Stores) -> int:
+    """Fill the newest-first index for records written before it existed, once: a marker row
+    says it was done, so after the first time it costs one read per process. Returns the
+    number of index rows written."""
+    table = stores.table(RECORDS)
+    if table in _filled:
+        return 0
+    written = 0
+    if table.get(*INDEX_MARKER) is None:
+        written = fill_index(stores)
+        table.upsert({"PartitionKey": INDEX_MARKER[0], "RowKey": INDEX_MARKER[1], "Rows": written})
+        log.info("records: newest-first index filled for %d records written before it", written)
+    _filled.add(table)
+    return written
+
+
+def fill_index(stores: Stores) -> int:
+    """Write every record's index row from the record as read. Idempotent; each write is a
+    transaction with the record's own ETag, so a record changed meanwhile is read again
+    rather than indexed as it was."""
+    table = stores.table(RECORDS)
+    by_type: dict[str, list[Entity]] = {}
+    for record in all_records(stores):
+        by_type.setdefault(record["PartitionKey"], []).append(record)
+    written = 0
+    per = MAX_BATCH_OPERATIONS // 2  # a record's guard and its index row: two operations
+    for rows in by_type.values():
+        for start in range(0, len(rows), per):
+            chunk = rows[start : start + per]
+            if table.transact_rows(op for row in chunk for op in _fill_ops(row)):
+                written += len(chunk)
+                continue
+            for row in chunk:  # one changed meanwhile: each on its own, read again if need be
+                written += _fill_one(table, row)
+    return written
+
+
+def _fill_ops(row: Entity) -> list[tuple[Any, Entity, str | None]]:
+    ref = ref_of(row)
+    guard = {"PartitionKey": ref.type, "RowKey": ref.key}  # merges nothing: only the ETag counts
+    return [
+        ("update", guard, row["_etag"]),
+        ("upsert", index_entity(ref.type, ref.key, row, row), None),
+    ]
+
+
+def _fill_one(table: Table, row: Entity | None, attempts: int = 5) -> int:
+    for _ in range(attempts):
+        if row is None:
+            return 0  # gone meanwhile
+        if table.transact_rows(_fill_ops(row)):
+            return 1
+        row = table.get(row["PartitionKey"], row["RowKey"])
+    raise RuntimeError("records index: a record keeps changing while it is indexed, will retry")

@@ -273,13 +273,14 @@ class Table:
     def transact_rows(
         self,
         operations: Iterable[
-            tuple[Literal["insert", "update", "delete"], Mapping[str, Any], str | None]
+            tuple[Literal["insert", "update", "upsert", "delete"], Mapping[str, Any], str | None]
         ],
     ) -> bool:
         """Inserts, merges and deletes in one partition, all or nothing, in one request: an
         insert needs its row absent; an update (merge) or a delete needs it present, and
-        unchanged since the ETag when one is given. False when another writer got there first
-        (nothing was written): the caller reads again."""
+        unchanged since the ETag when one is given; an upsert merges, present or not (no ETag).
+        False when another writer got there first (nothing was written): the caller reads
+        again."""
         ops: list[Any] = []
         for kind, entity, etag in operations:
             if kind == "delete":
@@ -291,6 +292,9 @@ class Table:
                 stored = to_storage(entity, self.name)
             if kind == "insert":
                 ops.append(("create", stored))
+                continue
+            if kind == "upsert":
+                ops.append(("upsert", stored, {"mode": UpdateMode.MERGE}))
                 continue
             options: dict[str, Any] = {"mode": UpdateMode.MERGE} if kind == "update" else {}
             if etag is not None:

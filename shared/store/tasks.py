@@ -78,26 +78,19 @@ def new_task(
     }
 
 
-def update_task(
-    table: Table,
-    ref: RecordRef,
+def task_update(
     *,
     start: datetime | None,
     due: datetime | None,
     status: str | None,
     now: datetime,
-) -> None:
-    """The task's dates (and status, when given) changed."""
-    update: dict[str, Any] = {
-        "PartitionKey": ref.type,
-        "RowKey": ref.key,
-        "F_Start": _iso(start),
-        "F_Due": _iso(due),
-        "UpdatedAt": now,
-    }
+) -> dict[str, Any]:
+    """The columns a task's change of dates (and status, when given) writes (store/records.py
+    merge writes them, with the task's index row)."""
+    update: dict[str, Any] = {"F_Start": _iso(start), "F_Due": _iso(due), "UpdatedAt": now}
     if status:
         update["Status"] = status
-    table.upsert(update)
+    return update
 
 
 def copy_entry(table: Table, entry: Entity, partition: str) -> None:
