@@ -134,6 +134,10 @@ def test_list_search_and_page_records(api: Api) -> None:
     second = api.call("GET", f"/records?limit=3&continuation={first['continuation']}")[1]
     seen += [r["id"] for r in second["records"]]
     assert sorted(seen) == ["CASE-1", "CASE-2", "CASE-3", "CASE-4"]
+    # Newest first (by creation, then number), across pages as within one.
+    newest = sorted(page["records"], key=lambda r: (r["created_at"], r["number"]), reverse=True)
+    assert seen == [r["id"] for r in newest]
+    assert [r["id"] for r in page["records"]] == seen
 
 
 def id_of(api: Api, title: str) -> str:
