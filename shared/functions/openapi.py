@@ -272,7 +272,7 @@ def document() -> dict[str, Any]:
         "paths": {
             "/records": {
                 "get": {
-                    "summary": "List and search records",
+                    "summary": "List and search records, newest first",
                     "parameters": [
                         _query("type", "record type"),
                         _query("status", "status"),
