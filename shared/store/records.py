@@ -154,14 +154,11 @@ def fill_index(stores: Stores) -> int:
     transaction with the record's own ETag, so a record changed meanwhile is read again
     rather than indexed as it was."""
     table = stores.table(RECORDS)
-    by_type: dict[str, list[Entity]] = {}
-    for record in all_records(stores):
-        by_type.setdefault(record["PartitionKey"], []).append(record)
     written = 0
     per = MAX_BATCH_OPERATIONS // 2  # a record's guard and its index row: two operations
-    for rows in by_type.values():
-        for start in range(0, len(rows), per):
-            chunk = rows[start : start + per]
+    # Rows come in key order, a partition after another: a chunk is one type's, streamed.
+    for _, rows in itertools.groupby(all_records(stores), key=lambda row: row["PartitionKey"]):
+        while chunk := list(itertools.islice(rows, per)):
             if table.transact_rows(op for row in chunk for op in _fill_ops(row)):
                 written += len(chunk)
                 continue

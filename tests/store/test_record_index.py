@@ -203,6 +203,13 @@ def test_records_written_before_the_index_are_listed_after_the_fill(
     assert records.ensure_index(Stores(stores.account)) == 0
     assert records.fill_index(stores) == 7
     assert len(list(table.partition("case", row_from=INDEX_ROWS))) == 7
+    # A record changed after the fill read it is read again, not indexed as it was.
+    stale = table.get("case", f"{1:032x}")
+    assert stale is not None
+    table.upsert({"PartitionKey": "case", "RowKey": f"{1:032x}", "Status": "closed"})
+    assert records._fill_one(table, stale) == 1
+    (first,) = [e for e in table.partition("case", row_from=INDEX_ROWS) if e["Number"] == 1]
+    assert first["Status"] == "closed"
     # New numbers still follow the highest (the index rows sort after the number rows).
     number, existing = records.create(
         stores,
