@@ -48,8 +48,9 @@ _NUMBER = re.compile(r"[0-9]{1,12}")
 INT64 = range(-(2**63), 2**63)  # what Table Storage holds in an Edm.Int64
 MAX_TEXT_BYTES = 64 * 1024  # Table Storage's limit on one string property, counted in UTF-16
 MAX_TOKEN = 4096  # characters of a continuation token; ours are a few hundred
-# A token is ours: {record type: the index RowKey its last listed record had ("" before the
-# first), or null once its records are all listed}, one entry per type the list reads.
+# A token is ours: where the page stopped in the list's order (index RowKey, then type name):
+# {"after": the index RowKey of the last record listed, "type": its type}.
+_TOKEN_KEYS = frozenset({"after", "type"})
 MAX_ROW_KEY = 1024  # Table Storage's limit on a RowKey
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -146,18 +147,18 @@ def _attachments(value: Any) -> list[dict[str, Any]]:
     return items if isinstance(items, list) else []
 
 
-def _encode_token(token: dict[str, str | None]) -> str | None:
-    if all(after is None for after in token.values()):
-        return None  # every type is listed to its end
+def _encode_token(token: dict[str, str] | None) -> str | None:
+    if token is None:
+        return None  # the list has ended
     return base64.urlsafe_b64encode(json.dumps(token, sort_keys=True).encode()).decode()
 
 
-def _decode_token(token: str | None, types: list[str]) -> dict[str, str | None]:
-    """Where each type's list goes on, from our token, checked: the client wrote it, so any
-    shape but the one we handed out (for these types) is refused here rather than in the
-    service."""
+def _decode_token(token: str | None, types: list[str]) -> tuple[str, str] | None:
+    """Where the list goes on (the last index RowKey and type listed), from our token, checked:
+    the client wrote it, so any shape but the one we hand out for these types is refused here
+    rather than in the service."""
     if not token:
-        return dict.fromkeys(types, "")
+        return None
     bad = RecordError(400, "bad_continuation", "continuation token is not valid")
     if len(token) > MAX_TOKEN or not token.isascii():
         raise bad
@@ -165,25 +166,21 @@ def _decode_token(token: str | None, types: list[str]) -> dict[str, str | None]:
         value = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
     except (binascii.Error, ValueError, RecursionError) as exc:
         raise bad from exc
-    if not isinstance(value, dict) or set(value) != set(types):
+    if not isinstance(value, dict) or set(value) != _TOKEN_KEYS or value["type"] not in types:
         raise bad
-    if all(after is None for after in value.values()):
-        raise bad  # we hand out no token once every list has ended
-    for after in value.values():
-        if after is None or after == "":
-            continue
-        if (
-            not isinstance(after, str)
-            or len(after) > MAX_ROW_KEY
-            or not after.startswith(INDEX_ROWS)
-            or _CONTROL.search(after)
-        ):
-            raise bad
-        try:
-            check_key("RowKey", after)
-        except StorageLimitError as exc:
-            raise bad from exc
-    return value
+    after = value["after"]
+    if (
+        not isinstance(after, str)
+        or len(after) > MAX_ROW_KEY
+        or not after.startswith(INDEX_ROWS)
+        or _CONTROL.search(after)
+    ):
+        raise bad
+    try:
+        check_key("RowKey", after)
+    except StorageLimitError as exc:
+        raise bad from exc
+    return after, value["type"]
 
 
 def all_records(stores: Stores) -> Iterator[dict[str, Any]]:
@@ -217,24 +214,24 @@ def list_records(
         )
     records.ensure_index(stores)
     names = [t.name for t in types]
-    after = _decode_token(continuation, names)
-    # Each type's index rows come newest first: read one more than a page of each (the extra
-    # one says whether the type goes on), merge them newest first, keep a page.
-    fetched: dict[str, list[dict[str, Any]]] = {}
+    cursor = _decode_token(continuation, names)
+    # Each type's index rows come newest first: read up to one more than a page of each from
+    # where the list stopped (the order is index RowKey, then type name), merge them, keep a
+    # page; a row read and not kept says the list goes on.
+    fetched: list[tuple[str, str, dict[str, Any]]] = []
     try:
         for name in names:
-            start = after[name]
-            if start is None:
-                continue
-            fetched[name] = records.newest(
+            rows = records.newest(
                 stores,
                 name,
-                after=start or None,
+                after=cursor[0] if cursor else None,
+                inclusive=cursor is not None and name > cursor[1],
                 status=status,
                 contact=contact.lower() if contact else None,
                 mailbox=mailbox,
                 limit=limit + 1,
             )
+            fetched += [(row["RowKey"], name, row) for row in rows]
     except HttpResponseError as exc:
         if exc.status_code != 400:
             raise
@@ -242,16 +239,8 @@ def list_records(
         raise RecordError(
             400, "bad_query", "the filters or continuation token are not valid"
         ) from exc
-    page = heapq.nsmallest(
-        limit,
-        ((row["RowKey"], name, row) for name, rows in fetched.items() for row in rows),
-        key=lambda item: (item[0], item[1]),
-    )
-    token: dict[str, str | None] = dict(after)
-    for name, rows in fetched.items():
-        shown = [row_key for row_key, of, _ in page if of == name]
-        ended = len(rows) <= limit and len(shown) == len(rows)
-        token[name] = None if ended else (shown[-1] if shown else after[name])
+    page = heapq.nsmallest(limit, fetched, key=lambda item: (item[0], item[1]))
+    token = {"after": page[-1][0], "type": page[-1][1]} if len(fetched) > len(page) else None
     rows = [view({**row, "RowKey": row[RECORD_KEY]}) for _, _, row in page]
     if text:
         # Table Storage has no text search: the page is filtered here, so a page may hold fewer

@@ -109,11 +109,13 @@ def newest(
     contact: str | None,
     mailbox: str | None,
     limit: int,
+    inclusive: bool = False,
 ) -> list[Entity]:
     """Up to `limit` index rows of a record type matching the filters, newest first, after the
-    index RowKey `after` (from the first when None). The SDK follows the service's
-    continuations until `limit` rows came (a filtered page may come back short)."""
-    clauses = ["PartitionKey eq @type", "RowKey gt @after", "RowKey lt @end"]
+    index RowKey `after` (from it, when `inclusive`; from the first when None). The SDK follows
+    the service's continuations until `limit` rows came (a filtered page may come back short)."""
+    start = "ge" if inclusive and after else "gt"
+    clauses = ["PartitionKey eq @type", f"RowKey {start} @after", "RowKey lt @end"]
     params: dict[str, Any] = {
         "type": record_type,
         "after": after or INDEX_ROWS,
