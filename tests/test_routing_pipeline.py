@@ -23,7 +23,7 @@ from shared.settings import AppSettings
 from shared.stages.polls import poll_all
 from shared.store import contacts
 from shared.store import records as record_rows
-from shared.store.keys import participant_row
+from shared.store.keys import INDEX_ROWS, participant_row
 from shared.store.stores import HELD, MESSAGES, NOTICES, RECORDS, TIMELINE, Stores
 
 from .helpers import app_functions, local_host, records, timeline_counts, timeline_entries
@@ -235,7 +235,7 @@ def test_a_reply_reopens_a_closed_record(box: Mailbox, stores: Stores) -> None:
         "Message-ID: <f1@example.org>\n\nThe door squeaks."
     )
     (record,) = records(stores)
-    record_rows.merge(stores, record_rows.ref_of(record), {"Status": "closed"})
+    record_rows.merge(stores, record_rows.ref_of(record), {"Status": "closed"}, current=record)
     box.deliver(
         "From: fay@example.org\nTo: support@example.com\nSubject: Re: Door\n"
         "Message-ID: <f2@example.org>\nIn-Reply-To: <f1@example.org>\n\nIt squeaks again."
@@ -243,6 +243,9 @@ def test_a_reply_reopens_a_closed_record(box: Mailbox, stores: Stores) -> None:
     reopened = stores.table(RECORDS).get("case", record["RowKey"])
     assert reopened is not None and reopened["Status"] == "open"
     assert record_of(stores, key("f2@example.org")) == record["DisplayId"]
+    # The record's index row followed both changes: the list finds it by its status now.
+    (index,) = stores.table(RECORDS).partition("case", row_from=INDEX_ROWS)
+    assert (index["RecordKey"], index["Status"]) == (record["RowKey"], "open")
 
 
 def test_attachments_are_stored_checked_and_never_rendered(box: Mailbox, stores: Stores) -> None:
