@@ -223,6 +223,37 @@ def test_a_backfill_of_old_mail_is_not_throttled_while_a_live_storm_is(
     assert live == Counter(msg=5, hold=20)
 
 
+def test_a_first_sync_of_300_mails_of_one_sender_files_them_all_and_a_live_storm_is_held(
+    stores: Stores, azurite: Azurite, tmp_path: Path
+) -> None:
+    """Issue 22, goal 5: the default limit (20 a sender in 120 minutes) counts mail by its
+    arrival, not by when it is filed. A first sync files a busy sender's 300 mails at once, 12
+    of them in any two hours of arrival (every 10 minutes over two days): all are filed as
+    records of their own. Then a storm from the same sender arrives now: the limit holds all but
+    20 of it."""
+    config = make_config(tmp_path)
+    assert (config.rate_limit.per_sender, config.rate_limit.window_minutes) == (20, 120)
+    start = NOW - timedelta(days=3)
+    ingest(stores, [(STORM, n, start + timedelta(minutes=10 * n), NOW) for n in range(300)])
+    done = run_workers(azurite, config, tmp_path)
+    no_poison(stores)
+    assert done == Counter(create=300)
+    assert outcome(stores, STORM, 300) == Counter(msg=300)
+    assert len(records(stores)) == 300
+    assert not list(stores.table(HELD).all())  # nothing of the backfill waits for release
+    live = [(STORM, 1000 + n, NOW - timedelta(seconds=n), NOW) for n in range(30)]
+    ingest(stores, live)
+    done = run_workers(azurite, config, tmp_path)
+    no_poison(stores)
+    assert done == Counter(create=20, hold=10)
+    storm = Counter(
+        "msg" if stores.table(MESSAGES).get(key_of(STORM, 1000 + n), "msg") else "hold"
+        for n in range(30)
+    )
+    assert storm == Counter(msg=20, hold=10)
+    assert len(records(stores)) == 320
+
+
 def test_redelivery_takes_no_second_slot_and_a_held_mail_can_still_be_released(
     stores: Stores, azurite: Azurite, tmp_path: Path
 ) -> None:
