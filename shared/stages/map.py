@@ -93,6 +93,7 @@ def gather(
     *,
     may_wait: bool = False,
     dedupe: bool = True,
+    names: dict[RecordRef, str] | None = None,
 ) -> tuple[Known, SenderSlots | None, tuple[str, ...]]:
     """Read what the decision needs, the sender's rate-limit slots around the mail's arrival
     (None when its sender is not limited), and what it refers to that is ingested but not yet
@@ -101,7 +102,7 @@ def gather(
     mail back to wait. Searches stop at the first hit where the decision takes the first one
     (tokens, thread references newest first), so a reply usually costs one read. Without
     `dedupe`, the message index is not read: the caller learns whether the mail is filed from
-    its claim (`_claimed`)."""
+    its claim (`_claimed`). `names` gets the display id of each record whose row was read."""
     filed = _filed(stores, message.key) if dedupe else None
     if filed is not None:
         return Known(filed=filed), None, ()
@@ -167,6 +168,8 @@ def gather(
             row = records.get(stores, ref)
             if row is not None:
                 infos[ref] = RecordInfo(title=row.get("Title", ""), status=row.get("Status", ""))
+                if names is not None and row.get("DisplayId"):
+                    names[ref] = str(row["DisplayId"])
     sender = None
     slots = None
     if need.sender:
@@ -488,6 +491,7 @@ def map_inbound(
     # Mail of a mailbox the configuration does not know fails as before (and goes to the
     # poison queue with that reason) instead of waiting for mail that cannot file either.
     may_wait = inbound.waits < wait.max_waits and config.mailbox(inbound.mailbox) is not None
+    names: dict[RecordRef, str] = {}
     known, slots, pending = gather(
         stores,
         config,
@@ -497,6 +501,7 @@ def map_inbound(
         signing_keys,
         may_wait=may_wait,
         dedupe=False,
+        names=names,
     )
     if pending and may_wait:
         _wait(stores, inbound, message, wait, pending[0])
@@ -563,6 +568,12 @@ def map_inbound(
         notes = (*notes, _waited(inbound.waits, pending))
     if notes:
         plans = [p.model_copy(update={"reasons": (*p.reasons, *notes)}) for p in plans]
+    plans = [
+        p.model_copy(update={"display_id": names[p.record]})
+        if p.record is not None and p.record in names
+        else p
+        for p in plans
+    ]
     plans = [_fitted(stores, plan, text) for plan in plans]
     for plan in plans:
         if file is None or not _filed_now(file, plan):
