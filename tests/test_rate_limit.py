@@ -282,6 +282,14 @@ def test_redelivery_takes_no_second_slot_and_a_held_mail_can_still_be_released(
     run_workers(azurite, config, tmp_path)
     filed = stores.table(MESSAGES).get(key_of(STORM, 3), "msg")
     assert filed is not None and filed["RecordKey"] == record["RowKey"]
+    # Its claim beside it, though the map stage never claimed it (it was held): a later copy's
+    # claim insert loses, so the map stage reads the index and records a sighting.
+    claim = stores.table(MESSAGES).get(key_of(STORM, 3), "claim")
+    assert claim is not None and claim["RecordKey"] == record["RowKey"]
+    ingest(stores, [(STORM, 3, NOW, NOW)])  # the same mail polled again
+    (again,) = stores.queues.receive(INBOUND, max_messages=1, visibility_timeout=60)
+    assert [p.action for p in map_inbound(stores, config, again.body, now=NOW)] == ["sighting"]
+    stores.queues.delete(INBOUND, again)
     assert slot_holders(stores, STORM) == 3  # a release takes no slot
 
 
