@@ -6,6 +6,7 @@ local host's queue runner): new conversations (one record each) and replies to f
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import time
@@ -25,6 +26,8 @@ from shared.store.stores import FILING, INBOUND, Stores
 REPO = Path(__file__).resolve().parents[1]
 N = 200
 VERBOSE = bool(os.environ.get("BENCH_CALLS"))  # also print each stage's calls by kind
+# Issue 22's goals: storage calls per filed mail (ingest included), host CPU per filed mail.
+GOAL_CALLS_NEW, GOAL_CALLS_REPLY, GOAL_CPU_MS = 8, 6, 15
 
 
 def write(
@@ -63,6 +66,12 @@ def run_scenario(
 
 
 def main() -> None:
+    # As in production (host.json and MAILFILER_LOG_LEVEL default to Information): the stages'
+    # INFO lines are made (their cost counted), but not printed.
+    app_log = logging.getLogger("shared")
+    app_log.setLevel(logging.INFO)
+    app_log.addHandler(logging.NullHandler())
+    app_log.propagate = False
 
     azurite = Azurite()
     azurite.start()
@@ -95,14 +104,23 @@ def main() -> None:
         azurite.stop()
     print(f"\nstorage calls per filed message ({N} messages a scenario, Azurite)")
     print(
-        f"{'scenario':<28}{'ingest':>8}{'map':>7}{'file':>7}{'total':>8}{'msgs/s':>9}{'CPU ms':>8}"
+        f"{'scenario':<28}{'ingest':>8}{'map':>7}{'file':>7}{'total':>8}{'goal':>6}"
+        f"{'msgs/s':>9}{'CPU ms':>8}{'goal':>6}"
     )
-    for name, row in (("new conversation (create)", first), ("reply to filed mail", second)):
+    for name, row, goal in (
+        ("new conversation (create)", first, GOAL_CALLS_NEW),
+        ("reply to filed mail", second, GOAL_CALLS_REPLY),
+    ):
         total = row["ingest"] + row["map"] + row["file"]
         print(
             f"{name:<28}{row['ingest']:>8.2f}{row['map']:>7.2f}{row['file']:>7.2f}"
-            f"{total:>8.2f}{row['per_second']:>9.1f}{row['cpu_ms']:>8.1f}"
+            f"{total:>8.2f}{'<=' + str(goal):>6}{row['per_second']:>9.1f}{row['cpu_ms']:>8.1f}"
+            f"{'<=' + str(GOAL_CPU_MS):>6}"
         )
+    print(
+        "goals: issue 22 (storage calls per filed mail, queue calls included; host CPU per mail);"
+    )
+    print("before this build (same bench, logging at INFO): 13.2 / 13.2 calls")
     print("map and file include the local host's queue calls (receive, delete, empty polls);")
     print("map files its plans in the same invocation: file counts what the filing queue had left")
     print("CPU: this process's CPU time per filed message, ingest to file (Azurite excluded)")

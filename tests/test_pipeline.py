@@ -179,3 +179,25 @@ def test_a_redelivered_plan_never_rewrites_the_timeline(context: AppContext) -> 
     host.drain()
     snippets = [e["Snippet"] for e in timeline_entries(context.stores)]
     assert "EDITED" not in snippets and len(snippets) == 8
+
+
+def test_a_reply_plan_names_its_record_as_people_do(context: AppContext) -> None:
+    """The map stage read the record's row for the decision: its plan carries the record's
+    display id, which the file stage uses for its log line, notices and events instead of
+    reading the row again (issue 22: one storage call per reply)."""
+    poll_all(context, NOW)
+    local_host(context.stores.queues).drain()
+    printer = next(r for r in records(context.stores) if r["Title"].startswith("Printer"))
+    (context.base_dir / "mail" / "20-printer-again.eml").write_text(
+        "From: Alice Example <alice@contoso.example>\nTo: support@mailfiler.example\n"
+        "Subject: Re: Printer on floor 3 is jammed\nDate: Tue, 17 Nov 2026 09:00:00 +0100\n"
+        "Message-ID: <printer-again@contoso.example>\nIn-Reply-To: <printer-3@contoso.example>\n"
+        "References: <printer-1@contoso.example> <printer-3@contoso.example>\n\nJammed again.\n"
+    )
+    assert poll_all(context, NOW) == {"sample": "queued 1"}
+    stores = context.stores
+    (message,) = stores.queues.receive(INBOUND, max_messages=1, visibility_timeout=60)
+    (plan,) = map_inbound(stores, context.config, message.body, now=NOW)
+    assert plan.action == "attach" and plan.record is not None
+    assert plan.record.key == printer["RowKey"]
+    assert plan.display_id == printer["DisplayId"]

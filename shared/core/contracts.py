@@ -196,6 +196,9 @@ class FilingPlan(_Contract):
     # False for the second and later records one mail opens (two aliases, two record types):
     # the message index points at the first; the others are noted beside it.
     primary: bool = True
+    # The record's display id (CASE-12) when the map stage read its row: the file stage then
+    # names it in its log line, notices and events without reading the row again.
+    display_id: str | None = None
 
 
 class OutboundAttachment(_Contract):

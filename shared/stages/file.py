@@ -120,7 +120,7 @@ def file_plan(
         return plan
     if plan.record is None:
         raise ContractError(f"plan {plan.action} for {plan.message_key[:40]} names no record")
-    display_id: str | None = None
+    display_id = plan.display_id  # None unless the map stage read the record's row
     if plan.action == "sighting":
         own = messages.filed(stores, plan.message_key) or {}
         # The copy the message index points at: the index and the timeline follow its folder.

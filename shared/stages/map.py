@@ -51,6 +51,7 @@ from ..store.stores import (
     INBOUND,
     Stores,
 )
+from ..store.tables import Entity
 
 log = logging.getLogger(__name__)
 SNIFF_BYTES = 4096  # what the attachment check reads of the content
@@ -91,21 +92,19 @@ def gather(
     signing_keys: Sequence[bytes] = (),
     *,
     may_wait: bool = False,
+    dedupe: bool = True,
+    names: dict[RecordRef, str] | None = None,
 ) -> tuple[Known, SenderSlots | None, tuple[str, ...]]:
     """Read what the decision needs, the sender's rate-limit slots around the mail's arrival
     (None when its sender is not limited), and what it refers to that is ingested but not yet
     filed (a record token not yet numbered while mail is on its way). With `may_wait`, the
     first such reference that could change the decision ends the search: the caller puts the
     mail back to wait. Searches stop at the first hit where the decision takes the first one
-    (tokens, thread references newest first), so a reply usually costs one read."""
-    own = message_rows.filed(stores, message.key)
-    if own is not None:
-        filed = FiledMessage(
-            record=message_rows.record_of(own),
-            mailbox=own["Mailbox"],
-            source_id=own["SourceId"],
-            folder=own.get("Folder"),
-        )
+    (tokens, thread references newest first), so a reply usually costs one read. Without
+    `dedupe`, the message index is not read: the caller learns whether the mail is filed from
+    its claim (`_claimed`). `names` gets the display id of each record whose row was read."""
+    filed = _filed(stores, message.key) if dedupe else None
+    if filed is not None:
         return Known(filed=filed), None, ()
     need = lookups(message, config, classification)
     kind = classification.kind
@@ -169,10 +168,14 @@ def gather(
             row = records.get(stores, ref)
             if row is not None:
                 infos[ref] = RecordInfo(title=row.get("Title", ""), status=row.get("Status", ""))
+                if names is not None and row.get("DisplayId"):
+                    names[ref] = str(row["DisplayId"])
     sender = None
     slots = None
     if need.sender:
         row, slots = _sender(stores, config, need.sender, arrival)
+        if slots is not None and slots.contact_by(message.key):
+            row = None  # this mail's own claim made it: decided as on its first delivery
         if row is not None:
             sender = Contact(
                 address=need.sender,
@@ -202,6 +205,19 @@ def gather(
     return known, slots, tuple(pending)
 
 
+def _filed(stores: Stores, message_key: str) -> FiledMessage | None:
+    """Where the message index says the message is filed (one read), or None."""
+    own = message_rows.filed(stores, message_key)
+    if own is None:
+        return None
+    return FiledMessage(
+        record=message_rows.record_of(own),
+        mailbox=own["Mailbox"],
+        source_id=own["SourceId"],
+        folder=own.get("Folder"),
+    )
+
+
 def _signed_records(message: MailMessage, keys: Sequence[bytes]) -> list[RecordRef]:
     """The record our signed references name (the decision's layer b), if any."""
     for mid in known_order(message):
@@ -224,7 +240,8 @@ def _sender(
     table, partition = stores.table(CONTACTS), contact_partition(sender)
     window = timedelta(minutes=limit.window_minutes)
     contact, rows = sender_rows(table, partition, arrival, window)
-    return contact, SenderSlots(table, partition, limit.per_sender, window, arrival, rows)
+    slots = SenderSlots(table, partition, limit.per_sender, window, arrival, rows, contact=contact)
+    return contact, slots
 
 
 def arrival_time(received_at: datetime | None, now: datetime) -> datetime:
@@ -248,6 +265,33 @@ def _admitted(plans: Sequence[FilingPlan]) -> bool:
         and first.entry is not None
         and first.entry.direction == "in"
     )
+
+
+def _new_guest(
+    plans: Sequence[FilingPlan], known: Known, partition: str, now: datetime
+) -> Entity | None:
+    """The guest contact the plan creates for a sender who has none, to be inserted by the
+    rate-limit claim's own transaction (same partition): one storage call fewer."""
+    if known.sender is not None or not plans:
+        return None
+    for update in plans[0].contacts:
+        if update.kind == "guest" and contact_partition(update.address) == partition:
+            return contacts.guest_row(update, now)
+    return None
+
+
+def _without_guest(plans: Sequence[FilingPlan], address: str) -> list[FilingPlan]:
+    """The plans without the guest contact already inserted with the sender's slot."""
+    return [
+        p.model_copy(
+            update={
+                "contacts": tuple(
+                    c for c in p.contacts if not (c.kind == "guest" and c.address == address)
+                )
+            }
+        )
+        for p in plans
+    ]
 
 
 def store_attachments(stores: Stores, raw: bytes) -> tuple[AttachmentInfo, ...]:
@@ -330,23 +374,38 @@ def _fitted(stores: Stores, plan: FilingPlan, text: str) -> FilingPlan:
 
 
 def _claimed(
-    stores: Stores, message: MailMessage, plans: list[FilingPlan], now: datetime
+    stores: Stores,
+    message: MailMessage,
+    plans: list[FilingPlan],
+    now: datetime,
+    refiled: Callable[[FiledMessage], list[FilingPlan]],
 ) -> list[FilingPlan]:
-    """The plans if this copy of the mail may file it, else a sighting of the copy that does.
+    """The plans if this copy of the mail may file it, else a sighting: of the record the
+    message index names when the mail is filed already (`refiled` decides it), or of the copy
+    that holds the claim.
 
     One mail reaches several watched mailboxes (To support@, Cc billing@), and their copies
     may be mapped by several workers at once: reading the message index and then filing lets
-    both file it. Inserting the claim row is the decision, and only one insert can win. The
-    winner's own redelivery (same mailbox and source id) finds its claim and files again,
-    idempotently; every other copy becomes a sighting and opens no record."""
+    both file it. Inserting the claim row is the decision, and only one insert can win. A won
+    insert also answers the dedupe question (no claim, so no index row: `message_rows.claim`),
+    which saves reading the index for every new mail; a lost one, or a plan that takes no
+    claim, reads it as before. The winner's own redelivery (same mailbox and source id) finds
+    its claim and files again, idempotently, unless it is filed already; every other copy
+    becomes a sighting and opens no record."""
     first = plans[0] if plans else None
     if first is None or first.action not in ("create", "attach") or first.record is None:
-        return plans
-    held = message_rows.claim(
+        filed = _filed(stores, message.key)
+        return plans if filed is None else refiled(filed)
+    won, held = message_rows.claim(
         stores, message.key, message.mailbox, message.source_id, first.record, now
     )
+    if won:
+        return plans
+    filed = _filed(stores, message.key)
+    if filed is not None:
+        return refiled(filed)
     if held is None:
-        return plans  # ours: won now, our own redelivery, or one withdrawn meanwhile
+        return plans  # ours: our own redelivery, or one withdrawn meanwhile
     why = (
         f"another copy of this Message-ID (mailbox {held['Mailbox']!r}) files it: "
         "recorded as a sighting"
@@ -432,6 +491,7 @@ def map_inbound(
     # Mail of a mailbox the configuration does not know fails as before (and goes to the
     # poison queue with that reason) instead of waiting for mail that cannot file either.
     may_wait = inbound.waits < wait.max_waits and config.mailbox(inbound.mailbox) is not None
+    names: dict[RecordRef, str] = {}
     known, slots, pending = gather(
         stores,
         config,
@@ -440,6 +500,8 @@ def map_inbound(
         arrival_time(inbound.received_at, now),
         signing_keys,
         may_wait=may_wait,
+        dedupe=False,
+        names=names,
     )
     if pending and may_wait:
         _wait(stores, inbound, message, wait, pending[0])
@@ -462,15 +524,23 @@ def map_inbound(
     # concurrent workers); without one, the decision with the limit reached stands.
     if slots is not None and _admitted(plans):
         limited = decided(replace(known, sender_recent=config.rate_limit.per_sender))
-        if limited[0].action == "hold" and not slots.claim(message.key):
-            log.info(
-                "map: mailbox=%s %s held: %d admitted mails from its sender within a window",
-                message.mailbox,
-                log_key(message.key),
-                slots.in_use(),
-            )
-            plans = limited
-    plans = _claimed(stores, message, plans, now)
+        if limited[0].action == "hold":
+            # A guest contact for a new sender goes in the claim's transaction (a redelivery
+            # finds it made by this mail and leaves it out of the plan the same way).
+            made = slots.contact_by(message.key)
+            guest = _new_guest(plans, known, slots.partition, now)
+            slots.new_contact = None if made else guest
+            if not slots.claim(message.key):
+                log.info(
+                    "map: mailbox=%s %s held: %d admitted mails from its sender within a window",
+                    message.mailbox,
+                    log_key(message.key),
+                    slots.in_use(),
+                )
+                plans = limited
+            elif guest is not None and (made or slots.contact_written):
+                plans = _without_guest(plans, guest["Address"])
+    plans = _claimed(stores, message, plans, now, lambda filed: decided(Known(filed=filed)))
     if any(p.entry and p.entry.attachments for p in plans):
         stored = store_attachments(stores, message.raw)
         plans = [
@@ -498,6 +568,12 @@ def map_inbound(
         notes = (*notes, _waited(inbound.waits, pending))
     if notes:
         plans = [p.model_copy(update={"reasons": (*p.reasons, *notes)}) for p in plans]
+    plans = [
+        p.model_copy(update={"display_id": names[p.record]})
+        if p.record is not None and p.record in names
+        else p
+        for p in plans
+    ]
     plans = [_fitted(stores, plan, text) for plan in plans]
     for plan in plans:
         if file is None or not _filed_now(file, plan):

@@ -26,27 +26,34 @@ def put(stores: Stores, address: str, **columns: Any) -> None:
     stores.table(CONTACTS).upsert(contact_row(address, {"Address": address, **columns}))
 
 
+def guest_row(update: ContactUpdate, now: datetime) -> Entity:
+    """A new guest's contact row: inserted, never upserted (a guest never overwrites a contact
+    someone set up)."""
+    return contact_row(
+        update.address,
+        {
+            "Address": update.address,
+            "Name": update.name[:200],
+            "Kind": "guest",
+            "Allowed": True,
+            "CreatedAt": now,
+        },
+    )
+
+
 def apply(stores: Stores, updates: Sequence[ContactUpdate], now: datetime) -> None:
     """Contact updates, one transaction per contact's partition: usually one request."""
     by_partition: dict[str, list[tuple[Literal["insert", "upsert"], Entity]]] = {}
     for update in updates:
+        op: Literal["insert", "upsert"]
         if update.kind == "guest":
-            # insert, not upsert: a guest never overwrites a contact someone set up
-            columns: dict[str, Any] = {
-                "Address": update.address,
-                "Name": update.name[:200],
-                "Kind": "guest",
-                "Allowed": True,
-                "CreatedAt": now,
-            }
-            op: Literal["insert", "upsert"] = "insert"
+            row, op = guest_row(update, now), "insert"
         else:
             columns = {
                 "Address": update.address,
                 "UndeliverableSince": now,
                 "UndeliverableDetail": update.detail,
             }
-            op = "upsert"
-        row = contact_row(update.address, columns)
+            op, row = "upsert", contact_row(update.address, columns)
         by_partition.setdefault(row["PartitionKey"], []).append((op, row))
     transact_each(stores.table(CONTACTS), by_partition.values())

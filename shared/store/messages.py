@@ -109,10 +109,15 @@ def claim(
     source_id: str,
     record: RecordRef,
     now: datetime,
-) -> Entity | None:
+) -> tuple[bool, Entity | None]:
     """Claim the filing of a message for one copy (mailbox and source id): an insert only one
-    writer can win. None when this copy holds the claim (now, or already: a redelivery; or the
-    claim went away meanwhile); else the claim of the copy that files it."""
+    writer can win. Returns whether this insert won it, and the claim of the copy that files
+    it when that is another copy (None when this copy holds it: now, or already, a
+    redelivery; or the claim went away meanwhile).
+
+    A won insert also says the message is not filed: every message index row ("msg") has its
+    claim (`note_filed` writes one beside it), so the map stage reads the index only when it
+    loses (or takes no claim)."""
     messages = stores.table(MESSAGES)
     row = {
         "PartitionKey": message_key,
@@ -124,11 +129,11 @@ def claim(
         "ClaimedAt": now,
     }
     if messages.insert(row) is not None:
-        return None
+        return True, None
     held = messages.get(message_key, CLAIM)
     if held is None or (held["Mailbox"], held["SourceId"]) == (mailbox, source_id[:1000]):
-        return None
-    return held
+        return False, None
+    return False, held
 
 
 def _sighting(plan: FilingPlan, now: datetime) -> Entity:
@@ -156,8 +161,24 @@ def note_filed(stores: Stores, plan: FilingPlan, now: datetime) -> None:
     """Where the plan filed its mail, with the copy's sighting, in one transaction: from here
     on the message counts as filed."""
     assert plan.record is not None and plan.entry is not None
+    # The index row's claim, in the same transaction: the map stage takes a won claim insert
+    # as "not filed" (see `claim`), also for mail filed by hand or sent by us, which the map
+    # stage never claimed. The map stage's own claim names this copy and record already.
+    claim_row: list[Entity] = []
+    if plan.primary:
+        claim_row.append(
+            {
+                "PartitionKey": plan.message_key,
+                "RowKey": CLAIM,
+                "Mailbox": plan.mailbox,
+                "SourceId": plan.source_id[:1000],
+                "RecordType": plan.record.type,
+                "RecordKey": plan.record.key,
+            }
+        )
     stores.table(MESSAGES).upsert_batch(
         [
+            *claim_row,
             {
                 "PartitionKey": plan.message_key,
                 "RowKey": filed_row(plan.record.type, plan.primary),

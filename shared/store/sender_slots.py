@@ -58,12 +58,34 @@ class SenderSlots:
     window: timedelta
     at: datetime
     rows: dict[str, Entity] = field(default_factory=dict)
+    # The sender's guest contact, inserted by the claim's own transaction (it lives in this
+    # partition): the filing then writes no contact. Set when the sender has none yet.
+    # `contact` is the contact row as read; one inserted this way names the mail whose claim
+    # inserted it (`Via`), so that mail's redelivery decides as the first delivery did.
+    new_contact: Entity | None = None
+    contact_written: bool = False
+    contact: Entity | None = None
+
+    def contact_by(self, message_key: str) -> bool:
+        """Whether the sender's contact is the guest this mail's own claim inserted."""
+        row = self.contact
+        return (
+            row is not None
+            and row.get("Kind") == "guest"
+            and row.get("Via") == short_hash(message_key)
+        )
 
     @property
     def bucket(self) -> int:
         return bucket_of(self.at, self.window)
 
     def read(self) -> None:
+        if self.new_contact is not None:
+            # The contact too: another mail of this sender may have created it meanwhile.
+            self.contact, self.rows = sender_rows(self.table, self.partition, self.at, self.window)
+            if self.contact is not None:
+                self.new_contact = None
+            return
         low, high = _bounds(self.bucket)
         self.rows = {
             r["RowKey"]: r
@@ -118,7 +140,14 @@ class SenderSlots:
                 entity.update(Holder=mine, At=self.at)
             existing = self.rows.get(key)
             operations.append((entity, existing.get("_etag") if existing else None))
-        return self.table.transact_if_unchanged(operations)
+        contact = self.new_contact
+        if contact is not None:
+            # Inserted: never overwrites a contact.
+            operations.append(({**contact, "Via": mine}, None))
+        if not self.table.transact_if_unchanged(operations):
+            return False
+        self.contact_written = contact is not None
+        return True
 
 
 def sender_rows(

@@ -120,3 +120,34 @@ def test_concurrent_claimers_never_share_the_last_slot(stores: Stores, azurite: 
         admitted = list(pool.map(claim, range(40)))
     assert admitted.count(True) == 20
     assert len(holders(stores)) == 20
+
+
+def test_a_new_senders_guest_contact_goes_in_with_its_slot_and_never_overwrites_one(
+    stores: Stores,
+) -> None:
+    """The guest contact a new sender's first mail creates is inserted by the slot claim's own
+    transaction (one storage call fewer); a contact written meanwhile by anyone else is kept
+    as it is, and the claim still takes its slot."""
+    table = stores.table(CONTACTS)
+    guest = {"PartitionKey": SENDER, "RowKey": "contact", "Kind": "guest", "Name": "Шторм"}
+    first = slots(stores, NOW)
+    first.new_contact = guest
+    assert first.claim("m1") and first.contact_written
+    row = table.get(SENDER, "contact")
+    assert row is not None and row["Name"] == "Шторм"
+    # Its redelivery sees the contact as its own, and takes no second slot.
+    again = slots(stores, NOW)
+    again.contact = sender_rows(table, SENDER, NOW, WINDOW)[0]
+    assert again.contact_by("m1") and not again.contact_by("m2")
+    assert again.claim("m1") and not again.contact_written
+    # Another mail read "no contact", but one was set up before its claim: the claim's
+    # transaction fails, it reads again and claims its slot without the guest.
+    other = contact_partition("другой@example.org")
+    late = SenderSlots(table, other, 3, WINDOW, NOW, {})
+    late.new_contact = {**guest, "PartitionKey": other}
+    table.insert({"PartitionKey": other, "RowKey": "contact", "Kind": "contact", "Name": "Ops"})
+    assert late.claim("m3") and not late.contact_written
+    kept = table.get(other, "contact")
+    assert kept is not None and (kept["Kind"], kept["Name"]) == ("contact", "Ops")
+    assert len([r for r in table.partition(other) if r.get("Holder")]) == 1
+    assert holders(stores) == [NOW]
