@@ -61,13 +61,14 @@ RETENTION_SCHEDULE = "0 15 3 * * *"  # daily at 03:15 UTC
 
 @timer(bp, schedule=RETENTION_SCHEDULE)
 def apply_retention(ctx: AppContext) -> None:
-    """Delete handled mail whose mailbox keeps it only `delete_after_days`, and rate-limit
-    slot rows no claim reads any more."""
-    from ..services.retention import prune_rate_limit_slots, run_retention
+    """Delete handled mail whose mailbox keeps it only `delete_after_days`, rate-limit slot
+    rows no claim reads any more, and (once) fill the claims older index rows lack."""
+    from ..services.retention import fill_message_claims, prune_rate_limit_slots, run_retention
 
     summary = run_retention(ctx, datetime.now(UTC))
     log.info("retention: %s", summary)
     prune_rate_limit_slots(ctx, datetime.now(UTC))
+    fill_message_claims(ctx)  # a no-op (one read) once done
 
 
 TELEMETRY_SCHEDULE = "0 */5 * * * *"  # every five minutes

@@ -17,6 +17,7 @@ from ..core.config import Config
 from ..core.contracts import FilingPlan, MailboxAction
 from ..store import retention
 from ..store.backoff import seconds_left
+from ..store.claims_fill import fill_claims
 from ..store.stores import RETENTION, Stores
 from .actions import act, sighting_row
 from .context import AppContext
@@ -117,3 +118,9 @@ def prune_rate_limit_slots(ctx: AppContext, now: datetime) -> int:
     if deleted:
         log.info("retention: pruned %d rate-limit slot rows", deleted)
     return deleted
+
+
+def fill_message_claims(ctx: AppContext) -> int:
+    """Once per deployment: the claims missing beside message index rows filed before every
+    index row had one (store/claims_fill.py); after it, the map stage skips the index read."""
+    return fill_claims(ctx.stores)

@@ -149,7 +149,7 @@ def file_plan(
                 audit_trail.write_day(stores, day)
                 side.append(on_record or {})
         else:
-            display_id = _update_fields(stores, plan, now)
+            display_id = _update_fields(stores, plan, now) or display_id
         side.extend(timeline.participant_rows(plan.record, plan.participants[:MAX_PARTICIPANTS]))
         timeline.write_entry(
             stores,

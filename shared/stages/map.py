@@ -42,6 +42,7 @@ from ..services.context import AppContext
 from ..services.inbound import parse_inbound
 from ..store import contacts, conversations, numbers, records, timeline
 from ..store import messages as message_rows
+from ..store.claims_fill import claims_complete
 from ..store.keys import contact_partition
 from ..store.queues import decode, encode
 from ..store.sender_slots import SenderSlots, sender_rows
@@ -500,7 +501,8 @@ def map_inbound(
         arrival_time(inbound.received_at, now),
         signing_keys,
         may_wait=may_wait,
-        dedupe=False,
+        # A won claim answers dedupe once every index row has its claim (store/claims_fill.py).
+        dedupe=not claims_complete(stores),
         names=names,
     )
     if pending and may_wait:

@@ -231,3 +231,8 @@ def subscription_row(mailbox: str, kind: str) -> str:
 def subscription_rows(mailbox: str) -> tuple[str, str]:
     """The RowKey range (from, before) of a mailbox's subscriptions."""
     return f"{mailbox}~", f"{mailbox}~~"
+
+
+# Where the one-off fill of claim rows beside message index rows written before every index
+# row had its claim is noted as done (table Messages; no message key starts with "~").
+CLAIMS_MARKER = ("~claims", "~filled")
