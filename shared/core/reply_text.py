@@ -425,9 +425,24 @@ def _next_content(lines: Sequence[str], i: int) -> int:
     return i
 
 
+def _inline(pattern: re.Pattern[str]) -> str:
+    return f"(?{'i' if pattern.flags & re.I else ''}:{pattern.pattern})"
+
+
+# Every marker a line can start with (forward, signature, device line, separator, a header
+# block's From line) in one pattern: a line it does not match is none of them, and is tested
+# by one match instead of five.
+_ANY_MARKER = re.compile(
+    "|".join(
+        _inline(p) for p in (_FORWARD, _SIGNATURE_DELIMITER, _DEVICE_PREFIX, _SEPARATOR, _FROM_LINE)
+    )
+)
+
+
 def _scan(lines: list[str]) -> tuple[list[str], bool]:
     """The kept lines, and whether everything dropped was quote (no cut at a marker)."""
     quoted = _quotes(lines)
+    any_quoted = any(quoted)  # else no line introduces a quote
     ends = [_may_end_attribution(line) for line in lines]
     kept: list[str] = []
     origin: list[int] = []  # the index in `lines` of each kept line
@@ -454,13 +469,14 @@ def _scan(lines: list[str]) -> tuple[list[str], bool]:
             i += 1
             continue
         quoted_before = False
-        if _FORWARD.match(line):
+        marker = bool(_ANY_MARKER.match(line))
+        if marker and _FORWARD.match(line):
             # The forward's marker and its header block go; the forwarded mail is content.
             i, removed = _block_end(lines, _next_content(lines, i + 1)), True
             continue
-        if _is_stop(lines, i):
+        if marker and _is_stop(lines, i):
             return _trim(kept), False
-        block = _header_block_start(lines, i)
+        block = _header_block_start(lines, i) if marker else None
         if block is not None:
             if _is_forward_block(lines, block) or not any(k.strip() for k in kept):
                 # A forward, or headers pasted above the text: drop the block, keep the rest.
@@ -474,7 +490,7 @@ def _scan(lines: list[str]) -> tuple[list[str], bool]:
                 origin.pop()
                 kept.pop()
             return _trim(kept), False
-        span = _attribution_span(lines, i, ends)
+        span = _attribution_span(lines, i, ends) if any(ends[i : i + 3]) else 0
         if span:
             own = _own_words(lines, i, span)
             if own:
@@ -485,7 +501,7 @@ def _scan(lines: list[str]) -> tuple[list[str], bool]:
                 i, removed = after, True  # an attribution and its quote: drop, keep scanning
                 continue
             return _trim(kept), False
-        span = _introduction_span(lines, i, quoted)
+        span = _introduction_span(lines, i, quoted) if any_quoted else 0
         if span:
             i, removed = i + span, True
             continue
