@@ -124,11 +124,12 @@ def test_a_refused_send_midway_loses_and_duplicates_nothing(
         ingest_mailbox(faulty, "support", LocalSource(tmp_path / "mail"), now=NOW, ordered=ordered)
     first = drain(faulty)
     noted_first = noted(faulty)
-    assert refs[49] not in first and refs[49] not in noted_first  # the refused one
+    # The 49 sends before the refused one went out (once each); the refused one did not.
+    assert 49 <= len(first) == len(set(first)) < 150
     # A row is written only for mail that is on the queue: what is not noted is sent again.
     assert noted_first <= set(first)
     if ordered:
-        assert first == refs[:49]  # those after the refused one were not sent
+        assert first == refs[:49]  # the 50th was refused, those after it were not sent
     summary = ingest_mailbox(faulty, "support", LocalSource(tmp_path / "mail"), now=NOW)
     assert summary.complete and counter.sends > 150
     second = drain(faulty)

@@ -26,6 +26,7 @@ from datetime import datetime
 from azure.core.exceptions import AzureError
 
 from ..core.contracts import INLINE_RAW_BYTES, InboundMessage
+from ..core.errors import MailfilerError
 from ..core.message import id_key
 from ..core.mime import header_message_id
 from ..sources.base import MailboxSource, SourceMessage
@@ -114,7 +115,7 @@ def _store(stores: Stores, mailbox: str, message: SourceMessage, now: datetime) 
     )
 
 
-class _Abandoned(Exception):
+class _Abandoned(MailfilerError):
     """A message left unsent because an earlier one failed (it is queued on the next poll)."""
 
 
