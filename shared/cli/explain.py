@@ -44,6 +44,8 @@ class Simulation:
     # The last number given per record type: counting `numbers` on each create made explaining
     # n mails quadratic (58% of its CPU at 10,000 mails).
     last_number: dict[str, int] = field(default_factory=dict)
+    # How many records each token prefix numbers (`by_token`'s keys per prefix), for `waits_for`.
+    last_number_by_prefix: dict[str, int] = field(default_factory=dict)
 
     def known(self, message: MailMessage, config: Config, classification: Classification) -> Known:
         need = lookups(message, config, classification)
@@ -88,7 +90,7 @@ class Simulation:
         for token in need.tokens:
             if (token.prefix, token.number) in self.by_token:
                 break
-            numbered = sum(1 for t in self.by_token if t[0] == token.prefix)
+            numbered = self.last_number_by_prefix.get(token.prefix, 0)
             if numbered < token.number <= numbered + remaining:
                 return f"[{token.prefix}"
         else:
@@ -116,6 +118,10 @@ class Simulation:
                 number = self.last_number.get(plan.record.type, 0) + 1
                 self.last_number[plan.record.type] = number
                 self.numbers[plan.record] = f"{prefix}-{number}"
+                if (prefix, number) not in self.by_token:
+                    self.last_number_by_prefix[prefix] = (
+                        self.last_number_by_prefix.get(prefix, 0) + 1
+                    )
                 self.by_token[(prefix, number)] = plan.record
             if plan.primary and message.message_id:
                 self.by_message_id.setdefault(message.message_id, plan.record)
@@ -127,8 +133,9 @@ def iter_messages(paths: list[str]) -> Iterator[tuple[str, SourceMessage]]:
     """(name, message) of every message in files, folders (recursively) and mbox files."""
     for path in paths:
         source = LocalSource(Path(path))
+        resolved = f"{Path(path).resolve()}#"
         for ref in source.refs():
-            name = ref.replace(f"{Path(path).resolve()}#", f"{path}#")
+            name = ref.replace(resolved, f"{path}#")
             yield name, source.read(ref)
 
 
@@ -139,9 +146,15 @@ def explain_one(
     config: Config,
     sim: Simulation,
     folder: str | None = None,
+    parsed: tuple[MailMessage, Classification] | None = None,
 ) -> dict[str, Any]:
-    message = parse_message(raw, mailbox=mailbox, source_id=name, folder=folder)
-    classification = classify(message, own_mail(config))
+    """`parsed`: the message and its class when the caller has them (run_explain parses each
+    message once to tell whether it waits)."""
+    if parsed is None:
+        message = parse_message(raw, mailbox=mailbox, source_id=name, folder=folder)
+        classification = classify(message, own_mail(config))
+    else:
+        message, classification = parsed
     new_text = reply_text(message.text)
     duplicate = bool(message.message_id and message.message_id in sim.by_message_id)
     if duplicate:
@@ -232,23 +245,28 @@ def run_explain(
     try:
         # First the Message-IDs of the call (headers only), so a message can wait for a later one.
         coming: Counter[str] = Counter()
+        mids: dict[str, str | None] = {}  # by name, read once (its headers parsed)
         remaining = 0
-        for _, got in iter_messages(paths):
+        for name, got in iter_messages(paths):
             remaining += 1
-            mid = header_message_id(got.raw)
+            mid = mids[name] = header_message_id(got.raw)
             if mid:
                 coming[mid] += 1
         waiting: list[_Waiting] = []
 
-        def emit(name: str, got: SourceMessage) -> dict[str, Any]:
+        def emit(
+            name: str, got: SourceMessage, parsed: tuple[MailMessage, Classification]
+        ) -> dict[str, Any]:
             nonlocal remaining
-            result = explain_one(name, got.raw, mailbox, config, sim, folder=got.folder)
+            result = explain_one(
+                name, got.raw, mailbox, config, sim, folder=got.folder, parsed=parsed
+            )
             if as_json:
                 out.write(json.dumps(result, ensure_ascii=False) + "\n")
             else:
                 print_human(result, out)
             remaining -= 1
-            mid = header_message_id(got.raw)
+            mid = mids[name] if name in mids else header_message_id(got.raw)
             if mid:
                 coming[mid] -= 1
             return result
@@ -266,7 +284,7 @@ def run_explain(
                     on = sim.waits_for(item.message, config, item.classification, coming, remaining)
                     if on is None:
                         waiting.remove(item)
-                        done.append(emit(item.name, item.got))
+                        done.append(emit(item.name, item.got, (item.message, item.classification)))
                     else:
                         item.on = on
 
@@ -277,9 +295,9 @@ def run_explain(
             if on is not None:
                 waiting.append(_Waiting(name, got, message, classification, on))
                 continue
-            release(emit(name, got))
+            release(emit(name, got, (message, classification)))
         for item in waiting:  # what waits for mail that never comes: decided without it
-            emit(item.name, item.got)
+            emit(item.name, item.got, (item.message, item.classification))
     except LocalSourceError as exc:
         print(f"mailfiler explain: {exc}", file=sys.stderr)
         failures += 1

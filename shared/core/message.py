@@ -65,18 +65,29 @@ class MailMessage:
     categories: tuple[str, ...] = ()
     folder: str | None = None
     defects: tuple[str, ...] = ()
+    # Every value by lower-cased name, built on the first lookup: classify and decide ask for
+    # some 30 headers a message, each a walk of all of them before.
+    _by_name: dict[str, tuple[str, ...]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def _index(self) -> dict[str, tuple[str, ...]]:
+        index = self._by_name
+        if index is None:
+            lists: dict[str, list[str]] = {}
+            for key, value in self.headers:
+                lists.setdefault(key.lower(), []).append(value)
+            index = {key: tuple(values) for key, values in lists.items()}
+            object.__setattr__(self, "_by_name", index)  # a cache: the message stays the same
+        return index
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), decoded, or None."""
-        wanted = name.lower()
-        for key, value in self.headers:
-            if key.lower() == wanted:
-                return value
-        return None
+        values = self._index().get(name.lower())
+        return values[0] if values else None
 
     def header_all(self, name: str) -> tuple[str, ...]:
-        wanted = name.lower()
-        return tuple(value for key, value in self.headers if key.lower() == wanted)
+        return self._index().get(name.lower(), ())
 
     @property
     def thread_ids(self) -> tuple[str, ...]:

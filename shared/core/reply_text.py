@@ -171,8 +171,28 @@ def _is_attribution(joined: str) -> bool:
     return False
 
 
-def _attribution_span(lines: Sequence[str], i: int) -> int:
-    """How many lines (1-3) from `i` form an attribution line; 0 when none does."""
+# The last word of each verb: a joined attribution ends with one (or in a colon), so a line that
+# does not cannot end one (checked once a line, where `_is_attribution` ran up to three times).
+_END_WORDS = tuple(sorted({verb.split()[-1] for verb in _END_VERBS}))
+
+
+def _may_end_attribution(line: str) -> bool:
+    """False only when no attribution whose last line is `line` can pass `_is_attribution`'s
+    first test (it ends in a colon or one of the verbs, after spaces, dashes and colons)."""
+    text = line.strip()
+    if not text or text[-1] in ":：":
+        return True
+    end = len(text)
+    while end and (text[end - 1].isspace() or text[end - 1] in "-:："):
+        end -= 1
+    return not end or text[:end].lower().endswith(_END_WORDS)
+
+
+def _attribution_span(lines: Sequence[str], i: int, ends: Sequence[bool] | None = None) -> int:
+    """How many lines (1-3) from `i` form an attribution line; 0 when none does. `ends`:
+    `_may_end_attribution` of each line, when the caller has it."""
+    if ends is not None and not any(ends[i : i + 3]):
+        return 0  # only `_is_attribution` gives a span, and it cannot pass on these lines
     joined = ""
     for k in range(3):
         j = i + k
@@ -183,7 +203,7 @@ def _attribution_span(lines: Sequence[str], i: int) -> int:
         joined = f"{joined} {lines[j].strip()}" if joined else lines[j].strip()
         if len(joined) > _MAX_HEADER_CHARS:
             return 0
-        if _is_attribution(joined):
+        if (ends[j] if ends is not None else True) and _is_attribution(joined):
             if k and any(_steals(lines, i, s, k + 1 - s) for s in range(1, k + 1)):
                 return 0
             return k + 1
@@ -285,6 +305,11 @@ _SEPARATORS = [
     ),
 ]
 
+# One pattern for the three: one match a line instead of three.
+_SEPARATOR = re.compile(
+    "|".join(f"(?{'i' if p.flags & re.I else ''}:{p.pattern})" for p in _SEPARATORS)
+)
+
 _SIGNATURE_DELIMITER = re.compile(r"^(?:--|—+|–)\s*$")
 _DEVICE_PREFIX = re.compile(
     r"^\s*(?:Sent from my|Sent from|Sent with|Sent via|Sent using|Get Outlook for"
@@ -323,7 +348,7 @@ def _is_stop(lines: Sequence[str], i: int) -> bool:
     line = lines[i]
     if _SIGNATURE_DELIMITER.match(line) or _is_device_signature(line):
         return True
-    return any(p.match(line) for p in _SEPARATORS)
+    return bool(_SEPARATOR.match(line))
 
 
 # --- forwards -------------------------------------------------------------------------------------
@@ -400,9 +425,25 @@ def _next_content(lines: Sequence[str], i: int) -> int:
     return i
 
 
+def _inline(pattern: re.Pattern[str]) -> str:
+    return f"(?{'i' if pattern.flags & re.I else ''}:{pattern.pattern})"
+
+
+# Every marker a line can start with (forward, signature, device line, separator, a header
+# block's From line) in one pattern: a line it does not match is none of them, and is tested
+# by one match instead of five.
+_ANY_MARKER = re.compile(
+    "|".join(
+        _inline(p) for p in (_FORWARD, _SIGNATURE_DELIMITER, _DEVICE_PREFIX, _SEPARATOR, _FROM_LINE)
+    )
+)
+
+
 def _scan(lines: list[str]) -> tuple[list[str], bool]:
     """The kept lines, and whether everything dropped was quote (no cut at a marker)."""
     quoted = _quotes(lines)
+    any_quoted = any(quoted)  # else no line introduces a quote
+    ends = [_may_end_attribution(line) for line in lines]
     kept: list[str] = []
     origin: list[int] = []  # the index in `lines` of each kept line
     quoted_before = False  # the previous line was quoted (or a wrapped quoted line)
@@ -428,13 +469,14 @@ def _scan(lines: list[str]) -> tuple[list[str], bool]:
             i += 1
             continue
         quoted_before = False
-        if _FORWARD.match(line):
+        marker = bool(_ANY_MARKER.match(line))
+        if marker and _FORWARD.match(line):
             # The forward's marker and its header block go; the forwarded mail is content.
             i, removed = _block_end(lines, _next_content(lines, i + 1)), True
             continue
-        if _is_stop(lines, i):
+        if marker and _is_stop(lines, i):
             return _trim(kept), False
-        block = _header_block_start(lines, i)
+        block = _header_block_start(lines, i) if marker else None
         if block is not None:
             if _is_forward_block(lines, block) or not any(k.strip() for k in kept):
                 # A forward, or headers pasted above the text: drop the block, keep the rest.
@@ -448,7 +490,7 @@ def _scan(lines: list[str]) -> tuple[list[str], bool]:
                 origin.pop()
                 kept.pop()
             return _trim(kept), False
-        span = _attribution_span(lines, i)
+        span = _attribution_span(lines, i, ends) if any(ends[i : i + 3]) else 0
         if span:
             own = _own_words(lines, i, span)
             if own:
@@ -459,7 +501,7 @@ def _scan(lines: list[str]) -> tuple[list[str], bool]:
                 i, removed = after, True  # an attribution and its quote: drop, keep scanning
                 continue
             return _trim(kept), False
-        span = _introduction_span(lines, i, quoted)
+        span = _introduction_span(lines, i, quoted) if any_quoted else 0
         if span:
             i, removed = i + span, True
             continue

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from azure.core.exceptions import AzureError
 
 from ..core.contracts import INLINE_RAW_BYTES, InboundMessage
+from ..core.errors import MailfilerError
 from ..core.message import id_key
 from ..core.mime import header_message_id
 from ..sources.base import MailboxSource, SourceMessage
@@ -31,9 +35,16 @@ from ..store.cursors import Cursors
 from ..store.keys import source_key
 from ..store.queues import encode
 from ..store.stores import INBOUND, INGEST, TASK_CHANGES, Stores
+from ..store.tables import Entity
 
 log = logging.getLogger(__name__)
 FLUSH_EVERY = 100  # one table transaction records up to 100 ingested ids
+INGEST_THREADS = 8  # storage calls of an ingest in flight at once
+# An incremental listing this long is checked against the Ingest partition read once, unless
+# the partition holds more than ROWS_PER_LOOKUP rows per id listed (a page of 1,000 RowKeys
+# costs about what ten lookups do: past that, a lookup per id is cheaper).
+PARTITION_READ_FROM = 100
+ROWS_PER_LOOKUP = 100
 
 
 @dataclass
@@ -71,6 +82,14 @@ def queue_message(
 ) -> dict[str, object]:
     """Raw mail to Blob Storage, then its InboundMessage to the queue; returns the Ingest row
     that notes it (the caller writes it, alone or in a batch)."""
+    inbound = _store(stores, mailbox, message, now)
+    stores.queues.send(INBOUND, _with_raw(inbound, message.raw))
+    return ingest_notes.row(mailbox, message.source_id, inbound.blob, message.folder, now)
+
+
+def _store(stores: Stores, mailbox: str, message: SourceMessage, now: datetime) -> InboundMessage:
+    """The steps before the queue message: the raw mail stored, its Message-ID noted as on its
+    way; returns the InboundMessage to send."""
     blob = stores.blobs.put_raw(message.raw)
     message_id = header_message_id(message.raw)
     if message_id is not None:
@@ -85,7 +104,7 @@ def queue_message(
             blob=blob,
             now=now,
         )
-    inbound = InboundMessage(
+    return InboundMessage(
         mailbox=mailbox,
         source_id=message.source_id,
         blob=blob,
@@ -94,8 +113,127 @@ def queue_message(
         conversation_id=message.conversation_id,
         received_at=message.received_at,
     )
-    stores.queues.send(INBOUND, _with_raw(inbound, message.raw))
-    return ingest_notes.row(mailbox, message.source_id, blob, message.folder, now)
+
+
+class _Abandoned(MailfilerError):
+    """A message left unsent because an earlier one failed (it is queued on the next poll)."""
+
+
+class _Watermark:
+    """How many of messages 0, 1, 2, ... have done a step, counted up to the first gap."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._ahead: set[int] = set()
+
+    def mark(self, index: int) -> None:
+        self._ahead.add(index)
+        while self.count in self._ahead:
+            self._ahead.remove(self.count)
+            self.count += 1
+
+
+class _Pipeline:
+    """The storage calls of many messages in flight at once, each message's own in the order
+    that loses nothing (raw mail and the note that its Message-ID is on its way, then the queue
+    message, then its Ingest row), and across messages as the map stage needs it: a message is
+    queued only once every earlier one is noted as on its way, so mail that refers to an
+    earlier one waits for it as it did when ingest sent one call at a time. `ordered`: the
+    queue messages also go one at a time in the source's order (an import is filed in the
+    order `explain` numbers it); else they overlap (Azure's queues keep no order anyway).
+
+    The main thread reads the source (not thread-safe) and submits; `rows` hands back the
+    Ingest rows of messages queued, in order, never one whose queue message was not sent."""
+
+    def __init__(
+        self, stores: Stores, mailbox: str, now: datetime, *, ordered: bool, threads: int
+    ) -> None:
+        self._stores, self._mailbox, self._now, self._ordered = stores, mailbox, now, ordered
+        stores.queues.client(INBOUND)  # built before any thread sends (clients are cached)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"ingest-{mailbox}"[:40])
+        self._window = threads * 4  # messages in flight at most (memory: their raw bytes)
+        self._changed = threading.Condition()
+        self._noted = _Watermark()
+        self._sent = _Watermark()
+        self._failed = False
+        self._error: BaseException | None = None  # the first failure
+        self._futures: deque[Future[Entity]] = deque()
+        self._submitted = 0
+
+    def submit(self, message: SourceMessage) -> list[Entity]:
+        """Start `message`; returns the rows of earlier messages queued meanwhile."""
+        index, self._submitted = self._submitted, self._submitted + 1
+        self._futures.append(self._pool.submit(self._run, index, message))
+        return self.rows(wait=len(self._futures) >= self._window)
+
+    def rows(self, *, wait: bool = False, every: bool = False) -> list[Entity]:
+        """The rows of the oldest messages that are queued (`wait`: at least one; `every`:
+        all of them); raises the first failure, in order."""
+        out: list[Entity] = []
+        while self._futures and (self._futures[0].done() or wait or every):
+            try:
+                out.append(self._futures.popleft().result())
+            except _Abandoned as exc:
+                raise self._error or exc from exc  # the failure that made it stop
+            wait = False
+        return out
+
+    def finish(self) -> list[Entity]:
+        """After a failure: let what is in flight end (what was not queued is abandoned) and
+        return the rows of what was queued, for the caller to note."""
+        with self._changed:
+            self._failed = True
+            self._changed.notify_all()
+        self._pool.shutdown(wait=True)
+        rows = [f.result() for f in self._futures if f.exception() is None]
+        self._futures.clear()
+        return rows
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _run(self, index: int, message: SourceMessage) -> Entity:
+        stores, mailbox, now = self._stores, self._mailbox, self._now
+        try:
+            inbound = _store(stores, mailbox, message, now)
+        except BaseException as exc:
+            with self._changed:
+                self._failed = True
+                self._error = self._error or exc
+                self._noted.mark(index)
+                self._sent.mark(index)
+                self._changed.notify_all()
+            raise
+        with self._changed:
+            self._noted.mark(index)
+            self._changed.notify_all()
+            # Earlier messages run (the pool starts tasks in order), so this wait ends.
+            self._changed.wait_for(
+                lambda: (
+                    self._failed
+                    or (
+                        self._noted.count > index
+                        and (not self._ordered or self._sent.count >= index)
+                    )
+                )
+            )
+            failed = self._failed
+        try:
+            if failed:
+                raise _Abandoned(message.source_id)
+            stores.queues.send(INBOUND, _with_raw(inbound, message.raw))
+        except BaseException as exc:
+            with self._changed:
+                self._failed = True
+                if not isinstance(exc, _Abandoned):
+                    self._error = self._error or exc
+                self._sent.mark(index)
+                self._changed.notify_all()
+            raise
+        with self._changed:
+            self._sent.mark(index)
+            self._changed.notify_all()
+        return ingest_notes.row(mailbox, message.source_id, inbound.blob, message.folder, now)
 
 
 def ingest_mailbox(
@@ -108,9 +246,12 @@ def ingest_mailbox(
     progress: Callable[[int], object] | None = None,
     on_count: Callable[[int], object] | None = None,
     cursors: Cursors | None = None,
+    ordered: bool = True,
+    threads: int = INGEST_THREADS,
 ) -> IngestSummary:
     """Queue what `source` lists since the mailbox's cursor (`cursors`: where it is kept;
-    None for a source that keeps none, e.g. a local import)."""
+    None for a source that keeps none, e.g. a local import). `threads` storage calls go at
+    once; `ordered`: the queue messages in the source's order (see `_Pipeline`)."""
     summary = IngestSummary(mailbox)
     table = stores.table(INGEST)
     pending: list[dict[str, object]] = []
@@ -123,10 +264,16 @@ def ingest_mailbox(
     # A source that lists only what changed (a delta query) is checked id by id; one that
     # lists everything (a folder of files) against the whole partition, read once.
     done: set[str] | None = None if sighting.incremental else ingest_notes.done(table, mailbox)
+    # A long listing of new mail (an IMAP first sync) is checked against the partition read
+    # once, as long as that costs fewer requests than a lookup an id (None: it would not).
+    known: set[str] | None = None
+    if sighting.incremental and len(refs) >= PARTITION_READ_FROM:
+        known = ingest_notes.done(table, mailbox, at_most=len(refs) * ROWS_PER_LOOKUP)
     summary.seen = len(refs)
     if on_count:
         on_count(summary.seen)
     complete = True
+    pipeline: _Pipeline | None = None
     try:
         for source_id in refs:
             if progress:
@@ -135,7 +282,11 @@ def ingest_mailbox(
             if done is not None and key in done:
                 summary.skipped += 1
                 continue
-            if done is None and ingest_notes.get(table, mailbox, source_id) is not None:
+            if done is None and (
+                key in known
+                if known is not None
+                else ingest_notes.get(table, mailbox, source_id) is not None
+            ):
                 summary.skipped += 1
                 summary.changed.append(source_id)
                 if source_id in sighting.versions:
@@ -151,18 +302,24 @@ def ingest_mailbox(
                 log.warning("ingest: mailbox=%s source_id=%s failed: %s", mailbox, source_id, exc)
                 summary.failed.append((source_id, str(exc)))
                 continue
-            pending.append(queue_message(stores, mailbox, message, now))
+            if pipeline is None:
+                pipeline = _Pipeline(stores, mailbox, now, ordered=ordered, threads=threads)
+            pending.extend(pipeline.submit(message))
             summary.queued += 1
             if done is not None:
                 done.add(key)
             if len(pending) >= FLUSH_EVERY:
                 table.upsert_batch(pending)
                 pending.clear()
+        if pipeline is not None:
+            pending.extend(pipeline.rows(every=True))
+            pipeline.close()
+            pipeline = None
         summary.complete = complete and not summary.failed
         if summary.complete:
-            if pending:
-                table.upsert_batch(pending)
-                pending.clear()
+            while pending:
+                table.upsert_batch(pending[:FLUSH_EVERY])
+                del pending[:FLUSH_EVERY]
             # Changes first, then the cursor (see the module's docstring).
             for change in sighting.changes:
                 stores.queues.send(TASK_CHANGES, change)
@@ -170,12 +327,15 @@ def ingest_mailbox(
             if cursors is not None:
                 cursors.save(sighting.cursor, now)
     finally:
+        if pipeline is not None:  # a failure: what is in flight ends, what was queued is noted
+            pending.extend(pipeline.finish())
         source.close()
         # Also when storage fails midway: what was queued is noted, so the next poll does not
         # send it again (it would be harmless, the map stage drops duplicates, but wasteful).
-        if pending:
-            with contextlib.suppress(AzureError):
-                table.upsert_batch(pending)
+        with contextlib.suppress(AzureError):
+            while pending:
+                table.upsert_batch(pending[:FLUSH_EVERY])
+                del pending[:FLUSH_EVERY]
     log.info(
         "ingest: mailbox=%s seen=%d queued=%d skipped=%d failed=%d changes=%d",
         mailbox,

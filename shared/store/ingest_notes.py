@@ -6,6 +6,7 @@ new mail from a known one and notes where a known one moved."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import overload
 
 from .keys import source_key
 from .tables import Entity, Table
@@ -23,9 +24,22 @@ def row(mailbox: str, source_id: str, blob: str, folder: str | None, now: dateti
     }
 
 
-def done(table: Table, mailbox: str) -> set[str]:
-    """The RowKeys (`keys.source_key`) of every mail the mailbox handed over: one read."""
-    return {e["RowKey"] for e in table.partition(mailbox, select=["RowKey"])}
+@overload
+def done(table: Table, mailbox: str) -> set[str]: ...
+@overload
+def done(table: Table, mailbox: str, *, at_most: int) -> set[str] | None: ...
+
+
+def done(table: Table, mailbox: str, *, at_most: int | None = None) -> set[str] | None:
+    """The RowKeys (`keys.source_key`) of every mail the mailbox handed over: one read (a
+    request per 1,000). `at_most`: None once the partition holds more rows than that (the read
+    stops there)."""
+    keys: set[str] = set()
+    for entity in table.partition(mailbox, select=["RowKey"]):
+        keys.add(entity["RowKey"])
+        if at_most is not None and len(keys) > at_most:
+            return None
+    return keys
 
 
 def get(table: Table, mailbox: str, source_id: str) -> Entity | None:

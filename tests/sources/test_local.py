@@ -67,6 +67,25 @@ def test_maildir_ids_survive_flag_changes_and_flags_are_read(tmp_path: Path) -> 
     assert b"Message-ID: <1@example.com>" in read.raw
 
 
+def test_maildir_mail_renamed_after_listing_is_still_read(tmp_path: Path) -> None:
+    # The folder is listed once for every read: a flag change or a move from new/ to cur/
+    # between the listing and a read must not lose the message, and mail added later is found.
+    box = mailbox.Maildir(tmp_path / "md", create=True)
+    first = box.add(mailbox.MaildirMessage(MAIL % (1, 1, 1)))
+    source = LocalSource(tmp_path / "md")
+    assert source.read(f"{tmp_path / 'md'}/{first}").flags == ()
+    msg = box[first]
+    msg.set_subdir("cur")
+    msg.set_flags("S")
+    box[first] = msg
+    second = box.add(mailbox.MaildirMessage(MAIL % (2, 2, 2)))
+    assert source.read(f"{tmp_path / 'md'}/{first}").flags == ("\\Seen",)
+    assert b"<2@example.com>" in source.read(f"{tmp_path / 'md'}/{second}").raw
+    box.remove(second)
+    with pytest.raises(LocalSourceError, match="no Maildir message"):
+        source.read(f"{tmp_path / 'md'}/{second}")
+
+
 def test_mbox_messages_are_keyed_by_content(tmp_path: Path) -> None:
     path = tmp_path / "export.mbox"
     box = mailbox.mbox(path)
