@@ -192,17 +192,23 @@ class _Pipeline:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
+    def _give_up(self, index: int, exc: BaseException, *, noted: bool) -> None:
+        """Message `index` failed: the rest is abandoned, and the first real error kept."""
+        with self._changed:
+            self._failed = True
+            if not isinstance(exc, _Abandoned):
+                self._error = self._error or exc
+            if not noted:
+                self._noted.mark(index)
+            self._sent.mark(index)
+            self._changed.notify_all()
+
     def _run(self, index: int, message: SourceMessage) -> Entity:
         stores, mailbox, now = self._stores, self._mailbox, self._now
         try:
             inbound = _store(stores, mailbox, message, now)
         except BaseException as exc:
-            with self._changed:
-                self._failed = True
-                self._error = self._error or exc
-                self._noted.mark(index)
-                self._sent.mark(index)
-                self._changed.notify_all()
+            self._give_up(index, exc, noted=False)
             raise
         with self._changed:
             self._noted.mark(index)
@@ -223,12 +229,7 @@ class _Pipeline:
                 raise _Abandoned(message.source_id)
             stores.queues.send(INBOUND, _with_raw(inbound, message.raw))
         except BaseException as exc:
-            with self._changed:
-                self._failed = True
-                if not isinstance(exc, _Abandoned):
-                    self._error = self._error or exc
-                self._sent.mark(index)
-                self._changed.notify_all()
+            self._give_up(index, exc, noted=True)
             raise
         with self._changed:
             self._sent.mark(index)
