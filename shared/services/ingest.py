@@ -309,9 +309,11 @@ def ingest_mailbox(
             summary.queued += 1
             if done is not None:
                 done.add(key)
-            if len(pending) >= FLUSH_EVERY:
-                table.upsert_batch(pending)
-                pending.clear()
+            # Full transactions only: the rows come back in bursts of any size, and a burst
+            # of 101 sent whole would be two transactions, one of a single row.
+            while len(pending) >= FLUSH_EVERY:
+                table.upsert_batch(pending[:FLUSH_EVERY])
+                del pending[:FLUSH_EVERY]
         if pipeline is not None:
             pending.extend(pipeline.rows(every=True))
             pipeline.close()
