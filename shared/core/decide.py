@@ -151,6 +151,16 @@ def record_key(record_type: str, root_id_key: str) -> str:
     return hashlib.sha256(f"{record_type}\x00{root_id_key}".encode()).hexdigest()[:32]
 
 
+def _snippet(text: str) -> str:
+    """The text's first SNIPPET_CHARS with runs of whitespace as one space. The head of the
+    text is enough when it gives that many (a prefix of the text folds to a prefix of the
+    whole's fold), so a long mail is not split whole."""
+    head = " ".join(text[: SNIPPET_CHARS * 4].split())
+    if len(head) >= SNIPPET_CHARS or len(text) <= SNIPPET_CHARS * 4:
+        return head[:SNIPPET_CHARS]
+    return " ".join(text.split())[:SNIPPET_CHARS]
+
+
 def timeline_entry(
     message: MailMessage, text: str, direction: str, kind: str, *, flag: str | None = None
 ) -> TimelineEntry:
@@ -165,7 +175,7 @@ def timeline_entry(
         to=tuple(str(a) for a in message.to[:50]),
         cc=tuple(str(a) for a in message.cc[:50]),
         date=message.date,
-        snippet=" ".join(text.split())[:SNIPPET_CHARS],
+        snippet=_snippet(text),
         text=text[:TEXT_INLINE],
         attachments=tuple(
             AttachmentInfo(filename=a.filename, content_type=a.content_type, size=a.size)

@@ -76,6 +76,9 @@ _QUOTED = re.compile(r"^\s*>")
 # Alone, "| a |" is a table row and ": x" a label, so these count only in a run (see `_quotes`).
 _ALT_QUOTED = re.compile(r"^\s*([|»:])(?:\s|$)")
 _TABLE_ROW = re.compile(r"\|\s*$")
+# The first character after leading white space of every line the two patterns above match
+# (`\s` and str.lstrip() skip the same characters).
+_QUOTE_MARKS = frozenset(">|»:")
 
 # --- attribution lines ---------------------------------------------------------------------------
 
@@ -128,8 +131,10 @@ _DATE_HINT = re.compile(r"\d{1,2}[:.h]\d{2}|\b(?:19|20)\d{2}\b|\d{4}年|\d{1,2}�
 def _quotes(lines: Sequence[str]) -> list[bool]:
     """Which lines are quoted: every `>` line, and runs of two or more lines sharing one of the
     other markers (a single "| x" or ": x" line is the sender's own, as is a table row)."""
-    mask = [bool(_QUOTED.match(line)) for line in lines]
     i, n = 0, len(lines)
+    if _QUOTE_MARKS.isdisjoint(line.lstrip()[:1] for line in lines):
+        return [False] * n  # no line starts with a marker: most mail, one cheap pass
+    mask = [bool(_QUOTED.match(line)) for line in lines]
     while i < n:
         match = _ALT_QUOTED.match(lines[i])
         if mask[i] or not match:
@@ -176,21 +181,21 @@ def _is_attribution(joined: str) -> bool:
 _END_WORDS = tuple(sorted({verb.split()[-1] for verb in _END_VERBS}))
 
 
-def _may_end_attribution(line: str) -> bool:
-    """False only when no attribution whose last line is `line` can pass `_is_attribution`'s
-    first test (it ends in a colon or one of the verbs, after spaces, dashes and colons)."""
-    text = line.strip()
-    if not text or text[-1] in ":：":
-        return True
-    end = len(text)
-    while end and (text[end - 1].isspace() or text[end - 1] in "-:："):
-        end -= 1
-    return not end or text[:end].lower().endswith(_END_WORDS)
+def _ends(whole: str) -> list[bool]:
+    """For each line of `whole`: False only when no attribution whose last line it is can pass
+    `_is_attribution`'s first test (it ends in a colon or one of the verbs, after spaces,
+    dashes and colons); True where in doubt, as it only lets the scan skip lines. A blank line
+    is False: it ends the lines an attribution can span. One lower() for the text and no call a
+    line: this was the scan's commonest cost."""
+    return [
+        bool(line) and (line[-1] in ":：-" or line.endswith(_END_WORDS))
+        for line in (part.rstrip() for part in whole.lower().split("\n"))
+    ]
 
 
 def _attribution_span(lines: Sequence[str], i: int, ends: Sequence[bool] | None = None) -> int:
     """How many lines (1-3) from `i` form an attribution line; 0 when none does. `ends`:
-    `_may_end_attribution` of each line, when the caller has it."""
+    `_ends` of the lines, when the caller has it."""
     if ends is not None and not any(ends[i : i + 3]):
         return 0  # only `_is_attribution` gives a span, and it cannot pass on these lines
     joined = ""
@@ -439,11 +444,19 @@ _ANY_MARKER = re.compile(
 )
 
 
-def _scan(lines: list[str]) -> tuple[list[str], bool]:
-    """The kept lines, and whether everything dropped was quote (no cut at a marker)."""
+def _scan(
+    lines: list[str], whole: str | None = None, *, shortcut: bool = True
+) -> tuple[list[str], bool]:
+    """The kept lines, and whether everything dropped was quote (no cut at a marker).
+    `whole`: the lines joined with newlines, when the caller has it; `shortcut`: False runs
+    the whole scan even where it would keep every line (tests compare the two)."""
     quoted = _quotes(lines)
     any_quoted = any(quoted)  # else no line introduces a quote
-    ends = [_may_end_attribution(line) for line in lines]
+    whole = "\n".join(lines) if whole is None else whole
+    ends = _ends(whole)
+    if shortcut and not any_quoted and not any(ends) and not any(map(_ANY_MARKER.match, lines)):
+        # No quote, marker or attribution: the loop below would keep every line.
+        return _trim(list(lines)), True
     kept: list[str] = []
     origin: list[int] = []  # the index in `lines` of each kept line
     quoted_before = False  # the previous line was quoted (or a wrapped quoted line)
@@ -568,10 +581,11 @@ def reply_text(text: str, *, languages: Sequence[str] | None = None) -> str:
     """
     try:
         lines = _normalise(text)
-        whole = "\n".join(lines).strip("\n")
+        joined = "\n".join(lines)
+        whole = joined.strip("\n")
         if not whole:
             return ""
-        kept, only_quote = _scan(lines)
+        kept, only_quote = _scan(lines, joined)
         if not kept and only_quote:
             return ""  # nothing but quoted text: the sender wrote nothing new
         if len(kept) == len(lines) and any(_MAYBE_HEADER.match(line) for line in kept[1:]):

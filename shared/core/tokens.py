@@ -12,6 +12,7 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 _DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"), "-")
 
@@ -34,17 +35,23 @@ def _fold(subject: str) -> str:
     return unicodedata.normalize("NFKC", subject).translate(_DASHES)
 
 
-def find_tokens(subject: str, prefixes: Iterable[str]) -> tuple[Token, ...]:
-    """Every token of the given prefixes in `subject`, in order of appearance, without repeats."""
-    wanted = sorted({p.upper() for p in prefixes}, key=len, reverse=True)
-    if not wanted or not subject:
-        return ()
+@lru_cache(maxsize=64)
+def _pattern(wanted: tuple[str, ...]) -> re.Pattern[str]:
+    """The finder for these prefixes (longest first), built once: a decision looks twice."""
     names = "|".join(map(re.escape, wanted))
-    pattern = re.compile(
+    return re.compile(
         rf"(?P<open>[\[(])\s*(?P<p>{names})\s*[-#: ]?\s*(?P<n>\d{{1,12}})\s*[\])]"
         rf"|(?<![\w-])(?P<bp>{names})\s?[-#](?P<bn>\d{{1,12}})(?![\w-])",
         re.IGNORECASE,
     )
+
+
+def find_tokens(subject: str, prefixes: Iterable[str]) -> tuple[Token, ...]:
+    """Every token of the given prefixes in `subject`, in order of appearance, without repeats."""
+    wanted = tuple(sorted({p.upper() for p in prefixes}, key=lambda p: (-len(p), p)))
+    if not wanted or not subject:
+        return ()
+    pattern = _pattern(wanted)
     found: dict[tuple[str, int], Token] = {}
     for match in pattern.finditer(_fold(subject)):
         if match.group("p"):

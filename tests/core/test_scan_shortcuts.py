@@ -1,0 +1,127 @@
+"""The shortcuts issue 22 took in reply-text scanning and the timeline snippet give the answers
+the full work gives. Properties over generated text (derandomized: CI sees the same examples),
+built from the lines that steer the scan: quotes, attributions, markers, prose, blanks."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.core import reply_text as module
+from shared.core.contracts import SNIPPET_CHARS
+from shared.core.decide import _snippet
+from shared.core.tokens import find_tokens
+
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=600,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+STEERING = [
+    "",
+    "   ",
+    "> quoted line",
+    ">> deeper",
+    "| table | row |",
+    ": labelled",
+    "On Tue, 3 Mar 2026 at 10:00, Anna <anna@example.org> wrote:",
+    "Am 03.03.2026 um 10:00 schrieb Bernd:",
+    "Le mar. 3 mars 2026, Chloé a écrit :",
+    "2017-11-24 16:32 GMT+01:00 Baptiste <b@example.org>:",
+    "Anna <anna@example.org>",
+    "wrote:",
+    "WROTE -",
+    "--",
+    "-- ",
+    "—",
+    "-----Original Message-----",
+    "From: Anna <anna@example.org>",
+    "Von: Бернд",
+    "Sent: Tuesday",
+    "Subject: Fwd: plan",
+    "---------- Forwarded message ---------",
+    "Sent from my iPhone",
+    "Отправлено с моего телефона",
+    "________________",
+    "Thanks, see below:",
+    "Привет, это ответ",
+    "返信します",
+    "ΣΟΦΊΑ ΈΓΡΑΨΕ:",
+    "the plan stands",
+]
+LINES = st.lists(
+    st.one_of(st.sampled_from(STEERING), st.text(min_size=0, max_size=60)), max_size=25
+)
+
+
+def _reference_may_end(line: str) -> bool:
+    """The rule `_ends` folds into one pass, as it was written per line (the specification)."""
+    text = line.strip()
+    if not text or text[-1] in ":：":
+        return True
+    end = len(text)
+    while end and (text[end - 1].isspace() or text[end - 1] in "-:："):
+        end -= 1
+    return not end or text[:end].lower().endswith(module._END_WORDS)
+
+
+@settings(FUZZ)
+@given(LINES)
+def test_the_one_pass_end_test_never_rules_out_a_line_the_rule_allows(lines: list[str]) -> None:
+    lines = module._normalise("\n".join(lines))
+    ends = module._ends("\n".join(lines))
+    assert len(ends) == len(lines)
+    for line, end in zip(lines, ends, strict=True):
+        if line.strip() and _reference_may_end(line):
+            assert end, line  # a blank line is never part of an attribution
+
+
+@settings(FUZZ)
+@given(LINES)
+def test_the_shortcut_keeps_what_the_full_scan_keeps(lines: list[str]) -> None:
+    lines = module._normalise("\n".join(lines))
+    assert module._scan(lines) == module._scan(lines, shortcut=False)
+
+
+def test_plain_prose_takes_the_shortcut_and_quoted_mail_does_not() -> None:
+    prose = module._normalise("Hello,\n\nthe invoice is attached.\n\nAnna\n")
+    assert module._scan(prose) == (["Hello,", "", "the invoice is attached.", "", "Anna"], True)
+    quoted = module._normalise("Fine.\n\nOn Tue, Anna <a@example.org> wrote:\n> the plan\n")
+    assert module._scan(quoted) == (["Fine."], True)
+
+
+@settings(FUZZ)
+@given(
+    st.text(alphabet=st.sampled_from(list("ab \t\n\r\u00a0\u3000\u2028xyzé字")), max_size=4 * 700)
+)
+def test_the_snippet_of_a_text_head_is_the_snippet_of_the_text(text: str) -> None:
+    assert _snippet(text) == " ".join(text.split())[:SNIPPET_CHARS]
+
+
+def test_tokens_do_not_depend_on_how_prefixes_are_given() -> None:
+    subject = "RE: [case-12] and TASK-3, (CASE 12) again, [CASEX-4]"
+    answers = {
+        find_tokens(subject, prefixes)
+        for prefixes in (
+            ["CASE", "TASK", "CASEX"],
+            ["casex", "task", "case"],
+            {"TASK", "CASEX", "CASE"},
+        )
+    }
+    assert len(answers) == 1
+    assert [str(t) for t in answers.pop()] == ["[CASE-12]", "[TASK-3]", "[CASEX-4]"]
+
+
+@settings(FUZZ)
+@given(
+    st.lists(
+        st.text(alphabet=st.sampled_from(list(" \t\u00a0\u3000>|»:ab")), max_size=8), max_size=12
+    )
+)
+def test_the_quote_prefilter_finds_every_quoted_line(lines: list[str]) -> None:
+    # A last "> " line makes the full pass run, and changes no earlier line's answer (it
+    # neither starts nor extends a run of the other markers).
+    assert module._quotes(lines) == module._quotes([*lines, "> "])[:-1]
