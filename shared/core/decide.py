@@ -155,8 +155,8 @@ def _snippet(text: str) -> str:
     """The text's first SNIPPET_CHARS with runs of whitespace as one space. The head of the
     text is enough when it gives that many (a prefix of the text folds to a prefix of the
     whole's fold), so a long mail is not split whole."""
-    head = " ".join(text[: SNIPPET_CHARS * 4].split())
-    if len(head) >= SNIPPET_CHARS or len(text) <= SNIPPET_CHARS * 4:
+    head = " ".join(text[: SNIPPET_CHARS * 2].split())
+    if len(head) >= SNIPPET_CHARS or len(text) <= SNIPPET_CHARS * 2:
         return head[:SNIPPET_CHARS]
     return " ".join(text.split())[:SNIPPET_CHARS]
 
@@ -263,11 +263,13 @@ def _find_record(
     if known.conversation is not None:
         record = known.conversation
         candidates.append((record, f"conversation {message.conversation_id} is {record.key}"))
-    route_guard = any(m.route.subject_guard for m in match_routes(config, message))
+    route_guard: bool | None = None  # matched only when there is a candidate to guard
     for record, why in candidates:
         record_type = config.record_type(record.type)
         info = known.records.get(record)
         type_guard = record_type is not None and record_type.subject_guard
+        if route_guard is None and not type_guard and info is not None:
+            route_guard = any(m.route.subject_guard for m in match_routes(config, message))
         guarded = (type_guard or route_guard) and info is not None
         if guarded and info is not None and not _same_subject(info.title, message):
             reasons.append(f"{why}, but the subject differs (subject guard): not used")

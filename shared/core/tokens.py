@@ -51,9 +51,14 @@ def find_tokens(subject: str, prefixes: Iterable[str]) -> tuple[Token, ...]:
     wanted = tuple(sorted({p.upper() for p in prefixes}, key=lambda p: (-len(p), p)))
     if not wanted or not subject:
         return ()
-    pattern = _pattern(wanted)
+    return _tokens_in(subject, wanted)
+
+
+@lru_cache(maxsize=256)
+def _tokens_in(subject: str, wanted: tuple[str, ...]) -> tuple[Token, ...]:
+    """Cached: one decision looks a subject up twice (its lookups, then the record finder)."""
     found: dict[tuple[str, int], Token] = {}
-    for match in pattern.finditer(_fold(subject)):
+    for match in _pattern(wanted).finditer(_fold(subject)):
         if match.group("p"):
             token = Token(match.group("p").upper(), int(match.group("n")), True)
         else:
