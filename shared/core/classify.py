@@ -93,6 +93,8 @@ class OwnMail:
 
 # --- patterns ----------------------------------------------------------------------------------
 
+# re.search with a flag argument pays a slow enum lookup in re's cache on every call.
+_DAEMON_FROM = re.compile(r"mailer-daemon|<>", re.I)
 _REPORT_TYPE = re.compile(r"report-type\s*=\s*\"?([A-Za-z0-9_-]+)", re.I)
 
 # A reply or forward prefix: what follows was written by someone else.
@@ -271,7 +273,7 @@ def _daemon_sender(message: MailMessage) -> str | None:
         if party.name.strip().lower() == "microsoft outlook" and local.lower() == "postmaster":
             return "sender Microsoft Outlook"
     raw_from = message.header("From") or ""
-    if re.search(r"mailer-daemon|<>", raw_from, re.I):
+    if _DAEMON_FROM.search(raw_from):
         return "sender mailer-daemon"
     return None
 
