@@ -4,6 +4,8 @@ built from the lines that steer the scan: quotes, attributions, markers, prose, 
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -125,3 +127,23 @@ def test_the_quote_prefilter_finds_every_quoted_line(lines: list[str]) -> None:
     # A last "> " line makes the full pass run, and changes no earlier line's answer (it
     # neither starts nor extends a run of the other markers).
     assert module._quotes(lines) == module._quotes([*lines, "> "])[:-1]
+
+
+WORDS = st.lists(
+    st.text(alphabet=st.sampled_from(list("ab .*(|)?\\Ωж字")), min_size=1, max_size=6).filter(
+        lambda w: "|" not in w
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(FUZZ)
+@given(WORDS, st.lists(st.text(alphabet=st.sampled_from(list("ab .*(Ωж字")), max_size=7)))
+def test_a_factored_alternation_matches_exactly_its_words(
+    words: list[str], others: list[str]
+) -> None:
+    pattern = re.compile(module._alternatives("|".join(words)))
+    candidates = {*words, *others, *(w[:-1] for w in words), *(w + "a" for w in words)}
+    for candidate in candidates:
+        assert (pattern.fullmatch(candidate) is not None) == (candidate in words), candidate
