@@ -624,7 +624,9 @@ def reply_text(text: str, *, languages: Sequence[str] | None = None) -> str:
         kept, only_quote = _scan(lines, joined)
         if not kept and only_quote:
             return ""  # nothing but quoted text: the sender wrote nothing new
-        if len(kept) == len(lines) and any(_MAYBE_HEADER.match(line) for line in kept[1:]):
+        if len(kept) == len(lines) and any(
+            ":" in line and _MAYBE_HEADER.match(line) for line in kept[1:]
+        ):
             # The library is a safety net for header forms our rules miss, and its regexes cost
             # more than everything else here: it runs only when our rules cut nothing and a
             # line could be such a header.
