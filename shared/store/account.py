@@ -18,7 +18,7 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
 from .blobs import BLOCK_BYTES
-from .transport import CONNECT_TIMEOUT, READ_TIMEOUT, Connections, Urllib3Transport
+from .transport import Connections, Urllib3Transport
 
 # "urllib3" (the default) or "requests" (azure-core's own transport, kept for comparison).
 Http = Literal["urllib3", "requests"]
@@ -69,12 +69,7 @@ class RequestCounter:
                         counter.calls.append((service, str(request.method), path))
                 return super().send(request, **kwargs)
 
-        return _CountingTransport(
-            session=session,
-            session_owner=session is None,
-            connection_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
-        )
+        return _CountingTransport(session=session, session_owner=session is None)
 
     @property
     def total(self) -> int:
@@ -139,7 +134,9 @@ class StorageAccount:
     _http: list[Any] = field(default_factory=list, init=False, repr=False)  # [session] once made
 
     def _kwargs(self, service: str) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {}
+        # The SDKs pass these to a transport they build, not to one they are given: with ours
+        # (as with the requests session before) azure-core's defaults apply (300 s each).
+        kwargs: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30}
         if service == "blob":
             # Anything over 4 MiB goes up in 4 MiB blocks and comes down in 4 MiB chunks: the
             # SDK's single put (up to 64 MiB) reads a whole stream into memory first.
@@ -152,17 +149,10 @@ class StorageAccount:
         if not self._http:  # one session (and connection pool) for the three clients
             self._http.append(_session(self.http))
         session = self._http[0]
-        # The timeouts go to the transport: a client given a transport ignores its own
-        # `connection_timeout` / `read_timeout` (they left the old one at azure-core's 300 s).
         if self.counter is not None:
             kwargs["transport"] = self.counter.transport(service, session)
         else:
-            kwargs["transport"] = transport_type(session)(
-                session=session,
-                session_owner=False,
-                connection_timeout=CONNECT_TIMEOUT,
-                read_timeout=READ_TIMEOUT,
-            )
+            kwargs["transport"] = transport_type(session)(session=session, session_owner=False)
         return kwargs
 
     def _credential(self) -> TokenCredential:

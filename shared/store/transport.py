@@ -44,9 +44,6 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import DecodeError as Urllib3DecodeError
 
-# As the storage clients asked of the old transport (ignored there: a transport given to a
-# client does not take the client's timeout settings).
-CONNECT_TIMEOUT, READ_TIMEOUT = 10.0, 30.0
 # Connections kept per host: a worker runs up to 32 sync functions at once
 # (PYTHON_THREADPOOL_THREAD_COUNT); beyond it a connection is made and dropped after use.
 POOL_SIZE = 32
@@ -313,8 +310,6 @@ class Urllib3Transport(HttpTransport[Any, Any]):
     def __init__(
         self, *, session: Connections | None = None, session_owner: bool = True, **kwargs: Any
     ) -> None:
-        kwargs.setdefault("connection_timeout", CONNECT_TIMEOUT)
-        kwargs.setdefault("read_timeout", READ_TIMEOUT)
         self.connection_config = ConnectionConfiguration(**kwargs)
         config = self.connection_config
         self._owner = session is None or session_owner

@@ -164,8 +164,8 @@ def test_the_default_transport_is_urllib3(stores: Stores) -> None:
     ]
     assert all(isinstance(t, Urllib3Transport) for t in transports)
     assert len({id(t.session) for t in transports}) == 1  # one set of pools for the three
-    config = transports[0].connection_config
-    assert (config.timeout, config.read_timeout) == (10, 30)
+    config, old = transports[0].connection_config, RequestsTransport().connection_config
+    assert (config.timeout, config.read_timeout) == (old.timeout, old.read_timeout)
 
 
 def test_a_blob_over_a_block_is_uploaded_and_streamed_back_in_chunks(
