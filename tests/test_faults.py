@@ -18,6 +18,7 @@ Every check reads storage through a second, fault-free `Stores`.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import random
@@ -34,16 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
+import urllib3
 from azure.core.exceptions import AzureError, ServiceRequestError
-from azure.core.pipeline.transport import (
-    HttpTransport,
-    RequestsTransport,
-    RequestsTransportResponse,
-)
-from azure.core.rest import HttpRequest as RestHttpRequest
-from azure.core.rest._requests_basic import RestRequestsTransportResponse
-from requests.structures import CaseInsensitiveDict
+from azure.core.pipeline.transport import HttpTransport
 
 from shared.cli.azurite import REPO, Azurite
 from shared.core.contracts import PoisonMessage
@@ -53,7 +47,7 @@ from shared.services.poison import replay
 from shared.services.records import all_records
 from shared.settings import AppSettings, load_config
 from shared.stages.polls import poll_all
-from shared.store.account import RequestCounter, StorageSettings
+from shared.store.account import RequestCounter, StorageSettings, transport_type
 from shared.store.errors import ContractError
 from shared.store.keys import (
     CLAIM,
@@ -135,10 +129,10 @@ class FaultInjector(RequestCounter):
             self.stats.faults[kind] += 1
             return kind
 
-    def transport(self, service: str, session: Any = None) -> RequestsTransport:
+    def transport(self, service: str, session: Any = None) -> Any:
         injector = self
 
-        class _FaultyTransport(RequestsTransport):  # type: ignore[misc]
+        class _FaultyTransport(transport_type(session)):  # type: ignore[misc]
             def send(self, request: Any, **kwargs: Any) -> Any:
                 fault = injector.draw()
                 if fault == "refused":
@@ -158,7 +152,7 @@ class FaultInjector(RequestCounter):
 
 
 def _fake_response(
-    transport: RequestsTransport, request: Any, status: int, service: str, kwargs: dict[str, Any]
+    transport: Any, request: Any, status: int, service: str, kwargs: dict[str, Any]
 ) -> Any:
     code = "ServerBusy" if status == 503 else "InternalError"
     if service == "table":
@@ -170,25 +164,18 @@ def _fake_response(
             f"<Message>{MARKER}</Message></Error>"
         ).encode()
         content_type = "application/xml"
-    raw = requests.Response()
-    raw.status_code = status
-    raw.reason = f"Injected {code}"
-    raw._content = body
-    raw._content_consumed = True
-    raw.encoding = "utf-8"
-    raw.url = str(request.url)
-    raw.headers = CaseInsensitiveDict(
-        {"Content-Type": content_type, "Content-Length": str(len(body)), "x-ms-error-code": code}
+    raw = urllib3.HTTPResponse(
+        body=io.BytesIO(body),
+        headers={
+            "Content-Type": content_type,
+            "Content-Length": str(len(body)),
+            "x-ms-error-code": code,
+        },
+        status=status,
+        reason=f"Injected {code}",
+        preload_content=False,
     )
-    block_size = transport.connection_config.data_block_size
-    if isinstance(request, RestHttpRequest):
-        response = RestRequestsTransportResponse(
-            request=request, internal_response=raw, block_size=block_size
-        )
-        if not kwargs.get("stream"):
-            response.read()
-        return response
-    return RequestsTransportResponse(request, raw, block_size)
+    return transport.response(request, raw, stream=bool(kwargs.get("stream")))
 
 
 class AttemptLog(logging.Handler):
@@ -499,10 +486,10 @@ class LostAnswers(RequestCounter):
         super().__init__()
         self.left = count
 
-    def transport(self, service: str, session: Any = None) -> RequestsTransport:
+    def transport(self, service: str, session: Any = None) -> Any:
         outer = self
 
-        class _LosingTransport(RequestsTransport):  # type: ignore[misc]
+        class _LosingTransport(transport_type(session)):  # type: ignore[misc]
             def send(self, request: Any, **kwargs: Any) -> Any:
                 response = super().send(request, **kwargs)
                 if service == "table" and request.method in ("PUT", "MERGE", "POST", "PATCH"):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.core.pipeline.transport import RequestsTransport
+from azure.core.pipeline.transport import HttpTransport
 
 from shared.cli.azurite import Azurite
 from shared.core.contracts import InboundMessage
@@ -44,7 +44,7 @@ class RefuseOneSend(RequestCounter):
         self.nth = nth
         self.sends = 0
 
-    def transport(self, service: str, session: Any = None) -> RequestsTransport:
+    def transport(self, service: str, session: Any = None) -> HttpTransport[Any, Any]:
         outer = self
         inner = super().transport(service, session)
 

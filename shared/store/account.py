@@ -9,15 +9,19 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from azure.core.credentials import TokenCredential
-from azure.core.pipeline.transport import RequestsTransport
+from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
 from .blobs import BLOCK_BYTES
+from .transport import Connections, Urllib3Transport
+
+# "urllib3" (the default) or "requests" (azure-core's own transport, kept for comparison).
+Http = Literal["urllib3", "requests"]
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,13 @@ class RequestCounter:
         # With `record`, each request's service, method and path (no query: it can hold a SAS).
         self.calls: list[tuple[str, str, str]] | None = [] if record else None
 
-    def transport(self, service: str, session: Any = None) -> RequestsTransport:
-        """An HTTP transport that counts every request it sends (retries included)."""
+    def transport(self, service: str, session: Any = None) -> HttpTransport[Any, Any]:
+        """An HTTP transport that counts every request it sends (retries included): over
+        urllib3, or azure-core's RequestsTransport when `session` is a requests session."""
         counter = self
+        base = transport_type(session)
 
-        class _CountingTransport(RequestsTransport):  # type: ignore[misc]
+        class _CountingTransport(base):  # type: ignore[misc,valid-type]
             def send(self, request: Any, **kwargs: Any) -> Any:
                 with counter._lock:
                     counter.counts[service] = counter.counts.get(service, 0) + 1
@@ -81,14 +87,24 @@ class RequestCounter:
                 self.calls.clear()
 
 
-def _session() -> Any:
-    """A requests session that reads the environment once, not on every request.
+def transport_type(session: Any) -> Any:
+    """The transport class that takes `session` (see `_session`)."""
+    if session is None or isinstance(session, Connections):
+        return Urllib3Transport
+    return RequestsTransport
+
+
+def _session(http: Http) -> Any:
+    """The connections the three clients share: urllib3's pools (see transport.py), or for
+    `requests` a requests session that reads the environment once, not on every request.
 
     With `trust_env` on (requests' default) every call scans the proxy variables and
     NO_PROXY: measured at a quarter of the webhook's CPU per POST. This session takes the
     proxies and CA bundle as they are at start-up instead. Per-host bypass rules (NO_PROXY
-    beside a proxy) are left to requests: None keeps azure-core's default session.
+    beside a proxy) are left to requests: then the session reads the environment per call.
     """
+    if http == "urllib3":
+        return Connections()
     import urllib.request
 
     import requests
@@ -96,7 +112,7 @@ def _session() -> Any:
     proxies = urllib.request.getproxies()
     bypass = proxies.pop("no", None)
     if proxies and bypass:
-        return None
+        return requests.Session()
     session = requests.Session()
     session.trust_env = False
     session.proxies.update(proxies)
@@ -112,11 +128,14 @@ class StorageAccount:
 
     settings: StorageSettings
     counter: RequestCounter | None = None
+    http: Http = "urllib3"
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _http: list[Any] = field(default_factory=list, init=False, repr=False)  # [session] once made
 
     def _kwargs(self, service: str) -> dict[str, Any]:
+        # The SDKs pass these to a transport they build, not to one they are given: with ours
+        # (as with the requests session before) azure-core's defaults apply (300 s each).
         kwargs: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30}
         if service == "blob":
             # Anything over 4 MiB goes up in 4 MiB blocks and comes down in 4 MiB chunks: the
@@ -128,12 +147,12 @@ class StorageAccount:
                 max_chunk_get_size=BLOCK_BYTES,
             )
         if not self._http:  # one session (and connection pool) for the three clients
-            self._http.append(_session())
+            self._http.append(_session(self.http))
         session = self._http[0]
         if self.counter is not None:
             kwargs["transport"] = self.counter.transport(service, session)
-        elif session is not None:
-            kwargs["transport"] = RequestsTransport(session=session, session_owner=False)
+        else:
+            kwargs["transport"] = transport_type(session)(session=session, session_owner=False)
         return kwargs
 
     def _credential(self) -> TokenCredential:

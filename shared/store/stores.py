@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
-from .account import RequestCounter, StorageAccount, StorageSettings
+from .account import Http, RequestCounter, StorageAccount, StorageSettings
 from .blobs import RAW_CONTAINER, Blobs
 from .leases import LOCKS_CONTAINER, Slots
 from .names import (
@@ -112,8 +112,15 @@ class Stores:
             self._tables[name] = Table(self.account.tables, name)
 
     @classmethod
-    def connect(cls, settings: StorageSettings, counter: RequestCounter | None = None) -> Stores:
-        return cls(StorageAccount(settings, counter=counter))
+    def connect(
+        cls,
+        settings: StorageSettings,
+        counter: RequestCounter | None = None,
+        *,
+        http: Http = "urllib3",
+    ) -> Stores:
+        """`http`: the storage clients' transport ("requests" only to compare: bench)."""
+        return cls(StorageAccount(settings, counter=counter, http=http))
 
     def table(self, name: str) -> Table:
         table = self._tables.get(name)

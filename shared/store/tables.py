@@ -51,12 +51,17 @@ _LOST_RACE = {"EntityAlreadyExists", "UpdateConditionNotSatisfied", "ResourceNot
 Entity = dict[str, Any]
 
 
+def _utf16_bytes(text: str) -> int:
+    """`len(text.encode("utf-16-le"))`, without encoding ASCII text (most of it) to count."""
+    return 2 * len(text) if text.isascii() else len(text.encode("utf-16-le"))
+
+
 def check_key(kind: str, key: str) -> None:
     if not isinstance(key, str):
         raise StorageLimitError(f"{kind} must be a string, not {type(key).__name__}")
     if _FORBIDDEN_KEY.search(key):
         raise StorageLimitError(f"{kind} {key[:80]!r} contains / \\ # ? or a control character")
-    if len(key.encode("utf-16-le")) > MAX_KEY_BYTES:
+    if _utf16_bytes(key) > MAX_KEY_BYTES:
         raise StorageLimitError(f"{kind} is longer than 1 KiB ({len(key)} characters)")
 
 
@@ -66,7 +71,7 @@ def _property_size(name: str, value: Any) -> int:
     if isinstance(value, EntityProperty):
         value = value.value
     if isinstance(value, str):
-        size += len(value.encode("utf-16-le"))
+        size += _utf16_bytes(value)
     elif isinstance(value, bytes):
         size += len(value)
     else:
@@ -92,7 +97,7 @@ def to_storage(entity: Mapping[str, Any], table: str = "?") -> Entity:
         if not _PROPERTY_NAME.match(name):
             raise StorageLimitError(f"{where}: property name {name!r} is not a C# identifier")
         raw = value.value if isinstance(value, EntityProperty) else value
-        if isinstance(raw, str) and len(raw.encode("utf-16-le")) > MAX_PROPERTY_BYTES:
+        if isinstance(raw, str) and _utf16_bytes(raw) > MAX_PROPERTY_BYTES:
             raise StorageLimitError(f"{where}: property {name} is over 64 KiB ({len(raw)} chars)")
         if isinstance(raw, bytes) and len(raw) > MAX_PROPERTY_BYTES:
             raise StorageLimitError(f"{where}: property {name} is over 64 KiB ({len(raw)} bytes)")

@@ -16,14 +16,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_no_proxy_configured_means_no_per_request_scan() -> None:
-    session = _session()
+    session = _session("requests")
     assert session is not None and session.trust_env is False and session.proxies == {}
 
 
 def test_a_proxy_and_a_ca_bundle_are_taken_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/corp.pem")
-    session = _session()
+    session = _session("requests")
     assert session is not None and session.trust_env is False
     assert session.proxies["https"] == "http://proxy.internal:3128"
     assert session.verify == "/etc/ssl/corp.pem"
@@ -32,4 +32,5 @@ def test_a_proxy_and_a_ca_bundle_are_taken_once(monkeypatch: pytest.MonkeyPatch)
 def test_bypass_rules_beside_a_proxy_are_left_to_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,.blob.core.windows.net")
-    assert _session() is None  # azure-core's own session: requests honours NO_PROXY per call
+    session = _session("requests")  # requests honours NO_PROXY per call
+    assert session is not None and session.trust_env is True
