@@ -119,12 +119,23 @@ def _header_block(fp: Any) -> http.client.HTTPMessage:
     return message
 
 
+# `_Response` leans on http.client internals that 3.11 and 3.12 share; a Python without them
+# keeps http.client's own response (slower headers, same answers).
+_RESPONSE: type[http.client.HTTPResponse] = (
+    _Response
+    if hasattr(http.client, "_read_headers")
+    and hasattr(http.client.HTTPResponse, "_read_status")
+    and hasattr(http.client.HTTPResponse, "_check_close")
+    else http.client.HTTPResponse
+)
+
+
 class _HTTPConnection(HTTPConnection):
-    response_class = _Response
+    response_class = _RESPONSE
 
 
 class _HTTPSConnection(HTTPSConnection):
-    response_class = _Response
+    response_class = _RESPONSE
 
 
 class _HTTPPool(HTTPConnectionPool):
