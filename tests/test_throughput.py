@@ -15,20 +15,24 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 
 from shared.core.config import Config, parse_config
-from shared.core.contracts import INLINE_RAW_BYTES, InboundMessage
+from shared.core.contracts import INLINE_RAW_BYTES, FilingPlan, InboundMessage, RecordRef
 from shared.core.message import id_key
+from shared.services.audit import day_trail, record_trail
 from shared.services.ingest import ingest_mailbox, queue_message
 from shared.sources.base import SourceMessage
 from shared.sources.local import LocalSource
 from shared.stages.file import file_plan
 from shared.stages.map import map_inbound
-from shared.store import messages
+from shared.store import messages, records
 from shared.store.account import RequestCounter
+from shared.store.audit_trail import audit_rows, write_day
 from shared.store.blobs import RAW_CONTAINER
 from shared.store.claims_fill import claims_complete
+from shared.store.keys import audit_day
 from shared.store.queues import decode
-from shared.store.stores import FILING, INBOUND, Stores
+from shared.store.stores import AUDIT, FILING, INBOUND, Stores
 
+from . import helpers
 from .helpers import timeline_entries
 
 pytestmark = pytest.mark.azurite
@@ -101,11 +105,12 @@ def test_small_mail_travels_inline_and_is_filed_without_reading_its_blob(
     assert row is not None and row["Blob"] == inbound.blob
     (entry,) = timeline_entries(stores)
     assert entry["Subject"] == "打印机卡纸" and "三楼的打印机" in entry["Text"]
-    # A new record: 11 calls from receiving the inbound message to deleting it, filed (16
+    # A new record: 10 calls from receiving the inbound message to deleting it, filed (16
     # before: the blob read, the filing send, the file stage's receive and delete; 12 before a
-    # won claim answered dedupe). One of them is the process's first look at the highest record
-    # number (store/numbers.py).
-    assert len(calls) <= 11
+    # won claim answered dedupe; 11 before the creation's day audit row rode in the record's
+    # transaction). One of them is the process's first look at the highest record number
+    # (store/numbers.py).
+    assert len(calls) <= 10
 
 
 def test_big_mail_is_read_from_blob_storage(stores: Stores, tmp_path: Path) -> None:
@@ -176,3 +181,84 @@ def test_a_long_folder_name_leaves_the_raw_mail_in_blob_storage_only(
     row = messages.filed(stores, id_key("folder@example.ru"))
     assert row is not None
     assert stores.blobs.get(row["Blob"]) == raw
+
+
+def test_a_new_record_s_creation_is_audited_in_the_record_s_own_transaction(
+    stores: Stores, counter: RequestCounter, tmp_path: Path
+) -> None:
+    """The day's audit row of a creation rides in the record's insert (table Records, beside
+    the record): no write to table Audit, and the day's trail still shows it, once."""
+    config = config_for(tmp_path)
+    write(tmp_path, "1.eml", "audit@example.pl", "Drukarka", "Drukarka znowu się zacięła.")
+    ingested(stores, tmp_path)
+    counter.reset()
+    map_and_file(stores, config, filer(stores, config))
+    assert counter.calls is not None
+    assert not [p for _, _, p in counter.calls if "/Audit" in f"/{p}"]
+    (record,) = helpers.records(stores)
+    assert list(stores.table(AUDIT).partition(audit_day(NOW))) == []
+    (act,) = day_trail(stores, NOW, ["case", "case"])
+    assert (act["Action"], act["RecordType"], act["RecordKey"]) == (
+        "create",
+        "case",
+        record["RowKey"],
+    )
+    assert act["Actor"] == "mailfiler" and act["Detail"].startswith("from support: ")
+    assert act["PartitionKey"] == audit_day(NOW)  # as the Audit table keeps it
+    assert list(day_trail(stores, NOW)) == []  # rows beside records only for the types asked
+    # Readers of records and of the index do not see the row.
+    ref = RecordRef(type="case", key=record["RowKey"])
+    listed = records.newest(
+        stores, "case", after=None, status=None, contact=None, mailbox=None, limit=10
+    )
+    assert [r["RecordKey"] for r in listed] == [ref.key]
+    assert [a["Action"] for a in record_trail(stores, ref)] == ["create"]
+
+
+def test_a_creation_by_an_older_build_is_audited_once_when_its_plan_is_filed_again(
+    stores: Stores, tmp_path: Path
+) -> None:
+    """An older build created the record, then wrote the day's row to table Audit, and stopped
+    (one mail) or stopped before the day's row (the other): filing the plan again keeps or
+    writes that row, and the day's trail shows each creation once."""
+    config = config_for(tmp_path)
+    write(tmp_path, "1.eml", "old-1@example.pl", "Skaner", "Skaner nie działa.")
+    write(tmp_path, "2.eml", "old-2@example.pl", "Ploter", "Ploter nie działa.")
+    ingested(stores, tmp_path)
+    map_and_file(stores, config, None)  # both plans wait on the filing queue
+    queued = stores.queues.receive(FILING, max_messages=2, visibility_timeout=60)
+    assert len(queued) == 2
+    for index, message in enumerate(queued):
+        plan = decode(message.body, FilingPlan)
+        assert plan.record is not None
+        columns = {
+            "Title": plan.title,
+            "Status": "new",
+            "CreatedAt": NOW,
+            "CreatedFrom": plan.message_key,
+            "Mailbox": plan.mailbox,
+            "Contact": plan.sender,
+        }
+        # As the older build created it: no row beside the record.
+        number, _ = records.create(stores, plan.record, "CASE", columns)
+        assert number is not None
+        if index == 0:
+            day, _ = audit_rows(
+                "mailfiler",
+                "pipeline",
+                "create",
+                plan.record,
+                f"from {plan.mailbox}: " + "; ".join(plan.reasons)[:1500],
+                NOW,
+                once=plan.message_key,
+            )
+            write_day(stores, day)
+    for message in queued:
+        file_plan(stores, config, message.body, now=NOW)
+    acts = list(day_trail(stores, NOW, ["case"]))
+    assert sorted(a["RecordKey"] for a in acts if a["Action"] == "create") == sorted(
+        r["RowKey"] for r in helpers.records(stores)
+    )
+    assert len(acts) == 2
+    for key in ("old-1@example.pl", "old-2@example.pl"):
+        assert messages.filed(stores, id_key(key)) is not None

@@ -28,6 +28,7 @@ from ..store.stores import (
     NOTICES,
     Stores,
 )
+from ..store.tables import Entity
 from ..telemetry import instruments
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,14 @@ log = logging.getLogger(__name__)
 
 def ensure_record(
     stores: Stores, config: Config, plan: FilingPlan, now: datetime
-) -> tuple[bool, str | None, datetime]:
-    """Create the plan's record once, numbered.
+) -> tuple[bool, str | None, datetime, Entity | None]:
+    """Create the plan's record once, numbered, with the day's audit row of its creation.
 
-    Returns whether this plan is the record's creator (also when redelivered), its display id
-    and when it was created. Several plans may race to create one record (a thread's mails
-    often arrive together): the record's key comes from the conversation, so the first insert
-    wins and the others file onto it.
+    Returns whether this plan is the record's creator (also when redelivered), its display id,
+    when it was created, and the audit row beside the record's timeline (None unless the
+    creator). Several plans may race to create one record (a thread's mails often arrive
+    together): the record's key comes from the conversation, so the first insert wins and the
+    others file onto it.
     """
     assert plan.record is not None
     record_type = config.record_type(plan.record.type)
@@ -55,16 +57,41 @@ def ensure_record(
         "Contact": plan.sender,
         **records.field_columns(plan.fields),
     }
-    number, existing = records.create(stores, plan.record, prefix, columns)
+    # The day's audit row rides in the record's own transaction: no write of its own.
+    day, on_record = _creation_audit(plan, now)
+    beside = [audit_trail.beside_record(day, plan.record)]
+    number, existing = records.create(stores, plan.record, prefix, columns, beside)
     if existing is None:
-        return True, f"{prefix}-{number}", now
+        return True, f"{prefix}-{number}", now, on_record
     if plan.root:
         # A reply mapped first created the record; the conversation's first mail names it.
         keep = ("CreatedAt", "CreatedFrom", "Status")
         changes = {k: v for k, v in columns.items() if k not in keep}
         records.merge(stores, plan.record, changes, current=existing)
     creator = existing.get("CreatedFrom") == plan.message_key[:400]
-    return creator, existing.get("DisplayId"), existing.get("CreatedAt", now)
+    created_at = existing.get("CreatedAt", now)
+    if not creator:
+        return False, existing.get("DisplayId"), created_at, None
+    # A redelivery of the creator: its transaction wrote the day's row, unless an older build
+    # (which wrote it after the record, to table Audit) created the record and stopped before.
+    day, on_record = _creation_audit(plan, created_at)
+    audit_trail.write_beside_record(stores, day, plan.record)
+    return True, existing.get("DisplayId"), created_at, on_record
+
+
+def _creation_audit(plan: FilingPlan, at: datetime) -> tuple[Entity, Entity | None]:
+    """The audit rows of the record's creation from this mail: the same keys however often it
+    is written (`once`)."""
+    assert plan.record is not None
+    return audit_trail.audit_rows(
+        MAILFILER.name,
+        MAILFILER.source,
+        "create",
+        plan.record,
+        f"from {plan.mailbox}: " + "; ".join(plan.reasons)[:1500],
+        at,
+        once=plan.message_key,
+    )
 
 
 def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> str | None:
@@ -135,19 +162,9 @@ def file_plan(
         created = False
         side: list[dict[str, Any]] = []  # rows beside the record's timeline entry
         if plan.action == "create":
-            created, display_id, created_at = ensure_record(stores, config, plan, now)
-            if created:
-                day, on_record = audit_trail.audit_rows(
-                    MAILFILER.name,
-                    MAILFILER.source,
-                    "create",
-                    plan.record,
-                    f"from {plan.mailbox}: " + "; ".join(plan.reasons)[:1500],
-                    created_at,
-                    once=plan.message_key,
-                )
-                audit_trail.write_day(stores, day)
-                side.append(on_record or {})
+            created, display_id, _, on_record = ensure_record(stores, config, plan, now)
+            if on_record is not None:
+                side.append(on_record)
         else:
             display_id = _update_fields(stores, plan, now) or display_id
         side.extend(timeline.participant_rows(plan.record, plan.participants[:MAX_PARTICIPANTS]))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import logging
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..core.contracts import RecordRef
@@ -41,11 +41,15 @@ def display_id(stores: Stores, record: RecordRef) -> str | None:
 
 
 def create(
-    stores: Stores, record: RecordRef, prefix: str, columns: Mapping[str, Any]
+    stores: Stores,
+    record: RecordRef,
+    prefix: str,
+    columns: Mapping[str, Any],
+    beside: Sequence[Entity] = (),
 ) -> tuple[int | None, Entity | None]:
-    """Insert the record numbered (store/numbers.py): (number, None), or (None, the record)
-    when it exists already."""
-    return create_numbered(stores, record.type, prefix, _row(record, columns))
+    """Insert the record numbered (store/numbers.py), with the rows `beside` it in the same
+    transaction: (number, None), or (None, the record) when it exists already."""
+    return create_numbered(stores, record.type, prefix, _row(record, columns), beside)
 
 
 def merge(
