@@ -28,9 +28,9 @@ from shared.store.account import RequestCounter
 from shared.store.audit_trail import audit_rows, write_day
 from shared.store.blobs import RAW_CONTAINER
 from shared.store.claims_fill import claims_complete
-from shared.store.keys import audit_day
-from shared.store.queues import decode
-from shared.store.stores import AUDIT, FILING, INBOUND, Stores
+from shared.store.keys import INDEX_ROWS, after_prefix, audit_day
+from shared.store.queues import decode, encode
+from shared.store.stores import AUDIT, FILING, INBOUND, RECORDS, Stores
 
 from . import helpers
 from .helpers import timeline_entries
@@ -262,3 +262,43 @@ def test_a_creation_by_an_older_build_is_audited_once_when_its_plan_is_filed_aga
     assert len(acts) == 2
     for key in ("old-1@example.pl", "old-2@example.pl"):
         assert messages.filed(stores, id_key(key)) is not None
+
+
+@pytest.mark.parametrize("older_build", [False, True])
+def test_a_reply_reopens_its_record_with_the_index_row_the_plan_names(
+    stores: Stores, counter: RequestCounter, tmp_path: Path, older_build: bool
+) -> None:
+    """The map stage read the closed record, so the plan names its index row: the file stage
+    reopens record and index row without reading the record again. A plan of an older build
+    (no index row in it) reads the record first, and files the same."""
+    config = config_for(tmp_path)
+    write(tmp_path, "1.eml", "door@example.ro", "Ușa", "Ușa scârțâie.")
+    ingested(stores, tmp_path)
+    map_and_file(stores, config, filer(stores, config))
+    (record,) = helpers.records(stores)
+    ref = records.ref_of(record)
+    records.merge(stores, ref, {"Status": "closed"}, current=record)
+    write(tmp_path, "2.eml", "door-2@example.ro", "Re: Ușa", "Iar.", "door@example.ro")
+    ingested(stores, tmp_path)
+    map_and_file(stores, config, None)
+    (queued,) = stores.queues.receive(FILING, max_messages=1, visibility_timeout=60)
+    plan = decode(queued.body, FilingPlan)
+    assert (plan.action, plan.status, plan.record) == ("attach", "open", ref)
+    assert plan.index_row is not None and plan.display_id == record["DisplayId"]
+    if older_build:
+        plan = plan.model_copy(update={"index_row": None, "display_id": None})
+    counter.reset()
+    file_plan(stores, config, encode(plan), now=NOW)
+    assert counter.calls is not None
+    reads = [p for _, m, p in counter.calls if m == "GET" and "/Records" in f"/{p}"]
+    # The older build's plan: the record read (which names the log line's display id too).
+    assert len(reads) == (1 if older_build else 0)
+    reopened = stores.table(RECORDS).get("case", ref.key)
+    assert reopened is not None and reopened["Status"] == "open"
+    (index,) = stores.table(RECORDS).partition(
+        "case", row_from=INDEX_ROWS, row_before=after_prefix(INDEX_ROWS)
+    )
+    assert (index["RecordKey"], index["Status"]) == (ref.key, "open")
+    assert index["DisplayId"] == record["DisplayId"]
+    filed = messages.filed(stores, id_key("door-2@example.ro"))
+    assert filed is not None and filed["RecordKey"] == ref.key

@@ -96,7 +96,8 @@ def _creation_audit(plan: FilingPlan, at: datetime) -> tuple[Entity, Entity | No
 
 def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> str | None:
     """The plan's fields, tags and status onto its record (and the record's index row, which
-    the record as read names); returns the record's display id, learnt on the way."""
+    the plan names when the map stage read the record, else the record as read here); returns
+    the record's display id when learnt on the way."""
     assert plan.record is not None
     if not plan.fields and not plan.tags and not plan.status:
         return None
@@ -105,6 +106,10 @@ def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> str | Non
         columns["Tags"] = ",".join(plan.tags)[:1000]
     if plan.status:
         columns["Status"] = plan.status
+    if plan.index_row is not None:
+        records.merge_indexed(stores, plan.record, columns, plan.index_row)
+        return None  # the plan's display id, read with the index row's key
+    # A plan of an older build, or a record not created yet when mapped: read it.
     current = records.get(stores, plan.record)
     records.merge(stores, plan.record, columns, current=current)
     return str(current["DisplayId"]) if current and current.get("DisplayId") else None

@@ -45,6 +45,7 @@ from ..store import messages as message_rows
 from ..store.claims_fill import claims_complete
 from ..store.keys import contact_partition
 from ..store.queues import decode, encode
+from ..store.record_index import index_row
 from ..store.sender_slots import SenderSlots, sender_rows
 from ..store.stores import (
     CONTACTS,
@@ -95,6 +96,7 @@ def gather(
     may_wait: bool = False,
     dedupe: bool = True,
     names: dict[RecordRef, str] | None = None,
+    index_rows: dict[RecordRef, str] | None = None,
 ) -> tuple[Known, SenderSlots | None, tuple[str, ...]]:
     """Read what the decision needs, the sender's rate-limit slots around the mail's arrival
     (None when its sender is not limited), and what it refers to that is ingested but not yet
@@ -103,7 +105,8 @@ def gather(
     mail back to wait. Searches stop at the first hit where the decision takes the first one
     (tokens, thread references newest first), so a reply usually costs one read. Without
     `dedupe`, the message index is not read: the caller learns whether the mail is filed from
-    its claim (`_claimed`). `names` gets the display id of each record whose row was read."""
+    its claim (`_claimed`). `names` gets the display id of each record whose row was read,
+    `index_rows` its newest-first index RowKey (CreatedAt and number never change)."""
     filed = _filed(stores, message.key) if dedupe else None
     if filed is not None:
         return Known(filed=filed), None, ()
@@ -171,6 +174,8 @@ def gather(
                 infos[ref] = RecordInfo(title=row.get("Title", ""), status=row.get("Status", ""))
                 if names is not None and row.get("DisplayId"):
                     names[ref] = str(row["DisplayId"])
+                if index_rows is not None and "CreatedAt" in row:
+                    index_rows[ref] = index_row(row["CreatedAt"], row.get("Number"), ref.key)
     sender = None
     slots = None
     if need.sender:
@@ -493,6 +498,7 @@ def map_inbound(
     # poison queue with that reason) instead of waiting for mail that cannot file either.
     may_wait = inbound.waits < wait.max_waits and config.mailbox(inbound.mailbox) is not None
     names: dict[RecordRef, str] = {}
+    index_rows: dict[RecordRef, str] = {}
     known, slots, pending = gather(
         stores,
         config,
@@ -504,6 +510,7 @@ def map_inbound(
         # A won claim answers dedupe once every index row has its claim (store/claims_fill.py).
         dedupe=not claims_complete(stores),
         names=names,
+        index_rows=index_rows,
     )
     if pending and may_wait:
         _wait(stores, inbound, message, wait, pending[0])
@@ -570,9 +577,12 @@ def map_inbound(
         notes = (*notes, _waited(inbound.waits, pending))
     if notes:
         plans = [p.model_copy(update={"reasons": (*p.reasons, *notes)}) for p in plans]
+    # What the map stage read of the record rides in the plan: the file stage reads it no more.
     plans = [
-        p.model_copy(update={"display_id": names[p.record]})
-        if p.record is not None and p.record in names
+        p.model_copy(
+            update={"display_id": names.get(p.record), "index_row": index_rows.get(p.record)}
+        )
+        if p.record is not None and (p.record in names or p.record in index_rows)
         else p
         for p in plans
     ]
