@@ -302,3 +302,54 @@ def test_a_reply_reopens_its_record_with_the_index_row_the_plan_names(
     assert index["DisplayId"] == record["DisplayId"]
     filed = messages.filed(stores, id_key("door-2@example.ro"))
     assert filed is not None and filed["RecordKey"] == ref.key
+
+
+def test_a_copy_that_loses_the_claim_reads_claim_and_index_in_one_request(
+    stores: Stores, counter: RequestCounter, tmp_path: Path
+) -> None:
+    """The same mail in two mailboxes (To support@, Cc billing@): the copy mapped second loses
+    the claim's insert and learns who holds it and whether the mail is filed from one query of
+    the message's partition; a sighting either way, naming the record the first copy files."""
+    support, billing, archive = tmp_path / "support", tmp_path / "billing", tmp_path / "archive"
+    for folder in (support, billing, archive):
+        folder.mkdir()
+    config = parse_config(
+        "record_types: [{name: case, prefix: CASE}]\nmailboxes:\n"
+        + "".join(
+            f"  - {{name: {f.name}, kind: local, path: '{f}', record_type: case}}\n"
+            for f in (support, billing, archive)
+        )
+    )
+    for folder in (support, billing, archive):
+        write(folder, "1.eml", "copy@example.hu", "Nyomtató", "A nyomtató elakadt.")
+    key = id_key("copy@example.hu")
+
+    def mapped(folder: Path, file: Callable[[bytes], object] | None) -> list[FilingPlan]:
+        ingest_mailbox(stores, folder.name, LocalSource(folder), now=NOW)
+        (message,) = stores.queues.receive(INBOUND, max_messages=1, visibility_timeout=60)
+        counter.reset()
+        plans = map_inbound(stores, config, message.body, now=NOW, file=file)
+        stores.queues.delete(INBOUND, message)
+        return plans
+
+    def messages_calls() -> list[str]:
+        assert counter.calls is not None
+        return [m for _, m, p in counter.calls if p.split("/")[1].startswith("Messages")]
+
+    (first,) = mapped(support, None)  # claimed, its plan waits on the filing queue
+    assert first.action == "create" and first.record is not None
+    (second,) = mapped(billing, None)
+    assert (second.action, second.record) == ("sighting", first.record)
+    assert messages_calls() == ["POST", "GET"]  # the lost insert, one read
+    (queued,) = stores.queues.receive(FILING, max_messages=1, visibility_timeout=60)
+    assert decode(queued.body, FilingPlan).action == "create"  # the first copy's plan
+    file_plan(stores, config, queued.body, now=NOW)
+    stores.queues.delete(FILING, queued)
+    (third,) = mapped(archive, filer(stores, config))
+    assert (third.action, third.record) == ("sighting", first.record)
+    # The lost insert and one read in map; the file stage's sighting reads the index itself.
+    assert messages_calls()[:2] == ["POST", "GET"]
+    filed = messages.filed(stores, key)
+    assert filed is not None and filed["Mailbox"] == "support"
+    assert len(helpers.records(stores)) == 1
+    assert len(timeline_entries(stores)) == 1

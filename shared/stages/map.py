@@ -213,7 +213,11 @@ def gather(
 
 def _filed(stores: Stores, message_key: str) -> FiledMessage | None:
     """Where the message index says the message is filed (one read), or None."""
-    own = message_rows.filed(stores, message_key)
+    return _filed_at(message_rows.filed(stores, message_key))
+
+
+def _filed_at(own: Entity | None) -> FiledMessage | None:
+    """Where the message index row `own` says the message is filed, or None."""
     if own is None:
         return None
     return FiledMessage(
@@ -402,12 +406,12 @@ def _claimed(
     if first is None or first.action not in ("create", "attach") or first.record is None:
         filed = _filed(stores, message.key)
         return plans if filed is None else refiled(filed)
-    won, held = message_rows.claim(
+    won, held, own = message_rows.claim(
         stores, message.key, message.mailbox, message.source_id, first.record, now
     )
     if won:
         return plans
-    filed = _filed(stores, message.key)
+    filed = _filed_at(own)  # read with the claim, in the same request
     if filed is not None:
         return refiled(filed)
     if held is None:

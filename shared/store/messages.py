@@ -109,11 +109,12 @@ def claim(
     source_id: str,
     record: RecordRef,
     now: datetime,
-) -> tuple[bool, Entity | None]:
+) -> tuple[bool, Entity | None, Entity | None]:
     """Claim the filing of a message for one copy (mailbox and source id): an insert only one
-    writer can win. Returns whether this insert won it, and the claim of the copy that files
-    it when that is another copy (None when this copy holds it: now, or already, a
-    redelivery; or the claim went away meanwhile).
+    writer can win. Returns whether this insert won it; the claim of the copy that files it
+    when that is another copy (None when this copy holds it: now, or already, a redelivery;
+    or the claim went away meanwhile); and, when it lost, the message index row ("msg": where
+    the message is filed), read with the claim in one request.
 
     A won insert also says the message is not filed: every message index row ("msg") has its
     claim (`note_filed` writes one beside it), so the map stage reads the index only when it
@@ -129,11 +130,20 @@ def claim(
         "ClaimedAt": now,
     }
     if messages.insert(row) is not None:
-        return True, None
-    held = messages.get(message_key, CLAIM)
+        return True, None, None
+    # Both rows live in the message's partition: one query instead of two reads.
+    found = {
+        str(r["RowKey"]): r
+        for r in messages.partition(
+            message_key,
+            where="RowKey eq @claim or RowKey eq @filed",
+            parameters={"claim": CLAIM, "filed": FILED},
+        )
+    }
+    held, filed_row = found.get(CLAIM), found.get(FILED)
     if held is None or (held["Mailbox"], held["SourceId"]) == (mailbox, source_id[:1000]):
-        return False, None
-    return False, held
+        return False, None, filed_row
+    return False, held, filed_row
 
 
 def _sighting(plan: FilingPlan, now: datetime) -> Entity:
