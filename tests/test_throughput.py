@@ -23,7 +23,7 @@ from shared.sources.base import SourceMessage
 from shared.sources.local import LocalSource
 from shared.stages.file import file_plan
 from shared.stages.map import map_inbound
-from shared.store import messages, records
+from shared.store import conversations, messages, records
 from shared.store.account import RequestCounter
 from shared.store.audit_trail import audit_rows, write_day
 from shared.store.blobs import RAW_CONTAINER
@@ -353,3 +353,30 @@ def test_a_copy_that_loses_the_claim_reads_claim_and_index_in_one_request(
     assert filed is not None and filed["Mailbox"] == "support"
     assert len(helpers.records(stores)) == 1
     assert len(timeline_entries(stores)) == 1
+
+
+def test_a_reply_its_conversation_row_names_already_writes_no_link(
+    stores: Stores, counter: RequestCounter, tmp_path: Path
+) -> None:
+    """Graph and EWS mail carries the server's conversation id: the first mail links it to its
+    record; a reply found by it (its References stripped) reads the link and writes none."""
+    config = config_for(tmp_path)
+    conversation = "AAQkADAwATM0MDAAMS1iNTcwLWE5ZmYtMDACLTAwCgAQAHc="
+    first = write(tmp_path, "1.eml", "conv-1@example.fi", "Tulostin", "Tulostin on jumissa.")
+    reply = write(tmp_path, "2.eml", "conv-2@example.fi", "VS: Tulostin", "Taas.")
+    for source_id, raw in (("1", first), ("2", reply)):
+        queue_message(
+            stores, "support", SourceMessage(source_id, raw, conversation_id=conversation), NOW
+        )
+        counter.reset()
+        map_and_file(stores, config, filer(stores, config))
+        assert counter.calls is not None
+        links = [m for _, m, p in counter.calls if p.split("/")[1].startswith("Conversations")]
+        # The first mail: the link read (none yet) and written; the reply: read only.
+        assert links == (["GET", "PATCH"] if source_id == "1" else ["GET"])
+    root = messages.filed(stores, id_key("conv-1@example.fi"))
+    answer = messages.filed(stores, id_key("conv-2@example.fi"))
+    assert root is not None and answer is not None
+    assert answer["RecordKey"] == root["RecordKey"]  # found by the conversation id alone
+    ref = RecordRef(type="case", key=root["RecordKey"])
+    assert conversations.record_of(stores, "support", conversation) == ref

@@ -554,6 +554,15 @@ def map_inbound(
             elif guest is not None and (made or slots.contact_written):
                 plans = _without_guest(plans, guest["Address"])
     plans = _claimed(stores, message, plans, now, lambda filed: decided(Known(filed=filed)))
+    if known.conversation is not None:
+        # The conversation's row names the plan's record already (read above): the file stage
+        # links only what the plan still carries, so a Graph or EWS reply writes no link.
+        plans = [
+            p.model_copy(update={"conversation_id": None})
+            if p.record == known.conversation and p.conversation_id
+            else p
+            for p in plans
+        ]
     if any(p.entry and p.entry.attachments for p in plans):
         stored = store_attachments(stores, message.raw)
         plans = [
