@@ -7,12 +7,14 @@ queue and is filed by the file stage as before. Against Azurite, counted by its 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from azure.core.exceptions import ServiceRequestError
+from azure.data.tables import UpdateMode
 
 from shared.core.config import Config, parse_config
 from shared.core.contracts import INLINE_RAW_BYTES, FilingPlan, InboundMessage, RecordRef
@@ -30,7 +32,7 @@ from shared.store.blobs import RAW_CONTAINER
 from shared.store.claims_fill import claims_complete
 from shared.store.keys import INDEX_ROWS, after_prefix, audit_day
 from shared.store.queues import decode, encode
-from shared.store.stores import AUDIT, FILING, INBOUND, RECORDS, Stores
+from shared.store.stores import AUDIT, FILING, INBOUND, MESSAGES, RECORDS, Stores
 
 from . import helpers
 from .helpers import timeline_entries
@@ -380,3 +382,47 @@ def test_a_reply_its_conversation_row_names_already_writes_no_link(
     assert answer["RecordKey"] == root["RecordKey"]  # found by the conversation id alone
     ref = RecordRef(type="case", key=root["RecordKey"])
     assert conversations.record_of(stores, "support", conversation) == ref
+
+
+@pytest.mark.parametrize("older_build", [False, True])
+def test_a_reply_learns_its_record_s_name_from_the_parent_s_index_row(
+    stores: Stores,
+    counter: RequestCounter,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    older_build: bool,
+) -> None:
+    """Where the decision needs nothing of the record (`reply_when_closed: attach`), a reply
+    reads no record: its parent's message index row names the record's display id for the file
+    stage's log line (at INFO, as in production). A parent filed by an older build (no display
+    id in its row) costs the log line its read, as before."""
+    config = parse_config(
+        "record_types: [{name: case, prefix: CASE, reply_when_closed: attach}]\n"
+        f"mailboxes: [{{name: support, kind: local, path: '{tmp_path}', record_type: case}}]\n"
+    )
+    caplog.set_level(logging.INFO, logger="shared")
+    write(tmp_path, "1.eml", "name-1@example.lt", "Spausdintuvas", "Vėl užstrigo.")
+    ingested(stores, tmp_path)
+    map_and_file(stores, config, filer(stores, config))
+    (record,) = helpers.records(stores)
+    parent = messages.filed(stores, id_key("name-1@example.lt"))
+    assert parent is not None and parent["DisplayId"] == record["DisplayId"] == "CASE-1"
+    if older_build:
+        stores.table(MESSAGES).client.update_entity(
+            {**parent, "DisplayId": None}, mode=UpdateMode.REPLACE
+        )
+    write(
+        tmp_path, "2.eml", "name-2@example.lt", "Re: Spausdintuvas", "Ir vėl.", "name-1@example.lt"
+    )
+    ingested(stores, tmp_path)
+    counter.reset()
+    caplog.clear()
+    map_and_file(stores, config, filer(stores, config))
+    assert counter.calls is not None
+    reads = [p for _, m, p in counter.calls if m == "GET" and p.split("/")[1].startswith("Records")]
+    assert len(reads) == (1 if older_build else 0)
+    assert any("record=CASE-1 action=attach" in r.getMessage() for r in caplog.records)
+    reply = messages.filed(stores, id_key("name-2@example.lt"))
+    assert reply is not None and reply["RecordKey"] == record["RowKey"]
+    # Its own row names the record in turn, when the filing knew the name before writing it.
+    assert reply.get("DisplayId") == (None if older_build else "CASE-1")

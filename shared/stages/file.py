@@ -192,7 +192,7 @@ def file_plan(
                 display_id = records.display_id(stores, plan.record)
             queue_notices(stores, plan, display_id)
         # Written last, in one transaction: from here on the message counts as filed.
-        messages.note_filed(stores, plan, now)
+        messages.note_filed(stores, plan, now, display_id)
         if events.enabled(config):
             if display_id is None and plan.action != "create":
                 display_id = records.display_id(stores, plan.record)

@@ -140,7 +140,7 @@ def gather(
     for mid in need.thread_ids:
         if id_key(mid) == message.key:
             continue  # a mail that names itself waits for no one
-        record, on_its_way = message_rows.state(stores, id_key(mid))
+        record, on_its_way = message_rows.state(stores, id_key(mid), names)
         if record is not None:
             thread[mid] = record
             break
@@ -150,7 +150,9 @@ def gather(
                 return Known(), None, tuple(pending)
     bounce_original = None
     if need.bounce_original:
-        bounce_original, on_its_way = message_rows.state(stores, id_key(need.bounce_original))
+        bounce_original, on_its_way = message_rows.state(
+            stores, id_key(need.bounce_original), names
+        )
         attaches = kind == "bounce" and config.classes.bounce == "attach_to_original"
         if on_its_way and bounce_original is None and attaches:
             pending.append(f"bounced <{need.bounce_original}> (ingested, not yet filed)")
