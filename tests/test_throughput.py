@@ -30,7 +30,7 @@ from shared.store.account import RequestCounter
 from shared.store.audit_trail import audit_rows, write_day
 from shared.store.blobs import RAW_CONTAINER
 from shared.store.claims_fill import claims_complete
-from shared.store.keys import INDEX_ROWS, after_prefix, audit_day
+from shared.store.keys import INDEX_ROWS, SIGHTING_ROWS, after_prefix, audit_day
 from shared.store.queues import decode, encode
 from shared.store.stores import AUDIT, FILING, INBOUND, MESSAGES, RECORDS, Stores
 
@@ -341,16 +341,23 @@ def test_a_copy_that_loses_the_claim_reads_claim_and_index_in_one_request(
     (first,) = mapped(support, None)  # claimed, its plan waits on the filing queue
     assert first.action == "create" and first.record is not None
     (second,) = mapped(billing, None)
-    assert (second.action, second.record) == ("sighting", first.record)
+    assert (second.action, second.record, second.filed_copy) == ("sighting", first.record, False)
     assert messages_calls() == ["POST", "GET"]  # the lost insert, one read
     (queued,) = stores.queues.receive(FILING, max_messages=1, visibility_timeout=60)
     assert decode(queued.body, FilingPlan).action == "create"  # the first copy's plan
     file_plan(stores, config, queued.body, now=NOW)
     stores.queues.delete(FILING, queued)
     (third,) = mapped(archive, filer(stores, config))
-    assert (third.action, third.record) == ("sighting", first.record)
-    # The lost insert and one read in map; the file stage's sighting reads the index itself.
-    assert messages_calls()[:2] == ["POST", "GET"]
+    assert (third.action, third.record, third.filed_copy) == ("sighting", first.record, False)
+    # The lost insert and one read in map; the file stage, told the copy is not the filed one,
+    # only writes its sighting row.
+    assert messages_calls() == ["POST", "GET", "PATCH"]
+    sightings = list(
+        stores.table(MESSAGES).partition(
+            key, row_from=SIGHTING_ROWS, row_before=after_prefix(SIGHTING_ROWS)
+        )
+    )
+    assert [r["Mailbox"] for r in sightings if r["Mailbox"] == "archive"] == ["archive"]
     filed = messages.filed(stores, key)
     assert filed is not None and filed["Mailbox"] == "support"
     assert len(helpers.records(stores)) == 1

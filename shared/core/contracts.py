@@ -204,6 +204,10 @@ class FilingPlan(_Contract):
     # status to record and index row without reading the record again. None (a plan of an
     # older build, a record not created yet when mapped): the file stage reads the record.
     index_row: str | None = None
+    # A sighting of a copy other than the one the message index points at (which copy files a
+    # message never changes once claimed), when the map stage knew it: the file stage then
+    # records it without reading the index. None: the file stage reads the index.
+    filed_copy: bool | None = None
 
 
 class OutboundAttachment(_Contract):

@@ -153,7 +153,10 @@ def file_plan(
     if plan.record is None:
         raise ContractError(f"plan {plan.action} for {plan.message_key[:40]} names no record")
     display_id = plan.display_id  # None unless the map stage read the record's row
-    if plan.action == "sighting":
+    if plan.action == "sighting" and plan.filed_copy is False:
+        # Another copy than the filed one (the map stage knew it): nothing of the index to follow.
+        messages.note_sighting(stores, plan, now, filed_copy=False)
+    elif plan.action == "sighting":
         own = messages.filed(stores, plan.message_key) or {}
         # The copy the message index points at: the index and the timeline follow its folder.
         ours = (own.get("Mailbox"), own.get("SourceId")) == (plan.mailbox, plan.source_id)

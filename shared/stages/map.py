@@ -407,7 +407,7 @@ def _claimed(
     first = plans[0] if plans else None
     if first is None or first.action not in ("create", "attach") or first.record is None:
         filed = _filed(stores, message.key)
-        return plans if filed is None else refiled(filed)
+        return plans if filed is None else _other_copy(filed, refiled(filed))
     won, held, own = message_rows.claim(
         stores, message.key, message.mailbox, message.source_id, first.record, now
     )
@@ -415,7 +415,7 @@ def _claimed(
         return plans
     filed = _filed_at(own)  # read with the claim, in the same request
     if filed is not None:
-        return refiled(filed)
+        return _other_copy(filed, refiled(filed))
     if held is None:
         return plans  # ours: our own redelivery, or one withdrawn meanwhile
     why = (
@@ -441,8 +441,22 @@ def _claimed(
         sender=first.sender,
         conversation_id=first.conversation_id,
         reasons=(*first.reasons[:1], why),
+        filed_copy=False,  # another copy holds the claim: the index will point at that one
     )
     return [sighting]
+
+
+def _other_copy(filed: FiledMessage, plans: list[FilingPlan]) -> list[FilingPlan]:
+    """The sightings of another copy than the one filed say so (as the file stage would find
+    in the index, which keeps pointing at the filed copy), so it records them without reading
+    the index; a sighting of the filed copy itself (a redelivery, a move) still reads it, for
+    the folder it was last seen in."""
+    return [
+        p.model_copy(update={"filed_copy": False})
+        if p.action == "sighting" and (filed.mailbox, filed.source_id) != (p.mailbox, p.source_id)
+        else p
+        for p in plans
+    ]
 
 
 def _wait(
