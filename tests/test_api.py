@@ -16,10 +16,10 @@ import pytest
 
 from shared.core.config import parse_config
 from shared.core.contracts import RecordRef
-from shared.services.audit import record_trail
+from shared.services.audit import day_trail, record_trail
 from shared.services.context import AppContext, set_context
 from shared.stages.polls import poll_all
-from shared.store.stores import AUDIT, EVENTS
+from shared.store.stores import EVENTS
 
 from .conftest import SAMPLES
 from .helpers import local_host
@@ -164,8 +164,13 @@ def test_get_record_with_timeline_and_audit(api: Api, context: AppContext) -> No
     assert actions.count("create") == 1 and actions.count("read") == 3
     # mark_read after filing (sample config), once per filed mail of the record
     assert actions.count("mailbox_action") == 3
-    day = list(context.stores.table(AUDIT).partition(f"day-{datetime.now(UTC):%Y%m%d}"))
+    # The day's trail: table Audit's day, and the creations kept beside the records.
+    types = [t.name for t in context.config.record_types]
+    day = list(day_trail(context.stores, datetime.now(UTC), types))
     assert len(day) >= len(trail)
+    assert [a["RowKey"] for a in day if a["RecordKey"] == record["key"]] == sorted(
+        str(a["RowKey"]).removeprefix("~audit-") for a in trail
+    )
 
 
 def test_update_fields_and_status_with_clear_errors(api: Api) -> None:

@@ -45,7 +45,7 @@ def cmd_audit(
         except ValueError:
             print(f"--day wants YYYY-MM-DD, not {day!r}", file=sys.stderr)
             return 2
-        rows = list(day_trail(stores, when))
+        rows = list(day_trail(stores, when, [t.name for t in config.record_types]))
     for row in map(_view, rows):
         if as_json:
             print(json.dumps(row, ensure_ascii=False))

@@ -199,6 +199,15 @@ class FilingPlan(_Contract):
     # The record's display id (CASE-12) when the map stage read its row: the file stage then
     # names it in its log line, notices and events without reading the row again.
     display_id: str | None = None
+    # The RowKey of the record's newest-first index row (from its CreatedAt and number, which
+    # never change) when the map stage read its row: the file stage writes fields, tags or a
+    # status to record and index row without reading the record again. None (a plan of an
+    # older build, a record not created yet when mapped): the file stage reads the record.
+    index_row: str | None = None
+    # A sighting of a copy other than the one the message index points at (which copy files a
+    # message never changes once claimed), when the map stage knew it: the file stage then
+    # records it without reading the index. None: the file stage reads the index.
+    filed_copy: bool | None = None
 
 
 class OutboundAttachment(_Contract):

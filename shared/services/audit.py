@@ -3,12 +3,13 @@
 Two rows per act (store/audit_trail.py): one in the day's partition of the `Audit` table
 ("everything on 24 November"), and one beside the record's timeline, in its `Timeline`
 partition ("everything about CASE-12"). Sharing the timeline's partition lets the file stage
-write a record's first entry and its creation in one transaction.
+write a record's first entry and its creation in one transaction; the day's row of a creation
+from mail is kept beside the record (table Records), inserted in the record's own transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,5 +40,9 @@ def record_trail(stores: Stores, record: RecordRef) -> Iterator[dict[str, Any]]:
     yield from audit_trail.record_trail(stores, record)
 
 
-def day_trail(stores: Stores, day: datetime) -> Iterator[dict[str, Any]]:
-    yield from audit_trail.day_trail(stores, day)
+def day_trail(
+    stores: Stores, day: datetime, record_types: Iterable[str] = ()
+) -> Iterator[dict[str, Any]]:
+    """The day's acts; creations of records from mail only for `record_types` (the configured
+    ones: their rows are kept beside the records, per type)."""
+    yield from audit_trail.day_trail(stores, day, record_types)

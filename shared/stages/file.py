@@ -28,6 +28,7 @@ from ..store.stores import (
     NOTICES,
     Stores,
 )
+from ..store.tables import Entity
 from ..telemetry import instruments
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,14 @@ log = logging.getLogger(__name__)
 
 def ensure_record(
     stores: Stores, config: Config, plan: FilingPlan, now: datetime
-) -> tuple[bool, str | None, datetime]:
-    """Create the plan's record once, numbered.
+) -> tuple[bool, str | None, datetime, Entity | None]:
+    """Create the plan's record once, numbered, with the day's audit row of its creation.
 
-    Returns whether this plan is the record's creator (also when redelivered), its display id
-    and when it was created. Several plans may race to create one record (a thread's mails
-    often arrive together): the record's key comes from the conversation, so the first insert
-    wins and the others file onto it.
+    Returns whether this plan is the record's creator (also when redelivered), its display id,
+    when it was created, and the audit row beside the record's timeline (None unless the
+    creator). Several plans may race to create one record (a thread's mails often arrive
+    together): the record's key comes from the conversation, so the first insert wins and the
+    others file onto it.
     """
     assert plan.record is not None
     record_type = config.record_type(plan.record.type)
@@ -55,21 +57,47 @@ def ensure_record(
         "Contact": plan.sender,
         **records.field_columns(plan.fields),
     }
-    number, existing = records.create(stores, plan.record, prefix, columns)
+    # The day's audit row rides in the record's own transaction: no write of its own.
+    day, on_record = _creation_audit(plan, now)
+    beside = [audit_trail.beside_record(day, plan.record)]
+    number, existing = records.create(stores, plan.record, prefix, columns, beside)
     if existing is None:
-        return True, f"{prefix}-{number}", now
+        return True, f"{prefix}-{number}", now, on_record
     if plan.root:
         # A reply mapped first created the record; the conversation's first mail names it.
         keep = ("CreatedAt", "CreatedFrom", "Status")
         changes = {k: v for k, v in columns.items() if k not in keep}
         records.merge(stores, plan.record, changes, current=existing)
     creator = existing.get("CreatedFrom") == plan.message_key[:400]
-    return creator, existing.get("DisplayId"), existing.get("CreatedAt", now)
+    created_at = existing.get("CreatedAt", now)
+    if not creator:
+        return False, existing.get("DisplayId"), created_at, None
+    # A redelivery of the creator: its transaction wrote the day's row, unless an older build
+    # (which wrote it after the record, to table Audit) created the record and stopped before.
+    day, on_record = _creation_audit(plan, created_at)
+    audit_trail.write_beside_record(stores, day, plan.record)
+    return True, existing.get("DisplayId"), created_at, on_record
+
+
+def _creation_audit(plan: FilingPlan, at: datetime) -> tuple[Entity, Entity | None]:
+    """The audit rows of the record's creation from this mail: the same keys however often it
+    is written (`once`)."""
+    assert plan.record is not None
+    return audit_trail.audit_rows(
+        MAILFILER.name,
+        MAILFILER.source,
+        "create",
+        plan.record,
+        f"from {plan.mailbox}: " + "; ".join(plan.reasons)[:1500],
+        at,
+        once=plan.message_key,
+    )
 
 
 def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> str | None:
     """The plan's fields, tags and status onto its record (and the record's index row, which
-    the record as read names); returns the record's display id, learnt on the way."""
+    the plan names when the map stage read the record, else the record as read here); returns
+    the record's display id when learnt on the way."""
     assert plan.record is not None
     if not plan.fields and not plan.tags and not plan.status:
         return None
@@ -78,6 +106,10 @@ def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> str | Non
         columns["Tags"] = ",".join(plan.tags)[:1000]
     if plan.status:
         columns["Status"] = plan.status
+    if plan.index_row is not None:
+        records.merge_indexed(stores, plan.record, columns, plan.index_row)
+        return None  # the plan's display id, read with the index row's key
+    # A plan of an older build, or a record not created yet when mapped: read it.
     current = records.get(stores, plan.record)
     records.merge(stores, plan.record, columns, current=current)
     return str(current["DisplayId"]) if current and current.get("DisplayId") else None
@@ -121,7 +153,10 @@ def file_plan(
     if plan.record is None:
         raise ContractError(f"plan {plan.action} for {plan.message_key[:40]} names no record")
     display_id = plan.display_id  # None unless the map stage read the record's row
-    if plan.action == "sighting":
+    if plan.action == "sighting" and plan.filed_copy is False:
+        # Another copy than the filed one (the map stage knew it): nothing of the index to follow.
+        messages.note_sighting(stores, plan, now, filed_copy=False)
+    elif plan.action == "sighting":
         own = messages.filed(stores, plan.message_key) or {}
         # The copy the message index points at: the index and the timeline follow its folder.
         ours = (own.get("Mailbox"), own.get("SourceId")) == (plan.mailbox, plan.source_id)
@@ -135,19 +170,9 @@ def file_plan(
         created = False
         side: list[dict[str, Any]] = []  # rows beside the record's timeline entry
         if plan.action == "create":
-            created, display_id, created_at = ensure_record(stores, config, plan, now)
-            if created:
-                day, on_record = audit_trail.audit_rows(
-                    MAILFILER.name,
-                    MAILFILER.source,
-                    "create",
-                    plan.record,
-                    f"from {plan.mailbox}: " + "; ".join(plan.reasons)[:1500],
-                    created_at,
-                    once=plan.message_key,
-                )
-                audit_trail.write_day(stores, day)
-                side.append(on_record or {})
+            created, display_id, _, on_record = ensure_record(stores, config, plan, now)
+            if on_record is not None:
+                side.append(on_record)
         else:
             display_id = _update_fields(stores, plan, now) or display_id
         side.extend(timeline.participant_rows(plan.record, plan.participants[:MAX_PARTICIPANTS]))
@@ -170,7 +195,7 @@ def file_plan(
                 display_id = records.display_id(stores, plan.record)
             queue_notices(stores, plan, display_id)
         # Written last, in one transaction: from here on the message counts as filed.
-        messages.note_filed(stores, plan, now)
+        messages.note_filed(stores, plan, now, display_id)
         if events.enabled(config):
             if display_id is None and plan.action != "create":
                 display_id = records.display_id(stores, plan.record)

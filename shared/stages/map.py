@@ -45,6 +45,7 @@ from ..store import messages as message_rows
 from ..store.claims_fill import claims_complete
 from ..store.keys import contact_partition
 from ..store.queues import decode, encode
+from ..store.record_index import index_row
 from ..store.sender_slots import SenderSlots, sender_rows
 from ..store.stores import (
     CONTACTS,
@@ -95,6 +96,7 @@ def gather(
     may_wait: bool = False,
     dedupe: bool = True,
     names: dict[RecordRef, str] | None = None,
+    index_rows: dict[RecordRef, str] | None = None,
 ) -> tuple[Known, SenderSlots | None, tuple[str, ...]]:
     """Read what the decision needs, the sender's rate-limit slots around the mail's arrival
     (None when its sender is not limited), and what it refers to that is ingested but not yet
@@ -103,7 +105,8 @@ def gather(
     mail back to wait. Searches stop at the first hit where the decision takes the first one
     (tokens, thread references newest first), so a reply usually costs one read. Without
     `dedupe`, the message index is not read: the caller learns whether the mail is filed from
-    its claim (`_claimed`). `names` gets the display id of each record whose row was read."""
+    its claim (`_claimed`). `names` gets the display id of each record whose row was read,
+    `index_rows` its newest-first index RowKey (CreatedAt and number never change)."""
     filed = _filed(stores, message.key) if dedupe else None
     if filed is not None:
         return Known(filed=filed), None, ()
@@ -137,7 +140,7 @@ def gather(
     for mid in need.thread_ids:
         if id_key(mid) == message.key:
             continue  # a mail that names itself waits for no one
-        record, on_its_way = message_rows.state(stores, id_key(mid))
+        record, on_its_way = message_rows.state(stores, id_key(mid), names)
         if record is not None:
             thread[mid] = record
             break
@@ -147,7 +150,9 @@ def gather(
                 return Known(), None, tuple(pending)
     bounce_original = None
     if need.bounce_original:
-        bounce_original, on_its_way = message_rows.state(stores, id_key(need.bounce_original))
+        bounce_original, on_its_way = message_rows.state(
+            stores, id_key(need.bounce_original), names
+        )
         attaches = kind == "bounce" and config.classes.bounce == "attach_to_original"
         if on_its_way and bounce_original is None and attaches:
             pending.append(f"bounced <{need.bounce_original}> (ingested, not yet filed)")
@@ -171,6 +176,8 @@ def gather(
                 infos[ref] = RecordInfo(title=row.get("Title", ""), status=row.get("Status", ""))
                 if names is not None and row.get("DisplayId"):
                     names[ref] = str(row["DisplayId"])
+                if index_rows is not None and "CreatedAt" in row:
+                    index_rows[ref] = index_row(row["CreatedAt"], row.get("Number"), ref.key)
     sender = None
     slots = None
     if need.sender:
@@ -208,7 +215,11 @@ def gather(
 
 def _filed(stores: Stores, message_key: str) -> FiledMessage | None:
     """Where the message index says the message is filed (one read), or None."""
-    own = message_rows.filed(stores, message_key)
+    return _filed_at(message_rows.filed(stores, message_key))
+
+
+def _filed_at(own: Entity | None) -> FiledMessage | None:
+    """Where the message index row `own` says the message is filed, or None."""
     if own is None:
         return None
     return FiledMessage(
@@ -396,15 +407,15 @@ def _claimed(
     first = plans[0] if plans else None
     if first is None or first.action not in ("create", "attach") or first.record is None:
         filed = _filed(stores, message.key)
-        return plans if filed is None else refiled(filed)
-    won, held = message_rows.claim(
+        return plans if filed is None else _other_copy(filed, refiled(filed))
+    won, held, own = message_rows.claim(
         stores, message.key, message.mailbox, message.source_id, first.record, now
     )
     if won:
         return plans
-    filed = _filed(stores, message.key)
+    filed = _filed_at(own)  # read with the claim, in the same request
     if filed is not None:
-        return refiled(filed)
+        return _other_copy(filed, refiled(filed))
     if held is None:
         return plans  # ours: our own redelivery, or one withdrawn meanwhile
     why = (
@@ -430,8 +441,22 @@ def _claimed(
         sender=first.sender,
         conversation_id=first.conversation_id,
         reasons=(*first.reasons[:1], why),
+        filed_copy=False,  # another copy holds the claim: the index will point at that one
     )
     return [sighting]
+
+
+def _other_copy(filed: FiledMessage, plans: list[FilingPlan]) -> list[FilingPlan]:
+    """The sightings of another copy than the one filed say so (as the file stage would find
+    in the index, which keeps pointing at the filed copy), so it records them without reading
+    the index; a sighting of the filed copy itself (a redelivery, a move) still reads it, for
+    the folder it was last seen in."""
+    return [
+        p.model_copy(update={"filed_copy": False})
+        if p.action == "sighting" and (filed.mailbox, filed.source_id) != (p.mailbox, p.source_id)
+        else p
+        for p in plans
+    ]
 
 
 def _wait(
@@ -493,6 +518,7 @@ def map_inbound(
     # poison queue with that reason) instead of waiting for mail that cannot file either.
     may_wait = inbound.waits < wait.max_waits and config.mailbox(inbound.mailbox) is not None
     names: dict[RecordRef, str] = {}
+    index_rows: dict[RecordRef, str] = {}
     known, slots, pending = gather(
         stores,
         config,
@@ -504,6 +530,7 @@ def map_inbound(
         # A won claim answers dedupe once every index row has its claim (store/claims_fill.py).
         dedupe=not claims_complete(stores),
         names=names,
+        index_rows=index_rows,
     )
     if pending and may_wait:
         _wait(stores, inbound, message, wait, pending[0])
@@ -543,6 +570,15 @@ def map_inbound(
             elif guest is not None and (made or slots.contact_written):
                 plans = _without_guest(plans, guest["Address"])
     plans = _claimed(stores, message, plans, now, lambda filed: decided(Known(filed=filed)))
+    if known.conversation is not None:
+        # The conversation's row names the plan's record already (read above): the file stage
+        # links only what the plan still carries, so a Graph or EWS reply writes no link.
+        plans = [
+            p.model_copy(update={"conversation_id": None})
+            if p.record == known.conversation and p.conversation_id
+            else p
+            for p in plans
+        ]
     if any(p.entry and p.entry.attachments for p in plans):
         stored = store_attachments(stores, message.raw)
         plans = [
@@ -570,9 +606,12 @@ def map_inbound(
         notes = (*notes, _waited(inbound.waits, pending))
     if notes:
         plans = [p.model_copy(update={"reasons": (*p.reasons, *notes)}) for p in plans]
+    # What the map stage read of the record rides in the plan: the file stage reads it no more.
     plans = [
-        p.model_copy(update={"display_id": names[p.record]})
-        if p.record is not None and p.record in names
+        p.model_copy(
+            update={"display_id": names.get(p.record), "index_row": index_rows.get(p.record)}
+        )
+        if p.record is not None and (p.record in names or p.record in index_rows)
         else p
         for p in plans
     ]

@@ -130,6 +130,16 @@ INDEX_ROWS = "t-"
 # Where the index's one-off fill for records written before it is noted as done (table Records;
 # "~" sorts after every RowKey a reader of records asks for).
 INDEX_MARKER = ("~index", "~filled")
+# After those, under "~audit-" + the act's audit_row (which starts with its time): the day's
+# audit row of a record's creation from mail, kept beside the record and inserted in the
+# record's own transaction, so creating a record makes no separate write to table Audit. The
+# day's trail reads these (one range per record type) with the Audit table's day partition.
+RECORD_AUDIT_ROWS = "~audit-"
+
+
+def record_audit_day(at: datetime) -> str:
+    """The RowKey prefix of a day's creation rows in a record type's partition."""
+    return f"{RECORD_AUDIT_ROWS}{at:%Y%m%d}"
 
 
 # A message's partition in the Messages table (PartitionKey: the message key) holds, besides

@@ -62,14 +62,19 @@ def record_of(row: Mapping[str, Any]) -> RecordRef:
     return RecordRef(type=row["RecordType"], key=row["RecordKey"])
 
 
-def state(stores: Stores, message_key: str) -> tuple[RecordRef | None, bool]:
+def state(
+    stores: Stores, message_key: str, names: dict[RecordRef, str] | None = None
+) -> tuple[RecordRef | None, bool]:
     """One request: the record the message is filed on (or None), and whether a copy of it is
-    ingested but neither filed nor recorded as not filed yet (on its way)."""
+    ingested but neither filed nor recorded as not filed yet (on its way). `names` gets the
+    record's display id where the index row carries it (rows of an older build do not)."""
     record, ingested, settled = None, False, False
-    for row in rows(stores, message_key, ["RowKey", "RecordType", "RecordKey"]):
+    for row in rows(stores, message_key, ["RowKey", "RecordType", "RecordKey", "DisplayId"]):
         key = str(row["RowKey"])
         if key == FILED:
             record = record_of(row)
+            if names is not None and row.get("DisplayId"):
+                names[record] = str(row["DisplayId"])
         if key.startswith(SETTLED_ROWS):
             settled = True
         elif key.startswith(INGESTED_ROWS):
@@ -109,11 +114,12 @@ def claim(
     source_id: str,
     record: RecordRef,
     now: datetime,
-) -> tuple[bool, Entity | None]:
+) -> tuple[bool, Entity | None, Entity | None]:
     """Claim the filing of a message for one copy (mailbox and source id): an insert only one
-    writer can win. Returns whether this insert won it, and the claim of the copy that files
-    it when that is another copy (None when this copy holds it: now, or already, a
-    redelivery; or the claim went away meanwhile).
+    writer can win. Returns whether this insert won it; the claim of the copy that files it
+    when that is another copy (None when this copy holds it: now, or already, a redelivery;
+    or the claim went away meanwhile); and, when it lost, the message index row ("msg": where
+    the message is filed), read with the claim in one request.
 
     A won insert also says the message is not filed: every message index row ("msg") has its
     claim (`note_filed` writes one beside it), so the map stage reads the index only when it
@@ -129,11 +135,20 @@ def claim(
         "ClaimedAt": now,
     }
     if messages.insert(row) is not None:
-        return True, None
-    held = messages.get(message_key, CLAIM)
+        return True, None, None
+    # Both rows live in the message's partition: one query instead of two reads.
+    found = {
+        str(r["RowKey"]): r
+        for r in messages.partition(
+            message_key,
+            where="RowKey eq @claim or RowKey eq @filed",
+            parameters={"claim": CLAIM, "filed": FILED},
+        )
+    }
+    held, filed_row = found.get(CLAIM), found.get(FILED)
     if held is None or (held["Mailbox"], held["SourceId"]) == (mailbox, source_id[:1000]):
-        return False, None
-    return False, held
+        return False, None, filed_row
+    return False, held, filed_row
 
 
 def _sighting(plan: FilingPlan, now: datetime) -> Entity:
@@ -157,9 +172,12 @@ def note_sighting(stores: Stores, plan: FilingPlan, now: datetime, *, filed_copy
     stores.table(MESSAGES).upsert_batch(updates)
 
 
-def note_filed(stores: Stores, plan: FilingPlan, now: datetime) -> None:
+def note_filed(
+    stores: Stores, plan: FilingPlan, now: datetime, display_id: str | None = None
+) -> None:
     """Where the plan filed its mail, with the copy's sighting, in one transaction: from here
-    on the message counts as filed."""
+    on the message counts as filed. With `display_id` (the record's CASE-12, which never
+    changes), mail that refers to this one learns its record's name without reading it."""
     assert plan.record is not None and plan.entry is not None
     # The index row's claim, in the same transaction: the map stage takes a won claim insert
     # as "not filed" (see `claim`), also for mail filed by hand or sent by us, which the map
@@ -193,6 +211,7 @@ def note_filed(stores: Stores, plan: FilingPlan, now: datetime) -> None:
                 "TimelineRow": timeline_row(plan.entry.date, plan.message_key),
                 "FiledAt": now,
                 "Reasons": "\n".join(plan.reasons)[:4000],
+                **({"DisplayId": display_id[:100]} if display_id else {}),
             },
             _sighting(plan, now),
         ]

@@ -3,7 +3,8 @@ number's row in table Records, inserted in one transaction with its record)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from .keys import (
     NUMBER_ROWS,
@@ -21,10 +22,15 @@ MAX_NUMBER_ATTEMPTS = 40
 
 
 def create_numbered(
-    stores: Stores, record_type: str, prefix: str, entity: dict[str, Any]
+    stores: Stores,
+    record_type: str,
+    prefix: str,
+    entity: dict[str, Any],
+    beside: Sequence[dict[str, Any]] = (),
 ) -> tuple[int | None, dict[str, Any] | None]:
     """Insert a record with the next number of its type, in one transaction with the number's
-    row and its index row: (number, None), or (None, the record) when the record exists already.
+    row, its index row and the rows `beside` it (same partition; upserted): (number, None), or
+    (None, the record) when the record exists already (then `beside` is not written).
 
     Table Storage makes the number's row unique and the transaction makes record and number one
     write, so a number is never handed out twice, a record never lacks one, and a failed try
@@ -49,7 +55,13 @@ def create_numbered(
             # The newest-first index row rides in the same transaction (store/record_index.py);
             # an upsert, so a row left by the one-off fill cannot block the insert.
             newest = index_entity(record_type, key, numbered, numbered)
-            if records.transact([("insert", numbered), ("insert", number_of), ("upsert", newest)]):
+            rows: list[tuple[Literal["insert", "upsert"], dict[str, Any]]] = [
+                ("insert", numbered),
+                ("insert", number_of),
+                ("upsert", newest),
+                *(("upsert", row) for row in beside),
+            ]
+            if records.transact(rows):
                 stores.last_numbers[record_type] = number
                 return number, None
             existing = records.get(record_type, key)

@@ -8,13 +8,13 @@ from __future__ import annotations
 import itertools
 import logging
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..core.contracts import RecordRef
 from .keys import INDEX_MARKER, INDEX_ROWS, NUMBER_ROWS, after_prefix
 from .numbers import create_numbered
-from .record_index import index_entity, listed
+from .record_index import RECORD_KEY, index_entity, listed
 from .stores import RECORDS, Stores
 from .tables import MAX_BATCH_OPERATIONS, Entity, Table, from_storage
 
@@ -41,11 +41,15 @@ def display_id(stores: Stores, record: RecordRef) -> str | None:
 
 
 def create(
-    stores: Stores, record: RecordRef, prefix: str, columns: Mapping[str, Any]
+    stores: Stores,
+    record: RecordRef,
+    prefix: str,
+    columns: Mapping[str, Any],
+    beside: Sequence[Entity] = (),
 ) -> tuple[int | None, Entity | None]:
-    """Insert the record numbered (store/numbers.py): (number, None), or (None, the record)
-    when it exists already."""
-    return create_numbered(stores, record.type, prefix, _row(record, columns))
+    """Insert the record numbered (store/numbers.py), with the rows `beside` it in the same
+    transaction: (number, None), or (None, the record) when it exists already."""
+    return create_numbered(stores, record.type, prefix, _row(record, columns), beside)
 
 
 def merge(
@@ -64,6 +68,21 @@ def merge(
         return
     index = index_entity(record.type, record.key, current, columns)
     stores.table(RECORDS).transact([("upsert", row), ("upsert", index)])
+
+
+def merge_indexed(
+    stores: Stores, record: RecordRef, columns: Mapping[str, Any], index_row_key: str
+) -> None:
+    """As `merge`, for a caller that knows the record's index RowKey (record_index.index_row of
+    its CreatedAt and number, which never change) instead of the record as read: one request,
+    no read. Only the changed listed columns go to the index row, as in `merge`."""
+    row = _row(record, columns)
+    newest = listed(columns)
+    if not newest:
+        stores.table(RECORDS).upsert(row)
+        return
+    index = {"PartitionKey": record.type, "RowKey": index_row_key, RECORD_KEY: record.key}
+    stores.table(RECORDS).transact([("upsert", row), ("upsert", {**index, **newest})])
 
 
 def merge_if_unchanged(

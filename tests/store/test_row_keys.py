@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from shared.core.contracts import RecordRef
 from shared.core.message import id_key
 from shared.store import keys
-from shared.store.audit_trail import audit_rows
+from shared.store.audit_trail import audit_rows, beside_record
 from shared.store.messages import kind_of
 
 KEY = id_key("заявка-17@пример.рф")
@@ -59,6 +59,14 @@ def test_audit_rows_keep_their_keys() -> None:
     )
     assert on_record["RowKey"] == "~audit-20260305T140709123456-53b1a5485ae8"
     assert on_record["PartitionKey"] == keys.record_partition(RECORD)
+    # A creation's day row kept beside its record (table Records): the day's RowKey after
+    # "~audit-", so a day is one RowKey range of a type's partition.
+    beside = beside_record(day, RECORD)
+    assert (beside["PartitionKey"], beside["RowKey"]) == (
+        "case",
+        "~audit-20260305T140709123456-53b1a5485ae8",
+    )
+    assert beside["RowKey"].startswith(keys.record_audit_day(AT))
     day, on_record = audit_rows("Ярослава", "api", "update", RECORD, '{"Статус": "closed"}', AT)
     assert on_record is not None
     assert day["RowKey"] == "20260305T140709123456-4e8791fc8f28"
