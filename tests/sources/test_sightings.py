@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.core.pipeline.transport import RequestsTransport
+from azure.core.pipeline.transport import HttpTransport
 from exchangelib import close_connections  # type: ignore[import-untyped]
 from imapclient import IMAPClient
 
@@ -27,7 +27,7 @@ from shared.sources.ews.source import EwsSource
 from shared.sources.imap.source import ImapSource
 from shared.sources.registry import graph_source
 from shared.stages.polls import poll_one
-from shared.store.account import RequestCounter, StorageSettings
+from shared.store.account import RequestCounter, StorageSettings, transport_type
 from shared.store.cursors import Cursors
 from shared.store.queues import decode
 from shared.store.stores import IMAP_STATE, QUEUES, TABLES, TASK_CHANGES, Stores
@@ -230,8 +230,8 @@ class DiesSavingTheCursor(RequestCounter):
     """Storage as a worker sees it that is killed as it writes a cursor row: reads and every
     other write reach Azurite; the write to `ImapState` never leaves the process."""
 
-    def transport(self, service: str, session: Any = None) -> RequestsTransport:
-        class _Dying(RequestsTransport):  # type: ignore[misc]
+    def transport(self, service: str, session: Any = None) -> HttpTransport[Any, Any]:
+        class _Dying(transport_type(session)):  # type: ignore[misc]
             def send(self, request: Any, **kwargs: Any) -> Any:
                 if request.method != "GET" and f"/{IMAP_STATE}(" in request.url:
                     raise WorkerDied(f"killed before {request.method} {IMAP_STATE}")
