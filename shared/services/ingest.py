@@ -57,6 +57,7 @@ class IngestSummary:
     # move, a flag), for the source's own follow-up.
     changed: list[str] = field(default_factory=list)
     complete: bool = True  # False: a limit stopped the run, or a message could not be read
+    limited: bool = False  # `limit` stopped the run with more mail to queue
     failed: list[tuple[str, str]] = field(default_factory=list)
     changes: int = 0  # flag and calendar changes sent to `task-changes`
     more: bool = False  # the source listed only part of what is there: poll again at once
@@ -307,6 +308,7 @@ def ingest_mailbox(
                 continue
             if limit is not None and summary.queued >= limit:
                 complete = False
+                summary.limited = True
                 break
             try:
                 message = source.read(source_id)
