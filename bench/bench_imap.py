@@ -47,10 +47,11 @@ from shared.services.context import AppContext, set_context
 from shared.services.ingest import INGEST_THREADS, ingest_mailbox, queue_message
 from shared.settings import AppSettings
 from shared.sources.imap.source import ImapSource, source_id
+from shared.stages.polls import send_poll
 from shared.store import ingest_notes
 from shared.store.account import RequestCounter, StorageSettings
 from shared.store.cursors import Cursors
-from shared.store.stores import FILING, INBOUND, INGEST, MESSAGES, Stores, poison
+from shared.store.stores import FILING, HELD, INBOUND, INGEST, MESSAGES, Stores, poison
 from tests.fakes.dovecot import Dovecot
 
 PASSWORD, PASSWORD_SETTING = "imap-bench-password", "IMAP_BENCH_PASSWORD"
@@ -332,6 +333,19 @@ def filed_user(size: int) -> str:
     return f"filed-{size}@mailfiler.example"
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process `pid` so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+TRACE = os.environ.get("MAILFILER_BENCH_TRACE") == "1"  # a line every 5 s while filing
+
+
+def count_rows(stores: Stores, table: str, query: str) -> int:
+    return sum(1 for _ in stores.table(table).client.query_entities(query, select=["RowKey"]))
+
+
 def filed_end_to_end(dovecot: Dovecot, size: int, seed: int) -> dict[str, Any]:
     """A first sync of `size` messages with the local host running, as `mailfiler run` would:
     a fresh Azurite, the queue functions of function_app.py in batches (as Azure runs them),
@@ -365,43 +379,63 @@ def filed_end_to_end(dovecot: Dovecot, size: int, seed: int) -> dict[str, Any]:
                 QueueSettings.from_host_json(REPO / "host.json"),
             )
             host.start(timers=False)
+            assert azurite.process is not None
+            az_pid = azurite.process.pid
+            load = os.getloadavg()[0]
             started, cpu = time.perf_counter(), time.process_time()
-            summary = ingest_mailbox(
-                stores,
-                "filed",
-                imap_source(ctx, "filed"),
-                now=datetime.now(UTC),
-                cursors=Cursors(stores, "filed", "imap"),
-            )
-            ingested = time.perf_counter() - started
-            while host.processed.get(INBOUND, 0) < summary.queued or any(
-                stores.queues.depth(q) for q in (INBOUND, FILING)
+            az_cpu = process_cpu(az_pid)
+            # As `mailfiler run` ingests: a poll on the `polls` queue, which queues at most
+            # MAX_PER_POLL and sends the rest of the backfill on as the backlog allows.
+            send_poll(ctx, "filed")
+            cursors = Cursors(stores, "filed", "imap")
+            ingested, traced = 0.0, 0.0
+            while (
+                not ingested
+                or host.processed.get(INBOUND, 0) < size
+                or any(stores.queues.depth(q) for q in (INBOUND, FILING))
             ):
                 time.sleep(0.2)
+                at = time.perf_counter() - started
+                if at > 120 + size:  # a poll failed (its log says why): no figure
+                    raise RuntimeError(f"filed {size}: not done after {at:.0f} s")
+                if not ingested and cursors.load():  # saved once the whole mailbox is queued
+                    ingested = at
+                if TRACE and at - traced >= 5:
+                    traced = at
+                    print(
+                        f"  {at:6.1f}s mapped {host.processed.get(INBOUND, 0):>6,} "
+                        f"inbound {stores.queues.depth(INBOUND) or 0:>6,} "
+                        f"CPU ours {time.process_time() - cpu:6.1f}s "
+                        f"Azurite {process_cpu(az_pid) - az_cpu:6.1f}s "
+                        f"load {os.getloadavg()[0]:.1f}",
+                        flush=True,
+                    )
             seconds = time.perf_counter() - started
             cpu_s = time.process_time() - cpu
+            az_cpu = process_cpu(az_pid) - az_cpu
+            load = max(load, os.getloadavg()[0])
             host.stop()
             host = None
             poisoned = sum(len(stores.queues.peek(poison(q), 32)) for q in (INBOUND, FILING))
-            filed = sum(
-                1
-                for _ in stores.table(MESSAGES).client.query_entities(
-                    "RowKey eq 'msg'", select=["PartitionKey"]
-                )
-            )
+            filed = count_rows(stores, MESSAGES, "RowKey eq 'msg'")
+            held = count_rows(stores, HELD, "PartitionKey eq 'filed'")
+            queued = count_rows(stores, INGEST, "PartitionKey eq 'filed'")
     finally:
         if host is not None:
             host.stop()
         set_context(None)
         azurite.stop()
-    if summary.queued != size or poisoned:
-        raise RuntimeError(f"filed {size}: queued {summary.queued}, {poisoned} poisoned")
+    if queued != size or poisoned:
+        raise RuntimeError(f"filed {size}: queued {queued}, {poisoned} poisoned")
     return {
         "messages": size,
         "ingest_s": ingested,
         "seconds": seconds,
         "cpu_ms": cpu_s * 1000 / size,
+        "azurite_ms": az_cpu * 1000 / size,
         "filed": filed,
+        "held": held,
+        "load": load,
     }
 
 
@@ -412,20 +446,40 @@ def report_filed(rows: list[dict[str, Any]], mbsync_s: float, mbsync_n: int) -> 
     )
     print(
         f"{'messages':>10}{'ingest s':>10}{'filed s':>9}{'msgs/s':>8}{'CPU ms/msg':>12}"
-        f"{'msg rows':>10}{'10k at this rate':>18}"
+        f"{'Azurite':>9}{'filed':>8}{'held':>6}{'load':>6}{'10k at this rate':>18}"
     )
     for row in rows:
         at_10k = row["seconds"] / row["messages"] * BIG
         print(
             f"{row['messages']:>10,}{row['ingest_s']:>10.1f}{row['seconds']:>9.1f}"
             f"{row['messages'] / row['seconds']:>8.0f}{row['cpu_ms']:>12.1f}"
-            f"{row['filed']:>10,}{at_10k:>17.0f}s"
+            f"{row['azurite_ms']:>9.1f}{row['filed']:>8,}{row['held']:>6,}{row['load']:>6.1f}"
+            f"{at_10k:>17.0f}s"
         )
     print(
         "filed s: from the ingest's start until every inbound message is mapped and filed and\n"
-        "the queues are empty (map and file run while the ingest goes on); msg rows: messages\n"
-        "with a claim row (held mail has none; the senders are some 10 mails each);\n"
-        f"mbsync pulled {mbsync_n:,} of the same kind of mail in {mbsync_s:.2f} s"
+        "the queues are empty (map and file run while the ingest goes on); CPU ms/msg: this\n"
+        "process's CPU (ingest, host, map, file) per mail; Azurite: the emulator's CPU per mail;\n"
+        "filed: messages with a claim row; held: rows in Held (the per-sender rate limit; the\n"
+        "senders are some 10 mails each, a few reach its 20); filed + held = messages: none\n"
+        "lost; load: the machine's 1-minute load average (highest of start and end; 2 cores)"
+    )
+    last = rows[-1]
+    # Each process runs on one core at most (the GIL; Node's one thread), whatever the host's
+    # threads: the busier one bounds the rate even on an idle machine.
+    floor = max(last["cpu_ms"], last["azurite_ms"]) * BIG / 1000
+    print(
+        f"goal 3 ({BIG:,} filed in <= {GOAL_FILED_S} s): {last['messages']:,} took "
+        f"{last['seconds']:.0f} s; CPU bound: at {last['cpu_ms']:.1f} + "
+        f"{last['azurite_ms']:.1f} ms a mail, one core each, {BIG:,} need >= {floor:.0f} s "
+        "on an idle machine"
+    )
+    ingest_x = last["ingest_s"] / last["messages"] * mbsync_n / mbsync_s
+    print(
+        f"goal 3 (ingest <= {GOAL_INGEST_X}x mbsync): while filing, the ingest took "
+        f"{last['ingest_s']:.1f} s for {last['messages']:,} = {ingest_x:.0f}x mbsync "
+        f"({mbsync_n:,} of the same kind of mail in {mbsync_s:.2f} s; the ingest alone,\n"
+        "with nothing else running, is the first table's 'ours, ingest' row)"
     )
 
 

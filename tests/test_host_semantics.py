@@ -36,6 +36,7 @@ def test_host_json_queue_settings_are_read() -> None:
     settings = QueueSettings.from_host_json(REPO / "host.json")
     assert settings == QueueSettings(
         batch_size=8,
+        new_batch_threshold=4,
         max_dequeue_count=5,
         max_polling_interval=2.0,
         visibility_timeout=30.0,
@@ -157,6 +158,51 @@ def test_queue_function_that_succeeds_deletes_its_message(stores: Stores) -> Non
     assert host.drain(timeout=60) == {"hosttest": 5}
     assert sorted(g["n"] for g in got) == [0, 1, 2, 3, 4]
     assert stores.queues.depth("hosttest") == 0
+
+
+@pytest.mark.azurite
+def test_the_next_batch_starts_while_a_slow_message_still_runs(stores: Stores) -> None:
+    # As the Functions host's newBatchThreshold: once no more than the threshold's messages
+    # still run, the next batch is received; a slow message holds up none of the others.
+    queue = "hosttest-threshold"
+    stores.queues.create(queue)
+    stores.queues.clear(queue)
+    others_done = threading.Event()
+    lock = threading.Lock()
+    state = {"running": 0, "most": 0, "done": 0, "first": True}
+    total = 12
+
+    def handler(msg: func.QueueMessage) -> None:
+        with lock:
+            first, state["first"] = state["first"], False
+            state["running"] += 1
+            state["most"] = max(state["most"], state["running"])
+        try:
+            if first:  # the slow one: it ends only after every other message has ended
+                others_done.wait(60)
+            else:
+                with lock:
+                    state["done"] += 1
+                    if state["done"] == total - 1:
+                        others_done.set()
+        finally:
+            with lock:
+                state["running"] -= 1
+
+    fn = Registered("slow", {"type": "queueTrigger", "queueName": queue}, handler)
+    settings = QueueSettings(batch_size=4, new_batch_threshold=2, max_polling_interval=0.2)
+    host = LocalHost([fn], stores.queues, settings, lease_seconds=120)
+    for i in range(total):
+        stores.queues.send_bytes(queue, json.dumps({"n": i}).encode())
+    host.start(timers=False)
+    try:
+        finished = others_done.wait(60)
+    finally:
+        host.stop()
+    assert finished, f"only {state['done']} of the others ran while the slow one waited"
+    assert host.processed == {queue: total}
+    assert state["most"] <= settings.batch_size + settings.threshold
+    assert stores.queues.depth(queue) == 0
 
 
 @contextmanager

@@ -66,6 +66,9 @@ def _parse_timespan(value: str | None, default: float) -> float:
 @dataclass(frozen=True)
 class QueueSettings:
     batch_size: int = 16
+    # Fetch the next batch once this few messages are still running (None: half the batch,
+    # Azure's default); a batch's slowest message then holds no worker idle.
+    new_batch_threshold: int | None = None
     max_dequeue_count: int = 5
     max_polling_interval: float = 60.0
     visibility_timeout: float = 0.0
@@ -80,11 +83,19 @@ class QueueSettings:
         q = data.get("extensions", {}).get("queues", {})
         return cls(
             batch_size=int(q.get("batchSize", 16)),
+            new_batch_threshold=(int(q["newBatchThreshold"]) if "newBatchThreshold" in q else None),
             max_dequeue_count=int(q.get("maxDequeueCount", 5)),
             max_polling_interval=_parse_timespan(q.get("maxPollingInterval"), 60.0),
             visibility_timeout=_parse_timespan(q.get("visibilityTimeout"), 0.0),
             message_encoding=str(q.get("messageEncoding", "base64")),
         )
+
+    @property
+    def threshold(self) -> int:
+        """newBatchThreshold as the host applies it."""
+        if self.new_batch_threshold is None:
+            return self.batch_size // 2
+        return max(self.new_batch_threshold, 0)
 
 
 @dataclass
@@ -126,6 +137,34 @@ def registered_functions(app_module: ModuleType) -> list[Registered]:
 
 
 # --- the host ---------------------------------------------------------------------------------
+
+
+class _Running:
+    """How many messages of one queue function are running, for its receive loop."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = threading.Condition()
+
+    def started(self) -> None:
+        with self._changed:
+            self.count += 1
+
+    def ended(self, queue: str, error: BaseException | None) -> None:
+        if error is not None:  # a delete or release the storage did not take: redelivered
+            log.warning("queue %s: message not settled: %s", queue, error)
+        with self._changed:
+            self.count -= 1
+            self._changed.notify_all()
+
+    def wait_down_to(self, most: int, stop: threading.Event) -> bool:
+        """Wait until at most `most` are running; False when `stop` is set meanwhile."""
+        with self._changed:
+            while self.count > most:
+                if stop.is_set():
+                    return False
+                self._changed.wait(0.5)  # wakes on an end; the timeout only to see `stop`
+        return not stop.is_set()
 
 
 @dataclass
@@ -225,10 +264,17 @@ class LocalHost:
         wait = 0.1
         away = False  # the storage did not answer the last receive
         queue = fn.trigger["queueName"]
-        with ThreadPoolExecutor(self.settings.batch_size, thread_name_prefix=fn.name) as pool:
+        running = _Running()
+        # Room for a batch on top of the threshold's messages still running.
+        workers = self.settings.batch_size + self.settings.threshold
+        with ThreadPoolExecutor(workers, thread_name_prefix=fn.name) as pool:
             while not self.stop_event.is_set():
                 try:
-                    got = self.drain_in_order(*pair, pool) if pair else self.drain_once(fn, pool)
+                    got = (
+                        self.drain_in_order(*pair, pool)
+                        if pair
+                        else self.fetch_batch(fn, pool, running)
+                    )
                 except ServiceRequestError:
                     # Expected while the storage is down: one line when it goes, one when it
                     # is back, not a traceback per receive.
@@ -247,6 +293,22 @@ class LocalHost:
                     continue
                 self.stop_event.wait(wait)
                 wait = min(wait * 2, self.settings.max_polling_interval)
+
+    def fetch_batch(self, fn: Registered, pool: ThreadPoolExecutor, running: _Running) -> int:
+        """As the Functions host's queue listener: once no more than `new_batch_threshold`
+        messages of `fn` are still running, receive the next batch and start it without
+        waiting for the rest; the number received."""
+        if not running.wait_down_to(self.settings.threshold, self.stop_event):
+            return 0
+        queue = fn.trigger["queueName"]
+        batch = self.queues.receive(
+            queue, max_messages=self.settings.batch_size, visibility_timeout=self.lease_seconds
+        )
+        for message in batch:
+            running.started()
+            future = pool.submit(self._run_one, fn, queue, message)
+            future.add_done_callback(lambda f: running.ended(queue, f.exception()))
+        return len(batch)
 
     def drain(self, timeout: float = 300.0, only: set[str] | None = None) -> dict[str, int]:
         """Run the queue functions (of the queues in `only`) until their queues are empty."""

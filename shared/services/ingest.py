@@ -57,6 +57,7 @@ class IngestSummary:
     # move, a flag), for the source's own follow-up.
     changed: list[str] = field(default_factory=list)
     complete: bool = True  # False: a limit stopped the run, or a message could not be read
+    limited: bool = False  # `limit` stopped the run with more mail to queue
     failed: list[tuple[str, str]] = field(default_factory=list)
     changes: int = 0  # flag and calendar changes sent to `task-changes`
     more: bool = False  # the source listed only part of what is there: poll again at once
@@ -152,7 +153,11 @@ class _Pipeline:
         stores.queues.client(INBOUND)  # built before any thread sends (clients are cached)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"ingest-{mailbox}"[:40])
         self._window = threads * 4  # messages in flight at most (memory: their raw bytes)
-        self._changed = threading.Condition()
+        # Guards the watermarks; a message waiting to be queued waits on its own event, set
+        # when its turn comes (a Condition's notify_all woke every waiting thread on each step,
+        # most of them only to wait again: a few percent of the ingest's CPU).
+        self._changed = threading.Lock()
+        self._waiting: dict[int, threading.Event] = {}
         self._noted = _Watermark()
         self._sent = _Watermark()
         self._failed = False
@@ -183,7 +188,7 @@ class _Pipeline:
         return the rows of what was queued, for the caller to note."""
         with self._changed:
             self._failed = True
-            self._changed.notify_all()
+            self._wake()
         self._pool.shutdown(wait=True)
         rows = [f.result() for f in self._futures if f.exception() is None]
         self._futures.clear()
@@ -201,7 +206,18 @@ class _Pipeline:
             if not noted:
                 self._noted.mark(index)
             self._sent.mark(index)
-            self._changed.notify_all()
+            self._wake()
+
+    def _may_send(self, index: int) -> bool:
+        """Whether message `index` may be queued (or must give up); under the lock."""
+        return self._failed or (
+            self._noted.count > index and (not self._ordered or self._sent.count >= index)
+        )
+
+    def _wake(self) -> None:
+        """Set the events of the waiting messages whose turn has come; under the lock."""
+        for index in [i for i in self._waiting if self._may_send(i)]:
+            self._waiting.pop(index).set()
 
     def _run(self, index: int, message: SourceMessage) -> Entity:
         stores, mailbox, now = self._stores, self._mailbox, self._now
@@ -212,17 +228,14 @@ class _Pipeline:
             raise
         with self._changed:
             self._noted.mark(index)
-            self._changed.notify_all()
+            self._wake()
             # Earlier messages run (the pool starts tasks in order), so this wait ends.
-            self._changed.wait_for(
-                lambda: (
-                    self._failed
-                    or (
-                        self._noted.count > index
-                        and (not self._ordered or self._sent.count >= index)
-                    )
-                )
-            )
+            turn = None if self._may_send(index) else threading.Event()
+            if turn is not None:
+                self._waiting[index] = turn
+        if turn is not None:
+            turn.wait()
+        with self._changed:
             failed = self._failed
         try:
             if failed:
@@ -233,7 +246,7 @@ class _Pipeline:
             raise
         with self._changed:
             self._sent.mark(index)
-            self._changed.notify_all()
+            self._wake()
         return ingest_notes.row(mailbox, message.source_id, inbound.blob, message.folder, now)
 
 
@@ -295,6 +308,7 @@ def ingest_mailbox(
                 continue
             if limit is not None and summary.queued >= limit:
                 complete = False
+                summary.limited = True
                 break
             try:
                 message = source.read(source_id)

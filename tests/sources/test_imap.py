@@ -16,10 +16,11 @@ from shared.services.ingest import ingest_mailbox
 from shared.services.mailboxes import enable, mailbox_status
 from shared.settings import AppSettings, load_config
 from shared.sources.imap.source import ImapSource
+from shared.stages import polls
 from shared.stages.polls import LEASES, poll_all, poll_one, schedule_polls
 from shared.store.cursors import Cursors
 from shared.store.leases import release_lease, take_lease
-from shared.store.stores import MAILBOXES, Stores
+from shared.store.stores import INBOUND, MAILBOXES, POLLS, Stores
 from tests.fakes.dovecot import Dovecot, require_dovecot
 from tests.fakes.graph import FakeGraph
 
@@ -230,6 +231,29 @@ def test_polls_fan_out_under_a_lease_on_their_interval_and_stop_after_failures(
     monkeypatch.setenv("IMAP_TEST_PASSWORD", PASSWORD)
     enable(ctx, "imap")
     assert schedule_polls(ctx, now + timedelta(minutes=10)) == {"imap": "scheduled"}
+
+
+def test_a_backfill_longer_than_a_poll_goes_on_at_once_and_waits_for_a_long_backlog(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At most max_per_poll a poll; the rest follows in polls of its own as the stages catch
+    # up, not a poll interval (an hour here) later.
+    world.configure(extra="    poll_minutes: 60\n    max_per_poll: 4\n")
+    world.append([mail(i) for i in range(10)])
+    assert schedule_polls(world.ctx, datetime.now(UTC)) == {"imap": "scheduled"}
+    world.host.drain()
+    assert len(records(world.stores)) == 10 and len(filed_keys(world.stores)) == 10
+    assert world.host.processed[POLLS] == 3  # 4 + 4 + 2
+    # A continuation that finds too many inbound messages waiting is put back, delayed.
+    monkeypatch.setattr(polls, "BACKLOG_BEFORE_MORE", 1)
+    world.append([mail(10)])
+    world.stores.queues.send_bytes(INBOUND, b"{}")  # one waiting (never mapped here)
+    body = b'{"v": 1, "mailbox": "imap", "continues": true}'
+    assert polls.handle(world.ctx, body, datetime.now(UTC)) == "backfill waits for the backlog"
+    assert world.stores.queues.depth(POLLS) == 1
+    assert world.stores.queues.peek(POLLS) == []  # delayed, not visible yet
+    world.stores.queues.clear(INBOUND)
+    assert polls.handle(world.ctx, body, datetime.now(UTC)) == "queued 1"
 
 
 def test_xoauth2_with_an_app_token_from_entra(
