@@ -107,7 +107,7 @@ def _update_fields(stores: Stores, plan: FilingPlan, now: datetime) -> str | Non
     if plan.status:
         columns["Status"] = plan.status
     if plan.index_row is not None:
-        records.merge_indexed(stores, plan.record, columns, plan.index_row)
+        records.merge(stores, plan.record, columns, index_row_key=plan.index_row)
         return None  # the plan's display id, read with the index row's key
     # A plan of an older build, or a record not created yet when mapped: read it.
     current = records.get(stores, plan.record)

@@ -57,32 +57,24 @@ def merge(
     record: RecordRef,
     columns: Mapping[str, Any],
     current: Mapping[str, Any] | None = None,
+    *,
+    index_row_key: str | None = None,
 ) -> None:
     """Merge `columns` into the record, and the listed ones into its index row in the same
-    transaction. `current` is the record as read (its CreatedAt and number name its index row):
-    without it (a record not created yet) the record row alone is written."""
+    transaction. The index row is named by `current` (the record as read: its CreatedAt and
+    number) or, without a read, by `index_row_key` (record_index.index_row of them: they never
+    change); with neither (a record not created yet) the record row alone is written."""
     row = _row(record, columns)
     newest = listed(columns)
-    if current is None or "CreatedAt" not in current or not newest:
+    if newest and current is not None and "CreatedAt" in current:
+        index = index_entity(record.type, record.key, current, columns)
+    elif newest and index_row_key is not None:
+        index = {"PartitionKey": record.type, "RowKey": index_row_key, RECORD_KEY: record.key}
+        index.update(newest)
+    else:
         stores.table(RECORDS).upsert(row)
         return
-    index = index_entity(record.type, record.key, current, columns)
     stores.table(RECORDS).transact([("upsert", row), ("upsert", index)])
-
-
-def merge_indexed(
-    stores: Stores, record: RecordRef, columns: Mapping[str, Any], index_row_key: str
-) -> None:
-    """As `merge`, for a caller that knows the record's index RowKey (record_index.index_row of
-    its CreatedAt and number, which never change) instead of the record as read: one request,
-    no read. Only the changed listed columns go to the index row, as in `merge`."""
-    row = _row(record, columns)
-    newest = listed(columns)
-    if not newest:
-        stores.table(RECORDS).upsert(row)
-        return
-    index = {"PartitionKey": record.type, "RowKey": index_row_key, RECORD_KEY: record.key}
-    stores.table(RECORDS).transact([("upsert", row), ("upsert", {**index, **newest})])
 
 
 def merge_if_unchanged(
