@@ -37,7 +37,7 @@ from pathlib import Path
 from shared.core.config import parse_config
 from shared.stages.file import file_plan
 from shared.services.ingest import ingest_mailbox
-from shared.stages.map import map_inbound
+from shared.stages.map import map_queued
 from shared.sources.local import LocalSource
 from shared.store.account import StorageSettings
 from shared.store.stores import FILING, INBOUND, Stores
@@ -63,7 +63,7 @@ peaks = {}
 ingest_mailbox(stores, "bench", LocalSource(folder), now=now)
 peaks["ingest"] = hwm()
 (inbound,) = stores.queues.receive(INBOUND, max_messages=1, visibility_timeout=600)
-plans = map_inbound(stores, config, inbound.body, now=now)
+plans = map_queued(stores, config, inbound.body, now=now)
 peaks["map"] = hwm()
 for message in stores.queues.receive(FILING, max_messages=32, visibility_timeout=600):
     file_plan(stores, config, message.body, now=now, source_for=lambda name: None)

@@ -13,7 +13,7 @@ from shared.cli.azurite import Azurite
 from shared.core.config import Config
 from shared.sources.registry import open_source
 from shared.stages.file import file_plan
-from shared.stages.map import map_inbound
+from shared.stages.map import map_queued
 from shared.store.account import StorageSettings
 from shared.store.claims_fill import claims_complete, fill_claims
 from shared.store.keys import CLAIM, CLAIMS_MARKER
@@ -29,7 +29,7 @@ SENDER = "old@example.org"
 def map_one(stores: Stores, config: Config, tmp_path: Path) -> list[str]:
     """Map the one inbound mail and file what that queued; the plans' actions."""
     (got,) = stores.queues.receive(INBOUND, max_messages=1, visibility_timeout=60)
-    actions: list[str] = [p.action for p in map_inbound(stores, config, got.body, now=NOW)]
+    actions: list[str] = [p.action for p in map_queued(stores, config, got.body, now=NOW)]
     stores.queues.delete(INBOUND, got)
     for plan in stores.queues.receive(FILING, max_messages=8, visibility_timeout=60):
         file_plan(

@@ -17,8 +17,9 @@ from shared.core.config import parse_config
 from shared.core.contracts import InboundMessage, PoisonMessage
 from shared.core.message import id_key
 from shared.services.context import AppContext, set_context
+from shared.services.inbound import inbound_mails
 from shared.services.messages import key_candidates
-from shared.stages.map import map_inbound
+from shared.stages.map import map_queued
 from shared.stages.polls import poll_all
 from shared.store.queues import decode
 from shared.store.stores import (
@@ -149,7 +150,8 @@ def test_a_second_sighting_is_listed(
     poll_all(context, NOW)
     first = next(
         m
-        for m in (decode(b, InboundMessage) for b in context.stores.queues.peek(INBOUND, 32))
+        for b in context.stores.queues.peek(INBOUND, 32)
+        for m in inbound_mails(b)
         if m.source_id.endswith("01-printer-jammed.eml")
     )
     host = local_host(context.stores.queues)
@@ -278,10 +280,10 @@ def test_replay_of_a_plan_poisoned_in_the_file_stage(
 ) -> None:
     stores = context.stores
     poll_all(context, NOW)
-    # Map only (map_inbound without `file` queues the plans): the 4 conversations' first
+    # Map only (map_queued without `file` queues the plans): the 4 conversations' first
     # mails' plans wait on `filing`; their 4 replies wait on `inbound` for them to be filed.
     for message in stores.queues.receive(INBOUND, max_messages=32, visibility_timeout=60):
-        map_inbound(stores, context.config, message.body, now=NOW)
+        map_queued(stores, context.config, message.body, now=NOW)
         stores.queues.delete(INBOUND, message)
     plans = stores.queues.peek(FILING, 32)
     assert len(plans) == 4

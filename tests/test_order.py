@@ -40,7 +40,7 @@ from shared.services.ingest import queue_message
 from shared.sources.base import MailboxSource, SourceMessage
 from shared.sources.registry import open_source
 from shared.stages.file import file_plan
-from shared.stages.map import OrderWait, map_inbound
+from shared.stages.map import OrderWait, map_queued
 from shared.store.account import StorageSettings
 from shared.store.keys import CLAIM, FILED, INGESTED_ROWS, SIGHTING_ROWS
 from shared.store.queues import Received, decode
@@ -194,7 +194,7 @@ def map_all(stores: Stores, config: Config, *, wait: OrderWait = FAST) -> list[F
     """Map every message visible in `inbound` now, in queue order."""
     plans: list[FilingPlan] = []
     for message in take(stores, INBOUND):
-        plans.extend(map_inbound(stores, config, message.body, now=NOW, wait=wait))
+        plans.extend(map_queued(stores, config, message.body, now=NOW, wait=wait))
         stores.queues.delete(INBOUND, message)
     return plans
 
@@ -210,7 +210,7 @@ def map_source(
         else:
             stores.queues.release(INBOUND, message, after_seconds=0)
     assert found is not None, f"{source_id} is not in the inbound queue"
-    plans = map_inbound(stores, config, found.body, now=NOW, wait=wait)
+    plans = map_queued(stores, config, found.body, now=NOW, wait=wait)
     stores.queues.delete(INBOUND, found)
     return plans
 
@@ -458,7 +458,7 @@ def test_two_workers_racing_on_copies_of_one_mail_file_it_once(
             body = InboundMessage(
                 mailbox=mailbox, source_id=f"{mailbox}-{n}", blob=own.blobs.put_raw(raw)
             ).model_dump_json(exclude_none=True)
-            plans = map_inbound(own, config, body.encode(), now=NOW, wait=FAST)
+            plans = map_queued(own, config, body.encode(), now=NOW, wait=FAST)
             actions.append(plans[0].action)
         return actions
 
@@ -496,9 +496,9 @@ def test_the_winners_redelivery_files_again_and_a_late_copy_is_a_sighting(
     raw = human("again@cust.example", "h@cust.example", "Ещё раз", 0, cc="billing@example.com")
     ingest(stores, "support", "s-1", raw)
     body = take(stores, INBOUND)[0].body
-    first = map_inbound(stores, config, body, now=NOW, wait=FAST)
+    first = map_queued(stores, config, body, now=NOW, wait=FAST)
     # Redelivered before its plan was filed (the worker died after queueing it): same plans.
-    assert map_inbound(stores, config, body, now=NOW, wait=FAST) == first
+    assert map_queued(stores, config, body, now=NOW, wait=FAST) == first
     ingest(stores, "billing", "b-1", raw)
     late = map_source(stores, config, "b-1")
     assert [p.action for p in late] == ["sighting"]
@@ -603,7 +603,7 @@ def run_workers(azurite: Azurite, config: Config, tmp_path: Path, workers: int =
                     got += 1
                     try:
                         if queue == INBOUND:
-                            plans = map_inbound(stores, config, message.body, now=NOW, wait=FAST)
+                            plans = map_queued(stores, config, message.body, now=NOW, wait=FAST)
                             done["waited" if not plans else "mapped"] += 1
                         else:
                             plan = file_plan(

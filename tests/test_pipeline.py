@@ -13,11 +13,14 @@ from shared.cli.azurite import Azurite
 from shared.core.config import parse_config
 from shared.core.contracts import FilingPlan, InboundMessage, PoisonMessage
 from shared.services.context import AppContext, set_context
+from shared.services.inbound import inbound_mails
+from shared.services.ingest import bundle_body
 from shared.services.mailboxes import mailbox_status
+from shared.services.poison import replay_body
 from shared.settings import AppSettings
-from shared.stages.map import map_inbound
+from shared.stages.map import map_queued
 from shared.stages.polls import poll_all
-from shared.store.queues import decode
+from shared.store.queues import decode, encode
 from shared.store.stores import ACTIONS, FILING, INBOUND, MESSAGES, TIMELINE, Stores, poison
 
 from .helpers import filed_keys, local_host, records, timeline_counts, timeline_entries
@@ -29,10 +32,10 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 def test_sample_mail_is_filed_with_replies_threaded(context: AppContext) -> None:
     assert poll_all(context, NOW) == {"sample": "queued 8"}
     processed = local_host(context.stores.queues).drain()
-    # Each mail is filed by the invocation that maps it: none needed the `filing` queue. A
-    # reply mapped before its parent is filed waits for it (put back on the queue): mapped
-    # more than once, filed once.
-    assert processed.get(FILING, 0) == 0 and processed[INBOUND] >= 8
+    # Each mail is filed by the invocation that maps it: none needed the `filing` queue. The
+    # poll sent its 8 mails as one bundle (a reply mapped before its parent is filed would wait
+    # for it, put back on the queue alone: mapped more than once, filed once).
+    assert processed.get(FILING, 0) == 0 and 1 <= processed[INBOUND] < 8
     assert len(filed_keys(context.stores)) == 8
 
     recs = {r["Title"]: r for r in records(context.stores)}
@@ -105,6 +108,30 @@ def test_failing_message_is_retried_then_poisoned_with_raw_mail_kept(context: Ap
     assert context.stores.queues.depth(INBOUND) == 0
 
 
+def test_a_mail_failing_in_a_bundle_goes_to_poison_alone(context: AppContext) -> None:
+    # A bundle of three (as a first sync sends them): the middle one names a mailbox the
+    # configuration does not know and fails on every attempt; the others file at once.
+    def mail(i: int, mailbox: str) -> bytes:
+        raw = (
+            f"From: Зоя <zoya{i}@example.ru>\r\nTo: support@example.com\r\n"
+            f'Subject: Заявка {i} "mails": []\r\nMessage-ID: <bundle-{i}@example.ru>\r\n\r\n'
+            f"Текст {i}\r\n"
+        ).encode()
+        blob = context.stores.blobs.put_raw(raw)
+        return encode(InboundMessage(mailbox=mailbox, source_id=f"b{i}", blob=blob, raw=raw))
+
+    mails = [mail(1, "sample"), mail(2, "not-configured"), mail(3, "sample")]
+    context.stores.queues.send_bytes(INBOUND, bundle_body(mails))
+    local_host(context.stores.queues, visibility_timeout=0).drain()
+    assert len(filed_keys(context.stores)) == 2
+    (body,) = context.stores.queues.peek(poison(INBOUND))
+    failure = decode(body, PoisonMessage)
+    # Its own message, its own five attempts, its own reason: not the bundle's.
+    assert [m.source_id for m in inbound_mails(replay_body(body))] == ["b2"]
+    assert failure.dequeue_count == 5 and "not in the configuration" in failure.reason
+    assert context.stores.queues.depth(INBOUND) == 0
+
+
 def test_the_same_mail_in_two_mailboxes_is_filed_once_with_both_sightings(
     stores: Stores, azurite: Azurite, sample_dir: Path, tmp_path: Path
 ) -> None:
@@ -139,7 +166,7 @@ mailboxes:
 
 def test_a_filed_message_seen_in_another_folder_is_a_move(context: AppContext) -> None:
     poll_all(context, NOW)
-    first = decode(context.stores.queues.peek(INBOUND, 1)[0], InboundMessage)
+    first = inbound_mails(context.stores.queues.peek(INBOUND, 1)[0])[0]
     host = local_host(context.stores.queues)
     host.drain()
     before = timeline_counts(context.stores)
@@ -163,12 +190,12 @@ def test_a_filed_message_seen_in_another_folder_is_a_move(context: AppContext) -
 def test_a_redelivered_plan_never_rewrites_the_timeline(context: AppContext) -> None:
     poll_all(context, NOW)
     host = local_host(context.stores.queues)
-    # Map without filing (map_inbound without `file` queues its plans on `filing`) until a
+    # Map without filing (map_queued without `file` queues its plans on `filing`) until a
     # mail that waits for no other has its plan there; the host files the rest.
     stores = context.stores
     while not stores.queues.depth(FILING):
         (message,) = stores.queues.receive(INBOUND, max_messages=1, visibility_timeout=60)
-        map_inbound(stores, context.config, message.body, now=NOW)
+        map_queued(stores, context.config, message.body, now=NOW)
         stores.queues.delete(INBOUND, message)
     plans = [decode(b, FilingPlan) for b in context.stores.queues.peek(FILING, 32)]
     host.drain()
@@ -197,7 +224,7 @@ def test_a_reply_plan_names_its_record_as_people_do(context: AppContext) -> None
     assert poll_all(context, NOW) == {"sample": "queued 1"}
     stores = context.stores
     (message,) = stores.queues.receive(INBOUND, max_messages=1, visibility_timeout=60)
-    (plan,) = map_inbound(stores, context.config, message.body, now=NOW)
+    (plan,) = map_queued(stores, context.config, message.body, now=NOW)
     assert plan.action == "attach" and plan.record is not None
     assert plan.record.key == printer["RowKey"]
     assert plan.display_id == printer["DisplayId"]

@@ -23,7 +23,7 @@ from shared.services.records import file_manually, resolve
 from shared.sources.base import MailboxSource, SourceMessage
 from shared.sources.registry import open_source
 from shared.stages.file import file_plan
-from shared.stages.map import map_inbound
+from shared.stages.map import map_queued
 from shared.store.account import StorageSettings
 from shared.store.keys import SLOT_ROWS, contact_partition
 from shared.store.sender_slots import keep_for, prune_slots
@@ -114,7 +114,7 @@ def run_workers(azurite: Azurite, config: Config, tmp_path: Path, workers: int =
             for queue in (INBOUND, FILING):
                 for message in stores.queues.receive(queue, max_messages=4, visibility_timeout=120):
                     if queue == INBOUND:
-                        map_inbound(stores, config, message.body, now=NOW)
+                        map_queued(stores, config, message.body, now=NOW)
                     else:
                         plan = file_plan(
                             stores, config, message.body, now=NOW, source_for=source_for
@@ -262,8 +262,8 @@ def test_redelivery_takes_no_second_slot_and_a_held_mail_can_still_be_released(
     (first,) = stores.queues.receive(INBOUND, max_messages=1, visibility_timeout=120)
     # The map stage runs twice for one mail (a worker died before deleting its message), and the
     # filing plan is delivered twice: one slot, one record.
-    plans = map_inbound(stores, config, first.body, now=NOW)
-    assert map_inbound(stores, config, first.body, now=NOW) == plans
+    plans = map_queued(stores, config, first.body, now=NOW)
+    assert map_queued(stores, config, first.body, now=NOW) == plans
     stores.queues.delete(INBOUND, first)
     assert slot_holders(stores, STORM) == 1
     run_workers(azurite, config, tmp_path)
@@ -288,7 +288,7 @@ def test_redelivery_takes_no_second_slot_and_a_held_mail_can_still_be_released(
     assert claim is not None and claim["RecordKey"] == record["RowKey"]
     ingest(stores, [(STORM, 3, NOW, NOW)])  # the same mail polled again
     (again,) = stores.queues.receive(INBOUND, max_messages=1, visibility_timeout=60)
-    assert [p.action for p in map_inbound(stores, config, again.body, now=NOW)] == ["sighting"]
+    assert [p.action for p in map_queued(stores, config, again.body, now=NOW)] == ["sighting"]
     stores.queues.delete(INBOUND, again)
     assert slot_holders(stores, STORM) == 3  # a release takes no slot
 

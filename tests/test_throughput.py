@@ -20,11 +20,12 @@ from shared.core.config import Config, parse_config
 from shared.core.contracts import INLINE_RAW_BYTES, FilingPlan, InboundMessage, RecordRef
 from shared.core.message import id_key
 from shared.services.audit import day_trail, record_trail
+from shared.services.inbound import inbound_mails
 from shared.services.ingest import ingest_mailbox, queue_message
 from shared.sources.base import SourceMessage
 from shared.sources.local import LocalSource
 from shared.stages.file import file_plan
-from shared.stages.map import map_inbound
+from shared.stages.map import map_queued
 from shared.store import conversations, messages, records
 from shared.store.account import RequestCounter
 from shared.store.audit_trail import audit_rows, write_day
@@ -70,13 +71,13 @@ def write(
 
 def ingested(stores: Stores, folder: Path) -> list[InboundMessage]:
     ingest_mailbox(stores, "support", LocalSource(folder), now=NOW)
-    return [decode(body, InboundMessage) for body in stores.queues.peek(INBOUND, 32)]
+    return [m for body in stores.queues.peek(INBOUND, 32) for m in inbound_mails(body)]
 
 
 def map_and_file(stores: Stores, config: Config, file: Callable[[bytes], object] | None) -> None:
     """Map every visible inbound message, as the `inbound` trigger does (functions/pipeline.py)."""
     for message in stores.queues.receive(INBOUND, max_messages=32, visibility_timeout=60):
-        map_inbound(stores, config, message.body, now=NOW, file=file)
+        map_queued(stores, config, message.body, now=NOW, file=file)
         stores.queues.delete(INBOUND, message)
 
 
@@ -330,7 +331,7 @@ def test_a_copy_that_loses_the_claim_reads_claim_and_index_in_one_request(
         ingest_mailbox(stores, folder.name, LocalSource(folder), now=NOW)
         (message,) = stores.queues.receive(INBOUND, max_messages=1, visibility_timeout=60)
         counter.reset()
-        plans = map_inbound(stores, config, message.body, now=NOW, file=file)
+        plans = map_queued(stores, config, message.body, now=NOW, file=file)
         stores.queues.delete(INBOUND, message)
         return plans
 

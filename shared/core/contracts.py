@@ -53,6 +53,25 @@ class InboundMessage(_Contract):
     raw: bytes | None = Field(default=None, max_length=INLINE_RAW_BYTES)
 
 
+# A first sync sends its mail in bundles of up to this many `InboundMessage`s a queue message
+# (one send, receive and delete for all of them); more would lengthen an invocation and what a
+# redelivered bundle maps again, for little: the queue's share of a mail's calls is 3 / n.
+BUNDLE_MAILS = 32
+
+
+class InboundBundle(_Contract):
+    """Queue `inbound`: mail of one ingest, mapped one after another in this order. A mail
+    that fails in a bundle goes back to the queue alone, with its own retries and poison."""
+
+    model_config = ConfigDict(
+        extra="ignore", frozen=True, ser_json_bytes="base64", val_json_bytes="base64"
+    )
+
+    v: Literal[1] = 1
+    kind: Literal["bundle"] = "bundle"
+    mails: tuple[InboundMessage, ...] = Field(min_length=1, max_length=BUNDLE_MAILS)
+
+
 class FlagChange(_Contract):
     """Queue `task-changes`: what a polled message's flag is now (a state, not a transition,
     so a repeat changes nothing); its task follows once the mail is filed."""

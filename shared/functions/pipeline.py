@@ -33,7 +33,7 @@ class _MapThenFile:
         def file_now(plan: bytes) -> object:
             return file.handle(ctx, plan, now)
 
-        return map.map_inbound(
+        return map.map_queued(
             ctx.stores, ctx.config, body, now=now, signing_keys=ctx.signing_keys, file=file_now
         )
 

@@ -21,13 +21,23 @@ log = logging.getLogger(__name__)
 
 
 def move_failed(ctx: AppContext, body: bytes, reason: str, now: datetime) -> bool:
-    """Move the mail a poisoned `inbound`/`filing` message names; True if asked of the source."""
+    """Move the mail a poisoned `inbound`/`filing` message names (every mail of a bundle);
+    True if asked of the source (for each of them)."""
     try:
         data = json.loads(body)
-        mailbox_name, source_id = str(data["mailbox"]), str(data["source_id"])
-        message_key = str(data.get("message_key") or "")
-    except (ValueError, KeyError, TypeError):
+        named = data["mails"] if isinstance(data, dict) and "mails" in data else [data]
+        mails = [
+            (str(d["mailbox"]), str(d["source_id"]), str(d.get("message_key") or "")) for d in named
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError):
         return False  # too broken to name its mail; the poison queue has it
+    moved = [_move(ctx, *mail, reason, now) for mail in mails]
+    return bool(moved) and all(moved)
+
+
+def _move(
+    ctx: AppContext, mailbox_name: str, source_id: str, message_key: str, reason: str, now: datetime
+) -> bool:
     mailbox = ctx.config.mailbox(mailbox_name)
     if mailbox is None or not mailbox.failure_folder:
         return False

@@ -4,11 +4,13 @@ saw."""
 from __future__ import annotations
 
 from ..core.contracts import (
+    InboundBundle,
     InboundMessage,
 )
 from ..core.message import MailMessage
 from ..core.mime import parse_message
 from ..store.errors import ContractError
+from ..store.queues import decode
 from ..store.stores import (
     Stores,
 )
@@ -29,3 +31,21 @@ def parse_inbound(stores: Stores, inbound: InboundMessage) -> MailMessage:
         conversation_id=inbound.conversation_id,
         received_at=inbound.received_at,
     )
+
+
+def bundle_of(body: bytes | str) -> InboundBundle | None:
+    """The bundle an `inbound` message carries, or None for a message of one mail (a body
+    that names `mails` but is no valid bundle is read as one mail, and fails as such)."""
+    named = '"mails"' in body if isinstance(body, str) else b'"mails"' in body
+    if not named:
+        return None
+    try:
+        return decode(body, InboundBundle)
+    except ContractError:
+        return None
+
+
+def inbound_mails(body: bytes | str) -> tuple[InboundMessage, ...]:
+    """Every mail an `inbound` message carries, in order (one, or a bundle's)."""
+    bundle = bundle_of(body)
+    return bundle.mails if bundle is not None else (decode(body, InboundMessage),)

@@ -18,14 +18,14 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from azure.core.exceptions import AzureError
 
-from ..core.contracts import INLINE_RAW_BYTES, InboundMessage
+from ..core.contracts import BUNDLE_MAILS, INLINE_RAW_BYTES, InboundMessage
 from ..core.errors import MailfilerError
 from ..core.message import id_key
 from ..core.mime import header_message_id
@@ -117,21 +117,22 @@ def _store(stores: Stores, mailbox: str, message: SourceMessage, now: datetime) 
 
 
 class _Abandoned(MailfilerError):
-    """A message left unsent because an earlier one failed (it is queued on the next poll)."""
+    """A bundle left unsent because an earlier one failed (its mail is queued on the next
+    poll)."""
 
 
-class _Watermark:
-    """How many of messages 0, 1, 2, ... have done a step, counted up to the first gap."""
+# What a bundle's mails may add up to (their JSON), beside the bundle's own few bytes.
+BUNDLE_ROOM = INLINE_MESSAGE_BYTES - 64
+SENDS_IN_FLIGHT = 2  # bundles sent or waiting to be (memory: their inline raw mail)
 
-    def __init__(self) -> None:
-        self.count = 0
-        self._ahead: set[int] = set()
 
-    def mark(self, index: int) -> None:
-        self._ahead.add(index)
-        while self.count in self._ahead:
-            self._ahead.remove(self.count)
-            self.count += 1
+def bundle_body(mails: Sequence[bytes]) -> bytes:
+    """One `inbound` message for `mails` (each an InboundMessage's JSON, as `encode` made it):
+    a single mail as it is, several as an InboundBundle. The JSON objects are joined as they
+    are, not parsed and written again (their inline raw mail is most of the bytes)."""
+    if len(mails) == 1:
+        return mails[0]
+    return b'{"v":1,"kind":"bundle","mails":[' + b",".join(mails) + b"]}"
 
 
 class _Pipeline:
@@ -139,115 +140,110 @@ class _Pipeline:
     that loses nothing (raw mail and the note that its Message-ID is on its way, then the queue
     message, then its Ingest row), and across messages as the map stage needs it: a message is
     queued only once every earlier one is noted as on its way, so mail that refers to an
-    earlier one waits for it as it did when ingest sent one call at a time. `ordered`: the
-    queue messages also go one at a time in the source's order (an import is filed in the
-    order `explain` numbers it); else they overlap (Azure's queues keep no order anyway).
+    earlier one waits for it as it did when ingest sent one call at a time.
+
+    Threads store and note; the stored mails are taken in the source's order into bundles
+    (contracts.InboundBundle: up to BUNDLE_MAILS a queue message, within its size), which one
+    sender thread queues one after another, in order (an import is filed in the order
+    `explain` numbers it). A bundle is sent once full, and the last one when the listing ends.
 
     The main thread reads the source (not thread-safe) and submits; `rows` hands back the
     Ingest rows of messages queued, in order, never one whose queue message was not sent."""
 
     def __init__(
-        self, stores: Stores, mailbox: str, now: datetime, *, ordered: bool, threads: int
+        self, stores: Stores, mailbox: str, now: datetime, *, threads: int, bundle: int
     ) -> None:
-        self._stores, self._mailbox, self._now, self._ordered = stores, mailbox, now, ordered
+        self._stores, self._mailbox, self._now = stores, mailbox, now
+        self._most = max(1, min(bundle, BUNDLE_MAILS))
         stores.queues.client(INBOUND)  # built before any thread sends (clients are cached)
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=f"ingest-{mailbox}"[:40])
-        self._window = threads * 4  # messages in flight at most (memory: their raw bytes)
-        # Guards the watermarks; a message waiting to be queued waits on its own event, set
-        # when its turn comes (a Condition's notify_all woke every waiting thread on each step,
-        # most of them only to wait again: a few percent of the ingest's CPU).
-        self._changed = threading.Lock()
-        self._waiting: dict[int, threading.Event] = {}
-        self._noted = _Watermark()
-        self._sent = _Watermark()
-        self._failed = False
-        self._error: BaseException | None = None  # the first failure
-        self._futures: deque[Future[Entity]] = deque()
-        self._submitted = 0
+        name = f"ingest-{mailbox}"[:40]
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
+        self._sender = ThreadPoolExecutor(1, thread_name_prefix=f"{name}-send")
+        self._window = threads * 4  # messages being stored at most (memory: their raw bytes)
+        self._stored: deque[Future[tuple[bytes, Entity]]] = deque()
+        self._bundle: list[tuple[bytes, Entity]] = []
+        self._bundle_bytes = 0
+        self._sends: deque[Future[list[Entity]]] = deque()
+        self._send_failed = threading.Event()  # later bundles are abandoned
+        self._broken = False  # a message failed to store: nothing after it is queued
 
     def submit(self, message: SourceMessage) -> list[Entity]:
         """Start `message`; returns the rows of earlier messages queued meanwhile."""
-        index, self._submitted = self._submitted, self._submitted + 1
-        self._futures.append(self._pool.submit(self._run, index, message))
-        return self.rows(wait=len(self._futures) >= self._window)
+        self._stored.append(self._pool.submit(self._store, message))
+        return self.rows(wait=len(self._stored) >= self._window)
 
     def rows(self, *, wait: bool = False, every: bool = False) -> list[Entity]:
-        """The rows of the oldest messages that are queued (`wait`: at least one; `every`:
-        all of them); raises the first failure, in order."""
-        out: list[Entity] = []
-        while self._futures and (self._futures[0].done() or wait or every):
-            try:
-                out.append(self._futures.popleft().result())
-            except _Abandoned as exc:
-                raise self._error or exc from exc  # the failure that made it stop
+        """The rows of the oldest messages that are queued (`wait`: store at least one more;
+        `every`: queue everything, the last bundle too); raises the first failure, in order."""
+        while self._stored and (self._stored[0].done() or wait or every):
+            future = self._stored.popleft()
             wait = False
+            try:
+                mail, row = future.result()
+            except BaseException:
+                self._broken = True
+                raise
+            self._add(mail, row)
+        if every:
+            self._send_bundle()
+        out: list[Entity] = []
+        while self._sends and (
+            self._sends[0].done() or every or len(self._sends) > SENDS_IN_FLIGHT
+        ):
+            out.extend(self._sends.popleft().result())
         return out
 
     def finish(self) -> list[Entity]:
-        """After a failure: let what is in flight end (what was not queued is abandoned) and
-        return the rows of what was queued, for the caller to note."""
-        with self._changed:
-            self._failed = True
-            self._wake()
+        """After a failure: let what is in flight end, queue what was stored before the first
+        failure, and return the rows of what was queued, for the caller to note."""
         self._pool.shutdown(wait=True)
-        rows = [f.result() for f in self._futures if f.exception() is None]
-        self._futures.clear()
+        while self._stored and not self._broken:
+            future = self._stored.popleft()
+            if future.exception() is not None:
+                break
+            self._add(*future.result())
+        self._stored.clear()
+        self._send_bundle()
+        self._sender.shutdown(wait=True)
+        rows = [row for f in self._sends if f.exception() is None for row in f.result()]
+        self._sends.clear()
         return rows
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._sender.shutdown(wait=True)
 
-    def _give_up(self, index: int, exc: BaseException, *, noted: bool) -> None:
-        """Message `index` failed: the rest is abandoned, and the first real error kept."""
-        with self._changed:
-            self._failed = True
-            if not isinstance(exc, _Abandoned):
-                self._error = self._error or exc
-            if not noted:
-                self._noted.mark(index)
-            self._sent.mark(index)
-            self._wake()
-
-    def _may_send(self, index: int) -> bool:
-        """Whether message `index` may be queued (or must give up); under the lock."""
-        return self._failed or (
-            self._noted.count > index and (not self._ordered or self._sent.count >= index)
+    def _store(self, message: SourceMessage) -> tuple[bytes, Entity]:
+        """On a pool thread: raw mail stored and noted; the mail's queue JSON and Ingest row."""
+        inbound = _store(self._stores, self._mailbox, message, self._now)
+        row = ingest_notes.row(
+            self._mailbox, message.source_id, inbound.blob, message.folder, self._now
         )
+        return encode(_with_raw(inbound, message.raw)), row
 
-    def _wake(self) -> None:
-        """Set the events of the waiting messages whose turn has come; under the lock."""
-        for index in [i for i in self._waiting if self._may_send(i)]:
-            self._waiting.pop(index).set()
+    def _add(self, mail: bytes, row: Entity) -> None:
+        if self._bundle and (
+            len(self._bundle) >= self._most or self._bundle_bytes + len(mail) + 1 > BUNDLE_ROOM
+        ):
+            self._send_bundle()
+        self._bundle.append((mail, row))
+        self._bundle_bytes += len(mail) + 1
 
-    def _run(self, index: int, message: SourceMessage) -> Entity:
-        stores, mailbox, now = self._stores, self._mailbox, self._now
+    def _send_bundle(self) -> None:
+        if self._bundle:
+            bundle, self._bundle, self._bundle_bytes = self._bundle, [], 0
+            self._sends.append(self._sender.submit(self._send, bundle))
+
+    def _send(self, bundle: list[tuple[bytes, Entity]]) -> list[Entity]:
+        """On the sender thread: one queue message for the bundle; its rows once it is sent."""
+        if self._send_failed.is_set():
+            raise _Abandoned(f"{len(bundle)} mails")
         try:
-            inbound = _store(stores, mailbox, message, now)
-        except BaseException as exc:
-            self._give_up(index, exc, noted=False)
+            self._stores.queues.send_bytes(INBOUND, bundle_body([mail for mail, _ in bundle]))
+        except BaseException:
+            self._send_failed.set()
             raise
-        with self._changed:
-            self._noted.mark(index)
-            self._wake()
-            # Earlier messages run (the pool starts tasks in order), so this wait ends.
-            turn = None if self._may_send(index) else threading.Event()
-            if turn is not None:
-                self._waiting[index] = turn
-        if turn is not None:
-            turn.wait()
-        with self._changed:
-            failed = self._failed
-        try:
-            if failed:
-                raise _Abandoned(message.source_id)
-            stores.queues.send(INBOUND, _with_raw(inbound, message.raw))
-        except BaseException as exc:
-            self._give_up(index, exc, noted=True)
-            raise
-        with self._changed:
-            self._sent.mark(index)
-            self._wake()
-        return ingest_notes.row(mailbox, message.source_id, inbound.blob, message.folder, now)
+        return [row for _, row in bundle]
 
 
 def ingest_mailbox(
@@ -260,12 +256,13 @@ def ingest_mailbox(
     progress: Callable[[int], object] | None = None,
     on_count: Callable[[int], object] | None = None,
     cursors: Cursors | None = None,
-    ordered: bool = True,
     threads: int = INGEST_THREADS,
+    bundle: int = BUNDLE_MAILS,
 ) -> IngestSummary:
     """Queue what `source` lists since the mailbox's cursor (`cursors`: where it is kept;
     None for a source that keeps none, e.g. a local import). `threads` storage calls go at
-    once; `ordered`: the queue messages in the source's order (see `_Pipeline`)."""
+    once; the queue messages go in the source's order, in bundles of up to `bundle` mails (1:
+    a message each, as live mail comes; see `_Pipeline`)."""
     summary = IngestSummary(mailbox)
     table = stores.table(INGEST)
     pending: list[dict[str, object]] = []
@@ -318,7 +315,7 @@ def ingest_mailbox(
                 summary.failed.append((source_id, str(exc)))
                 continue
             if pipeline is None:
-                pipeline = _Pipeline(stores, mailbox, now, ordered=ordered, threads=threads)
+                pipeline = _Pipeline(stores, mailbox, now, threads=threads, bundle=bundle)
             pending.extend(pipeline.submit(message))
             summary.queued += 1
             if done is not None:

@@ -39,7 +39,7 @@ from ..core.reply_text import reply_text
 from ..core.rules import match_routes
 from ..core.signing import REF_HEADER, verify_message_id, verify_ref_header
 from ..services.context import AppContext
-from ..services.inbound import parse_inbound
+from ..services.inbound import bundle_of, parse_inbound
 from ..store import contacts, conversations, numbers, records, timeline
 from ..store import messages as message_rows
 from ..store.claims_fill import claims_complete
@@ -631,9 +631,50 @@ def map_inbound(
     return plans
 
 
+def map_queued(
+    stores: Stores,
+    config: Config,
+    body: bytes,
+    *,
+    now: datetime,
+    signing_keys: Sequence[bytes] = (),
+    wait: OrderWait = ORDER_WAIT,
+    file: Callable[[bytes], object] | None = None,
+) -> list[FilingPlan]:
+    """An `inbound` message: one mail (`map_inbound`), or a bundle of them, mapped in order.
+    A mail that fails in a bundle goes back to the queue alone, so its retries and its poison
+    are its own and the others are not held with it; only when that send fails too does the
+    whole bundle fail (and is redelivered: mapping and filing are idempotent)."""
+    bundle = bundle_of(body)
+    if bundle is None:
+        return map_inbound(
+            stores, config, body, now=now, signing_keys=signing_keys, wait=wait, file=file
+        )
+    plans: list[FilingPlan] = []
+    for mail in bundle.mails:
+        one = encode(mail)
+        try:
+            plans.extend(
+                map_inbound(
+                    stores, config, one, now=now, signing_keys=signing_keys, wait=wait, file=file
+                )
+            )
+        except Exception as exc:  # any failure: the mail's own message retries it
+            log.warning(
+                "map: mailbox=%s source_id=%s failed in a bundle of %d, queued alone: %s: %s",
+                mail.mailbox,
+                mail.source_id[:200],
+                len(bundle.mails),
+                type(exc).__name__,
+                exc,
+            )
+            stores.queues.send_bytes(INBOUND, one)
+    return plans
+
+
 STAGE = "map"  # in logs, metrics and poison messages
 
 
 def handle(ctx: AppContext, body: bytes, now: datetime) -> object:
     """A message of queue `inbound` (called by its trigger: functions/stage.py)."""
-    return map_inbound(ctx.stores, ctx.config, body, now=now, signing_keys=ctx.signing_keys)
+    return map_queued(ctx.stores, ctx.config, body, now=now, signing_keys=ctx.signing_keys)

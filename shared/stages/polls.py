@@ -203,8 +203,10 @@ STAGE = "poll"  # in logs, metrics and poison messages
 MAX_PER_POLL = 500  # back-pressure: a huge backfill is spread over several polls
 # The next part of a backfill waits while this many inbound messages still wait to be mapped:
 # the backlog stays bounded (mail is filed in the order it arrives, and Azurite's queue calls
-# cost in proportion to the messages waiting: 3.7 ms a mail at 100, 14 ms at 4,000).
-BACKLOG_BEFORE_MORE = MAX_PER_POLL
+# cost in proportion to the messages waiting: 3.7 ms a mail at 100, 14 ms at 4,000). A
+# backfill's messages are bundles (contracts.BUNDLE_MAILS mails, fewer when large), so this is
+# about one poll's worth of mail waiting, as when each message carried one.
+BACKLOG_BEFORE_MORE = 32
 CONTINUE_SECONDS = 2  # the delay of a continuation that found the backlog too long
 
 

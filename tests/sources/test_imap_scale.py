@@ -16,11 +16,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.core.contracts import InboundMessage
+from shared.services.inbound import inbound_mails
 from shared.services.ingest import ingest_mailbox
 from shared.sources.imap.source import ImapSource
 from shared.store.cursors import Cursors
-from shared.store.queues import decode
 from shared.store.stores import INBOUND, INGEST
 
 from .test_imap import USER, World, dovecot, mail, world
@@ -50,9 +49,9 @@ def test_a_big_mailbox_is_queued_exactly_once_over_several_polls(world: World) -
     blobs = set()
     client = world.stores.queues.client(INBOUND)
     for message in client.receive_messages(messages_per_page=32, visibility_timeout=900):
-        inbound = decode(message.content, InboundMessage)
-        queued[inbound.source_id] += 1
-        blobs.add(inbound.blob)
+        for inbound in inbound_mails(message.content):
+            queued[inbound.source_id] += 1
+            blobs.add(inbound.blob)
     assert len(queued) == MESSAGES and max(queued.values()) == 1
     assert len(blobs) == MESSAGES  # distinct raw mails, each in Blob Storage once
     rows = list(world.stores.table(INGEST).partition("imap", select=["RowKey"]))
