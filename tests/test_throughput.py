@@ -74,15 +74,17 @@ def ingested(stores: Stores, folder: Path) -> list[InboundMessage]:
     return [m for body in stores.queues.peek(INBOUND, 32) for m in inbound_mails(body)]
 
 
-def map_and_file(stores: Stores, config: Config, file: Callable[[bytes], object] | None) -> None:
+def map_and_file(
+    stores: Stores, config: Config, file: Callable[[bytes, datetime], object] | None
+) -> None:
     """Map every visible inbound message, as the `inbound` trigger does (functions/pipeline.py)."""
     for message in stores.queues.receive(INBOUND, max_messages=32, visibility_timeout=60):
         map_queued(stores, config, message.body, now=NOW, file=file)
         stores.queues.delete(INBOUND, message)
 
 
-def filer(stores: Stores, config: Config) -> Callable[[bytes], object]:
-    return lambda body: file_plan(stores, config, body, now=NOW)
+def filer(stores: Stores, config: Config) -> Callable[[bytes, datetime], object]:
+    return lambda body, at: file_plan(stores, config, body, now=at)
 
 
 def test_small_mail_travels_inline_and_is_filed_without_reading_its_blob(
@@ -138,7 +140,7 @@ def test_a_plan_whose_filing_fails_in_map_is_filed_from_the_filing_queue_once(
     ingested(stores, tmp_path)
     tried: list[bytes] = []
 
-    def refused(body: bytes) -> object:
+    def refused(body: bytes, at: datetime) -> object:
         tried.append(body)
         raise ServiceRequestError("connection refused")
 
@@ -327,7 +329,7 @@ def test_a_copy_that_loses_the_claim_reads_claim_and_index_in_one_request(
         write(folder, "1.eml", "copy@example.hu", "Nyomtató", "A nyomtató elakadt.")
     key = id_key("copy@example.hu")
 
-    def mapped(folder: Path, file: Callable[[bytes], object] | None) -> list[FilingPlan]:
+    def mapped(folder: Path, file: Callable[[bytes, datetime], object] | None) -> list[FilingPlan]:
         ingest_mailbox(stores, folder.name, LocalSource(folder), now=NOW)
         (message,) = stores.queues.receive(INBOUND, max_messages=1, visibility_timeout=60)
         counter.reset()

@@ -30,8 +30,8 @@ class _MapThenFile:
     def handle(ctx: AppContext, body: bytes, now: datetime) -> object:
         from ..stages import file, map
 
-        def file_now(plan: bytes) -> object:
-            return file.handle(ctx, plan, now)
+        def file_now(plan: bytes, at: datetime) -> object:
+            return file.handle(ctx, plan, at)
 
         return map.map_queued(
             ctx.stores, ctx.config, body, now=now, signing_keys=ctx.signing_keys, file=file_now

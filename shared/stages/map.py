@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from ..core.attachments import check
 from ..core.classify import Classification, classify
 from ..core.config import Config
 from ..core.contracts import (
+    BUNDLE_MAILS,
     MAX_ENTRY_ATTACHMENTS,
     TEXT_INLINE,
     AttachmentInfo,
@@ -56,6 +58,8 @@ from ..store.stores import (
 from ..store.tables import Entity
 
 log = logging.getLogger(__name__)
+# The file stage's handler of a `filing` message body, at a moment (joined in functions/).
+Filer = Callable[[bytes, datetime], object]
 SNIFF_BYTES = 4096  # what the attachment check reads of the content
 
 
@@ -81,8 +85,11 @@ def _in_flight(stores: Stores) -> int:
     """Mail on its way through map and file (approximate counts, which include messages
     leased, this one usually among them, or waiting out a delay): each mail creates at most
     one record of a type, and numbers are handed out without gaps, so a token's number above
-    the highest one given out may still come from one of them."""
-    return sum(stores.queues.depth(q) or 0 for q in (INBOUND, FILING))
+    the highest one given out may still come from one of them. An inbound message may be a
+    bundle: counted as a full one (waiting a little too long is bounded; not waiting for a
+    record still on its way would open another)."""
+    inbound = (stores.queues.depth(INBOUND) or 0) * BUNDLE_MAILS
+    return inbound + (stores.queues.depth(FILING) or 0)
 
 
 def gather(
@@ -478,14 +485,14 @@ def _wait(
     )
 
 
-def _filed_now(file: Callable[[bytes], object], plan: FilingPlan) -> bool:
+def _filed_now(file: Filer, plan: FilingPlan, now: datetime) -> bool:
     """File `plan` at once, as its `filing` message would be (the same bytes, the same
     handler): this saves the queue's send, receive and delete, 3 of a mail's storage calls.
     On any failure the plan goes to the `filing` queue after all, whose retries and poison
     handling take it from there as before; filing is idempotent, so a plan filed in part is
     finished there, and a crash before either is redelivered with the inbound message."""
     try:
-        file(encode(plan))
+        file(encode(plan), now)
     except Exception as exc:  # any failure: the queue retries it
         log.warning(
             "map: mailbox=%s key=%s filing at once failed, queued for retry: %s",
@@ -505,7 +512,7 @@ def map_inbound(
     now: datetime,
     signing_keys: Sequence[bytes] = (),
     wait: OrderWait = ORDER_WAIT,
-    file: Callable[[bytes], object] | None = None,
+    file: Filer | None = None,
 ) -> list[FilingPlan]:
     """The mail's filing plans, queued; none when it waits for mail it refers to (then it is
     back on the inbound queue, see `OrderWait`). With `file` (the file stage's handler of a
@@ -617,7 +624,7 @@ def map_inbound(
     ]
     plans = [_fitted(stores, plan, text) for plan in plans]
     for plan in plans:
-        if file is None or not _filed_now(file, plan):
+        if file is None or not _filed_now(file, plan, now):
             stores.queues.send(FILING, plan)
         # The record is named (CASE-12) by the file stage's line, once it is numbered.
         log.info(
@@ -639,7 +646,7 @@ def map_queued(
     now: datetime,
     signing_keys: Sequence[bytes] = (),
     wait: OrderWait = ORDER_WAIT,
-    file: Callable[[bytes], object] | None = None,
+    file: Filer | None = None,
 ) -> list[FilingPlan]:
     """An `inbound` message: one mail (`map_inbound`), or a bundle of them, mapped in order.
     A mail that fails in a bundle goes back to the queue alone, so its retries and its poison
@@ -651,12 +658,16 @@ def map_queued(
             stores, config, body, now=now, signing_keys=signing_keys, wait=wait, file=file
         )
     plans: list[FilingPlan] = []
+    started = time.monotonic()
     for mail in bundle.mails:
         one = encode(mail)
+        # Each mail at its own moment, as if it had come alone: its record's activity, its
+        # timeline entry and the console's "newest first" order follow the filing order.
+        at = now + timedelta(seconds=time.monotonic() - started)
         try:
             plans.extend(
                 map_inbound(
-                    stores, config, one, now=now, signing_keys=signing_keys, wait=wait, file=file
+                    stores, config, one, now=at, signing_keys=signing_keys, wait=wait, file=file
                 )
             )
         except Exception as exc:  # any failure: the mail's own message retries it
