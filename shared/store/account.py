@@ -11,6 +11,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from azure.core.configuration import ConnectionConfiguration
 from azure.core.credentials import TokenCredential
 from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from azure.data.tables import TableServiceClient
@@ -22,6 +23,12 @@ from .transport import Connections, Urllib3Transport
 
 # "urllib3" (the default) or "requests" (azure-core's own transport, kept for comparison).
 Http = Literal["urllib3", "requests"]
+
+# Seconds to connect, and to wait for each socket read (not a whole answer or download), per
+# attempt. azure-core's own defaults are 300 s each: a hung connection would hold a function for
+# minutes per attempt, and the SDKs try 4 times, while the Functions host gives up at 5-10 min.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -129,14 +136,14 @@ class StorageAccount:
     settings: StorageSettings
     counter: RequestCounter | None = None
     http: Http = "urllib3"
+    connect_timeout: float = CONNECT_TIMEOUT
+    read_timeout: float = READ_TIMEOUT
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _http: list[Any] = field(default_factory=list, init=False, repr=False)  # [session] once made
 
     def _kwargs(self, service: str) -> dict[str, Any]:
-        # The SDKs pass these to a transport they build, not to one they are given: with ours
-        # (as with the requests session before) azure-core's defaults apply (300 s each).
-        kwargs: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30}
+        kwargs: dict[str, Any] = {}
         if service == "blob":
             # Anything over 4 MiB goes up in 4 MiB blocks and comes down in 4 MiB chunks: the
             # SDK's single put (up to 64 MiB) reads a whole stream into memory first.
@@ -149,10 +156,18 @@ class StorageAccount:
         if not self._http:  # one session (and connection pool) for the three clients
             self._http.append(_session(self.http))
         session = self._http[0]
+        # The timeouts go to the transport: the SDKs pass `connection_timeout`/`read_timeout`
+        # only to a transport they build themselves, never to one they are given.
+        timeouts = {"connection_timeout": self.connect_timeout, "read_timeout": self.read_timeout}
         if self.counter is not None:
-            kwargs["transport"] = self.counter.transport(service, session)
+            transport = self.counter.transport(service, session)
+            # Its subclasses (tests) build their transport as they like: give it the same
+            # timeouts. Both transports read them from `connection_config` on every send.
+            config: ConnectionConfiguration = transport.connection_config  # type: ignore[attr-defined]
+            config.timeout, config.read_timeout = self.connect_timeout, self.read_timeout
         else:
-            kwargs["transport"] = transport_type(session)(session=session, session_owner=False)
+            transport = transport_type(session)(session=session, session_owner=False, **timeouts)
+        kwargs["transport"] = transport
         return kwargs
 
     def _credential(self) -> TokenCredential:

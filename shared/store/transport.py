@@ -4,9 +4,9 @@ azure-core's `RequestsTransport` goes through requests, which spends more client
 than urllib3 itself (preparing the request, merging session settings, cookies, building its
 own response): measured at about a third of each storage call's CPU (issue 22). This transport
 keeps what we use of it: azure-core's pipeline (retries, signing, hooks) sees the same requests,
-responses and exceptions; proxies, the CA bundle and timeouts are taken as the old session took
-them; no retries or redirects here (azure-core's policies own them); streamed downloads stay
-streamed.
+responses and exceptions; proxies and the CA bundle are taken as the old session took them;
+the timeouts are the account's (store/account.py), overridable per request; no retries or
+redirects here (azure-core's policies own them); streamed downloads stay streamed.
 """
 
 from __future__ import annotations
@@ -327,7 +327,9 @@ class Urllib3Transport(HttpTransport[Any, Any]):
         self.session = session or Connections(config.verify, config.cert)
         # Per-request verify/cert (rare): pools of their own, made once.
         self._other_tls: dict[tuple[Any, Any], Connections] = {}
-        self._timeout = urllib3.Timeout(connect=config.timeout, read=config.read_timeout)
+        # urllib3's Timeout for the configured (connect, read), remade if the configuration
+        # changes (one tuple, swapped whole: threads share the transport).
+        self._timeout = ((config.timeout, config.read_timeout), _timeout(config))
 
     def __enter__(self) -> Urllib3Transport:
         return self
@@ -359,11 +361,13 @@ class Urllib3Transport(HttpTransport[Any, Any]):
         read = kwargs.pop("read_timeout", config.read_timeout)
         if isinstance(connect, tuple):  # the deprecated (connect, read) form
             connect, read = connect
-        timeout = (
-            self._timeout
-            if connect == config.timeout and read == config.read_timeout
-            else urllib3.Timeout(connect=connect, read=read)
-        )
+        configured, timeout = self._timeout
+        if (connect, read) != configured:
+            if (connect, read) == (config.timeout, config.read_timeout):
+                timeout = _timeout(config)  # the configuration changed since
+                self._timeout = ((connect, read), timeout)
+            else:  # a per-request override
+                timeout = urllib3.Timeout(connect=connect, read=read)
         connections = self._connections(
             kwargs.pop("connection_verify", config.verify),
             kwargs.pop("connection_cert", config.cert),
@@ -408,6 +412,11 @@ class Urllib3Transport(HttpTransport[Any, Any]):
                 response._set_read_checks()  # type: ignore[no-untyped-call]
             return response
         return Urllib3TransportResponse(request, raw, block_size, body)
+
+
+def _timeout(config: ConnectionConfiguration) -> urllib3.Timeout:
+    """Connect, then each socket read (not the whole answer): as requests applies them."""
+    return urllib3.Timeout(connect=config.timeout, read=config.read_timeout)
 
 
 def _body(request: Any) -> Any:

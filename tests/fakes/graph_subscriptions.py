@@ -7,7 +7,11 @@ Shapes follow:
   expirationDateTime (7 fraction digits), creatorId, includeResourceData, latestSupportedTlsVersion,
   encryptionCertificate(Id), notificationQueryOptions, notificationUrlAppId. Creating the same
   changeType+resource again gives another subscription with its own id, as the current docs
-  describe (an older docs PR, microsoft-graph-docs-contrib#8573, spoke of a 409); both deliver.
+  describe; both deliver. With ``conflict_on_duplicate`` it answers 409 instead, as
+  microsoft-graph-docs-contrib#8573 documented ("Duplicate subscriptions are not allowed") and
+  msgraph-sdk-go#596 shows on the wire: {"error": {"code": "ExtensionError", "message":
+  "Operation: Create; Exception: [Status Code: Conflict; Reason: A subscripton already exists.
+  ..."}} (Graph's spelling). Taken per app: an app lists and deletes only its own.
 - One change to a message raises several `updated` notifications with the same version
   (`echoes`, default 2), as Outlook does for one user action or one PATCH/move.
 - changeNotification / changeNotificationCollection and resourceData
@@ -119,6 +123,7 @@ class SubscriptionRegistry:
     outbox: list[Pending] = field(default_factory=list)
     per_mailbox_limit: int = 1000
     echoes: int = 2  # `updated` notifications per change of a message
+    conflict_on_duplicate: bool = False  # 409 to a create for a changeType+resource held
 
     # --- creation ---------------------------------------------------------------------------------
 
@@ -226,9 +231,21 @@ class SubscriptionRegistry:
         immutable_ids: bool,
     ) -> Subscription:
         with self.lock:
-            # A second subscription to the same resource and URL is created like the first, with
-            # its own id (no 409): both deliver until deleted or expired.
+            # By default a second subscription to the same resource and URL is created like the
+            # first, with its own id (no 409): both deliver until deleted or expired.
             live = self._live()
+            if self.conflict_on_duplicate and any(
+                s.application_id == application_id
+                and _same_resource(s.resource, fields["resource"])
+                and set(s.change_types) == set(fields["change_types"])
+                for s in live
+            ):
+                raise GraphError(
+                    409,
+                    "ExtensionError",
+                    "Operation: Create; Exception: [Status Code: Conflict; Reason: A subscripton "
+                    "already exists. It must be deleted before a another can be made.]",
+                )
             if sum(1 for s in live if s.user_id == fields["user_id"]) >= self.per_mailbox_limit:
                 raise GraphError(
                     403,
@@ -370,6 +387,10 @@ class SubscriptionRegistry:
     def requeue(self, items: list[Pending]) -> None:
         with self.lock:
             self.outbox[:0] = items
+
+
+def _same_resource(a: str, b: str) -> bool:
+    return a.strip().strip("/").lower() == b.strip().strip("/").lower()
 
 
 def _offset_iso(value: dt.datetime) -> str:

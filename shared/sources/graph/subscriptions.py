@@ -6,12 +6,18 @@ resource, nonce, expiry, status, last error), and per nonce the index the webhoo
 nonce row is written before the subscription is created: Graph may notify at once, and
 notifications of a subscription whose creation is still being answered must count as ours.
 
-Graph gives every create its own subscription id (no 409 for the same resource), and an old
-subscription keeps delivering until it is deleted or expires. So a subscription we replace
-(client state secret rotated, found failing or expired) is deleted at Graph, and each full pass
-lists the app's subscriptions (`GET /subscriptions`) and deletes those pointing at our webhook
-whose clientState the current secret does not sign (made with a retired secret) or whose nonce
-we no longer know (state lost).
+Graph's docs disagree on a create for a changeType+resource the app already subscribes: the
+current ones give it its own subscription id, an older revision (microsoft-graph-docs-contrib
+#8573) answers `409 Conflict`. Both are handled. Without 409 an old subscription keeps delivering
+until it is deleted or expires: so a subscription we replace (client state secret rotated, found
+failing or expired) is deleted at Graph, and each full pass lists the app's subscriptions
+(`GET /subscriptions`) and deletes those pointing at our webhook whose clientState the current
+secret does not sign (made with a retired secret) or whose nonce we no longer know (state lost).
+With 409 the create lists the app's subscriptions to that resource calling our webhook: one we
+can verify (current secret, nonce known for this mailbox and kind: its row was lost, or a
+concurrent pass made it) is adopted as the row's subscription (renewed if near expiry); ones
+not verifiably ours are deleted and the create is tried once more. Anything else (only another
+deployment's URL subscribes it) fails the subscription as any create error does.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ class Summary:
     created: int = 0
     renewed: int = 0
     recreated: int = 0
+    adopted: int = 0  # a create answered 409 and the existing subscription was ours
     removed: int = 0
     retired: int = 0  # deleted at Graph: replaced, or made with a retired secret
     batches: int = 0
@@ -127,11 +134,12 @@ def maintain(
         if key is not None:
             _retire_strays(config, stores, key, rows, summary)
     log.info(
-        "graph subscriptions: created=%d renewed=%d recreated=%d removed=%d retired=%d "
-        "batches=%d failed=%d",
+        "graph subscriptions: created=%d renewed=%d recreated=%d adopted=%d removed=%d "
+        "retired=%d batches=%d failed=%d",
         summary.created,
         summary.renewed,
         summary.recreated,
+        summary.adopted,
         summary.removed,
         summary.retired,
         summary.batches,
@@ -156,33 +164,53 @@ def _create(
 ) -> None:
     table = stores.table(GRAPH_STATE)
     base = (config.graph.notification_url or "").rstrip("/")
-    nonce = new_nonce()
-    stored.note_nonce(table, nonce, want.mailbox.name, want.kind)
+    fresh = new_nonce()
+    stored.note_nonce(table, fresh, want.mailbox.name, want.kind)
     body = {
         "changeType": want.change_type,
         "notificationUrl": f"{base}/graph/notifications",
         "lifecycleNotificationUrl": f"{base}/graph/lifecycle",
         "resource": want.resource,
         "expirationDateTime": _expiry(config, now).isoformat().replace("+00:00", "Z"),
-        "clientState": make(key, nonce),
+        "clientState": make(key, fresh),
         "latestSupportedTlsVersion": "v1_2",
     }
+    deleted: set[str] = set()  # deleted at Graph while settling a 409
     try:
-        made = client.request("POST", "subscriptions", json=body).json()
+        try:
+            made = client.request("POST", "subscriptions", json=body).json()
+            nonce = fresh
+        except GraphError as exc:
+            if exc.status != 409:
+                raise
+            made, nonce = _settle_conflict(stores, client, want, body, key, fresh, deleted, exc)
     except (GraphError, GraphAuthError) as exc:
         log.warning("graph: mailbox=%s subscribe %s failed: %s", want.mailbox.name, want.kind, exc)
         summary.failed.append((want.mailbox.name, str(exc)))
         stored.note_failing(table, want.mailbox.name, want.kind, str(exc), now)
+        summary.retired += len(deleted)
         return
-    if row and row.get("SubscriptionId"):
-        summary.recreated += 1
-        _forget_nonce(stores, row)
+    summary.retired += len(deleted)
+    adopted = nonce != fresh
+    if adopted:
+        summary.adopted += 1
+        _forget_nonce(stores, {"Nonce": fresh})  # written for a create that made nothing
+    old_id = str(row.get("SubscriptionId") or "") if row else ""
+    if row and old_id:
+        summary.recreated += 0 if adopted else 1
+        if row.get("Nonce") != nonce:
+            _forget_nonce(stores, row)
         # The one it replaces would go on delivering (Graph keeps both): delete it. If this
         # fails, the next full pass finds it among the app's subscriptions.
-        if row["SubscriptionId"] != made.get("id") and _delete(client, str(row["SubscriptionId"])):
+        if old_id != made.get("id") and old_id not in deleted and _delete(client, old_id):
             summary.retired += 1
-    else:
+    elif not adopted:
         summary.created += 1
+    expires = _parse(made.get("expirationDateTime")) or _expiry(config, now)
+    if adopted and expires - now <= timedelta(minutes=config.graph.renew_before_minutes):
+        renewed = _renew_one(config, client, str(made["id"]), now)
+        summary.renewed += renewed is not None
+        expires = renewed or expires
     stored.note_nonce(table, nonce, want.mailbox.name, want.kind, made["id"])
     stored.note_active(
         table,
@@ -192,12 +220,102 @@ def _create(
         resource=want.resource,
         change_type=want.change_type,
         nonce=nonce,
-        expires=_parse(made.get("expirationDateTime")) or _expiry(config, now),
+        expires=expires,
         secret_id=secret_id(key),
         now=now,
     )
     # Mail may have arrived while there was no subscription: catch up with delta.
     summary.resync.add(want.mailbox.name)
+
+
+def _settle_conflict(
+    stores: Stores,
+    client: GraphClient,
+    want: Wanted,
+    body: dict[str, Any],
+    key: bytes,
+    fresh: str,
+    deleted: set[str],
+    conflict: GraphError,
+) -> tuple[dict[str, Any], str]:
+    """A create answered 409: Graph keeps one subscription per changeType and resource (some
+    tenants and API versions answer so; others create a second one). Find it among the app's
+    subscriptions. One calling our webhook, signed with the current secret, whose nonce we
+    know for this mailbox and kind is ours (made by a pass whose row was lost, or by a
+    concurrent pass): adopt it, returning it and its nonce. One calling our webhook that is
+    not verifiably ours (retired secret, forgotten nonce) is deleted and the create is tried
+    once more (`fresh`: the nonce of `body`). Anything else (another deployment's URL, not
+    listed, not deleted) fails as the 409 did. `deleted`: gets the ids deleted at Graph."""
+    table = stores.table(GRAPH_STATE)
+    url = str(body["notificationUrl"]).lower()
+    change = sorted(want.change_type.split(","))
+    same = [
+        sub
+        for page in client.pages("subscriptions")
+        for sub in page.get("value", [])
+        if isinstance(sub, dict)
+        and sub.get("id")
+        and str(sub.get("resource") or "").strip("/").lower() == want.resource.lower()
+        and sorted(str(sub.get("changeType") or "").replace(" ", "").split(",")) == change
+        and str(sub.get("notificationUrl") or "").rstrip("/").lower() == url
+    ]
+    stale = []
+    for sub in same:
+        nonce = verified_nonce(key, sub.get("clientState"))
+        known = stored.nonce(table, nonce) if nonce is not None else None
+        if nonce is None or known is None:
+            stale.append(sub)  # a retired secret made it, or its nonce is forgotten
+            continue
+        owner = (known.get("Mailbox"), known.get("Kind"), known.get("SubscriptionId") or sub["id"])
+        if owner == (want.mailbox.name, want.kind, sub["id"]):
+            log.info(
+                "graph: mailbox=%s resource=%s: create answered 409, adopting our subscription %s",
+                want.mailbox.name,
+                want.resource,
+                sub["id"],
+            )
+            return sub, nonce
+        # else: ours, but another row's (two mailboxes on one user?): not ours to delete
+    if not stale:
+        raise GraphError(
+            409,
+            conflict.code,
+            f"{conflict.message} (no subscription of this app to {want.resource} calling {url} "
+            "can be adopted or deleted: another deployment's, or another mailbox's?)"[:500],
+            "POST /subscriptions",
+        ) from conflict
+    log.info(
+        "graph: mailbox=%s resource=%s: create answered 409, deleting %d subscription(s) not "
+        "ours with the current secret, then creating again",
+        want.mailbox.name,
+        want.resource,
+        len(stale),
+    )
+    for sub in stale:
+        if _delete(client, str(sub["id"])):
+            deleted.add(str(sub["id"]))
+    if len(deleted) < len(stale):
+        raise conflict
+    made: dict[str, Any] = client.request("POST", "subscriptions", json=body).json()
+    return made, fresh
+
+
+def _renew_one(
+    config: Config, client: GraphClient, subscription_id: str, now: datetime
+) -> datetime | None:
+    """Renew one adopted subscription near its expiry; None if Graph refused (the next pass
+    renews it, or recreates it if it vanished)."""
+    expiry = _expiry(config, now).isoformat().replace("+00:00", "Z")
+    try:
+        answer = client.request(
+            "PATCH",
+            f"subscriptions/{quote(subscription_id, safe='')}",
+            json={"expirationDateTime": expiry},
+        ).json()
+    except (GraphError, GraphAuthError) as exc:
+        log.warning("graph: could not renew adopted subscription %s: %s", subscription_id, exc)
+        return None
+    return _parse(answer.get("expirationDateTime"))
 
 
 def _delete(client: GraphClient, subscription_id: str) -> bool:
