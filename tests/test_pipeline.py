@@ -31,11 +31,14 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
 def test_sample_mail_is_filed_with_replies_threaded(context: AppContext) -> None:
     assert poll_all(context, NOW) == {"sample": "queued 8"}
-    processed = local_host(context.stores.queues).drain()
+    host = local_host(context.stores.queues)
+    processed = host.drain()
     # Each mail is filed by the invocation that maps it: none needed the `filing` queue. The
     # poll sent its 8 mails as one bundle (a reply mapped before its parent is filed would wait
     # for it, put back on the queue alone: mapped more than once, filed once).
     assert processed.get(FILING, 0) == 0 and 1 <= processed[INBOUND] < 8
+    # What `mailfiler import --process` shows on its bar: mails, not queue messages.
+    assert host.mails_mapped >= 8
     assert len(filed_keys(context.stores)) == 8
 
     recs = {r["Title"]: r for r in records(context.stores)}

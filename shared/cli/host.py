@@ -182,6 +182,8 @@ class LocalHost:
     stop_event: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
     processed: dict[str, int] = field(default_factory=dict)
+    # Mails mapped from `inbound` (a bundle counts its mails; `processed` counts messages).
+    mails_mapped: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def of_type(self, kind: str) -> list[Registered]:
@@ -225,8 +227,10 @@ class LocalHost:
                 )
             return
         self.queues.delete(queue, message)
+        mails = _mails(message.body) if queue == INBOUND else 0
         with self._lock:
             self.processed[queue] = self.processed.get(queue, 0) + 1
+            self.mails_mapped += mails
 
     def drain_once(self, fn: Registered, pool: ThreadPoolExecutor) -> int:
         """Receive one batch for `fn` and run it to the end; the number of messages."""
@@ -383,3 +387,11 @@ class LocalHost:
         self.stop_event.set()
         for thread in self.threads:
             thread.join(timeout)
+
+
+def _mails(body: bytes) -> int:
+    """How many mails an `inbound` message carried (one, or a bundle's)."""
+    from ..services.inbound import bundle_of
+
+    bundle = bundle_of(body)
+    return len(bundle.mails) if bundle is not None else 1

@@ -176,8 +176,6 @@ def _drain_with_progress(host: LocalHost, queued: int, *, shown: bool) -> dict[s
     place of two log lines per mail, which stay for --log-level DEBUG."""
     from tqdm import tqdm
 
-    from ..store.names import INBOUND
-
     if not shown or queued == 0 or logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
         return host.drain()
     quiet = [logging.getLogger(name) for name in PER_MAIL_LOGGERS]
@@ -199,7 +197,7 @@ def _drain_with_progress(host: LocalHost, queued: int, *, shown: bool) -> dict[s
             worker.start()
             while worker.is_alive():
                 worker.join(0.2)
-                bar.n = min(host.processed.get(INBOUND, 0), queued)
+                bar.n = min(host.mails_mapped, queued)
                 bar.refresh()
     finally:
         worker.join()
