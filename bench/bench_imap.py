@@ -391,7 +391,7 @@ def filed_end_to_end(dovecot: Dovecot, size: int, seed: int) -> dict[str, Any]:
             ingested, traced = 0.0, 0.0
             while (
                 not ingested
-                or host.processed.get(INBOUND, 0) < size
+                or host.mails_mapped < size
                 or any(stores.queues.depth(q) for q in (INBOUND, FILING))
             ):
                 time.sleep(0.2)
@@ -403,7 +403,7 @@ def filed_end_to_end(dovecot: Dovecot, size: int, seed: int) -> dict[str, Any]:
                 if TRACE and at - traced >= 5:
                     traced = at
                     print(
-                        f"  {at:6.1f}s mapped {host.processed.get(INBOUND, 0):>6,} "
+                        f"  {at:6.1f}s mapped {host.mails_mapped:>6,} "
                         f"inbound {stores.queues.depth(INBOUND) or 0:>6,} "
                         f"CPU ours {time.process_time() - cpu:6.1f}s "
                         f"Azurite {process_cpu(az_pid) - az_cpu:6.1f}s "
