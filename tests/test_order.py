@@ -36,8 +36,9 @@ from shared.core.config import Config, parse_config
 from shared.core.contracts import FilingPlan, InboundMessage
 from shared.core.message import id_key
 from shared.core.mime import header_message_id, parse_message
-from shared.services.ingest import queue_message
+from shared.services.ingest import ingest_mailbox, queue_message
 from shared.sources.base import MailboxSource, SourceMessage
+from shared.sources.local import LocalSource
 from shared.sources.registry import open_source
 from shared.stages.file import file_plan
 from shared.stages.map import OrderWait, map_queued
@@ -657,7 +658,11 @@ def shuffled_first_sync(
     total: int,
     copies: int,
     seed: int,
+    bundled: bool = False,
 ) -> None:
+    """`bundled`: each mailbox's copies ingested as its first sync sends them, in bundles
+    (ingest_mailbox over a folder listing them in the shuffled order), mailbox after mailbox;
+    else each copy in a message of its own, all mailboxes shuffled together."""
     config = make_config(tmp_path)
     plan = scenario(seed, conversations, total, copies, TOKEN_TYPES)
     # `explain` on the folder, its files in an order of their own (names sort at random): a
@@ -677,8 +682,20 @@ def shuffled_first_sync(
         for mailbox in (MAILBOXES if mail.mid in plan.copies else ("support",))
     ]
     random.Random(seed + 1).shuffle(deliveries)
-    for mailbox, mail in deliveries:
-        ingest(stores, mailbox, f"{mailbox}/{mail.mid}", mail.raw)
+    if bundled:
+        for name in MAILBOXES:
+            listing = tmp_path / f"listing-{name}"
+            listing.mkdir()
+            mine = [mail for mailbox, mail in deliveries if mailbox == name]
+            for n, mail in enumerate(mine):
+                (listing / f"{n:05d}.eml").write_bytes(mail.raw)
+            summary = ingest_mailbox(stores, name, LocalSource(listing), now=NOW)
+            assert summary.queued == len(mine)
+        queued = stores.queues.depth(INBOUND)
+        assert queued is not None and 0 < queued < len(deliveries) // 8  # bundles, not one a mail
+    else:
+        for mailbox, mail in deliveries:
+            ingest(stores, mailbox, f"{mailbox}/{mail.mid}", mail.raw)
     done = run_workers(azurite, config, tmp_path)
     no_poison(stores)
 
@@ -736,6 +753,16 @@ def test_a_shuffled_first_sync_files_every_conversation_on_one_record(
     """The default run of `make test`: 300 mails in 45 conversations, 30 of them in three
     mailboxes (the full size below is marked slow)."""
     shuffled_first_sync(stores, azurite, tmp_path, conversations=45, total=300, copies=30, seed=17)
+
+
+def test_a_shuffled_first_sync_in_bundles_files_every_conversation_on_one_record(
+    stores: Stores, azurite: Azurite, tmp_path: Path
+) -> None:
+    """The same, each mailbox's first sync queued in bundles as ingest sends them: a bundle's
+    mails are mapped in its order by one worker while other workers map other bundles."""
+    shuffled_first_sync(
+        stores, azurite, tmp_path, conversations=45, total=300, copies=30, seed=23, bundled=True
+    )
 
 
 @pytest.mark.slow
