@@ -87,11 +87,16 @@ def test_redelivered_messages_change_nothing(context: AppContext) -> None:
 def test_malformed_queue_message_goes_to_poison_with_reason(context: AppContext) -> None:
     context.stores.queues.send_bytes(INBOUND, b'{"v": 1, "mailbox": "sample"}')
     context.stores.queues.send_bytes(INBOUND, b"not json at all")
+    # A bundle of more mails than a bundle may carry, each of them valid.
+    one = b'{"v": 1, "mailbox": "sample", "source_id": "x", "blob": "b"}'
+    too_many = b'{"v": 1, "kind": "bundle", "mails": [' + b",".join([one] * 33) + b"]}"
+    context.stores.queues.send_bytes(INBOUND, too_many)
     local_host(context.stores.queues).drain()
     bodies = context.stores.queues.peek(poison(INBOUND))
-    assert len(bodies) == 2
-    reasons = [decode(b, PoisonMessage).reason for b in bodies]
-    assert all(r.startswith("malformed: not a valid InboundMessage") for r in reasons)
+    assert len(bodies) == 3
+    reasons = sorted(decode(b, PoisonMessage).reason for b in bodies)
+    assert reasons[0].startswith("malformed: not a valid InboundBundle")
+    assert all(r.startswith("malformed: not a valid InboundMessage") for r in reasons[1:])
 
 
 def test_failing_message_is_retried_then_poisoned_with_raw_mail_kept(context: AppContext) -> None:

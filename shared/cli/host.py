@@ -391,7 +391,11 @@ class LocalHost:
 
 def _mails(body: bytes) -> int:
     """How many mails an `inbound` message carried (one, or a bundle's)."""
+    from ..core.errors import ContractError
     from ..services.inbound import bundle_of
 
-    bundle = bundle_of(body)
+    try:
+        bundle = bundle_of(body)
+    except ContractError:  # a malformed bundle: its stage sent it to the poison queue
+        return 0
     return len(bundle.mails) if bundle is not None else 1

@@ -3,6 +3,8 @@ saw."""
 
 from __future__ import annotations
 
+import json
+
 from ..core.contracts import (
     InboundBundle,
     InboundMessage,
@@ -34,14 +36,21 @@ def parse_inbound(stores: Stores, inbound: InboundMessage) -> MailMessage:
 
 
 def bundle_of(body: bytes | str) -> InboundBundle | None:
-    """The bundle an `inbound` message carries, or None for a message of one mail (a body
-    that names `mails` but is no valid bundle is read as one mail, and fails as such)."""
+    """The bundle an `inbound` message carries, or None for a message of one mail. A body
+    that says it is a bundle (`"kind": "bundle"`) and is not a valid one raises ContractError
+    (its reason names the bundle); any other body is left to be read as one mail."""
     named = '"mails"' in body if isinstance(body, str) else b'"mails"' in body
     if not named:
         return None
     try:
         return decode(body, InboundBundle)
     except ContractError:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        if isinstance(data, dict) and data.get("kind") == "bundle":
+            raise
         return None
 
 
