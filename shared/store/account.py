@@ -29,6 +29,8 @@ Http = Literal["urllib3", "requests"]
 # minutes per attempt, and the SDKs try 4 times, while the Functions host gives up at 5-10 min.
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0
+# What a streamed answer is read in: the storage SDKs' own (azure.storage.*._shared.constants).
+DATA_BLOCK_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -158,15 +160,22 @@ class StorageAccount:
         session = self._http[0]
         # The timeouts go to the transport: the SDKs pass `connection_timeout`/`read_timeout`
         # only to a transport they build themselves, never to one they are given.
-        timeouts = {"connection_timeout": self.connect_timeout, "read_timeout": self.read_timeout}
+        # So does the block size a streamed body is read in (azure-core's own default is 4 KiB:
+        # a 4 MiB blob chunk in 1,024 reads).
+        settings = {
+            "connection_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            "connection_data_block_size": DATA_BLOCK_BYTES,
+        }
         if self.counter is not None:
             transport = self.counter.transport(service, session)
             # Its subclasses (tests) build their transport as they like: give it the same
-            # timeouts. Both transports read them from `connection_config` on every send.
+            # settings. Both transports read them from `connection_config` on every send.
             config: ConnectionConfiguration = transport.connection_config  # type: ignore[attr-defined]
             config.timeout, config.read_timeout = self.connect_timeout, self.read_timeout
+            config.data_block_size = DATA_BLOCK_BYTES
         else:
-            transport = transport_type(session)(session=session, session_owner=False, **timeouts)
+            transport = transport_type(session)(session=session, session_owner=False, **settings)
         kwargs["transport"] = transport
         return kwargs
 

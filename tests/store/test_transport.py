@@ -30,6 +30,7 @@ from azure.core.rest import HttpRequest
 from shared.cli.azurite import Azurite, connection_string
 from shared.store.account import (
     CONNECT_TIMEOUT,
+    DATA_BLOCK_BYTES,
     READ_TIMEOUT,
     Http,
     RequestCounter,
@@ -173,6 +174,7 @@ def test_the_default_transport_is_urllib3(stores: Stores) -> None:
     for transport in transports:  # the account's, not azure-core's 300 s (test_timeouts.py)
         config = transport.connection_config
         assert (config.timeout, config.read_timeout) == (CONNECT_TIMEOUT, READ_TIMEOUT)
+        assert config.data_block_size == DATA_BLOCK_BYTES  # not azure-core's 4 KiB
 
 
 def test_a_blob_over_a_block_is_uploaded_and_streamed_back_in_chunks(
