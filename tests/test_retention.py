@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from shared.cli.azurite import Azurite
-from shared.core.contracts import InboundMessage, PoisonMessage
+from shared.core.contracts import BUNDLE_MAILS, InboundMessage, PoisonMessage
 from shared.services.context import AppContext, set_context
+from shared.services.ingest import bundle_body
 from shared.services.retention import run_retention
 from shared.settings import AppSettings, load_config
 from shared.stages.polls import poll_all
-from shared.store.queues import decode
+from shared.store.queues import decode, encode
 from shared.store.stores import ACTIONS, INBOUND, RETENTION, Stores, poison
 
 from .helpers import local_host
@@ -156,5 +157,37 @@ def test_mail_that_cannot_be_filed_moves_to_the_failure_folder(
         # Only the mailbox with a failure folder; the poison message keeps the reason.
         assert moved["Mailbox"] == "box" and moved["Target"] == "Mailfiler/Failed"
         assert actions(stores, "mark_read") == []
+    finally:
+        set_context(None)
+
+
+def test_a_poisoned_bundle_moves_each_of_its_mails_to_the_failure_folder(
+    stores: Stores, azurite: Azurite, tmp_path: Path
+) -> None:
+    mail(tmp_path / "box", 1)
+    make_context(
+        stores,
+        azurite,
+        tmp_path,
+        "  - {name: box, kind: local, path: box, record_type: case,"
+        " failure_folder: Mailfiler/Failed}\n",
+    )
+    try:
+        blob = stores.blobs.put_raw(b"Message-ID: <x@y>\r\n\r\nbody\r\n")
+        # More mails than a bundle may carry: the whole message is malformed, and goes to the
+        # poison queue as one; each mail it names still moves to the failure folder.
+        mails = [
+            encode(InboundMessage(mailbox="box", source_id=f"box-{i}", blob=blob))
+            for i in range(BUNDLE_MAILS + 1)
+        ]
+        stores.queues.send_bytes(INBOUND, bundle_body(mails))
+        local_host(stores.queues, visibility_timeout=0).drain()
+        (failure,) = [decode(b, PoisonMessage) for b in stores.queues.peek(poison(INBOUND))]
+        assert failure.reason.startswith("malformed: not a valid InboundBundle")
+        moved = actions(stores, "move")
+        # One move per mail (each action row is keyed by its mail).
+        assert len(moved) == len({(m["PartitionKey"], m["RowKey"]) for m in moved})
+        assert len(moved) == BUNDLE_MAILS + 1
+        assert {(m["Mailbox"], m["Target"]) for m in moved} == {("box", "Mailfiler/Failed")}
     finally:
         set_context(None)
