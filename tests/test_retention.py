@@ -130,18 +130,18 @@ def test_retention_switched_off_since_deletes_nothing(
         set_context(None)
 
 
+# A mailbox whose unfileable mail moves to its failure folder.
+WITH_FAILURE_FOLDER = (
+    "  - {name: box, kind: local, path: box, record_type: case, failure_folder: Mailfiler/Failed}\n"
+)
+
+
 def test_mail_that_cannot_be_filed_moves_to_the_failure_folder(
     stores: Stores, azurite: Azurite, tmp_path: Path
 ) -> None:
     mail(tmp_path / "box", 1)
-    make_context(
-        stores,
-        azurite,
-        tmp_path,
-        "  - {name: box, kind: local, path: box, record_type: case,"
-        " failure_folder: Mailfiler/Failed}\n"
-        "  - {name: plain, kind: local, path: box, record_type: case}\n",
-    )
+    plain = "  - {name: plain, kind: local, path: box, record_type: case}\n"
+    make_context(stores, azurite, tmp_path, WITH_FAILURE_FOLDER + plain)
     try:
         blob = stores.blobs.put_raw(b"Message-ID: <x@y>\r\n\r\nbody\r\n")
         # A plan naming a missing raw mail fails on every attempt.
@@ -165,13 +165,7 @@ def test_a_poisoned_bundle_moves_each_of_its_mails_to_the_failure_folder(
     stores: Stores, azurite: Azurite, tmp_path: Path
 ) -> None:
     mail(tmp_path / "box", 1)
-    make_context(
-        stores,
-        azurite,
-        tmp_path,
-        "  - {name: box, kind: local, path: box, record_type: case,"
-        " failure_folder: Mailfiler/Failed}\n",
-    )
+    make_context(stores, azurite, tmp_path, WITH_FAILURE_FOLDER)
     try:
         blob = stores.blobs.put_raw(b"Message-ID: <x@y>\r\n\r\nbody\r\n")
         # More mails than a bundle may carry: the whole message is malformed, and goes to the

@@ -504,10 +504,10 @@ def _filed_now(file: Filer, plan: FilingPlan, now: datetime) -> bool:
     return True
 
 
-def map_inbound(
+def _map_mail(
     stores: Stores,
     config: Config,
-    body: bytes,
+    inbound: InboundMessage,
     *,
     now: datetime,
     signing_keys: Sequence[bytes] = (),
@@ -518,7 +518,6 @@ def map_inbound(
     back on the inbound queue, see `OrderWait`). With `file` (the file stage's handler of a
     `filing` message body), each plan is filed in this invocation instead, and queued only
     where that fails (see `_filed_now`)."""
-    inbound = decode(body, InboundMessage)
     message = parse_inbound(stores, inbound)
     classification = classify(message, own_mail(config))
     # Mail of a mailbox the configuration does not know fails as before (and goes to the
@@ -648,26 +647,26 @@ def map_queued(
     wait: OrderWait = ORDER_WAIT,
     file: Filer | None = None,
 ) -> list[FilingPlan]:
-    """An `inbound` message: one mail (`map_inbound`), or a bundle of them, mapped in order.
+    """An `inbound` message: one mail (`_map_mail`), or a bundle of them, mapped in order.
     A mail that fails in a bundle goes back to the queue alone, so its retries and its poison
     are its own and the others are not held with it; only when that send fails too does the
     whole bundle fail (and is redelivered: mapping and filing are idempotent)."""
     bundle = bundle_of(body)
     if bundle is None:
-        return map_inbound(
-            stores, config, body, now=now, signing_keys=signing_keys, wait=wait, file=file
+        inbound = decode(body, InboundMessage)
+        return _map_mail(
+            stores, config, inbound, now=now, signing_keys=signing_keys, wait=wait, file=file
         )
     plans: list[FilingPlan] = []
     started = time.monotonic()
     for mail in bundle.mails:
-        one = encode(mail)
         # Each mail at its own moment, as if it had come alone: its record's activity, its
         # timeline entry and the console's "newest first" order follow the filing order.
         at = now + timedelta(seconds=time.monotonic() - started)
         try:
             plans.extend(
-                map_inbound(
-                    stores, config, one, now=at, signing_keys=signing_keys, wait=wait, file=file
+                _map_mail(
+                    stores, config, mail, now=at, signing_keys=signing_keys, wait=wait, file=file
                 )
             )
         except Exception as exc:  # any failure: the mail's own message retries it
@@ -679,7 +678,7 @@ def map_queued(
                 type(exc).__name__,
                 exc,
             )
-            stores.queues.send_bytes(INBOUND, one)
+            stores.queues.send(INBOUND, mail)
     return plans
 
 
