@@ -20,8 +20,8 @@ from shared.services.inbound import inbound_mails
 from shared.services.ingest import ingest_mailbox
 from shared.sources.local import LocalSource
 from shared.store import ingest_notes
+from shared.store import messages as message_rows
 from shared.store.account import RequestCounter, StorageSettings
-from shared.store.keys import ingested_row
 from shared.store.stores import INBOUND, INGEST, MESSAGES, Stores
 
 pytestmark = pytest.mark.azurite
@@ -107,10 +107,14 @@ def test_every_mail_is_queued_once_and_noted(stores: Stores, tmp_path: Path) -> 
     # In bundles: full ones (these small mails fit BUNDLE_MAILS a message), then the rest.
     assert sizes == [BUNDLE_MAILS] * (230 // BUNDLE_MAILS) + [230 % BUNDLE_MAILS]
     assert noted(stores) == set(refs)
-    messages = stores.table(MESSAGES)
-    for i, ref in enumerate(refs):  # each Message-ID noted as on its way, with its blob
-        row = messages.get(id_key(f"ingest-{i}@example.org"), ingested_row("support", ref))
-        assert row is not None and stores.blobs.get(row["Blob"]) is not None
+    for i, ref in enumerate(refs):  # each Message-ID on its way: its raw mail, naming the copy
+        key = id_key(f"ingest-{i}@example.org")
+        [copy] = stores.blobs.ingested(key)
+        assert (copy.mailbox, copy.source_id, copy.ingested_at) == ("support", ref, NOW)
+        assert stores.blobs.get(copy.blob) is not None
+        assert message_rows.state(stores, key) == (None, True)
+    # Nothing else notes it: no row in table Messages until the map stage's.
+    assert list(stores.table(MESSAGES).client.list_entities()) == []
     again = ingest_mailbox(stores, "support", LocalSource(tmp_path / "mail"), now=NOW)
     assert (again.queued, again.skipped, drain(stores)) == (0, 230, [])
 
@@ -164,6 +168,8 @@ def test_a_long_incremental_listing_reads_the_partition_once(
     counter.reset()
     summary = ingest_mailbox(stores, "support", Listing(tmp_path / "mail"), now=NOW)
     assert summary.queued == 230
-    # 230 blobs, 230 notes, 8 sends (bundles), 3 Ingest batches, 1 partition read: no lookups.
-    assert counter.snapshot()["table"] == 230 + 3 + 1
+    # 230 blobs (each notes its Message-ID as on its way), 8 sends (bundles), 3 Ingest
+    # batches, 1 partition read: no lookups, no other table write.
+    assert counter.snapshot()["blob"] == 230
+    assert counter.snapshot()["table"] == 3 + 1
     assert counter.snapshot()["queue"] == -(-230 // BUNDLE_MAILS)

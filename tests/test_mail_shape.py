@@ -99,10 +99,16 @@ def test_deeply_nested_mails_file_as_distinct_messages_with_their_own_headers(
     assert poisoned(ctx.stores) == {}
     keys = filed_keys(ctx.stores)
     assert len(keys) == len(set(keys)) == 4
-    rows = {r["Blob"]: r for r in ctx.stores.table(MESSAGES).all() if r["RowKey"] == "msg"}
-    assert set(rows) == {raw_blob_name(raw) for raw in mails.values()}
+    # Each under its own bytes' SHA-256 (and its message key, where it has a Message-ID).
+    rows = {
+        r["Blob"].rsplit("/", 1)[-1]: r
+        for r in ctx.stores.table(MESSAGES).all()
+        if r["RowKey"] == "msg"
+    }
+    assert set(rows) == {raw_blob_name(raw).rsplit("/", 1)[-1] for raw in mails.values()}
     for raw in mails.values():
-        assert "parser-failed:RecursionError" in rows[raw_blob_name(raw)]["Reasons"]
+        name = raw_blob_name(raw).rsplit("/", 1)[-1]
+        assert "parser-failed:RecursionError" in rows[name]["Reasons"]
     entries = {
         e["MessageKey"]: e for e in timeline_entries(ctx.stores, ["MessageKey", "Subject", "From"])
     }

@@ -33,7 +33,7 @@ from azure.core.exceptions import AzureError
 from shared.cli.azurite import Azurite
 from shared.cli.explain import run_explain
 from shared.core.config import Config, parse_config
-from shared.core.contracts import FilingPlan, InboundMessage
+from shared.core.contracts import FilingPlan, InboundMessage, RecordRef
 from shared.core.message import id_key
 from shared.core.mime import header_message_id, parse_message
 from shared.services.ingest import ingest_mailbox, queue_message
@@ -42,8 +42,9 @@ from shared.sources.local import LocalSource
 from shared.sources.registry import open_source
 from shared.stages.file import file_plan
 from shared.stages.map import OrderWait, map_queued
+from shared.store import messages as message_rows
 from shared.store.account import StorageSettings
-from shared.store.keys import CLAIM, FILED, INGESTED_ROWS, SIGHTING_ROWS
+from shared.store.keys import CLAIM, FILED, SIGHTING_ROWS, ingested_row
 from shared.store.queues import Received, decode
 from shared.store.stores import FILING, INBOUND, MESSAGES, QUEUES, RECORDS, Stores, poison
 
@@ -275,10 +276,33 @@ def test_ingest_notes_the_message_id_the_map_stage_keys_by(stores: Stores) -> No
     raw = human("заказ-1@例え.jp", "a@cust.example", "Принтер", 0)
     assert header_message_id(raw) == parse_message(raw, mailbox="m", source_id="s").message_id
     ingest(stores, "support", "s-1", raw)
-    rows = list(stores.table(MESSAGES).partition(id_key("заказ-1@例え.jp")))
-    assert [r["RowKey"][:2] for r in rows] == [INGESTED_ROWS]
-    assert (rows[0]["Mailbox"], rows[0]["SourceId"]) == ("support", "s-1")
+    [copy] = stores.blobs.ingested(id_key("заказ-1@例え.jp"))
+    assert (copy.mailbox, copy.source_id) == ("support", "s-1")
+    assert message_rows.state(stores, id_key("заказ-1@例え.jp")) == (None, True)
     assert header_message_id(b"Subject: none\r\n\r\nbody") is None
+
+
+def test_on_its_way_until_settled_also_for_rows_of_builds_before(stores: Stores) -> None:
+    """Mail ingested is on its way until a row settles it; mail a build before this one
+    ingested (an "i-" row in its partition, no blob under its key) still counts."""
+    raw = human("путь-1@cust.example", "a@cust.example", "Путь", 0)
+    key = id_key("путь-1@cust.example")
+    assert message_rows.state(stores, key) == (None, False)  # never seen
+    ingest(stores, "support", "s-1", raw)
+    assert message_rows.state(stores, key) == (None, True)
+    stores.table(MESSAGES).upsert({"PartitionKey": key, "RowKey": "drop", "Mailbox": "support"})
+    assert message_rows.state(stores, key) == (None, False)  # dropped: nothing to wait for
+
+    legacy = id_key("legacy-1@cust.example")
+    stores.table(MESSAGES).upsert(
+        {"PartitionKey": legacy, "RowKey": ingested_row("support", "s-2"), "Mailbox": "support"}
+    )
+    assert stores.blobs.ingested(legacy) == []
+    assert message_rows.state(stores, legacy) == (None, True)
+    stores.table(MESSAGES).upsert(
+        {"PartitionKey": legacy, "RowKey": FILED, "RecordType": "case", "RecordKey": "k1"}
+    )
+    assert message_rows.state(stores, legacy) == (RecordRef(type="case", key="k1"), False)
 
 
 def test_a_reply_mapped_before_its_parent_waits_and_attaches(

@@ -2,9 +2,10 @@
 
 Order matters for "lose nothing": raw bytes first, then the queue message, then the note that
 this source id is done. A crash in between re-sends on the next run, and the map stage drops the
-duplicate by Message-ID. Before the queue message, a row in the message's own partition of table
-Messages says that its Message-ID is on its way: mail that refers to it (a reply, a bounce) and
-is mapped first waits for it instead of opening a record of its own.
+duplicate by Message-ID. The raw bytes are stored under the Message-ID's key (store/blobs.py), so
+once they are, the message is known to be on its way: mail that refers to it (a reply, a bounce)
+and is mapped first waits for it instead of opening a record of its own. (Builds before wrote a
+row for that in table Messages: one storage call per mail more.)
 
 Sources read and return what they saw (`Sighting`); they store and send nothing. Once
 everything a poll listed is queued, the flag and calendar changes it saw go to `task-changes`,
@@ -30,7 +31,8 @@ from ..core.errors import MailfilerError
 from ..core.message import id_key
 from ..core.mime import header_message_id
 from ..sources.base import MailboxSource, SourceMessage
-from ..store import ingest_notes, messages
+from ..store import ingest_notes
+from ..store.blobs import IngestedCopy
 from ..store.cursors import Cursors
 from ..store.keys import source_key
 from ..store.queues import encode
@@ -89,22 +91,19 @@ def queue_message(
 
 
 def _store(stores: Stores, mailbox: str, message: SourceMessage, now: datetime) -> InboundMessage:
-    """The steps before the queue message: the raw mail stored, its Message-ID noted as on its
-    way; returns the InboundMessage to send."""
-    blob = stores.blobs.put_raw(message.raw)
+    """The step before the queue message: the raw mail stored, under its Message-ID's key when
+    it has one, which also notes the message as on its way (ingested, not yet filed: mail that
+    refers to it waits for it; store/messages.py `state`); returns the InboundMessage to send."""
     message_id = header_message_id(message.raw)
-    if message_id is not None:
-        # Before the queue message: once anything could be mapped after this mail, the map
-        # stage can tell that it is on its way (ingested, not yet filed).
-        messages.note_ingested(
-            stores,
-            id_key(message_id),
-            mailbox,
-            message.source_id,
-            folder=message.folder,
-            blob=blob,
-            now=now,
-        )
+    copy = IngestedCopy(
+        mailbox=mailbox,
+        source_id=message.source_id,
+        folder=message.folder,
+        ingested_at=now,
+    )
+    blob = stores.blobs.put_raw(
+        message.raw, id_key(message_id) if message_id is not None else None, copy
+    )
     return InboundMessage(
         mailbox=mailbox,
         source_id=message.source_id,

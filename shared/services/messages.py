@@ -1,7 +1,7 @@
-"""One message's story in table Messages: where it is filed and why, or why not, and every
-sighting. Read by `mailfiler messages show` and `GET /api/messages/{key}`; a mail named by its
-mailbox and source id (it may have no Message-ID) by `mailfiler messages show --source ID` and
-`GET /api/messages?source_id=ID`."""
+"""One message's story in table Messages (and its copies ingested, in Blob Storage): where it is
+filed and why, or why not, and every sighting. Read by `mailfiler messages show` and
+`GET /api/messages/{key}`; a mail named by its mailbox and source id (it may have no Message-ID)
+by `mailfiler messages show --source ID` and `GET /api/messages?source_id=ID`."""
 
 from __future__ import annotations
 
@@ -78,7 +78,8 @@ def message_status(stores: Stores, key: str) -> dict[str, Any] | None:
     """Everything table Messages knows about one message, or None if it knows nothing."""
     for candidate in key_candidates(key):
         rows = list(message_rows.rows(stores, candidate))
-        if rows:
+        copies = stores.blobs.ingested(candidate)
+        if rows or copies:
             break
     else:
         return None
@@ -132,6 +133,19 @@ def message_status(stores: Stores, key: str) -> dict[str, Any] | None:
             claimed = True
         elif kind == "sighting":
             out["sightings"].append(_copy(row, "seen_at", "SeenAt"))
+    noted = {(c["mailbox"], c["source_id"]) for c in out["ingested"]}
+    for copy in copies:
+        # Stored under the message key by ingest, before it was queued (store/blobs.py).
+        if (copy.mailbox, copy.source_id) not in noted:
+            out["ingested"].append(
+                {
+                    "mailbox": copy.mailbox,
+                    "source_id": copy.source_id,
+                    "folder": copy.folder,
+                    "ingested_at": _iso(copy.ingested_at),
+                    "blob": copy.blob,
+                }
+            )
     out["sightings"].sort(key=lambda s: s["seen_at"] or "")
     out["unfiled"].sort(key=lambda u: u["at"] or "")
     out["ingested"].sort(key=lambda i: i["ingested_at"] or "")

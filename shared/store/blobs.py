@@ -10,7 +10,9 @@ import contextlib
 import hashlib
 import re
 from collections.abc import Iterable, Iterator
-from urllib.parse import quote
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote, unquote
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContentSettings, StorageStreamDownloader
@@ -19,9 +21,37 @@ RAW_CONTAINER = "raw"
 BLOCK_BYTES = 4 * 1024 * 1024  # account.py: blobs larger than this go up in blocks of it
 
 
-def raw_blob_name(data: bytes) -> str:
+def raw_blob_name(data: bytes, message_key: str | None = None) -> str:
+    """Raw mail's name: its SHA-256, under its message key when it has one (ingested mail:
+    see `on_its_way`), else under the digest's first two hex digits."""
     digest = hashlib.sha256(data).hexdigest()
+    if message_key is not None:
+        return f"{MESSAGE_PREFIX}{message_key}/{digest}.eml"
     return f"{digest[:2]}/{digest}.eml"
+
+
+# Ingested mail with a Message-ID is stored under "m/<message key>/": one listing of that prefix
+# tells whether a copy of the message was ingested (before it was queued), which is what the map
+# stage asks of mail it refers to that is not filed yet. Its metadata names the copy.
+MESSAGE_PREFIX = "m/"
+_META_VALUE = 1000  # characters of each metadata value (percent-encoded; 8 KiB for all)
+
+
+@dataclass(frozen=True)
+class IngestedCopy:
+    """A copy of a message as ingest stored it (the first copy, when copies share their bytes),
+    and its blob once stored."""
+
+    mailbox: str | None
+    source_id: str | None
+    folder: str | None
+    ingested_at: datetime | None
+    blob: str = ""
+
+
+def _meta(value: str) -> str:
+    """Metadata travels as HTTP headers: ASCII only, so everything else is percent-encoded."""
+    return quote(value, safe="")[:_META_VALUE]
 
 
 class Blobs:
@@ -38,6 +68,7 @@ class Blobs:
         data: bytes | Iterable[bytes],
         settings: ContentSettings,
         length: int | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> str:
         """Content-addressed: a name already taken holds these very bytes, so a repeat is a
         no-op, never an overwrite."""
@@ -47,14 +78,54 @@ class Blobs:
         if (length or 0) > BLOCK_BYTES and client.exists():
             return name  # a big repeat costs one request, not its upload refused at the end
         with contextlib.suppress(ResourceExistsError):
-            client.upload_blob(data, length=length, overwrite=False, content_settings=settings)
+            client.upload_blob(
+                data,
+                length=length,
+                overwrite=False,
+                content_settings=settings,
+                metadata=metadata,
+            )
         return name
 
-    def put_raw(self, data: bytes) -> str:
-        """Store raw mail under its SHA-256 and return the blob name."""
+    def put_raw(
+        self, data: bytes, message_key: str | None = None, copy: IngestedCopy | None = None
+    ) -> str:
+        """Store raw mail under its SHA-256 (and message key) and return the blob name; `copy`
+        (mailbox, source id, folder, when) goes in its metadata."""
+        metadata = None
+        if copy is not None:
+            metadata = {
+                "mailbox": _meta(copy.mailbox or ""),
+                "sourceid": _meta(copy.source_id or ""),
+                "folder": _meta(copy.folder or ""),
+                "ingested": copy.ingested_at.isoformat() if copy.ingested_at else "",
+            }
         return self._put_once(
-            raw_blob_name(data), data, ContentSettings(content_type="message/rfc822")
+            raw_blob_name(data, message_key),
+            data,
+            ContentSettings(content_type="message/rfc822"),
+            metadata=metadata,
         )
+
+    def ingested(self, message_key: str) -> list[IngestedCopy]:
+        """The copies of a message ingest stored (one request): whether it is on its way."""
+        container = self._service.get_container_client(RAW_CONTAINER)
+        out = []
+        for blob in container.list_blobs(
+            name_starts_with=f"{MESSAGE_PREFIX}{message_key}/", include=["metadata"]
+        ):
+            meta = blob.metadata or {}
+            at = meta.get("ingested")
+            out.append(
+                IngestedCopy(
+                    blob=blob.name,
+                    mailbox=unquote(meta["mailbox"]) if meta.get("mailbox") else None,
+                    source_id=unquote(meta["sourceid"]) if meta.get("sourceid") else None,
+                    folder=unquote(meta["folder"]) if meta.get("folder") else None,
+                    ingested_at=_when(at) if at else None,
+                )
+            )
+        return out
 
     def put_text(self, text: str) -> str:
         """Long text (a reply too long for a table property) under its SHA-256."""
@@ -103,6 +174,13 @@ def _disposition(filename: str | None) -> str:
     if name == ascii_name:
         return f'attachment; filename="{name}"'
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def _when(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 def _read(downloader: StorageStreamDownloader[bytes]) -> bytes:

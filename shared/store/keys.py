@@ -145,8 +145,9 @@ def record_audit_day(at: datetime) -> str:
 # A message's partition in the Messages table (PartitionKey: the message key) holds, besides
 # "msg" (where it is filed), "also-..." (further records), its drop/reject/hold rows and its
 # sightings ("s-..."):
-# - "i-..." one row per copy ingested (mailbox and source id), written before the copy is
-#   queued: the Message-ID is known to be on its way, so mail that refers to it can wait for it;
+# - "i-..." one row per copy ingested (mailbox and source id), written by builds before this
+#   one before the copy was queued, so mail that refers to it could wait for it (ingest now
+#   stores the raw mail under the message key instead: store/blobs.py; these rows still count);
 # - "claim": the one copy that files the message, inserted by the map stage (an insert only
 #   one worker can win); every other copy becomes a sighting.
 INGESTED_ROWS = "i-"

@@ -1,7 +1,8 @@
 """Table Messages: a message's partition (PartitionKey: the message key) holds its story. Its
 RowKeys (store/keys.py): "msg" where it is filed (the message index) and "also-<type>" for
 further records, its drop/reject/hold rows (one per copy: put_own_row), "claim" (the copy that
-files it), "i-..." (copies ingested, written by the ingest service) and "s-..." (sightings)."""
+files it), "s-..." (sightings) and, from builds before, "i-..." (copies ingested: ingest now
+stores the raw mail under the message key instead, store/blobs.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from .keys import (
     SIGHTING_ROWS,
     copy_row,
     filed_row,
-    ingested_row,
     sighting_row,
     timeline_row,
 )
@@ -65,9 +65,12 @@ def record_of(row: Mapping[str, Any]) -> RecordRef:
 def state(
     stores: Stores, message_key: str, names: dict[RecordRef, str] | None = None
 ) -> tuple[RecordRef | None, bool]:
-    """One request: the record the message is filed on (or None), and whether a copy of it is
-    ingested but neither filed nor recorded as not filed yet (on its way). `names` gets the
-    record's display id where the index row carries it (rows of an older build do not)."""
+    """The record the message is filed on (or None), and whether a copy of it is ingested but
+    neither filed nor recorded as not filed yet (on its way). One request when the message is
+    settled; else a second asks Blob Storage whether a copy was ingested (store/blobs.py:
+    ingest stores raw mail under its message key; builds before wrote an "i-" row here, still
+    read). `names` gets the record's display id where the index row carries it (rows of an
+    older build do not)."""
     record, ingested, settled = None, False, False
     for row in rows(stores, message_key, ["RowKey", "RecordType", "RecordKey", "DisplayId"]):
         key = str(row["RowKey"])
@@ -79,32 +82,9 @@ def state(
             settled = True
         elif key.startswith(INGESTED_ROWS):
             ingested = True
-    return record, ingested and not settled
-
-
-def note_ingested(
-    stores: Stores,
-    message_key: str,
-    mailbox: str,
-    source_id: str,
-    *,
-    folder: str | None,
-    blob: str,
-    now: datetime,
-) -> None:
-    """A copy of the message (mailbox and source id) is ingested and on its way to the map
-    stage: mail that refers to it waits for it (`state`)."""
-    stores.table(MESSAGES).upsert(
-        {
-            "PartitionKey": message_key,
-            "RowKey": ingested_row(mailbox, source_id),
-            "Mailbox": mailbox,
-            "SourceId": source_id[:1000],
-            "Folder": folder,
-            "Blob": blob,
-            "IngestedAt": now,
-        }
-    )
+    if settled:
+        return record, False
+    return record, ingested or bool(stores.blobs.ingested(message_key))
 
 
 def claim(
