@@ -115,7 +115,7 @@ class SenderSlots:
     def claim(self, message_key: str) -> bool:
         """Take a free slot for the message (or find the one it holds); False if none is free."""
         mine = short_hash(message_key)
-        start = int(mine[:8], 16) % self.per_sender  # concurrent claimers start apart
+        start = self.natural_slot()
         for attempt in range(MAX_CLAIM_ATTEMPTS):
             if attempt:
                 self.read()
@@ -130,6 +130,16 @@ class SenderSlots:
             if self._take(free, mine):
                 return True
         raise RuntimeError(f"rate limit slots of {self.partition}: too much contention, will retry")
+
+    def natural_slot(self) -> int:
+        """Where the mail's claim starts: its arrival's place in the window, cut into
+        `per_sender` equal parts. Mails spread over time then take slots in time order, and a
+        slot recurs a window later, when it is free again: a sender under the limit is never
+        held, in whatever order its mail is claimed (a first sync maps old mail shuffled).
+        Starting anywhere else (a hash) could leave a mail's neighbours within the window on
+        every slot though they are fewer than `per_sender` in any window."""
+        offset = (max(self.at, EARLIEST) - EARLIEST) % self.window
+        return min(self.per_sender - 1, int(offset / self.window * self.per_sender))
 
     def _take(self, index: int, mine: str) -> bool:
         operations: list[tuple[dict[str, Any], str | None]] = []

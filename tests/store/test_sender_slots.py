@@ -3,6 +3,7 @@ concurrent claimers that never share the last slot."""
 
 from __future__ import annotations
 
+import random
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -92,6 +93,22 @@ def test_a_mail_holding_a_slot_finds_it_again(stores: Stores) -> None:
     assert slots(stores, NOW).claim("third")
     assert not slots(stores, NOW).claim("fourth")
     assert len(holders(stores)) == 3
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_sender_under_the_limit_is_never_held_whatever_the_order(
+    stores: Stores, seed: int
+) -> None:
+    """Mail every 10 minutes is 6 in any hour, well under 10: every one is admitted, in
+    whatever order the workers claim (a first sync maps old mail shuffled). Slots chosen
+    without regard to time could leave a mail's 10 neighbours within the hour on 10 different
+    slots, and hold it."""
+    times = [NOW - timedelta(days=2) + timedelta(minutes=10 * n) for n in range(150)]
+    order = list(range(len(times)))
+    random.Random(seed).shuffle(order)
+    held = [n for n in order if not slots(stores, times[n], per_sender=10).claim(f"mail-{n}")]
+    assert held == []
+    assert holders(stores) == times
 
 
 def test_buckets_do_not_let_a_window_hold_more(stores: Stores) -> None:
