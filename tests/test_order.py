@@ -509,6 +509,10 @@ def test_two_workers_racing_on_copies_of_one_mail_file_it_once(
         filed = stores.table(MESSAGES).get(key, "msg")
         assert claim is not None and filed is not None
         assert (filed["Mailbox"], filed["SourceId"]) == (claim["Mailbox"], claim["SourceId"])
+        assert (filed["RecordType"], filed["RecordKey"]) == (
+            claim["RecordType"],
+            claim["RecordKey"],
+        )
         rows = [r["RowKey"] for r in stores.table(MESSAGES).partition(key)]
         assert sum(1 for r in rows if r.startswith("s-")) == 2  # both copies sighted
     assert len(records(stores)) == rounds
@@ -522,8 +526,11 @@ def test_the_winners_redelivery_files_again_and_a_late_copy_is_a_sighting(
     ingest(stores, "support", "s-1", raw)
     body = take(stores, INBOUND)[0].body
     first = map_queued(stores, config, body, now=NOW, wait=FAST)
-    # Redelivered before its plan was filed (the worker died after queueing it): same plans.
-    assert map_queued(stores, config, body, now=NOW, wait=FAST) == first
+    assert [p.claimed for p in first] == [True]  # it won the claim, naming its record
+    # Redelivered before its plan was filed (the worker died after queueing it): same plans,
+    # whose filing writes the claim with the index (this delivery did not win its insert).
+    again = map_queued(stores, config, body, now=NOW, wait=FAST)
+    assert again == [p.model_copy(update={"claimed": False}) for p in first]
     ingest(stores, "billing", "b-1", raw)
     late = map_source(stores, config, "b-1")
     assert [p.action for p in late] == ["sighting"]

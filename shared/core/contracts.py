@@ -227,6 +227,10 @@ class FilingPlan(_Contract):
     # message never changes once claimed), when the map stage knew it: the file stage then
     # records it without reading the index. None: the file stage reads the index.
     filed_copy: bool | None = None
+    # The map stage inserted the message's claim for this copy and record (it won the insert):
+    # the message index's transaction need not write the claim again. False (a claim taken
+    # by a delivery before, a plan of an older build, mail filed by hand): it writes it.
+    claimed: bool = False
 
 
 class OutboundAttachment(_Contract):

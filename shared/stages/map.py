@@ -419,7 +419,7 @@ def _claimed(
         stores, message.key, message.mailbox, message.source_id, first.record, now
     )
     if won:
-        return plans
+        return [first.model_copy(update={"claimed": True}), *plans[1:]]
     filed = _filed_at(own)  # read with the claim, in the same request
     if filed is not None:
         return _other_copy(filed, refiled(filed))

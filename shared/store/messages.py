@@ -161,9 +161,10 @@ def note_filed(
     assert plan.record is not None and plan.entry is not None
     # The index row's claim, in the same transaction: the map stage takes a won claim insert
     # as "not filed" (see `claim`), also for mail filed by hand or sent by us, which the map
-    # stage never claimed. The map stage's own claim names this copy and record already.
+    # stage never claimed. A claim the map stage won for this plan names this copy and record
+    # already (`plan.claimed`): not written again.
     claim_row: list[Entity] = []
-    if plan.primary:
+    if plan.primary and not plan.claimed:
         claim_row.append(
             {
                 "PartitionKey": plan.message_key,
