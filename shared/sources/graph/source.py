@@ -6,9 +6,11 @@ call for one mailbox holds one of four slots shared by all workers (Graph's per-
 Delta links are the poll's cursor, one per folder: the poll stage stores them (store/cursors.py)
 once what they listed is safely queued.
 
-Mailbox actions cost one PATCH (mark read and categories together) and one move per mail. Move
-targets are resolved once per process and mailbox (a folder another worker created at the same
-moment is taken as it is: Graph's 409 `ErrorFolderExists`), and forgotten when Graph says 404.
+Mailbox actions cost one PATCH (mark read and categories together, held by `If-Match` to the
+version whose categories it extends, so the user's changes since are never undone) and one move
+per mail. Move targets are resolved once per process and mailbox (a folder another worker
+created at the same moment is taken as it is: Graph's 409 `ErrorFolderExists`), and forgotten
+when Graph says 404.
 A row per message in `GraphState` remembers the version we last saw and the changeKeys our own
 PATCH and move produced, so the `updated` notifications our own changes cause are recognised
 without asking Graph again (`own_change`). Those rows and the move targets' are kept through
@@ -434,9 +436,10 @@ class GraphSource:
         """Mark read and categorise (one PATCH), move, delete. Without Mail.ReadWrite Graph
         answers 403: the result says so and filing stands (read-only permissions still file
         mail). Throttling raises `GraphThrottled` (a `SourceBusy` with Graph's Retry-After), a
-        connection failure or a 5xx `GraphUnavailable` (a `SourceUnavailable`): the caller
-        retries the whole list, which is safe (the PATCH sets values, a move to the folder the
-        mail is in changes nothing)."""
+        connection failure or a 5xx `GraphUnavailable`, a message that kept changing under our
+        PATCH `GraphConflict` (both `SourceUnavailable`): the caller retries the whole list,
+        which is safe (the PATCH sets values, a move to the folder the mail is in changes
+        nothing)."""
         for action in actions:
             if action.action not in (*PROPERTY_ACTIONS, "move", "delete"):
                 raise ValueError(f"unknown mailbox action {action.action}")
