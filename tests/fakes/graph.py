@@ -25,12 +25,12 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self
 
 from tests.fakes.graph_auth import DEVICE_CODE, TokenService
 from tests.fakes.graph_faults import ConcurrencyTracker, Faults, RequestRecord
-from tests.fakes.graph_model import JSON, ROOT, GraphError, event_json, message_json
+from tests.fakes.graph_model import JSON, ROOT, GraphError, Mailbox, event_json, message_json
 from tests.fakes.graph_notify import (
     GRAPH_TIMEOUT,
     VALIDATION_TIMEOUT,
@@ -77,6 +77,8 @@ class FakeGraph(Serving):
         self.tracker = ConcurrencyTracker()
         self.concurrency_limit = concurrency_limit
         self.sent_mail: list[tuple[str, bytes]] = []  # (mailbox, MIME) posted to sendMail
+        # (mailbox id, message id) -> (edit of its categories, PATCHes it still precedes)
+        self._user_edits: dict[tuple[str, str], tuple[Callable[[list[str]], list[str]], int]] = {}
         self.imap_grants: dict[str, str] = {}
         self.concurrency_retry_after = 1
         self.validation_timeout = VALIDATION_TIMEOUT
@@ -278,6 +280,31 @@ class FakeGraph(Serving):
             importance=importance,
             subject=subject,
         )
+
+    def edit_before_patch(
+        self,
+        user: str,
+        message_id: str,
+        edit: Callable[[list[str]], list[str]],
+        *,
+        times: int = 1,
+    ) -> None:
+        """As the user (or a rule, or another app): the next ``times`` PATCHes of the message
+        find it just changed, its categories made ``edit(categories)`` (a new changeKey),
+        after the caller read it and before the PATCH applies: the race made certain."""
+        box = self.store.mailbox(user)
+        with self._lock:
+            self._user_edits[(box.id, message_id)] = (edit, times)
+
+    def run_user_edits(self, box: Mailbox, message_id: str) -> None:
+        """Called by a message PATCH (under the store lock) before it is checked and applied."""
+        with self._lock:
+            edit, times = self._user_edits.get((box.id, message_id), (None, 0))
+            if edit is None or times <= 0:
+                return
+            self._user_edits[(box.id, message_id)] = (edit, times - 1)
+            categories = list(self.store.message(box, message_id).categories)
+            self.store.update_message(box, message_id, categories=edit(categories))
 
     def delete_message(self, user: str, message_id: str, *, permanent: bool = False) -> None:
         """As DELETE: to Deleted Items first; from there (or ``permanent``) gone for good."""

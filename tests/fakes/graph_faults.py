@@ -186,6 +186,7 @@ class RequestRecord:
     prefer: str | None
     started: float
     elapsed: float
+    if_match: str | None = None  # the request's If-Match header, as sent
 
 
 @dataclass

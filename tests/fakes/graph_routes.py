@@ -203,6 +203,7 @@ class GraphApi:
                 headers.get("prefer"),
                 started,
                 time.perf_counter() - clock,
+                headers.get("if-match"),
             )
         )
         return reply
@@ -363,6 +364,8 @@ class GraphApi:
             store.delete_message(box, msg.id)
             return Reply(204)
         if call.method == "PATCH":
+            self.fake.run_user_edits(box, msg.id)
+            check_if_match(call.headers.get("if-match"), msg.etag)
             msg = self.patch_message(call, msg)
             return json_reply(200, self.message_entity(call, msg, None))
         select = parse_select(call.query.get("$select"))
@@ -774,6 +777,24 @@ class GraphApi:
 
 
 # --- helpers --------------------------------------------------------------------------------------
+
+
+def check_if_match(if_match: str | None, etag: str) -> None:
+    """A conditional update of an Outlook item: `If-Match` is `*` or a list of the item's
+    `@odata.etag`s (W/"<changeKey>"), compared by their changeKey as Exchange compares change
+    keys (a tag sent with or without W/ passes). A stale one is refused as Graph refuses it."""
+    if if_match is None or if_match.strip() == "*":
+        return
+    current = etag.removeprefix("W/").strip('"')
+    tags = [t.strip().removeprefix("W/").strip('"') for t in if_match.split(",")]
+    if current not in tags:
+        raise GraphError(412, "ErrorIrresolvableConflict", IRRESOLVABLE_CONFLICT)
+
+
+IRRESOLVABLE_CONFLICT = (
+    "The send or update operation could not be performed because the change key passed in the "
+    "request does not match the current change key for the item."
+)
 
 
 def int_param(value: str | None, default: int) -> int:

@@ -70,6 +70,11 @@ class GraphThrottled(GraphError, SourceBusy):
         GraphError.__init__(self, status, "throttled", f"retry after {retry_after:.0f} s", where)
 
 
+class GraphConflict(GraphError, SourceUnavailable):
+    """The message kept changing under our conditional PATCH (412 each time): a transient,
+    retried later like any other, never written over what someone else just did."""
+
+
 class GraphUnavailable(GraphError, SourceUnavailable):
     """A transient failure without a server-named pause: the connection failed or timed out
     (status 0), or a 5xx without Retry-After outlasted the in-process retries. The work is

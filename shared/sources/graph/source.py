@@ -6,9 +6,11 @@ call for one mailbox holds one of four slots shared by all workers (Graph's per-
 Delta links are the poll's cursor, one per folder: the poll stage stores them (store/cursors.py)
 once what they listed is safely queued.
 
-Mailbox actions cost one PATCH (mark read and categories together) and one move per mail. Move
-targets are resolved once per process and mailbox (a folder another worker created at the same
-moment is taken as it is: Graph's 409 `ErrorFolderExists`), and forgotten when Graph says 404.
+Mailbox actions cost one PATCH (mark read and categories together, held by `If-Match` to the
+version whose categories it extends, so the user's changes since are never undone) and one move
+per mail. Move targets are resolved once per process and mailbox (a folder another worker
+created at the same moment is taken as it is: Graph's 409 `ErrorFolderExists`), and forgotten
+when Graph says 404.
 A row per message in `GraphState` remembers the version we last saw and the changeKeys our own
 PATCH and move produced, so the `updated` notifications our own changes cause are recognised
 without asking Graph again (`own_change`). Those rows and the move targets' are kept through
@@ -33,7 +35,7 @@ from ...store.cursors import Cursor
 from ...store.graph_notes import GraphNotes
 from ...store.stores import Stores
 from ..base import ActionResult, NotSupported, Sighting, SourceMessage
-from .client import GraphClient, GraphError, GraphNotFound
+from .client import GraphClient, GraphConflict, GraphError, GraphNotFound
 
 log = logging.getLogger(__name__)
 MAILBOX_SLOTS = 4  # Graph: at most 4 concurrent requests per mailbox and app
@@ -55,6 +57,7 @@ DELTA_PAGE = 100
 PROPERTY_ACTIONS = ("mark_read", "categorize")  # one PATCH carries them all
 OWN_KEYS = 16  # changeKeys of our own writes remembered per message (a few per filing)
 MAX_KEY = 512  # a changeKey longer than this is not Graph's: not kept
+PATCH_ATTEMPTS = 4  # PATCHes of one mail that may meet a 412 before the list is retried later
 
 
 @dataclass(frozen=True)
@@ -93,16 +96,17 @@ class MessageState:
 
 def change_key(value: Any) -> str | None:
     """The changeKey in a message's `changeKey` or an `@odata.etag` (`W/"<changeKey>"`), the
-    form a notification's resourceData carries; None for anything else."""
+    form a notification's resourceData carries; None for anything else. Graph's are base64:
+    printable ASCII without quotes is asked for, as the key goes back out in `If-Match`."""
     if not isinstance(value, str):
         return None
     text = value.strip()
     if text.startswith("W/"):
         text = text[2:]
     text = text.strip('"')
-    if not text or len(text) > MAX_KEY or any(ord(c) < 32 for c in text):
+    if not text or len(text) > MAX_KEY or not (text.isascii() and text.isprintable()):
         return None
-    return text
+    return None if '"' in text else text
 
 
 def own_change(
@@ -432,9 +436,10 @@ class GraphSource:
         """Mark read and categorise (one PATCH), move, delete. Without Mail.ReadWrite Graph
         answers 403: the result says so and filing stands (read-only permissions still file
         mail). Throttling raises `GraphThrottled` (a `SourceBusy` with Graph's Retry-After), a
-        connection failure or a 5xx `GraphUnavailable` (a `SourceUnavailable`): the caller
-        retries the whole list, which is safe (the PATCH sets values, a move to the folder the
-        mail is in changes nothing)."""
+        connection failure or a 5xx `GraphUnavailable`, a message that kept changing under our
+        PATCH `GraphConflict` (both `SourceUnavailable`): the caller retries the whole list,
+        which is safe (the PATCH sets values, a move to the folder the mail is in changes
+        nothing)."""
         for action in actions:
             if action.action not in (*PROPERTY_ACTIONS, "move", "delete"):
                 raise ValueError(f"unknown mailbox action {action.action}")
@@ -486,51 +491,89 @@ class GraphSource:
         own: list[str],
     ) -> tuple[dict[int, str], dict[str, Any] | None]:
         """One PATCH for every property action. Categories are added to those of the version
-        we last read (kept in our row; a GET only when we never read it), so others stay."""
-        body: dict[str, Any] = {}
-        details: dict[int, str] = {}
-        wanted = [a.category for _, a in props if a.action == "categorize" and a.category]
-        if any(a.action == "mark_read" for _, a in props):
-            body["isRead"] = True
+        we last read (kept in our row; a GET only when we never read it), and the PATCH holds
+        only if the message is still that version (`If-Match`), so a category the user added
+        or removed since is never undone by our write of the whole list.
+
+        Graph's message-update page lists no If-Match, but Outlook items carry `@odata.etag`
+        (W/"<changeKey>") and an update whose change key is not the item's current one fails
+        with 412 `ErrorIrresolvableConflict` ("...the change key passed in the request does not
+        match the current change key for the item."). The same 412 also comes, now and then,
+        for a PATCH that sent no condition (msgraph-sdk-dotnet#1201, davmail#491). Either way:
+        read the message's categories and etag again, merge ours in, PATCH again; after
+        PATCH_ATTEMPTS conflicts `GraphConflict` hands the whole list back to be retried later.
+        """
+        named = (a.category for _, a in props if a.action == "categorize")
+        wanted = list(dict.fromkeys(c for c in named if c))
+        mark_read = any(a.action == "mark_read" for _, a in props)
+        version: tuple[list[str], str | None] | None = None
         if wanted:
-            current = self._known_categories(source_id, path)
-            missing = [c for c in dict.fromkeys(wanted) if c not in current]
+            version = self._known_version(source_id)
+        for attempt in range(1, PATCH_ATTEMPTS + 1):
+            if wanted and version is None:
+                version = self._current_version(path)
+            current = version[0] if version else []
+            missing = [c for c in wanted if c not in current]
+            details = _patch_details(props, missing)
+            body: dict[str, Any] = {"isRead": True} if mark_read else {}
+            headers: dict[str, str] = {}
             if missing:
                 body["categories"] = [*current, *missing]
-            for i, a in props:
-                if a.action == "categorize":
-                    already = a.category not in missing
-                    details[i] = (
-                        f"already in category {a.category}"
-                        if already
-                        else f"category {a.category} added"
-                    )
-        for i, a in props:
-            if a.action == "mark_read":
-                details[i] = "marked read"
-            elif a.action == "categorize" and not a.category:
-                details[i] = "no category named"
-        if not body:
-            return details, None
-        with self.slots.hold():
-            answer = _entity(self.client.request("PATCH", path, json=body))
-        key = change_key(answer.get("changeKey") or answer.get("@odata.etag"))
-        if key:
-            own.append(key)
-        return details, answer or None
-
-    def _known_categories(self, source_id: str, path: str) -> list[str]:
-        row = self.notes.message(source_id)
-        if row is not None and isinstance(row.get("Categories"), str):
+                if version and version[1]:
+                    headers["If-Match"] = f'W/"{version[1]}"'
+            if not body:
+                return details, None
             try:
-                known = json.loads(row["Categories"])
-            except ValueError:
-                known = None
-            if isinstance(known, list) and all(isinstance(c, str) for c in known):
-                return known
+                with self.slots.hold():
+                    response = self.client.request("PATCH", path, json=body, headers=headers)
+            except GraphError as exc:
+                if exc.status != 412:
+                    raise
+                log.info(
+                    "graph: mailbox=%s PATCH conflict %d/%d (%s): reading the message again",
+                    self.mailbox.name,
+                    attempt,
+                    PATCH_ATTEMPTS,
+                    exc.code,
+                )
+                version = None
+                continue
+            answer = _entity(response)
+            key = change_key(answer.get("changeKey") or answer.get("@odata.etag"))
+            if key:
+                own.append(key)
+            return details, answer or None
+        raise GraphConflict(
+            412,
+            "ErrorIrresolvableConflict",
+            f"the message changed under each of {PATCH_ATTEMPTS} PATCHes; retried later",
+            f"PATCH /{path}",
+        )
+
+    def _known_version(self, source_id: str) -> tuple[list[str], str] | None:
+        """The categories and changeKey of the version our row notes, if it notes both."""
+        row = self.notes.message(source_id)
+        if row is None or not isinstance(row.get("Categories"), str):
+            return None
+        key = change_key(row.get("Seen"))
+        try:
+            known = json.loads(row["Categories"])
+        except ValueError:
+            return None
+        if key is None or not isinstance(known, list):
+            return None
+        if not all(isinstance(c, str) for c in known):
+            return None
+        return known, key
+
+    def _current_version(self, path: str) -> tuple[list[str], str | None]:
+        """The message's categories now, and the changeKey of that version (its etag)."""
         with self.slots.hold():
-            current = self.client.get(path, {"$select": "categories"}).get("categories") or []
-        return [str(c) for c in current]
+            data = self.client.get(path, {"$select": "categories,changeKey"})
+        key = change_key(data.get("changeKey") or data.get("@odata.etag"))
+        if key is None:  # no version to hold the PATCH to: it goes unconditional, as before
+            log.warning("graph: mailbox=%s message without a usable etag", self.mailbox.name)
+        return [str(c) for c in data.get("categories") or []], key
 
     def _move_or_delete(
         self, path: str, action: MailboxAction, own: list[str]
@@ -561,6 +604,20 @@ class GraphSource:
         if key:
             own.append(key)
         return f"moved to {folder}", answer or None
+
+
+def _patch_details(props: list[tuple[int, MailboxAction]], missing: list[str]) -> dict[int, str]:
+    details: dict[int, str] = {}
+    for i, a in props:
+        if a.action == "mark_read":
+            details[i] = "marked read"
+        elif not a.category:
+            details[i] = "no category named"
+        elif a.category in missing:
+            details[i] = f"category {a.category} added"
+        else:
+            details[i] = f"already in category {a.category}"
+    return details
 
 
 def _entity(response: Any) -> dict[str, Any]:
