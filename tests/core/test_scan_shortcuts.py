@@ -5,6 +5,7 @@ built from the lines that steer the scan: quotes, attributions, markers, prose, 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -39,6 +40,9 @@ STEERING = [
     "--",
     "-- ",
     "—",
+    "–",
+    "-- Forwarded message",
+    "From : Anna",
     "-----Original Message-----",
     "From: Anna <anna@example.org>",
     "Von: Бернд",
@@ -88,8 +92,66 @@ def test_the_shortcut_keeps_what_the_full_scan_keeps(lines: list[str]) -> None:
     assert module._scan(lines) == module._scan(lines, shortcut=False)
 
 
+MARKER_WORDS = [
+    word
+    for words in (
+        module._FROM_WORDS,
+        module._FORWARD_WORDS,
+        module._DEVICE_WORDS,
+        module._SEPARATOR_WORDS,
+        "|".join(module._END_VERBS),
+    )
+    for word in words.split("|")
+]
+# Lines around the markers' words as mail writes them: indented, bold, dashed, in any case,
+# with a colon, a verb's tail or prose after them.
+HEADS = ["", " ", "\t", "\u3000", "** ", "_", "—", "–", "-- ", "---- ", "> ", "Ok "]
+CASES: list[Callable[[str], str]] = [str, str.upper, str.swapcase]
+TAILS = ["", ":", " : Anna", "**: x", "：", " -", ": ", " x", " my phone", ".", " ---", "  "]
+MARKER_LINES = st.builds(
+    lambda head, word, case, tail: head + case(word) + tail,
+    st.sampled_from(HEADS),
+    st.sampled_from(MARKER_WORDS),
+    st.sampled_from(CASES),
+    st.sampled_from(TAILS),
+)
+
+
+def _steers(lines: list[str]) -> bool:
+    """Whether the scan's own per-line tests see a line that steers it (the full work)."""
+    return (
+        any(module._quotes(lines))
+        or any(module._ends("\n".join(lines)))
+        or any(map(module._ANY_MARKER.match, lines))
+    )
+
+
+def test_every_marker_line_alone_is_seen_by_the_prefilter() -> None:
+    for head in HEADS:
+        for word in MARKER_WORDS:
+            for case in CASES:
+                for tail in TAILS:
+                    line = head + case(word) + tail
+                    # Twice: a run of two alternative quote marks is a quote.
+                    assert module._may_steer(line) or not _steers([line, line]), repr(line)
+    for line in STEERING:
+        assert module._may_steer(line) or not _steers([line, line]), repr(line)
+
+
+@settings(FUZZ)
+@given(st.lists(st.one_of(MARKER_LINES, st.sampled_from(STEERING), st.text(max_size=60))))
+def test_text_the_prefilter_passes_has_no_line_that_steers_the_scan(lines: list[str]) -> None:
+    # As given (trailing white space, carriage returns) and as the scan gets it (normalised).
+    for text in ("\n".join(lines), "\n".join(module._normalise("\n".join(lines)))):
+        split = text.split("\n")
+        if not module._may_steer(text):
+            assert not _steers(split)
+            assert module._scan(split) == module._scan(split, shortcut=False)
+
+
 def test_plain_prose_takes_the_shortcut_and_quoted_mail_does_not() -> None:
     prose = module._normalise("Hello,\n\nthe invoice is attached.\n\nAnna\n")
+    assert not module._may_steer("\n".join(prose))
     assert module._scan(prose) == (["Hello,", "", "the invoice is attached.", "", "Anna"], True)
     quoted = module._normalise("Fine.\n\nOn Tue, Anna <a@example.org> wrote:\n> the plan\n")
     assert module._scan(quoted) == (["Fine."], True)
