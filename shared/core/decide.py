@@ -37,10 +37,11 @@ domain (`authres.py`). A flagged sender has no standing and gets no notice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from . import authres
 from .classify import Classification, OwnMail, classify
@@ -123,6 +124,31 @@ class Known:
     bounce_original: RecordRef | None = None
 
 
+_T = TypeVar("_T")
+
+
+def _per_config(derive: Callable[[Config], _T]) -> Callable[[Config], _T]:
+    """`derive` computed once per configuration object: a Config is frozen, so what is derived
+    from it cannot change, and a decision asked for it again for every mail (explain and a
+    bundle decide many under one). The memo holds the configs it answers for, so an id in it
+    is never reused; a few are kept (tests make many)."""
+    memo: dict[int, tuple[Config, _T]] = {}
+
+    @functools.wraps(derive)
+    def derived(config: Config) -> _T:
+        hit = memo.get(id(config))
+        if hit is not None and hit[0] is config:
+            return hit[1]
+        value = derive(config)
+        if len(memo) >= 8:
+            memo.clear()
+        memo[id(config)] = (config, value)
+        return value
+
+    return derived
+
+
+@_per_config
 def own_mail(config: Config) -> OwnMail:
     return OwnMail(
         addresses=own_addresses(config),
@@ -130,8 +156,13 @@ def own_mail(config: Config) -> OwnMail:
     )
 
 
+@_per_config
+def _prefixes(config: Config) -> tuple[str, ...]:
+    return tuple(t.prefix for t in config.record_types)
+
+
 def lookups(message: MailMessage, config: Config, classification: Classification) -> Lookups:
-    prefixes = [t.prefix for t in config.record_types]
+    prefixes = _prefixes(config)
     original = classification.dsn.original_message_id if classification.dsn else None
     return Lookups(
         thread_ids=known_order(message),
@@ -154,10 +185,12 @@ def record_key(record_type: str, root_id_key: str) -> str:
 def _snippet(text: str) -> str:
     """The text's first SNIPPET_CHARS with runs of whitespace as one space. The head of the
     text is enough when it gives that many (a prefix of the text folds to a prefix of the
-    whole's fold), so a long mail is not split whole."""
-    head = " ".join(text[: SNIPPET_CHARS * 2].split())
-    if len(head) >= SNIPPET_CHARS or len(text) <= SNIPPET_CHARS * 2:
-        return head[:SNIPPET_CHARS]
+    whole's fold), so a long mail is not split whole; a little over SNIPPET_CHARS is tried
+    first (splitting is most of the cost: a word a string), then twice that, then all."""
+    for size in (SNIPPET_CHARS + SNIPPET_CHARS // 8, SNIPPET_CHARS * 2):
+        head = " ".join(text[:size].split())
+        if len(head) >= SNIPPET_CHARS or len(text) <= size:
+            return head[:SNIPPET_CHARS]
     return " ".join(text.split())[:SNIPPET_CHARS]
 
 
@@ -185,18 +218,24 @@ def timeline_entry(
 
 
 def _mailbox_actions(config: Config, mailbox_name: str) -> tuple[MailboxAction, ...]:
-    mailbox = config.mailbox(mailbox_name)
-    if mailbox is None:
-        return ()
-    after = mailbox.after_filing
-    actions: list[MailboxAction] = []
-    if after.mark_read:
-        actions.append(MailboxAction(action="mark_read"))
-    if after.category:
-        actions.append(MailboxAction(action="categorize", category=after.category))
-    if after.move_to:
-        actions.append(MailboxAction(action="move", folder=after.move_to))
-    return tuple(actions)
+    return _after_filing(config).get(mailbox_name, ())
+
+
+@_per_config
+def _after_filing(config: Config) -> dict[str, tuple[MailboxAction, ...]]:
+    """Each mailbox's after-filing actions (frozen models: every plan may share them)."""
+    by_name: dict[str, tuple[MailboxAction, ...]] = {}
+    for mailbox in config.mailboxes:
+        after = mailbox.after_filing
+        actions: list[MailboxAction] = []
+        if after.mark_read:
+            actions.append(MailboxAction(action="mark_read"))
+        if after.category:
+            actions.append(MailboxAction(action="categorize", category=after.category))
+        if after.move_to:
+            actions.append(MailboxAction(action="move", folder=after.move_to))
+        by_name.setdefault(mailbox.name, tuple(actions))  # the first, as config.mailbox finds
+    return by_name
 
 
 @dataclass(frozen=True)
