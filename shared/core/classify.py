@@ -217,6 +217,8 @@ _ESP_HEADER = re.compile(
     r"|x-ibm-.*campaign.*|x-listmember|x-bulkmail|x-mass-mail)$",
     re.I,
 )
+# The letters `_ESP_HEADER` can start with (case-insensitively no other character matches x or f).
+_ESP_FIRST = frozenset("xXfF")
 _NO_REPLY = re.compile(
     r"^(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|dont[-_.]?reply|noreply[-_.+].*|no[-_.]reply[-_.+].*"
     r"|.*[-_.+]no[-_.]?reply)$",
@@ -229,11 +231,27 @@ _NO_REPLY = re.compile(
 
 def classify(message: MailMessage, own: OwnMail = OwnMail()) -> Classification:
     """The kind of `message`, the reasons for it, and for bounces the delivery status."""
+    shape = _shape(message)
     for rule in (_own_loop, _bounce, _feedback, _auto_reply, _bulk):
-        found = rule(message, own)
+        found = rule(message, own, shape)
         if found is not None:
             return found
     return Classification("human", ())
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """The top-level media type (lower-case), its report-type parameter and the media types of
+    the parts: three rules read them, each computed once."""
+
+    media: str
+    report_type: str | None
+    parts: frozenset[str]
+
+
+def _shape(message: MailMessage) -> _Shape:
+    media, report_type = _content_type(message)
+    return _Shape(media, report_type, frozenset(_part_types(message)))
 
 
 def _reason(text: str) -> str:
@@ -281,7 +299,7 @@ def _daemon_sender(message: MailMessage) -> str | None:
 # --- 1. own loop -------------------------------------------------------------------------------
 
 
-def _own_loop(message: MailMessage, own: OwnMail) -> Classification | None:
+def _own_loop(message: MailMessage, own: OwnMail, _shape: _Shape) -> Classification | None:
     reasons: list[str] = []
     if own.loop_header and message.header(own.loop_header) is not None:
         reasons.append(f"{own.loop_header} present")
@@ -303,16 +321,15 @@ def _own_loop(message: MailMessage, own: OwnMail) -> Classification | None:
 # --- 2. bounce ---------------------------------------------------------------------------------
 
 
-def _bounce(message: MailMessage, _own: OwnMail) -> Classification | None:
-    reasons = _bounce_reasons(message)
+def _bounce(message: MailMessage, _own: OwnMail, shape: _Shape) -> Classification | None:
+    reasons = _bounce_reasons(message, shape)
     if not reasons:
         return None
     return Classification("bounce", tuple(reasons), extract_dsn(message))
 
 
-def _bounce_reasons(message: MailMessage) -> list[str]:
-    media, report_type = _content_type(message)
-    parts = _part_types(message)
+def _bounce_reasons(message: MailMessage, shape: _Shape) -> list[str]:
+    media, report_type, parts = shape.media, shape.report_type, shape.parts
     if report_type in {"feedback-report", "disposition-notification"}:
         return []
     if "message/feedback-report" in parts or "message/disposition-notification" in parts:
@@ -367,12 +384,11 @@ def _bounce_body_phrase(message: MailMessage) -> str | None:
 # --- 3. feedback -------------------------------------------------------------------------------
 
 
-def _feedback(message: MailMessage, _own: OwnMail) -> Classification | None:
+def _feedback(message: MailMessage, _own: OwnMail, shape: _Shape) -> Classification | None:
     reasons: list[str] = []
-    _media, report_type = _content_type(message)
-    if report_type == "feedback-report":
+    if shape.report_type == "feedback-report":
         reasons.append("Content-Type: multipart/report; report-type=feedback-report")
-    if "message/feedback-report" in _part_types(message):
+    if "message/feedback-report" in shape.parts:
         reasons.append("message/feedback-report part")
     feedback_type = message.header("Feedback-Type")
     if feedback_type is not None:
@@ -381,7 +397,7 @@ def _feedback(message: MailMessage, _own: OwnMail) -> Classification | None:
         reasons.append("abuse report header")
     if (message.header("X-Apple-Unsubscribe") or "").strip().lower() == "true":
         reasons.append("X-Apple-Unsubscribe: true (unsubscribe request)")
-    if "message/rfc822" in _part_types(message) and b"X-HmXmrOriginalRecipient:" in message.raw:
+    if "message/rfc822" in shape.parts and b"X-HmXmrOriginalRecipient:" in message.raw:
         reasons.append("Hotmail complaint (X-HmXmrOriginalRecipient)")
     return Classification("feedback", tuple(reasons)) if reasons else None
 
@@ -393,7 +409,7 @@ def _has_list_headers(message: MailMessage) -> bool:
     return any(message.header(name) is not None for name in _LIST_HEADERS)
 
 
-def _auto_reply(message: MailMessage, _own: OwnMail) -> Classification | None:
+def _auto_reply(message: MailMessage, _own: OwnMail, shape: _Shape) -> Classification | None:
     reasons: list[str] = []
     auto_submitted = message.header("Auto-Submitted")
     if auto_submitted is not None:
@@ -414,9 +430,9 @@ def _auto_reply(message: MailMessage, _own: OwnMail) -> Classification | None:
             reasons.append(f"{name} present")
     if (message.header("X-Apple-Action") or "").strip().upper() == "VACATION":
         reasons.append("X-Apple-Action: VACATION")
-    _media, report_type = _content_type(message)
-    if report_type == "disposition-notification" or "message/disposition-notification" in (
-        _part_types(message)
+    if (
+        shape.report_type == "disposition-notification"
+        or "message/disposition-notification" in shape.parts
     ):
         reasons.append("read receipt (disposition-notification)")
     subject = message.subject or ""
@@ -460,13 +476,15 @@ def _no_reply_sender(message: MailMessage) -> str | None:
     return None
 
 
-def _bulk(message: MailMessage, _own: OwnMail) -> Classification | None:
+def _bulk(message: MailMessage, _own: OwnMail, _shape: _Shape) -> Classification | None:
     reasons: list[str] = [f"{name} present" for name in _LIST_HEADERS if message.header(name)]
     precedence = (message.header("Precedence") or "").strip().lower()
     if precedence in {"bulk", "list", "junk"}:
         reasons.append(f"Precedence: {precedence}")
     seen: set[str] = set()
     for name, _value in message.headers:
+        if name[:1] not in _ESP_FIRST:
+            continue  # every campaign header starts with x- or feedback-id
         lowered = name.lower()
         if lowered not in seen and _ESP_HEADER.match(name):
             seen.add(lowered)

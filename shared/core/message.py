@@ -83,11 +83,13 @@ class MailMessage:
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), decoded, or None."""
-        values = self._index().get(name.lower())
+        index = self._by_name
+        values = (self._index() if index is None else index).get(name.lower())
         return values[0] if values else None
 
     def header_all(self, name: str) -> tuple[str, ...]:
-        return self._index().get(name.lower(), ())
+        index = self._by_name
+        return (self._index() if index is None else index).get(name.lower(), ())
 
     @property
     def thread_ids(self) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from shared.core import classify as classify_module
 from shared.core.classify import Classification, Dsn, OwnMail, classify
 from shared.core.message import MailMessage
 from shared.core.mime import parse_message
@@ -535,3 +536,13 @@ def test_never_raises(raw: bytes) -> None:
     if result.dsn is not None:
         assert result.dsn.status is None or result.dsn.status[0] in "245"
         assert result.dsn.action in {None, "failed", "delayed", "delivered", "relayed", "expanded"}
+
+
+def test_campaign_headers_start_with_the_letters_the_bulk_rule_looks_at() -> None:
+    # `_bulk` tries `_ESP_HEADER` only on names starting with one of `_ESP_FIRST`: no other
+    # first character lets it match (every alternative starts with x- or feedback-id).
+    pattern = classify_module._ESP_HEADER
+    for rest in ("-mc-user", "eedback-id"):
+        starts = {chr(c) for c in range(0x110000) if pattern.match(chr(c) + rest)}
+        assert starts <= classify_module._ESP_FIRST, rest
+        assert starts, rest

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.core import reply_text as module
+from shared.core import tokens as tokens_module
 from shared.core.contracts import SNIPPET_CHARS
 from shared.core.decide import _snippet
 from shared.core.tokens import find_tokens
@@ -209,3 +210,76 @@ def test_a_factored_alternation_matches_exactly_its_words(
     candidates = {*words, *others, *(w[:-1] for w in words), *(w + "a" for w in words)}
     for candidate in candidates:
         assert (pattern.fullmatch(candidate) is not None) == (candidate in words), candidate
+
+
+def _tokens_the_full_way(subject: str, prefixes: list[str]) -> list[tuple[str, int, bool]]:
+    """Every token as the pattern finds it in the folded subject (no shortcut)."""
+    wanted = tuple(sorted({p.upper() for p in prefixes}, key=lambda p: (-len(p), p)))
+    found: dict[tuple[str, int], tuple[str, int, bool]] = {}
+    for match in tokens_module._pattern(wanted).finditer(tokens_module._fold(subject)):
+        if match.group("p"):
+            token = (match.group("p").upper(), int(match.group("n")), True)
+        else:
+            token = (match.group("bp").upper(), int(match.group("bn")), False)
+        found.setdefault(token[:2], token)
+    return list(found.values())
+
+
+SUBJECT_PIECES = st.sampled_from(
+    [
+        "case",
+        "CASE",
+        "Case",
+        "task",
+        "[",
+        "]",
+        "(",
+        ")",
+        "-",
+        "#",
+        ":",
+        " ",
+        "12",
+        "7",
+        "Re: ",
+        "ticket",
+        "x",
+        "_",
+        "\u2013",
+        "\uff3b",
+        "\uff11",
+        "\u212a",
+        "\u017f",
+        "é",
+        "caSe-3",
+    ]
+)
+
+
+@settings(FUZZ)
+@given(
+    st.lists(st.one_of(SUBJECT_PIECES, st.text(max_size=6)), max_size=12),
+    st.sampled_from([["CASE"], ["case", "TASK"], ["K\u212aB"], ["Ticket", "T"]]),
+)
+def test_tokens_found_with_the_ascii_shortcut_are_those_of_the_full_work(
+    pieces: list[str], prefixes: list[str]
+) -> None:
+    subject = "".join(pieces)
+    found = [(t.prefix, t.number, t.bracketed) for t in find_tokens(subject, prefixes)]
+    assert found == _tokens_the_full_way(subject, prefixes)
+
+
+def test_tokens_of_folded_and_non_ascii_subjects_are_those_of_the_full_work() -> None:
+    subjects = [
+        "Re: [CASE-12] plan",
+        "CASE\u201312 dashed",
+        "\uff3bCASE\uff0d12\uff3d full width",
+        "case \uff11\uff12",
+        "id-3 and [ID 4]",
+        "nothing here 12",
+    ]
+    for subject in subjects:
+        for prefixes in (["CASE"], ["\u0130D"], ["K\u212aB", "ID"]):
+            found = [(t.prefix, t.number, t.bracketed) for t in find_tokens(subject, prefixes)]
+            assert found == _tokens_the_full_way(subject, prefixes), (subject, prefixes)
+    assert find_tokens("CASE\u201312 dashed", ["CASE"])  # the fold finds it: not a shortcut
