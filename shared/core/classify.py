@@ -209,6 +209,7 @@ _LIST_HEADERS = (
     "Mailing-List",
     "X-Mailing-List",
 )
+_LIST_NAMES = frozenset(name.lower() for name in _LIST_HEADERS)
 _ESP_HEADER = re.compile(
     r"^(?:x-mailchimp-.*|x-mc-user|x-mc-.*|x-campaign.*|x-campaignid|x-sg-eid|x-sg-id"
     r"|feedback-id|x-mailgun-campaign.*|x-mailjet-campaign|x-mj-.*|x-newsletter.*"
@@ -384,19 +385,24 @@ def _bounce_body_phrase(message: MailMessage) -> str | None:
 # --- 3. feedback -------------------------------------------------------------------------------
 
 
+# Every header `_feedback` reads (lower-cased): a mail with none of them skips the lookups.
+_FEEDBACK_HEADERS = frozenset({"feedback-type", "x-abuse-report", "x-arf", "x-apple-unsubscribe"})
+
+
 def _feedback(message: MailMessage, _own: OwnMail, shape: _Shape) -> Classification | None:
     reasons: list[str] = []
     if shape.report_type == "feedback-report":
         reasons.append("Content-Type: multipart/report; report-type=feedback-report")
     if "message/feedback-report" in shape.parts:
         reasons.append("message/feedback-report part")
-    feedback_type = message.header("Feedback-Type")
-    if feedback_type is not None:
-        reasons.append(_reason(f"Feedback-Type: {feedback_type}"))
-    if message.header("X-Abuse-Report") is not None or message.header("X-ARF") is not None:
-        reasons.append("abuse report header")
-    if (message.header("X-Apple-Unsubscribe") or "").strip().lower() == "true":
-        reasons.append("X-Apple-Unsubscribe: true (unsubscribe request)")
+    if message.has_header(_FEEDBACK_HEADERS):
+        feedback_type = message.header("Feedback-Type")
+        if feedback_type is not None:
+            reasons.append(_reason(f"Feedback-Type: {feedback_type}"))
+        if message.header("X-Abuse-Report") is not None or message.header("X-ARF") is not None:
+            reasons.append("abuse report header")
+        if (message.header("X-Apple-Unsubscribe") or "").strip().lower() == "true":
+            reasons.append("X-Apple-Unsubscribe: true (unsubscribe request)")
     if "message/rfc822" in shape.parts and b"X-HmXmrOriginalRecipient:" in message.raw:
         reasons.append("Hotmail complaint (X-HmXmrOriginalRecipient)")
     return Classification("feedback", tuple(reasons)) if reasons else None
@@ -406,30 +412,21 @@ def _feedback(message: MailMessage, _own: OwnMail, shape: _Shape) -> Classificat
 
 
 def _has_list_headers(message: MailMessage) -> bool:
-    return any(message.header(name) is not None for name in _LIST_HEADERS)
+    return message.has_header(_LIST_NAMES)
+
+
+_AUTO_FLAGS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Reply")
+_EXCHANGE_AUTO = ("X-MS-Exchange-Inbox-Rules-Loop", "X-MS-Exchange-Generated-Message-Source")
+# Every header `_auto_reply` reads before the subject (lower-cased): a mail with none of them
+# skips the lookups.
+_AUTO_HEADERS = frozenset(
+    name.lower()
+    for name in ("Auto-Submitted", *_AUTO_FLAGS, "Precedence", *_EXCHANGE_AUTO, "X-Apple-Action")
+)
 
 
 def _auto_reply(message: MailMessage, _own: OwnMail, shape: _Shape) -> Classification | None:
-    reasons: list[str] = []
-    auto_submitted = message.header("Auto-Submitted")
-    if auto_submitted is not None:
-        submitted = auto_submitted.split(";", 1)[0].strip().lower()
-        # auto-generated mail sent through a list is a notification: bulk decides.
-        notification = submitted == "auto-generated" and _has_list_headers(message)
-        if submitted and submitted != "no" and not notification:
-            reasons.append(_reason(f"Auto-Submitted: {submitted}"))
-    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Reply"):
-        value = message.header(name)
-        if value is not None and value.strip().lower() not in {"no", "false", "0"}:
-            reasons.append(f"{name} present")
-    precedence = (message.header("Precedence") or "").strip().lower()
-    if precedence in {"auto_reply", "auto-reply", "autoreply"}:
-        reasons.append(_reason(f"Precedence: {precedence}"))
-    for name in ("X-MS-Exchange-Inbox-Rules-Loop", "X-MS-Exchange-Generated-Message-Source"):
-        if message.header(name) is not None:
-            reasons.append(f"{name} present")
-    if (message.header("X-Apple-Action") or "").strip().upper() == "VACATION":
-        reasons.append("X-Apple-Action: VACATION")
+    reasons: list[str] = _auto_headers(message) if message.has_header(_AUTO_HEADERS) else []
     if (
         shape.report_type == "disposition-notification"
         or "message/disposition-notification" in shape.parts
@@ -446,6 +443,31 @@ def _auto_reply(message: MailMessage, _own: OwnMail, shape: _Shape) -> Classific
             reasons.append(_reason(f"Subject: absence phrase {hint.group(0).strip()!r}"))
             reasons.append(weak)
     return Classification("auto_reply", tuple(reasons)) if reasons else None
+
+
+def _auto_headers(message: MailMessage) -> list[str]:
+    """The auto-reply signs among the headers (`_AUTO_HEADERS`)."""
+    reasons: list[str] = []
+    auto_submitted = message.header("Auto-Submitted")
+    if auto_submitted is not None:
+        submitted = auto_submitted.split(";", 1)[0].strip().lower()
+        # auto-generated mail sent through a list is a notification: bulk decides.
+        notification = submitted == "auto-generated" and _has_list_headers(message)
+        if submitted and submitted != "no" and not notification:
+            reasons.append(_reason(f"Auto-Submitted: {submitted}"))
+    for name in _AUTO_FLAGS:
+        value = message.header(name)
+        if value is not None and value.strip().lower() not in {"no", "false", "0"}:
+            reasons.append(f"{name} present")
+    precedence = (message.header("Precedence") or "").strip().lower()
+    if precedence in {"auto_reply", "auto-reply", "autoreply"}:
+        reasons.append(_reason(f"Precedence: {precedence}"))
+    for name in _EXCHANGE_AUTO:
+        if message.header(name) is not None:
+            reasons.append(f"{name} present")
+    if (message.header("X-Apple-Action") or "").strip().upper() == "VACATION":
+        reasons.append("X-Apple-Action: VACATION")
+    return reasons
 
 
 def _weak_auto_signal(message: MailMessage) -> str | None:
@@ -477,7 +499,9 @@ def _no_reply_sender(message: MailMessage) -> str | None:
 
 
 def _bulk(message: MailMessage, _own: OwnMail, _shape: _Shape) -> Classification | None:
-    reasons: list[str] = [f"{name} present" for name in _LIST_HEADERS if message.header(name)]
+    reasons: list[str] = []
+    if message.has_header(_LIST_NAMES):
+        reasons += [f"{name} present" for name in _LIST_HEADERS if message.header(name)]
     precedence = (message.header("Precedence") or "").strip().lower()
     if precedence in {"bulk", "list", "junk"}:
         reasons.append(f"Precedence: {precedence}")

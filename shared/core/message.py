@@ -87,6 +87,12 @@ class MailMessage:
         values = (self._index() if index is None else index).get(name.lower())
         return values[0] if values else None
 
+    def has_header(self, names: frozenset[str]) -> bool:
+        """Whether any header of the lower-cased `names` is present: one test where a rule
+        would look each up in turn."""
+        index = self._by_name
+        return not (self._index() if index is None else index).keys().isdisjoint(names)
+
     def header_all(self, name: str) -> tuple[str, ...]:
         index = self._by_name
         return (self._index() if index is None else index).get(name.lower(), ())
