@@ -45,7 +45,7 @@ from typing import Any, Literal, TypeVar
 
 from . import authres
 from .classify import Classification, OwnMail, classify
-from .config import Config, RecordType, Route
+from .config import Config, Mailbox, RecordType, Route
 from .contracts import (
     FLAG_CHARS,
     MAX_PARTICIPANTS,
@@ -154,6 +154,27 @@ def own_mail(config: Config) -> OwnMail:
         addresses=own_addresses(config),
         message_id_domains=frozenset({config.signing.message_id_domain.lower()}),
     )
+
+
+@_per_config
+def _by_name(config: Config) -> tuple[dict[str, Mailbox], dict[str, RecordType]]:
+    """Mailboxes and record types by name, the first of a name as `config.mailbox` and
+    `config.record_type` find it (a decision asks up to five times)."""
+    mailboxes: dict[str, Mailbox] = {}
+    for mailbox in config.mailboxes:
+        mailboxes.setdefault(mailbox.name, mailbox)
+    types: dict[str, RecordType] = {}
+    for record_type in config.record_types:
+        types.setdefault(record_type.name, record_type)
+    return mailboxes, types
+
+
+def _mailbox(config: Config, name: str) -> Mailbox | None:
+    return _by_name(config)[0].get(name)
+
+
+def _record_type(config: Config, name: str) -> RecordType | None:
+    return _by_name(config)[1].get(name)
 
 
 @_per_config
@@ -304,7 +325,7 @@ def _find_record(
         candidates.append((record, f"conversation {message.conversation_id} is {record.key}"))
     route_guard: bool | None = None  # matched only when there is a candidate to guard
     for record, why in candidates:
-        record_type = config.record_type(record.type)
+        record_type = _record_type(config, record.type)
         info = known.records.get(record)
         type_guard = record_type is not None and record_type.subject_guard
         if route_guard is None and not type_guard and info is not None:
@@ -549,7 +570,7 @@ def _update(ctx: _Ctx, found: _Found) -> FilingPlan:
     """4. Mail attaches to the record found, unless its type's `updates_from` refuses the
     sender (rejected); its `Key: Value` lines change fields only with standing; a reply to a
     closed record reopens it, opens a new record or just attaches (`reply_when_closed`)."""
-    record_type = ctx.config.record_type(found.record.type)
+    record_type = _record_type(ctx.config, found.record.type)
     refused = (
         _refuse_update(record_type, ctx.known, found.record, ctx.flag)
         if ctx.direction == "in"
@@ -653,10 +674,10 @@ def _open(ctx: _Ctx) -> list[FilingPlan]:
         ]
     matches = match_routes(config, message)
     if not matches:
-        mailbox = config.mailbox(message.mailbox)
+        mailbox = _mailbox(config, message.mailbox)
         if mailbox is None or mailbox.record_type is None:
             raise LookupError(f"mailbox {message.mailbox!r} is not in the configuration")
-        default = config.record_type(mailbox.record_type)
+        default = _record_type(config, mailbox.record_type)
         assert default is not None
         return [
             _create(
@@ -681,7 +702,7 @@ def _open(ctx: _Ctx) -> list[FilingPlan]:
                 )
             ]
         assert route.record_type is not None
-        record_type = config.record_type(route.record_type)
+        record_type = _record_type(config, route.record_type)
         assert record_type is not None
         plans.append(
             _create(ctx, record_type, dict(route.fields), route.tags, match.why, route, reasons)
@@ -708,7 +729,7 @@ def _provenance(
     `out` only for mail read from a sent folder: a From header is the sender's to write, so
     our address there is a claim, vouched for only by the mailbox's own server.
     """
-    mailbox = config.mailbox(message.mailbox)
+    mailbox = _mailbox(config, message.mailbox)
     if mailbox is not None and mailbox.is_sent_folder(message.folder):
         where = f"sent folder {message.folder!r}" if message.folder else "sent mail"
         return "out", None, (f"read from the mailbox's {where}: mail we sent (direction out)",)

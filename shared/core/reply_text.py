@@ -456,7 +456,9 @@ def _introduction_span(lines: Sequence[str], i: int, quoted: Sequence[bool]) -> 
 
 
 def _normalise(text: str) -> list[str]:
-    return [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    if "\r" in text:  # one quick scan; most text the parser gives has none
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return list(map(str.rstrip, text.split("\n")))
 
 
 def _next_content(lines: Sequence[str], i: int) -> int:
