@@ -70,6 +70,8 @@ class MailMessage:
     _by_name: dict[str, tuple[str, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    # `thread_ids`, built on first use: a decision asks for it four times.
+    _thread_ids: tuple[str, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def _index(self) -> dict[str, tuple[str, ...]]:
         index = self._by_name
@@ -100,10 +102,11 @@ class MailMessage:
     @property
     def thread_ids(self) -> tuple[str, ...]:
         """Message-IDs this message answers, oldest first: References then In-Reply-To."""
-        seen: dict[str, None] = {}
-        for mid in (*self.references, *self.in_reply_to):
-            seen.setdefault(mid, None)
-        return tuple(seen)
+        ids = self._thread_ids
+        if ids is None:
+            ids = tuple(dict.fromkeys((*self.references, *self.in_reply_to)))
+            object.__setattr__(self, "_thread_ids", ids)  # a cache: the message stays the same
+        return ids
 
 
 def id_key(message_id: str) -> str:
