@@ -11,8 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from shared.cli.azurite import REPO
-from shared.cli.explain import run_explain
+from shared.cli.explain import Simulation, run_explain
+from shared.core.contracts import RecordRef
+from shared.core.record_names import name_records
 from shared.settings import load_config
 
 KEYS = {
@@ -183,3 +188,34 @@ def test_a_borrowed_own_address_is_flagged_and_field_changes_need_standing(
     out = io.StringIO()
     run_explain([str(mail / "2.eml")], "sample", load_config(config), False, out)
     assert "FLAGGED: From claims our address support@mailfiler.example" in out.getvalue()
+
+
+KEYS_HEX = ["0" * 32, "a1" * 16, "f" * 32]
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=300)
+@given(
+    st.lists(
+        st.one_of(
+            st.builds(
+                "{} {}".format,
+                st.sampled_from(["case", "task", "xcase", "Case", "case-x"]),
+                st.sampled_from(KEYS_HEX),
+            ),
+            st.sampled_from(["case", " ", "filed on ", ", ", "(", "case  "]),
+            st.text(max_size=8),
+        ),
+        max_size=8,
+    ),
+    st.lists(st.tuples(st.sampled_from(["case", "task"]), st.sampled_from(KEYS_HEX)), max_size=3),
+)
+def test_reasons_name_records_as_name_records_does(
+    pieces: list[str], numbered: list[tuple[str, str]]
+) -> None:
+    # `Simulation.named` skips the scan when no numbered type is in the text: same answer.
+    sim = Simulation()
+    for i, (record_type, key) in enumerate(numbered):
+        sim.numbers[RecordRef(type=record_type, key=key)] = f"{record_type.upper()}-{i + 1}"
+        sim.numbered_types.add(record_type)
+    text = "".join(pieces)
+    assert sim.named(text) == name_records(text, sim.numbers.get)

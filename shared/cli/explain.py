@@ -46,6 +46,15 @@ class Simulation:
     last_number: dict[str, int] = field(default_factory=dict)
     # How many records each token prefix numbers (`by_token`'s keys per prefix), for `waits_for`.
     last_number_by_prefix: dict[str, int] = field(default_factory=dict)
+    # The record types `numbers` holds: a reason names a numbered record only after one of them.
+    numbered_types: set[str] = field(default_factory=set)
+
+    def named(self, text: str) -> str:
+        """`text` with the records it names as "<type> <key>" shown by their numbers. Only a
+        type numbered here can be shown so: text without one is returned as it is, unscanned."""
+        if any(f"{record_type} " in text for record_type in self.numbered_types):
+            return name_records(text, self.numbers.get)
+        return text
 
     def known(self, message: MailMessage, config: Config, classification: Classification) -> Known:
         need = lookups(message, config, classification)
@@ -118,6 +127,7 @@ class Simulation:
                 number = self.last_number.get(plan.record.type, 0) + 1
                 self.last_number[plan.record.type] = number
                 self.numbers[plan.record] = f"{prefix}-{number}"
+                self.numbered_types.add(plan.record.type)
                 if (prefix, number) not in self.by_token:
                     self.last_number_by_prefix[prefix] = (
                         self.last_number_by_prefix.get(prefix, 0) + 1
@@ -201,7 +211,7 @@ def explain_one(
             "action": first.action if first else "sighting",
             "record_type": first.record.type if first and first.record else None,
             "record": sim.numbers.get(first.record) if first and first.record else None,
-            "reasons": [name_records(r, sim.numbers.get) for r in first.reasons]
+            "reasons": [sim.named(r) for r in first.reasons]
             if first
             else ["the same Message-ID was explained earlier in this call: a duplicate"],
             "also": [

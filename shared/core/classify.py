@@ -209,6 +209,7 @@ _LIST_HEADERS = (
     "Mailing-List",
     "X-Mailing-List",
 )
+_LIST_NAMES = frozenset(name.lower() for name in _LIST_HEADERS)
 _ESP_HEADER = re.compile(
     r"^(?:x-mailchimp-.*|x-mc-user|x-mc-.*|x-campaign.*|x-campaignid|x-sg-eid|x-sg-id"
     r"|feedback-id|x-mailgun-campaign.*|x-mailjet-campaign|x-mj-.*|x-newsletter.*"
@@ -217,6 +218,8 @@ _ESP_HEADER = re.compile(
     r"|x-ibm-.*campaign.*|x-listmember|x-bulkmail|x-mass-mail)$",
     re.I,
 )
+# The letters `_ESP_HEADER` can start with (case-insensitively no other character matches x or f).
+_ESP_FIRST = frozenset("xXfF")
 _NO_REPLY = re.compile(
     r"^(?:no[-_.]?reply|do[-_.]?not[-_.]?reply|dont[-_.]?reply|noreply[-_.+].*|no[-_.]reply[-_.+].*"
     r"|.*[-_.+]no[-_.]?reply)$",
@@ -229,11 +232,27 @@ _NO_REPLY = re.compile(
 
 def classify(message: MailMessage, own: OwnMail = OwnMail()) -> Classification:
     """The kind of `message`, the reasons for it, and for bounces the delivery status."""
+    shape = _shape(message)
     for rule in (_own_loop, _bounce, _feedback, _auto_reply, _bulk):
-        found = rule(message, own)
+        found = rule(message, own, shape)
         if found is not None:
             return found
     return Classification("human", ())
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """The top-level media type (lower-case), its report-type parameter and the media types of
+    the parts: three rules read them, each computed once."""
+
+    media: str
+    report_type: str | None
+    parts: frozenset[str]
+
+
+def _shape(message: MailMessage) -> _Shape:
+    media, report_type = _content_type(message)
+    return _Shape(media, report_type, frozenset(_part_types(message)))
 
 
 def _reason(text: str) -> str:
@@ -281,7 +300,7 @@ def _daemon_sender(message: MailMessage) -> str | None:
 # --- 1. own loop -------------------------------------------------------------------------------
 
 
-def _own_loop(message: MailMessage, own: OwnMail) -> Classification | None:
+def _own_loop(message: MailMessage, own: OwnMail, _shape: _Shape) -> Classification | None:
     reasons: list[str] = []
     if own.loop_header and message.header(own.loop_header) is not None:
         reasons.append(f"{own.loop_header} present")
@@ -303,16 +322,15 @@ def _own_loop(message: MailMessage, own: OwnMail) -> Classification | None:
 # --- 2. bounce ---------------------------------------------------------------------------------
 
 
-def _bounce(message: MailMessage, _own: OwnMail) -> Classification | None:
-    reasons = _bounce_reasons(message)
+def _bounce(message: MailMessage, _own: OwnMail, shape: _Shape) -> Classification | None:
+    reasons = _bounce_reasons(message, shape)
     if not reasons:
         return None
     return Classification("bounce", tuple(reasons), extract_dsn(message))
 
 
-def _bounce_reasons(message: MailMessage) -> list[str]:
-    media, report_type = _content_type(message)
-    parts = _part_types(message)
+def _bounce_reasons(message: MailMessage, shape: _Shape) -> list[str]:
+    media, report_type, parts = shape.media, shape.report_type, shape.parts
     if report_type in {"feedback-report", "disposition-notification"}:
         return []
     if "message/feedback-report" in parts or "message/disposition-notification" in parts:
@@ -367,21 +385,25 @@ def _bounce_body_phrase(message: MailMessage) -> str | None:
 # --- 3. feedback -------------------------------------------------------------------------------
 
 
-def _feedback(message: MailMessage, _own: OwnMail) -> Classification | None:
+# Every header `_feedback` reads (lower-cased): a mail with none of them skips the lookups.
+_FEEDBACK_HEADERS = frozenset({"feedback-type", "x-abuse-report", "x-arf", "x-apple-unsubscribe"})
+
+
+def _feedback(message: MailMessage, _own: OwnMail, shape: _Shape) -> Classification | None:
     reasons: list[str] = []
-    _media, report_type = _content_type(message)
-    if report_type == "feedback-report":
+    if shape.report_type == "feedback-report":
         reasons.append("Content-Type: multipart/report; report-type=feedback-report")
-    if "message/feedback-report" in _part_types(message):
+    if "message/feedback-report" in shape.parts:
         reasons.append("message/feedback-report part")
-    feedback_type = message.header("Feedback-Type")
-    if feedback_type is not None:
-        reasons.append(_reason(f"Feedback-Type: {feedback_type}"))
-    if message.header("X-Abuse-Report") is not None or message.header("X-ARF") is not None:
-        reasons.append("abuse report header")
-    if (message.header("X-Apple-Unsubscribe") or "").strip().lower() == "true":
-        reasons.append("X-Apple-Unsubscribe: true (unsubscribe request)")
-    if "message/rfc822" in _part_types(message) and b"X-HmXmrOriginalRecipient:" in message.raw:
+    if message.has_header(_FEEDBACK_HEADERS):
+        feedback_type = message.header("Feedback-Type")
+        if feedback_type is not None:
+            reasons.append(_reason(f"Feedback-Type: {feedback_type}"))
+        if message.header("X-Abuse-Report") is not None or message.header("X-ARF") is not None:
+            reasons.append("abuse report header")
+        if (message.header("X-Apple-Unsubscribe") or "").strip().lower() == "true":
+            reasons.append("X-Apple-Unsubscribe: true (unsubscribe request)")
+    if "message/rfc822" in shape.parts and b"X-HmXmrOriginalRecipient:" in message.raw:
         reasons.append("Hotmail complaint (X-HmXmrOriginalRecipient)")
     return Classification("feedback", tuple(reasons)) if reasons else None
 
@@ -390,33 +412,24 @@ def _feedback(message: MailMessage, _own: OwnMail) -> Classification | None:
 
 
 def _has_list_headers(message: MailMessage) -> bool:
-    return any(message.header(name) is not None for name in _LIST_HEADERS)
+    return message.has_header(_LIST_NAMES)
 
 
-def _auto_reply(message: MailMessage, _own: OwnMail) -> Classification | None:
-    reasons: list[str] = []
-    auto_submitted = message.header("Auto-Submitted")
-    if auto_submitted is not None:
-        submitted = auto_submitted.split(";", 1)[0].strip().lower()
-        # auto-generated mail sent through a list is a notification: bulk decides.
-        notification = submitted == "auto-generated" and _has_list_headers(message)
-        if submitted and submitted != "no" and not notification:
-            reasons.append(_reason(f"Auto-Submitted: {submitted}"))
-    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Reply"):
-        value = message.header(name)
-        if value is not None and value.strip().lower() not in {"no", "false", "0"}:
-            reasons.append(f"{name} present")
-    precedence = (message.header("Precedence") or "").strip().lower()
-    if precedence in {"auto_reply", "auto-reply", "autoreply"}:
-        reasons.append(_reason(f"Precedence: {precedence}"))
-    for name in ("X-MS-Exchange-Inbox-Rules-Loop", "X-MS-Exchange-Generated-Message-Source"):
-        if message.header(name) is not None:
-            reasons.append(f"{name} present")
-    if (message.header("X-Apple-Action") or "").strip().upper() == "VACATION":
-        reasons.append("X-Apple-Action: VACATION")
-    _media, report_type = _content_type(message)
-    if report_type == "disposition-notification" or "message/disposition-notification" in (
-        _part_types(message)
+_AUTO_FLAGS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Auto-Reply")
+_EXCHANGE_AUTO = ("X-MS-Exchange-Inbox-Rules-Loop", "X-MS-Exchange-Generated-Message-Source")
+# Every header `_auto_reply` reads before the subject (lower-cased): a mail with none of them
+# skips the lookups.
+_AUTO_HEADERS = frozenset(
+    name.lower()
+    for name in ("Auto-Submitted", *_AUTO_FLAGS, "Precedence", *_EXCHANGE_AUTO, "X-Apple-Action")
+)
+
+
+def _auto_reply(message: MailMessage, _own: OwnMail, shape: _Shape) -> Classification | None:
+    reasons: list[str] = _auto_headers(message) if message.has_header(_AUTO_HEADERS) else []
+    if (
+        shape.report_type == "disposition-notification"
+        or "message/disposition-notification" in shape.parts
     ):
         reasons.append("read receipt (disposition-notification)")
     subject = message.subject or ""
@@ -430,6 +443,31 @@ def _auto_reply(message: MailMessage, _own: OwnMail) -> Classification | None:
             reasons.append(_reason(f"Subject: absence phrase {hint.group(0).strip()!r}"))
             reasons.append(weak)
     return Classification("auto_reply", tuple(reasons)) if reasons else None
+
+
+def _auto_headers(message: MailMessage) -> list[str]:
+    """The auto-reply signs among the headers (`_AUTO_HEADERS`)."""
+    reasons: list[str] = []
+    auto_submitted = message.header("Auto-Submitted")
+    if auto_submitted is not None:
+        submitted = auto_submitted.split(";", 1)[0].strip().lower()
+        # auto-generated mail sent through a list is a notification: bulk decides.
+        notification = submitted == "auto-generated" and _has_list_headers(message)
+        if submitted and submitted != "no" and not notification:
+            reasons.append(_reason(f"Auto-Submitted: {submitted}"))
+    for name in _AUTO_FLAGS:
+        value = message.header(name)
+        if value is not None and value.strip().lower() not in {"no", "false", "0"}:
+            reasons.append(f"{name} present")
+    precedence = (message.header("Precedence") or "").strip().lower()
+    if precedence in {"auto_reply", "auto-reply", "autoreply"}:
+        reasons.append(_reason(f"Precedence: {precedence}"))
+    for name in _EXCHANGE_AUTO:
+        if message.header(name) is not None:
+            reasons.append(f"{name} present")
+    if (message.header("X-Apple-Action") or "").strip().upper() == "VACATION":
+        reasons.append("X-Apple-Action: VACATION")
+    return reasons
 
 
 def _weak_auto_signal(message: MailMessage) -> str | None:
@@ -460,13 +498,17 @@ def _no_reply_sender(message: MailMessage) -> str | None:
     return None
 
 
-def _bulk(message: MailMessage, _own: OwnMail) -> Classification | None:
-    reasons: list[str] = [f"{name} present" for name in _LIST_HEADERS if message.header(name)]
+def _bulk(message: MailMessage, _own: OwnMail, _shape: _Shape) -> Classification | None:
+    reasons: list[str] = []
+    if message.has_header(_LIST_NAMES):
+        reasons += [f"{name} present" for name in _LIST_HEADERS if message.header(name)]
     precedence = (message.header("Precedence") or "").strip().lower()
     if precedence in {"bulk", "list", "junk"}:
         reasons.append(f"Precedence: {precedence}")
     seen: set[str] = set()
     for name, _value in message.headers:
+        if name[:1] not in _ESP_FIRST:
+            continue  # every campaign header starts with x- or feedback-id
         lowered = name.lower()
         if lowered not in seen and _ESP_HEADER.match(name):
             seen.add(lowered)

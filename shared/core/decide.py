@@ -37,14 +37,15 @@ domain (`authres.py`). A flagged sender has no standing and gets no notice.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from . import authres
 from .classify import Classification, OwnMail, classify
-from .config import Config, RecordType, Route
+from .config import Config, Mailbox, RecordType, Route
 from .contracts import (
     FLAG_CHARS,
     MAX_PARTICIPANTS,
@@ -123,6 +124,31 @@ class Known:
     bounce_original: RecordRef | None = None
 
 
+_T = TypeVar("_T")
+
+
+def _per_config(derive: Callable[[Config], _T]) -> Callable[[Config], _T]:
+    """`derive` computed once per configuration object: a Config is frozen, so what is derived
+    from it cannot change, and a decision asked for it again for every mail (explain and a
+    bundle decide many under one). The memo holds the configs it answers for, so an id in it
+    is never reused; a few are kept (tests make many)."""
+    memo: dict[int, tuple[Config, _T]] = {}
+
+    @functools.wraps(derive)
+    def derived(config: Config) -> _T:
+        hit = memo.get(id(config))
+        if hit is not None and hit[0] is config:
+            return hit[1]
+        value = derive(config)
+        if len(memo) >= 8:
+            memo.clear()
+        memo[id(config)] = (config, value)
+        return value
+
+    return derived
+
+
+@_per_config
 def own_mail(config: Config) -> OwnMail:
     return OwnMail(
         addresses=own_addresses(config),
@@ -130,8 +156,34 @@ def own_mail(config: Config) -> OwnMail:
     )
 
 
+@_per_config
+def _by_name(config: Config) -> tuple[dict[str, Mailbox], dict[str, RecordType]]:
+    """Mailboxes and record types by name, the first of a name as `config.mailbox` and
+    `config.record_type` find it (a decision asks up to five times)."""
+    mailboxes: dict[str, Mailbox] = {}
+    for mailbox in config.mailboxes:
+        mailboxes.setdefault(mailbox.name, mailbox)
+    types: dict[str, RecordType] = {}
+    for record_type in config.record_types:
+        types.setdefault(record_type.name, record_type)
+    return mailboxes, types
+
+
+def _mailbox(config: Config, name: str) -> Mailbox | None:
+    return _by_name(config)[0].get(name)
+
+
+def _record_type(config: Config, name: str) -> RecordType | None:
+    return _by_name(config)[1].get(name)
+
+
+@_per_config
+def _prefixes(config: Config) -> tuple[str, ...]:
+    return tuple(t.prefix for t in config.record_types)
+
+
 def lookups(message: MailMessage, config: Config, classification: Classification) -> Lookups:
-    prefixes = [t.prefix for t in config.record_types]
+    prefixes = _prefixes(config)
     original = classification.dsn.original_message_id if classification.dsn else None
     return Lookups(
         thread_ids=known_order(message),
@@ -154,10 +206,12 @@ def record_key(record_type: str, root_id_key: str) -> str:
 def _snippet(text: str) -> str:
     """The text's first SNIPPET_CHARS with runs of whitespace as one space. The head of the
     text is enough when it gives that many (a prefix of the text folds to a prefix of the
-    whole's fold), so a long mail is not split whole."""
-    head = " ".join(text[: SNIPPET_CHARS * 2].split())
-    if len(head) >= SNIPPET_CHARS or len(text) <= SNIPPET_CHARS * 2:
-        return head[:SNIPPET_CHARS]
+    whole's fold), so a long mail is not split whole; a little over SNIPPET_CHARS is tried
+    first (splitting is most of the cost: a word a string), then twice that, then all."""
+    for size in (SNIPPET_CHARS + SNIPPET_CHARS // 8, SNIPPET_CHARS * 2):
+        head = " ".join(text[:size].split())
+        if len(head) >= SNIPPET_CHARS or len(text) <= size:
+            return head[:SNIPPET_CHARS]
     return " ".join(text.split())[:SNIPPET_CHARS]
 
 
@@ -185,18 +239,24 @@ def timeline_entry(
 
 
 def _mailbox_actions(config: Config, mailbox_name: str) -> tuple[MailboxAction, ...]:
-    mailbox = config.mailbox(mailbox_name)
-    if mailbox is None:
-        return ()
-    after = mailbox.after_filing
-    actions: list[MailboxAction] = []
-    if after.mark_read:
-        actions.append(MailboxAction(action="mark_read"))
-    if after.category:
-        actions.append(MailboxAction(action="categorize", category=after.category))
-    if after.move_to:
-        actions.append(MailboxAction(action="move", folder=after.move_to))
-    return tuple(actions)
+    return _after_filing(config).get(mailbox_name, ())
+
+
+@_per_config
+def _after_filing(config: Config) -> dict[str, tuple[MailboxAction, ...]]:
+    """Each mailbox's after-filing actions (frozen models: every plan may share them)."""
+    by_name: dict[str, tuple[MailboxAction, ...]] = {}
+    for mailbox in config.mailboxes:
+        after = mailbox.after_filing
+        actions: list[MailboxAction] = []
+        if after.mark_read:
+            actions.append(MailboxAction(action="mark_read"))
+        if after.category:
+            actions.append(MailboxAction(action="categorize", category=after.category))
+        if after.move_to:
+            actions.append(MailboxAction(action="move", folder=after.move_to))
+        by_name.setdefault(mailbox.name, tuple(actions))  # the first, as config.mailbox finds
+    return by_name
 
 
 @dataclass(frozen=True)
@@ -265,7 +325,7 @@ def _find_record(
         candidates.append((record, f"conversation {message.conversation_id} is {record.key}"))
     route_guard: bool | None = None  # matched only when there is a candidate to guard
     for record, why in candidates:
-        record_type = config.record_type(record.type)
+        record_type = _record_type(config, record.type)
         info = known.records.get(record)
         type_guard = record_type is not None and record_type.subject_guard
         if route_guard is None and not type_guard and info is not None:
@@ -510,7 +570,7 @@ def _update(ctx: _Ctx, found: _Found) -> FilingPlan:
     """4. Mail attaches to the record found, unless its type's `updates_from` refuses the
     sender (rejected); its `Key: Value` lines change fields only with standing; a reply to a
     closed record reopens it, opens a new record or just attaches (`reply_when_closed`)."""
-    record_type = ctx.config.record_type(found.record.type)
+    record_type = _record_type(ctx.config, found.record.type)
     refused = (
         _refuse_update(record_type, ctx.known, found.record, ctx.flag)
         if ctx.direction == "in"
@@ -614,10 +674,10 @@ def _open(ctx: _Ctx) -> list[FilingPlan]:
         ]
     matches = match_routes(config, message)
     if not matches:
-        mailbox = config.mailbox(message.mailbox)
+        mailbox = _mailbox(config, message.mailbox)
         if mailbox is None or mailbox.record_type is None:
             raise LookupError(f"mailbox {message.mailbox!r} is not in the configuration")
-        default = config.record_type(mailbox.record_type)
+        default = _record_type(config, mailbox.record_type)
         assert default is not None
         return [
             _create(
@@ -642,7 +702,7 @@ def _open(ctx: _Ctx) -> list[FilingPlan]:
                 )
             ]
         assert route.record_type is not None
-        record_type = config.record_type(route.record_type)
+        record_type = _record_type(config, route.record_type)
         assert record_type is not None
         plans.append(
             _create(ctx, record_type, dict(route.fields), route.tags, match.why, route, reasons)
@@ -669,7 +729,7 @@ def _provenance(
     `out` only for mail read from a sent folder: a From header is the sender's to write, so
     our address there is a claim, vouched for only by the mailbox's own server.
     """
-    mailbox = config.mailbox(message.mailbox)
+    mailbox = _mailbox(config, message.mailbox)
     if mailbox is not None and mailbox.is_sent_folder(message.folder):
         where = f"sent folder {message.folder!r}" if message.folder else "sent mail"
         return "out", None, (f"read from the mailbox's {where}: mail we sent (direction out)",)

@@ -70,6 +70,8 @@ class MailMessage:
     _by_name: dict[str, tuple[str, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
+    # `thread_ids`, built on first use: a decision asks for it four times.
+    _thread_ids: tuple[str, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def _index(self) -> dict[str, tuple[str, ...]]:
         index = self._by_name
@@ -83,19 +85,28 @@ class MailMessage:
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), decoded, or None."""
-        values = self._index().get(name.lower())
+        index = self._by_name
+        values = (self._index() if index is None else index).get(name.lower())
         return values[0] if values else None
 
+    def has_header(self, names: frozenset[str]) -> bool:
+        """Whether any header of the lower-cased `names` is present: one test where a rule
+        would look each up in turn."""
+        index = self._by_name
+        return not (self._index() if index is None else index).keys().isdisjoint(names)
+
     def header_all(self, name: str) -> tuple[str, ...]:
-        return self._index().get(name.lower(), ())
+        index = self._by_name
+        return (self._index() if index is None else index).get(name.lower(), ())
 
     @property
     def thread_ids(self) -> tuple[str, ...]:
         """Message-IDs this message answers, oldest first: References then In-Reply-To."""
-        seen: dict[str, None] = {}
-        for mid in (*self.references, *self.in_reply_to):
-            seen.setdefault(mid, None)
-        return tuple(seen)
+        ids = self._thread_ids
+        if ids is None:
+            ids = tuple(dict.fromkeys((*self.references, *self.in_reply_to)))
+            object.__setattr__(self, "_thread_ids", ids)  # a cache: the message stays the same
+        return ids
 
 
 def id_key(message_id: str) -> str:

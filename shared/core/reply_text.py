@@ -77,7 +77,10 @@ def _alternatives(words: str) -> str:
     """A pattern for exactly the literal `|`-separated `words`, factored by their common
     prefixes. sre tries an alternation's branches one by one; factored, a line's first letter
     rules out most of them at once (matching every line against the markers was the scan's
-    largest cost)."""
+    largest cost). A node of several branches is led by a lookahead of their first letters:
+    sre tests a case-insensitive branch's letter only by entering it, so a line that starts
+    none of them was tried against each; the class tells at once (what it admits, a branch
+    would have matched)."""
     trie: dict[str, Any] = {}
     for word in words.split("|"):
         node = trie
@@ -86,10 +89,15 @@ def _alternatives(words: str) -> str:
         node[""] = {}  # a word ends here
 
     def emit(node: dict[str, Any]) -> str:
-        branches = [re.escape(char) + emit(child) for char, child in node.items() if char]
+        chars = [char for char in node if char]
+        branches = [re.escape(char) + emit(node[char]) for char in chars]
         if not branches:
             return ""
-        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        if len(branches) == 1:
+            body = branches[0]
+        else:
+            first = "".join(map(re.escape, chars))
+            body = f"(?=[{first}])(?:" + "|".join(branches) + ")"
         return f"(?:{body})?" if "" in node else body
 
     return "(?:" + emit(trie) + ")"
@@ -280,10 +288,11 @@ def _steals(lines: Sequence[str], i: int, s: int, count: int) -> bool:
 
 # --- Outlook header blocks -----------------------------------------------------------------------
 
-_FROM_KEYS = _alternatives(
+_FROM_WORDS = (
     "From|De|Von|Van|Da|Fra|Från|Od|От|От кого|Lähettäjä|Feladó|Kimden|Afzender"
     "|差出人|发件人|寄件者|보낸 사람"
 )
+_FROM_KEYS = _alternatives(_FROM_WORDS)
 _OTHER_KEYS = (
     r"Sent|Date|To|Subject|Cc|Bcc|Reply-To|MIME-Version|Message-ID|Content-Type|Organization"
     r"|Envoyé|Envoyé le|Date d'envoi|À|A|Objet|Sujet|Copie|Copie à"
@@ -323,19 +332,15 @@ def _header_block_start(lines: Sequence[str], i: int) -> int | None:
 
 # --- separators and signatures -------------------------------------------------------------------
 
+_SEPARATOR_WORDS = (
+    "Begin forwarded message|Anfang der weitergeleiteten Nachricht"
+    "|Début du message réexpédié|Inicio del mensaje reenviado"
+    "|Forwarded message|Original Message|Original message follows"
+)
 _SEPARATORS = [
     re.compile(r"^\s*-{3,}\s*[^\s-].{0,120}?\s*-{3,}\s*$"),  # ---- Original Message ----
     re.compile(r"^\s*_{2,}\s*$"),  # Outlook / mailing-list rule
-    re.compile(
-        r"^\s*"
-        + _alternatives(
-            "Begin forwarded message|Anfang der weitergeleiteten Nachricht"
-            "|Début du message réexpédié|Inicio del mensaje reenviado"
-            "|Forwarded message|Original Message|Original message follows"
-        )
-        + r"\s*[:.]?\s*$",
-        re.I,
-    ),
+    re.compile(r"^\s*" + _alternatives(_SEPARATOR_WORDS) + r"\s*[:.]?\s*$", re.I),
 ]
 
 # One pattern for the three: one match a line instead of three.
@@ -344,21 +349,17 @@ _SEPARATOR = re.compile(
 )
 
 _SIGNATURE_DELIMITER = re.compile(r"^(?:--|—+|–)\s*$")
-_DEVICE_PREFIX = re.compile(
-    r"^\s*"
-    + _alternatives(
-        "Sent from my|Sent from|Sent with|Sent via|Sent using|Get Outlook for"
-        "|Envoyé de mon|Envoyé depuis mon|Envoyé depuis|Envoyé à partir de|Envoyé avec"
-        "|Von meinem|Gesendet von|Gesendet mit|Gesendet vom"
-        "|Enviado desde mi|Enviado desde|Enviado de mi|Enviado do meu|Enviado do"
-        "|Inviato da|Inviato dal mio|Verzonden vanaf|Verstuurd vanaf|Verzonden met"
-        "|Skickat från min|Skickat från|Sendt fra min|Sendt fra|Lähetetty"
-        "|Wysłane z mojego|Wysłane z|Отправлено с моего|Отправлено из"
-        "|从我的|發自我的|iPhoneから送信|Android携帯からの送信"
-    )
-    + r"\b",
-    re.I,
+_DEVICE_WORDS = (
+    "Sent from my|Sent from|Sent with|Sent via|Sent using|Get Outlook for"
+    "|Envoyé de mon|Envoyé depuis mon|Envoyé depuis|Envoyé à partir de|Envoyé avec"
+    "|Von meinem|Gesendet von|Gesendet mit|Gesendet vom"
+    "|Enviado desde mi|Enviado desde|Enviado de mi|Enviado do meu|Enviado do"
+    "|Inviato da|Inviato dal mio|Verzonden vanaf|Verstuurd vanaf|Verzonden met"
+    "|Skickat från min|Skickat från|Sendt fra min|Sendt fra|Lähetetty"
+    "|Wysłane z mojego|Wysłane z|Отправлено с моего|Отправлено из"
+    "|从我的|發自我的|iPhoneから送信|Android携帯からの送信"
 )
+_DEVICE_PREFIX = re.compile(r"^\s*" + _alternatives(_DEVICE_WORDS) + r"\b", re.I)
 _SENT = re.compile(r"^\s*Sent (?:from|with|via|using) (\S+)", re.I)
 _TRAILING_LINK = re.compile(r"\s*(?:<[^>]*>|\([^)]*\)|\[[^\]]*\])\s*$")
 
@@ -392,19 +393,17 @@ def _is_stop(lines: Sequence[str], i: int) -> bool:
 
 # A forward's own marker line; what follows is its header block, then the forwarded mail, which
 # is the content of a forward (unlike a reply's quoted original).
+_FORWARD_WORDS = (
+    "Begin forwarded message|Forwarded message|Forwarded email|Forwarded e-mail"
+    "|Anfang der weitergeleiteten Nachricht|Weitergeleitete Nachricht"
+    "|Début du message réexpédié|Message transféré|Inicio del mensaje reenviado"
+    "|Mensaje reenviado|Messaggio inoltrato|Doorgestuurd bericht|Mensagem encaminhada"
+    "|Videresendt meddelelse|Videresendt melding|Vidarebefordrat meddelande"
+    "|Wiadomość przekazana|Přeposlaná zpráva|Пересылаемое сообщение|Пересланное сообщение"
+    "|転送されたメッセージ|转发的邮件|轉寄的郵件|전달된 메시지"
+)
 _FORWARD = re.compile(
-    r"^\s*(?:-{2,}\s*)?"
-    + _alternatives(
-        "Begin forwarded message|Forwarded message|Forwarded email|Forwarded e-mail"
-        "|Anfang der weitergeleiteten Nachricht|Weitergeleitete Nachricht"
-        "|Début du message réexpédié|Message transféré|Inicio del mensaje reenviado"
-        "|Mensaje reenviado|Messaggio inoltrato|Doorgestuurd bericht|Mensagem encaminhada"
-        "|Videresendt meddelelse|Videresendt melding|Vidarebefordrat meddelande"
-        "|Wiadomość przekazana|Přeposlaná zpráva|Пересылаемое сообщение|Пересланное сообщение"
-        "|転送されたメッセージ|转发的邮件|轉寄的郵件|전달된 메시지"
-    )
-    + r"\s*[:.]?\s*(?:-{2,})?\s*$",
-    re.I,
+    r"^\s*(?:-{2,}\s*)?" + _alternatives(_FORWARD_WORDS) + r"\s*[:.]?\s*(?:-{2,})?\s*$", re.I
 )
 # A header block whose subject carries a forward prefix is a forward too (Outlook has no marker).
 _FORWARD_SUBJECT = re.compile(
@@ -457,7 +456,9 @@ def _introduction_span(lines: Sequence[str], i: int, quoted: Sequence[bool]) -> 
 
 
 def _normalise(text: str) -> list[str]:
-    return [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    if "\r" in text:  # one quick scan; most text the parser gives has none
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return list(map(str.rstrip, text.split("\n")))
 
 
 def _next_content(lines: Sequence[str], i: int) -> int:
@@ -479,6 +480,32 @@ _ANY_MARKER = re.compile(
     )
 )
 
+# What must start a line (after white space) for `_quotes` to find a quote mark or for
+# `_ANY_MARKER` to match it: a quote mark, a dash, `_` or `*` (rules, signature delimiters, a
+# forward's dashes, a bold From key), a From key and its colon, or a marker's first words. Run
+# once over the text (each line after its newline: sre finds the newlines at C speed), it tells
+# plain mail in one call where `_quotes`, `_ends` and a marker match per line took three passes.
+_STEERING_START = re.compile(
+    r"\n\s*(?:[>|»:\-—–_*]"
+    rf"|(?i:{_FROM_KEYS})[*_]{{0,2}}\s*[:：]"
+    rf"|(?i:{_alternatives('|'.join([_FORWARD_WORDS, _DEVICE_WORDS, _SEPARATOR_WORDS]))}))"
+)
+# What must end a line (before white space, lower-cased) for `_ends` to let it end an
+# attribution: a colon, a dash or a verb's last word. Searched in the reversed text, where
+# line ends follow newlines as line starts do above.
+_STEERING_END = re.compile(
+    r"\n\s*(?:[:：\-]|" + _alternatives("|".join(word[::-1] for word in _END_WORDS)) + ")"
+)
+
+
+def _may_steer(whole: str) -> bool:
+    """False only when no line of `whole` (lines joined with newlines) can steer the scan: no
+    line starts with a quote mark or a marker, none can end an attribution. True where in
+    doubt (the scan then looks line by line)."""
+    return bool(
+        _STEERING_START.search("\n" + whole) or _STEERING_END.search("\n" + whole.lower()[::-1])
+    )
+
 
 def _scan(
     lines: list[str], whole: str | None = None, *, shortcut: bool = True
@@ -486,9 +513,11 @@ def _scan(
     """The kept lines, and whether everything dropped was quote (no cut at a marker).
     `whole`: the lines joined with newlines, when the caller has it; `shortcut`: False runs
     the whole scan even where it would keep every line (tests compare the two)."""
+    whole = "\n".join(lines) if whole is None else whole
+    if shortcut and not _may_steer(whole):
+        return _trim(list(lines)), True  # no line can steer the loop below: it keeps every one
     quoted = _quotes(lines)
     any_quoted = any(quoted)  # else no line introduces a quote
-    whole = "\n".join(lines) if whole is None else whole
     ends = _ends(whole)
     if shortcut and not any_quoted and not any(ends) and not any(map(_ANY_MARKER.match, lines)):
         # No quote, marker or attribution: the loop below would keep every line.

@@ -31,6 +31,12 @@ def format_token(prefix: str, number: int) -> str:
     return f"[{prefix}-{number}]"
 
 
+@lru_cache(maxsize=64)
+def _ascii_lower(wanted: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The prefixes lower-cased when all are ASCII, else None."""
+    return tuple(p.lower() for p in wanted) if all(p.isascii() for p in wanted) else None
+
+
 def _fold(subject: str) -> str:
     return unicodedata.normalize("NFKC", subject).translate(_DASHES)
 
@@ -48,17 +54,34 @@ def _pattern(wanted: tuple[str, ...]) -> re.Pattern[str]:
 
 def find_tokens(subject: str, prefixes: Iterable[str]) -> tuple[Token, ...]:
     """Every token of the given prefixes in `subject`, in order of appearance, without repeats."""
-    wanted = tuple(sorted({p.upper() for p in prefixes}, key=lambda p: (-len(p), p)))
+    wanted = _wanted(tuple(prefixes))
     if not wanted or not subject:
         return ()
     return _tokens_in(subject, wanted)
 
 
+@lru_cache(maxsize=64)
+def _wanted(prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    """The prefixes upper-cased, longest first (the pattern tries them in order)."""
+    return tuple(sorted({p.upper() for p in prefixes}, key=lambda p: (-len(p), p)))
+
+
 @lru_cache(maxsize=256)
 def _tokens_in(subject: str, wanted: tuple[str, ...]) -> tuple[Token, ...]:
     """Cached: one decision looks a subject up twice (its lookups, then the record finder)."""
+    lowered_prefixes = _ascii_lower(wanted) if subject.isascii() else None
+    if lowered_prefixes is not None:
+        # NFKC and the dash table change no ASCII text, and in ASCII a prefix matches
+        # case-insensitively exactly where its lower case is in the lower-cased subject: most
+        # subjects name no prefix at all.
+        lowered = subject.lower()
+        if not any(prefix in lowered for prefix in lowered_prefixes):
+            return ()
+        folded = subject
+    else:
+        folded = _fold(subject)
     found: dict[tuple[str, int], Token] = {}
-    for match in _pattern(wanted).finditer(_fold(subject)):
+    for match in _pattern(wanted).finditer(folded):
         if match.group("p"):
             token = Token(match.group("p").upper(), int(match.group("n")), True)
         else:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from shared.core import classify as classify_module
 from shared.core.classify import Classification, Dsn, OwnMail, classify
 from shared.core.message import MailMessage
 from shared.core.mime import parse_message
@@ -535,3 +538,57 @@ def test_never_raises(raw: bytes) -> None:
     if result.dsn is not None:
         assert result.dsn.status is None or result.dsn.status[0] in "245"
         assert result.dsn.action in {None, "failed", "delayed", "delivered", "relayed", "expanded"}
+
+
+def test_campaign_headers_start_with_the_letters_the_bulk_rule_looks_at() -> None:
+    # `_bulk` tries `_ESP_HEADER` only on names starting with one of `_ESP_FIRST`: no other
+    # first character lets it match (every alternative starts with x- or feedback-id).
+    pattern = classify_module._ESP_HEADER
+    for rest in ("-mc-user", "eedback-id"):
+        starts = {chr(c) for c in range(0x110000) if pattern.match(chr(c) + rest)}
+        assert starts <= classify_module._ESP_FIRST, rest
+        assert starts, rest
+
+
+# Header lines the rules read, with values that do and do not make a sign.
+SIGN_HEADERS = [
+    "Auto-Submitted: auto-replied",
+    "Auto-Submitted: auto-generated",
+    "Auto-Submitted: no",
+    "X-Autoreply: yes",
+    "X-Autorespond: 0",
+    "X-Autoresponder: true",
+    "X-Auto-Reply: on",
+    "Precedence: auto_reply",
+    "Precedence: bulk",
+    "X-MS-Exchange-Inbox-Rules-Loop: filer@ours.example",
+    "X-MS-Exchange-Generated-Message-Source: Mailbox Rules Agent",
+    "X-Apple-Action: VACATION",
+    "Feedback-Type: abuse",
+    "X-Abuse-Report: yes",
+    "X-ARF: yes",
+    "X-Apple-Unsubscribe: true",
+    "List-Id: <team.lists.example>",
+    "List-Unsubscribe: <mailto:leave@lists.example>",
+    "X-Failed-Recipients: gone@person.example",
+    "Return-Path: <>",
+    "X-Mailer: Vacation 1.0",
+    "X-Auto-Response-Suppress: All",
+]
+
+
+@settings(derandomize=True, database=None, deadline=None, max_examples=300)
+@given(
+    st.lists(st.sampled_from(SIGN_HEADERS), max_size=4, unique=True),
+    st.sampled_from(["Lunch on Friday", "Out of office", "Automatic reply: away"]),
+)
+def test_rules_that_skip_absent_headers_decide_as_if_they_had_looked(
+    headers: list[str], subject: str
+) -> None:
+    # The headers added make `_auto_reply` and `_feedback` read their headers (a name of each
+    # rule's set is present) and are no sign themselves: a header the rule reads but left out
+    # of its set would classify the two messages differently.
+    lines = "\n".join([*headers, f"Subject: {subject}"])
+    plain = classify(mail(lines), OWN)
+    looked = classify(mail(lines + "\nX-Apple-Action: none\nX-Apple-Unsubscribe: false"), OWN)
+    assert (looked.kind, looked.reasons) == (plain.kind, plain.reasons)

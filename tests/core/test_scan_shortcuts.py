@@ -5,11 +5,13 @@ built from the lines that steer the scan: quotes, attributions, markers, prose, 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.core import reply_text as module
+from shared.core import tokens as tokens_module
 from shared.core.contracts import SNIPPET_CHARS
 from shared.core.decide import _snippet
 from shared.core.tokens import find_tokens
@@ -39,6 +41,9 @@ STEERING = [
     "--",
     "-- ",
     "—",
+    "–",
+    "-- Forwarded message",
+    "From : Anna",
     "-----Original Message-----",
     "From: Anna <anna@example.org>",
     "Von: Бернд",
@@ -88,8 +93,66 @@ def test_the_shortcut_keeps_what_the_full_scan_keeps(lines: list[str]) -> None:
     assert module._scan(lines) == module._scan(lines, shortcut=False)
 
 
+MARKER_WORDS = [
+    word
+    for words in (
+        module._FROM_WORDS,
+        module._FORWARD_WORDS,
+        module._DEVICE_WORDS,
+        module._SEPARATOR_WORDS,
+        "|".join(module._END_VERBS),
+    )
+    for word in words.split("|")
+]
+# Lines around the markers' words as mail writes them: indented, bold, dashed, in any case,
+# with a colon, a verb's tail or prose after them.
+HEADS = ["", " ", "\t", "\u3000", "** ", "_", "—", "–", "-- ", "---- ", "> ", "Ok "]
+CASES: list[Callable[[str], str]] = [str, str.upper, str.swapcase]
+TAILS = ["", ":", " : Anna", "**: x", "：", " -", ": ", " x", " my phone", ".", " ---", "  "]
+MARKER_LINES = st.builds(
+    lambda head, word, case, tail: head + case(word) + tail,
+    st.sampled_from(HEADS),
+    st.sampled_from(MARKER_WORDS),
+    st.sampled_from(CASES),
+    st.sampled_from(TAILS),
+)
+
+
+def _steers(lines: list[str]) -> bool:
+    """Whether the scan's own per-line tests see a line that steers it (the full work)."""
+    return (
+        any(module._quotes(lines))
+        or any(module._ends("\n".join(lines)))
+        or any(map(module._ANY_MARKER.match, lines))
+    )
+
+
+def test_every_marker_line_alone_is_seen_by_the_prefilter() -> None:
+    for head in HEADS:
+        for word in MARKER_WORDS:
+            for case in CASES:
+                for tail in TAILS:
+                    line = head + case(word) + tail
+                    # Twice: a run of two alternative quote marks is a quote.
+                    assert module._may_steer(line) or not _steers([line, line]), repr(line)
+    for line in STEERING:
+        assert module._may_steer(line) or not _steers([line, line]), repr(line)
+
+
+@settings(FUZZ)
+@given(st.lists(st.one_of(MARKER_LINES, st.sampled_from(STEERING), st.text(max_size=60))))
+def test_text_the_prefilter_passes_has_no_line_that_steers_the_scan(lines: list[str]) -> None:
+    # As given (trailing white space, carriage returns) and as the scan gets it (normalised).
+    for text in ("\n".join(lines), "\n".join(module._normalise("\n".join(lines)))):
+        split = text.split("\n")
+        if not module._may_steer(text):
+            assert not _steers(split)
+            assert module._scan(split) == module._scan(split, shortcut=False)
+
+
 def test_plain_prose_takes_the_shortcut_and_quoted_mail_does_not() -> None:
     prose = module._normalise("Hello,\n\nthe invoice is attached.\n\nAnna\n")
+    assert not module._may_steer("\n".join(prose))
     assert module._scan(prose) == (["Hello,", "", "the invoice is attached.", "", "Anna"], True)
     quoted = module._normalise("Fine.\n\nOn Tue, Anna <a@example.org> wrote:\n> the plan\n")
     assert module._scan(quoted) == (["Fine."], True)
@@ -147,3 +210,76 @@ def test_a_factored_alternation_matches_exactly_its_words(
     candidates = {*words, *others, *(w[:-1] for w in words), *(w + "a" for w in words)}
     for candidate in candidates:
         assert (pattern.fullmatch(candidate) is not None) == (candidate in words), candidate
+
+
+def _tokens_the_full_way(subject: str, prefixes: list[str]) -> list[tuple[str, int, bool]]:
+    """Every token as the pattern finds it in the folded subject (no shortcut)."""
+    wanted = tuple(sorted({p.upper() for p in prefixes}, key=lambda p: (-len(p), p)))
+    found: dict[tuple[str, int], tuple[str, int, bool]] = {}
+    for match in tokens_module._pattern(wanted).finditer(tokens_module._fold(subject)):
+        if match.group("p"):
+            token = (match.group("p").upper(), int(match.group("n")), True)
+        else:
+            token = (match.group("bp").upper(), int(match.group("bn")), False)
+        found.setdefault(token[:2], token)
+    return list(found.values())
+
+
+SUBJECT_PIECES = st.sampled_from(
+    [
+        "case",
+        "CASE",
+        "Case",
+        "task",
+        "[",
+        "]",
+        "(",
+        ")",
+        "-",
+        "#",
+        ":",
+        " ",
+        "12",
+        "7",
+        "Re: ",
+        "ticket",
+        "x",
+        "_",
+        "\u2013",
+        "\uff3b",
+        "\uff11",
+        "\u212a",
+        "\u017f",
+        "é",
+        "caSe-3",
+    ]
+)
+
+
+@settings(FUZZ)
+@given(
+    st.lists(st.one_of(SUBJECT_PIECES, st.text(max_size=6)), max_size=12),
+    st.sampled_from([["CASE"], ["case", "TASK"], ["K\u212aB"], ["Ticket", "T"]]),
+)
+def test_tokens_found_with_the_ascii_shortcut_are_those_of_the_full_work(
+    pieces: list[str], prefixes: list[str]
+) -> None:
+    subject = "".join(pieces)
+    found = [(t.prefix, t.number, t.bracketed) for t in find_tokens(subject, prefixes)]
+    assert found == _tokens_the_full_way(subject, prefixes)
+
+
+def test_tokens_of_folded_and_non_ascii_subjects_are_those_of_the_full_work() -> None:
+    subjects = [
+        "Re: [CASE-12] plan",
+        "CASE\u201312 dashed",
+        "\uff3bCASE\uff0d12\uff3d full width",
+        "case \uff11\uff12",
+        "id-3 and [ID 4]",
+        "nothing here 12",
+    ]
+    for subject in subjects:
+        for prefixes in (["CASE"], ["\u0130D"], ["K\u212aB", "ID"]):
+            found = [(t.prefix, t.number, t.bracketed) for t in find_tokens(subject, prefixes)]
+            assert found == _tokens_the_full_way(subject, prefixes), (subject, prefixes)
+    assert find_tokens("CASE\u201312 dashed", ["CASE"])  # the fold finds it: not a shortcut
