@@ -264,8 +264,8 @@ def test_redelivery_takes_no_second_slot_and_a_held_mail_can_still_be_released(
     # filing plan is delivered twice: one slot, one record.
     plans = map_queued(stores, config, first.body, now=NOW)
     # The same plans, but for the claim the first delivery won (its filing leaves it out).
-    again = map_queued(stores, config, first.body, now=NOW)
-    assert again == [p.model_copy(update={"claimed": False}) for p in plans]
+    redelivered = map_queued(stores, config, first.body, now=NOW)
+    assert redelivered == [p.model_copy(update={"claimed": False}) for p in plans]
     assert [p.claimed for p in plans] == [True]
     stores.queues.delete(INBOUND, first)
     assert slot_holders(stores, STORM) == 1
