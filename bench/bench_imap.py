@@ -280,8 +280,9 @@ def ingest(ctx: AppContext, counter: RequestCounter, name: str) -> dict[str, Any
 
 
 def ingest_one_at_a_time(ctx: AppContext, counter: RequestCounter, name: str) -> dict[str, Any]:
-    """The ingest as the build before made its calls: a lookup per id listed, then per message
-    the blob, the note and the queue message one after another, the Ingest rows 100 a batch."""
+    """The ingest as builds before the pipelined one made its calls: a lookup per id listed,
+    then per message the blob and the queue message one after another, the Ingest rows 100 a
+    batch (their separate note of the Message-ID is left out: this build's blob is the note)."""
     source = imap_source(ctx, name)
     counter.reset()
     started = time.perf_counter()
@@ -641,19 +642,20 @@ def report(
     storage_s = first["seconds"] - alone["seconds"]
     on_tmpfs = ", its Maildir on tmpfs (/dev/shm)" if theirs["tmpfs"] else ""
     lines = [
-        "vs mbsync: seconds / mbsync's seconds. ingest_mailbox also writes each message to Blob",
-        "Storage, notes its Message-ID as on its way (Messages), queues it and notes it in the",
-        f"Ingest table (Azurite, in memory; {INGEST_THREADS} calls in flight): its ratio includes",
-        "that storage work (goal: ingest <= 5x mbsync); its queue messages go in the mailbox's",
-        "order. 'before': the same storage calls as the build before this one made them, one",
-        "after another with an Ingest lookup per id (on a second user's other 10,000 messages,",
-        "as blobs are stored once by content). 'IMAP alone' is the same source's poll() and",
+        "vs mbsync: seconds / mbsync's seconds. ingest_mailbox also writes each message to",
+        "Blob Storage (under its Message-ID's key: the note that it is on its way), queues it",
+        f"and notes it in the Ingest table (Azurite, in memory; {INGEST_THREADS} calls in",
+        "flight): its ratio includes that storage work (goal: ingest <= 5x mbsync); its queue",
+        "messages go in the mailbox's order. 'before': the same storage calls made one after",
+        "another with an Ingest lookup per id, as builds before the pipelined ingest did (on a",
+        "second user's other 10,000 messages, as blobs are stored once by content). 'IMAP",
+        "alone' is the same source's poll() and",
         "read() of every message with nothing stored or committed.",
         f"* median of {ROUNDS} runs, alternating; seconds: IMAP alone "
         f"{', '.join(f'{s:.2f}' for s in alone['all'])}; mbsync "
         f"{', '.join(f'{s:.2f}' for s in theirs['all'])}",
         f"storage calls of the ingest: {services}",
-        "(table: a note per message, the Ingest partition read once, an Ingest batch per 100,",
+        "(table: the Ingest partition read once, an Ingest batch per 100,",
         " the cursor's read and write)",
         f"ingest - IMAP alone: {storage_s:.1f} s for {first['storage']:,} storage calls, "
         f"{storage_s / first['storage'] * 1000:.1f} ms a call",
