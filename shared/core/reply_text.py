@@ -507,6 +507,12 @@ def _may_steer(whole: str) -> bool:
     )
 
 
+def _kept_all(lines: list[str]) -> list[str]:
+    """Every line, as the loop in `_scan` keeps them when nothing steers it: a line of white
+    space alone as an empty one."""
+    return _trim([line if line.strip() else "" for line in lines])
+
+
 def _scan(
     lines: list[str], whole: str | None = None, *, shortcut: bool = True
 ) -> tuple[list[str], bool]:
@@ -515,13 +521,13 @@ def _scan(
     the whole scan even where it would keep every line (tests compare the two)."""
     whole = "\n".join(lines) if whole is None else whole
     if shortcut and not _may_steer(whole):
-        return _trim(list(lines)), True  # no line can steer the loop below: it keeps every one
+        return _kept_all(lines), True  # no line can steer the loop below: it keeps every one
     quoted = _quotes(lines)
     any_quoted = any(quoted)  # else no line introduces a quote
     ends = _ends(whole)
     if shortcut and not any_quoted and not any(ends) and not any(map(_ANY_MARKER.match, lines)):
         # No quote, marker or attribution: the loop below would keep every line.
-        return _trim(list(lines)), True
+        return _kept_all(lines), True
     kept: list[str] = []
     origin: list[int] = []  # the index in `lines` of each kept line
     quoted_before = False  # the previous line was quoted (or a wrapped quoted line)
