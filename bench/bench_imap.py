@@ -644,13 +644,13 @@ def report(
     lines = [
         "vs mbsync: seconds / mbsync's seconds. ingest_mailbox also writes each message to",
         "Blob Storage (under its Message-ID's key: the note that it is on its way), queues it",
-        f"and notes it in the Ingest table (Azurite, in memory; {INGEST_THREADS} calls in",
-        "flight): its ratio includes that storage work (goal: ingest <= 5x mbsync); its queue",
+        f"and notes it in the Ingest table (Azurite, in memory; {INGEST_THREADS} calls in flight):",
+        "its ratio includes that storage work (goal: ingest <= 5x mbsync); its queue",
         "messages go in the mailbox's order. 'before': the same storage calls made one after",
         "another with an Ingest lookup per id, as builds before the pipelined ingest did (on a",
         "second user's other 10,000 messages, as blobs are stored once by content). 'IMAP",
-        "alone' is the same source's poll() and",
-        "read() of every message with nothing stored or committed.",
+        "alone' is the same source's poll() and read() of every message with nothing stored or",
+        "committed.",
         f"* median of {ROUNDS} runs, alternating; seconds: IMAP alone "
         f"{', '.join(f'{s:.2f}' for s in alone['all'])}; mbsync "
         f"{', '.join(f'{s:.2f}' for s in theirs['all'])}",
