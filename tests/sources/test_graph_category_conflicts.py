@@ -44,6 +44,15 @@ def graph_source(world: GraphWorld) -> GraphSource:
     return GraphSource(mailbox, client, world.ctx.stores)
 
 
+def read_by_us(world: GraphWorld, categories: list[str]) -> tuple[str, GraphSource]:
+    """A message in the inbox with `categories`, and a source that has read it, as ingest does
+    (its row notes the version read)."""
+    msg_id = world.fake.add_message(USER, "inbox", mime(1), categories=categories)
+    source = graph_source(world)
+    source.read(msg_id)
+    return msg_id, source
+
+
 def etag(world: GraphWorld, msg_id: str) -> str:
     return str(world.fake.message(USER, msg_id)["@odata.etag"])
 
@@ -65,9 +74,7 @@ def categorise(category: str = OURS) -> list[MailboxAction]:
 
 def test_the_common_case_is_one_patch_held_to_the_version_read(graph_world: GraphWorld) -> None:
     fake = graph_world.fake
-    msg_id = fake.add_message(USER, "inbox", mime(1), categories=[PRIVATE])
-    source = graph_source(graph_world)
-    source.read(msg_id)  # what ingest does: the version read is noted
+    msg_id, source = read_by_us(graph_world, [PRIVATE])
     read_as = etag(graph_world, msg_id)
     fake.clear_requests()
     results = source.apply(msg_id, categorise())
@@ -91,9 +98,7 @@ def test_a_category_the_user_added_after_our_read_survives_and_ours_is_added(
     graph_world: GraphWorld,
 ) -> None:
     fake = graph_world.fake
-    msg_id = fake.add_message(USER, "inbox", mime(1), categories=[PRIVATE])
-    source = graph_source(graph_world)
-    source.read(msg_id)
+    msg_id, source = read_by_us(graph_world, [PRIVATE])
     read_as = etag(graph_world, msg_id)
     # The user triages the mail seconds after it arrived, between our read and our PATCH.
     fake.update_message(USER, msg_id, categories=[PRIVATE, URGENT])
@@ -121,9 +126,7 @@ def test_a_category_the_user_removed_is_never_put_back_from_a_stale_version(
     graph_world: GraphWorld,
 ) -> None:
     fake = graph_world.fake
-    msg_id = fake.add_message(USER, "inbox", mime(1), categories=[PRIVATE, SPAM])
-    source = graph_source(graph_world)
-    source.read(msg_id)  # our row notes [PRIVATE, SPAM]
+    msg_id, source = read_by_us(graph_world, [PRIVATE, SPAM])  # our row notes both
     fake.edit_before_patch(USER, msg_id, lambda cs: [c for c in cs if c != SPAM])
     assert [r.done for r in source.apply(msg_id, categorise())] == [True, True]
     assert fake.message(USER, msg_id)["categories"] == [PRIVATE, OURS]
@@ -177,9 +180,7 @@ def test_a_message_changing_under_every_patch_ends_in_a_clear_failure(
     graph_world: GraphWorld,
 ) -> None:
     fake = graph_world.fake
-    msg_id = fake.add_message(USER, "inbox", mime(1), categories=[PRIVATE])
-    source = graph_source(graph_world)
-    source.read(msg_id)
+    msg_id, source = read_by_us(graph_world, [PRIVATE])
 
     def toggle(categories: list[str]) -> list[str]:  # a rule (or app) fighting over it
         return (
