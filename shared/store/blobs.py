@@ -20,21 +20,20 @@ from azure.storage.blob import BlobServiceClient, ContentSettings, StorageStream
 RAW_CONTAINER = "raw"
 BLOCK_BYTES = 4 * 1024 * 1024  # account.py: blobs larger than this go up in blocks of it
 
-
-def raw_blob_name(data: bytes, message_key: str | None = None) -> str:
-    """Raw mail's name: its SHA-256, under its message key when it has one (ingested mail:
-    see `on_its_way`), else under the digest's first two hex digits."""
-    digest = hashlib.sha256(data).hexdigest()
-    if message_key is not None:
-        return f"{MESSAGE_PREFIX}{message_key}/{digest}.eml"
-    return f"{digest[:2]}/{digest}.eml"
-
-
 # Ingested mail with a Message-ID is stored under "m/<message key>/": one listing of that prefix
 # tells whether a copy of the message was ingested (before it was queued), which is what the map
 # stage asks of mail it refers to that is not filed yet. Its metadata names the copy.
 MESSAGE_PREFIX = "m/"
 _META_VALUE = 1000  # characters of each metadata value (percent-encoded; 8 KiB for all)
+
+
+def raw_blob_name(data: bytes, message_key: str | None = None) -> str:
+    """Raw mail's name: its SHA-256, under its message key when it has one (ingested mail:
+    see `Blobs.ingested`), else under the digest's first two hex digits."""
+    digest = hashlib.sha256(data).hexdigest()
+    if message_key is not None:
+        return f"{MESSAGE_PREFIX}{message_key}/{digest}.eml"
+    return f"{digest[:2]}/{digest}.eml"
 
 
 @dataclass(frozen=True)
